@@ -1,0 +1,305 @@
+"""The store's public API: open_store() and plain methods; callers never touch sessions or ORM objects."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from hubfleet.store import db
+from hubfleet.store.models import Check, Deployment, Restart
+
+DeploymentResult = Literal["ok", "failed", "rolled_back"]
+DEPLOYMENT_RESULTS: tuple[str, ...] = ("ok", "failed", "rolled_back")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    id: int
+    hub: str
+    config_hash: str
+    started_at: datetime
+    finished_at: datetime | None
+    result: str
+    message: str
+    actor: str
+
+
+@dataclass(frozen=True)
+class RestartRecord:
+    id: int
+    hub: str
+    at: datetime
+    reason: str
+    exit_code: int | None
+    attempt: int
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    id: int
+    hub: str
+    at: datetime
+    ok: bool
+    failed_step: str | None
+    total_seconds: float
+    steps: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of `hubfleet history`: kind is 'deployment', 'restart' or 'check'."""
+
+    kind: str
+    hub: str
+    at: datetime
+    summary: str
+    ok: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["at"] = _iso(self.at)
+        return data
+
+
+class CheckLike(Protocol):
+    ok: bool
+    failed_step: str | None
+    total_seconds: float
+
+    @property
+    def steps(self) -> Sequence[Any]: ...
+
+
+def _step_dict(step: Any) -> dict[str, Any]:
+    if isinstance(step, Mapping):
+        data = dict(step)
+    else:
+        data = {k: getattr(step, k) for k in ("name", "ok", "seconds", "detail")}
+    return {
+        "name": str(data["name"]),
+        "ok": bool(data["ok"]),
+        "seconds": float(data.get("seconds") or 0.0),
+        "detail": str(data.get("detail") or ""),
+    }
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("timestamps given to the store must be timezone-aware")
+    return value.astimezone(UTC) if value else None
+
+
+class Store:
+    """Deployments, restarts and check results of a fleet. Safe to open from several processes at once."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _session(self) -> Session:
+        return self._sessions()
+
+    # -- deployments -----------------------------------------------------------------------------
+    def record_deployment(
+        self,
+        hub: str,
+        config_hash: str,
+        result: DeploymentResult,
+        *,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+        message: str = "",
+        actor: str = "",
+    ) -> DeploymentRecord:
+        if result not in DEPLOYMENT_RESULTS:
+            allowed = ", ".join(DEPLOYMENT_RESULTS)
+            raise ValueError(f"deployment result must be one of {allowed}, not {result!r}")
+        now = utcnow()
+        row = Deployment(
+            hub=hub,
+            config_hash=config_hash,
+            started_at=_aware(started_at) or now,
+            finished_at=_aware(finished_at) or now,
+            result=result,
+            message=message,
+            actor=actor,
+        )
+        with self._session() as session, session.begin():
+            session.add(row)
+        return _deployment(row)
+
+    def last_deployment(self, hub: str, *, result: DeploymentResult | None = None) -> DeploymentRecord | None:
+        """The newest deployment of `hub` (only those with `result` when given)."""
+        query = select(Deployment).where(Deployment.hub == hub)
+        if result is not None:
+            query = query.where(Deployment.result == result)
+        query = query.order_by(Deployment.started_at.desc(), Deployment.id.desc()).limit(1)
+        with self._session() as session:
+            row = session.scalars(query).first()
+            return _deployment(row) if row else None
+
+    def deployments(self, hub: str | None = None, limit: int = 100) -> list[DeploymentRecord]:
+        query = select(Deployment)
+        if hub is not None:
+            query = query.where(Deployment.hub == hub)
+        query = query.order_by(Deployment.started_at.desc(), Deployment.id.desc()).limit(limit)
+        with self._session() as session:
+            return [_deployment(row) for row in session.scalars(query)]
+
+    # -- restarts --------------------------------------------------------------------------------
+    def record_restart(
+        self,
+        hub: str,
+        *,
+        reason: str = "",
+        exit_code: int | None = None,
+        attempt: int = 1,
+        at: datetime | None = None,
+    ) -> RestartRecord:
+        row = Restart(hub=hub, at=_aware(at) or utcnow(), reason=reason, exit_code=exit_code, attempt=attempt)
+        with self._session() as session, session.begin():
+            session.add(row)
+        return _restart(row)
+
+    def restarts(self, hub: str | None = None, since: datetime | None = None) -> list[RestartRecord]:
+        """Restarts newest first, optionally of one hub and at or after `since`."""
+        query = select(Restart)
+        if hub is not None:
+            query = query.where(Restart.hub == hub)
+        if since is not None:
+            query = query.where(Restart.at >= _aware(since))
+        query = query.order_by(Restart.at.desc(), Restart.id.desc())
+        with self._session() as session:
+            return [_restart(row) for row in session.scalars(query)]
+
+    # -- checks ----------------------------------------------------------------------------------
+    def record_check(
+        self, result: CheckLike | Mapping[str, Any], *, hub: str | None = None, at: datetime | None = None
+    ) -> CheckRecord:
+        """Store a check result (a CheckResult or its to_json() dict); hub defaults to result.hub."""
+        keys = ("hub", "at", "ok", "failed_step", "total_seconds", "steps")
+        data: Mapping[str, Any] = (
+            result if isinstance(result, Mapping) else {k: getattr(result, k, None) for k in keys}
+        )
+        hub_name = hub or data.get("hub")
+        if not hub_name:
+            raise ValueError("record_check needs a hub name (pass hub= or set result.hub)")
+        when = at or data.get("at") or utcnow()
+        if isinstance(when, str):
+            when = datetime.fromisoformat(when)
+        row = Check(
+            hub=str(hub_name),
+            at=_aware(when) or utcnow(),
+            ok=bool(data["ok"]),
+            failed_step=data.get("failed_step"),
+            total_seconds=float(data.get("total_seconds") or 0.0),
+            steps=[_step_dict(step) for step in data.get("steps") or []],
+        )
+        with self._session() as session, session.begin():
+            session.add(row)
+        return _check(row)
+
+    def checks(self, hub: str | None = None, limit: int = 100) -> list[CheckRecord]:
+        query = select(Check)
+        if hub is not None:
+            query = query.where(Check.hub == hub)
+        query = query.order_by(Check.at.desc(), Check.id.desc()).limit(limit)
+        with self._session() as session:
+            return [_check(row) for row in session.scalars(query)]
+
+    # -- history ---------------------------------------------------------------------------------
+    def history(self, hub: str | None = None, limit: int = 50) -> list[Event]:
+        """Deployments, restarts and checks as one list of events, newest first."""
+        events: list[tuple[datetime, int, Event]] = []
+        with self._session() as session:
+            sources = ((Deployment, Deployment.started_at), (Restart, Restart.at), (Check, Check.at))
+            for model, time_col in sources:
+                query = select(model)
+                if hub is not None:
+                    query = query.where(model.hub == hub)
+                query = query.order_by(time_col.desc(), model.id.desc()).limit(limit)
+                for row in session.scalars(query):
+                    event = _event(row)
+                    events.append((event.at, row.id, event))
+        events.sort(key=lambda item: (item[0], item[1]), reverse=True)
+        return [event for _, _, event in events[:limit]]
+
+
+def open_store(state_dir_or_url: str | Path, *, migrate: bool = True) -> Store:
+    """Open the store in `state_dir` (sqlite:///<dir>/hubfleet.sqlite) or at any SQLAlchemy URL.
+
+    Migrations run on open (a no-op when the schema is current), so every caller sees the same schema.
+    """
+    engine = db.make_engine(db.store_url(state_dir_or_url))
+    if migrate:
+        db.upgrade(engine)
+    return Store(engine)
+
+
+def _deployment(row: Deployment) -> DeploymentRecord:
+    return DeploymentRecord(
+        row.id, row.hub, row.config_hash, row.started_at, row.finished_at, row.result, row.message, row.actor
+    )
+
+
+def _restart(row: Restart) -> RestartRecord:
+    return RestartRecord(row.id, row.hub, row.at, row.reason, row.exit_code, row.attempt)
+
+
+def _check(row: Check) -> CheckRecord:
+    return CheckRecord(row.id, row.hub, row.at, row.ok, row.failed_step, row.total_seconds, list(row.steps))
+
+
+def _event(row: Deployment | Restart | Check) -> Event:
+    if isinstance(row, Deployment):
+        summary = f"deploy {row.config_hash[:12]}: {row.result}"
+        if row.actor:
+            summary += f" by {row.actor}"
+        if row.message:
+            summary += f" — {row.message}"
+        details = {
+            "config_hash": row.config_hash,
+            "result": row.result,
+            "actor": row.actor,
+            "finished_at": _iso(row.finished_at),
+            "message": row.message,
+        }
+        return Event("deployment", row.hub, row.started_at, summary, row.result == "ok", details)
+    if isinstance(row, Restart):
+        code = "?" if row.exit_code is None else str(row.exit_code)
+        summary = f"restart #{row.attempt} (exit {code})" + (f": {row.reason}" if row.reason else "")
+        details = {"reason": row.reason, "exit_code": row.exit_code, "attempt": row.attempt}
+        return Event("restart", row.hub, row.at, summary, False, details)
+    if row.ok:
+        summary = f"check ok in {row.total_seconds:.1f}s"
+    else:
+        failed = next((s for s in row.steps if s.get("name") == row.failed_step), {})
+        detail = str(failed.get("detail") or "")
+        summary = f"check failed at {row.failed_step}" + (f": {detail[:120]}" if detail else "")
+    details = {"failed_step": row.failed_step, "total_seconds": row.total_seconds, "steps": list(row.steps)}
+    return Event("check", row.hub, row.at, summary, row.ok, details)
