@@ -1,0 +1,45 @@
+"""The interface every backend implements; a new backend is one new module on this base."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from hubfleet.config.fleet import FleetConfig
+from hubfleet.config.models import Hub
+
+
+@dataclass(frozen=True)
+class HubEndpoint:
+    """How the control plane reaches a hub: its public URL and the control-plane service token."""
+
+    name: str
+    url: str
+    token: str
+
+    def __repr__(self) -> str:  # never print the token
+        return f"HubEndpoint(name={self.name!r}, url={self.url!r}, token='***')"
+
+
+class Backend(ABC):
+    """Renders and runs the hubs of one cluster kind."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, fleet: FleetConfig, state_dir: Path):
+        self.fleet = fleet
+        self.state_dir = state_dir
+
+    @abstractmethod
+    def render(self, hub: Hub) -> str:
+        """What would be applied for this hub, with no secret values in it."""
+
+    @abstractmethod
+    def config_hash(self, hub: Hub) -> str:
+        """Desired-state hash of everything that affects this hub."""
+
+    @abstractmethod
+    def endpoint(self, hub_name: str) -> HubEndpoint:
+        """URL and control-plane token of a deployed hub."""

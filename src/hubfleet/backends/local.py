@@ -1,0 +1,217 @@
+"""Local backend: each hub is a JupyterHub process on this machine, with its state under
+<state>/hubs/<hub>/ (config, hub database, cookie secret, tokens, homes, log)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import jupyterhub
+import psutil
+
+from hubfleet.backends.base import Backend, HubEndpoint
+from hubfleet.config.models import Hub
+from hubfleet.render.local import (
+    CONTROL_TOKEN_ENV,
+    OPERATOR_TOKEN_ENV,
+    LocalRuntime,
+    config_hash,
+    render_jupyterhub_config,
+    secret_env,
+)
+from hubfleet.settings import UserError
+
+BIN_DIR = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class PreparedHub:
+    """Everything needed to start one hub process."""
+
+    name: str
+    url: str
+    port: int
+    hub_dir: Path
+    config_path: Path
+    log_path: Path
+    config_hash: str
+    command: list[str]
+    env: dict[str, str]
+
+    def __repr__(self) -> str:  # env holds secrets
+        return f"PreparedHub(name={self.name!r}, url={self.url!r}, hub_dir={str(self.hub_dir)!r})"
+
+
+def hub_dir(state_dir: Path, hub_name: str) -> Path:
+    return state_dir / "hubs" / hub_name
+
+
+def hub_url(hub: Hub) -> str:
+    return f"http://127.0.0.1:{hub.port}"
+
+
+def _write_private(path: Path, data: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(avoid: set[int]) -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            return port
+
+
+def tokens(state_dir: Path, hub_name: str) -> dict[str, str]:
+    """The hub's control-plane and operator service tokens, created once and kept (mode 0600)."""
+    path = hub_dir(state_dir, hub_name) / "tokens.json"
+    data = _read_json(path)
+    if not {"control", "operator"} <= data.keys():
+        data = {"control": secrets.token_hex(32), "operator": secrets.token_hex(32)}
+        _write_private(path, data)
+    return {k: str(v) for k, v in data.items()}
+
+
+def _is_ours(pid: int, program: str, directory: Path) -> bool:
+    """A recorded pid still belongs to this hub: same program, working under the hub's directory.
+    Guards against killing an unrelated process that reused a stale pid."""
+    try:
+        proc = psutil.Process(pid)
+        return any(program in part for part in proc.cmdline()) and Path(proc.cwd()).is_relative_to(directory)
+    except (psutil.Error, OSError, ValueError):
+        return False
+
+
+def owned_pids(directory: Path, *, proxy_only: bool = False) -> list[int]:
+    """Live processes a hub started that outlive it: its proxy and its user servers."""
+    candidates = [(_read_pid(directory / "proxy.pid"), "configurable-http-proxy")]
+    if not proxy_only:
+        candidates += [(pid, "jupyterhub-singleuser") for pid in user_server_pids(directory)]
+    return [pid for pid, program in candidates if pid and _is_ours(pid, program, directory)]
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def user_server_pids(directory: Path) -> list[int]:
+    """Pids of user servers recorded in the hub's database (LocalProcessSpawner state)."""
+    db = directory / "jupyterhub.sqlite"
+    if not db.exists():
+        return []
+    pids: list[int] = []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2) as conn:
+            for (state,) in conn.execute("SELECT state FROM spawners WHERE state IS NOT NULL"):
+                pid = (json.loads(state) or {}).get("pid") if isinstance(state, str) else None
+                if isinstance(pid, int) and pid > 0:
+                    pids.append(pid)
+    except (sqlite3.Error, ValueError):
+        return []
+    return pids
+
+
+class LocalBackend(Backend):
+    kind = "local"
+
+    def runtime(self, hub: Hub) -> LocalRuntime:
+        """Internal ports are chosen once and kept, so user servers survive hub restarts."""
+        directory = hub_dir(self.state_dir, hub.name)
+        path = directory / "runtime.json"
+        data = _read_json(path)
+        public = {h.port for h in self.fleet.hubs.values() if h.port}
+        if not (isinstance(data.get("hub_port"), int) and isinstance(data.get("proxy_api_port"), int)):
+            hub_port = free_port(public)
+            data = {"hub_port": hub_port, "proxy_api_port": free_port(public | {hub_port})}
+        data["url"] = hub_url(hub)
+        _write_private(path, data)
+        return LocalRuntime(
+            hub_dir=directory,
+            hub_port=int(data["hub_port"]),  # type: ignore[arg-type]
+            proxy_api_port=int(data["proxy_api_port"]),  # type: ignore[arg-type]
+            bin_dir=BIN_DIR,
+            as_root=os.geteuid() == 0,
+        )
+
+    def render(self, hub: Hub) -> str:
+        return render_jupyterhub_config(self.fleet, hub, self.runtime(hub))
+
+    def config_hash(self, hub: Hub) -> str:
+        return config_hash(f"jupyterhub=={jupyterhub.__version__}\n" + self.render(hub), secret_env(hub))
+
+    def endpoint(self, hub_name: str) -> HubEndpoint:
+        return hub_endpoint(self.state_dir, hub_name)
+
+    def prepare(self, hub: Hub) -> PreparedHub:
+        """Write the hub's config into its state directory and return how to start it."""
+        assert hub.port is not None
+        runtime = self.runtime(hub)
+        directory = runtime.hub_dir
+        (directory / "homes").mkdir(parents=True, exist_ok=True)
+        rendered = render_jupyterhub_config(self.fleet, hub, runtime)
+        config_path = directory / "jupyterhub_config.py"
+        config_path.write_text(rendered)
+        hub_tokens = tokens(self.state_dir, hub.name)
+        env = {
+            **os.environ,
+            **secret_env(hub),
+            CONTROL_TOKEN_ENV: hub_tokens["control"],
+            OPERATOR_TOKEN_ENV: hub_tokens["operator"],
+            "PATH": f"{BIN_DIR}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        }
+        env.pop("JUPYTERHUB_API_TOKEN", None)
+        return PreparedHub(
+            name=hub.name,
+            url=hub_url(hub),
+            port=hub.port,
+            hub_dir=directory,
+            config_path=config_path,
+            log_path=directory / "hub.log",
+            config_hash=config_hash(f"jupyterhub=={jupyterhub.__version__}\n" + rendered, secret_env(hub)),
+            command=[str(BIN_DIR / "jupyterhub"), "-f", str(config_path)],
+            env=env,
+        )
+
+
+def hub_endpoint(state_dir: Path, hub_name: str, *, operator: bool = False) -> HubEndpoint:
+    """URL and token of a hub that hubfleet has started at least once."""
+    directory = hub_dir(state_dir, hub_name)
+    runtime = _read_json(directory / "runtime.json")
+    hub_tokens = _read_json(directory / "tokens.json")
+    if "url" not in runtime or "control" not in hub_tokens:
+        raise UserError(f"hub {hub_name}: never started in {state_dir}; run `hubfleet up` first")
+    return HubEndpoint(
+        name=hub_name, url=str(runtime["url"]), token=str(hub_tokens["operator" if operator else "control"])
+    )

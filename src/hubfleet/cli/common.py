@@ -1,0 +1,56 @@
+"""Options and error handling shared by every command."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from hubfleet.settings import UserError
+
+console = Console()
+err_console = Console(stderr=True)
+
+FleetOption = Annotated[
+    Path | None,
+    typer.Option("--fleet", help="Fleet directory (default: $HUBFLEET_FLEET, else the current directory).",
+                 show_default=False),
+]
+StateDirOption = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="State directory (default: $HUBFLEET_STATE_DIR, else <fleet>/.hubfleet).",
+                 show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEBUG = {"on": False}
+
+
+def friendly_errors(func: F) -> F:
+    """Turn a UserError into one line on stderr and exit 1; show tracebacks only with --debug."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            if DEBUG["on"]:
+                raise
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def fail(message: str, code: int = 1) -> None:
+    err_console.print(message, highlight=False, markup=False, soft_wrap=True)
+    sys.exit(code)

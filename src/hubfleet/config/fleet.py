@@ -1,0 +1,47 @@
+"""The loaded fleet: what every other part of hubfleet consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hubfleet.config.models import Cluster, Community, Fleet, Hub
+
+
+@dataclass(frozen=True, order=True)
+class ConfigError:
+    """One problem in the fleet files, printed as `file:line:col: message` (file relative to the fleet)."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+
+
+class FleetInvalid(Exception):
+    """The fleet files have errors; `errors` lists every one of them."""
+
+    def __init__(self, errors: list[ConfigError]):
+        self.errors = sorted(set(errors))
+        super().__init__(f"{len(self.errors)} error(s) in the fleet configuration")
+
+
+@dataclass
+class FleetConfig:
+    root: Path
+    fleet: Fleet
+    clusters: dict[str, Cluster] = field(default_factory=dict)
+    communities: dict[str, Community] = field(default_factory=dict)
+    hubs: dict[str, Hub] = field(default_factory=dict)
+    """Effective hub settings: the hub file merged over fleet.yaml `defaults`."""
+    hub_files: dict[str, Path] = field(default_factory=dict)
+    """Hub name -> the file it was loaded from, relative to root."""
+
+    def cluster_of(self, hub: Hub) -> Cluster:
+        return self.clusters[hub.cluster]
+
+    def local_hubs(self) -> list[Hub]:
+        return [h for h in self.hubs.values() if self.clusters[h.cluster].kind == "local"]

@@ -1,0 +1,227 @@
+"""Pydantic models of the fleet files: the single source of truth for validation, schema and reference docs.
+
+Every model forbids unknown keys so that a misspelt key is an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+Name = Annotated[
+    str,
+    Field(
+        pattern=NAME_PATTERN,
+        description="Lower-case letters, digits and '-', 1-63 characters, starting and ending with a letter "
+        "or digit (usable as a DNS label and a Kubernetes namespace).",
+    ),
+]
+Username = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\s/]+$")]
+MEMORY_PATTERN = re.compile(r"^(\d+(\.\d+)?)([KMGT]i?)?$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- clusters
+
+
+class LocalCluster(Strict):
+    """Hubs run as JupyterHub processes on the machine that runs `hubfleet up`."""
+
+    name: Name
+    kind: Literal["local"]
+    description: str = ""
+
+
+class GCPCredentials(Strict):
+    provider: Literal["gcp"]
+    project: str = Field(min_length=1, description="Google Cloud project id.")
+    zone: str = Field(min_length=1, description="Zone or region of the GKE cluster.")
+    cluster: str = Field(min_length=1, description="GKE cluster name.")
+
+
+class AWSCredentials(Strict):
+    provider: Literal["aws"]
+    account: str = Field(pattern=r"^\d{12}$", description="12-digit AWS account id.")
+    region: str = Field(min_length=1)
+    cluster: str = Field(min_length=1, description="EKS cluster name.")
+
+
+class AzureCredentials(Strict):
+    provider: Literal["azure"]
+    resource_group: str = Field(min_length=1)
+    cluster: str = Field(min_length=1, description="AKS cluster name.")
+
+
+class KubeconfigCredentials(Strict):
+    provider: Literal["kubeconfig"]
+    path: str = Field(min_length=1, description="Path to a kubeconfig file, relative to the fleet directory.")
+    context: str | None = Field(default=None, description="Context in that kubeconfig; its current one if unset.")
+
+
+ClusterCredentials = Annotated[
+    GCPCredentials | AWSCredentials | AzureCredentials | KubeconfigCredentials,
+    Field(discriminator="provider"),
+]
+
+
+class KubernetesCluster(Strict):
+    """Hubs run as Helm releases of the Zero to JupyterHub chart (deployed by the deploy pipeline)."""
+
+    name: Name
+    kind: Literal["kubernetes"]
+    description: str = ""
+    credentials: ClusterCredentials
+
+
+Cluster = Annotated[LocalCluster | KubernetesCluster, Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------- auth
+
+
+class AuthBase(Strict):
+    admin_users: list[Username] = Field(
+        default_factory=list, description="Users who are admins of the hub. Must not be empty."
+    )
+    allowed_users: list[Username] = Field(
+        default_factory=list, description="Users allowed to log in, in addition to the admins."
+    )
+
+
+class DummyAuth(AuthBase):
+    """A shared password for everyone: for tests and staging only, refused on prod hubs."""
+
+    type: Literal["dummy"]
+    password: SecretStr | None = Field(
+        default=None, description="Shared password. Without it any password is accepted (staging only)."
+    )
+
+
+class NativeAuth(AuthBase):
+    """Users sign up on the hub and an admin approves them (jupyterhub-nativeauthenticator)."""
+
+    type: Literal["native"]
+    open_signup: bool = Field(default=False, description="Approve sign-ups without an admin.")
+    minimum_password_length: int = Field(default=8, ge=1, le=128)
+
+
+Auth = Annotated[DummyAuth | NativeAuth, Field(discriminator="type")]
+
+
+# --------------------------------------------------------------------------- hub settings
+
+
+class Resources(Strict):
+    memory_limit: str | None = Field(
+        default=None, description="Per-user memory limit such as 512M, 2G or 1Gi.", examples=["2G"]
+    )
+    cpu_limit: float | None = Field(default=None, gt=0, le=256, description="Per-user CPU limit in cores.")
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        if value is not None and not MEMORY_PATTERN.match(value):
+            raise ValueError(f"'{value}' is not a memory size; write a number with K, M, G or T, such as 2G")
+        return value
+
+
+class Culling(Strict):
+    enabled: bool = True
+    timeout: int = Field(
+        default=3600, ge=60, description="Seconds of inactivity after which a user server is stopped."
+    )
+    max_age: int = Field(default=0, ge=0, description="Stop servers older than this many seconds (0: never).")
+
+
+class HubSettings(Strict):
+    """Settings that a hub may set itself or inherit from `defaults` in fleet.yaml."""
+
+    auth: Auth | None = None
+    resources: Resources = Field(default_factory=Resources)
+    culling: Culling = Field(default_factory=Culling)
+    max_users: int | None = Field(
+        default=None, ge=1, description="Maximum number of concurrently running user servers."
+    )
+    default_ui: Literal["lab", "classic"] = Field(default="lab", description="lab: JupyterLab; classic: /tree.")
+    jupyterhub_version: str | None = Field(
+        default=None, description="Pinned JupyterHub version; informational for local hubs."
+    )
+
+
+class Hub(HubSettings):
+    """One JupyterHub: a file in communities/<community>/hubs/."""
+
+    name: Name = Field(description="Unique in the fleet.")
+    display_name: str = Field(default="", description="Human-readable name shown in status and the console.")
+    community: Name
+    cluster: Name
+    stage: Literal["staging", "prod"]
+    port: int | None = Field(default=None, ge=1024, le=65535, description="Loopback port (local clusters).")
+    domain: str | None = Field(
+        default=None,
+        pattern=r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$",
+        description="DNS name (kubernetes clusters).",
+    )
+    extra_config: str = Field(
+        default="", description="Python appended to the generated jupyterhub_config.py (like z2jh hub.extraConfig)."
+    )
+
+    @field_validator("extra_config")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            compile(value, "extra_config", "exec")
+        except SyntaxError as exc:
+            raise ValueError(f"is not valid Python: {exc.msg} (line {exc.lineno} of extra_config)") from None
+        return value
+
+
+# --------------------------------------------------------------------------- communities and fleet
+
+
+class Contact(Strict):
+    name: str = Field(min_length=1)
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    role: str = Field(default="", description="For example: PI, teacher, organiser.")
+
+
+class Community(Strict):
+    """A community: communities/<name>/community.yaml."""
+
+    name: Name
+    display_name: str = ""
+    contacts: list[Contact] = Field(default_factory=list)
+
+
+class Operator(Strict):
+    """A member of the service team (staff) who supports every hub."""
+
+    name: str = Field(min_length=1)
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    usernames: dict[str, Username] = Field(
+        default_factory=dict, description="Hub username per auth type, for example {native: alice}."
+    )
+
+
+class Fleet(Strict):
+    """fleet.yaml: the fleet's name, its operators and the defaults every hub inherits."""
+
+    name: Name
+    display_name: str = ""
+    operators: list[Operator] = Field(default_factory=list)
+    defaults: HubSettings = Field(default_factory=HubSettings)
+
+    @model_validator(mode="after")
+    def _unique_operator_emails(self) -> Fleet:
+        seen: set[str] = set()
+        for op in self.operators:
+            if op.email in seen:
+                raise ValueError(f"operator email {op.email} is listed twice")
+            seen.add(op.email)
+        return self

@@ -1,0 +1,142 @@
+"""The `hubfleet up` daemon: one event loop, one supervisor; a lock file keeps it to one per state dir."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hubfleet.config.fleet import FleetConfig
+from hubfleet.daemon.processes import pid_alive, process_tree, terminate_tree, wait_gone
+from hubfleet.daemon.supervisor import Supervisor
+from hubfleet.settings import UserError
+from hubfleet.store.api import open_store
+
+STATUS_FILE = "daemon.json"
+LOCK_FILE = "daemon.lock"
+LOG_FILE = "daemon.log"
+
+
+def read_status(state_dir: Path) -> dict[str, Any] | None:
+    """The running daemon's status, or None when no daemon is running for this state dir."""
+    try:
+        data = json.loads((state_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if pid_alive(data.get("pid")) else None
+
+
+@contextmanager
+def daemon_lock(state_dir: Path) -> Iterator[None]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / LOCK_FILE).open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            status = read_status(state_dir)
+            pid = f" (daemon pid {status['pid']})" if status else ""
+            raise UserError(
+                f"the fleet is already up{pid} with state in {state_dir}; "
+                "see `hubfleet status`, or stop it with `hubfleet down`"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+async def serve(
+    fleet: FleetConfig,
+    state_dir: Path,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> dict[str, Any]:
+    """Start every local hub, call on_ready, supervise until `stop` is set (or SIGINT/SIGTERM), stop all."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    store = open_store(state_dir)
+    supervisor = Supervisor(fleet, state_dir, store)
+    try:
+        await supervisor.start_all()
+        if on_ready:
+            on_ready(supervisor.snapshot())
+        await stop.wait()
+    finally:
+        await supervisor.stop_all()
+        final = supervisor.snapshot()
+        (state_dir / STATUS_FILE).unlink(missing_ok=True)
+        store.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return final
+
+
+def run_foreground(
+    fleet: FleetConfig, state_dir: Path, on_ready: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    with daemon_lock(state_dir):
+        return asyncio.run(serve(fleet, state_dir, on_ready))
+
+
+def start_detached(fleet_dir: Path, state_dir: Path, timeout: float = 300) -> dict[str, Any]:
+    """Start the daemon in its own session and wait until every hub is up or has failed."""
+    if status := read_status(state_dir):
+        raise UserError(
+            f"the fleet is already up (daemon pid {status['pid']}); see `hubfleet status` or run `hubfleet down`"
+        )
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / STATUS_FILE).unlink(missing_ok=True)
+    log_path = state_dir / LOG_FILE
+    with log_path.open("ab") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hubfleet.daemon", "--fleet", str(fleet_dir), "--state-dir", str(state_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
+            raise UserError(f"the hubfleet daemon exited with code {proc.returncode}; {log_path}:\n{tail}")
+        status = read_status(state_dir)
+        if status and status.get("ready"):
+            return status
+        time.sleep(0.2)
+    raise UserError(f"the fleet did not come up within {timeout:.0f} s; see {log_path} and `hubfleet status`")
+
+
+def stop_detached(state_dir: Path, timeout: float = 90) -> dict[str, Any] | None:
+    """Stop a detached daemon: SIGTERM and wait; if it is stuck, kill it and whatever it left behind."""
+    try:
+        status = json.loads((state_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    pid = status.get("pid")
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        if wait_gone(pid, timeout):
+            return status
+    # The daemon is gone or stuck: stop what it recorded, by pid.
+    from hubfleet.backends.local import hub_dir, owned_pids
+
+    pids = [pid] if pid_alive(pid) else []
+    for name, hub in status.get("hubs", {}).items():
+        if hub.get("pid"):
+            pids.append(hub["pid"])
+        pids += owned_pids(hub_dir(state_dir, name))
+    terminate_tree(process_tree(pids))
+    (state_dir / STATUS_FILE).unlink(missing_ok=True)
+    return status

@@ -1,0 +1,286 @@
+"""Runs and watches the local hubs: start in parallel, wait for health, restart with backoff, stop cleanly.
+
+One asyncio task per hub; the supervisor's view of every hub is written to <state>/daemon.json so that
+`hubfleet status` and `hubfleet down` in other processes can read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from hubfleet.backends.local import (
+    LocalBackend,
+    PreparedHub,
+    hub_dir,
+    hub_endpoint,
+    owned_pids,
+    port_is_free,
+)
+from hubfleet.config.fleet import FleetConfig
+from hubfleet.daemon.processes import process_tree, terminate_tree
+from hubfleet.store.api import Store
+
+log = logging.getLogger("hubfleet.supervisor")
+
+HEALTH_TIMEOUT = 120.0
+MAX_CONSECUTIVE_FAILURES = 5
+STABLE_AFTER = 60.0
+LOG_TAIL_LINES = 15
+
+
+def backoff_delay(attempt: int) -> float:
+    """1, 2, 4, ... seconds, capped at one minute."""
+    return float(min(60, 2 ** max(0, attempt - 1)))
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class HubState:
+    name: str
+    community: str
+    stage: str
+    url: str
+    state: str = "stopped"  # starting | running | restarting | failed | stopped
+    pid: int | None = None
+    restarts: int = 0
+    started_at: str | None = None
+    config_hash: str = ""
+    error: str = ""
+    log_tail: list[str] = field(default_factory=list)
+    log_path: str = ""
+
+
+def read_log_tail(path: Path, lines: int = LOG_TAIL_LINES, since: int = 0) -> list[str]:
+    """The last lines of a hub log written after byte offset `since`."""
+    try:
+        with path.open("rb") as f:
+            f.seek(since)
+            data = f.read()
+    except OSError:
+        return []
+    return data.decode(errors="replace").splitlines()[-lines:]
+
+
+def port_holder(port: int) -> str:
+    """Who listens on a loopback port, for the error message (best effort)."""
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                try:
+                    return f" by pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+                except psutil.Error:
+                    return f" by pid {conn.pid}"
+    return ""
+
+
+class Supervisor:
+    def __init__(self, fleet: FleetConfig, state_dir: Path, store: Store, hub_names: list[str] | None = None):
+        self.fleet = fleet
+        self.state_dir = state_dir
+        self.store = store
+        self.backend = LocalBackend(fleet, state_dir)
+        names = hub_names if hub_names is not None else [h.name for h in fleet.local_hubs()]
+        self.hubs: dict[str, HubState] = {}
+        for name in names:
+            hub = fleet.hubs[name]
+            self.hubs[name] = HubState(
+                name=name,
+                community=hub.community,
+                stage=hub.stage,
+                url=f"http://127.0.0.1:{hub.port}",
+                log_path=str(hub_dir(state_dir, name) / "hub.log"),
+            )
+        self.status_path = state_dir / "daemon.json"
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._stopping = False
+        self.ready = False
+        self.started_at = now_iso()
+
+    # ------------------------------------------------------------------ status file
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "fleet": str(self.fleet.root),
+            "state_dir": str(self.state_dir),
+            "started_at": self.started_at,
+            "ready": self.ready,
+            "hubs": {name: asdict(state) for name, state in self.hubs.items()},
+        }
+
+    def write_status(self) -> None:
+        tmp = self.status_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.snapshot(), indent=2))
+        os.replace(tmp, self.status_path)
+
+    def _set(self, name: str, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(self.hubs[name], key, value)
+        self.write_status()
+
+    # ------------------------------------------------------------------ starting
+
+    async def start_all(self) -> None:
+        """Start every hub at once and wait until each is healthy or has failed."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.write_status()
+        results = await asyncio.gather(*(self._start_first(name) for name in self.hubs))
+        self.ready = True
+        self.write_status()
+        del results
+
+    async def _start_first(self, name: str) -> None:
+        prepared = self.backend.prepare(self.fleet.hubs[name])
+        ok = await self._launch(prepared)
+        self.store.record_deployment(
+            name,
+            prepared.config_hash,
+            "ok" if ok else "failed",
+            message=self.hubs[name].error,
+            actor="hubfleet up",
+        )
+        if ok:
+            self._watchers[name] = asyncio.create_task(self._watch(name, prepared), name=f"watch-{name}")
+
+    async def _launch(self, prepared: PreparedHub) -> bool:
+        """Start the hub process and wait for /hub/health; on failure record the error and log tail."""
+        name = prepared.name
+        self._set(name, state="starting", error="", log_tail=[], config_hash=prepared.config_hash)
+        if not port_is_free(prepared.port) and not owned_pids(prepared.hub_dir, proxy_only=True):
+            self._set(
+                name,
+                state="failed",
+                error=f"port {prepared.port} on 127.0.0.1 is already in use{port_holder(prepared.port)}; "
+                f"stop that program or change `port` in {self.fleet.hub_files.get(name, 'the hub file')}",
+            )
+            return False
+        prepared.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with prepared.log_path.open("ab") as logf:
+            offset = logf.tell()
+            logf.write(f"---- hubfleet: starting {name} at {now_iso()} ----\n".encode())
+            logf.flush()
+            proc = await asyncio.create_subprocess_exec(
+                *prepared.command,
+                cwd=prepared.hub_dir,
+                env=prepared.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=logf,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._procs[name] = proc
+        self._set(name, pid=proc.pid, started_at=now_iso())
+        healthy = await self._wait_healthy(proc, prepared.url)
+        if healthy:
+            self._set(name, state="running")
+            return True
+        if proc.returncode is None:
+            await self._stop_process(name, graceful=False)
+            reason = f"did not answer {prepared.url}/hub/health within {HEALTH_TIMEOUT:.0f} s"
+        else:
+            reason = f"exited with code {proc.returncode} while starting"
+        self._set(
+            name,
+            state="failed",
+            pid=None,
+            error=f"{reason}; log: {prepared.log_path}",
+            log_tail=read_log_tail(prepared.log_path, since=offset),
+        )
+        return False
+
+    async def _wait_healthy(self, proc: asyncio.subprocess.Process, url: str) -> bool:
+        deadline = time.monotonic() + HEALTH_TIMEOUT
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while time.monotonic() < deadline and proc.returncode is None:
+                with contextlib.suppress(httpx.HTTPError):
+                    response = await client.get(f"{url}/hub/health")
+                    if response.status_code == 200:
+                        return True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), timeout=0.25)
+        return False
+
+    # ------------------------------------------------------------------ watching
+
+    async def _watch(self, name: str, prepared: PreparedHub) -> None:
+        """Restart the hub with backoff whenever its process dies, and record each restart."""
+        failures = 0
+        while not self._stopping:
+            proc = self._procs[name]
+            began = time.monotonic()
+            code = await proc.wait()
+            if self._stopping:
+                return
+            if time.monotonic() - began > STABLE_AFTER:
+                failures = 0
+            failures += 1
+            state = self.hubs[name]
+            self._set(name, state="restarting", pid=None, restarts=state.restarts + 1)
+            self.store.record_restart(name, reason=f"hub process exited with code {code}", exit_code=code,
+                                      attempt=failures)
+            log.warning("hub %s exited with code %s; restart attempt %d", name, code, failures)
+            await asyncio.sleep(backoff_delay(failures))
+            if self._stopping:
+                return
+            while not await self._launch(prepared):
+                failures += 1
+                if failures >= MAX_CONSECUTIVE_FAILURES or self._stopping:
+                    self._set(name, state="failed")
+                    return
+                await asyncio.sleep(backoff_delay(failures))
+
+    # ------------------------------------------------------------------ stopping
+
+    async def stop_all(self) -> None:
+        """Stop every hub with its proxy, user servers and kernels; nothing is left running."""
+        self._stopping = True
+        for task in self._watchers.values():
+            task.cancel()
+        await asyncio.gather(*(self._stop_process(name, graceful=True) for name in self.hubs))
+        self.write_status()
+
+    async def _stop_process(self, name: str, *, graceful: bool) -> None:
+        proc = self._procs.get(name)
+        directory = hub_dir(self.state_dir, name)
+        pids = [proc.pid] if proc else []
+        pids += owned_pids(directory)
+        tree = process_tree(pids)
+        if graceful and proc is not None and proc.returncode is None:
+            await self._shutdown_via_api(name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), timeout=30)
+        leftovers = [p for p in process_tree(pids) + tree if p.is_running()]
+        if leftovers:
+            terminate_tree(leftovers)
+        if proc is not None and proc.returncode is None:
+            await proc.wait()
+        self._set(name, state="stopped", pid=None)
+
+    async def _shutdown_via_api(self, name: str) -> None:
+        """JupyterHub's own shutdown: stops the user servers (and their kernels) and the proxy."""
+        endpoint = hub_endpoint(self.state_dir, name, operator=True)
+        with contextlib.suppress(httpx.HTTPError):
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                await client.post(
+                    f"{endpoint.url}/hub/api/shutdown",
+                    headers={"Authorization": f"token {endpoint.token}"},
+                    json={"servers": True, "proxy": True},
+                )
+
+

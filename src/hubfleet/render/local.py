@@ -1,0 +1,211 @@
+"""Fleet model -> jupyterhub_config.py for a hub on a local cluster.
+
+Secrets never appear in the rendered text: the file reads them from environment variables that the
+supervisor sets when it starts the hub, so the config can be printed, diffed and hashed safely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from hubfleet.config.fleet import FleetConfig
+from hubfleet.config.models import DummyAuth, Hub, NativeAuth
+
+CHECK_USERNAME = "hubfleet-check"
+CONTROL_SERVICE = "hubfleet"
+OPERATOR_SERVICE = "hubfleet-operator"
+CONTROL_TOKEN_ENV = "HUBFLEET_CONTROL_TOKEN"
+OPERATOR_TOKEN_ENV = "HUBFLEET_OPERATOR_TOKEN"
+DUMMY_PASSWORD_ENV = "HUBFLEET_SECRET_DUMMY_PASSWORD"
+
+# Least privilege for the control plane: look at users and servers, read metrics, and act only on the
+# synthetic check user (create it, start/stop its server, talk to that server).
+CONTROL_SCOPES = [
+    "list:users",
+    "read:users",
+    "read:servers",
+    "read:hub",
+    "read:metrics",
+    f"admin:users!user={CHECK_USERNAME}",
+    f"servers!user={CHECK_USERNAME}",
+    f"access:servers!user={CHECK_USERNAME}",
+]
+# What an operator's token may do (`hubfleet token HUB`): everything an admin can, and shut the hub down.
+OPERATOR_SCOPES = [
+    "admin:users",
+    "admin:servers",
+    "admin:groups",
+    "admin:auth_state",
+    "admin-ui",
+    "tokens",
+    "access:servers",
+    "read:hub",
+    "read:roles",
+    "read:metrics",
+    "read:services",
+    "proxy",
+    "shutdown",
+]
+CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+
+
+@dataclass(frozen=True)
+class LocalRuntime:
+    """Where and how one local hub runs; the ports stay fixed for the hub's lifetime so that user
+    servers that outlive a hub restart can still reach the hub API."""
+
+    hub_dir: Path
+    hub_port: int
+    proxy_api_port: int
+    bin_dir: Path
+    as_root: bool
+
+
+def effective_admins(fleet: FleetConfig, hub: Hub) -> list[str]:
+    """The hub's admins plus the fleet's staff who have a username for this auth type."""
+    assert hub.auth is not None
+    admins = list(hub.auth.admin_users)
+    for operator in fleet.fleet.operators:
+        name = operator.usernames.get(hub.auth.type)
+        if name and name not in admins:
+            admins.append(name)
+    return admins
+
+
+def secret_env(hub: Hub) -> dict[str, str]:
+    """Environment variables carrying the hub's secrets into its process."""
+    if isinstance(hub.auth, DummyAuth) and hub.auth.password is not None:
+        return {DUMMY_PASSWORD_ENV: hub.auth.password.get_secret_value()}
+    return {}
+
+
+def _auth_lines(fleet: FleetConfig, hub: Hub) -> list[str]:
+    auth = hub.auth
+    admins = effective_admins(fleet, hub)
+    lines: list[str] = []
+    if isinstance(auth, DummyAuth):
+        lines += [
+            "c.JupyterHub.authenticator_class = 'dummy'",
+            f"c.DummyAuthenticator.password = os.environ.get({DUMMY_PASSWORD_ENV!r}, '')",
+        ]
+        cls = "DummyAuthenticator"
+    elif isinstance(auth, NativeAuth):
+        lines += [
+            "import nativeauthenticator",
+            "c.JupyterHub.authenticator_class = 'nativeauthenticator.NativeAuthenticator'",
+            "c.JupyterHub.template_paths = "
+            "[os.path.join(os.path.dirname(nativeauthenticator.__file__), 'templates')]",
+            f"c.NativeAuthenticator.open_signup = {auth.open_signup!r}",
+            f"c.NativeAuthenticator.minimum_password_length = {auth.minimum_password_length!r}",
+        ]
+        cls = "NativeAuthenticator"
+    else:  # pragma: no cover - the validator refuses hubs without auth
+        raise ValueError(f"hub {hub.name}: unsupported auth {auth!r}")
+    lines += [
+        f"c.{cls}.admin_users = {sorted(admins)!r}",
+        # With no allow list, anyone who can authenticate may use the hub (the shared password, or an
+        # approved sign-up); with one, only those users and the admins.
+        f"c.{cls}.allowed_users = {sorted(auth.allowed_users)!r}" if auth.allowed_users else f"c.{cls}.allow_all = True",
+    ]
+    return lines
+
+
+def render_jupyterhub_config(fleet: FleetConfig, hub: Hub, runtime: LocalRuntime) -> str:
+    """The complete jupyterhub_config.py for one local hub."""
+    hub_dir = runtime.hub_dir
+    singleuser_args = ["--allow-root"] if runtime.as_root else []
+    culler: list[str] = []
+    services = [
+        {"name": CONTROL_SERVICE, "api_token": f"@env:{CONTROL_TOKEN_ENV}"},
+        {"name": OPERATOR_SERVICE, "api_token": f"@env:{OPERATOR_TOKEN_ENV}"},
+    ]
+    roles = [
+        {"name": CONTROL_SERVICE, "scopes": CONTROL_SCOPES, "services": [CONTROL_SERVICE]},
+        {"name": OPERATOR_SERVICE, "scopes": OPERATOR_SCOPES, "services": [OPERATOR_SERVICE]},
+    ]
+    if hub.culling.enabled:
+        culler = [
+            str(runtime.bin_dir / "python"),
+            "-m",
+            "jupyterhub_idle_culler",
+            f"--timeout={hub.culling.timeout}",
+            f"--cull-every={min(300, max(30, hub.culling.timeout // 4))}",
+        ]
+        if hub.culling.max_age:
+            culler.append(f"--max-age={hub.culling.max_age}")
+        services.append({"name": "idle-culler", "command": culler})
+        roles.append({"name": "idle-culler", "scopes": CULLER_SCOPES, "services": ["idle-culler"]})
+
+    services_src = ",\n    ".join(_service_literal(s) for s in services)
+    lines = [
+        f"# Generated by hubfleet for hub {hub.name!r} (community {hub.community!r}, stage {hub.stage!r}).",
+        "# Do not edit: change the fleet files and redeploy. Secrets come from the environment.",
+        "import os",
+        "",
+        "c = get_config()  # noqa: F821",
+        "",
+        "# network: loopback only",
+        "c.JupyterHub.ip = '127.0.0.1'",
+        f"c.JupyterHub.port = {hub.port!r}",
+        "c.JupyterHub.hub_ip = '127.0.0.1'",
+        f"c.JupyterHub.hub_port = {runtime.hub_port!r}",
+        f"c.ConfigurableHTTPProxy.command = [{str(runtime.bin_dir / 'configurable-http-proxy')!r}]",
+        f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{runtime.proxy_api_port}'",
+        f"c.ConfigurableHTTPProxy.pid_file = {str(hub_dir / 'proxy.pid')!r}",
+        "",
+        "# state: this hub's own database, cookie secret and home directories",
+        f"c.JupyterHub.db_url = {'sqlite:///' + str(hub_dir / 'jupyterhub.sqlite')!r}",
+        f"c.JupyterHub.cookie_secret_file = {str(hub_dir / 'jupyterhub_cookie_secret')!r}",
+        "# user servers outlive a hub restart; `hubfleet down` stops them through the shutdown API",
+        "c.JupyterHub.cleanup_servers = False",
+        "",
+        "# authentication",
+        *_auth_lines(fleet, hub),
+        "",
+        "# user servers",
+        "c.JupyterHub.spawner_class = 'simple'",
+        f"c.SimpleLocalProcessSpawner.home_dir_template = {str(hub_dir / 'homes' / '{username}')!r}",
+        f"c.Spawner.cmd = [{str(runtime.bin_dir / 'jupyterhub-singleuser')!r}]",
+        f"c.Spawner.args = {singleuser_args!r}",
+        "c.Spawner.ip = '127.0.0.1'",
+        f"c.Spawner.default_url = {'/lab' if hub.default_ui == 'lab' else '/tree'!r}",
+        f"c.Spawner.environment = {{'PATH': {str(runtime.bin_dir) + ':/usr/local/bin:/usr/bin:/bin'!r}}}",
+        "c.Spawner.start_timeout = 120",
+        "c.Spawner.http_timeout = 120",
+    ]
+    if hub.resources.memory_limit:
+        lines.append(f"c.Spawner.mem_limit = {hub.resources.memory_limit!r}")
+    if hub.resources.cpu_limit:
+        lines.append(f"c.Spawner.cpu_limit = {hub.resources.cpu_limit!r}")
+    if hub.max_users:
+        lines.append(f"c.JupyterHub.active_server_limit = {hub.max_users!r}")
+    lines += [
+        "",
+        "# services: the control plane, operators, and the idle culler",
+        f"c.JupyterHub.services = [\n    {services_src},\n]",
+        f"c.JupyterHub.load_roles = {roles!r}",
+    ]
+    if hub.extra_config.strip():
+        lines += ["", "# ---- extra_config from the hub file ----", hub.extra_config.rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+def _service_literal(service: dict[str, object]) -> str:
+    """A service dict as Python source, with `@env:NAME` values read from the environment."""
+    parts = []
+    for key, value in service.items():
+        if isinstance(value, str) and value.startswith("@env:"):
+            parts.append(f"{key!r}: os.environ[{value[5:]!r}]")
+        else:
+            parts.append(f"{key!r}: {value!r}")
+    return "{" + ", ".join(parts) + "}"
+
+
+def config_hash(rendered: str, secrets: dict[str, str]) -> str:
+    """Desired-state hash: the rendered text plus the secrets' hashes (never the secrets themselves)."""
+    digest = hashlib.sha256(rendered.encode())
+    for key in sorted(secrets):
+        digest.update(key.encode() + b"=" + hashlib.sha256(secrets[key].encode()).digest())
+    return digest.hexdigest()

@@ -1,0 +1,40 @@
+"""Where the fleet and its state live: CLI flags, then HUBFLEET_* environment variables, then defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed as one line without a traceback (unless --debug)."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HUBFLEET_")
+
+    fleet: Path | None = None
+    state_dir: Path | None = None
+
+
+def resolve_fleet_dir(flag: Path | None) -> Path:
+    """--fleet, else $HUBFLEET_FLEET, else the current directory when it holds fleet.yaml."""
+    candidate = flag or Settings().fleet
+    if candidate is None:
+        cwd = Path.cwd()
+        if (cwd / "fleet.yaml").is_file():
+            return cwd
+        raise UserError(
+            "no fleet given: pass --fleet DIR, set HUBFLEET_FLEET, or run in a directory holding fleet.yaml"
+        )
+    path = Path(candidate).expanduser()
+    if not path.is_dir():
+        raise UserError(f"{path}: fleet directory not found; pass --fleet DIR pointing at a directory with fleet.yaml")
+    return path.resolve()
+
+
+def resolve_state_dir(fleet_dir: Path, flag: Path | None = None) -> Path:
+    """--state-dir, else $HUBFLEET_STATE_DIR, else <fleet>/.hubfleet."""
+    chosen = flag or Settings().state_dir or fleet_dir / ".hubfleet"
+    return Path(chosen).expanduser().resolve()
