@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import ScalarNode as _RuamelScalarNode
 from ruamel.yaml.reader import ReaderError
 
 from hubfleet.config.fleet import ConfigError, FleetConfig, FleetInvalid
@@ -35,16 +36,26 @@ _yaml = YAML(typ="rt")
 # --------------------------------------------------------------------------- the loaded fleet
 
 
-@dataclass
 class Source:
-    """One parsed file: its path relative to the fleet directory and its round-trip YAML tree."""
+    """One parsed file: its path relative to the fleet, its text and (parsed on first use) its round-trip
+    YAML tree, which records the line and column of every key, value and list item."""
 
-    file: str
-    tree: Any
+    def __init__(self, file: str, text: str, tree: Any = None):
+        self.file = file
+        self.text = text
+        self._tree = tree
+
+    @property
+    def tree(self) -> Any:
+        if self._tree is None:
+            try:
+                self._tree = _yaml.load(self.text)
+            except Exception:  # the fast parser accepted it; positions degrade to 1:1 rather than fail
+                self._tree = {}
+        return self._tree
 
     def first_key(self) -> tuple[int, int]:
-        lc = getattr(self.tree, "lc", None)
-        return (lc.line + 1, lc.col + 1) if lc is not None and lc.line is not None else (1, 1)
+        return _node_start(self.tree)
 
     def find(self, path: Iterable[str | int]) -> tuple[int, tuple[int, int], tuple[int, int]]:
         """Follow `path` as far as the file sets it: (depth reached, key position, value position), 1-based."""
@@ -58,8 +69,11 @@ class Source:
                     break
                 line, col = node.lc.key(key)
                 key_pos = (line + 1, col + 1)
-                line, col = node.lc.value(key)
-                value_pos = (line + 1, col + 1)
+                if node[key] is None:  # ruamel puts an empty value on the next line
+                    value_pos = key_pos
+                else:
+                    line, col = node.lc.value(key)
+                    value_pos = (line + 1, col + 1)
                 node = node[key]
             elif isinstance(node, list) and isinstance(elem, int) and 0 <= elem < len(node):
                 line, col = node.lc.item(elem)
@@ -160,7 +174,8 @@ def _load(root: Path) -> tuple[LoadedFleet | None, list[ConfigError]]:
         )
         fleet_source = None
     else:
-        fleet_source = _parse(root, fleet_file, Fleet, errors)
+        parsed = _parse(root, fleet_file, Fleet, errors)
+        fleet_source, plain = parsed if parsed is not None else (None, None)
     fleet: Fleet | None = None
     defaults: dict[str, Any] = {}
     if fleet_source is not None:
@@ -194,10 +209,10 @@ def _load_clusters(root: Path, config: LoadedFleet, errors: list[ConfigError]) -
     found = 0
     for path in _yaml_files(root / "clusters"):
         found += 1
-        source = _parse(root, path, Cluster, errors)
-        if source is None:
+        parsed = _parse(root, path, Cluster, errors)
+        if parsed is None:
             continue
-        plain = _plain(source.tree)
+        source, plain = parsed
         cluster = _validate(Cluster, plain, source, errors)
         if cluster is None:
             _remember_name(config, plain)
@@ -268,10 +283,11 @@ def _load_community(
         )
         config.broken_names.add(name)
     else:
-        source = _parse(root, community_file, Community, errors)
+        parsed = _parse(root, community_file, Community, errors)
         community = None
-        if source is not None:
-            plain = _plain(source.tree)
+        source = None
+        if parsed is not None:
+            source, plain = parsed
             community = _validate(Community, plain, source, errors)
             if community is not None and community.name != name:
                 errors.append(
@@ -300,10 +316,10 @@ def _load_community(
                 )
             )
     for path in _yaml_files(directory / "hubs"):
-        source = _parse(root, path, Hub, errors)
-        if source is None:
+        parsed = _parse(root, path, Hub, errors)
+        if parsed is None:
             continue
-        plain = _plain(source.tree)
+        source, plain = parsed
         hub = _validate(Hub, merge_defaults(defaults, plain), source, errors, drop_outside=True)
         if hub is None:
             _remember_name(config, plain)
@@ -339,8 +355,12 @@ def merge_defaults(defaults: dict[str, Any], hub: Any) -> Any:
 # --------------------------------------------------------------------------- parsing
 
 
-def _parse(root: Path, path: Path, model: Any, errors: list[ConfigError]) -> Source | None:
-    """Parse one YAML file; on any problem append one ConfigError and return None."""
+def _parse(root: Path, path: Path, model: Any, errors: list[ConfigError]) -> tuple[Source, Any] | None:
+    """Parse one YAML file into (its Source, plain data); on any problem append one ConfigError, return None.
+
+    Files go through the libyaml fast path when it can reproduce exactly what ruamel.yaml (YAML 1.2) would
+    load; anything unusual or wrong is parsed by ruamel.yaml, whose round-trip tree gives the positions.
+    """
     rel = _rel(root, path)
     try:
         raw = path.read_bytes()
@@ -354,6 +374,9 @@ def _parse(root: Path, path: Path, model: Any, errors: list[ConfigError]) -> Sou
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         errors.append(ConfigError(rel, line, col, "file is not UTF-8 text; save it as UTF-8"))
         return None
+    fast = fast_load(text)
+    if isinstance(fast, dict):
+        return Source(rel, text), fast
     try:
         tree = _yaml.load(text)
     except MarkedYAMLError as exc:
@@ -388,7 +411,91 @@ def _parse(root: Path, path: Path, model: Any, errors: list[ConfigError]) -> Sou
             )
         )
         return None
-    return Source(rel, tree)
+    return Source(rel, text, tree), _plain(tree)
+
+
+# --------------------------------------------------------------------------- the libyaml fast path
+
+try:
+    import yaml as _pyyaml
+
+    _CSafeLoader = _pyyaml.CSafeLoader
+except (ImportError, AttributeError):  # no PyYAML or no libyaml: ruamel.yaml parses everything
+    _pyyaml = None
+
+_PLAIN = "?plain"
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_SIMPLE_INT = re.compile(r"[-+]?[0-9]+")
+_SIMPLE_FLOAT = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+_RESOLVER = _yaml.resolver
+
+
+class _Unusual(Exception):
+    """The fast path cannot reproduce ruamel.yaml's result for this file."""
+
+
+if _pyyaml is not None:
+
+    class _FastLoader(_CSafeLoader):  # type: ignore[misc,valid-type]
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+            if kind is _pyyaml.ScalarNode:
+                return _PLAIN if implicit[0] else _STR
+            return super().resolve(kind, value, implicit)
+
+
+def fast_load(text: str) -> Any:
+    """Plain data for `text` exactly as ruamel.yaml (YAML 1.2) would load it, using libyaml's C parser;
+    None when the text is empty, invalid or unusual (duplicate keys, tags, merge keys, timestamps...):
+    the caller then parses it with ruamel.yaml."""
+    if _pyyaml is None:
+        return None
+    loader = _FastLoader(text)
+    try:
+        node = loader.get_single_node()
+        return None if node is None else _construct(node)
+    except (_Unusual, _pyyaml.YAMLError, RecursionError, ValueError):
+        return None
+    finally:
+        loader.dispose()
+
+
+def _construct(node: Any) -> Any:
+    tag = node.tag
+    if tag == _PLAIN:
+        return _scalar(node.value)
+    if tag == _STR:
+        return node.value
+    if tag == _MAP:
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag != _STR and key_node.tag != _PLAIN:
+                raise _Unusual
+            key = _construct(key_node)
+            key = key if type(key) is str else _show(key)
+            if key in out or (key == "<<" and key_node.tag == _PLAIN):
+                raise _Unusual
+            out[key] = _construct(value_node)
+        return out
+    if tag == _SEQ:
+        return [_construct(item) for item in node.value]
+    raise _Unusual
+
+
+def _scalar(value: str) -> Any:
+    tag = _RESOLVER.resolve(_RuamelScalarNode, value, (True, False))
+    if tag == _STR:
+        return value
+    if tag == "tag:yaml.org,2002:null":
+        return None
+    if tag == "tag:yaml.org,2002:bool":
+        return value.lower() == "true"
+    if tag == "tag:yaml.org,2002:int" and _SIMPLE_INT.fullmatch(value):
+        return int(value)
+    if tag == "tag:yaml.org,2002:float" and _SIMPLE_FLOAT.fullmatch(value):
+        return float(value)
+    raise _Unusual
 
 
 _DUPLICATE = re.compile(r'found duplicate key "(.*?)"')
@@ -400,9 +507,7 @@ def _yaml_error(rel: str, exc: MarkedYAMLError) -> ConfigError:
     problem = (exc.problem or exc.context or "syntax error").strip()
     dup = _DUPLICATE.search(problem)
     if dup:
-        original = exc.context_mark.line + 1 if exc.context_mark is not None else None
-        where = f" (first on line {original})" if original else ""
-        return ConfigError(rel, line, col, f"duplicate key '{dup.group(1)}'{where}; keep only one")
+        return ConfigError(rel, line, col, f"duplicate key '{dup.group(1)}'; keep only one of them")
     context = f" ({exc.context.strip()})" if exc.context and exc.problem else ""
     return ConfigError(rel, line, col, f"invalid YAML: {problem}{context}")
 

@@ -84,7 +84,8 @@ def references_resolve(fleet: LoadedFleet) -> list[ConfigError]:
     errors = []
     for entry in fleet.hub_entries:
         hub = entry.hub
-        if hub.cluster not in fleet.clusters and hub.cluster not in fleet.broken_names:
+        # With no valid cluster at all, that is reported once (clusters/) rather than for every hub.
+        if fleet.clusters and hub.cluster not in fleet.clusters and hub.cluster not in fleet.broken_names:
             hint = _did_you_mean(hub.cluster, fleet.clusters, "clusters")
             errors.append(
                 _error(fleet, entry, "cluster", f"cluster: unknown cluster '{hub.cluster}'; {hint}")
@@ -168,7 +169,8 @@ def prod_has_staging(fleet: LoadedFleet) -> list[ConfigError]:
     errors = []
     for entry in fleet.hub_entries:
         hub = entry.hub
-        if hub.stage == "prod" and (hub.community, hub.cluster) not in staging:
+        known = hub.cluster in fleet.clusters and hub.community == entry.directory
+        if hub.stage == "prod" and known and (hub.community, hub.cluster) not in staging:
             errors.append(
                 _error(
                     fleet,
