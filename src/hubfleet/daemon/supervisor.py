@@ -76,6 +76,24 @@ def read_log_tail(path: Path, lines: int = LOG_TAIL_LINES, since: int = 0) -> li
     return data.decode(errors="replace").splitlines()[-lines:]
 
 
+def _log_says_running(path: Path, offset: int) -> bool:
+    return any("JupyterHub is now running" in line for line in read_log_tail(path, lines=400, since=offset))
+
+
+def hub_helpers(hub_pid: int) -> list[psutil.Process]:
+    """The hub's proxy and managed services: its children that are not user servers."""
+    try:
+        children = psutil.Process(hub_pid).children()
+    except psutil.Error:
+        return []
+    helpers = []
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            if not any("jupyterhub-singleuser" in part for part in child.cmdline()):
+                helpers.append(child)
+    return helpers
+
+
 def port_holder(port: int) -> str:
     """Who listens on a loopback port, for the error message (best effort)."""
     with contextlib.suppress(psutil.Error, OSError):
@@ -108,6 +126,7 @@ class Supervisor:
         self.status_path = state_dir / "daemon.json"
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._helpers: dict[str, list[psutil.Process]] = {}
         self._stopping = False
         self.ready = False
         self.started_at = now_iso()
@@ -186,8 +205,9 @@ class Supervisor:
             )
         self._procs[name] = proc
         self._set(name, pid=proc.pid, started_at=now_iso())
-        healthy = await self._wait_healthy(proc, prepared.url)
+        healthy = await self._wait_healthy(proc, prepared, offset)
         if healthy:
+            self._helpers[name] = hub_helpers(proc.pid)
             self._set(name, state="running")
             return True
         if proc.returncode is None:
@@ -204,13 +224,15 @@ class Supervisor:
         )
         return False
 
-    async def _wait_healthy(self, proc: asyncio.subprocess.Process, url: str) -> bool:
+    async def _wait_healthy(self, proc: asyncio.subprocess.Process, prepared: PreparedHub, offset: int) -> bool:
+        """Healthy: /hub/health answers through the proxy and the hub has started its services
+        (JupyterHub answers health before its managed services run)."""
         deadline = time.monotonic() + HEALTH_TIMEOUT
         async with httpx.AsyncClient(timeout=2.0) as client:
             while time.monotonic() < deadline and proc.returncode is None:
                 with contextlib.suppress(httpx.HTTPError):
-                    response = await client.get(f"{url}/hub/health")
-                    if response.status_code == 200:
+                    response = await client.get(f"{prepared.url}/hub/health")
+                    if response.status_code == 200 and _log_says_running(prepared.log_path, offset):
                         return True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(proc.wait(), timeout=0.25)
@@ -227,6 +249,8 @@ class Supervisor:
             code = await proc.wait()
             if self._stopping:
                 return
+            # The dead hub's proxy and services (idle culler) would linger; its user servers stay.
+            terminate_tree([p for p in self._helpers.pop(name, []) if p.is_running()])
             if time.monotonic() - began > STABLE_AFTER:
                 failures = 0
             failures += 1

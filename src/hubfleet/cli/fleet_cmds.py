@@ -1,0 +1,151 @@
+"""`hubfleet up / down / status / token`: run the local hubs of a fleet."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from hubfleet.cli.common import FleetOption, JsonOption, StateDirOption, console, err_console, friendly_errors
+from hubfleet.cli.main import app
+from hubfleet.config.fleet import FleetConfig, FleetInvalid
+from hubfleet.config.loader import load_fleet
+from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
+
+
+def load_or_explain(fleet_dir: Path) -> FleetConfig:
+    """Load the fleet; on errors print every one of them and refuse to go on."""
+    try:
+        return load_fleet(fleet_dir)
+    except FleetInvalid as exc:
+        for error in exc.errors:
+            err_console.print(str(error), highlight=False, markup=False, soft_wrap=True)
+        raise UserError(f"{len(exc.errors)} error(s) in the fleet configuration; fix them (hubfleet validate)") from None
+
+
+def print_hub_table(hubs: list[dict[str, Any]], title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in ("hub", "community", "stage", "state", "url", "version", "users", "servers", "restarts"):
+        table.add_column(column)
+    colours = {"running": "green", "failed": "red", "starting": "yellow", "restarting": "yellow"}
+    for hub in hubs:
+        state = hub.get("state", "")
+        table.add_row(
+            hub["name"],
+            hub.get("community", ""),
+            hub.get("stage", ""),
+            f"[{colours.get(state, 'dim')}]{state}[/]",
+            hub.get("url", ""),
+            str(hub.get("version") or ""),
+            "" if hub.get("users") is None else str(hub["users"]),
+            "" if hub.get("running_servers") is None else str(hub["running_servers"]),
+            str(hub.get("restarts", 0)),
+        )
+    console.print(table)
+
+
+def report_failures(hubs: list[dict[str, Any]]) -> int:
+    """Print each failed hub with the last lines of its log; return how many failed."""
+    failed = [h for h in hubs if h.get("state") == "failed"]
+    for hub in failed:
+        err_console.print(f"[red]hub {hub['name']} failed to start:[/] {hub.get('error', '')}", highlight=False)
+        for line in hub.get("log_tail", []):
+            err_console.print(f"    {line}", highlight=False, markup=False)
+    return len(failed)
+
+
+@app.command()
+@friendly_errors
+def up(
+    fleet: FleetOption = None,
+    state_dir: StateDirOption = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Run in the background; stop with `hubfleet down`.")] = False,
+) -> None:
+    """Validate the fleet, start every local hub, and supervise them (Ctrl-C stops everything)."""
+    from hubfleet.daemon.run import run_foreground, start_detached
+
+    fleet_dir = resolve_fleet_dir(fleet)
+    config = load_or_explain(fleet_dir)
+    state = resolve_state_dir(fleet_dir, state_dir)
+    if not config.local_hubs():
+        raise UserError(f"fleet '{config.fleet.name}' has no hubs on a local cluster; nothing to run here")
+    console.print(f"starting {len(config.local_hubs())} hub(s) of fleet '{config.fleet.name}' (state: {state})")
+
+    if detach:
+        status = start_detached(fleet_dir, state)
+        hubs = list(status["hubs"].values())
+        print_hub_table(hubs, f"fleet '{config.fleet.name}' is up (daemon pid {status['pid']})")
+        if report_failures(hubs):
+            raise typer.Exit(1)
+        return
+
+    def on_ready(status: dict[str, Any]) -> None:
+        hubs = list(status["hubs"].values())
+        print_hub_table(hubs, f"fleet '{config.fleet.name}' is up")
+        report_failures(hubs)
+        console.print("supervising; press Ctrl-C to stop every hub")
+
+    run_foreground(config, state, on_ready)
+    console.print("stopped every hub")
+
+
+@app.command()
+@friendly_errors
+def down(fleet: FleetOption = None, state_dir: StateDirOption = None) -> None:
+    """Stop a fleet started with `hubfleet up --detach`: hubs, proxies, user servers and kernels."""
+    from hubfleet.daemon.run import stop_detached
+
+    fleet_dir = resolve_fleet_dir(fleet)
+    state = resolve_state_dir(fleet_dir, state_dir)
+    status = stop_detached(state)
+    if status is None:
+        console.print(f"the fleet is not up (no daemon for {state})")
+        return
+    console.print(f"stopped {len(status.get('hubs', {}))} hub(s) (daemon pid {status.get('pid')})")
+
+
+@app.command()
+@friendly_errors
+def status(fleet: FleetOption = None, state_dir: StateDirOption = None, json_output: JsonOption = False) -> None:
+    """Each hub's state, URL, JupyterHub version, users, running servers and restarts."""
+    from hubfleet.daemon.status import collect_status
+
+    fleet_dir = resolve_fleet_dir(fleet)
+    config = load_or_explain(fleet_dir)
+    result = asyncio.run(collect_status(config, resolve_state_dir(fleet_dir, state_dir)))
+    if json_output:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    daemon = result["daemon"]
+    title = f"fleet '{config.fleet.name}': " + (
+        f"daemon pid {daemon['pid']} since {daemon['started_at']}" if daemon else "not up (run `hubfleet up`)"
+    )
+    print_hub_table(result["hubs"], title)
+
+
+@app.command()
+@friendly_errors
+def token(
+    hub: Annotated[str, typer.Argument(help="Hub name.")],
+    fleet: FleetOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Print an API token with admin scopes on HUB (keep it secret)."""
+    from hubfleet.backends.local import hub_endpoint
+
+    fleet_dir = resolve_fleet_dir(fleet)
+    config = load_or_explain(fleet_dir)
+    if hub not in config.hubs:
+        raise UserError(f"no hub named '{hub}' in fleet '{config.fleet.name}'{_did_you_mean(hub, config.hubs)}")
+    typer.echo(hub_endpoint(resolve_state_dir(fleet_dir, state_dir), hub, operator=True).token)
+
+
+def _did_you_mean(name: str, choices: Any) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f"; did you mean '{close[0]}'?" if close else f"; hubs: {', '.join(sorted(choices))}"
