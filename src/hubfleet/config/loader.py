@@ -27,7 +27,7 @@ from hubfleet.config.models import Cluster, Community, Fleet, Hub
 
 YAML_SUFFIXES = (".yaml", ".yml")
 MERGED_PER_FIELD = ("resources", "culling")
-"""Nested settings merged field by field with fleet.yaml `defaults`; every other key (auth too) is replaced whole."""
+"""Merged field by field with fleet.yaml `defaults`; every other key (auth too) is replaced whole."""
 
 _CLUSTER_ADAPTER: TypeAdapter[Any] = TypeAdapter(Cluster)
 _yaml = YAML(typ="rt")
@@ -58,7 +58,7 @@ class Source:
         return _node_start(self.tree)
 
     def find(self, path: Iterable[str | int]) -> tuple[int, tuple[int, int], tuple[int, int]]:
-        """Follow `path` as far as the file sets it: (depth reached, key position, value position), 1-based."""
+        """Follow `path` as far as the file sets it: (depth reached, key pos, value pos), 1-based."""
         node = self.tree
         key_pos = value_pos = self.first_key()
         depth = 0
@@ -222,8 +222,8 @@ def _load_clusters(root: Path, config: LoadedFleet, errors: list[ConfigError]) -
                 _at_value(
                     source,
                     "name",
-                    f"name: cluster '{cluster.name}' is already defined in {config.cluster_files[cluster.name]}; "
-                    "cluster names must be unique",
+                    f"name: cluster '{cluster.name}' is already defined in "
+                    f"{config.cluster_files[cluster.name]}; cluster names must be unique",
                 )
             )
             continue
@@ -235,7 +235,8 @@ def _load_clusters(root: Path, config: LoadedFleet, errors: list[ConfigError]) -
                 "clusters/",
                 1,
                 1,
-                "no cluster defined; add a file such as clusters/local.yaml with `name: local` and `kind: local`",
+                "no cluster defined; add a file such as clusters/local.yaml "
+                "with `name: local` and `kind: local`",
             )
         )
 
@@ -767,8 +768,8 @@ def _show(value: Any) -> str:
 
 
 _PATTERN_HINTS = {
-    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$": "is not a valid name; use 1-63 lower-case letters, digits and '-', "
-    "starting and ending with a letter or digit",
+    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$": "is not a valid name; use 1-63 lower-case letters, digits "
+    "and '-', starting and ending with a letter or digit",
     r"^[^@\s]+@[^@\s]+\.[^@\s]+$": "is not an email address",
     r"^[^\s/]+$": "is not a valid username; no spaces or '/'",
     r"^\d{12}$": "is not an AWS account id; write its 12 digits",

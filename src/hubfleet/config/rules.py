@@ -177,7 +177,8 @@ def prod_has_staging(fleet: LoadedFleet) -> list[ConfigError]:
                     entry,
                     "stage",
                     f"stage: prod hub '{hub.name}' needs a staging hub of community '{hub.community}' "
-                    f"on cluster '{hub.cluster}' to deploy to first; add one in communities/{entry.directory}/hubs/",
+                    f"on cluster '{hub.cluster}' to deploy to first; "
+                    f"add one in communities/{entry.directory}/hubs/",
                 )
             )
     return errors
@@ -189,7 +190,8 @@ def has_auth(fleet: LoadedFleet) -> list[ConfigError]:
             fleet,
             e,
             "auth",
-            f"auth: hub '{e.hub.name}' has no auth; set `auth:` in the hub file or in `defaults` in fleet.yaml",
+            f"auth: hub '{e.hub.name}' has no auth; "
+            "set `auth:` in the hub file or in `defaults` in fleet.yaml",
         )
         for e in fleet.hub_entries
         if e.hub.auth is None

@@ -1,0 +1,215 @@
+"""JSON Schemas (for editors) and the markdown config reference, both generated from the models.
+
+Regenerate the committed copies with `python -m hubfleet.config.schema` from the repository root:
+docs/schema/*.schema.json and docs/config-reference.md (a test checks they are up to date).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel, SecretStr, TypeAdapter
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from hubfleet.config.loader import _is_model, _tags, _union_models, _unwrap
+from hubfleet.config.models import Cluster, Community, Fleet, Hub
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+FILE_KINDS: dict[str, tuple[Any, str]] = {
+    "fleet": (Fleet, "fleet.yaml"),
+    "cluster": (Cluster, "clusters/<name>.yaml"),
+    "community": (Community, "communities/<name>/community.yaml"),
+    "hub": (Hub, "communities/<community>/hubs/<hub>.yaml"),
+}
+
+
+def fleet_json_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of each file kind, keyed by kind (fleet, cluster, community, hub)."""
+    schemas = {}
+    for kind, (model, where) in FILE_KINDS.items():
+        schema = model.model_json_schema() if _is_model(model) else TypeAdapter(model).json_schema()
+        schemas[kind] = {
+            "$schema": JSON_SCHEMA_DIALECT,
+            "title": f"hubfleet {kind} ({where})",
+            **{k: v for k, v in schema.items() if k != "title"},
+        }
+    return schemas
+
+
+def schema_filename(kind: str) -> str:
+    return f"{kind}.schema.json"
+
+
+def write_schemas(out_dir: Path) -> list[Path]:
+    """Write <kind>.schema.json for every file kind into out_dir; return the paths written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for kind, schema in fleet_json_schemas().items():
+        path = out_dir / schema_filename(kind)
+        path.write_text(json.dumps(schema, indent=2, sort_keys=False) + "\n")
+        written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------- markdown reference
+
+
+def _type_name(tp: Any) -> str:
+    tp = _unwrap(tp)
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "text" if all(isinstance(v, str) for v in get_args(tp)) else "value"
+    if origin is list:
+        return f"list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return f"mapping of text to {_type_name(get_args(tp)[1])}"
+    members = _union_models(tp)
+    if members:
+        tag, tags = _tags(tp)
+        return f"mapping (`{tag}`: {', '.join(tags)})"
+    if _is_model(tp):
+        return "mapping"
+    return {
+        str: "text",
+        int: "integer",
+        float: "number",
+        bool: "boolean",
+        SecretStr: "text (secret)",
+    }.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _default(info: FieldInfo) -> str:
+    if info.is_required():
+        return "required"
+    if info.default_factory is not None:
+        value = info.default_factory()  # type: ignore[call-arg]
+        if isinstance(value, BaseModel):
+            return "see below"
+    else:
+        value = info.default
+    if value is None:
+        return "unset"
+    if value is PydanticUndefined:
+        return ""
+    return f"`{json.dumps(value)}`"
+
+
+def _allowed(info: FieldInfo) -> str:
+    parts = []
+    tp = _unwrap(info.annotation)
+    if get_origin(tp) is Literal:
+        parts.append(", ".join(f"`{v}`" for v in get_args(tp)))
+    for meta in info.metadata:
+        for attr, symbol in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+            if getattr(meta, attr, None) is not None:
+                parts.append(f"{symbol} {getattr(meta, attr)}")
+        if getattr(meta, "min_length", None):
+            parts.append(f"at least {meta.min_length} character(s)")
+        if getattr(meta, "max_length", None):
+            parts.append(f"at most {meta.max_length} characters")
+        if getattr(meta, "pattern", None):
+            parts.append(f"pattern `{meta.pattern}`")
+    return "; ".join(parts)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _rows(
+    model: type[BaseModel], prefix: str, applies: str = "", only: str | None = None
+) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for name, info in model.model_fields.items():
+        if only is not None and name != only:
+            continue
+        path = f"{prefix}{name}"
+        tp = _unwrap(info.annotation)
+        description = info.description or ""
+        rows.append(
+            (f"`{path}`{applies}", _type_name(tp), _default(info), _cell(description), _cell(_allowed(info)))
+        )
+        members = _union_models(tp)
+        if members:
+            rows.extend(_union_rows(members, tp, f"{path}."))
+        elif _is_model(tp):
+            rows.extend(_rows(tp, f"{path}."))
+        elif get_origin(tp) is list and _is_model(_unwrap(get_args(tp)[0])):
+            rows.extend(_rows(_unwrap(get_args(tp)[0]), f"{path}[]."))
+    return rows
+
+
+def _union_rows(members: list[type[BaseModel]], tp: Any, prefix: str) -> list[tuple[str, ...]]:
+    """Rows for a union of models: a field shared by several variants is listed once, naming them."""
+    tag, _ = _tags(tp)
+    variants: dict[str, list[str]] = {}
+    first: dict[str, type[BaseModel]] = {}
+    for member in members:
+        value = get_args(member.model_fields[tag].annotation)[0]
+        for name in member.model_fields:
+            if name == tag:
+                continue
+            variants.setdefault(name, []).append(str(value))
+            first.setdefault(name, member)
+    rows: list[tuple[str, ...]] = []
+    for name, tags in variants.items():
+        member = first[name]
+        applies = f" ({tag}: {', '.join(tags)})" if len(tags) < len(members) else ""
+        rows.extend(_rows(member, prefix, applies, only=name))
+    return rows
+
+
+def _doc(tp: Any) -> str:
+    members = _union_models(_unwrap(tp))
+    if members:
+        tag, tags = _tags(tp)
+        return "\n".join(f"- {tag} `{tags[i]}`: {m.__doc__ or ''}" for i, m in enumerate(members))
+    return (tp.__doc__ or "").strip()
+
+
+def render_reference() -> str:
+    """The markdown config reference: every key of every file kind with type, default and allowed values."""
+    out = [
+        "# Fleet configuration reference",
+        "",
+        "<!-- Generated from src/hubfleet/config/models.py by `python -m hubfleet.config.schema`; "
+        "do not edit by hand. -->",
+        "",
+        "A fleet is a directory: `fleet.yaml`, one file per cluster in `clusters/`, and one directory per",
+        "community in `communities/` holding `community.yaml` and one file per hub in `hubs/`.",
+        "Unknown keys are errors. Hubs inherit `defaults` from fleet.yaml: a key set in the hub file wins,",
+        "`resources` and `culling` merge field by field, `auth` is replaced whole.",
+        "JSON Schemas for editors are in [schema/](schema/) (`hubfleet schema` writes them).",
+        "",
+    ]
+    for kind, (model, where) in FILE_KINDS.items():
+        out += [f"## {kind}: `{where}`", "", _doc(model), ""]
+        out += ["| Key | Type | Default | Description | Allowed |", "|---|---|---|---|---|"]
+        members = _union_models(_unwrap(model))
+        rows = _union_rows(members, model, "") if members else _rows(model, "")
+        if members:
+            tag, tags = _tags(model)
+            choices = ", ".join(f"`{t}`" for t in tags)
+            rows.insert(0, (f"`{tag}`", "text", "required", "Selects the variant.", choices))
+        out += ["| " + " | ".join(row) + " |" for row in rows]
+        out.append("")
+    return "\n".join(out)
+
+
+def write_docs(repo_root: Path) -> list[Path]:
+    docs = Path(repo_root) / "docs"
+    written = write_schemas(docs / "schema")
+    reference = docs / "config-reference.md"
+    reference.write_text(render_reference())
+    return [*written, reference]
+
+
+if __name__ == "__main__":
+    for path in write_docs(Path(sys.argv[1]) if len(sys.argv) > 1 else Path.cwd()):
+        print(f"wrote {path}")
