@@ -1,0 +1,352 @@
+"""The synthetic user check: do what a user does on a hub and time every step.
+
+1. create_user    ensure the check user exists            POST   /hub/api/users/{name}        (409 = exists)
+2. start_server   start its server, poll until ready      POST   /hub/api/users/{name}/server
+3. start_kernel   start a kernel through the proxy        POST   /user/{name}/api/kernels
+4. execute        run code over the kernel websocket and verify its output and execute_reply
+5. delete_kernel  DELETE /user/{name}/api/kernels/{id}
+6. stop_server    DELETE /hub/api/users/{name}/server, poll until stopped (always attempted once step 2 ran)
+
+The token is a JupyterHub service token holding at least ``required_scopes(username)``.
+Nothing this module returns or raises contains the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import httpx
+import websockets
+from websockets.asyncio.client import connect as ws_connect
+
+if TYPE_CHECKING:
+    from hubfleet.store.api import Store
+
+DEFAULT_USERNAME = "hubfleet-check"
+# `{a}` and `{b}` are replaced by random numbers; the output must contain their product.
+DEFAULT_CODE = "a, b = {a}, {b}\nprint('hubfleet-check', a * b)"
+
+STEPS = ("create_user", "start_server", "start_kernel", "execute", "delete_kernel", "stop_server")
+CLEANUP_SECONDS = 30.0  # budget kept for stopping the server even when the main budget is spent
+POLL_INTERVAL = 0.25
+
+
+def required_scopes(username: str = DEFAULT_USERNAME) -> list[str]:
+    """The least scopes a service token needs to run the check as `username` (measured on JupyterHub 6.1.1).
+
+    - ``admin:users!user=NAME``: creating the user (``users!user=NAME`` is refused: POST needs admin:users);
+      it also grants reading that user's model, which the polling uses.
+    - ``servers!user=NAME``: start, stop and read its server.
+    - ``access:servers!user=NAME``: the kernel REST API and websocket behind the proxy (without it: 403).
+    The fleet's control-plane token holds more (``read:users``, ``list:users``, ``read:hub`` …) for other
+    monitors; the check needs none of those.
+    """
+    return [
+        f"admin:users!user={username}",
+        f"servers!user={username}",
+        f"access:servers!user={username}",
+    ]
+
+
+REQUIRED_SCOPES = required_scopes()
+
+
+@dataclass
+class StepResult:
+    name: str
+    ok: bool
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    failed_step: str | None
+    steps: list[StepResult]
+    total_seconds: float
+    hub: str = ""
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["at"] = self.at.isoformat()
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @property
+    def error(self) -> str | None:
+        """One line naming the failing step and why, or None when the check passed."""
+        if self.ok:
+            return None
+        step = next((s for s in self.steps if s.name == self.failed_step), None)
+        return f"step {self.failed_step} failed: {step.detail if step else 'unknown error'}"
+
+
+class StepFailed(Exception):
+    """A step went wrong; the message is safe to show (no token)."""
+
+
+def _excerpt(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _http_error(what: str, response: httpx.Response) -> StepFailed:
+    body = response.text
+    with contextlib.suppress(ValueError, AttributeError):
+        body = response.json().get("message") or body
+    return StepFailed(f"{what}: HTTP {response.status_code}: {_excerpt(str(body))}")
+
+
+class _Check:
+    """One run of the check; holds the client, the timings and the clean-up state."""
+
+    def __init__(self, hub_url: str, token: str, username: str, timeout: float) -> None:
+        self.hub_url = hub_url.rstrip("/")
+        self.token = token
+        self.username = username
+        self.quoted = quote(username, safe="")
+        self.deadline = time.monotonic() + timeout
+        self.steps: list[StepResult] = []
+        self.client = httpx.AsyncClient(
+            headers={"Authorization": f"token {token}"},
+            timeout=httpx.Timeout(30.0, connect=10.0),
+            follow_redirects=False,
+        )
+        self.kernel_id: str | None = None
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def redact(self, text: str) -> str:
+        return text.replace(self.token, "***") if self.token else text
+
+    async def step(self, name: str, action: Callable[[], Awaitable[str]], *, cleanup: bool = False) -> bool:
+        budget = self.deadline - time.monotonic()
+        if cleanup:
+            budget = max(budget, CLEANUP_SECONDS)
+        start = time.perf_counter()
+        ok, detail = True, ""
+        try:
+            if budget <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(budget):
+                detail = await action()
+        except TimeoutError:
+            ok, detail = False, f"timed out after {time.perf_counter() - start:.1f}s (check timeout reached)"
+        except StepFailed as exc:
+            ok, detail = False, str(exc)
+        except httpx.HTTPError as exc:
+            ok, detail = False, f"{type(exc).__name__}: {exc} ({exc.request.method} {exc.request.url.path})"
+        except (OSError, websockets.exceptions.WebSocketException) as exc:
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        self.steps.append(StepResult(name, ok, round(time.perf_counter() - start, 3), self.redact(detail)))
+        return ok
+
+    def api(self, path: str) -> str:
+        return f"{self.hub_url}/hub/api{path}"
+
+    def server_api(self, path: str) -> str:
+        return f"{self.hub_url}/user/{self.quoted}/api{path}"
+
+    async def user_server(self) -> dict[str, Any] | None:
+        """The default server's model from the hub, or None when the user has no server."""
+        response = await self.client.get(self.api(f"/users/{self.quoted}"))
+        if response.status_code != 200:
+            raise _http_error("reading the user model", response)
+        return (response.json().get("servers") or {}).get("")
+
+    # -- steps -----------------------------------------------------------------------------------
+    async def create_user(self) -> str:
+        response = await self.client.post(self.api(f"/users/{self.quoted}"))
+        if response.status_code == 201:
+            return f"created user {self.username}"
+        if response.status_code == 409:
+            return f"user {self.username} exists"
+        raise _http_error(f"creating user {self.username}", response)
+
+    async def start_server(self) -> str:
+        while True:
+            response = await self.client.post(self.api(f"/users/{self.quoted}/server"))
+            body = _excerpt(response.text)
+            if response.status_code == 400 and "pending stop" in body:
+                await self.wait_stopped()  # a previous check is still stopping it: start afresh
+                continue
+            break
+        if response.status_code == 201:
+            return "server started"
+        if response.status_code == 400 and "already running" in body:
+            return "server was already running"
+        if response.status_code not in (202, 500):
+            raise _http_error("starting the server", response)
+        # 202: spawn pending. 500: JupyterHub 6 answers this when the spawn outlives slow_spawn_timeout
+        # while the spawn goes on; only the user model tells what really happened.
+        while True:
+            server = await self.user_server()
+            if server and server.get("ready"):
+                return "server ready" + (
+                    " (hub answered 500: slow spawn)" if response.status_code == 500 else ""
+                )
+            if not server or not server.get("pending"):
+                raise _http_error("starting the server (the spawn ended without a running server)", response)
+            await asyncio.sleep(POLL_INTERVAL)
+
+    async def start_kernel(self) -> str:
+        response = await self.client.post(self.server_api("/kernels"), json={})
+        if response.status_code != 201:
+            raise _http_error("starting a kernel", response)
+        model = response.json()
+        self.kernel_id = model["id"]
+        return f"kernel {model.get('name', '?')} {self.kernel_id}"
+
+    async def execute(self, code: str, expect: str) -> str:
+        assert self.kernel_id is not None
+        ws_base = "ws" + self.hub_url[len("http") :] if self.hub_url.startswith("http") else self.hub_url
+        session = uuid.uuid4().hex
+        url = f"{ws_base}/user/{self.quoted}/api/kernels/{self.kernel_id}/channels?session_id={session}"
+        msg_id = uuid.uuid4().hex
+        request = {
+            "header": {
+                "msg_id": msg_id,
+                "username": self.username,
+                "session": session,
+                "msg_type": "execute_request",
+                "version": "5.3",
+                "date": datetime.now(UTC).isoformat(),
+            },
+            "parent_header": {},
+            "metadata": {},
+            "content": {
+                "code": code,
+                "silent": False,
+                "store_history": False,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
+            "channel": "shell",
+            "buffers": [],
+        }
+        stdout: list[str] = []
+        errors: list[str] = []
+        reply: dict[str, Any] | None = None
+        idle = False
+        try:
+            websocket_cm = ws_connect(
+                url, additional_headers={"Authorization": f"token {self.token}"}, open_timeout=30, proxy=None
+            )
+            async with websocket_cm as ws:
+                await ws.send(json.dumps(request))
+                while reply is None or not idle:
+                    message = json.loads(await ws.recv())
+                    if message.get("parent_header", {}).get("msg_id") != msg_id:
+                        continue
+                    kind = message.get("msg_type") or message.get("header", {}).get("msg_type")
+                    content = message.get("content", {})
+                    if kind == "stream" and content.get("name") == "stdout":
+                        stdout.append(content.get("text", ""))
+                    elif kind == "stream":
+                        errors.append(content.get("text", ""))
+                    elif kind == "error":
+                        errors.append(f"{content.get('ename')}: {content.get('evalue')}")
+                    elif kind == "execute_reply":
+                        reply = content
+                    elif kind == "status" and content.get("execution_state") == "idle":
+                        idle = True
+        except websockets.exceptions.InvalidStatus as exc:
+            raise StepFailed(f"opening the kernel websocket: HTTP {exc.response.status_code}") from None
+        output = "".join(stdout)
+        if reply.get("status") != "ok":
+            why = "; ".join(errors) or f"{reply.get('ename')}: {reply.get('evalue')}"
+            raise StepFailed(f"execute_reply status {reply.get('status')!r}: {_excerpt(why)}")
+        if expect not in output:
+            raise StepFailed(f"expected output containing {expect!r}, got {_excerpt(output) or 'nothing'!r}")
+        return f"output {_excerpt(output.strip(), 80)!r}"
+
+    async def delete_kernel(self) -> str:
+        response = await self.client.delete(self.server_api(f"/kernels/{self.kernel_id}"))
+        if response.status_code not in (204, 404):
+            raise _http_error("deleting the kernel", response)
+        return "kernel deleted" if response.status_code == 204 else "kernel already gone"
+
+    async def wait_stopped(self) -> None:
+        while True:
+            server = await self.user_server()
+            if not server or (not server.get("ready") and not server.get("pending")):
+                return
+            await asyncio.sleep(POLL_INTERVAL)
+
+    async def stop_server(self) -> str:
+        response = await self.client.delete(self.api(f"/users/{self.quoted}/server"))
+        if response.status_code not in (202, 204):
+            raise _http_error("stopping the server", response)
+        await self.wait_stopped()
+        return "server stopped"
+
+
+async def run_check(
+    hub_url: str,
+    api_token: str,
+    *,
+    username: str = DEFAULT_USERNAME,
+    code: str = DEFAULT_CODE,
+    expect: str | None = None,
+    timeout: float = 120,
+) -> CheckResult:
+    """Run the synthetic user check against the hub at `hub_url` (its public URL, e.g. http://127.0.0.1:8000).
+
+    `code` may hold `{a}` and `{b}`, replaced by random integers; the check passes when the printed output
+    contains `expect` (default: the product a*b) and the kernel replies `ok`. Never raises for a hub
+    problem: the result names the failing step. The server is stopped whenever the start was attempted.
+    """
+    a, b = secrets.randbelow(10**6) + 1000, secrets.randbelow(10**6) + 1000
+    source = code.replace("{a}", str(a)).replace("{b}", str(b))
+    expected = str(a * b) if expect is None else expect
+    started_at = datetime.now(UTC)
+    start = time.perf_counter()
+    check = _Check(hub_url, api_token, username, timeout)
+    try:
+        if await check.step("create_user", check.create_user):
+            started = await check.step("start_server", check.start_server)
+            try:
+                if started and await check.step("start_kernel", check.start_kernel):
+                    await check.step("execute", lambda: check.execute(source, expected))
+                    await check.step("delete_kernel", check.delete_kernel, cleanup=True)
+            finally:
+                await check.step("stop_server", check.stop_server, cleanup=True)
+    finally:
+        await check.client.aclose()
+    failed = next((s.name for s in check.steps if not s.ok), None)
+    return CheckResult(
+        ok=failed is None,
+        failed_step=failed,
+        steps=check.steps,
+        total_seconds=round(time.perf_counter() - start, 3),
+        at=started_at,
+    )
+
+
+async def check_hub(
+    hub: str,
+    hub_url: str,
+    api_token: str,
+    store: Store | None = None,
+    **options: Any,
+) -> CheckResult:
+    """Run the check against one hub of the fleet and record the result in `store` (when given)."""
+    result = await run_check(hub_url, api_token, **options)
+    result.hub = hub
+    if store is not None:
+        store.record_check(result)
+    return result

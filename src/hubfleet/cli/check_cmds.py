@@ -1,0 +1,98 @@
+"""`hubfleet check` (the synthetic user check of one hub) and `hubfleet history` (what happened)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from hubfleet.cli.common import (
+    FleetOption,
+    JsonOption,
+    StateDirOption,
+    console,
+    err_console,
+    friendly_errors,
+)
+from hubfleet.cli.main import app
+from hubfleet.settings import resolve_fleet_dir, resolve_state_dir
+
+
+def _endpoint(state_dir: Path, hub: str) -> tuple[str, str]:
+    from hubfleet.backends.local import hub_endpoint  # lazily: the backend pulls in the renderer
+
+    endpoint: Any = hub_endpoint(state_dir, hub)
+    if hasattr(endpoint, "url"):
+        return endpoint.url, endpoint.token
+    url, token = endpoint
+    return url, token
+
+
+@app.command()
+@friendly_errors
+def check(
+    hub: Annotated[str, typer.Argument(help="Name of the hub to check.")],
+    fleet: FleetOption = None,
+    state_dir: StateDirOption = None,
+    as_json: JsonOption = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Give up after this many seconds.")] = 120.0,
+) -> None:
+    """Do what a user does on HUB (create user, start server, run code, stop) and time each step."""
+    from hubfleet.checks.synthetic import check_hub
+    from hubfleet.store import open_store
+
+    state = resolve_state_dir(resolve_fleet_dir(fleet), state_dir)
+    url, token = _endpoint(state, hub)
+    with open_store(state) as store:
+        if not as_json:
+            console.print(f"checking [bold]{hub}[/bold] at {url} …", highlight=False)
+        result = asyncio.run(check_hub(hub, url, token, store, timeout=timeout))
+    if as_json:
+        typer.echo(result.to_json())
+    else:
+        for step in result.steps:
+            mark = "[green]ok[/green]  " if step.ok else "[red]FAIL[/red]"
+            console.print(f"  {mark} {step.name:<14} {step.seconds:7.2f}s  {step.detail}", highlight=False)
+        console.print(f"  total {result.total_seconds:.2f}s", highlight=False)
+    if not result.ok:
+        err_console.print(f"[red]check of {hub} failed[/red] at step {result.failed_step}", highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly_errors
+def history(
+    hub: Annotated[str | None, typer.Argument(help="Only this hub (default: every hub).")] = None,
+    fleet: FleetOption = None,
+    state_dir: StateDirOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most this many events.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Deployments, restarts and synthetic checks, newest first."""
+    from hubfleet.store import open_store
+
+    state = resolve_state_dir(resolve_fleet_dir(fleet), state_dir)
+    with open_store(state) as store:
+        events = store.history(hub, limit)
+    if as_json:
+        typer.echo(json.dumps({"events": [event.to_dict() for event in events]}, indent=2))
+        return
+    if not events:
+        console.print("no events recorded" + (f" for {hub}" if hub else ""))
+        return
+    table = Table(title="history" + (f" of {hub}" if hub else ""), title_justify="left")
+    for column in ("time (UTC)", "hub", "kind", "", "summary"):
+        table.add_column(column)
+    for event in events:
+        table.add_row(
+            event.at.strftime("%Y-%m-%d %H:%M:%S"),
+            event.hub,
+            event.kind,
+            "[green]✓[/green]" if event.ok else "[red]✗[/red]",
+            event.summary,
+        )
+    console.print(table)

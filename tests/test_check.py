@@ -1,0 +1,271 @@
+"""The synthetic check against a REAL JupyterHub (DummyAuthenticator, SimpleLocalProcessSpawner, PyPI CHP)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from hubfleet.checks.synthetic import DEFAULT_USERNAME, REQUIRED_SCOPES, STEPS, check_hub, run_check
+from hubfleet.store import open_store
+
+pytestmark = pytest.mark.integration
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Hub:
+    url: str
+    token: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+HUB_CONFIG = """
+import os
+c = get_config()  # noqa: F821
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_port}
+c.JupyterHub.db_url = "sqlite:///{tmp}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "{tmp}/cookie_secret"
+c.JupyterHub.pid_file = "{tmp}/jupyterhub.pid"
+c.JupyterHub.authenticator_class = "dummy"
+c.JupyterHub.spawner_class = "simple"
+c.SimpleLocalProcessSpawner.home_dir_template = "{tmp}/home/{{username}}"
+c.Spawner.cmd = ["{venv}/jupyterhub-singleuser"]
+c.Spawner.args = {args!r}
+c.Spawner.start_timeout = 60
+c.Spawner.http_timeout = 60
+# Exercise the "slow spawn" path: the REST API answers before the server is up, so the check must poll.
+c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0.2}}
+c.ConfigurableHTTPProxy.command = ["{venv}/configurable-http-proxy"]
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.JupyterHub.services = [{{"name": "hubfleet", "api_token": os.environ["HUBFLEET_TEST_SERVICE_TOKEN"]}}]
+c.JupyterHub.load_roles = [{{"name": "hubfleet-check", "scopes": {scopes!r}, "services": ["hubfleet"]}}]
+"""
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        return psutil.Process(pid).children(recursive=True)
+    return []
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    if pgid in (os.getpgrp(), 0, 1):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _stop_tree(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the hub's process group and every process group of its descendants (user servers, kernels)."""
+    children = _descendants(proc.pid)
+    groups = {proc.pid}
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            groups.add(os.getpgid(child.pid))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pgid in groups:
+            _kill_group(pgid, sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            continue
+        _, alive = psutil.wait_procs(children, timeout=5)
+        if not alive:
+            break
+    for child in children:  # anything that escaped its group
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+
+
+@contextlib.contextmanager
+def running_hub(tmp: Path, scopes: list[str]) -> Iterator[Hub]:
+    """A real JupyterHub on free loopback ports whose service 'hubfleet' holds `scopes`."""
+    token = secrets.token_hex(32)
+    port = free_port()
+    config = HUB_CONFIG.format(
+        port=port,
+        hub_port=free_port(),
+        proxy_api_port=free_port(),
+        tmp=tmp,
+        venv=VENV_BIN,
+        args=["--allow-root"] if os.geteuid() == 0 else [],
+        scopes=scopes,
+    )
+    (tmp / "jupyterhub_config.py").write_text(textwrap.dedent(config))
+    (tmp / "home").mkdir()
+    log = tmp / "hub.log"
+    env = {**os.environ, "HUBFLEET_TEST_SERVICE_TOKEN": token, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "jupyterhub"), "-f", str(tmp / "jupyterhub_config.py")],
+            cwd=tmp,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"jupyterhub exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/hub/health", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"jupyterhub did not answer /hub/health:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield Hub(url, token, proc, log)
+    finally:
+        _stop_tree(proc)
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    # Only the least scopes the check needs (the fleet's control-plane token holds a superset of these).
+    with running_hub(tmp_path_factory.mktemp("hub"), REQUIRED_SCOPES) as running:
+        yield running
+
+
+def _server_state(hub: Hub) -> dict[str, object]:
+    response = httpx.get(
+        f"{hub.url}/hub/api/users/{DEFAULT_USERNAME}", headers={"Authorization": f"token {hub.token}"}
+    )
+    response.raise_for_status()
+    return response.json()["servers"]
+
+
+def _user_servers(hub: Hub) -> list[psutil.Process]:
+    found = []
+    for proc in _descendants(hub.proc.pid):
+        with contextlib.suppress(psutil.Error):
+            if any("jupyterhub-singleuser" in part for part in proc.cmdline()):
+                found.append(proc)
+    return found
+
+
+def _assert_stopped(hub: Hub) -> None:
+    assert _server_state(hub) == {}
+    deadline = time.monotonic() + 10
+    while _user_servers(hub) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _user_servers(hub) == []
+
+
+def test_check_passes_end_to_end_and_is_stored(hub: Hub, tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    result = asyncio.run(check_hub("demo-hub", hub.url, hub.token, store, timeout=90))
+
+    assert result.ok, result.to_json()
+    assert result.failed_step is None
+    assert [s.name for s in result.steps] == list(STEPS)
+    assert all(s.ok for s in result.steps)
+    assert result.total_seconds > 0
+    assert hub.token not in result.to_json()
+    _assert_stopped(hub)
+
+    [stored] = store.checks("demo-hub")
+    assert stored.ok and [s["name"] for s in stored.steps] == list(STEPS)
+    [event] = store.history("demo-hub")
+    assert event.kind == "check" and event.summary.startswith("check ok")
+
+
+def test_code_that_raises_fails_the_execute_step_and_still_stops(hub: Hub) -> None:
+    result = asyncio.run(run_check(hub.url, hub.token, code="raise RuntimeError('boom {a}')", timeout=90))
+
+    assert not result.ok
+    assert result.failed_step == "execute"
+    by_name = {s.name: s for s in result.steps}
+    assert "RuntimeError" in by_name["execute"].detail and "boom" in by_name["execute"].detail
+    assert by_name["delete_kernel"].ok and by_name["stop_server"].ok
+    assert "execute" in (result.error or "")
+    assert hub.token not in result.to_json()
+    _assert_stopped(hub)
+
+
+def test_wrong_output_fails_the_execute_step(hub: Hub) -> None:
+    result = asyncio.run(run_check(hub.url, hub.token, code="print('not the product')", timeout=90))
+
+    assert result.failed_step == "execute"
+    assert "expected output containing" in result.steps[3].detail
+    assert result.steps[-1].name == "stop_server" and result.steps[-1].ok
+    _assert_stopped(hub)
+
+
+def test_bad_token_names_the_step_and_status_without_the_token(hub: Hub) -> None:
+    bad = "not-a-real-token-" + secrets.token_hex(8)
+    result = asyncio.run(run_check(hub.url, bad, timeout=30))
+
+    assert result.failed_step == "create_user"
+    assert "HTTP 403" in result.steps[0].detail
+    assert [s.name for s in result.steps] == ["create_user"]  # no server was started, nothing to stop
+    assert bad not in result.to_json() and hub.token not in result.to_json()
+
+
+def test_unreachable_hub_fails_fast_with_a_clear_step() -> None:
+    result = asyncio.run(run_check(f"http://127.0.0.1:{free_port()}", "secret-token", timeout=10))
+
+    assert result.failed_step == "create_user"
+    assert "Connect" in result.steps[0].detail
+    assert "secret-token" not in result.to_json()
+
+
+def test_cli_check_prints_steps_and_stores_result(
+    hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import hubfleet.backends.local as local
+    from hubfleet.backends.base import HubEndpoint
+    from hubfleet.cli.main import app
+
+    calls: list[tuple[Path, str]] = []
+
+    def fake_endpoint(state_dir: Path, hub_name: str) -> HubEndpoint:
+        calls.append((state_dir, hub_name))
+        return HubEndpoint(name=hub_name, url=hub.url, token=hub.token)
+
+    monkeypatch.setattr(local, "hub_endpoint", fake_endpoint)
+    state = tmp_path / "state"
+    fleet = ["--fleet", str(tmp_path), "--state-dir", str(state)]
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["check", "demo-hub", *fleet, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["ok"] and data["hub"] == "demo-hub" and [s["name"] for s in data["steps"]] == list(STEPS)
+    assert hub.token not in result.output
+    assert calls == [(state, "demo-hub")]
+    _assert_stopped(hub)
+
+    history = runner.invoke(app, ["history", "demo-hub", *fleet])
+    assert history.exit_code == 0, history.output
+    assert "check ok" in history.output and "demo-hub" in history.output
