@@ -8,6 +8,7 @@ the offending key or value, so that every error reads `file:line:col: key.path: 
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import re
 import types
@@ -105,6 +106,8 @@ class LoadedFleet(FleetConfig):
     community_files: dict[str, str] = field(default_factory=dict)
     broken_names: set[str] = field(default_factory=set)
     """Names read from files that failed validation: references to them are not reported again."""
+    broken_hub_dirs: set[str] = field(default_factory=set)
+    """Community directories holding a hub file that failed validation (its stage is unknown)."""
 
     def locate(self, hub_name: str, dotted_path: str) -> tuple[str, int, int]:
         """Where `dotted_path` of a hub's effective settings comes from: (file, line, col).
@@ -198,7 +201,11 @@ def _yaml_files(directory: Path) -> list[Path]:
         entries = sorted(directory.iterdir())
     except OSError:
         return []
-    return [p for p in entries if not p.name.startswith(".") and p.suffix in YAML_SUFFIXES and p.is_file()]
+    return [
+        p
+        for p in entries
+        if not p.name.startswith(".") and p.suffix in YAML_SUFFIXES and (p.is_file() or p.is_symlink())
+    ]
 
 
 def _rel(root: Path, path: Path) -> str:
@@ -324,6 +331,7 @@ def _load_community(
         hub = _validate(Hub, merge_defaults(defaults, plain), source, errors, drop_outside=True)
         if hub is None:
             _remember_name(config, plain)
+            config.broken_hub_dirs.add(name)
             continue
         config.hub_entries.append(HubEntry(hub=hub, source=source, directory=name))
         if hub.name not in config.hubs:
@@ -752,6 +760,8 @@ def _kind(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
+    if isinstance(value, datetime.date):
+        return "a date; quote it"
     return f"a {type(value).__name__}"
 
 
@@ -821,7 +831,10 @@ def _message(err: Any, leaf: Any) -> str:
     }
     if kind in bounds:
         words, key = bounds[kind]
-        return f"must be {words} {ctx.get(key)}, got {_show(value)}"
+        limit = ctx.get(key)
+        if isinstance(limit, float) and limit.is_integer():
+            limit = int(limit)
+        return f"must be {words} {limit}, got {_show(value)}"
     if kind in ("value_error", "assertion_error"):
         text = str(ctx.get("error") or err.get("msg", ""))
         return text.removeprefix("Value error, ")

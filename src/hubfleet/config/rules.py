@@ -169,7 +169,11 @@ def prod_has_staging(fleet: LoadedFleet) -> list[ConfigError]:
     errors = []
     for entry in fleet.hub_entries:
         hub = entry.hub
-        known = hub.cluster in fleet.clusters and hub.community == entry.directory
+        known = (
+            hub.cluster in fleet.clusters
+            and hub.community == entry.directory
+            and entry.directory not in fleet.broken_hub_dirs
+        )
         if hub.stage == "prod" and known and (hub.community, hub.cluster) not in staging:
             errors.append(
                 _error(
