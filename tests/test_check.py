@@ -269,3 +269,25 @@ def test_cli_check_prints_steps_and_stores_result(
     history = runner.invoke(app, ["history", "demo-hub", *fleet])
     assert history.exit_code == 0, history.output
     assert "check ok" in history.output and "demo-hub" in history.output
+
+
+def test_cli_check_of_an_unreachable_hub_exits_non_zero_naming_the_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import hubfleet.backends.local as local
+    from hubfleet.backends.base import HubEndpoint
+    from hubfleet.cli.main import app
+
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setattr(local, "hub_endpoint", lambda _state, name: HubEndpoint(name, url, "sekret-token"))
+    state = tmp_path / "state"
+    result = CliRunner().invoke(app, ["check", "gone", "--fleet", str(tmp_path), "--state-dir", str(state)])
+
+    assert result.exit_code == 1
+    assert "FAIL create_user" in result.output and "check of gone failed" in result.output
+    assert "sekret-token" not in result.output
+    with open_store(state) as store:
+        [event] = store.history("gone")
+    assert event.summary.startswith("check failed at create_user")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from hubfleet.cli.common import (
@@ -56,10 +57,11 @@ def check(
     else:
         for step in result.steps:
             mark = "[green]ok[/green]  " if step.ok else "[red]FAIL[/red]"
-            console.print(f"  {mark} {step.name:<14} {step.seconds:7.2f}s  {step.detail}", highlight=False)
+            line = f"  {mark} {step.name:<14} {step.seconds:7.2f}s  {escape(step.detail)}"
+            console.print(line, highlight=False)
         console.print(f"  total {result.total_seconds:.2f}s", highlight=False)
     if not result.ok:
-        err_console.print(f"[red]check of {hub} failed[/red] at step {result.failed_step}", highlight=False)
+        err_console.print(f"[red]check of {hub} failed[/red]: {escape(result.error or '')}", highlight=False)
         raise typer.Exit(1)
 
 
