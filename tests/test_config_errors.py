@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - the expected error lines are kept whole, as the user sees them
 """A table of broken fleets: copy the demo fleet, change one file, expect these exact error lines."""
 
 from __future__ import annotations
