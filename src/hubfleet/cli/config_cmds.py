@@ -9,6 +9,7 @@ import typer
 
 from hubfleet.cli.common import FleetOption, friendly_errors
 from hubfleet.cli.main import app
+from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.loader import validate_fleet
 from hubfleet.settings import Settings, resolve_fleet_dir
 
@@ -36,7 +37,7 @@ def validate(fleet: FleetOption = None) -> None:
     typer.echo(summary(config))
 
 
-def summary(config) -> str:  # noqa: ANN001 - a FleetConfig
+def summary(config: FleetConfig) -> str:
     def count(n: int, word: str) -> str:
         return f"{n} {word}{'' if n == 1 else 's'}"
 

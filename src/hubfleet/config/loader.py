@@ -642,8 +642,13 @@ def dotted_path(path: Iterable[str | int]) -> str:
         if isinstance(elem, int):
             out += f"[{elem}]"
         else:
-            out += f".{elem}" if out else str(elem)
+            part = elem if _SIMPLE_KEY.fullmatch(str(elem)) else _show(str(elem))
+            out += f".{part}" if out else part
     return out
+
+
+_SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _unwrap(tp: Any) -> Any:
@@ -773,7 +778,7 @@ def _show(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         short = value if len(value) <= 60 else value[:57] + "..."
-        return "'" + short.replace("\n", "\\n") + "'"
+        return "'" + _CONTROL.sub(lambda m: repr(m.group())[1:-1], short) + "'"
     return str(value)
 
 
