@@ -144,13 +144,18 @@ class _Check:
             async with asyncio.timeout(budget):
                 detail = await action()
         except TimeoutError:
-            ok, detail = False, f"timed out after {time.perf_counter() - start:.1f}s (check timeout reached)"
+            ok, detail = False, f"timed out after {time.perf_counter() - start:.1f}s"
         except StepFailed as exc:
             ok, detail = False, str(exc)
         except httpx.HTTPError as exc:
-            ok, detail = False, f"{type(exc).__name__}: {exc} ({exc.request.method} {exc.request.url.path})"
+            where = ""
+            with contextlib.suppress(RuntimeError):  # not every HTTPError carries its request
+                where = f" ({exc.request.method} {exc.request.url.path})"
+            ok, detail = False, f"{type(exc).__name__}: {exc}{where}"
         except (OSError, websockets.exceptions.WebSocketException) as exc:
             ok, detail = False, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a hub answering nonsense (not JSON, missing fields) fails the step
+            ok, detail = False, f"unexpected answer: {type(exc).__name__}: {_excerpt(str(exc))}"
         self.steps.append(StepResult(name, ok, round(time.perf_counter() - start, 3), self.redact(detail)))
         return ok
 
