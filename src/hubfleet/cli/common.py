@@ -13,8 +13,9 @@ from rich.console import Console
 
 from hubfleet.settings import UserError
 
-console = Console()
-err_console = Console(stderr=True)
+# Outside a terminal (CI logs, pipes) rich would wrap at 80 columns; give tables room instead.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 FleetOption = Annotated[
     Path | None,

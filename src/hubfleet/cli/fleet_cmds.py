@@ -76,10 +76,12 @@ def up(
     console.print(f"starting {len(config.local_hubs())} hub(s) of fleet '{config.fleet.name}' (state: {state})")
 
     if detach:
-        status = start_detached(fleet_dir, state)
-        hubs = list(status["hubs"].values())
-        print_hub_table(hubs, f"fleet '{config.fleet.name}' is up (daemon pid {status['pid']})")
-        if report_failures(hubs):
+        from hubfleet.daemon.status import collect_status
+
+        daemon = start_detached(fleet_dir, state)
+        hubs = asyncio.run(collect_status(config, state))["hubs"]
+        print_hub_table(hubs, f"fleet '{config.fleet.name}' is up (daemon pid {daemon['pid']})")
+        if report_failures(list(daemon["hubs"].values())):
             raise typer.Exit(1)
         return
 

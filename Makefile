@@ -1,0 +1,30 @@
+# Two entry points: `make demo` and `make test`. Both create .venv/ themselves.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test setup lint benchmarks clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "hubfleet needs Python 3.11 or newer; set PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/hubfleet up --fleet examples/demo-fleet
+
+test: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/pytest -q
+
+benchmarks: setup
+	$(VENV)/bin/python benchmarks/validate_500.py
+	$(VENV)/bin/python benchmarks/up_demo.py
+	$(VENV)/bin/python benchmarks/spawn_latency.py
+
+clean:
+	rm -rf $(VENV) examples/demo-fleet/.hubfleet

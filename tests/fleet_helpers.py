@@ -1,0 +1,104 @@
+"""Helpers for integration tests: copies of the demo fleet on free ports, the real CLI, and leak checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "examples" / "demo-fleet"
+HUBFLEET = Path(sys.executable).parent / "hubfleet"
+
+
+def free_ports(count: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def copy_demo_fleet(dest: Path, keep: set[str] | None = None) -> Path:
+    """The demo fleet in `dest` with every hub on a free port; `keep` limits it to those hub files
+    (paths relative to the fleet, e.g. 'communities/uni-a/hubs/staging.yaml')."""
+    shutil.copytree(DEMO, dest, ignore=shutil.ignore_patterns(".hubfleet"))
+    hub_files = sorted(dest.glob("communities/*/hubs/*.yaml"))
+    for path in hub_files:
+        if keep is not None and str(path.relative_to(dest)) not in keep:
+            path.unlink()
+    remaining = sorted(dest.glob("communities/*/hubs/*.yaml"))
+    for path, port in zip(remaining, free_ports(len(remaining)), strict=True):
+        path.write_text(re.sub(r"(?m)^port: \d+$", f"port: {port}", path.read_text()))
+    for community in dest.glob("communities/*"):
+        if not list(community.glob("hubs/*.yaml")):
+            shutil.rmtree(community)
+    return dest
+
+
+def hubfleet(*args: str, fleet: Path, timeout: float = 240, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the real `hubfleet` command."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")}
+    result = subprocess.run(
+        [str(HUBFLEET), *args, "--fleet", str(fleet)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"hubfleet {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def daemon_status(fleet: Path) -> dict[str, Any]:
+    return json.loads((fleet / ".hubfleet" / "daemon.json").read_text())
+
+
+def fleet_processes(fleet: Path) -> list[psutil.Process]:
+    """Every live process that belongs to this fleet: started from or working inside its directory.
+
+    Used only to *find* leaks in assertions and teardown; processes are stopped by pid."""
+    root = str(fleet.resolve())
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            cwd = proc.info["cwd"] or ""
+        except psutil.Error:
+            continue
+        if proc.pid != os.getpid() and (root in cmd or cwd.startswith(root)) and alive(proc):
+            found.append(proc)
+    return found
+
+
+def alive(proc: psutil.Process) -> bool:
+    """Running and not a zombie (a dead process whose parent, possibly init here, has not reaped it)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def kill_leftovers(fleet: Path) -> list[str]:
+    """Stop (by pid) whatever a failed test left running in this fleet; returns what was found."""
+    leftovers = fleet_processes(fleet)
+    for proc in leftovers:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(leftovers, timeout=5)
+    return [" ".join(p.info["cmdline"] or []) for p in leftovers]
