@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -48,7 +49,9 @@ def copy_demo_fleet(dest: Path, keep: set[str] | None = None) -> Path:
     return dest
 
 
-def hubfleet(*args: str, fleet: Path, timeout: float = 240, check: bool = False) -> subprocess.CompletedProcess[str]:
+def hubfleet(
+    *args: str, fleet: Path, timeout: float = 240, check: bool = False
+) -> subprocess.CompletedProcess[str]:
     """Run the real `hubfleet` command."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")}
     result = subprocess.run(
@@ -59,7 +62,9 @@ def hubfleet(*args: str, fleet: Path, timeout: float = 240, check: bool = False)
         env=env,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"hubfleet {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"hubfleet {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -96,9 +101,7 @@ def kill_leftovers(fleet: Path) -> list[str]:
     """Stop (by pid) whatever a failed test left running in this fleet; returns what was found."""
     leftovers = fleet_processes(fleet)
     for proc in leftovers:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass
     psutil.wait_procs(leftovers, timeout=5)
     return [" ".join(p.info["cmdline"] or []) for p in leftovers]

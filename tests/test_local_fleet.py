@@ -12,7 +12,16 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from fleet_helpers import HUBFLEET, alive, copy_demo_fleet, daemon_status, fleet_processes, hubfleet, kill_leftovers
+
+from fleet_helpers import (
+    HUBFLEET,
+    alive,
+    copy_demo_fleet,
+    daemon_status,
+    fleet_processes,
+    hubfleet,
+    kill_leftovers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +101,9 @@ def test_check_passes_and_is_stored(fleet: Path) -> None:
     report = json.loads(result.stdout)
     assert report["ok"] is True
     assert [s["name"] for s in report["steps"]][:2] == ["create_user", "start_server"]
-    history = json.loads(hubfleet("history", "hackweek-staging", "--json", fleet=fleet, check=True).stdout)["events"]
+    history = json.loads(hubfleet("history", "hackweek-staging", "--json", fleet=fleet, check=True).stdout)[
+        "events"
+    ]
     kinds = [e["kind"] for e in history]
     assert "check" in kinds and "deployment" in kinds
 
@@ -102,8 +113,11 @@ def test_killed_hub_is_restarted_and_user_server_survives(fleet: Path) -> None:
     server = start_server(client, "survivor")
     home = fleet / ".hubfleet/hubs/uni-a/homes/survivor"
     assert home.is_dir()
-    server_pids = [p.pid for p in fleet_processes(fleet) if "jupyterhub-singleuser" in " ".join(p.cmdline())
-                   and str(home) in p.cwd()]
+    server_pids = [
+        p.pid
+        for p in fleet_processes(fleet)
+        if "jupyterhub-singleuser" in " ".join(p.cmdline()) and str(home) in p.cwd()
+    ]
     assert len(server_pids) == 1
     old_pid = daemon_status(fleet)["hubs"]["uni-a"]["pid"]
 
@@ -139,8 +153,10 @@ def test_down_stops_everything_and_up_keeps_users_and_files(tmp_path: Path) -> N
         server = start_server(client, "keeper")
         kernel = client.post(f"{server['url']}api/kernels").json()
         assert kernel["name"] == "python3"
-        client.put(f"{server['url']}api/contents/notes.txt",
-                   json={"type": "file", "format": "text", "content": "keep me"})
+        client.put(
+            f"{server['url']}api/contents/notes.txt",
+            json={"type": "file", "format": "text", "content": "keep me"},
+        )
         before = fleet_processes(root)
         assert any("ipykernel" in " ".join(p.cmdline()) for p in before)
 
@@ -158,18 +174,34 @@ def test_down_stops_everything_and_up_keeps_users_and_files(tmp_path: Path) -> N
 
 
 def test_failing_hubs_are_named_with_their_log_and_others_keep_running(tmp_path: Path) -> None:
-    root = copy_demo_fleet(tmp_path / "fleet", keep={
-        "communities/uni-a/hubs/staging.yaml", "communities/hackweek/hubs/staging.yaml",
-        "communities/hackweek/hubs/prod.yaml",
-    })
+    root = copy_demo_fleet(
+        tmp_path / "fleet",
+        keep={
+            "communities/uni-a/hubs/staging.yaml",
+            "communities/hackweek/hubs/staging.yaml",
+            "communities/hackweek/hubs/prod.yaml",
+        },
+    )
     broken = root / "communities/uni-a/hubs/staging.yaml"
-    broken.write_text(broken.read_text() + "extra_config: |\n  raise RuntimeError('boom from extra_config')\n")
-    busy_port = int(next(line.split()[1] for line in (root / "communities/hackweek/hubs/staging.yaml")
-                         .read_text().splitlines() if line.startswith("port:")))
-    blocker = subprocess.Popen(["python3", "-m", "http.server", str(busy_port), "--bind", "127.0.0.1"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broken.write_text(
+        broken.read_text() + "extra_config: |\n  raise RuntimeError('boom from extra_config')\n"
+    )
+    busy_port = int(
+        next(
+            line.split()[1]
+            for line in (root / "communities/hackweek/hubs/staging.yaml").read_text().splitlines()
+            if line.startswith("port:")
+        )
+    )
+    blocker = subprocess.Popen(
+        ["python3", "-m", "http.server", str(busy_port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        wait_for(lambda: any(c.laddr.port == busy_port for c in psutil.Process(blocker.pid).net_connections()))
+        wait_for(
+            lambda: any(c.laddr.port == busy_port for c in psutil.Process(blocker.pid).net_connections())
+        )
         result = hubfleet("up", "--detach", fleet=root)
         assert result.returncode == 1
         assert "hub uni-a-staging failed to start" in result.stderr
@@ -194,8 +226,14 @@ def test_failing_hubs_are_named_with_their_log_and_others_keep_running(tmp_path:
 def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     root = copy_demo_fleet(tmp_path / "fleet", keep={"communities/hackweek/hubs/staging.yaml"})
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")}
-    proc = subprocess.Popen([str(HUBFLEET), "up", "--fleet", str(root)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(HUBFLEET), "up", "--fleet", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: (root / ".hubfleet/daemon.json").exists() and daemon_status(root).get("ready"), 120)
         assert daemon_status(root)["hubs"]["hackweek-staging"]["state"] == "running"

@@ -30,7 +30,9 @@ def resolve_fleet_dir(flag: Path | None) -> Path:
         )
     path = Path(candidate).expanduser()
     if not path.is_dir():
-        raise UserError(f"{path}: fleet directory not found; pass --fleet DIR pointing at a directory with fleet.yaml")
+        raise UserError(
+            f"{path}: fleet directory not found; pass --fleet DIR pointing at a directory with fleet.yaml"
+        )
     return path.resolve()
 
 

@@ -19,13 +19,19 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 FleetOption = Annotated[
     Path | None,
-    typer.Option("--fleet", help="Fleet directory (default: $HUBFLEET_FLEET, else the current directory).",
-                 show_default=False),
+    typer.Option(
+        "--fleet",
+        help="Fleet directory (default: $HUBFLEET_FLEET, else the current directory).",
+        show_default=False,
+    ),
 ]
 StateDirOption = Annotated[
     Path | None,
-    typer.Option("--state-dir", help="State directory (default: $HUBFLEET_STATE_DIR, else <fleet>/.hubfleet).",
-                 show_default=False),
+    typer.Option(
+        "--state-dir",
+        help="State directory (default: $HUBFLEET_STATE_DIR, else <fleet>/.hubfleet).",
+        show_default=False,
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 

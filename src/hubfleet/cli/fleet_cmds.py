@@ -24,7 +24,9 @@ def load_or_explain(fleet_dir: Path) -> FleetConfig:
     except FleetInvalid as exc:
         for error in exc.errors:
             err_console.print(str(error), highlight=False, markup=False, soft_wrap=True)
-        raise UserError(f"{len(exc.errors)} error(s) in the fleet configuration; fix them (hubfleet validate)") from None
+        raise UserError(
+            f"{len(exc.errors)} error(s) in the fleet configuration; fix them (hubfleet validate)"
+        ) from None
 
 
 def print_hub_table(hubs: list[dict[str, Any]], title: str) -> None:
@@ -52,7 +54,9 @@ def report_failures(hubs: list[dict[str, Any]]) -> int:
     """Print each failed hub with the last lines of its log; return how many failed."""
     failed = [h for h in hubs if h.get("state") == "failed"]
     for hub in failed:
-        err_console.print(f"[red]hub {hub['name']} failed to start:[/] {hub.get('error', '')}", highlight=False)
+        err_console.print(
+            f"[red]hub {hub['name']} failed to start:[/] {hub.get('error', '')}", highlight=False
+        )
         for line in hub.get("log_tail", []):
             err_console.print(f"    {line}", highlight=False, markup=False)
     return len(failed)
@@ -63,7 +67,9 @@ def report_failures(hubs: list[dict[str, Any]]) -> int:
 def up(
     fleet: FleetOption = None,
     state_dir: StateDirOption = None,
-    detach: Annotated[bool, typer.Option("--detach", help="Run in the background; stop with `hubfleet down`.")] = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Run in the background; stop with `hubfleet down`.")
+    ] = False,
 ) -> None:
     """Validate the fleet, start every local hub, and supervise them (Ctrl-C stops everything)."""
     from hubfleet.daemon.run import run_foreground, start_detached
@@ -73,7 +79,9 @@ def up(
     state = resolve_state_dir(fleet_dir, state_dir)
     if not config.local_hubs():
         raise UserError(f"fleet '{config.fleet.name}' has no hubs on a local cluster; nothing to run here")
-    console.print(f"starting {len(config.local_hubs())} hub(s) of fleet '{config.fleet.name}' (state: {state})")
+    console.print(
+        f"starting {len(config.local_hubs())} hub(s) of fleet '{config.fleet.name}' (state: {state})"
+    )
 
     if detach:
         from hubfleet.daemon.status import collect_status
@@ -112,7 +120,9 @@ def down(fleet: FleetOption = None, state_dir: StateDirOption = None) -> None:
 
 @app.command()
 @friendly_errors
-def status(fleet: FleetOption = None, state_dir: StateDirOption = None, json_output: JsonOption = False) -> None:
+def status(
+    fleet: FleetOption = None, state_dir: StateDirOption = None, json_output: JsonOption = False
+) -> None:
     """Each hub's state, URL, JupyterHub version, users, running servers and restarts."""
     from hubfleet.daemon.status import collect_status
 
@@ -142,7 +152,9 @@ def token(
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
     if hub not in config.hubs:
-        raise UserError(f"no hub named '{hub}' in fleet '{config.fleet.name}'{_did_you_mean(hub, config.hubs)}")
+        raise UserError(
+            f"no hub named '{hub}' in fleet '{config.fleet.name}'{_did_you_mean(hub, config.hubs)}"
+        )
     typer.echo(hub_endpoint(resolve_state_dir(fleet_dir, state_dir), hub, operator=True).token)
 
 

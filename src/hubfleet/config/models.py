@@ -42,26 +42,28 @@ class GCPCredentials(Strict):
     provider: Literal["gcp"]
     project: str = Field(min_length=1, description="Google Cloud project id.")
     zone: str = Field(min_length=1, description="Zone or region of the GKE cluster.")
-    cluster: str = Field(min_length=1, description="GKE cluster name.")
+    cluster: str = Field(min_length=1, description="Cluster name at the provider.")
 
 
 class AWSCredentials(Strict):
     provider: Literal["aws"]
     account: str = Field(pattern=r"^\d{12}$", description="12-digit AWS account id.")
     region: str = Field(min_length=1)
-    cluster: str = Field(min_length=1, description="EKS cluster name.")
+    cluster: str = Field(min_length=1, description="Cluster name at the provider.")
 
 
 class AzureCredentials(Strict):
     provider: Literal["azure"]
     resource_group: str = Field(min_length=1)
-    cluster: str = Field(min_length=1, description="AKS cluster name.")
+    cluster: str = Field(min_length=1, description="Cluster name at the provider.")
 
 
 class KubeconfigCredentials(Strict):
     provider: Literal["kubeconfig"]
     path: str = Field(min_length=1, description="Path to a kubeconfig file, relative to the fleet directory.")
-    context: str | None = Field(default=None, description="Context in that kubeconfig; its current one if unset.")
+    context: str | None = Field(
+        default=None, description="Context in that kubeconfig; its current one if unset."
+    )
 
 
 ClusterCredentials = Annotated[
@@ -118,6 +120,9 @@ Auth = Annotated[DummyAuth | NativeAuth, Field(discriminator="type")]
 
 
 class Resources(Strict):
+    """Per-user limits. Enforced by Kubernetes; on local clusters JupyterHub passes them to each server
+    (MEM_LIMIT, CPU_LIMIT) without enforcing them."""
+
     memory_limit: str | None = Field(
         default=None, description="Per-user memory limit such as 512M, 2G or 1Gi.", examples=["2G"]
     )
@@ -148,7 +153,9 @@ class HubSettings(Strict):
     max_users: int | None = Field(
         default=None, ge=1, description="Maximum number of concurrently running user servers."
     )
-    default_ui: Literal["lab", "classic"] = Field(default="lab", description="lab: JupyterLab; classic: /tree.")
+    default_ui: Literal["lab", "classic"] = Field(
+        default="lab", description="lab: JupyterLab; classic: /tree."
+    )
     jupyterhub_version: str | None = Field(
         default=None, description="Pinned JupyterHub version; informational for local hubs."
     )
@@ -169,7 +176,8 @@ class Hub(HubSettings):
         description="DNS name (kubernetes clusters).",
     )
     extra_config: str = Field(
-        default="", description="Python appended to the generated jupyterhub_config.py (like z2jh hub.extraConfig)."
+        default="",
+        description="Python appended to the generated jupyterhub_config.py (like z2jh hub.extraConfig).",
     )
 
     @field_validator("extra_config")
@@ -196,7 +204,9 @@ class Community(Strict):
 
     name: Name
     display_name: str = ""
-    contacts: list[Contact] = Field(default_factory=list)
+    contacts: list[Contact] = Field(
+        default_factory=list, description="Who to talk to about this community's hubs."
+    )
 
 
 class Operator(Strict):
@@ -213,8 +223,11 @@ class Fleet(Strict):
     """fleet.yaml: the fleet's name, its operators and the defaults every hub inherits."""
 
     name: Name
-    display_name: str = ""
-    operators: list[Operator] = Field(default_factory=list)
+    display_name: str = Field(default="", description="Human-readable fleet name.")
+    operators: list[Operator] = Field(
+        default_factory=list,
+        description="The service team; each is an admin on every hub where they have a username.",
+    )
     defaults: HubSettings = Field(default_factory=HubSettings)
 
     @model_validator(mode="after")

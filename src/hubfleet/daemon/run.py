@@ -93,14 +93,23 @@ def start_detached(fleet_dir: Path, state_dir: Path, timeout: float = 300) -> di
     """Start the daemon in its own session and wait until every hub is up or has failed."""
     if status := read_status(state_dir):
         raise UserError(
-            f"the fleet is already up (daemon pid {status['pid']}); see `hubfleet status` or run `hubfleet down`"
+            f"the fleet is already up (daemon pid {status['pid']}); "
+            "see `hubfleet status` or run `hubfleet down`"
         )
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / STATUS_FILE).unlink(missing_ok=True)
     log_path = state_dir / LOG_FILE
     with log_path.open("ab") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hubfleet.daemon", "--fleet", str(fleet_dir), "--state-dir", str(state_dir)],
+            [
+                sys.executable,
+                "-m",
+                "hubfleet.daemon",
+                "--fleet",
+                str(fleet_dir),
+                "--state-dir",
+                str(state_dir),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=logf,
             stderr=subprocess.STDOUT,

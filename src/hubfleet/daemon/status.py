@@ -48,7 +48,8 @@ async def collect_status(fleet: FleetConfig, state_dir: Path) -> dict[str, Any]:
                 "community": hub.community,
                 "stage": hub.stage,
                 "cluster": hub.cluster,
-                "url": entry.get("url") or (f"http://127.0.0.1:{hub.port}" if hub.port else f"https://{hub.domain}"),
+                "url": entry.get("url")
+                or (f"http://127.0.0.1:{hub.port}" if hub.port else f"https://{hub.domain}"),
                 "state": entry.get("state", "stopped") if cluster.kind == "local" else "not-managed-here",
                 "pid": entry.get("pid"),
                 "restarts": entry.get("restarts", 0),
@@ -66,4 +67,7 @@ async def collect_status(fleet: FleetConfig, state_dir: Path) -> dict[str, Any]:
         )
     for row, fact in zip(running, facts, strict=True):
         row.update(fact)
-    return {"daemon": {"pid": daemon["pid"], "started_at": daemon["started_at"]} if daemon else None, "hubs": rows}
+    return {
+        "daemon": {"pid": daemon["pid"], "started_at": daemon["started_at"]} if daemon else None,
+        "hubs": rows,
+    }

@@ -224,7 +224,9 @@ class Supervisor:
         )
         return False
 
-    async def _wait_healthy(self, proc: asyncio.subprocess.Process, prepared: PreparedHub, offset: int) -> bool:
+    async def _wait_healthy(
+        self, proc: asyncio.subprocess.Process, prepared: PreparedHub, offset: int
+    ) -> bool:
         """Healthy: /hub/health answers through the proxy and the hub has started its services
         (JupyterHub answers health before its managed services run)."""
         deadline = time.monotonic() + HEALTH_TIMEOUT
@@ -256,8 +258,9 @@ class Supervisor:
             failures += 1
             state = self.hubs[name]
             self._set(name, state="restarting", pid=None, restarts=state.restarts + 1)
-            self.store.record_restart(name, reason=f"hub process exited with code {code}", exit_code=code,
-                                      attempt=failures)
+            self.store.record_restart(
+                name, reason=f"hub process exited with code {code}", exit_code=code, attempt=failures
+            )
             log.warning("hub %s exited with code %s; restart attempt %d", name, code, failures)
             await asyncio.sleep(backoff_delay(failures))
             if self._stopping:
@@ -306,5 +309,3 @@ class Supervisor:
                     headers={"Authorization": f"token {endpoint.token}"},
                     json={"servers": True, "proxy": True},
                 )
-
-

@@ -107,7 +107,9 @@ def _auth_lines(fleet: FleetConfig, hub: Hub) -> list[str]:
         f"c.{cls}.admin_users = {sorted(admins)!r}",
         # With no allow list, anyone who can authenticate may use the hub (the shared password, or an
         # approved sign-up); with one, only those users and the admins.
-        f"c.{cls}.allowed_users = {sorted(auth.allowed_users)!r}" if auth.allowed_users else f"c.{cls}.allow_all = True",
+        f"c.{cls}.allowed_users = {sorted(auth.allowed_users)!r}"
+        if auth.allowed_users
+        else f"c.{cls}.allow_all = True",
     ]
     return lines
 
