@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import secrets
 import signal
@@ -21,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from hubfleet.checks.synthetic import DEFAULT_USERNAME, REQUIRED_SCOPES, STEPS, run_check
+from hubfleet.checks.synthetic import DEFAULT_USERNAME, REQUIRED_SCOPES, STEPS, check_hub, run_check
 from hubfleet.store import open_store
 
 pytestmark = pytest.mark.integration
@@ -180,44 +179,19 @@ def _assert_stopped(hub: Hub) -> None:
     assert _user_servers(hub) == []
 
 
-def test_check_passes_end_to_end_is_stored_and_shown(
-    hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`hubfleet check HUB --json` → check_hub → run_check against the real hub, then `hubfleet history`."""
-    from typer.testing import CliRunner
-
-    import hubfleet.backends.local as local
-    from hubfleet.backends.base import HubEndpoint
-    from hubfleet.cli.main import app
-
-    calls: list[tuple[Path, str]] = []
-
-    def fake_endpoint(state_dir: Path, hub_name: str) -> HubEndpoint:
-        calls.append((state_dir, hub_name))
-        return HubEndpoint(name=hub_name, url=hub.url, token=hub.token)
-
-    monkeypatch.setattr(local, "hub_endpoint", fake_endpoint)
-    state = tmp_path / "state"
-    fleet = ["--fleet", str(tmp_path), "--state-dir", str(state)]
-    runner = CliRunner()
-
-    result = runner.invoke(app, ["check", "demo-hub", *fleet, "--json", "--timeout", "90"])
-    assert result.exit_code == 0, result.output
-    assert calls == [(state, "demo-hub")]
-    data = json.loads(result.stdout)
-    assert data["ok"] and data["failed_step"] is None and data["hub"] == "demo-hub"
-    assert [s["name"] for s in data["steps"]] == list(STEPS) and all(s["ok"] for s in data["steps"])
-    assert data["total_seconds"] > 0
-    assert hub.token not in result.output
-    _assert_stopped(hub)
-
-    with open_store(state) as store:
+def test_check_passes_end_to_end_and_is_stored(hub: Hub, tmp_path: Path) -> None:
+    """check_hub → run_check against the real hub; the result lands in the store and its history."""
+    with open_store(tmp_path / "state") as store:
+        result = asyncio.run(check_hub("demo-hub", hub.url, hub.token, store, timeout=90))
+        assert result.ok and result.failed_step is None and result.hub == "demo-hub"
+        assert [s.name for s in result.steps] == list(STEPS) and all(s.ok for s in result.steps)
+        assert result.total_seconds > 0
+        assert hub.token not in result.to_json()
+        _assert_stopped(hub)
         [stored] = store.checks("demo-hub")
-    assert stored.ok and [s["name"] for s in stored.steps] == list(STEPS)
-
-    history = runner.invoke(app, ["history", "demo-hub", *fleet])
-    assert history.exit_code == 0, history.output
-    assert "check ok" in history.output and "demo-hub" in history.output
+        assert stored.ok and [s["name"] for s in stored.steps] == list(STEPS)
+        [event] = store.history("demo-hub")
+        assert event.kind == "check" and event.ok
 
 
 def test_code_that_raises_fails_the_execute_step_and_still_stops(hub: Hub) -> None:
@@ -258,25 +232,3 @@ def test_unreachable_hub_fails_fast_with_a_clear_step() -> None:
     assert result.failed_step == "create_user"
     assert "Connect" in result.steps[0].detail
     assert "secret-token" not in result.to_json()
-
-
-def test_cli_check_of_an_unreachable_hub_exits_non_zero_naming_the_step(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from typer.testing import CliRunner
-
-    import hubfleet.backends.local as local
-    from hubfleet.backends.base import HubEndpoint
-    from hubfleet.cli.main import app
-
-    url = f"http://127.0.0.1:{free_port()}"
-    monkeypatch.setattr(local, "hub_endpoint", lambda _state, name: HubEndpoint(name, url, "sekret-token"))
-    state = tmp_path / "state"
-    result = CliRunner().invoke(app, ["check", "gone", "--fleet", str(tmp_path), "--state-dir", str(state)])
-
-    assert result.exit_code == 1
-    assert "FAIL create_user" in result.output and "check of gone failed" in result.output
-    assert "sekret-token" not in result.output
-    with open_store(state) as store:
-        [event] = store.history("gone")
-    assert event.summary.startswith("check failed at create_user")

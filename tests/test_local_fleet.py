@@ -260,3 +260,18 @@ def test_up_refuses_an_invalid_fleet(tmp_path: Path) -> None:
     assert "communities/uni-a/hubs/staging.yaml:" in result.stderr
     assert "did you mean 'local'" in result.stderr
     assert not (root / ".hubfleet/daemon.json").exists()
+
+
+def test_commands_name_an_unknown_or_unstarted_hub(tmp_path: Path) -> None:
+    root = copy_demo_fleet(tmp_path / "fleet", keep={"communities/uni-a/hubs/staging.yaml"})
+    for command in ("check", "token"):
+        unknown = hubfleet(command, "uni-a-stagin", fleet=root)
+        assert unknown.returncode == 1
+        assert "no hub named 'uni-a-stagin'" in unknown.stderr and "did you mean 'uni-a-staging'" in unknown.stderr
+        unstarted = hubfleet(command, "uni-a-staging", fleet=root)
+        assert unstarted.returncode == 1
+        assert "never started" in unstarted.stderr and "hubfleet up" in unstarted.stderr
+        assert "Traceback" not in unknown.stderr + unstarted.stderr
+    status = json.loads(hubfleet("status", "--json", fleet=root, check=True).stdout)
+    assert status["daemon"] is None and status["hubs"][0]["state"] == "stopped"
+    assert "not up" in hubfleet("down", fleet=root, check=True).stdout

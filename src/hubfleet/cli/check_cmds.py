@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -18,19 +17,11 @@ from hubfleet.cli.common import (
     console,
     err_console,
     friendly_errors,
+    load_or_explain,
+    require_hub,
 )
 from hubfleet.cli.main import app
 from hubfleet.settings import resolve_fleet_dir, resolve_state_dir
-
-
-def _endpoint(state_dir: Path, hub: str) -> tuple[str, str]:
-    from hubfleet.backends.local import hub_endpoint  # lazily: the backend pulls in the renderer
-
-    endpoint: Any = hub_endpoint(state_dir, hub)
-    if hasattr(endpoint, "url"):
-        return endpoint.url, endpoint.token
-    url, token = endpoint
-    return url, token
 
 
 @app.command()
@@ -43,11 +34,15 @@ def check(
     timeout: Annotated[float, typer.Option("--timeout", help="Give up after this many seconds.")] = 120.0,
 ) -> None:
     """Do what a user does on HUB (create user, start server, run code, stop) and time each step."""
+    from hubfleet.backends.local import hub_endpoint
     from hubfleet.checks.synthetic import check_hub
     from hubfleet.store import open_store
 
-    state = resolve_state_dir(resolve_fleet_dir(fleet), state_dir)
-    url, token = _endpoint(state, hub)
+    fleet_dir = resolve_fleet_dir(fleet)
+    require_hub(load_or_explain(fleet_dir), hub)
+    state = resolve_state_dir(fleet_dir, state_dir)
+    endpoint = hub_endpoint(state, hub)
+    url, token = endpoint.url, endpoint.token
     with open_store(state) as store:
         if not as_json:
             console.print(f"checking [bold]{hub}[/bold] at {url} …", highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import sys
 from collections.abc import Callable
@@ -11,6 +12,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from hubfleet.config.fleet import FleetConfig, FleetInvalid
+from hubfleet.config.loader import load_fleet
 from hubfleet.settings import UserError
 
 # Outside a terminal (CI logs, pipes) rich would wrap at 80 columns; give tables room instead.
@@ -61,3 +64,22 @@ def friendly_errors(func: F) -> F:
 def fail(message: str, code: int = 1) -> None:
     err_console.print(message, highlight=False, markup=False, soft_wrap=True)
     sys.exit(code)
+
+
+def load_or_explain(fleet_dir: Path) -> FleetConfig:
+    """Load the fleet; on errors print every one of them and refuse to go on."""
+    try:
+        return load_fleet(fleet_dir)
+    except FleetInvalid as exc:
+        for error in exc.errors:
+            err_console.print(str(error), highlight=False, markup=False, soft_wrap=True)
+        raise UserError(
+            f"{len(exc.errors)} error(s) in the fleet configuration; fix them (hubfleet validate)"
+        ) from None
+
+
+def require_hub(config: FleetConfig, name: str) -> None:
+    if name not in config.hubs:
+        close = difflib.get_close_matches(name, list(config.hubs), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"hubs: {', '.join(sorted(config.hubs))}"
+        raise UserError(f"no hub named '{name}' in fleet '{config.fleet.name}'; {hint}")

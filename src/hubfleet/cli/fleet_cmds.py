@@ -4,29 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from hubfleet.cli.common import FleetOption, JsonOption, StateDirOption, console, err_console, friendly_errors
+from hubfleet.cli.common import (
+    FleetOption,
+    JsonOption,
+    StateDirOption,
+    console,
+    err_console,
+    friendly_errors,
+    load_or_explain,
+    require_hub,
+)
 from hubfleet.cli.main import app
-from hubfleet.config.fleet import FleetConfig, FleetInvalid
-from hubfleet.config.loader import load_fleet
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
-
-
-def load_or_explain(fleet_dir: Path) -> FleetConfig:
-    """Load the fleet; on errors print every one of them and refuse to go on."""
-    try:
-        return load_fleet(fleet_dir)
-    except FleetInvalid as exc:
-        for error in exc.errors:
-            err_console.print(str(error), highlight=False, markup=False, soft_wrap=True)
-        raise UserError(
-            f"{len(exc.errors)} error(s) in the fleet configuration; fix them (hubfleet validate)"
-        ) from None
 
 
 def print_hub_table(hubs: list[dict[str, Any]], title: str) -> None:
@@ -150,16 +144,5 @@ def token(
     from hubfleet.backends.local import hub_endpoint
 
     fleet_dir = resolve_fleet_dir(fleet)
-    config = load_or_explain(fleet_dir)
-    if hub not in config.hubs:
-        raise UserError(
-            f"no hub named '{hub}' in fleet '{config.fleet.name}'{_did_you_mean(hub, config.hubs)}"
-        )
+    require_hub(load_or_explain(fleet_dir), hub)
     typer.echo(hub_endpoint(resolve_state_dir(fleet_dir, state_dir), hub, operator=True).token)
-
-
-def _did_you_mean(name: str, choices: Any) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f"; did you mean '{close[0]}'?" if close else f"; hubs: {', '.join(sorted(choices))}"

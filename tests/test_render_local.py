@@ -1,0 +1,96 @@
+"""The generated jupyterhub_config.py: loaded by traitlets exactly as JupyterHub loads it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from traitlets.config import PyFileConfigLoader
+
+from fleet_helpers import copy_demo_fleet
+from hubfleet.backends.local import LocalBackend
+from hubfleet.config.loader import load_fleet
+from hubfleet.render.local import CHECK_USERNAME, CONTROL_TOKEN_ENV, DUMMY_PASSWORD_ENV, OPERATOR_TOKEN_ENV
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> LocalBackend:
+    root = copy_demo_fleet(tmp_path / "fleet")
+    return LocalBackend(load_fleet(root), tmp_path / "state")
+
+
+def load_config(path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Execute the file with traitlets, with the secrets the supervisor would put in the environment."""
+    monkeypatch.setenv(CONTROL_TOKEN_ENV, "control-secret-value")
+    monkeypatch.setenv(OPERATOR_TOKEN_ENV, "operator-secret-value")
+    monkeypatch.setenv(DUMMY_PASSWORD_ENV, "demo-staging")
+    return PyFileConfigLoader(path.name, str(path.parent)).load_config()
+
+
+def test_staging_hub_config(backend: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = backend.fleet.hubs["uni-a-staging"]
+    prepared = backend.prepare(hub)
+    config = load_config(prepared.config_path, monkeypatch)
+
+    assert config.JupyterHub.ip == "127.0.0.1"
+    assert config.JupyterHub.port == hub.port
+    assert config.JupyterHub.hub_ip == "127.0.0.1"
+    assert config.JupyterHub.cleanup_servers is False
+    assert config.JupyterHub.authenticator_class == "dummy"
+    assert config.DummyAuthenticator.password == "demo-staging"
+    # the community admin plus the fleet's staff member with a dummy username
+    assert sorted(config.DummyAuthenticator.admin_users) == ["ada", "grace"]
+    assert config.JupyterHub.spawner_class == "simple"
+    assert config.SimpleLocalProcessSpawner.home_dir_template.startswith(str(prepared.hub_dir / "homes"))
+    assert config.Spawner.default_url == "/lab"
+    assert config.Spawner.mem_limit == "1G"  # inherited from fleet.yaml defaults
+    services = {s["name"]: s for s in config.JupyterHub.services}
+    assert services["hubfleet"]["api_token"] == "control-secret-value"
+    assert "jupyterhub_idle_culler" in services["idle-culler"]["command"]
+    assert "--timeout=3600" in services["idle-culler"]["command"]
+    roles = {r["name"]: r for r in config.JupyterHub.load_roles}
+    assert f"admin:users!user={CHECK_USERNAME}" in roles["hubfleet"]["scopes"]
+    assert "admin:users" not in roles["hubfleet"]["scopes"]
+    assert "shutdown" in roles["hubfleet-operator"]["scopes"]
+
+
+def test_prod_hub_config(backend: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = backend.fleet.hubs["hackweek"]
+    config = load_config(backend.prepare(hub).config_path, monkeypatch)
+    assert config.JupyterHub.authenticator_class == "nativeauthenticator.NativeAuthenticator"
+    assert config.NativeAuthenticator.open_signup is True
+    assert config.JupyterHub.active_server_limit == 200
+    assert config.Spawner.default_url == "/tree"
+    assert "--timeout=1800" in {s["name"]: s for s in config.JupyterHub.services}["idle-culler"]["command"]
+    assert config.JupyterHub.shutdown_on_logout is False  # from extra_config, appended last
+
+
+def test_rendered_config_holds_no_secret(backend: LocalBackend) -> None:
+    for hub in backend.fleet.hubs.values():
+        prepared = backend.prepare(hub)
+        text = prepared.config_path.read_text()
+        assert "demo-staging" not in text
+        for secret in (prepared.env[CONTROL_TOKEN_ENV], prepared.env[OPERATOR_TOKEN_ENV]):
+            assert secret not in text
+            assert secret not in repr(prepared)
+
+
+def test_config_hash_is_stable_and_tracks_changes(backend: LocalBackend) -> None:
+    hub = backend.fleet.hubs["uni-a"]
+    first = backend.config_hash(hub)
+    assert backend.config_hash(hub) == first  # ports and tokens are kept, so the hash is stable
+    changed = hub.model_copy(update={"max_users": 7})
+    assert backend.config_hash(changed) != first
+
+
+def test_internal_ports_are_kept_across_renders(backend: LocalBackend) -> None:
+    hub = backend.fleet.hubs["uni-a"]
+    first = backend.runtime(hub)
+    again = LocalBackend(backend.fleet, backend.state_dir).runtime(hub)
+    assert (first.hub_port, first.proxy_api_port) == (again.hub_port, again.proxy_api_port)
+    assert len({first.hub_port, first.proxy_api_port, hub.port}) == 3
+
+
+def test_tokens_file_is_private(backend: LocalBackend) -> None:
+    prepared = backend.prepare(backend.fleet.hubs["uni-a"])
+    assert (prepared.hub_dir / "tokens.json").stat().st_mode & 0o077 == 0
