@@ -267,7 +267,10 @@ def test_commands_name_an_unknown_or_unstarted_hub(tmp_path: Path) -> None:
     for command in ("check", "token"):
         unknown = hubfleet(command, "uni-a-stagin", fleet=root)
         assert unknown.returncode == 1
-        assert "no hub named 'uni-a-stagin'" in unknown.stderr and "did you mean 'uni-a-staging'" in unknown.stderr
+        assert (
+            "no hub named 'uni-a-stagin'" in unknown.stderr
+            and "did you mean 'uni-a-staging'" in unknown.stderr
+        )
         unstarted = hubfleet(command, "uni-a-staging", fleet=root)
         assert unstarted.returncode == 1
         assert "never started" in unstarted.stderr and "hubfleet up" in unstarted.stderr
