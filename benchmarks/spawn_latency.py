@@ -20,13 +20,10 @@ import asyncio
 import datetime
 import json
 import math
-import os
-import platform
 import sys
 import tempfile
 import time
 from collections import Counter
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +31,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fleet_helpers import copy_demo_fleet, daemon_status, hubfleet, kill_leftovers  # noqa: E402
+from machine_info import machine  # noqa: E402
 
 HUB = "uni-a-staging"
 HUB_FILE = "communities/uni-a/hubs/staging.yaml"
@@ -60,23 +58,6 @@ def summary(latencies: list[float]) -> dict[str, Any]:
         "p95_seconds": round(percentile(latencies, 95), 3),
         "max_seconds": round(max(latencies), 3),
         "latencies_seconds": [round(x, 3) for x in latencies],
-    }
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "jupyterhub": version("jupyterhub"),
     }
 
 

@@ -10,38 +10,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fleet_helpers import copy_demo_fleet, hubfleet, kill_leftovers  # noqa: E402
+from machine_info import machine  # noqa: E402
 
 TARGET_SECONDS = 15
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "jupyterhub": version("jupyterhub"),
-    }
 
 
 def timed(*args: str, fleet: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
