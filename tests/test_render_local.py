@@ -8,7 +8,7 @@ import pytest
 from traitlets.config import PyFileConfigLoader
 
 from fleet_helpers import copy_demo_fleet
-from hubfleet.backends.local import LocalBackend
+from hubfleet.backends.local import LocalBackend, PreparedHub
 from hubfleet.config.loader import load_fleet
 from hubfleet.render.local import CHECK_USERNAME, CONTROL_TOKEN_ENV, DUMMY_PASSWORD_ENV, OPERATOR_TOKEN_ENV
 
@@ -19,8 +19,11 @@ def backend(tmp_path: Path) -> LocalBackend:
     return LocalBackend(load_fleet(root), tmp_path / "state")
 
 
-def load_config(path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    """Execute the file with traitlets, with the secrets the supervisor would put in the environment."""
+def load_config(prepared: PreparedHub, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Execute the config with traitlets, with the secrets the supervisor would put in the environment."""
+    path = prepared.config_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(prepared.rendered)
     monkeypatch.setenv(CONTROL_TOKEN_ENV, "control-secret-value")
     monkeypatch.setenv(OPERATOR_TOKEN_ENV, "operator-secret-value")
     monkeypatch.setenv(DUMMY_PASSWORD_ENV, "demo-staging")
@@ -30,7 +33,7 @@ def load_config(path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
 def test_staging_hub_config(backend: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
     hub = backend.fleet.hubs["uni-a-staging"]
     prepared = backend.prepare(hub)
-    config = load_config(prepared.config_path, monkeypatch)
+    config = load_config(prepared, monkeypatch)
 
     assert config.JupyterHub.ip == "127.0.0.1"
     assert config.JupyterHub.port == hub.port
@@ -56,7 +59,7 @@ def test_staging_hub_config(backend: LocalBackend, monkeypatch: pytest.MonkeyPat
 
 def test_prod_hub_config(backend: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
     hub = backend.fleet.hubs["hackweek"]
-    config = load_config(backend.prepare(hub).config_path, monkeypatch)
+    config = load_config(backend.prepare(hub), monkeypatch)
     assert config.JupyterHub.authenticator_class == "nativeauthenticator.NativeAuthenticator"
     assert config.NativeAuthenticator.open_signup is True
     assert config.JupyterHub.active_server_limit == 200
@@ -68,7 +71,7 @@ def test_prod_hub_config(backend: LocalBackend, monkeypatch: pytest.MonkeyPatch)
 def test_rendered_config_holds_no_secret(backend: LocalBackend) -> None:
     for hub in backend.fleet.hubs.values():
         prepared = backend.prepare(hub)
-        text = prepared.config_path.read_text()
+        text = prepared.rendered
         assert "demo-staging" not in text
         for secret in (prepared.env[CONTROL_TOKEN_ENV], prepared.env[OPERATOR_TOKEN_ENV]):
             assert secret not in text

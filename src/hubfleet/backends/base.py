@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -21,6 +21,16 @@ class HubEndpoint:
 
     def __repr__(self) -> str:  # never print the token
         return f"HubEndpoint(name={self.name!r}, url={self.url!r}, token='***')"
+
+
+@dataclass
+class ApplyResult:
+    """The outcome of applying, rolling back or removing one hub: `message` says what failed and
+    `log_tail` shows the last lines of the hub's (or helm's) output. Never holds secret values."""
+
+    ok: bool
+    message: str = ""
+    log_tail: list[str] = field(default_factory=list)
 
 
 class Backend(ABC):
@@ -43,3 +53,15 @@ class Backend(ABC):
     @abstractmethod
     def endpoint(self, hub_name: str) -> HubEndpoint:
         """URL and control-plane token of a deployed hub."""
+
+    @abstractmethod
+    async def apply(self, hub: Hub) -> ApplyResult:
+        """Make the hub run its desired configuration (create or update); wait until it is up."""
+
+    @abstractmethod
+    async def rollback(self, hub: Hub) -> ApplyResult:
+        """Return the hub to the configuration it ran before the last `apply`."""
+
+    @abstractmethod
+    async def remove(self, hub_name: str, *, purge: bool = False) -> ApplyResult:
+        """Stop the hub; keep its data unless `purge`."""

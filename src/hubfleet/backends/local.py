@@ -9,14 +9,16 @@ import secrets
 import socket
 import sqlite3
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import jupyterhub
 import psutil
 
-from hubfleet.backends.base import Backend, HubEndpoint
+from hubfleet.backends.base import ApplyResult, Backend, HubEndpoint
 from hubfleet.config.models import Hub
+from hubfleet.daemon.client import request as control_request
 from hubfleet.render.local import (
     CONTROL_TOKEN_ENV,
     OPERATOR_TOKEN_ENV,
@@ -39,13 +41,24 @@ class PreparedHub:
     port: int
     hub_dir: Path
     config_path: Path
+    rendered: str
     log_path: Path
     config_hash: str
     command: list[str]
     env: dict[str, str]
+    """Only what this hub needs on top of the daemon's environment (its secrets and tokens)."""
 
     def __repr__(self) -> str:  # env holds secrets
         return f"PreparedHub(name={self.name!r}, url={self.url!r}, hub_dir={str(self.hub_dir)!r})"
+
+    def to_wire(self) -> dict[str, Any]:
+        """As JSON for the daemon's control socket."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> PreparedHub:
+        kinds = {f.name: f.type for f in fields(cls)}
+        return cls(**{k: Path(v) if kinds[k] == "Path" else v for k, v in data.items() if k in kinds})
 
 
 def hub_dir(state_dir: Path, hub_name: str) -> Path:
@@ -150,13 +163,15 @@ class LocalBackend(Backend):
         """Internal ports are chosen once and kept, so user servers survive hub restarts."""
         directory = hub_dir(self.state_dir, hub.name)
         path = directory / "runtime.json"
-        data = _read_json(path)
-        public = {h.port for h in self.fleet.hubs.values() if h.port}
+        stored = _read_json(path)
+        data = dict(stored)
         if not (isinstance(data.get("hub_port"), int) and isinstance(data.get("proxy_api_port"), int)):
+            public = {h.port for h in self.fleet.hubs.values() if h.port}
             hub_port = free_port(public)
             data = {"hub_port": hub_port, "proxy_api_port": free_port(public | {hub_port})}
         data["url"] = hub_url(hub)
-        _write_private(path, data)
+        if data != stored:
+            _write_private(path, data)
         return LocalRuntime(
             hub_dir=directory,
             hub_port=int(data["hub_port"]),  # type: ignore[arg-type]
@@ -174,35 +189,54 @@ class LocalBackend(Backend):
     def endpoint(self, hub_name: str) -> HubEndpoint:
         return hub_endpoint(self.state_dir, hub_name)
 
+    # Local hubs run under the `hubfleet up` daemon: deploy operations are requests to it.
+
+    async def apply(self, hub: Hub) -> ApplyResult:
+        wire = self.prepare(hub).to_wire()
+        payload = {"op": "apply", "prepared": wire, "community": hub.community, "stage": hub.stage}
+        return _result(await control_request(self.state_dir, payload))
+
+    async def rollback(self, hub: Hub) -> ApplyResult:
+        return _result(await control_request(self.state_dir, {"op": "rollback", "hub": hub.name}))
+
+    async def remove(self, hub_name: str, *, purge: bool = False) -> ApplyResult:
+        reply = await control_request(self.state_dir, {"op": "remove", "hub": hub_name, "purge": purge})
+        where = "deleted" if purge else f"kept in {hub_dir(self.state_dir, hub_name)}"
+        return ApplyResult(ok=bool(reply.get("ok")), message=reply.get("error") or f"stopped; data {where}")
+
     def prepare(self, hub: Hub) -> PreparedHub:
-        """Write the hub's config into its state directory and return how to start it."""
+        """Everything needed to start the hub; the supervisor writes the config when it launches it."""
         assert hub.port is not None
         runtime = self.runtime(hub)
         directory = runtime.hub_dir
         (directory / "homes").mkdir(parents=True, exist_ok=True)
         rendered = render_jupyterhub_config(self.fleet, hub, runtime)
-        config_path = directory / "jupyterhub_config.py"
-        config_path.write_text(rendered)
         hub_tokens = tokens(self.state_dir, hub.name)
         env = {
-            **os.environ,
             **secret_env(hub),
             CONTROL_TOKEN_ENV: hub_tokens["control"],
             OPERATOR_TOKEN_ENV: hub_tokens["operator"],
             "PATH": f"{BIN_DIR}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "JUPYTERHUB_API_TOKEN": "",
         }
-        env.pop("JUPYTERHUB_API_TOKEN", None)
         return PreparedHub(
             name=hub.name,
             url=hub_url(hub),
             port=hub.port,
             hub_dir=directory,
-            config_path=config_path,
+            config_path=directory / "jupyterhub_config.py",
+            rendered=rendered,
             log_path=directory / "hub.log",
             config_hash=config_hash(f"jupyterhub=={jupyterhub.__version__}\n" + rendered, secret_env(hub)),
-            command=[str(BIN_DIR / "jupyterhub"), "-f", str(config_path)],
+            command=[str(BIN_DIR / "jupyterhub"), "-f", str(directory / "jupyterhub_config.py")],
             env=env,
         )
+
+
+def _result(reply: dict[str, Any]) -> ApplyResult:
+    state = reply.get("state") or {}
+    message = reply.get("error") or state.get("error", "")
+    return ApplyResult(ok=bool(reply.get("ok")), message=message, log_tail=state.get("log_tail", []))
 
 
 def hub_endpoint(state_dir: Path, hub_name: str, *, operator: bool = False) -> HubEndpoint:

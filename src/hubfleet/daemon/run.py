@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from hubfleet.config.fleet import FleetConfig
+from hubfleet.daemon.client import SOCKET_FILE
+from hubfleet.daemon.control import serve_control
 from hubfleet.daemon.processes import pid_alive, process_tree, terminate_tree, wait_gone
 from hubfleet.daemon.supervisor import Supervisor
 from hubfleet.settings import UserError
@@ -67,12 +69,15 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     store = open_store(state_dir)
     supervisor = Supervisor(fleet, state_dir, store)
+    control = await serve_control(supervisor, state_dir / SOCKET_FILE)
     try:
         await supervisor.start_all()
         if on_ready:
             on_ready(supervisor.snapshot())
         await stop.wait()
     finally:
+        control.close()
+        (state_dir / SOCKET_FILE).unlink(missing_ok=True)
         await supervisor.stop_all()
         final = supervisor.snapshot()
         (state_dir / STATUS_FILE).unlink(missing_ok=True)

@@ -11,6 +11,8 @@ import contextlib
 import json
 import logging
 import os
+import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +32,7 @@ from hubfleet.backends.local import (
 )
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.daemon.processes import process_tree, terminate_tree
+from hubfleet.deploy.state import record
 from hubfleet.store.api import Store
 
 log = logging.getLogger("hubfleet.supervisor")
@@ -116,20 +119,30 @@ class Supervisor:
         self.hubs: dict[str, HubState] = {}
         for name in names:
             hub = fleet.hubs[name]
-            self.hubs[name] = HubState(
-                name=name,
-                community=hub.community,
-                stage=hub.stage,
-                url=f"http://127.0.0.1:{hub.port}",
-                log_path=str(hub_dir(state_dir, name) / "hub.log"),
-            )
+            self._track(name, hub.community, hub.stage)
         self.status_path = state_dir / "daemon.json"
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._helpers: dict[str, list[psutil.Process]] = {}
+        self._current: dict[str, PreparedHub] = {}
+        """What each hub runs now; `_previous` is what it ran before its last apply (for rollback)."""
+        self._previous: dict[str, PreparedHub] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
         self._stopping = False
         self.ready = False
         self.started_at = now_iso()
+
+    def _track(self, name: str, community: str, stage: str) -> None:
+        self.hubs.setdefault(
+            name,
+            HubState(
+                name=name,
+                community=community,
+                stage=stage,
+                url="",
+                log_path=str(hub_dir(self.state_dir, name) / "hub.log"),
+            ),
+        )
 
     # ------------------------------------------------------------------ status file
 
@@ -165,17 +178,92 @@ class Supervisor:
         del results
 
     async def _start_first(self, name: str) -> None:
-        prepared = self.backend.prepare(self.fleet.hubs[name])
+        hub = self.fleet.hubs[name]
+        prepared = self.backend.prepare(hub)
         ok = await self._launch(prepared)
-        self.store.record_deployment(
-            name,
-            prepared.config_hash,
-            "ok" if ok else "failed",
+        if ok:
+            self._running(prepared)
+        # `up` deploys what the files say; recording it keeps the next plan empty.
+        record(
+            self.store,
+            self.fleet,
+            hub,
+            config_hash=prepared.config_hash,
+            rendered=prepared.rendered,
+            result="ok" if ok else "failed",
             message=self.hubs[name].error,
             actor="hubfleet up",
         )
-        if ok:
-            self._watchers[name] = asyncio.create_task(self._watch(name, prepared), name=f"watch-{name}")
+
+    def _running(self, prepared: PreparedHub) -> None:
+        """The hub runs `prepared` now: remember it and watch its process."""
+        name = prepared.name
+        if name in self._current and self._current[name] is not prepared:
+            self._previous[name] = self._current[name]
+        self._current[name] = prepared
+        self._watchers[name] = asyncio.create_task(self._watch(name), name=f"watch-{name}")
+
+    # ------------------------------------------------------------------ deploy operations
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def apply(self, prepared: PreparedHub, community: str, stage: str) -> HubState:
+        """Run a new configuration of a hub (or start a new hub). User servers keep running."""
+        async with self._lock(prepared.name):
+            self._track(prepared.name, community, stage)
+            await self._halt(prepared.name)
+            if prepared.name in self._current:
+                self._previous[prepared.name] = self._current.pop(prepared.name)
+            if await self._launch(prepared):
+                self._running(prepared)
+            return self.hubs[prepared.name]
+
+    async def rollback(self, name: str) -> HubState:
+        """Go back to what the hub ran before its last apply."""
+        async with self._lock(name):
+            previous = self._previous.pop(name, None)
+            if previous is None:
+                self._set(name, state="failed", error="no previous configuration to roll back to")
+                return self.hubs[name]
+            await self._halt(name)
+            if await self._launch(previous):
+                self._current[name] = previous
+                self._watchers[name] = asyncio.create_task(self._watch(name), name=f"watch-{name}")
+            return self.hubs[name]
+
+    async def remove(self, name: str, *, purge: bool = False) -> HubState | None:
+        """Stop a hub with its servers; its data stays in the state directory unless `purge`."""
+        async with self._lock(name):
+            watcher = self._watchers.pop(name, None)
+            if watcher:
+                watcher.cancel()
+            if name in self.hubs:
+                await self._stop_process(name, graceful=True)
+            self._current.pop(name, None)
+            self._previous.pop(name, None)
+            state = self.hubs.pop(name, None)
+            if purge:
+                shutil.rmtree(hub_dir(self.state_dir, name), ignore_errors=True)
+            self.write_status()
+            return state
+
+    async def _halt(self, name: str) -> None:
+        """Stop only the hub process (and its proxy and services): its user servers survive."""
+        watcher = self._watchers.pop(name, None)
+        if watcher:
+            watcher.cancel()
+        proc = self._procs.get(name)
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=30)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        terminate_tree([p for p in self._helpers.pop(name, []) if p.is_running()])
 
     async def _launch(self, prepared: PreparedHub) -> bool:
         """Start the hub process and wait for /hub/health; on failure record the error and log tail."""
@@ -190,6 +278,8 @@ class Supervisor:
             )
             return False
         prepared.log_path.parent.mkdir(parents=True, exist_ok=True)
+        prepared.config_path.write_text(prepared.rendered)
+        self._set(name, url=prepared.url)
         with prepared.log_path.open("ab") as logf:
             offset = logf.tell()
             logf.write(f"---- hubfleet: starting {name} at {now_iso()} ----\n".encode())
@@ -197,7 +287,7 @@ class Supervisor:
             proc = await asyncio.create_subprocess_exec(
                 *prepared.command,
                 cwd=prepared.hub_dir,
-                env=prepared.env,
+                env={**os.environ, **prepared.env},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=logf,
                 stderr=asyncio.subprocess.STDOUT,
@@ -242,7 +332,7 @@ class Supervisor:
 
     # ------------------------------------------------------------------ watching
 
-    async def _watch(self, name: str, prepared: PreparedHub) -> None:
+    async def _watch(self, name: str) -> None:
         """Restart the hub with backoff whenever its process dies, and record each restart."""
         failures = 0
         while not self._stopping:
@@ -265,7 +355,7 @@ class Supervisor:
             await asyncio.sleep(backoff_delay(failures))
             if self._stopping:
                 return
-            while not await self._launch(prepared):
+            while not await self._launch(self._current[name]):
                 failures += 1
                 if failures >= MAX_CONSECUTIVE_FAILURES or self._stopping:
                     self._set(name, state="failed")

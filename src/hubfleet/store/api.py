@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hubfleet.store import db
 from hubfleet.store.models import Check, Deployment, Restart
 
-DeploymentResult = Literal["ok", "failed", "rolled_back"]
-DEPLOYMENT_RESULTS: tuple[str, ...] = ("ok", "failed", "rolled_back")
+DeploymentResult = Literal["ok", "failed", "rolled_back", "skipped", "removed"]
+DEPLOYMENT_RESULTS: tuple[str, ...] = ("ok", "failed", "rolled_back", "skipped", "removed")
 
 
 def utcnow() -> datetime:
@@ -36,6 +36,10 @@ class DeploymentRecord:
     result: str
     message: str
     actor: str
+    community: str | None = None
+    stage: str | None = None
+    rendered: str | None = None
+    settings: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,10 @@ class Store:
         finished_at: datetime | None = None,
         message: str = "",
         actor: str = "",
+        community: str | None = None,
+        stage: str | None = None,
+        rendered: str | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> DeploymentRecord:
         if result not in DEPLOYMENT_RESULTS:
             allowed = ", ".join(DEPLOYMENT_RESULTS)
@@ -148,6 +156,10 @@ class Store:
             result=result,
             message=message,
             actor=actor,
+            community=community,
+            stage=stage,
+            rendered=rendered,
+            settings=settings,
         )
         with self._session() as session, session.begin():
             session.add(row)
@@ -162,6 +174,17 @@ class Store:
         with self._session() as session:
             row = session.scalars(query).first()
             return _deployment(row) if row else None
+
+    def deployed(self) -> dict[str, DeploymentRecord]:
+        """What runs now, per hub: its newest `ok` deployment, unless a `removed` came after it."""
+        newest = (
+            select(func.max(Deployment.id))
+            .where(Deployment.result.in_(("ok", "removed")))
+            .group_by(Deployment.hub)
+        )
+        with self._session() as session:
+            rows = session.scalars(select(Deployment).where(Deployment.id.in_(newest)))
+            return {row.hub: _deployment(row) for row in rows if row.result == "ok"}
 
     def deployments(self, hub: str | None = None, limit: int = 100) -> list[DeploymentRecord]:
         query = select(Deployment)
@@ -263,7 +286,18 @@ def open_store(state_dir_or_url: str | Path, *, migrate: bool = True) -> Store:
 
 def _deployment(row: Deployment) -> DeploymentRecord:
     return DeploymentRecord(
-        row.id, row.hub, row.config_hash, row.started_at, row.finished_at, row.result, row.message, row.actor
+        row.id,
+        row.hub,
+        row.config_hash,
+        row.started_at,
+        row.finished_at,
+        row.result,
+        row.message,
+        row.actor,
+        row.community,
+        row.stage,
+        row.rendered,
+        row.settings,
     )
 
 

@@ -42,9 +42,15 @@ class Deployment(Base):
     config_hash: Mapped[str] = mapped_column(String(128))
     started_at: Mapped[datetime] = mapped_column(index=True)
     finished_at: Mapped[datetime | None]
-    result: Mapped[str] = mapped_column(String(20))  # ok | failed | rolled_back
+    result: Mapped[str] = mapped_column(String(20))  # ok | failed | rolled_back | skipped | removed
     message: Mapped[str] = mapped_column(Text, default="")
     actor: Mapped[str] = mapped_column(String(200), default="")
+    community: Mapped[str | None] = mapped_column(String(200))
+    stage: Mapped[str | None] = mapped_column(String(20))
+    rendered: Mapped[str | None] = mapped_column(Text)
+    """What was applied (jupyterhub_config.py or z2jh values), secret-free, for plan diffs."""
+    settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The hub's effective settings (secrets masked), for the reasons a plan gives."""
 
 
 class Restart(Base):
