@@ -12,7 +12,7 @@ class UserError(Exception):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HUBFLEET_")
+    model_config = SettingsConfigDict(env_prefix="HUBFLEET_", env_ignore_empty=True)
 
     fleet: Path | None = None
     state_dir: Path | None = None

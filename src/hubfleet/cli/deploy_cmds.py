@@ -120,6 +120,7 @@ def deploy(
     """Apply the plan: staging hubs first, then each prod hub whose staging hub passed its check;
     a hub whose deploy or check fails is rolled back to its last good configuration."""
     from hubfleet.backends import backends_for
+    from hubfleet.daemon.run import read_status
     from hubfleet.deploy.rollout import Deployer, HubOutcome
     from hubfleet.store import open_store
 
@@ -143,6 +144,11 @@ def deploy(
             console.print("nothing to deploy: every hub runs its desired configuration")
         return
 
+    if any(h.kind == "local" for h in result.changes) and read_status(state) is None:
+        raise UserError(
+            f"the fleet is not up (no daemon for {state}): local hubs are deployed to the running daemon; "
+            "start it with `hubfleet up --detach` (which deploys every hub)"
+        )
     outcomes: dict[str, HubOutcome] = {}
 
     def table() -> Table:
