@@ -50,16 +50,24 @@ def copy_demo_fleet(dest: Path, keep: set[str] | None = None) -> Path:
 
 
 def hubfleet(
-    *args: str, fleet: Path, timeout: float = 240, check: bool = False
+    *args: str,
+    fleet: Path,
+    timeout: float = 240,
+    check: bool = False,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real `hubfleet` command."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")}
+    """Run the real `hubfleet` command, without the caller's HUBFLEET_* variables but with `env` added
+    (e.g. HUBFLEET_AGE_IDENTITY) and `input` on stdin."""
+    extra = env or {}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")} | extra
     result = subprocess.run(
         [str(HUBFLEET), *args, "--fleet", str(fleet)],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=env,
+        input=input,
     )
     if check and result.returncode != 0:
         raise AssertionError(

@@ -17,6 +17,7 @@ import jupyterhub
 import psutil
 
 from hubfleet.backends.base import ApplyResult, Backend, HubEndpoint
+from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
 from hubfleet.daemon.client import request as control_request
 from hubfleet.render.local import (
@@ -27,6 +28,7 @@ from hubfleet.render.local import (
     render_jupyterhub_config,
     secret_env,
 )
+from hubfleet.secrets.store import SecretResolver
 from hubfleet.settings import UserError
 
 BIN_DIR = Path(sys.executable).parent
@@ -159,6 +161,17 @@ def user_server_pids(directory: Path) -> list[int]:
 class LocalBackend(Backend):
     kind = "local"
 
+    def __init__(self, fleet: FleetConfig, state_dir: Path, secrets: SecretResolver | None = None):
+        super().__init__(fleet, state_dir)
+        self._secrets = secrets
+
+    @property
+    def secrets(self) -> SecretResolver:
+        """Decrypts `{secret: KEY}` values on first use (identity: $HUBFLEET_AGE_IDENTITY or the default)."""
+        if self._secrets is None:
+            self._secrets = SecretResolver(self.fleet)
+        return self._secrets
+
     def runtime(self, hub: Hub) -> LocalRuntime:
         """Internal ports are chosen once and kept, so user servers survive hub restarts."""
         directory = hub_dir(self.state_dir, hub.name)
@@ -184,7 +197,9 @@ class LocalBackend(Backend):
         return render_jupyterhub_config(self.fleet, hub, self.runtime(hub))
 
     def config_hash(self, hub: Hub) -> str:
-        return config_hash(f"jupyterhub=={jupyterhub.__version__}\n" + self.render(hub), secret_env(hub))
+        return config_hash(
+            f"jupyterhub=={jupyterhub.__version__}\n" + self.render(hub), secret_env(hub, self.secrets)
+        )
 
     def endpoint(self, hub_name: str) -> HubEndpoint:
         return hub_endpoint(self.state_dir, hub_name)
@@ -213,7 +228,7 @@ class LocalBackend(Backend):
         rendered = render_jupyterhub_config(self.fleet, hub, runtime)
         hub_tokens = tokens(self.state_dir, hub.name)
         env = {
-            **secret_env(hub),
+            **secret_env(hub, self.secrets),
             CONTROL_TOKEN_ENV: hub_tokens["control"],
             OPERATOR_TOKEN_ENV: hub_tokens["operator"],
             "PATH": f"{BIN_DIR}:{os.environ.get('PATH', '/usr/bin:/bin')}",
@@ -227,7 +242,9 @@ class LocalBackend(Backend):
             config_path=directory / "jupyterhub_config.py",
             rendered=rendered,
             log_path=directory / "hub.log",
-            config_hash=config_hash(f"jupyterhub=={jupyterhub.__version__}\n" + rendered, secret_env(hub)),
+            config_hash=config_hash(
+                f"jupyterhub=={jupyterhub.__version__}\n" + rendered, secret_env(hub, self.secrets)
+            ),
             command=[str(BIN_DIR / "jupyterhub"), "-f", str(directory / "jupyterhub_config.py")],
             env=env,
         )

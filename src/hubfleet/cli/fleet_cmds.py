@@ -20,6 +20,7 @@ from hubfleet.cli.common import (
     require_hub,
 )
 from hubfleet.cli.main import app
+from hubfleet.secrets.store import SecretResolver
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
 
 
@@ -73,6 +74,8 @@ def up(
     state = resolve_state_dir(fleet_dir, state_dir)
     if not config.local_hubs():
         raise UserError(f"fleet '{config.fleet.name}' has no hubs on a local cluster; nothing to run here")
+    # Decrypt the hubs' secrets now (in memory, then dropped) so a missing age identity is one clear error.
+    SecretResolver(config).verify(config.local_hubs())
     console.print(
         f"starting {len(config.local_hubs())} hub(s) of fleet '{config.fleet.name}' (state: {state})"
     )

@@ -39,6 +39,9 @@ class FleetConfig:
     """Effective hub settings: the hub file merged over fleet.yaml `defaults`."""
     hub_files: dict[str, Path] = field(default_factory=dict)
     """Hub name -> the file it was loaded from, relative to root."""
+    secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Hub name -> secret key -> ASCII-armored age ciphertext, from communities/<c>/secrets/<hub>.yaml
+    (never a plaintext value; decrypt with hubfleet.secrets.store.SecretResolver)."""
 
     def cluster_of(self, hub: Hub) -> Cluster:
         return self.clusters[hub.cluster]

@@ -17,19 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, Tag, TypeAdapter, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import ScalarNode as _RuamelScalarNode
 from ruamel.yaml.reader import ReaderError
 
 from hubfleet.config.fleet import ConfigError, FleetConfig, FleetInvalid
-from hubfleet.config.models import Cluster, Community, Fleet, Hub
+from hubfleet.config.models import SECRET_KEY_PATTERN, Cluster, Community, Fleet, Hub
 
 YAML_SUFFIXES = (".yaml", ".yml")
-MERGED_PER_FIELD = ("resources", "culling")
+MERGED_PER_FIELD = ("resources", "culling", "kubernetes")
 """Merged field by field with fleet.yaml `defaults`; every other key (auth too) is replaced whole."""
 
+SECRET_KEY = re.compile(SECRET_KEY_PATTERN)
 _CLUSTER_ADAPTER: TypeAdapter[Any] = TypeAdapter(Cluster)
 _yaml = YAML(typ="rt")
 
@@ -97,11 +98,25 @@ class HubEntry:
 
 
 @dataclass
+class SecretsEntry:
+    """A secrets file as loaded: communities/<directory>/secrets/<hub_name>.yaml."""
+
+    hub_name: str
+    directory: str
+    source: Source
+    values: dict[str, str]
+    """Key -> armored age ciphertext (only the well-formed entries)."""
+    malformed: set[str] = field(default_factory=set)
+    """Keys whose value is not age ciphertext (reported; not reported again as missing)."""
+
+
+@dataclass
 class LoadedFleet(FleetConfig):
     """FleetConfig plus what the rules need to point at the right line: every source file and hub entry."""
 
     fleet_source: Source | None = None
     hub_entries: list[HubEntry] = field(default_factory=list)
+    secret_entries: list[SecretsEntry] = field(default_factory=list)
     cluster_files: dict[str, str] = field(default_factory=dict)
     community_files: dict[str, str] = field(default_factory=dict)
     broken_names: set[str] = field(default_factory=set)
@@ -190,6 +205,8 @@ def _load(root: Path) -> tuple[LoadedFleet | None, list[ConfigError]]:
     config = LoadedFleet(root=root, fleet=fleet, fleet_source=fleet_source)  # type: ignore[arg-type]
     _load_clusters(root, config, errors)
     _load_communities(root, config, defaults, errors)
+    for entry in config.secret_entries:
+        config.secrets.setdefault(entry.hub_name, entry.values)
     if fleet_source is None:
         # Without fleet.yaml the defaults are unknown: cross-file rules would report noise.
         return None, errors
@@ -337,6 +354,71 @@ def _load_community(
         if hub.name not in config.hubs:
             config.hubs[hub.name] = hub
             config.hub_files[hub.name] = Path(source.file)
+    for path in _yaml_files(directory / "secrets"):
+        _load_secrets_file(root, path, name, config, errors)
+
+
+_ARMOR_BEGIN = "-----BEGIN AGE ENCRYPTED FILE-----"
+_ARMOR_END = "-----END AGE ENCRYPTED FILE-----"
+_ARMOR_BODY = re.compile(r"[A-Za-z0-9+/=\s]*")
+
+
+def is_armored_age(value: Any) -> bool:
+    """Whether `value` looks like ASCII-armored age ciphertext (checked without any key)."""
+    if not isinstance(value, str):
+        return False
+    text = value.strip()
+    return (
+        text.startswith(_ARMOR_BEGIN)
+        and text.endswith(_ARMOR_END)
+        and len(text) > len(_ARMOR_BEGIN) + len(_ARMOR_END)
+        and _ARMOR_BODY.fullmatch(text[len(_ARMOR_BEGIN) : -len(_ARMOR_END)]) is not None
+    )
+
+
+def _load_secrets_file(
+    root: Path, path: Path, community: str, config: LoadedFleet, errors: list[ConfigError]
+) -> None:
+    """communities/<community>/secrets/<hub>.yaml: a mapping of KEY -> armored age ciphertext.
+    Messages never quote a value: a value that is not ciphertext may be a secret written in clear."""
+    hub_name = path.stem
+    try:
+        blank = all(not ln.strip() or ln.lstrip().startswith("#") for ln in path.read_text().splitlines())
+    except (OSError, UnicodeDecodeError):
+        blank = False
+    if blank:
+        config.secret_entries.append(SecretsEntry(hub_name, community, Source(_rel(root, path), ""), {}))
+        return
+    parsed = _parse(root, path, "keys set with `hubfleet secrets set`", errors)
+    if parsed is None:
+        return
+    source, plain = parsed
+    values: dict[str, str] = {}
+    malformed: set[str] = set()
+    for key, value in plain.items():
+        if not SECRET_KEY.fullmatch(key):
+            _, key_pos, _ = source.find([key])
+            errors.append(
+                ConfigError(
+                    source.file,
+                    *key_pos,
+                    f"{_show(key)} is not a valid secret key; use lower-case letters, digits and '_'",
+                )
+            )
+        elif not is_armored_age(value):
+            malformed.add(key)
+            _, _, value_pos = source.find([key])
+            errors.append(
+                ConfigError(
+                    source.file,
+                    *value_pos,
+                    f"{key}: expected an age-encrypted value (-----BEGIN AGE ENCRYPTED FILE-----); "
+                    f"never write a secret in clear: run `hubfleet secrets set {hub_name} {key}`",
+                )
+            )
+        else:
+            values[key] = value
+    config.secret_entries.append(SecretsEntry(hub_name, community, source, values, malformed))
 
 
 def _remember_name(config: LoadedFleet, plain: Any) -> None:
@@ -347,7 +429,8 @@ def _remember_name(config: LoadedFleet, plain: Any) -> None:
 def merge_defaults(defaults: dict[str, Any], hub: Any) -> Any:
     """The hub's effective settings: the hub file over fleet.yaml `defaults`.
 
-    A key set in the hub file wins; `resources` and `culling` merge field by field; `auth` is replaced whole.
+    A key set in the hub file wins; `resources`, `culling` and `kubernetes` merge field by field; `auth` is
+    replaced whole.
     """
     if not isinstance(hub, dict) or not defaults:
         return hub
@@ -698,6 +781,10 @@ def _resolve(model: Any, loc: tuple[Any, ...]) -> tuple[list[str | int], Any, An
     on_key = False
     for elem in loc:
         tp = _unwrap(tp)
+        tagged = _tagged_member(tp, elem)
+        if tagged is not None:  # a union with a callable discriminator: its tag is not in the YAML
+            tp = tagged
+            continue
         members = _union_models(tp)
         if members:
             tag, _ = _tags(tp)
@@ -733,6 +820,17 @@ def _resolve(model: Any, loc: tuple[Any, ...]) -> tuple[list[str | int], Any, An
     return path, holder, tp, on_key
 
 
+def _tagged_member(tp: Any, elem: Any) -> Any:
+    if get_origin(tp) not in (Union, types.UnionType):
+        return None
+    for member in get_args(tp):
+        if get_origin(member) is Annotated and any(
+            isinstance(m, Tag) and m.tag == elem for m in get_args(member)[1:]
+        ):
+            return get_args(member)[0]
+    return None
+
+
 def _hint_for(tp: Any) -> str:
     tp = _unwrap(tp)
     if get_origin(tp) is Literal:
@@ -744,6 +842,8 @@ def _hint_for(tp: Any) -> str:
 
 
 def _required_keys(model: Any) -> str:
+    if isinstance(model, str):
+        return model
     if _is_model(model):
         names = [n for n, f in model.model_fields.items() if f.is_required()]
     else:
@@ -788,6 +888,7 @@ _PATTERN_HINTS = {
     r"^[^@\s]+@[^@\s]+\.[^@\s]+$": "is not an email address",
     r"^[^\s/]+$": "is not a valid username; no spaces or '/'",
     r"^\d{12}$": "is not an AWS account id; write its 12 digits",
+    SECRET_KEY_PATTERN: "is not a valid secret key; use lower-case letters, digits and '_'",
     r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$": "is not a domain name such as hub.example.org",
 }
 

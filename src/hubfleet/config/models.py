@@ -6,9 +6,20 @@ Every model forbids unknown keys so that a misspelt key is an error, never silen
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 Name = Annotated[
@@ -84,6 +95,74 @@ class KubernetesCluster(Strict):
 Cluster = Annotated[LocalCluster | KubernetesCluster, Field(discriminator="kind")]
 
 
+# --------------------------------------------------------------------------- secrets
+
+SECRET_KEY_PATTERN = r"^[a-z0-9_]+$"
+
+
+class SecretRef(Strict):
+    """A reference to a secret of this hub, stored encrypted in communities/<community>/secrets/<hub>.yaml
+    (set it with `hubfleet secrets set HUB KEY`)."""
+
+    secret: str = Field(
+        pattern=SECRET_KEY_PATTERN,
+        max_length=128,
+        description="Key in the hub's secrets file: lower-case letters, digits and '_'.",
+    )
+
+
+def _secret_kind(value: Any) -> str | None:
+    if isinstance(value, dict | SecretRef):
+        return "ref"
+    if isinstance(value, str | SecretStr):
+        return "text"
+    return None
+
+
+SecretOrPlain = Annotated[
+    Annotated[SecretStr, Tag("text")] | Annotated[SecretRef, Tag("ref")],
+    Discriminator(
+        _secret_kind,
+        custom_error_type="secret_type",
+        custom_error_message="expected text or a secret reference such as {secret: KEY}",
+    ),
+]
+"""A secret-bearing field that also accepts the value in plain text (for non-sensitive staging values)."""
+
+
+def _no_plain_secret(value: Any) -> Any:
+    if isinstance(value, str | SecretStr):
+        raise ValueError(
+            "must be a secret reference such as {secret: KEY}, never the value itself; "
+            "store the value with `hubfleet secrets set HUB KEY`"
+        )
+    return value
+
+
+SecretOnly = Annotated[SecretRef, BeforeValidator(_no_plain_secret)]
+"""A secret-bearing field that accepts only a reference `{secret: KEY}` (client secrets, tokens)."""
+
+
+def _age_recipient(value: str) -> str:
+    import pyrage
+
+    try:
+        pyrage.x25519.Recipient.from_str(value)
+    except pyrage.RecipientError:
+        raise ValueError(
+            f"'{value[:70]}' is not an age X25519 recipient (age1...); "
+            "run `hubfleet secrets keygen` and copy the public key it prints"
+        ) from None
+    return value
+
+
+AgeRecipient = Annotated[
+    str,
+    AfterValidator(_age_recipient),
+    Field(description="An age X25519 public key (age1...), as printed by `hubfleet secrets keygen`."),
+]
+
+
 # --------------------------------------------------------------------------- auth
 
 
@@ -100,8 +179,10 @@ class DummyAuth(AuthBase):
     """A shared password for everyone: for tests and staging only, refused on prod hubs."""
 
     type: Literal["dummy"]
-    password: SecretStr | None = Field(
-        default=None, description="Shared password. Without it any password is accepted (staging only)."
+    password: SecretOrPlain | None = Field(
+        default=None,
+        description="Shared password, in plain text or as {secret: KEY}. "
+        "Without it any password is accepted (staging only).",
     )
 
 
@@ -217,6 +298,10 @@ class Operator(Strict):
     usernames: dict[str, Username] = Field(
         default_factory=dict, description="Hub username per auth type, for example {native: alice}."
     )
+    age_recipient: AgeRecipient | None = Field(
+        default=None,
+        description="The operator's age public key (age1...): every hub secret is encrypted to it.",
+    )
 
 
 class Fleet(Strict):
@@ -229,6 +314,10 @@ class Fleet(Strict):
         description="The service team; each is an admin on every hub where they have a username.",
     )
     defaults: HubSettings = Field(default_factory=HubSettings)
+    ci_recipients: list[AgeRecipient] = Field(
+        default_factory=list,
+        description="Extra age public keys every hub secret is encrypted to, such as a CI deploy key.",
+    )
 
     @model_validator(mode="after")
     def _unique_operator_emails(self) -> Fleet:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 
 from hubfleet.config.fleet import ConfigError
 from hubfleet.config.loader import HubEntry, LoadedFleet, locate_in
+from hubfleet.secrets.refs import secret_refs
 
 Rule = Callable[[LoadedFleet], list[ConfigError]]
 
@@ -228,6 +229,70 @@ def no_dummy_auth_on_prod(fleet: LoadedFleet) -> list[ConfigError]:
     ]
 
 
+def secrets_files_match_hubs(fleet: LoadedFleet) -> list[ConfigError]:
+    """communities/<c>/secrets/<hub>.yaml must belong to a hub of community <c>."""
+    errors = []
+    for entry in fleet.secret_entries:
+        hub = fleet.hubs.get(entry.hub_name)
+        if hub is None:
+            if entry.hub_name in fleet.broken_names:
+                continue
+            hint = _did_you_mean(entry.hub_name, fleet.hubs, "hubs")
+            message = (
+                f"secrets file of unknown hub '{entry.hub_name}'; a secrets file is named after a hub of its "
+                f"community (communities/{entry.directory}/hubs/{entry.hub_name}.yaml): rename or delete it; "
+                f"{hint}"
+            )
+        elif hub.community != entry.directory:
+            message = (
+                f"hub '{entry.hub_name}' belongs to community '{hub.community}'; "
+                f"move this file to communities/{hub.community}/secrets/{entry.hub_name}.yaml"
+            )
+        else:
+            continue
+        errors.append(ConfigError(entry.source.file, 1, 1, message))
+    return errors
+
+
+def secret_refs_are_set(fleet: LoadedFleet) -> list[ConfigError]:
+    """Every `{secret: KEY}` of a hub names a key of its secrets file (checked without decrypting)."""
+    stored = {(e.directory, e.hub_name): set(e.values) | e.malformed for e in fleet.secret_entries}
+    errors = []
+    for entry in fleet.hub_entries:
+        keys = stored.get((entry.directory, entry.hub.name), set())
+        for dotted, ref in secret_refs(entry.hub):
+            if ref.secret not in keys:
+                name = entry.hub.name
+                errors.append(
+                    _error(
+                        fleet,
+                        entry,
+                        dotted,
+                        f"{dotted}: secret '{ref.secret}' is not set for hub '{name}'; "
+                        f"run `hubfleet secrets set {name} {ref.secret}`",
+                    )
+                )
+    return errors
+
+
+def secrets_have_recipients(fleet: LoadedFleet) -> list[ConfigError]:
+    """Secrets in use need at least one operator who can decrypt them."""
+    in_use = any(e.values for e in fleet.secret_entries) or any(secret_refs(e.hub) for e in fleet.hub_entries)
+    if not in_use or fleet.fleet_source is None or any(op.age_recipient for op in fleet.fleet.operators):
+        return []
+    depth, key_pos, _ = fleet.fleet_source.find(["operators"])
+    line, col = key_pos if depth else fleet.fleet_source.first_key()
+    return [
+        ConfigError(
+            fleet.fleet_source.file,
+            line,
+            col,
+            "operators: hub secrets are in use but no operator has an age_recipient; run "
+            "`hubfleet secrets keygen` and add `age_recipient: age1...` to your operator entry",
+        )
+    ]
+
+
 RULES: list[Rule] = [
     unique_hub_names,
     unique_ports,
@@ -238,6 +303,9 @@ RULES: list[Rule] = [
     has_auth,
     admins_not_empty,
     no_dummy_auth_on_prod,
+    secrets_files_match_hubs,
+    secret_refs_are_set,
+    secrets_have_recipients,
 ]
 
 

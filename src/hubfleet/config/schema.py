@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 import sys
+import types
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, SecretStr, TypeAdapter
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from hubfleet.config.loader import _is_model, _tags, _union_models, _unwrap
-from hubfleet.config.models import Cluster, Community, Fleet, Hub
+from hubfleet.config.models import Cluster, Community, Fleet, Hub, SecretRef
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -60,8 +61,21 @@ def write_schemas(out_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------- markdown reference
 
 
+def _secret_type_name(tp: Any) -> str | None:
+    """SecretOnly: a reference; SecretOrPlain: text or a reference; anything else: None."""
+    if tp is SecretRef:
+        return "secret reference `{secret: KEY}`"
+    members = [_unwrap(a) for a in get_args(tp)] if get_origin(tp) in (Union, types.UnionType) else []
+    if SecretRef in members and SecretStr in members:
+        return "text (secret) or secret reference `{secret: KEY}`"
+    return None
+
+
 def _type_name(tp: Any) -> str:
     tp = _unwrap(tp)
+    secret = _secret_type_name(tp)
+    if secret:
+        return secret
     origin = get_origin(tp)
     if origin is Literal:
         return "text" if all(isinstance(v, str) for v in get_args(tp)) else "value"
@@ -136,7 +150,9 @@ def _rows(
             (f"`{path}`{applies}", _type_name(tp), _default(info), _cell(description), _cell(_allowed(info)))
         )
         members = _union_models(tp)
-        if members:
+        if _secret_type_name(tp):
+            pass  # described in the Secrets section rather than row by row
+        elif members:
             rows.extend(_union_rows(members, tp, f"{path}."))
         elif _is_model(tp):
             rows.extend(_rows(tp, f"{path}."))
@@ -186,6 +202,19 @@ def render_reference() -> str:
         "Unknown keys are errors. Hubs inherit `defaults` from fleet.yaml: a key set in the hub file wins,",
         "`resources` and `culling` merge field by field, `auth` is replaced whole.",
         "JSON Schemas for editors are in [schema/](schema/) (`hubfleet schema` writes them).",
+        "",
+        "## Secrets",
+        "",
+        "A secret-bearing key takes a reference `{secret: KEY}` to the hub's secrets file,",
+        "`communities/<community>/secrets/<hub>.yaml`: a mapping of KEY (lower-case letters, digits, `_`) to",
+        "the ASCII-armored age ciphertext of its value, encrypted to every operator's `age_recipient` and",
+        "every `ci_recipients` key of fleet.yaml. Write it with `hubfleet secrets set HUB KEY`,",
+        "never by hand.",
+        "Two kinds of secret-bearing keys:",
+        "",
+        "- *text (secret) or secret reference* (`SecretOrPlain`): plain text is accepted too, for values",
+        "  that need no protection (a staging hub's shared demo password); prefer `{secret: KEY}`.",
+        "- *secret reference* (`SecretOnly`): only `{secret: KEY}`; the value in clear is refused.",
         "",
     ]
     for kind, (model, where) in FILE_KINDS.items():

@@ -9,9 +9,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import DummyAuth, Hub, NativeAuth
+
+if TYPE_CHECKING:
+    from hubfleet.secrets.store import SecretResolver
 
 CHECK_USERNAME = "hubfleet-check"
 CONTROL_SERVICE = "hubfleet"
@@ -74,10 +78,11 @@ def effective_admins(fleet: FleetConfig, hub: Hub) -> list[str]:
     return admins
 
 
-def secret_env(hub: Hub) -> dict[str, str]:
-    """Environment variables carrying the hub's secrets into its process."""
+def secret_env(hub: Hub, secrets: SecretResolver) -> dict[str, str]:
+    """Environment variables carrying the hub's secrets into its process (`{secret: KEY}` values are
+    decrypted here, in memory)."""
     if isinstance(hub.auth, DummyAuth) and hub.auth.password is not None:
-        return {DUMMY_PASSWORD_ENV: hub.auth.password.get_secret_value()}
+        return {DUMMY_PASSWORD_ENV: secrets.resolve(hub, hub.auth.password) or ""}
     return {}
 
 

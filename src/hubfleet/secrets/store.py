@@ -1,0 +1,294 @@
+"""Hub secrets files and their use: set, show, rekey, keygen, and `SecretResolver` for render/deploy.
+
+On disk, communities/<community>/secrets/<hub>.yaml maps each KEY (plaintext, so that validation can check
+presence without a key and diffs show which secret changed) to the ASCII-armored age ciphertext of its value,
+encrypted to every operator's `age_recipient` and every fleet.yaml `ci_recipients` entry. Values are decrypted
+only in memory, lazily, with the operator's identity (see `hubfleet.secrets.age.identity_path`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import pyrage
+from pydantic import SecretStr
+
+from hubfleet.config.fleet import FleetConfig
+from hubfleet.config.loader import LoadedFleet, _load
+from hubfleet.config.models import SECRET_KEY_PATTERN, Fleet, Hub, SecretRef
+from hubfleet.secrets import age
+from hubfleet.secrets.refs import secret_refs
+from hubfleet.settings import UserError
+
+SECRETS_DIR = "secrets"
+_KEY = re.compile(SECRET_KEY_PATTERN)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def secrets_file(fleet_root: Path, community: str, hub_name: str) -> Path:
+    """communities/<community>/secrets/<hub>.yaml."""
+    return Path(fleet_root) / "communities" / community / SECRETS_DIR / f"{hub_name}.yaml"
+
+
+def fleet_recipients(fleet: Fleet) -> list[str]:
+    """Who every secret is encrypted to: each operator's age_recipient, then fleet.yaml ci_recipients."""
+    found: list[str] = []
+    for recipient in [op.age_recipient for op in fleet.operators] + list(fleet.ci_recipients):
+        if recipient and recipient not in found:
+            found.append(recipient)
+    return found
+
+
+def render_secrets_file(hub_name: str, values: dict[str, str]) -> str:
+    """The file text: a header, then `key: |` blocks of armored ciphertext, keys sorted (stable diffs)."""
+    lines = [
+        f"# Secrets of hub '{hub_name}': values encrypted with age to the recipients in fleet.yaml.",
+        f"# Change them with `hubfleet secrets set {hub_name} KEY`; "
+        "use one in the hub file as {secret: KEY}.",
+    ]
+    for key in sorted(values):
+        armored = values[key].strip()
+        lines.append(f"{key}: |")
+        lines.extend(f"  {line}" for line in armored.splitlines())
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # ciphertext only: meant to be committed
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _loaded(fleet_root: Path | str) -> LoadedFleet:
+    """The fleet as far as it loads: secrets commands must work while validation still reports
+    `secret 'KEY' is not set` (that is how a new secret gets set)."""
+    root = Path(fleet_root)
+    config, errors = _load(root)
+    if config is None or config.fleet is None:
+        first = next((str(e) for e in sorted(errors) if e.file.startswith("fleet.yaml")), None)
+        where = f" ({first})" if first else ""
+        raise UserError(f"cannot read the fleet in {root}{where}; run `hubfleet validate`")
+    secret_errors = [e for e in errors if f"/{SECRETS_DIR}/" in e.file]
+    if secret_errors:
+        raise UserError(f"{secret_errors[0]}; fix the secrets file first (hubfleet validate)")
+    return config
+
+
+def _hub_dir(config: LoadedFleet, hub_name: str) -> str:
+    """The community directory holding the hub's file."""
+    entry = next((e for e in config.hub_entries if e.hub.name == hub_name), None)
+    if entry is None:
+        names = sorted({e.hub.name for e in config.hub_entries})
+        close = difflib.get_close_matches(hub_name, names, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"hubs: {', '.join(names) or 'none'}"
+        raise UserError(f"no hub named '{hub_name}' in fleet '{config.fleet.name}'; {hint}")
+    return entry.directory
+
+
+def _check_key(key: str) -> None:
+    if not _KEY.fullmatch(key):
+        raise UserError(f"'{key[:60]}' is not a valid secret key; use lower-case letters, digits and '_'")
+
+
+def _require_recipients(fleet: Fleet) -> list[str]:
+    recipients = fleet_recipients(fleet)
+    if not any(op.age_recipient for op in fleet.operators):
+        raise UserError(
+            "no operator in fleet.yaml has an age_recipient; run `hubfleet secrets keygen` and add "
+            "`age_recipient: age1...` to your operator entry"
+        )
+    return recipients
+
+
+# --------------------------------------------------------------------------- commands as functions
+
+
+def set_secret(
+    fleet_root: Path | str, hub_name: str, key: str, value: str, recipients: list[str] | None = None
+) -> Path:
+    """Encrypt `value` to `recipients` (default: the fleet's current ones) as KEY of the hub's secrets file.
+    Other keys are kept as they are; the file is replaced atomically. Returns the file's path."""
+    _check_key(key)
+    if not isinstance(value, str) or value == "":
+        raise UserError(f"secret '{key}' of hub '{hub_name}': the value is empty; nothing was written")
+    config = _loaded(fleet_root)
+    community = _hub_dir(config, hub_name)
+    if recipients is None:
+        recipients = _require_recipients(config.fleet)
+    path = secrets_file(config.root, community, hub_name)
+    values = dict(_entry_values(config, community, hub_name))
+    values[key] = age.encrypt(value, recipients)
+    _write_atomic(path, render_secrets_file(hub_name, values))
+    return path
+
+
+def _entry_values(config: LoadedFleet, community: str, hub_name: str) -> dict[str, str]:
+    entry = next(
+        (e for e in config.secret_entries if e.hub_name == hub_name and e.directory == community), None
+    )
+    return entry.values if entry is not None else {}
+
+
+def hub_secret_keys(fleet_root: Path | str, hub_name: str) -> list[tuple[str, bool, list[str]]]:
+    """(key, is set, the settings that reference it) for every key of the hub's file or its settings."""
+    config = _loaded(fleet_root)
+    community = _hub_dir(config, hub_name)
+    stored = _entry_values(config, community, hub_name)
+    entry = next(e for e in config.hub_entries if e.hub.name == hub_name)
+    used: dict[str, list[str]] = {}
+    for path, ref in secret_refs(entry.hub):
+        used.setdefault(ref.secret, []).append(path)
+    return [(key, key in stored, used.get(key, [])) for key in sorted(set(stored) | set(used))]
+
+
+def reveal(fleet_root: Path | str, hub_name: str, identity_path: Path | str | None = None) -> dict[str, str]:
+    """Every value of the hub's secrets file, decrypted (for `hubfleet secrets show --reveal`)."""
+    config = _loaded(fleet_root)
+    community = _hub_dir(config, hub_name)
+    stored = _entry_values(config, community, hub_name)
+    identity = age.load_identity(identity_path) if stored else None
+    return {key: _decrypt(identity, hub_name, key, stored[key]) for key in sorted(stored)}  # type: ignore[arg-type]
+
+
+def rekey(fleet_root: Path | str, identity: Path | str | None = None) -> list[tuple[Path, int]]:
+    """Re-encrypt every secret of the fleet to its current recipients (after an operator or CI key was added
+    or removed). Everything is decrypted first, so a key you cannot read changes no file.
+    Returns (file, number of keys) for each file rewritten."""
+    config = _loaded(fleet_root)
+    recipients = _require_recipients(config.fleet)
+    entries = [e for e in config.secret_entries if e.values]
+    loaded = age.load_identity(identity) if entries else None
+    plain = [
+        (e, {k: _decrypt(loaded, e.hub_name, k, v) for k, v in e.values.items()})  # type: ignore[arg-type]
+        for e in entries
+    ]
+    done = []
+    for entry, values in plain:
+        path = secrets_file(config.root, entry.directory, entry.hub_name)
+        encrypted = {k: age.encrypt(v, recipients) for k, v in values.items()}
+        _write_atomic(path, render_secrets_file(entry.hub_name, encrypted))
+        done.append((path, len(values)))
+    return done
+
+
+def keygen(path: Path | str | None = None, *, force: bool = False) -> tuple[Path, str]:
+    """Write a new age identity (mode 0600) to `path` (default: $HUBFLEET_AGE_IDENTITY, else
+    ~/.config/hubfleet/age-identity.txt); return (path, its public recipient age1...)."""
+    target = age.identity_path(path)
+    if target.exists() and not force:
+        raise UserError(
+            f"{target} already exists and may hold your only copy of a key; "
+            "use --out FILE to write a new identity elsewhere"
+        )
+    text, recipient = age.generate()
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = target.with_name(f".{target.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, target)
+    return target, recipient
+
+
+def _decrypt(identity: age.Identity, hub_name: str, key: str, armored: str) -> str:
+    try:
+        return identity.decrypt(armored)
+    except pyrage.DecryptError as exc:
+        if "no matching keys" in str(exc).lower():
+            raise UserError(
+                f"cannot decrypt secret '{key}' of hub '{hub_name}' with age identity {identity.path} "
+                f"(public key {', '.join(identity.recipients)}): it was not encrypted to this key; "
+                "ask an operator to add your age_recipient to fleet.yaml and run `hubfleet secrets rekey`, "
+                "or point --identity / HUBFLEET_AGE_IDENTITY at the right identity"
+            ) from None
+        raise UserError(
+            f"secret '{key}' of hub '{hub_name}' is not valid age ciphertext; "
+            f"set it again with `hubfleet secrets set {hub_name} {key}`"
+        ) from None
+
+
+# --------------------------------------------------------------------------- render/deploy time
+
+
+class SecretResolver:
+    """Decrypts hub secrets in memory, only when asked, and caches them for the life of the object.
+
+    The identity is read on the first decryption: `identity_path`, else $HUBFLEET_AGE_IDENTITY, else
+    ~/.config/hubfleet/age-identity.txt. A fleet whose hubs use no `{secret: KEY}` never needs one.
+    """
+
+    def __init__(self, fleet: FleetConfig, identity_path: Path | str | None = None):
+        self._fleet = fleet
+        self._identity_flag = identity_path
+        self._identity: age.Identity | None = None
+        self._cache: dict[tuple[str, str], str] = {}
+
+    @property
+    def identity_path(self) -> Path:
+        return age.identity_path(self._identity_flag)
+
+    def value(self, hub_name: str, key: str) -> str:
+        """The decrypted value of KEY for the hub; UserError when it is not set or cannot be decrypted."""
+        cached = self._cache.get((hub_name, key))
+        if cached is not None:
+            return cached
+        armored = self._fleet.secrets.get(hub_name, {}).get(key)
+        if armored is None:
+            raise UserError(
+                f"secret '{key}' is not set for hub '{hub_name}'; run `hubfleet secrets set {hub_name} {key}`"
+            )
+        if self._identity is None:
+            self._identity = age.load_identity(self._identity_flag)
+        value = _decrypt(self._identity, hub_name, key, armored)
+        self._cache[(hub_name, key)] = value
+        return value
+
+    def resolve(self, hub: Hub | str, field_value: SecretStr | SecretRef | str | None) -> str | None:
+        """The value of a secret-bearing field: plain text as is, `{secret: KEY}` decrypted, None as None."""
+        if field_value is None:
+            return None
+        if isinstance(field_value, SecretRef):
+            return self.value(hub if isinstance(hub, str) else hub.name, field_value.secret)
+        if isinstance(field_value, SecretStr):
+            return field_value.get_secret_value()
+        return str(field_value)
+
+    def hashes(self, hub: Hub) -> dict[str, str]:
+        """KEY -> sha256 (hex) of the value, for every secret the hub references: what a desired-state hash
+        may include (a changed secret redeploys the hub; the value itself never leaves memory)."""
+        out = {}
+        for _, ref in secret_refs(hub):
+            value = self.value(hub.name, ref.secret)
+            out[ref.secret] = hashlib.sha256(f"{hub.name}\0{ref.secret}\0{value}".encode()).hexdigest()
+        return out
+
+    def verify(self, hubs: list[Hub]) -> None:
+        """Decrypt every secret these hubs use, so that a missing identity fails before anything starts."""
+        for hub in hubs:
+            for _, ref in secret_refs(hub):
+                self.value(hub.name, ref.secret)
+
+    def __repr__(self) -> str:
+        return (
+            f"SecretResolver(fleet={self._fleet.fleet.name!r}, identity={str(self.identity_path)!r}, "
+            f"decrypted={len(self._cache)})"
+        )
+
+    __str__ = __repr__
