@@ -51,7 +51,7 @@ CASES = [
         "communities/uni-a/hubs/prod.yaml",
         ("max_users: 100", "max_users: 100\nflavour: vanilla"),
         [
-            "communities/uni-a/hubs/prod.yaml:12:1: flavour: unknown key; allowed keys: auth, resources, culling, max_users, default_ui, jupyterhub_version, name, display_name, community, cluster, stage, port, domain, extra_config",
+            "communities/uni-a/hubs/prod.yaml:12:1: flavour: unknown key; allowed keys: auth, resources, culling, max_users, default_ui, jupyterhub_version, kubernetes, name, display_name, community, cluster, stage, port, domain, extra_config",
         ],
         id="unknown key without suggestion",
     ),
@@ -227,7 +227,7 @@ CASES = [
         "fleet.yaml",
         ("cpu_limit: 1", "cpu_limit: 1\n    cpus: 2"),
         [
-            "fleet.yaml:15:5: defaults.resources.cpus: unknown key; allowed keys: memory_limit, cpu_limit",
+            "fleet.yaml:15:5: defaults.resources.cpus: unknown key; allowed keys: memory_limit, cpu_limit, memory_guarantee, cpu_guarantee",
         ],
         id="defaults unknown key",
     ),

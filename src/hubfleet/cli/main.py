@@ -31,7 +31,14 @@ def main(
 
 def _register() -> None:
     # Each module adds its commands to `app`; imported here so the command list lives in one place.
-    from hubfleet.cli import check_cmds, config_cmds, deploy_cmds, fleet_cmds, secrets_cmds  # noqa: F401
+    from hubfleet.cli import (  # noqa: F401
+        check_cmds,
+        config_cmds,
+        deploy_cmds,
+        fleet_cmds,
+        render_cmds,
+        secrets_cmds,
+    )
 
 
 _register()

@@ -83,6 +83,12 @@ ClusterCredentials = Annotated[
 ]
 
 
+Z2JH_CHART_VERSION = "4.4.0"
+"""Pinned Zero to JupyterHub chart: 4.4.0 (2026-06-10, JupyterHub 5.5.0), the latest stable release in
+the z2jh changelog (jupyterhub/zero-to-jupyterhub-k8s docs/source/changelog.md); none ships JupyterHub 6."""
+Z2JH_CHART_REPO = "https://hub.jupyter.org/helm-chart/"
+
+
 class KubernetesCluster(Strict):
     """Hubs run as Helm releases of the Zero to JupyterHub chart (deployed by the deploy pipeline)."""
 
@@ -90,6 +96,16 @@ class KubernetesCluster(Strict):
     kind: Literal["kubernetes"]
     description: str = ""
     credentials: ClusterCredentials
+    chart_version: str = Field(
+        default=Z2JH_CHART_VERSION,
+        min_length=1,
+        description="Version of the Zero to JupyterHub (z2jh) Helm chart every hub on this cluster runs.",
+    )
+    chart_repo: str = Field(
+        default=Z2JH_CHART_REPO,
+        pattern=r"^(https?|oci)://\S+$",
+        description="Helm repository holding the `jupyterhub` chart.",
+    )
 
 
 Cluster = Annotated[LocalCluster | KubernetesCluster, Field(discriminator="kind")]
@@ -208,13 +224,76 @@ class Resources(Strict):
         default=None, description="Per-user memory limit such as 512M, 2G or 1Gi.", examples=["2G"]
     )
     cpu_limit: float | None = Field(default=None, gt=0, le=256, description="Per-user CPU limit in cores.")
+    memory_guarantee: str | None = Field(
+        default=None, description="Memory reserved for each user (kubernetes clusters only), such as 1G."
+    )
+    cpu_guarantee: float | None = Field(
+        default=None, gt=0, le=256, description="CPU cores reserved for each user (kubernetes clusters only)."
+    )
 
-    @field_validator("memory_limit")
+    @field_validator("memory_limit", "memory_guarantee")
     @classmethod
     def _memory(cls, value: str | None) -> str | None:
-        if value is not None and not MEMORY_PATTERN.match(value):
-            raise ValueError(f"'{value}' is not a memory size; write a number with K, M, G or T, such as 2G")
-        return value
+        return _memory_size(value)
+
+
+def _memory_size(value: str | None) -> str | None:
+    if value is not None and not MEMORY_PATTERN.match(value):
+        raise ValueError(f"'{value}' is not a memory size; write a number with K, M, G or T, such as 2G")
+    return value
+
+
+class KubernetesImage(Strict):
+    name: str = Field(
+        min_length=1, pattern=r"^\S+$", description="Image name, such as quay.io/jupyter/scipy-notebook."
+    )
+    tag: str = Field(min_length=1, pattern=r"^\S+$", description="Image tag; pin it, never `latest`.")
+
+
+class KubernetesProfile(Strict):
+    """A server option users pick at spawn time (z2jh `singleuser.profileList`)."""
+
+    display_name: str = Field(min_length=1)
+    slug: Name = Field(description="Stable identifier of the option; unique within the hub.")
+    description: str = ""
+    default: bool = Field(default=False, description="Preselected option; at most one profile sets it.")
+    image: KubernetesImage | None = Field(default=None, description="Image for this option only.")
+    memory_limit: str | None = None
+    memory_guarantee: str | None = None
+    cpu_limit: float | None = Field(default=None, gt=0, le=256)
+    cpu_guarantee: float | None = Field(default=None, gt=0, le=256)
+
+    @field_validator("memory_limit", "memory_guarantee")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        return _memory_size(value)
+
+
+class KubernetesSettings(Strict):
+    """Settings for hubs on kubernetes clusters (rendered into the z2jh values); an error on a local hub's
+    own file, ignored on local hubs when inherited from fleet.yaml `defaults`."""
+
+    image: KubernetesImage | None = Field(
+        default=None, description="User server image; the chart's default if unset."
+    )
+    profiles: list[KubernetesProfile] = Field(
+        default_factory=list, description="Server options offered at spawn time; none: no choice."
+    )
+    placeholders: int = Field(
+        default=0, ge=0, le=1000, description="User placeholder pods keeping room for that many users."
+    )
+    storage: str = Field(
+        default="10Gi",
+        pattern=r"^(none|\d+(\.\d+)?([KMGT]i?))$",
+        description="Home directory volume size per user, such as 10Gi, or `none` for no persistent home.",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels user pods must be scheduled on."
+    )
+    extra_values: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Raw z2jh chart values deep-merged last over what hubfleet renders (escape hatch).",
+    )
 
 
 class Culling(Strict):
@@ -239,6 +318,9 @@ class HubSettings(Strict):
     )
     jupyterhub_version: str | None = Field(
         default=None, description="Pinned JupyterHub version; informational for local hubs."
+    )
+    kubernetes: KubernetesSettings | None = Field(
+        default=None, description="Hubs on kubernetes clusters: image, profiles, storage, chart values."
     )
 
 

@@ -229,6 +229,65 @@ def no_dummy_auth_on_prod(fleet: LoadedFleet) -> list[ConfigError]:
     ]
 
 
+def kubernetes_settings_on_kubernetes_hubs(fleet: LoadedFleet) -> list[ConfigError]:
+    """A local hub's own file must not set `kubernetes` (inherited fleet defaults are ignored there)."""
+    errors = []
+    for entry in fleet.hub_entries:
+        cluster = fleet.clusters.get(entry.hub.cluster)
+        if cluster is None or cluster.kind != "local":
+            continue
+        depth, _, _ = entry.source.find(["kubernetes"])
+        if depth == 1:
+            errors.append(
+                _error(
+                    fleet,
+                    entry,
+                    "kubernetes",
+                    f"kubernetes: kubernetes settings on a hub of local cluster '{cluster.name}'; "
+                    "remove them or move the hub to a kubernetes cluster",
+                )
+            )
+    return errors
+
+
+def profiles_consistent(fleet: LoadedFleet) -> list[ConfigError]:
+    """Profile slugs are unique within a hub and at most one profile is the default."""
+    errors = []
+    for entry in fleet.hub_entries:
+        settings = entry.hub.kubernetes
+        if settings is None:
+            continue
+        seen: dict[str, int] = {}
+        first_default: int | None = None
+        for i, profile in enumerate(settings.profiles):
+            if profile.slug in seen:
+                errors.append(
+                    _error(
+                        fleet,
+                        entry,
+                        f"kubernetes.profiles.{i}.slug",
+                        f"kubernetes.profiles[{i}].slug: '{profile.slug}' is already used by "
+                        f"profiles[{seen[profile.slug]}]; give each profile its own slug",
+                    )
+                )
+            else:
+                seen[profile.slug] = i
+            if profile.default:
+                if first_default is None:
+                    first_default = i
+                else:
+                    errors.append(
+                        _error(
+                            fleet,
+                            entry,
+                            f"kubernetes.profiles.{i}.default",
+                            f"kubernetes.profiles[{i}].default: profiles[{first_default}] is already the "
+                            "default; at most one profile may set `default: true`",
+                        )
+                    )
+    return errors
+
+
 def secrets_files_match_hubs(fleet: LoadedFleet) -> list[ConfigError]:
     """communities/<c>/secrets/<hub>.yaml must belong to a hub of community <c>."""
     errors = []
@@ -306,6 +365,8 @@ RULES: list[Rule] = [
     secrets_files_match_hubs,
     secret_refs_are_set,
     secrets_have_recipients,
+    kubernetes_settings_on_kubernetes_hubs,
+    profiles_consistent,
 ]
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import DummyAuth, Hub, NativeAuth
+from hubfleet.render.common import effective_admins  # shared with the kubernetes renderer
 
 if TYPE_CHECKING:
     from hubfleet.secrets.store import SecretResolver
@@ -65,17 +66,6 @@ class LocalRuntime:
     proxy_api_port: int
     bin_dir: Path
     as_root: bool
-
-
-def effective_admins(fleet: FleetConfig, hub: Hub) -> list[str]:
-    """The hub's admins plus the fleet's staff who have a username for this auth type."""
-    assert hub.auth is not None
-    admins = list(hub.auth.admin_users)
-    for operator in fleet.fleet.operators:
-        name = operator.usernames.get(hub.auth.type)
-        if name and name not in admins:
-            admins.append(name)
-    return admins
 
 
 def secret_env(hub: Hub, secrets: SecretResolver) -> dict[str, str]:

@@ -1,0 +1,58 @@
+"""`hubfleet render` (what would be applied to a hub) and `hubfleet export` (a standalone bundle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hubfleet.cli.common import FleetOption, StateDirOption, friendly_errors, load_or_explain, require_hub
+from hubfleet.cli.main import app
+from hubfleet.settings import resolve_fleet_dir, resolve_state_dir
+
+
+@app.command()
+@friendly_errors
+def render(
+    hub: Annotated[str, typer.Argument(help="Name of the hub.")],
+    fleet: FleetOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Print what would be applied to HUB: jupyterhub_config.py (local) or z2jh values YAML (kubernetes).
+
+    No secret values are printed: local configs read them from the environment, kubernetes secrets go
+    to a separate values file at deploy time."""
+    fleet_dir = resolve_fleet_dir(fleet)
+    config = load_or_explain(fleet_dir)
+    require_hub(config, hub)
+    the_hub = config.hubs[hub]
+    state = resolve_state_dir(fleet_dir, state_dir)
+    if config.cluster_of(the_hub).kind == "kubernetes":
+        from hubfleet.backends.kubernetes import KubernetesBackend
+
+        typer.echo(KubernetesBackend(config, state).render(the_hub), nl=False)
+    else:
+        from hubfleet.backends.local import LocalBackend
+
+        typer.echo(LocalBackend(config, state).render(the_hub), nl=False)
+
+
+@app.command()
+@friendly_errors
+def export(
+    hub: Annotated[str, typer.Argument(help="Name of the hub.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the bundle into.")],
+    fleet: FleetOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite files in a non-empty --out.")] = False,
+) -> None:
+    """Write a standalone bundle of HUB that runs without hubfleet (config, README with the exact
+    commands; secrets named as placeholders, never copied)."""
+    from hubfleet.render.export import export_hub
+
+    config = load_or_explain(resolve_fleet_dir(fleet))
+    require_hub(config, hub)
+    result = export_hub(config, config.hubs[hub], out, force=force)
+    for path in result.files:
+        typer.echo(f"wrote {path}")
+    typer.echo(f"see {result.out / 'README.md'} for how to run it")

@@ -1,0 +1,309 @@
+"""Fleet model -> Zero to JupyterHub (z2jh) chart values for a hub on a kubernetes cluster.
+
+Two documents per hub, passed to `helm upgrade` as two `-f` files:
+- `render_z2jh_values`: everything public. It never holds a secret value, so it can be printed, diffed,
+  hashed, committed and exported.
+- `secret_values`: only the secrets (the dummy password, the control-plane service tokens). Built at deploy
+  time, written to a 0600 temporary file and deleted once helm has run.
+
+Each concern is one small `_update_*` function on the values dict (like TLJH's configurer); the hub's
+`kubernetes.extra_values` are deep-merged last, as z2jh users expect of their own values files.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import yaml
+
+from hubfleet.config.fleet import FleetConfig
+from hubfleet.config.models import DummyAuth, Hub, KubernetesProfile, KubernetesSettings
+from hubfleet.render.common import NATIVE_TEMPLATES, auth_config
+from hubfleet.render.local import (
+    CONTROL_SCOPES,
+    CONTROL_SERVICE,
+    OPERATOR_SCOPES,
+    OPERATOR_SERVICE,
+)
+
+HUB_PORT = 8081
+METRICS_PATH = "/hub/metrics"
+PROMETHEUS_LABELS = {"app.kubernetes.io/name": "prometheus"}
+"""Pods allowed through the hub's network policy to scrape /hub/metrics (any namespace)."""
+
+
+class SecretResolver(Protocol):
+    """What the secrets module provides: the plain value of a secret field of a hub, or None."""
+
+    def resolve(self, hub: Hub, value: Any) -> str | None: ...
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`override` over `base`, recursively for mappings (lists and scalars are replaced whole, like helm)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def kubernetes_settings(hub: Hub) -> KubernetesSettings:
+    return hub.kubernetes or KubernetesSettings()
+
+
+# --------------------------------------------------------------------------- public values
+
+
+def render_z2jh_values(
+    fleet: FleetConfig, hub: Hub, *, secrets: SecretResolver | None = None
+) -> dict[str, Any]:
+    """The public z2jh values of one hub: no secret value in them.
+
+    `secrets` is accepted so that callers can pass one resolver everywhere; the public document never uses
+    it (secret values go to `secret_values`).
+    """
+    del secrets
+    values: dict[str, Any] = {}
+    for update in (
+        _update_auth,
+        _update_hub,
+        _update_services,
+        _update_metrics,
+        _update_singleuser,
+        _update_profiles,
+        _update_culling,
+        _update_scheduling,
+        _update_ingress,
+    ):
+        update(values, fleet, hub)
+    return deep_merge(values, kubernetes_settings(hub).extra_values)
+
+
+def _at(values: dict[str, Any], *path: str) -> dict[str, Any]:
+    node = values
+    for key in path:
+        node = node.setdefault(key, {})
+    return node
+
+
+def _update_auth(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
+    auth = auth_config(fleet, hub)
+    config = _at(values, "hub", "config")
+    config.setdefault("JupyterHub", {})["authenticator_class"] = auth.authenticator_class
+    config[auth.class_name] = dict(auth.traits)
+    if auth.needs_templates:
+        _at(values, "hub", "extraConfig")["hubfleet-01-native-templates"] = NATIVE_TEMPLATES
+
+
+def _update_hub(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
+    # The hub database outlives `helm uninstall` (users' home volumes are not helm's and stay anyway).
+    _at(values, "hub", "db", "pvc")["annotations"] = {"helm.sh/resource-policy": "keep"}
+    if hub.max_users:
+        _at(values, "hub", "config", "JupyterHub")["active_server_limit"] = hub.max_users
+    if hub.extra_config.strip():
+        _at(values, "hub", "extraConfig")["hubfleet-99-extra-config"] = hub.extra_config.rstrip() + "\n"
+
+
+def _update_services(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
+    """The control plane and the operators as hub services with least-privilege roles (as on local hubs).
+
+    Their apiTokens are secret: they are only in `secret_values`."""
+    services = _at(values, "hub", "services")
+    roles = _at(values, "hub", "loadRoles")
+    for name, scopes in ((CONTROL_SERVICE, CONTROL_SCOPES), (OPERATOR_SERVICE, OPERATOR_SCOPES)):
+        services[name] = {"name": name}
+        roles[name] = {"scopes": list(scopes), "services": [name]}
+
+
+def _update_metrics(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
+    """Prometheus scrape annotations on the hub service, and a network policy letting Prometheus in."""
+    _at(values, "hub", "service")["annotations"] = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/path": METRICS_PATH,
+        "prometheus.io/port": str(HUB_PORT),
+    }
+    _at(values, "hub")["networkPolicy"] = {
+        "enabled": True,
+        "ingress": [
+            {
+                "ports": [{"port": HUB_PORT, "protocol": "TCP"}],
+                "from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": dict(PROMETHEUS_LABELS)}}],
+            }
+        ],
+    }
+
+
+def _update_singleuser(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
+    settings = kubernetes_settings(hub)
+    singleuser = _at(values, "singleuser")
+    if settings.image is not None:
+        singleuser["image"] = {"name": settings.image.name, "tag": settings.image.tag}
+    res = hub.resources
+    memory = {k: v for k, v in (("limit", res.memory_limit), ("guarantee", res.memory_guarantee)) if v}
+    cpu = {k: v for k, v in (("limit", res.cpu_limit), ("guarantee", res.cpu_guarantee)) if v}
+    if memory:
+        singleuser["memory"] = memory
+    if cpu:
+        singleuser["cpu"] = cpu
+    singleuser["defaultUrl"] = "/lab" if hub.default_ui == "lab" else "/tree"
+    if settings.storage == "none":
+        singleuser["storage"] = {"type": "none"}
+    else:
+        singleuser["storage"] = {"type": "dynamic", "capacity": settings.storage}
+    if settings.node_selector:
+        singleuser["nodeSelector"] = dict(settings.node_selector)
+
+
+def _profile(profile: KubernetesProfile) -> dict[str, Any]:
+    entry: dict[str, Any] = {"display_name": profile.display_name, "slug": profile.slug}
+    if profile.description:
+        entry["description"] = profile.description
+    if profile.default:
+        entry["default"] = True
+    override: dict[str, Any] = {}
+    if profile.image is not None:
+        override["image"] = f"{profile.image.name}:{profile.image.tag}"
+    for ours, kubespawner in (
+        ("memory_limit", "mem_limit"),
+        ("memory_guarantee", "mem_guarantee"),
+        ("cpu_limit", "cpu_limit"),
+        ("cpu_guarantee", "cpu_guarantee"),
+    ):
+        value = getattr(profile, ours)
+        if value is not None:
+            override[kubespawner] = value
+    if override:
+        entry["kubespawner_override"] = override
+    return entry
+
+
+def _update_profiles(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
+    profiles = kubernetes_settings(hub).profiles
+    if profiles:
+        _at(values, "singleuser")["profileList"] = [_profile(p) for p in profiles]
+
+
+def _update_culling(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
+    culling = hub.culling
+    cull: dict[str, Any] = {"enabled": culling.enabled}
+    if culling.enabled:
+        cull["timeout"] = culling.timeout
+        cull["every"] = min(300, max(30, culling.timeout // 4))
+        cull["maxAge"] = culling.max_age
+    values["cull"] = cull
+
+
+def _update_scheduling(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
+    replicas = kubernetes_settings(hub).placeholders
+    if replicas > 0:
+        _at(values, "scheduling")["userPlaceholder"] = {"enabled": True, "replicas": replicas}
+
+
+def _update_ingress(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
+    """Traffic reaches the proxy through an Ingress on the hub's domain, with TLS (cert in <hub>-tls)."""
+    _at(values, "proxy", "service")["type"] = "ClusterIP"
+    domain = hub.domain or f"{hub.name}.invalid"
+    values["ingress"] = {
+        "enabled": True,
+        "hosts": [domain],
+        "tls": [{"hosts": [domain], "secretName": f"{hub.name}-tls"}],
+    }
+
+
+# --------------------------------------------------------------------------- secret values
+
+
+def secret_text(hub: Hub, value: Any, resolver: SecretResolver | None) -> str | None:
+    """The plain text of a secret field: through the resolver when given, else a SecretStr's value."""
+    if value is None:
+        return None
+    if resolver is not None:
+        return resolver.resolve(hub, value)
+    getter = getattr(value, "get_secret_value", None)
+    if getter is not None:
+        return str(getter())
+    return value if isinstance(value, str) else None
+
+
+def secret_values(
+    fleet: FleetConfig,
+    hub: Hub,
+    resolver: SecretResolver | None = None,
+    *,
+    tokens: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The secret values document of one hub (deploy time only; never printed, logged or exported).
+
+    tokens: the control-plane service tokens {"control": ..., "operator": ...}; left out (for hashing)
+    when None.
+    """
+    values: dict[str, Any] = {}
+    if isinstance(hub.auth, DummyAuth):
+        password = secret_text(hub, hub.auth.password, resolver)
+        if password:
+            _at(values, "hub", "config", "DummyAuthenticator")["password"] = password
+    if tokens is not None:
+        services = _at(values, "hub", "services")
+        for name, key in ((CONTROL_SERVICE, "control"), (OPERATOR_SERVICE, "operator")):
+            if tokens.get(key):
+                services[name] = {"apiToken": tokens[key]}
+    return values
+
+
+def secret_placeholders(fleet: FleetConfig, hub: Hub) -> dict[str, Any]:
+    """The shape of `secret_values`, a placeholder naming each secret instead of its value (exports)."""
+    values: dict[str, Any] = {}
+    if isinstance(hub.auth, DummyAuth) and hub.auth.password is not None:
+        _at(values, "hub", "config", "DummyAuthenticator")["password"] = "<set: dummy password>"
+    services = _at(values, "hub", "services")
+    for name in (CONTROL_SERVICE, OPERATOR_SERVICE):
+        services[name] = {
+            "apiToken": f"<set: {name} service token, e.g. the output of `openssl rand -hex 32`>"
+        }
+    return values
+
+
+def flatten_secrets(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{"hub.config.DummyAuthenticator.password": value, ...}: for hashing and redaction."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten_secrets(value, path))
+        else:
+            flat[path] = str(value)
+    return flat
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def to_yaml(values: Mapping[str, Any]) -> str:
+    """Values as YAML in the order they were built; multi-line strings (extraConfig) as literal blocks."""
+    return yaml.dump(dict(values), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
+
+
+def values_yaml(fleet: FleetConfig, hub: Hub, *, secrets: SecretResolver | None = None) -> str:
+    """The public values as a YAML document, with a header saying where it comes from."""
+    header = (
+        f"# z2jh values generated by hubfleet for hub {hub.name!r} "
+        f"(community {hub.community!r}, stage {hub.stage!r}).\n"
+        "# Secrets are not in this file: they are passed to helm as a second values file at deploy time.\n"
+    )
+    return header + to_yaml(render_z2jh_values(fleet, hub, secrets=secrets))

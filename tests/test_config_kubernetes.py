@@ -1,0 +1,102 @@
+"""The `kubernetes` settings block and cluster chart settings: model, defaults merge, rules with positions."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hubfleet.config import rules
+from hubfleet.config.loader import _load, validate_fleet
+from hubfleet.config.models import Z2JH_CHART_REPO, Z2JH_CHART_VERSION, KubernetesCluster
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "k8s-fleet"
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo-fleet"
+PHYSICS = "communities/physics/hubs/prod.yaml"
+
+
+@pytest.fixture
+def k8s(tmp_path: Path) -> Path:
+    root = tmp_path / "fleet"
+    shutil.copytree(FIXTURE, root)
+    return root
+
+
+def edit(root: Path, rel: str, old: str, new: str) -> None:
+    path = root / rel
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_fixture_is_valid_and_merges_defaults() -> None:
+    config, errors = validate_fleet(FIXTURE)
+    assert errors == [] and config is not None
+    gke = config.clusters["gke"]
+    assert isinstance(gke, KubernetesCluster)
+    assert (gke.chart_version, gke.chart_repo) == (Z2JH_CHART_VERSION, Z2JH_CHART_REPO)
+    assert config.clusters["aks"].chart_version == "4.3.5"  # type: ignore[union-attr]
+    physics = config.hubs["physics"].kubernetes
+    assert physics is not None
+    # `kubernetes` merges field by field: the image from defaults, placeholders from the hub file
+    assert physics.image is not None and physics.image.name == "quay.io/jupyter/scipy-notebook"
+    assert physics.placeholders == 3
+    assert config.hubs["chem-staging"].kubernetes.image.name == "quay.io/jupyter/r-notebook"  # type: ignore[union-attr]
+
+
+def test_kubernetes_settings_on_local_hub(tmp_path: Path) -> None:
+    root = tmp_path / "fleet"
+    shutil.copytree(DEMO, root)
+    edit(
+        root,
+        "communities/uni-a/hubs/prod.yaml",
+        "max_users: 100",
+        "max_users: 100\nkubernetes:\n  placeholders: 2",
+    )
+    errors = rules.kubernetes_settings_on_kubernetes_hubs(_load(root)[0])  # type: ignore[arg-type]
+    assert [str(e) for e in errors] == [
+        "communities/uni-a/hubs/prod.yaml:12:1: kubernetes: kubernetes settings on a hub of local cluster "
+        "'local'; remove them or move the hub to a kubernetes cluster"
+    ]
+
+
+def test_kubernetes_defaults_are_ignored_on_local_hubs(tmp_path: Path) -> None:
+    root = tmp_path / "fleet"
+    shutil.copytree(DEMO, root)
+    edit(root, "fleet.yaml", "  default_ui: lab", "  default_ui: lab\n  kubernetes:\n    placeholders: 1")
+    assert validate_fleet(root)[1] == []
+
+
+def test_profile_slugs_unique_and_one_default(k8s: Path) -> None:
+    edit(k8s, PHYSICS, "slug: large", "slug: small\n      default: true")
+    errors = rules.profiles_consistent(_load(k8s)[0])  # type: ignore[arg-type]
+    assert [str(e) for e in errors] == [
+        f"{PHYSICS}:24:7: kubernetes.profiles[1].slug: 'small' is already used by profiles[0]; "
+        "give each profile its own slug",
+        f"{PHYSICS}:25:7: kubernetes.profiles[1].default: profiles[0] is already the default; "
+        "at most one profile may set `default: true`",
+    ]
+    _, all_errors = validate_fleet(k8s)
+    assert len(all_errors) == 2
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("placeholders: 3", "placeholders: -1", "kubernetes.placeholders: must be at least 0, got -1"),
+        (
+            "memory_limit: 8G",
+            "memory_limit: lots",
+            "kubernetes.profiles[1].memory_limit: 'lots' is not a memory",
+        ),
+        ("slug: gpu", "slug: GPU", "kubernetes.profiles[2].slug: 'GPU' is not a valid name"),
+        ("placeholders: 3", "placeholders: 3\n  storage: big", "kubernetes.storage: 'big' does not match"),
+        ("placeholders: 3", "placeholders: 3\n  replicas: 2", "kubernetes.replicas: unknown key"),
+    ],
+)
+def test_model_errors_point_at_the_key(k8s: Path, old: str, new: str, message: str) -> None:
+    edit(k8s, PHYSICS, old, new)
+    _, errors = validate_fleet(k8s)
+    assert len(errors) == 1 and errors[0].file == PHYSICS
+    assert errors[0].message.startswith(message), errors[0].message

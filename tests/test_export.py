@@ -1,0 +1,155 @@
+"""`hubfleet export`: standalone bundles. The local bundle is run for real with this venv's JupyterHub
+(nothing new installed), from the bundle directory, with exactly the environment variables its README
+names; the kubernetes bundle is checked for its files and commands (no cluster here)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from fleet_helpers import copy_demo_fleet, free_ports, hubfleet, kill_leftovers
+from hubfleet.config.loader import load_fleet
+from hubfleet.render.export import HUB_PORT_ENV, PORT_ENV, PROXY_API_PORT_ENV, export_hub
+from hubfleet.settings import UserError
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "k8s-fleet"
+BIN = Path(sys.executable).parent
+STAGING = "communities/uni-a/hubs/staging.yaml"
+K8S_SECRETS = ["physics-staging-secret-pw", "chem-staging-secret-pw", "lab-staging-secret-pw"]
+
+
+def bundle_text(out: Path) -> str:
+    return "\n".join(p.read_text() for p in sorted(out.rglob("*")) if p.is_file())
+
+
+@pytest.mark.integration
+def test_local_bundle_runs_without_hubfleet(tmp_path: Path) -> None:
+    fleet_dir = copy_demo_fleet(tmp_path / "fleet", keep={STAGING})
+    config = load_fleet(fleet_dir)
+    out = tmp_path / "bundle"
+    result = export_hub(config, config.hubs["uni-a-staging"], out)
+
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "jupyterhub_config.py", "requirements.txt"]
+    text = bundle_text(out)
+    assert "demo-staging" not in text  # the dummy password is named, never copied
+    assert str(fleet_dir) not in text and ".hubfleet" not in text and str(BIN) not in text
+    readme = (out / "README.md").read_text()
+    for name in [*result.env_vars, HUB_PORT_ENV, PROXY_API_PORT_ENV]:
+        assert name in readme
+    assert ".venv/bin/pip install -r requirements.txt" in readme
+    assert ".venv/bin/jupyterhub -f jupyterhub_config.py" in readme
+    import jupyterhub
+
+    assert f"jupyterhub=={jupyterhub.__version__}" in (out / "requirements.txt").read_text()
+
+    port, hub_port, api_port = free_ports(3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBFLEET_", "JUPYTERHUB_"))}
+    values = {
+        "HUBFLEET_CONTROL_TOKEN": secrets.token_hex(16),
+        "HUBFLEET_OPERATOR_TOKEN": secrets.token_hex(16),
+        "HUBFLEET_SECRET_DUMMY_PASSWORD": "a-password-of-our-own",
+        PORT_ENV: str(port),
+    }
+    assert set(result.env_vars) == set(values)  # the README's variables, each given a value here
+    env.update(values)
+    env.update({HUB_PORT_ENV: str(hub_port), PROXY_API_PORT_ENV: str(api_port)})
+    log = (out / "hub.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "jupyterhub"), "-f", "jupyterhub_config.py"],
+        cwd=out,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, (out / "hub.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/hub/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (out / "hub.log").read_text()[-3000:]
+            time.sleep(0.3)
+        # the control token from the environment works: the service exists with its scopes
+        headers = {"Authorization": f"token {values['HUBFLEET_CONTROL_TOKEN']}"}
+        reply = httpx.get(f"{url}/hub/api/users", headers=headers, timeout=10)
+        assert reply.status_code == 200, reply.text
+        # state lives next to the config
+        assert (out / "jupyterhub.sqlite").exists() and (out / "jupyterhub_cookie_secret").exists()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+        leftovers = kill_leftovers(out)  # the proxy runs in its own session
+    assert leftovers == []
+
+
+def test_kubernetes_bundle(tmp_path: Path) -> None:
+    config = load_fleet(FIXTURE)
+    out = tmp_path / "bundle"
+    export_hub(config, config.hubs["physics-staging"], out)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "secret-values.example.yaml", "values.yaml"]
+    text = bundle_text(out)
+    for secret in K8S_SECRETS:
+        assert secret not in text
+    values = yaml.safe_load((out / "values.yaml").read_text())
+    assert values["ingress"]["hosts"] == ["physics-staging.hubs.example.org"]
+    example = yaml.safe_load((out / "secret-values.example.yaml").read_text())
+    assert example["hub"]["config"]["DummyAuthenticator"]["password"] == "<set: dummy password>"
+    assert example["hub"]["services"]["hubfleet"]["apiToken"].startswith("<set: hubfleet service token")
+    readme = (out / "README.md").read_text()
+    assert (
+        "helm upgrade --install physics-staging jupyterhub --repo https://hub.jupyter.org/helm-chart/ "
+        "--version 4.4.0 --namespace physics-staging --create-namespace -f values.yaml -f secret-values.yaml"
+    ) in readme
+    assert "kubectl -n physics-staging rollout status deployment/hub --timeout=300s" in readme
+    assert "kubectl -n physics-staging rollout status deployment/proxy --timeout=300s" in readme
+
+
+def test_export_refuses_non_empty_dir_unless_forced(tmp_path: Path) -> None:
+    config = load_fleet(FIXTURE)
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    with pytest.raises(UserError, match="is not empty; .* or pass --force"):
+        export_hub(config, config.hubs["bio"], out)
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    export_hub(config, config.hubs["bio"], out, force=True)
+    assert (out / "values.yaml").exists() and (out / "mine.txt").read_text() == "keep me"
+
+
+def test_cli_render_and_export(tmp_path: Path) -> None:
+    rendered = hubfleet("render", "physics", fleet=FIXTURE, check=True).stdout
+    assert rendered == (Path(__file__).parent / "golden" / "physics.yaml").read_text()
+    staging = hubfleet("render", "lab-staging", fleet=FIXTURE, check=True).stdout
+    assert "lab-staging-secret-pw" not in staging
+
+    demo = copy_demo_fleet(tmp_path / "fleet", keep={STAGING})
+    local = hubfleet("render", "uni-a-staging", fleet=demo, check=True).stdout
+    assert local.startswith("# Generated by hubfleet for hub 'uni-a-staging'")
+    assert "c.JupyterHub.authenticator_class = 'dummy'" in local and "demo-staging" not in local
+
+    out = tmp_path / "out"
+    done = hubfleet("export", "chem-staging", "--out", str(out), fleet=FIXTURE, check=True)
+    assert f"see {out / 'README.md'}" in done.stdout
+    again = hubfleet("export", "chem-staging", "--out", str(out), fleet=FIXTURE)
+    assert again.returncode == 1 and "--force" in again.stderr and "Traceback" not in again.stderr
+    missing = hubfleet("render", "physic", fleet=FIXTURE)
+    assert missing.returncode == 1 and "did you mean 'physics'?" in missing.stderr
