@@ -11,7 +11,7 @@ from hubfleet.config.models import DummyAuth, Hub, NativeAuth
 NATIVE_AUTHENTICATOR = "nativeauthenticator.NativeAuthenticator"
 NATIVE_TEMPLATES = (
     "import os\n"
-    "import nativeauthenticator\n\n"
+    "import nativeauthenticator\n"
     "c.JupyterHub.template_paths = [\n"
     "    os.path.join(os.path.dirname(nativeauthenticator.__file__), 'templates')\n"
     "]\n"

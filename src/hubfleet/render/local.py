@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.models import DummyAuth, Hub, NativeAuth
-from hubfleet.render.common import effective_admins  # shared with the kubernetes renderer
+from hubfleet.config.models import DummyAuth, Hub
+from hubfleet.render.common import NATIVE_TEMPLATES, auth_config, effective_admins  # noqa: F401
 
 if TYPE_CHECKING:
     from hubfleet.secrets.store import SecretResolver
@@ -77,35 +77,13 @@ def secret_env(hub: Hub, secrets: SecretResolver) -> dict[str, str]:
 
 
 def _auth_lines(fleet: FleetConfig, hub: Hub) -> list[str]:
-    auth = hub.auth
-    admins = effective_admins(fleet, hub)
-    lines: list[str] = []
-    if isinstance(auth, DummyAuth):
-        lines += [
-            "c.JupyterHub.authenticator_class = 'dummy'",
-            f"c.DummyAuthenticator.password = os.environ.get({DUMMY_PASSWORD_ENV!r}, '')",
-        ]
-        cls = "DummyAuthenticator"
-    elif isinstance(auth, NativeAuth):
-        lines += [
-            "import nativeauthenticator",
-            "c.JupyterHub.authenticator_class = 'nativeauthenticator.NativeAuthenticator'",
-            "c.JupyterHub.template_paths = "
-            "[os.path.join(os.path.dirname(nativeauthenticator.__file__), 'templates')]",
-            f"c.NativeAuthenticator.open_signup = {auth.open_signup!r}",
-            f"c.NativeAuthenticator.minimum_password_length = {auth.minimum_password_length!r}",
-        ]
-        cls = "NativeAuthenticator"
-    else:  # pragma: no cover - the validator refuses hubs without auth
-        raise ValueError(f"hub {hub.name}: unsupported auth {auth!r}")
-    lines += [
-        f"c.{cls}.admin_users = {sorted(admins)!r}",
-        # With no allow list, anyone who can authenticate may use the hub (the shared password, or an
-        # approved sign-up); with one, only those users and the admins.
-        f"c.{cls}.allowed_users = {sorted(auth.allowed_users)!r}"
-        if auth.allowed_users
-        else f"c.{cls}.allow_all = True",
-    ]
+    auth = auth_config(fleet, hub)
+    lines = [f"c.JupyterHub.authenticator_class = {auth.authenticator_class!r}"]
+    if isinstance(hub.auth, DummyAuth):
+        lines.append(f"c.DummyAuthenticator.password = os.environ.get({DUMMY_PASSWORD_ENV!r}, '')")
+    if auth.needs_templates:
+        lines.append(NATIVE_TEMPLATES.rstrip())
+    lines += [f"c.{auth.class_name}.{name} = {value!r}" for name, value in auth.traits.items()]
     return lines
 
 
