@@ -18,10 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from validate_500 import generate  # noqa: E402
 
-from hubfleet.backends import backends_for  # noqa: E402
+from fleet_helpers import mark_deployed  # noqa: E402
 from hubfleet.config.loader import load_fleet  # noqa: E402
 from hubfleet.deploy.plan import make_plan  # noqa: E402
-from hubfleet.deploy.state import record  # noqa: E402
 from hubfleet.store import open_store  # noqa: E402
 from machine_info import machine  # noqa: E402
 
@@ -42,19 +41,7 @@ def main() -> None:
         root = generate(Path(tmp) / "fleet")
         state = root / ".hubfleet"
         config = load_fleet(root)
-        backends = backends_for(config, state)
-        with open_store(state) as store:  # everything deployed, as right after `hubfleet up`
-            for hub in config.hubs.values():
-                backend = backends[config.clusters[hub.cluster].kind]
-                record(
-                    store,
-                    config,
-                    hub,
-                    config_hash=backend.config_hash(hub),
-                    rendered=backend.render(hub),
-                    result="ok",
-                    actor="benchmark",
-                )
+        mark_deployed(root)  # everything deployed, as right after `hubfleet up`
         noop = [timed_plan(root, state) for _ in range(RUNS)]
         hub_file = root / "communities/c100/hubs/prod.yaml"
         hub_file.write_text(hub_file.read_text().replace("max_users: 50", "max_users: 60"))

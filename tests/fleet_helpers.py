@@ -113,3 +113,32 @@ def kill_leftovers(fleet: Path) -> list[str]:
             proc.kill()
     psutil.wait_procs(leftovers, timeout=5)
     return [" ".join(p.info["cmdline"] or []) for p in leftovers]
+
+
+@contextlib.contextmanager
+def running_fleet(root: Path):  # noqa: ANN201 - Iterator[Path]
+    """`hubfleet up --detach` for the block; `down` afterwards, and a leak check even when the block fails."""
+    try:
+        hubfleet("up", "--detach", fleet=root, check=True)
+        yield root
+    finally:
+        hubfleet("down", fleet=root)
+        leaks = kill_leftovers(root)
+        assert not leaks, f"processes left after down: {leaks}"
+
+
+def mark_deployed(root: Path) -> None:
+    """Record every hub as deployed with its current desired state, as `hubfleet up` does."""
+    from hubfleet.backends import backends_for
+    from hubfleet.config.loader import load_fleet
+    from hubfleet.deploy.state import record
+    from hubfleet.store import open_store
+
+    fleet = load_fleet(root)
+    state = root / ".hubfleet"
+    backends = backends_for(fleet, state)
+    with open_store(state) as store:
+        for hub in fleet.hubs.values():
+            backend = backends[fleet.clusters[hub.cluster].kind]
+            rendered, digest = backend.render(hub), backend.config_hash(hub)
+            record(store, fleet, hub, config_hash=digest, rendered=rendered, result="ok", actor="test")

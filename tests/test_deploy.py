@@ -9,7 +9,13 @@ import httpx
 import psutil
 import pytest
 
-from fleet_helpers import copy_demo_fleet, daemon_status, fleet_processes, hubfleet, kill_leftovers
+from fleet_helpers import (
+    copy_demo_fleet,
+    daemon_status,
+    fleet_processes,
+    hubfleet,
+    running_fleet,
+)
 from test_local_fleet import admin_client, start_server
 
 pytestmark = pytest.mark.integration
@@ -17,14 +23,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory):
-    root = copy_demo_fleet(tmp_path_factory.mktemp("deploy") / "demo")
-    try:
-        hubfleet("up", "--detach", fleet=root, check=True)
+    with running_fleet(copy_demo_fleet(tmp_path_factory.mktemp("deploy") / "demo")) as root:
         yield root
-    finally:
-        hubfleet("down", fleet=root)
-        leaks = kill_leftovers(root)
-        assert not leaks, f"processes left after down: {leaks}"
 
 
 def edit(path: Path, old: str, new: str) -> None:

@@ -21,6 +21,7 @@ from fleet_helpers import (
     fleet_processes,
     hubfleet,
     kill_leftovers,
+    running_fleet,
 )
 
 pytestmark = pytest.mark.integration
@@ -38,14 +39,8 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.3):  # noqa: AN
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory):
-    root = copy_demo_fleet(tmp_path_factory.mktemp("fleet") / "demo")
-    try:
-        hubfleet("up", "--detach", fleet=root, check=True)
+    with running_fleet(copy_demo_fleet(tmp_path_factory.mktemp("fleet") / "demo")) as root:
         yield root
-    finally:
-        hubfleet("down", fleet=root)
-        leaks = kill_leftovers(root)
-        assert not leaks, f"processes left after down: {leaks}"
 
 
 def admin_client(fleet: Path, hub: str) -> tuple[httpx.Client, str]:

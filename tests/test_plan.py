@@ -8,31 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from fleet_helpers import copy_demo_fleet, hubfleet
-from hubfleet.backends import backends_for
+from fleet_helpers import copy_demo_fleet, hubfleet, mark_deployed
 from hubfleet.config.loader import load_fleet
 from hubfleet.deploy.plan import files_changed_since, make_plan, read_changed_files
-from hubfleet.deploy.state import record
 from hubfleet.store import open_store
-
-
-def deploy_everything(root: Path) -> None:
-    """Record every hub as deployed with its current desired state (what `up` records)."""
-    fleet = load_fleet(root)
-    state = root / ".hubfleet"
-    backends = backends_for(fleet, state)
-    with open_store(state) as store:
-        for hub in fleet.hubs.values():
-            backend = backends[fleet.clusters[hub.cluster].kind]
-            record(
-                store,
-                fleet,
-                hub,
-                config_hash=backend.config_hash(hub),
-                rendered=backend.render(hub),
-                result="ok",
-                actor="test",
-            )
 
 
 def plan_of(root: Path, **kwargs):  # noqa: ANN003, ANN201
@@ -44,7 +23,7 @@ def plan_of(root: Path, **kwargs):  # noqa: ANN003, ANN201
 @pytest.fixture
 def fleet(tmp_path: Path) -> Path:
     root = copy_demo_fleet(tmp_path / "fleet")
-    deploy_everything(root)
+    mark_deployed(root)
     return root
 
 
