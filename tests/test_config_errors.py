@@ -89,9 +89,9 @@ CASES = [
     ),
     pytest.param(
         "communities/uni-a/hubs/prod.yaml",
-        ("type: native", "type: github"),
+        ("type: native", "type: gitlab"),
         [
-            "communities/uni-a/hubs/prod.yaml:9:9: auth.type: 'github' is not one of: dummy, native",
+            "communities/uni-a/hubs/prod.yaml:9:9: auth.type: 'gitlab' is not one of: dummy, native, cilogon, github, oidc",
         ],
         id="unknown auth type",
     ),
@@ -99,7 +99,7 @@ CASES = [
         "communities/uni-a/hubs/prod.yaml",
         ("  type: native\n", ""),
         [
-            "communities/uni-a/hubs/prod.yaml:8:1: auth.type: required key missing; one of: dummy, native",
+            "communities/uni-a/hubs/prod.yaml:8:1: auth.type: required key missing; one of: dummy, native, cilogon, github, oidc",
         ],
         id="missing auth type",
     ),

@@ -189,6 +189,14 @@ class AuthBase(Strict):
     allowed_users: list[Username] = Field(
         default_factory=list, description="Users allowed to log in, in addition to the admins."
     )
+    allow_existing_users: bool = Field(
+        default=False,
+        description="Users already in the hub's database (for example added by an admin) may log in too.",
+    )
+    staff_admins: bool = Field(
+        default=True,
+        description="Make the fleet's operators (fleet.yaml `operators[].usernames`) admins on this hub.",
+    )
 
 
 class DummyAuth(AuthBase):
@@ -210,7 +218,87 @@ class NativeAuth(AuthBase):
     minimum_password_length: int = Field(default=8, ge=1, le=128)
 
 
-Auth = Annotated[DummyAuth | NativeAuth, Field(discriminator="type")]
+OAUTH_TYPES = ("cilogon", "github", "oidc")
+CILOGON_USERNAME_CLAIMS = ("email", "eppn", "eptid", "oidc", "sub", "preferred_username")
+URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+
+
+class OAuthBase(AuthBase):
+    """Settings every OAuth provider shares; the callback URL is derived from the hub's URL."""
+
+    client_id: str = Field(
+        min_length=1, description="The client (application) id registered at the provider."
+    )
+    client_secret: SecretOnly | None = Field(
+        default=None,
+        description="The client secret, always as {secret: KEY} "
+        "(set it with `hubfleet secrets set HUB KEY`).",
+    )
+    allow_all: bool = Field(
+        default=False, description="Anyone who can log in at the provider may use the hub (no allow list)."
+    )
+
+
+class CILogonIdP(Strict):
+    """One identity provider allowed through CILogon, keyed by its CILogon entity ID."""
+
+    username_claim: Literal["email", "eppn", "eptid", "oidc", "sub", "preferred_username"] = Field(
+        description="The claim that becomes the hub username."
+    )
+    allowed_domains: list[str] = Field(
+        default_factory=list,
+        description="Only users whose username_claim ends in @ one of these domains "
+        "(empty: everyone of the IdP).",
+    )
+    strip_domain: str | None = Field(
+        default=None, description="Remove @this-domain from usernames, e.g. uni.edu: alice@uni.edu -> alice."
+    )
+
+
+class CILogonAuth(OAuthBase):
+    """Institutional login through CILogon (OAuthenticator's CILogonOAuthenticator)."""
+
+    type: Literal["cilogon"]
+    allowed_idps: dict[str, CILogonIdP] = Field(
+        default_factory=dict,
+        description="Identity providers allowed to log in, keyed by CILogon entity ID "
+        "(e.g. https://idp.uni.edu/idp/shibboleth).",
+    )
+    cilogon_host: str = Field(
+        default="cilogon.org", description="CILogon host; test.cilogon.org for testing."
+    )
+
+
+class GitHubAuth(OAuthBase):
+    """GitHub accounts, limited to organizations or teams (OAuthenticator's GitHubOAuthenticator)."""
+
+    type: Literal["github"]
+    allowed_organizations: list[
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*(:[A-Za-z0-9_.-]+)?$")]
+    ] = Field(default_factory=list, description="Entries `org` or `org:team-slug`; members may log in.")
+
+
+class OIDCAuth(OAuthBase):
+    """Any OpenID Connect provider, configured from its discovery document (GenericOAuthenticator)."""
+
+    type: Literal["oidc"]
+    issuer: str = Field(
+        pattern=URL_PATTERN,
+        description="Issuer URL; its /.well-known/openid-configuration is read when the hub starts. "
+        "https is required on prod hubs (http only for loopback).",
+    )
+    username_claim: str = Field(
+        default="preferred_username", min_length=1, description="Claim used as the username."
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "profile", "email"], description="Scopes to request."
+    )
+    groups_claim: str = Field(default="groups", min_length=1, description="Claim listing the user's groups.")
+    allowed_groups: list[str] = Field(default_factory=list, description="Members of these groups may log in.")
+
+
+Auth = Annotated[DummyAuth | NativeAuth | CILogonAuth | GitHubAuth | OIDCAuth, Field(discriminator="type")]
+AUTH_TYPES = ("dummy", "native", *OAUTH_TYPES)
 
 
 # --------------------------------------------------------------------------- hub settings
@@ -377,8 +465,11 @@ class Operator(Strict):
 
     name: str = Field(min_length=1)
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    usernames: dict[str, Username] = Field(
-        default_factory=dict, description="Hub username per auth type, for example {native: alice}."
+    usernames: dict[Literal["dummy", "native", "cilogon", "github", "oidc"], Username] = Field(
+        default_factory=dict,
+        description="The operator's hub username per auth type, for example {github: alice-gh, "
+        "cilogon: alice@uni.edu}; they are admins on every hub of that auth type (unless it sets "
+        "`auth.staff_admins: false`).",
     )
     age_recipient: AgeRecipient | None = Field(
         default=None,

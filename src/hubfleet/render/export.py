@@ -20,9 +20,11 @@ from pathlib import Path
 
 from hubfleet import __version__
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.models import DummyAuth, Hub, KubernetesCluster, NativeAuth
+from hubfleet.config.models import Hub, KubernetesCluster
+from hubfleet.render.common import AUTH_PACKAGES, auth_secrets, oauth_callback_url
 from hubfleet.render.kubernetes import secret_placeholders, to_yaml, values_yaml
 from hubfleet.render.local import (
+    CLIENT_SECRET_ENV,
     CONTROL_TOKEN_ENV,
     DUMMY_PASSWORD_ENV,
     OPERATOR_TOKEN_ENV,
@@ -129,10 +131,15 @@ than your current context. To undo the last upgrade: `helm rollback {hub.name} 0
 
 
 def _secret_names(hub: Hub) -> str:
-    names = ["the `hubfleet` and `hubfleet-operator` service tokens (any random string)"]
-    if isinstance(hub.auth, DummyAuth) and hub.auth.password is not None:
-        names.insert(0, "the dummy password users log in with")
+    names = [_secret_description(secret) for secret in auth_secrets(hub) if secret.value is not None]
+    names.append("the `hubfleet` and `hubfleet-operator` service tokens (any random string)")
     return "; ".join(names)
+
+
+def _secret_description(secret) -> str:  # noqa: ANN001 - SecretTrait
+    if secret.trait == "password":
+        return "the dummy password users log in with"
+    return secret.label
 
 
 # --------------------------------------------------------------------------- local
@@ -223,16 +230,17 @@ def local_env_vars(hub: Hub) -> dict[str, str]:
         CONTROL_TOKEN_ENV: "$(openssl rand -hex 32)",
         OPERATOR_TOKEN_ENV: "$(openssl rand -hex 32)",
     }
-    if isinstance(hub.auth, DummyAuth) and hub.auth.password is not None:
-        env[DUMMY_PASSWORD_ENV] = "'<set: dummy password>'"
+    for secret in auth_secrets(hub):
+        if secret.value is not None:
+            env[secret.env] = f"'<set: {secret.label}>'"
     env[PORT_ENV] = str(hub.port)
     return env
 
 
 def requirements(hub: Hub) -> str:
     packages = list(PINNED_PACKAGES)
-    if isinstance(hub.auth, NativeAuth):
-        packages.append("jupyterhub-nativeauthenticator")
+    if hub.auth is not None:
+        packages += AUTH_PACKAGES.get(hub.auth.type, ())
     lines = ["# The versions hubfleet runs this hub with."]
     for name in packages:
         try:
@@ -250,6 +258,12 @@ def _local_bundle(fleet: FleetConfig, hub: Hub) -> tuple[dict[str, str], dict[st
         if DUMMY_PASSWORD_ENV in env
         else ""
     )
+    if CLIENT_SECRET_ENV in env:
+        dummy += (
+            f"\n- `{CLIENT_SECRET_ENV}` (required): the client secret of the OAuth client "
+            f"`{hub.auth.client_id}` registered at the provider with the callback URL "  # type: ignore[union-attr]
+            f"`{oauth_callback_url(fleet, hub)}`."
+        )
     readme = f"""# {hub.display_name or hub.name}: standalone JupyterHub
 
 Exported by hubfleet {__version__} from fleet `{fleet.fleet.name}` (hub `{hub.name}`, community

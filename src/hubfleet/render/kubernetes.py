@@ -19,8 +19,8 @@ from typing import Any, Protocol
 import yaml
 
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.models import DummyAuth, Hub, KubernetesProfile, KubernetesSettings
-from hubfleet.render.common import NATIVE_TEMPLATES, auth_config
+from hubfleet.config.models import Hub, KubernetesProfile, KubernetesSettings
+from hubfleet.render.common import auth_config, auth_secrets
 from hubfleet.render.local import (
     CONTROL_SCOPES,
     CONTROL_SERVICE,
@@ -95,8 +95,9 @@ def _update_auth(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
     config = _at(values, "hub", "config")
     config.setdefault("JupyterHub", {})["authenticator_class"] = auth.authenticator_class
     config[auth.class_name] = dict(auth.traits)
-    if auth.needs_templates:
-        _at(values, "hub", "extraConfig")["hubfleet-01-native-templates"] = NATIVE_TEMPLATES
+    if auth.startup_code:
+        name = "hubfleet-01-native-templates" if hub.auth.type == "native" else f"hubfleet-01-{hub.auth.type}"
+        _at(values, "hub", "extraConfig")[name] = auth.startup_code
 
 
 def _update_hub(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
@@ -242,10 +243,10 @@ def secret_values(
     when None.
     """
     values: dict[str, Any] = {}
-    if isinstance(hub.auth, DummyAuth):
-        password = secret_text(hub, hub.auth.password, resolver)
-        if password:
-            _at(values, "hub", "config", "DummyAuthenticator")["password"] = password
+    for secret in auth_secrets(hub):
+        text = secret_text(hub, secret.value, resolver)
+        if text:
+            _at(values, "hub", "config", secret.class_name)[secret.trait] = text
     if tokens is not None:
         services = _at(values, "hub", "services")
         for name, key in ((CONTROL_SERVICE, "control"), (OPERATOR_SERVICE, "operator")):
@@ -257,8 +258,9 @@ def secret_values(
 def secret_placeholders(fleet: FleetConfig, hub: Hub) -> dict[str, Any]:
     """The shape of `secret_values`, a placeholder naming each secret instead of its value (exports)."""
     values: dict[str, Any] = {}
-    if isinstance(hub.auth, DummyAuth) and hub.auth.password is not None:
-        _at(values, "hub", "config", "DummyAuthenticator")["password"] = "<set: dummy password>"
+    for secret in auth_secrets(hub):
+        if secret.value is not None:
+            _at(values, "hub", "config", secret.class_name)[secret.trait] = f"<set: {secret.label}>"
     services = _at(values, "hub", "services")
     for name in (CONTROL_SERVICE, OPERATOR_SERVICE):
         services[name] = {

@@ -12,8 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.models import DummyAuth, Hub
-from hubfleet.render.common import NATIVE_TEMPLATES, auth_config, effective_admins  # noqa: F401
+from hubfleet.config.models import Hub
+from hubfleet.render.common import (  # noqa: F401 - re-exported
+    CLIENT_SECRET_ENV,
+    DUMMY_PASSWORD_ENV,
+    NATIVE_TEMPLATES,
+    auth_config,
+    auth_secrets,
+    effective_admins,
+)
 
 if TYPE_CHECKING:
     from hubfleet.secrets.store import SecretResolver
@@ -23,7 +30,6 @@ CONTROL_SERVICE = "hubfleet"
 OPERATOR_SERVICE = "hubfleet-operator"
 CONTROL_TOKEN_ENV = "HUBFLEET_CONTROL_TOKEN"
 OPERATOR_TOKEN_ENV = "HUBFLEET_OPERATOR_TOKEN"
-DUMMY_PASSWORD_ENV = "HUBFLEET_SECRET_DUMMY_PASSWORD"
 
 # Least privilege for the control plane: look at users and servers, read metrics, and act only on the
 # synthetic check user (create it, start/stop its server, talk to that server).
@@ -71,18 +77,22 @@ class LocalRuntime:
 def secret_env(hub: Hub, secrets: SecretResolver) -> dict[str, str]:
     """Environment variables carrying the hub's secrets into its process (`{secret: KEY}` values are
     decrypted here, in memory)."""
-    if isinstance(hub.auth, DummyAuth) and hub.auth.password is not None:
-        return {DUMMY_PASSWORD_ENV: secrets.resolve(hub, hub.auth.password) or ""}
-    return {}
+    return {
+        secret.env: secrets.resolve(hub, secret.value) or ""
+        for secret in auth_secrets(hub)
+        if secret.value is not None
+    }
 
 
 def _auth_lines(fleet: FleetConfig, hub: Hub) -> list[str]:
     auth = auth_config(fleet, hub)
     lines = [f"c.JupyterHub.authenticator_class = {auth.authenticator_class!r}"]
-    if isinstance(hub.auth, DummyAuth):
-        lines.append(f"c.DummyAuthenticator.password = os.environ.get({DUMMY_PASSWORD_ENV!r}, '')")
-    if auth.needs_templates:
-        lines.append(NATIVE_TEMPLATES.rstrip())
+    lines += [
+        f"c.{secret.class_name}.{secret.trait} = os.environ.get({secret.env!r}, '')"
+        for secret in auth.secrets
+    ]
+    if auth.startup_code:
+        lines.append(auth.startup_code.rstrip())
     lines += [f"c.{auth.class_name}.{name} = {value!r}" for name, value in auth.traits.items()]
     return lines
 
