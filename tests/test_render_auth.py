@@ -204,3 +204,83 @@ def test_client_secret_never_in_rendered_config(fleet: FleetConfig, tmp_path: Pa
     text = render_jupyterhub_config(fleet, hub, LocalRuntime(tmp_path, 1, 2, tmp_path, as_root=False))
     assert f"c.GenericOAuthenticator.client_secret = os.environ.get({CLIENT_SECRET_ENV!r}, '')" in text
     assert auth_config(fleet, hub).secrets[0].value.secret == "client_secret"
+
+
+# --------------------------------------------------------------------------- kubernetes (z2jh values)
+
+K8S_FIXTURE = HERE / "fixtures" / "k8s-fleet"
+K8S_IDENTITY = HERE / "fixtures" / "k8s-fleet.age-identity.txt"
+"""Test-only identity the fixture's secrets files are encrypted to."""
+
+
+@pytest.fixture(scope="module")
+def k8s() -> FleetConfig:
+    return load_fleet(K8S_FIXTURE)
+
+
+@pytest.mark.parametrize(
+    ("hub_name", "class_name"),
+    [
+        ("astro-staging", "GenericOAuthenticator"),
+        ("astro", "CILogonOAuthenticator"),
+        ("lab", "GitHubOAuthenticator"),
+    ],
+)
+def test_kubernetes_client_secret_only_in_secret_values(
+    k8s: FleetConfig, hub_name: str, class_name: str
+) -> None:
+    from hubfleet.render.kubernetes import secret_placeholders, secret_values, values_yaml
+    from hubfleet.secrets.store import SecretResolver
+
+    hub = k8s.hubs[hub_name]
+    value = f"{hub_name}-test-client-secret"
+    public = values_yaml(k8s, hub)
+    assert value not in public and "client_secret" not in public
+    secrets = secret_values(k8s, hub, SecretResolver(k8s, K8S_IDENTITY))
+    assert secrets == {"hub": {"config": {class_name: {"client_secret": value}}}}
+    placeholder = secret_placeholders(k8s, hub)["hub"]["config"][class_name]["client_secret"]
+    assert (
+        placeholder == f"<set: the client secret of the {hub.auth.type} OAuth client `{hub.auth.client_id}`>"
+    )
+    # the callback URL registered at the provider is the hub's https URL
+    assert f"oauth_callback_url: https://{hub.domain}/hub/oauth_callback" in public
+
+
+def test_staff_are_admins_on_every_hub_of_their_auth_type(k8s: FleetConfig) -> None:
+    """fleet.yaml gives Ada a username per auth type; `staff_admins: false` (hub lab) opts out."""
+    from hubfleet.render.kubernetes import render_z2jh_values
+
+    def admins(name: str) -> list[str]:
+        config = render_z2jh_values(k8s, k8s.hubs[name])["hub"]["config"]
+        (traits,) = [v for k, v in config.items() if k != "JupyterHub"]
+        return traits["admin_users"]
+
+    assert admins("astro-staging") == ["ada", "vera"]  # oidc: ada
+    assert admins("astro") == ["ada@hubfleet.example", "vera"]  # cilogon: ada@hubfleet.example
+    assert admins("physics") == ["ada", "marie"]  # native: ada
+    assert admins("lab") == ["barbara-lab"]  # github hub with staff_admins: false
+
+
+def test_staff_admins_on_local_hubs(
+    fleet: FleetConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same on local hubs: an operator with an oidc username is an admin of every local oidc hub."""
+    from hubfleet.config.models import Operator
+
+    ada = fleet.fleet.operators[0]
+    staffed = ada.model_copy(update={"usernames": {**ada.usernames, "oidc": "ada-oidc"}})
+    assert isinstance(staffed, Operator)
+    fleet2 = FleetConfig(
+        root=fleet.root,
+        fleet=fleet.fleet.model_copy(update={"operators": [staffed]}),
+        clusters=fleet.clusters,
+        hubs=fleet.hubs,
+    )
+    hub = with_auth(fleet2, oidc("https://id.example.org", admin_users=["grace"], allow_all=True))
+    assert auth_config(fleet2, hub).traits["admin_users"] == ["ada-oidc", "grace"]
+    opted_out = with_auth(
+        fleet2, oidc("https://id.example.org", admin_users=["grace"], allow_all=True, staff_admins=False)
+    )
+    assert auth_config(fleet2, opted_out).traits["admin_users"] == ["grace"]
+    text = render_jupyterhub_config(fleet2, hub, LocalRuntime(tmp_path, 1, 2, tmp_path, as_root=False))
+    assert "c.GenericOAuthenticator.admin_users = ['ada-oidc', 'grace']" in text

@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     SecretStr,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -146,11 +147,13 @@ SecretOrPlain = Annotated[
 """A secret-bearing field that also accepts the value in plain text (for non-sensitive staging values)."""
 
 
-def _no_plain_secret(value: Any) -> Any:
+def _no_plain_secret(value: Any, info: ValidationInfo) -> Any:
     if isinstance(value, str | SecretStr):
+        key = info.field_name or "KEY"
         raise ValueError(
             "must be a secret reference such as {secret: KEY}, never the value itself; "
-            "store the value with `hubfleet secrets set HUB KEY`"
+            f"write `{key}: {{secret: {key}}}`, store the value with `hubfleet secrets set HUB {key}` "
+            "and, as it was in plain text, rotate it at the provider"
         )
     return value
 
