@@ -153,3 +153,20 @@ def test_cli_render_and_export(tmp_path: Path) -> None:
     assert again.returncode == 1 and "--force" in again.stderr and "Traceback" not in again.stderr
     missing = hubfleet("render", "physic", fleet=FIXTURE)
     assert missing.returncode == 1 and "did you mean 'physics'?" in missing.stderr
+
+
+def test_export_of_oauth_hubs_names_the_client_secret(tmp_path: Path) -> None:
+    """A kubernetes cilogon hub: the placeholder names the client secret, the README the callback URL;
+    no secret value (the fixture's are encrypted) is in the bundle."""
+    config = load_fleet(FIXTURE)
+    out = tmp_path / "astro"
+    export_hub(config, config.hubs["astro"], out)
+    placeholders = yaml.safe_load((out / "secret-values.example.yaml").read_text())
+    client = "cilogon:/client_id/4f1a9c2e7b"
+    assert placeholders["hub"]["config"]["CILogonOAuthenticator"] == {
+        "client_secret": f"<set: the client secret of the cilogon OAuth client `{client}`>"
+    }
+    readme = (out / "README.md").read_text()
+    assert "Register `https://astro.hubs.example.org/hub/oauth_callback` as the callback" in readme
+    for path in out.iterdir():
+        assert "astro-test-client-secret" not in path.read_text()

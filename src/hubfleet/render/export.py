@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hubfleet import __version__
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.models import Hub, KubernetesCluster
+from hubfleet.config.models import OAUTH_TYPES, Hub, KubernetesCluster
 from hubfleet.render.common import AUTH_PACKAGES, auth_secrets, oauth_callback_url
 from hubfleet.render.kubernetes import secret_placeholders, to_yaml, values_yaml
 from hubfleet.render.local import (
@@ -89,6 +89,12 @@ def _kubernetes_bundle(
     helm = shlex.join(helm_upgrade_command(hub, cluster, "values.yaml", "secret-values.yaml", context=None))
     rollouts = "\n".join(shlex.join(argv) for argv in rollout_commands(hub, cluster, context=None))
     secrets = _secret_names(hub)
+    callback = ""
+    if hub.auth is not None and hub.auth.type in OAUTH_TYPES:
+        callback = (
+            f"\n   Register `{oauth_callback_url(fleet, hub)}` as the callback (redirect) URL of that OAuth "
+            "client at the provider."
+        )
     readme = f"""# {hub.display_name or hub.name}: JupyterHub on Kubernetes
 
 Exported by hubfleet {__version__} from fleet `{fleet.fleet.name}` (hub `{hub.name}`, community
@@ -107,7 +113,7 @@ Helm chart {cluster.chart_version} with the values in `values.yaml`.
 You need Helm 3 (https://helm.sh/docs/intro/install/), kubectl, and a kube context for your cluster.
 
 1. `cp secret-values.example.yaml secret-values.yaml` and replace every `<set: ...>` placeholder
-   ({secrets}). Keep `secret-values.yaml` out of version control.
+   ({secrets}). Keep `secret-values.yaml` out of version control.{callback}
 2. Point DNS for `{hub.domain}` at your ingress controller, and provide the TLS certificate as the
    secret `{hub.name}-tls` in namespace `{hub.name}` (for example with cert-manager, or
    `kubectl -n {hub.name} create secret tls {hub.name}-tls --cert=tls.crt --key=tls.key`).
