@@ -116,13 +116,14 @@ def kill_leftovers(fleet: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_fleet(root: Path):  # noqa: ANN201 - Iterator[Path]
-    """`hubfleet up --detach` for the block; `down` afterwards, and a leak check even when the block fails."""
+def running_fleet(root: Path, env: dict[str, str] | None = None):  # noqa: ANN201 - Iterator[Path]
+    """`hubfleet up --detach` (with extra `env`, e.g. HUBFLEET_AGE_IDENTITY) for the block; `down`
+    afterwards, and a leak check even when the block fails."""
     try:
-        hubfleet("up", "--detach", fleet=root, check=True)
+        hubfleet("up", "--detach", fleet=root, env=env, check=True)
         yield root
     finally:
-        hubfleet("down", fleet=root)
+        hubfleet("down", fleet=root, env=env)
         leaks = kill_leftovers(root)
         assert not leaks, f"processes left after down: {leaks}"
 

@@ -37,7 +37,7 @@ from urllib.parse import urljoin, urlparse
 
 import httpx
 
-from fleet_helpers import free_ports, hubfleet, kill_leftovers
+from fleet_helpers import free_ports
 
 CILOGON_PATHS = {"/authorize": "/oauth2/authorize", "/oauth2/userinfo": "/userinfo"}
 """CILogon's paths (as OAuthenticator's CILogonOAuthenticator builds them) -> the provider's own."""
@@ -332,19 +332,6 @@ def new_identity(path: Path) -> str:
     path.write_text(f"# test identity\n{key}\n")
     path.chmod(0o600)
     return str(key.to_public())
-
-
-@contextlib.contextmanager
-def running_fleet_with(root: Path, env: dict[str, str]) -> Iterator[Path]:
-    """`hubfleet up --detach` with `env` (e.g. HUBFLEET_AGE_IDENTITY to decrypt hub secrets) for the block;
-    `down` afterwards and a leak check, even when the block fails."""
-    try:
-        hubfleet("up", "--detach", fleet=root, env=env, check=True)
-        yield root
-    finally:
-        hubfleet("down", fleet=root, env=env)
-        leaks = kill_leftovers(root)
-        assert not leaks, f"processes left after down: {leaks}"
 
 
 def main() -> None:

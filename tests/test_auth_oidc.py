@@ -40,7 +40,7 @@ import httpx
 import pytest
 import yaml
 
-from fleet_helpers import copy_demo_fleet, daemon_status, free_ports, hubfleet
+from fleet_helpers import copy_demo_fleet, daemon_status, free_ports, hubfleet, running_fleet
 from oidc_helpers import (
     Provider,
     browser,
@@ -49,7 +49,6 @@ from oidc_helpers import (
     make_test_ca,
     new_identity,
     oidc_provider,
-    running_fleet_with,
     wait_for_server,
 )
 
@@ -151,7 +150,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         root = copy_demo_fleet(base / "fleet", keep={"communities/uni-a/hubs/staging.yaml"})
         identity = base / "ada.txt"
         urls, client_secrets = write_fleet(root, oidc, cilogon, identity)
-        stack.enter_context(running_fleet_with(root, {"HUBFLEET_AGE_IDENTITY": str(identity)}))
+        stack.enter_context(running_fleet(root, {"HUBFLEET_AGE_IDENTITY": str(identity)}))
         yield Env(root, oidc, cilogon, urls, client_secrets)
 
 
