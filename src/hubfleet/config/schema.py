@@ -156,8 +156,9 @@ def _rows(
             rows.extend(_union_rows(members, tp, f"{path}."))
         elif _is_model(tp):
             rows.extend(_rows(tp, f"{path}."))
-        elif get_origin(tp) is list and _is_model(_unwrap(get_args(tp)[0])):
-            rows.extend(_rows(_unwrap(get_args(tp)[0]), f"{path}[]."))
+        elif get_origin(tp) in (list, dict) and _is_model(_unwrap(get_args(tp)[-1])):
+            item = "[]" if get_origin(tp) is list else ".<key>"
+            rows.extend(_rows(_unwrap(get_args(tp)[-1]), f"{path}{item}."))
     return rows
 
 
