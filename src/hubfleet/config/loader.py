@@ -27,7 +27,7 @@ from hubfleet.config.fleet import ConfigError, FleetConfig, FleetInvalid
 from hubfleet.config.models import SECRET_KEY_PATTERN, Cluster, Community, Fleet, Hub
 
 YAML_SUFFIXES = (".yaml", ".yml")
-MERGED_PER_FIELD = ("resources", "culling", "kubernetes")
+MERGED_PER_FIELD = ("resources", "culling", "kubernetes", "anomalies")
 """Merged field by field with fleet.yaml `defaults`; every other key (auth too) is replaced whole."""
 
 SECRET_KEY = re.compile(SECRET_KEY_PATTERN)

@@ -395,6 +395,39 @@ class Culling(Strict):
     max_age: int = Field(default=0, ge=0, description="Stop servers older than this many seconds (0: never).")
 
 
+class Anomalies(Strict):
+    """Abnormal-activity rules; each fires an alert and opens an incident of kind `anomaly`.
+    Set fleet-wide in `defaults.anomalies`, per hub in `anomalies` (merged field by field)."""
+
+    max_running_servers: int | None = Field(
+        default=None, ge=1, description="Absolute cap on running user servers (unset: no cap)."
+    )
+    baseline_factor: float = Field(
+        default=3.0,
+        gt=1,
+        description="Alert when running servers exceed this many times their usual level for that hour of "
+        "the week (median of past weeks) and the baseline_min_excess below.",
+    )
+    baseline_min_excess: int = Field(
+        default=10, ge=1, description="...and exceed the usual level by at least this many servers."
+    )
+    max_server_age_hours: float | None = Field(
+        default=72, gt=0, description="Alert on a user server running longer than this (unset: never)."
+    )
+    spawn_failure_rate: float | None = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="Alert when more than this share of spawns failed in the last hour.",
+    )
+    min_spawns: int = Field(
+        default=5, ge=1, description="...counting only hours with at least this many spawns."
+    )
+    max_restarts_per_hour: int | None = Field(
+        default=3, ge=1, description="Alert when the hub process restarted more often than this in an hour."
+    )
+
+
 class HubSettings(Strict):
     """Settings that a hub may set itself or inherit from `defaults` in fleet.yaml."""
 
@@ -413,6 +446,7 @@ class HubSettings(Strict):
     kubernetes: KubernetesSettings | None = Field(
         default=None, description="Hubs on kubernetes clusters: image, profiles, storage, chart values."
     )
+    anomalies: Anomalies = Field(default_factory=Anomalies)
 
 
 class Hub(HubSettings):
@@ -451,6 +485,9 @@ class Contact(Strict):
     name: str = Field(min_length=1)
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     role: str = Field(default="", description="For example: PI, teacher, organiser.")
+    alerts: bool = Field(
+        default=False, description="Send this contact the alerts of the community's hubs (by email)."
+    )
 
 
 class Community(Strict):
@@ -480,6 +517,69 @@ class Operator(Strict):
     )
 
 
+class WebhookChannel(Strict):
+    """A Slack-compatible incoming webhook: JSON `{"text": ...}` is POSTed to it."""
+
+    name: Name
+    url: SecretOrPlain = Field(description="Webhook URL; it usually embeds a token, so prefer {secret: KEY}.")
+
+
+class EmailChannel(Strict):
+    """Alerts by email through an SMTP server."""
+
+    name: Name
+    smtp_host: str = Field(min_length=1)
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls",
+        description="starttls (port 587), tls (implicit TLS, port 465) or none (loopback only).",
+    )
+    username: str | None = None
+    password: SecretOrPlain | None = Field(
+        default=None, description="SMTP password, preferably {secret: KEY}."
+    )
+    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="From address.")
+    to: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = Field(
+        default_factory=list,
+        description="Operators' addresses; contacts who opted in are added per community.",
+    )
+
+
+class Alerts(Strict):
+    webhooks: list[WebhookChannel] = Field(default_factory=list)
+    email: list[EmailChannel] = Field(default_factory=list)
+    community_contacts: bool = Field(
+        default=True, description="Also email community contacts with `alerts: true` about their hubs."
+    )
+    retry_attempts: int = Field(default=5, ge=1, le=20, description="Delivery attempts before giving up.")
+
+
+class Monitoring(Strict):
+    """fleet.yaml `monitoring`: the daemon's prober, usage collector and alerting."""
+
+    probe_interval: float = Field(default=30, ge=1, description="Seconds between probes of each hub.")
+    probe_timeout: float = Field(default=10, gt=0, description="Seconds before a probe counts as failed.")
+    failures_to_open: int = Field(
+        default=2, ge=1, description="Consecutive failed probes that open an incident."
+    )
+    certificate_warning_days: int = Field(
+        default=21, ge=1, description="Warn this long before a TLS cert expires."
+    )
+    collect_interval: float = Field(default=60, ge=5, description="Seconds between usage collections.")
+    exclude_staff: bool = Field(default=True, description="Leave the fleet's operators out of usage counts.")
+    exclude_users: list[Username] = Field(
+        default_factory=list,
+        description="More usernames left out of usage counts (the check user always is).",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1024,
+        le=65535,
+        description="Port of the daemon's /metrics on 127.0.0.1 (unset: a free port).",
+    )
+    alerts: Alerts = Field(default_factory=Alerts)
+
+
 class Fleet(Strict):
     """fleet.yaml: the fleet's name, its operators and the defaults every hub inherits."""
 
@@ -490,6 +590,7 @@ class Fleet(Strict):
         description="The service team; each is an admin on every hub where they have a username.",
     )
     defaults: HubSettings = Field(default_factory=HubSettings)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
     ci_recipients: list[AgeRecipient] = Field(
         default_factory=list,
         description="Extra age public keys every hub secret is encrypted to, such as a CI deploy key.",

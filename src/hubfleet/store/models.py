@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, Boolean, Date, DateTime, Float, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -74,3 +74,103 @@ class Check(Base):
     failed_step: Mapped[str | None] = mapped_column(String(50))
     total_seconds: Mapped[float] = mapped_column(Float)
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+# --------------------------------------------------------------------------- monitoring
+
+
+class ProbeSample(Base):
+    """One probe of one hub: /hub/health and /hub/api/ answered (ok) or not."""
+
+    __tablename__ = "probe_samples"
+    __table_args__ = (Index("ix_probe_samples_hub_at", "hub", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hub: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(index=True)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    health_status: Mapped[int | None]
+    api_status: Mapped[int | None]
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str] = mapped_column(Text, default="")
+    cert_expires_at: Mapped[datetime | None]
+
+
+class Incident(Base):
+    """A hub down (kind `down`), a certificate about to expire (`certificate`) or abnormal activity
+    (`anomaly`, with the rule that fired)."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hub: Mapped[str] = mapped_column(String(200), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    rule: Mapped[str | None] = mapped_column(String(50))
+    started_at: Mapped[datetime] = mapped_column(index=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(index=True)
+    cause: Mapped[str] = mapped_column(Text, default="")
+
+
+class AlertDelivery(Base):
+    """One attempt to tell a channel that an incident opened or resolved."""
+
+    __tablename__ = "alert_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(Integer, index=True)
+    event: Mapped[str] = mapped_column(String(20))  # opened | resolved
+    channel: Mapped[str] = mapped_column(String(200))
+    recipient: Mapped[str] = mapped_column(String(400), default="")
+    at: Mapped[datetime]
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str] = mapped_column(Text, default="")
+
+
+class UserDay(Base):
+    """A user was active on a hub on a (UTC) day: what DAU/WAU/MAU count, exactly."""
+
+    __tablename__ = "user_days"
+    __table_args__ = (Index("ix_user_days_day_hub", "day", "hub"),)
+
+    hub: Mapped[str] = mapped_column(String(200), primary_key=True)
+    username: Mapped[str] = mapped_column(String(255), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    identity: Mapped[str] = mapped_column(String(400), index=True)
+    """The person across hubs: `<auth type>:<username>` (the same login on two hubs is one person)."""
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime]
+
+
+class ServerSession(Base):
+    """A user server from start to stop (stopped_at unset while it runs): server-hours and max age."""
+
+    __tablename__ = "server_sessions"
+    __table_args__ = (Index("ix_server_sessions_hub_started", "hub", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hub: Mapped[str] = mapped_column(String(200))
+    username: Mapped[str] = mapped_column(String(255))
+    server_name: Mapped[str] = mapped_column(String(255), default="")
+    started_at: Mapped[datetime]
+    stopped_at: Mapped[datetime | None]
+    last_activity: Mapped[datetime | None]
+
+
+class HubSample(Base):
+    """What a hub reported at one collection: running servers, its active-user gauges, spawn counters."""
+
+    __tablename__ = "hub_samples"
+    __table_args__ = (Index("ix_hub_samples_hub_at", "hub", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hub: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime]
+    running_servers: Mapped[int] = mapped_column(Integer)
+    users: Mapped[int | None]
+    active_24h: Mapped[int | None]
+    """jupyterhub_active_users{period=24h} from /hub/metrics (the hub's own count, for cross-checking)."""
+    active_7d: Mapped[int | None]
+    active_30d: Mapped[int | None]
+    spawn_success_total: Mapped[float | None] = mapped_column(Float)
+    spawn_failure_total: Mapped[float | None] = mapped_column(Float)
