@@ -128,6 +128,10 @@ class Store:
     def _session(self) -> Session:
         return self._sessions()
 
+    def session(self) -> Session:
+        """For modules with their own queries (monitor/*): `with store.session() as s, s.begin():`."""
+        return self._sessions()
+
     # -- deployments -----------------------------------------------------------------------------
     def record_deployment(
         self,
