@@ -1,0 +1,359 @@
+"""Incidents: open, resolve and list them; uptime from probe samples; sample retention.
+
+An incident is a hub down (kind `down`), a TLS certificate close to expiry (`certificate`) or abnormal
+activity (`anomaly`, with the `rule` that fired). At most one incident per hub + kind + rule is open at a
+time: `open_incident` returns the open one instead of adding a second, also when two processes (the daemon
+and `hubfleet probe`) race, so callers alert only when `opened` is true.
+
+`IncidentTracker` is the state machine the prober feeds: a `down` incident opens after
+`failures_to_open` consecutive failed probes and resolves on the first success; a `certificate` incident
+opens when the certificate expires within `certificate_warning_days` and resolves when a renewed one is
+seen. Each open and each resolve is handed to the Alerter once (hubfleet.monitor.alerts, when present).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, case, delete, func, select, update
+
+from hubfleet.store.api import Store
+from hubfleet.store.models import Incident, ProbeSample
+
+if TYPE_CHECKING:
+    from hubfleet.config.fleet import FleetConfig
+    from hubfleet.monitor.prober import ProbeResult
+
+log = logging.getLogger("hubfleet.incidents")
+
+KINDS = ("down", "certificate", "anomaly")
+UPTIME_WINDOWS: dict[str, timedelta] = {
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+}
+SAMPLE_RETENTION = timedelta(days=31)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class IncidentRecord:
+    id: int
+    hub: str
+    kind: str
+    rule: str | None
+    started_at: datetime
+    resolved_at: datetime | None
+    cause: str
+
+    @property
+    def open(self) -> bool:
+        return self.resolved_at is None
+
+    def duration_seconds(self, now: datetime | None = None) -> float:
+        """Seconds from start to resolution (to `now` while open)."""
+        end = self.resolved_at or now or _now()
+        return max(0.0, (end - self.started_at).total_seconds())
+
+    def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "hub": self.hub,
+            "kind": self.kind,
+            "rule": self.rule,
+            "started_at": self.started_at.isoformat(),
+            "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
+            "duration_seconds": round(self.duration_seconds(now), 3),
+            "cause": self.cause,
+        }
+
+
+def _record(row: Incident) -> IncidentRecord:
+    return IncidentRecord(row.id, row.hub, row.kind, row.rule, row.started_at, row.resolved_at, row.cause)
+
+
+def _same(hub: str, kind: str, rule: str | None) -> Any:
+    rule_match = Incident.rule.is_(None) if rule is None else Incident.rule == rule
+    return and_(Incident.hub == hub, Incident.kind == kind, rule_match, Incident.resolved_at.is_(None))
+
+
+def _aware(at: datetime | None) -> datetime:
+    if at is None:
+        return _now()
+    if at.tzinfo is None:
+        raise ValueError("incident timestamps must be timezone-aware")
+    return at.astimezone(UTC)
+
+
+def open_incident(
+    store: Store, hub: str, kind: str, cause: str, rule: str | None = None, *, at: datetime | None = None
+) -> tuple[IncidentRecord, bool]:
+    """Open an incident unless one is already open for hub + kind (+ rule).
+
+    Returns (the open incident, True when this call opened it). Alert only when the second item is true.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"incident kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    first_open = select(Incident).where(_same(hub, kind, rule)).order_by(Incident.id).limit(1)
+    with store.session() as session, session.begin():
+        existing = session.scalars(first_open).first()
+        if existing is not None:
+            return _record(existing), False
+        row = Incident(hub=hub, kind=kind, rule=rule, started_at=_aware(at), resolved_at=None, cause=cause)
+        session.add(row)
+    # Another process may have inserted at the same moment: the lowest id wins, the others withdraw.
+    with store.session() as session, session.begin():
+        winner = session.scalars(first_open).first()
+        if winner is not None and winner.id != row.id:
+            session.execute(delete(Incident).where(Incident.id == row.id))
+            return _record(winner), False
+    return _record(row), True
+
+
+def resolve_incident(
+    store: Store, hub: str, kind: str, rule: str | None = None, *, at: datetime | None = None
+) -> IncidentRecord | None:
+    """Resolve the open incident of hub + kind (+ rule); the record when this call resolved it, else None."""
+    when = _aware(at)
+    resolved: IncidentRecord | None = None
+    with store.session() as session, session.begin():
+        for row in session.scalars(select(Incident).where(_same(hub, kind, rule)).order_by(Incident.id)):
+            changed = session.execute(
+                update(Incident)
+                .where(Incident.id == row.id, Incident.resolved_at.is_(None))
+                .values(resolved_at=when)
+                .execution_options(synchronize_session=False)
+            )
+            if changed.rowcount == 1 and resolved is None:  # type: ignore[attr-defined]
+                resolved = IncidentRecord(
+                    row.id, row.hub, row.kind, row.rule, row.started_at, when, row.cause
+                )
+    return resolved
+
+
+def list_incidents(
+    store: Store,
+    *,
+    hub: str | None = None,
+    kind: str | None = None,
+    open_only: bool = False,
+    limit: int | None = None,
+) -> list[IncidentRecord]:
+    """Incidents newest first."""
+    query = select(Incident)
+    if hub is not None:
+        query = query.where(Incident.hub == hub)
+    if kind is not None:
+        query = query.where(Incident.kind == kind)
+    if open_only:
+        query = query.where(Incident.resolved_at.is_(None))
+    query = query.order_by(Incident.started_at.desc(), Incident.id.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    with store.session() as session:
+        return [_record(row) for row in session.scalars(query)]
+
+
+def open_keys(store: Store) -> set[tuple[str, str, str | None]]:
+    """(hub, kind, rule) of every open incident, in one query."""
+    query = select(Incident.hub, Incident.kind, Incident.rule).where(Incident.resolved_at.is_(None))
+    with store.session() as session:
+        return {(hub, kind, rule) for hub, kind, rule in session.execute(query)}
+
+
+# --------------------------------------------------------------------------- samples and uptime
+
+
+def record_samples(store: Store, results: Iterable[ProbeResult]) -> int:
+    """Store one probe sample per result, in one transaction."""
+    rows = [
+        ProbeSample(
+            hub=r.hub,
+            at=r.at,
+            ok=r.ok,
+            health_status=r.health_status,
+            api_status=r.api_status,
+            latency_ms=r.latency_ms,
+            error=r.error[:2000],
+            cert_expires_at=r.cert_expires_at,
+        )
+        for r in results
+    ]
+    if rows:
+        with store.session() as session, session.begin():
+            session.add_all(rows)
+    return len(rows)
+
+
+def uptime_by_hub(
+    store: Store, hubs: Iterable[str] | None = None, now: datetime | None = None
+) -> dict[str, dict[str, float | None]]:
+    """Per hub, the % of ok probe samples over 24 h / 7 d / 30 d (None when a window has no sample)."""
+    now = _aware(now)
+    columns: list[Any] = [ProbeSample.hub]
+    for window in UPTIME_WINDOWS.values():
+        inside = ProbeSample.at >= now - window
+        columns.append(func.sum(case((inside, 1), else_=0)))
+        columns.append(func.sum(case((and_(inside, ProbeSample.ok.is_(True)), 1), else_=0)))
+    oldest = now - max(UPTIME_WINDOWS.values())
+    query = select(*columns).where(ProbeSample.at >= oldest, ProbeSample.at <= now)
+    wanted = list(hubs) if hubs is not None else None
+    if wanted is not None:
+        query = query.where(ProbeSample.hub.in_(wanted))
+    query = query.group_by(ProbeSample.hub)
+    empty: dict[str, float | None] = dict.fromkeys(UPTIME_WINDOWS)
+    result: dict[str, dict[str, float | None]] = {hub: dict(empty) for hub in wanted or []}
+    with store.session() as session:
+        for hub, *counts in session.execute(query):
+            figures: dict[str, float | None] = {}
+            for i, name in enumerate(UPTIME_WINDOWS):
+                total, ok = int(counts[2 * i] or 0), int(counts[2 * i + 1] or 0)
+                figures[name] = round(100.0 * ok / total, 3) if total else None
+            result[hub] = figures
+    return result
+
+
+def uptime(store: Store, hub: str, now: datetime | None = None) -> dict[str, float | None]:
+    """{"24h": %, "7d": %, "30d": %} of ok probes of `hub` (None for a window without samples)."""
+    return uptime_by_hub(store, [hub], now)[hub]
+
+
+def prune_samples(store: Store, now: datetime | None = None, keep: timedelta = SAMPLE_RETENTION) -> int:
+    """Delete probe samples older than `keep` (31 days); returns how many."""
+    cutoff = _aware(now) - keep
+    with store.session() as session, session.begin():
+        deleted = session.execute(delete(ProbeSample).where(ProbeSample.at < cutoff))
+    return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def trailing_failures(store: Store, hub: str, limit: int) -> int:
+    """How many of the hub's newest samples (at most `limit`) failed in a row."""
+    query = select(ProbeSample.ok).where(ProbeSample.hub == hub)
+    query = query.order_by(ProbeSample.at.desc(), ProbeSample.id.desc()).limit(limit)
+    count = 0
+    with store.session() as session:
+        for ok in session.scalars(query):
+            if ok:
+                break
+            count += 1
+    return count
+
+
+# --------------------------------------------------------------------------- state machine
+
+
+def make_alerter(fleet: FleetConfig, store: Store, resolver: Any = None) -> Any | None:
+    """The Alerter of hubfleet.monitor.alerts, or None when that module is not available."""
+    try:
+        from hubfleet.monitor.alerts import Alerter
+    except ImportError:
+        log.info("hubfleet.monitor.alerts not available; incidents are recorded without alerts")
+        return None
+    return Alerter(fleet, store, resolver=resolver)
+
+
+class IncidentTracker:
+    """Turns probe results into incidents and alerts: one message per open, one per resolve."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        failures_to_open: int = 2,
+        certificate_warning_days: int = 21,
+        alerter: Any | None = None,
+    ) -> None:
+        self.store = store
+        self.failures_to_open = failures_to_open
+        self.certificate_warning = timedelta(days=certificate_warning_days)
+        self.alerter = alerter
+        self._failures: dict[str, int] = {}
+        self._alerts: set[asyncio.Task[None]] = set()
+
+    def observe(self, results: Iterable[ProbeResult]) -> list[tuple[str, IncidentRecord]]:
+        """Feed the results of one pass (already recorded as samples); returns ("opened"|"resolved", incident)
+        for each change, and schedules their alerts on the running loop."""
+        changes: list[tuple[str, IncidentRecord]] = []
+        open_now = open_keys(self.store)
+        for result in results:
+            changes += self._observe_one(result, open_now)
+        for event, incident in changes:
+            self._alert(event, incident)
+        return changes
+
+    def _observe_one(
+        self, result: ProbeResult, open_now: set[tuple[str, str, str | None]]
+    ) -> list[tuple[str, IncidentRecord]]:
+        changes: list[tuple[str, IncidentRecord]] = []
+        hub = result.hub
+        if result.ok:
+            self._failures[hub] = 0
+            if (hub, "down", None) in open_now and (
+                done := resolve_incident(self.store, hub, "down", at=result.at)
+            ):
+                changes.append(("resolved", done))
+        else:
+            if hub not in self._failures:  # first sight (a fresh daemon or `hubfleet probe`): ask the store
+                self._failures[hub] = trailing_failures(self.store, hub, self.failures_to_open)
+            else:
+                self._failures[hub] += 1
+            if self._failures[hub] >= self.failures_to_open and (hub, "down", None) not in open_now:
+                cause = result.error or "probe failed"
+                incident, opened = open_incident(self.store, hub, "down", cause, at=result.at)
+                if opened:
+                    changes.append(("opened", incident))
+        if result.cert_expires_at is not None:
+            left = result.cert_expires_at - result.at
+            if left <= self.certificate_warning:
+                if (hub, "certificate", None) not in open_now:
+                    days = left.total_seconds() / 86400
+                    when = "expired" if days < 0 else f"expires in {days:.1f} days"
+                    cause = f"TLS certificate of {result.url} {when} ({result.cert_expires_at.isoformat()})"
+                    incident, opened = open_incident(self.store, hub, "certificate", cause, at=result.at)
+                    if opened:
+                        changes.append(("opened", incident))
+            elif (hub, "certificate", None) in open_now and (
+                done := resolve_incident(self.store, hub, "certificate", at=result.at)
+            ):
+                changes.append(("resolved", done))
+        return changes
+
+    def _alert(self, event: str, incident: IncidentRecord) -> None:
+        log.warning(
+            "incident %s: %s %s of hub %s: %s",
+            event,
+            incident.kind,
+            incident.id,
+            incident.hub,
+            incident.cause,
+        )
+        if self.alerter is None:
+            return
+        method = self.alerter.incident_opened if event == "opened" else self.alerter.incident_resolved
+        try:
+            task = asyncio.get_running_loop().create_task(self._deliver(method, incident))
+        except RuntimeError:  # no running loop: deliver on a private one
+            asyncio.run(self._deliver(method, incident))
+            return
+        self._alerts.add(task)
+        task.add_done_callback(self._alerts.discard)
+
+    @staticmethod
+    async def _deliver(method: Any, incident: IncidentRecord) -> None:
+        try:
+            await method(incident)
+        except Exception:  # the Alerter never raises; a bug in it must not stop the prober
+            log.exception("alerting about incident %s failed", incident.id)
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait for pending alert deliveries (the one-pass CLI waits before exiting)."""
+        if self._alerts:
+            await asyncio.wait(set(self._alerts), timeout=timeout)
