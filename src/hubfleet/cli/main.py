@@ -36,6 +36,7 @@ def _register() -> None:
         config_cmds,
         deploy_cmds,
         fleet_cmds,
+        monitor_cmds,
         render_cmds,
         secrets_cmds,
     )

@@ -20,6 +20,7 @@ from hubfleet.daemon.client import SOCKET_FILE
 from hubfleet.daemon.control import serve_control
 from hubfleet.daemon.processes import pid_alive, process_tree, terminate_tree, wait_gone
 from hubfleet.daemon.supervisor import Supervisor
+from hubfleet.monitor.prober import run_in_daemon
 from hubfleet.settings import UserError
 from hubfleet.store.api import open_store
 
@@ -70,12 +71,17 @@ async def serve(
     store = open_store(state_dir)
     supervisor = Supervisor(fleet, state_dir, store)
     control = await serve_control(supervisor, state_dir / SOCKET_FILE)
+    prober: asyncio.Task[None] | None = None
     try:
         await supervisor.start_all()
+        prober = asyncio.create_task(run_in_daemon(fleet, state_dir, store, supervisor), name="prober")
         if on_ready:
             on_ready(supervisor.snapshot())
         await stop.wait()
     finally:
+        if prober is not None:  # the uptime prober (hubfleet.monitor.prober)
+            prober.cancel()
+            await asyncio.gather(prober, return_exceptions=True)
         control.close()
         (state_dir / SOCKET_FILE).unlink(missing_ok=True)
         await supervisor.stop_all()

@@ -277,6 +277,7 @@ class IncidentTracker:
         self.alerter = alerter
         self._failures: dict[str, int] = {}
         self._alerts: set[asyncio.Task[None]] = set()
+        self.last_changes: list[tuple[str, IncidentRecord]] = []
 
     def observe(self, results: Iterable[ProbeResult]) -> list[tuple[str, IncidentRecord]]:
         """Feed the results of one pass (already recorded as samples); returns ("opened"|"resolved", incident)
@@ -287,6 +288,7 @@ class IncidentTracker:
             changes += self._observe_one(result, open_now)
         for event, incident in changes:
             self._alert(event, incident)
+        self.last_changes = changes
         return changes
 
     def _observe_one(
@@ -327,7 +329,7 @@ class IncidentTracker:
         return changes
 
     def _alert(self, event: str, incident: IncidentRecord) -> None:
-        log.warning(
+        log.info(
             "incident %s: %s %s of hub %s: %s",
             event,
             incident.kind,

@@ -1,0 +1,380 @@
+"""The uptime prober: GET /hub/health and /hub/api/ of every hub, concurrently, on one event loop.
+
+One pass probes every hub at once (bounded by `concurrency`) with one shared httpx.AsyncClient, records a
+ProbeSample per hub and feeds the IncidentTracker. For https hubs the peer certificate's expiry is read on
+a separate TLS connection (cached for an hour per host) so that a certificate incident opens
+`certificate_warning_days` ahead.
+
+The daemon runs `Prober.run_forever()` as a task; `hubfleet probe` runs `Prober.probe_once()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hubfleet.config.fleet import FleetConfig
+from hubfleet.monitor.incidents import IncidentTracker, make_alerter, prune_samples, record_samples
+from hubfleet.store.api import Store
+
+log = logging.getLogger("hubfleet.prober")
+
+PATHS = ("/hub/health", "/hub/api/")
+DEFAULT_CONCURRENCY = 200
+CERT_CACHE_SECONDS = 3600.0
+PRUNE_EVERY = timedelta(hours=6)
+AUTO = "auto"
+
+Targets = Mapping[str, str] | Callable[[], Mapping[str, str]]
+
+
+class ProbeSettings(BaseSettings):
+    """HUBFLEET_PROBE_INTERVAL overrides fleet.yaml `monitoring.probe_interval` (seconds), e.g. in tests."""
+
+    model_config = SettingsConfigDict(env_prefix="HUBFLEET_", env_ignore_empty=True, extra="ignore")
+
+    probe_interval: float | None = None
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    hub: str
+    url: str
+    at: datetime
+    ok: bool
+    health_status: int | None
+    api_status: int | None
+    latency_ms: float | None
+    error: str = ""
+    cert_expires_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hub": self.hub,
+            "url": self.url,
+            "at": self.at.isoformat(),
+            "ok": self.ok,
+            "health_status": self.health_status,
+            "api_status": self.api_status,
+            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
+            "error": self.error,
+            "cert_expires_at": self.cert_expires_at.isoformat() if self.cert_expires_at else None,
+        }
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, httpx.ConnectError) and "All connection attempts failed" in str(exc):
+        return "cannot connect (connection refused)"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{type(exc).__name__} (no answer in time)"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+async def certificate_expiry(url: str, timeout: float) -> datetime | None:
+    """notAfter of the certificate an https URL presents (read without verifying it, so that an expired
+    or self-signed certificate still reports its date); None for http URLs or when unreachable."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        return None
+    from cryptography import x509
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    writer = None
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(
+                parts.hostname, parts.port or 443, ssl=context, server_hostname=parts.hostname
+            )
+            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return x509.load_der_x509_certificate(der).not_valid_after_utc if der else None
+    except (OSError, TimeoutError, ssl.SSLError, ValueError) as exc:
+        log.debug("no certificate from %s: %s", url, _describe(exc))
+        return None
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+async def probe_hub(
+    client: httpx.AsyncClient,
+    url: str,
+    timeout: float,
+    *,
+    hub: str = "",
+    check_certificate: bool = True,
+) -> ProbeResult:
+    """GET <url>/hub/health and <url>/hub/api/ at once; ok when both answer 200 within `timeout`."""
+    base = url.rstrip("/")
+    at = datetime.now(UTC)
+    started = time.perf_counter()
+    statuses: list[int | None] = [None, None]
+    errors: list[str] = []
+
+    async def get(index: int, path: str) -> None:
+        try:
+            response = await client.get(base + path, timeout=timeout)
+            statuses[index] = response.status_code
+            if response.status_code != 200:
+                errors.append(f"GET {path}: HTTP {response.status_code} {response.reason_phrase}".rstrip())
+        except httpx.HTTPError as exc:
+            errors.append(f"GET {path}: {_describe(exc)}")
+
+    cert_task = (
+        asyncio.create_task(certificate_expiry(base, timeout))
+        if check_certificate and base.startswith("https://")
+        else None
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(get(i, path) for i, path in enumerate(PATHS)))
+    except TimeoutError:
+        errors.append(f"no answer within {timeout:g} s")
+    latency = (time.perf_counter() - started) * 1000
+    cert_expires_at = await cert_task if cert_task else None
+    ok = not errors and statuses == [200, 200]
+    return ProbeResult(
+        hub=hub,
+        url=base,
+        at=at,
+        ok=ok,
+        health_status=statuses[0],
+        api_status=statuses[1],
+        latency_ms=latency if statuses[0] is not None or statuses[1] is not None else None,
+        error=_merge(errors),
+        cert_expires_at=cert_expires_at,
+    )
+
+
+def _merge(errors: list[str]) -> str:
+    """'GET /hub/health: X; GET /hub/api/: X' -> 'GET /hub/health, /hub/api/: X'."""
+    causes = {e.split(": ", 1)[-1] for e in errors if e.startswith("GET ")}
+    if len(errors) == 2 and len(causes) == 1:
+        return f"GET {', '.join(PATHS)}: {causes.pop()}"
+    return "; ".join(errors)
+
+
+def hub_targets(fleet: FleetConfig, store: Store | None = None) -> dict[str, str]:
+    """Hub name -> URL: local hubs at http://127.0.0.1:PORT, kubernetes hubs at https://DOMAIN.
+
+    Kubernetes hubs are probed once deployed (per the store) so that a hub not yet applied raises no alarm.
+    """
+    from hubfleet.backends.local import hub_url
+
+    deployed = set(store.deployed()) if store is not None else None
+    targets: dict[str, str] = {}
+    for name, hub in sorted(fleet.hubs.items()):
+        kind = fleet.clusters[hub.cluster].kind
+        if kind == "local" and hub.port:
+            targets[name] = hub_url(hub)
+        elif kind != "local" and hub.domain and (deployed is None or name in deployed):
+            targets[name] = f"https://{hub.domain}"
+    return targets
+
+
+def new_client(
+    concurrency: int = DEFAULT_CONCURRENCY, verify: ssl.SSLContext | bool = True
+) -> httpx.AsyncClient:
+    """The one client a prober shares across hubs."""
+    limits = httpx.Limits(max_connections=2 * concurrency, max_keepalive_connections=2 * concurrency)
+    return httpx.AsyncClient(limits=limits, verify=verify, trust_env=False, follow_redirects=False)
+
+
+async def probe_all(
+    fleet: FleetConfig,
+    state_dir: Path | None,
+    store: Store,
+    *,
+    targets: Mapping[str, str] | None = None,
+    client: httpx.AsyncClient | None = None,
+    tracker: IncidentTracker | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    timeout: float | None = None,
+    cert_cache: dict[str, tuple[float, datetime | None]] | None = None,
+) -> list[ProbeResult]:
+    """Probe every hub once, concurrently; record the samples and run the incident logic.
+
+    `state_dir` is accepted for symmetry with the other monitors (hub URLs come from the fleet files).
+    """
+    del state_dir
+    monitoring = fleet.fleet.monitoring
+    timeout = timeout or monitoring.probe_timeout
+    targets = dict(targets if targets is not None else hub_targets(fleet, store))
+    owns_client = client is None
+    client = client or new_client(concurrency)
+    cache = cert_cache if cert_cache is not None else {}
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(name: str, url: str) -> ProbeResult:
+        async with semaphore:
+            cached = cache.get(url)
+            fresh = cached is not None and time.monotonic() - cached[0] < CERT_CACHE_SECONDS
+            result = await probe_hub(client, url, timeout, hub=name, check_certificate=not fresh)
+        if result.cert_expires_at is not None:
+            cache[url] = (time.monotonic(), result.cert_expires_at)
+        elif fresh and cached is not None:
+            result = _with_cert(result, cached[1])
+        return result
+
+    try:
+        results = list(await asyncio.gather(*(one(name, url) for name, url in targets.items())))
+    finally:
+        if owns_client:
+            await client.aclose()
+    record_samples(store, results)
+    if tracker is None:
+        tracker = IncidentTracker(
+            store,
+            failures_to_open=monitoring.failures_to_open,
+            certificate_warning_days=monitoring.certificate_warning_days,
+        )
+    tracker.observe(results)
+    return results
+
+
+def _with_cert(result: ProbeResult, expires: datetime | None) -> ProbeResult:
+    from dataclasses import replace
+
+    return replace(result, cert_expires_at=expires)
+
+
+class Prober:
+    """Probes the fleet every `interval` seconds (run_forever) or once (probe_once)."""
+
+    def __init__(
+        self,
+        fleet: FleetConfig,
+        state_dir: Path | None,
+        store: Store,
+        *,
+        targets: Targets | None = None,
+        alerter: Any = AUTO,
+        client: httpx.AsyncClient | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        timeout: float | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self.state_dir = state_dir
+        self.store = store
+        self.targets = targets
+        self.concurrency = concurrency
+        self.timeout = timeout
+        monitoring = fleet.fleet.monitoring
+        self.tracker = IncidentTracker(
+            store,
+            failures_to_open=monitoring.failures_to_open,
+            certificate_warning_days=monitoring.certificate_warning_days,
+            alerter=make_alerter(fleet, store) if alerter == AUTO else alerter,
+        )
+        self._client = client
+        self._owns_client = client is None
+        self._cert_cache: dict[str, tuple[float, datetime | None]] = {}
+        self._last_prune: datetime | None = None
+        self.passes = 0
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = new_client(self.concurrency)
+        return self._client
+
+    def current_targets(self) -> dict[str, str]:
+        if self.targets is None:
+            return hub_targets(self.fleet, self.store)
+        return dict(self.targets() if callable(self.targets) else self.targets)
+
+    async def probe_once(self) -> list[ProbeResult]:
+        """One pass over every hub: probe, record samples, open/resolve incidents (alerts run as tasks)."""
+        results = await probe_all(
+            self.fleet,
+            self.state_dir,
+            self.store,
+            targets=self.current_targets(),
+            client=self.client,
+            tracker=self.tracker,
+            concurrency=self.concurrency,
+            timeout=self.timeout,
+            cert_cache=self._cert_cache,
+        )
+        self.passes += 1
+        now = datetime.now(UTC)
+        if self._last_prune is None or now - self._last_prune >= PRUNE_EVERY:
+            self._last_prune = now
+            if deleted := prune_samples(self.store, now):
+                log.info("deleted %d probe samples older than 31 days", deleted)
+        return results
+
+    async def run_forever(self, interval: float | None = None, stop: asyncio.Event | None = None) -> None:
+        """Probe every `interval` s (default: HUBFLEET_PROBE_INTERVAL, else monitoring.probe_interval)
+        until cancelled or `stop` is set. A failing pass is logged and the next one runs on time."""
+        interval = interval or probe_interval(self.fleet)
+        stop = stop or asyncio.Event()
+        log.info("probing hubs every %g s", interval)
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                results = await self.probe_once()
+                failing = [r.hub for r in results if not r.ok]
+                if failing:
+                    log.info("probe pass: %d hubs, failing: %s", len(results), ", ".join(failing))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("probe pass failed; trying again in %g s", interval)
+            delay = max(0.0, interval - (time.monotonic() - began))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    async def aclose(self, alert_timeout: float | None = 30) -> None:
+        """Wait (bounded) for pending alerts, then close the client if the prober made it."""
+        await self.tracker.drain(alert_timeout)
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def probe_interval(fleet: FleetConfig) -> float:
+    """HUBFLEET_PROBE_INTERVAL when set, else fleet.yaml monitoring.probe_interval."""
+    return ProbeSettings().probe_interval or fleet.fleet.monitoring.probe_interval
+
+
+async def run_in_daemon(fleet: FleetConfig, state_dir: Path, store: Store, supervisor: Any) -> None:
+    """The daemon's prober task: the supervisor's local hubs plus deployed kubernetes hubs, alerts through
+    the fleet's channels. Never raises (except cancellation): the daemon must outlive any monitoring bug."""
+    try:
+
+        def targets() -> dict[str, str]:
+            remote = hub_targets(fleet, store).items()
+            found = {n: u for n, u in remote if fleet.clusters[fleet.hubs[n].cluster].kind != "local"}
+            found.update({name: state.url for name, state in supervisor.hubs.items() if state.url})
+            return found
+
+        resolver = getattr(getattr(supervisor, "backend", None), "secrets", None)
+        prober = Prober(
+            fleet, state_dir, store, targets=targets, alerter=make_alerter(fleet, store, resolver)
+        )
+        try:
+            await prober.run_forever()
+        finally:
+            await prober.aclose(alert_timeout=5)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("the prober stopped; hubs are no longer probed until the daemon restarts")
