@@ -21,6 +21,7 @@ from hubfleet.daemon.control import serve_control
 from hubfleet.daemon.processes import pid_alive, process_tree, terminate_tree, wait_gone
 from hubfleet.daemon.supervisor import Supervisor
 from hubfleet.monitor.prober import run_in_daemon
+from hubfleet.monitor.usage import start_collector
 from hubfleet.settings import UserError
 from hubfleet.store.api import open_store
 
@@ -72,13 +73,18 @@ async def serve(
     supervisor = Supervisor(fleet, state_dir, store)
     control = await serve_control(supervisor, state_dir / SOCKET_FILE)
     prober: asyncio.Task[None] | None = None
+    usage: asyncio.Task[None] | None = None
     try:
         await supervisor.start_all()
+        usage = start_collector(fleet, store, supervisor, state_dir, stop)  # first collection right away
         prober = asyncio.create_task(run_in_daemon(fleet, state_dir, store, supervisor), name="prober")
         if on_ready:
             on_ready(supervisor.snapshot())
         await stop.wait()
     finally:
+        if usage is not None:  # the usage collector (hubfleet.monitor.usage)
+            usage.cancel()
+            await asyncio.gather(usage, return_exceptions=True)
         if prober is not None:  # the uptime prober (hubfleet.monitor.prober)
             prober.cancel()
             await asyncio.gather(prober, return_exceptions=True)
