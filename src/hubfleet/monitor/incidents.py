@@ -357,5 +357,14 @@ class IncidentTracker:
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait for pending alert deliveries (the one-pass CLI waits before exiting)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         if self._alerts:
             await asyncio.wait(set(self._alerts), timeout=timeout)
+        drain = getattr(self.alerter, "drain", None)  # the Alerter delivers in background tasks
+        if drain is not None:
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            try:
+                await drain(left)
+            except Exception:
+                log.exception("waiting for alert deliveries failed")

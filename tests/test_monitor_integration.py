@@ -1,0 +1,114 @@
+"""Integration: the daemon's prober against real hubs; a killed hub opens an incident, the supervisor
+restarts it, the incident resolves, and exactly one open and one resolve alert reach a real SMTP server
+(aiosmtpd) and a real webhook receiver on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from alert_receivers import smtp_server, webhook_receiver
+from fleet_helpers import copy_demo_fleet, daemon_status, hubfleet, running_fleet
+
+pytestmark = pytest.mark.integration
+
+PROBE_INTERVAL = 1.0
+OPS = "ops@hubfleet.example"
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def incidents(fleet: Path, *flags: str) -> list[dict]:
+    return json.loads(hubfleet("incidents", "--json", *flags, fleet=fleet, check=True).stdout)
+
+
+def test_killed_hub_opens_one_incident_alerts_once_and_resolves(tmp_path: Path) -> None:
+    fleet = copy_demo_fleet(
+        tmp_path / "fleet",
+        keep={"communities/uni-a/hubs/staging.yaml", "communities/hackweek/hubs/staging.yaml"},
+    )
+    with smtp_server() as smtp, webhook_receiver() as hook:
+        with (fleet / "fleet.yaml").open("a") as f:
+            f.write(
+                f"""
+monitoring:
+  probe_timeout: 3
+  failures_to_open: 2
+  alerts:
+    community_contacts: false
+    webhooks:
+      - name: ops-chat
+        url: {hook.url}
+    email:
+      - name: ops-mail
+        smtp_host: 127.0.0.1
+        smtp_port: {smtp.port}
+        security: none
+        sender: hubfleet@hubfleet.example
+        to: [{OPS}]
+"""
+            )
+        env = {"HUBFLEET_PROBE_INTERVAL": str(PROBE_INTERVAL)}
+        with running_fleet(fleet, env=env):
+            # The daemon probes on its own: samples appear, every hub up, no incident.
+            def sampled() -> dict:
+                figures = json.loads(hubfleet("uptime", "--json", fleet=fleet, check=True).stdout)
+                return figures if all(hub["24h"] is not None for hub in figures.values()) else {}
+
+            figures = wait_for(sampled, timeout=30)
+            assert set(figures) == {"uni-a-staging", "hackweek-staging"}
+            assert all(hub["24h"] == 100.0 for hub in figures.values()), figures
+            assert incidents(fleet) == []
+
+            victim = "uni-a-staging"
+            old_pid = daemon_status(fleet)["hubs"][victim]["pid"]
+            killed_at = time.monotonic()
+            os.kill(old_pid, signal.SIGKILL)
+
+            [opened] = wait_for(lambda: incidents(fleet, "--open"), timeout=15, interval=0.1)
+            opened_after = time.monotonic() - killed_at
+            assert (opened["hub"], opened["kind"], opened["resolved_at"]) == (victim, "down", None)
+            assert opened["cause"], opened
+            # two failed probes; the supervisor's first restart waits 1 s (backoff) before it starts the hub
+            assert opened_after <= 2 * PROBE_INTERVAL + 1 + 5, (
+                f"incident opened {opened_after:.1f} s after kill"
+            )
+
+            def restarted() -> bool:
+                hub = daemon_status(fleet)["hubs"][victim]
+                return hub["state"] == "running" and hub["pid"] != old_pid
+
+            wait_for(restarted, timeout=120)
+            [resolved] = wait_for(lambda: [i for i in incidents(fleet) if i["resolved_at"]], timeout=30)
+            assert resolved["hub"] == victim and resolved["started_at"] == opened["started_at"]
+            assert resolved["duration_seconds"] > 0
+            assert incidents(fleet, "--open") == []
+
+            wait_for(lambda: len(smtp.messages) >= 2 and len(hook.bodies) >= 2, timeout=30)
+            time.sleep(5 * PROBE_INTERVAL)  # more passes with the hub up: nothing more is sent
+            # the untouched hub never had an incident
+            assert {i["hub"] for i in incidents(fleet)} == {victim}
+
+        subjects = [m.subject for m in smtp.messages]
+        assert len(subjects) == 2, subjects
+        assert "OPEN" in subjects[0] and victim in subjects[0]
+        assert "RESOLVED" in subjects[1] and victim in subjects[1]
+        assert all(m.rcpt_tos == [OPS] for m in smtp.messages)
+        texts = hook.texts
+        assert len(texts) == 2, texts
+        assert "OPEN" in texts[0] and victim in texts[0]
+        assert "RESOLVED" in texts[1] and victim in texts[1]
+        assert len(hook.requests) == 2  # no retries were needed, no repeats while open
