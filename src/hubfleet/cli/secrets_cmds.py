@@ -18,7 +18,7 @@ from hubfleet.settings import UserError, resolve_fleet_dir
 
 secrets_app = typer.Typer(
     name="secrets",
-    help="Hub secrets, encrypted with age to the operators' keys in fleet.yaml.",
+    help="Hub and fleet-level secrets, encrypted with age to the operators' keys in fleet.yaml.",
     no_args_is_help=True,
 )
 app.add_typer(secrets_app)
@@ -32,16 +32,23 @@ IdentityOption = Annotated[
     ),
 ]
 HubArgument = Annotated[str, typer.Argument(help="Hub name.")]
+FleetLevelOption = Annotated[
+    bool,
+    typer.Option(
+        "--fleet-level",
+        help="Fleet-level secrets in secrets/fleet.yaml (alert channels in fleet.yaml), not a hub's.",
+    ),
+]
 
 
-def _read_value(hub: str, key: str) -> str:
+def _read_value(hub: str | None, key: str) -> str:
     if not sys.stdin.isatty():
         value = sys.stdin.read()
         # `echo value | hubfleet secrets set ...` adds one newline that is not part of the secret.
         return value[:-2] if value.endswith("\r\n") else value.removesuffix("\n")
     try:
         return typer.prompt(
-            f"value of secret '{key}' for hub '{hub}'",
+            f"value of secret '{key}' for hub '{hub}'" if hub else f"value of fleet-level secret '{key}'",
             hide_input=True,
             confirmation_prompt=True,
         )
@@ -52,14 +59,33 @@ def _read_value(hub: str, key: str) -> str:
 @secrets_app.command("set")
 @friendly_errors
 def set_(
-    hub: HubArgument,
-    key: Annotated[str, typer.Argument(help="Secret key: lower-case letters, digits and '_'.")],
+    hub: Annotated[str, typer.Argument(help="Hub name (with --fleet-level: the KEY).")],
+    key: Annotated[
+        str | None, typer.Argument(help="Secret key: lower-case letters, digits and '_'.", show_default=False)
+    ] = None,
     fleet: FleetOption = None,
+    fleet_level: FleetLevelOption = False,
 ) -> None:
-    """Encrypt a value (read from stdin, or prompted for twice) as KEY of HUB's secrets file."""
-    from hubfleet.secrets.store import set_secret
+    """Encrypt a value (read from stdin, or prompted for twice) as KEY of HUB's secrets file;
+    `set --fleet-level KEY`: as KEY of the fleet-level secrets/fleet.yaml (alert channels)."""
+    from hubfleet.secrets.store import set_fleet_secret, set_secret
 
     fleet_dir = resolve_fleet_dir(fleet)
+    if fleet_level:
+        if key is not None:
+            raise UserError(
+                "with --fleet-level give only the KEY: `hubfleet secrets set --fleet-level KEY` "
+                "(fleet-level secrets belong to no hub)"
+            )
+        value = _read_value(None, hub)
+        path = set_fleet_secret(fleet_dir, hub, value)
+        typer.echo(
+            f"set fleet-level secret '{hub}' in {path.relative_to(fleet_dir)}; "
+            f"use it in fleet.yaml `monitoring.alerts` as {{secret: {hub}}}"
+        )
+        return
+    if key is None:
+        raise UserError("missing KEY: `hubfleet secrets set HUB KEY` (or `set --fleet-level KEY`)")
     value = _read_value(hub, key)
     path = set_secret(fleet_dir, hub, key, value)
     typer.echo(
@@ -71,21 +97,32 @@ def set_(
 @secrets_app.command()
 @friendly_errors
 def show(
-    hub: HubArgument,
+    hub: Annotated[str | None, typer.Argument(help="Hub name (none with --fleet-level).")] = None,
     fleet: FleetOption = None,
     reveal: Annotated[bool, typer.Option("--reveal", help="Print the decrypted values.")] = False,
     identity: IdentityOption = None,
+    fleet_level: FleetLevelOption = False,
 ) -> None:
-    """List HUB's secret keys (values as *** unless --reveal) and the settings that use them."""
-    from hubfleet.secrets.store import hub_secret_keys
+    """List HUB's secret keys (or with --fleet-level those of secrets/fleet.yaml), values as *** unless
+    --reveal, and the settings that use them."""
+    from hubfleet.secrets.store import fleet_secret_keys, hub_secret_keys, reveal_fleet
     from hubfleet.secrets.store import reveal as reveal_values
 
     fleet_dir = resolve_fleet_dir(fleet)
-    keys = hub_secret_keys(fleet_dir, hub)
-    if not keys:
-        typer.echo(f"hub '{hub}' has no secrets")
-        return
-    values = reveal_values(fleet_dir, hub, identity) if reveal else {}
+    if fleet_level == (hub is not None):
+        raise UserError("give a HUB or --fleet-level: `hubfleet secrets show HUB` / `show --fleet-level`")
+    if hub is None:
+        keys = fleet_secret_keys(fleet_dir)
+        if not keys:
+            typer.echo("the fleet has no fleet-level secrets")
+            return
+        values = reveal_fleet(fleet_dir, identity) if reveal else {}
+    else:
+        keys = hub_secret_keys(fleet_dir, hub)
+        if not keys:
+            typer.echo(f"hub '{hub}' has no secrets")
+            return
+        values = reveal_values(fleet_dir, hub, identity) if reveal else {}
     for key, is_set, used_by in keys:
         shown = values.get(key, "***") if is_set else "(not set)"
         where = f"  # {', '.join(used_by)}" if used_by else "  # unused"

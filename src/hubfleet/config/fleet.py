@@ -42,6 +42,9 @@ class FleetConfig:
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
     """Hub name -> secret key -> ASCII-armored age ciphertext, from communities/<c>/secrets/<hub>.yaml
     (never a plaintext value; decrypt with hubfleet.secrets.store.SecretResolver)."""
+    fleet_secrets: dict[str, str] = field(default_factory=dict)
+    """Fleet-level secrets (alert channels' webhook URLs, SMTP passwords), from secrets/fleet.yaml:
+    key -> ASCII-armored age ciphertext, like the hub secrets files."""
 
     def cluster_of(self, hub: Hub) -> Cluster:
         return self.clusters[hub.cluster]

@@ -117,6 +117,8 @@ class LoadedFleet(FleetConfig):
     fleet_source: Source | None = None
     hub_entries: list[HubEntry] = field(default_factory=list)
     secret_entries: list[SecretsEntry] = field(default_factory=list)
+    fleet_secret_entry: SecretsEntry | None = None
+    """secrets/fleet.yaml (fleet-level secrets), when the file exists."""
     cluster_files: dict[str, str] = field(default_factory=dict)
     community_files: dict[str, str] = field(default_factory=dict)
     broken_names: set[str] = field(default_factory=set)
@@ -207,6 +209,10 @@ def _load(root: Path) -> tuple[LoadedFleet | None, list[ConfigError]]:
     _load_communities(root, config, defaults, errors)
     for entry in config.secret_entries:
         config.secrets.setdefault(entry.hub_name, entry.values)
+    if (root / FLEET_SECRETS_FILE).is_file():
+        config.fleet_secret_entry = _read_secrets_file(root, root / FLEET_SECRETS_FILE, "", None, errors)
+        if config.fleet_secret_entry is not None:
+            config.fleet_secrets = dict(config.fleet_secret_entry.values)
     if fleet_source is None:
         # Without fleet.yaml the defaults are unknown: cross-file rules would report noise.
         return None, errors
@@ -376,22 +382,34 @@ def is_armored_age(value: Any) -> bool:
     )
 
 
+FLEET_SECRETS_FILE = "secrets/fleet.yaml"
+"""Fleet-level secrets (alert channels), same format as the hub secrets files."""
+
+
 def _load_secrets_file(
     root: Path, path: Path, community: str, config: LoadedFleet, errors: list[ConfigError]
 ) -> None:
-    """communities/<community>/secrets/<hub>.yaml: a mapping of KEY -> armored age ciphertext.
+    """communities/<community>/secrets/<hub>.yaml: a mapping of KEY -> armored age ciphertext."""
+    entry = _read_secrets_file(root, path, community, path.stem, errors)
+    if entry is not None:
+        config.secret_entries.append(entry)
+
+
+def _read_secrets_file(
+    root: Path, path: Path, community: str, hub_name: str | None, errors: list[ConfigError]
+) -> SecretsEntry | None:
+    """A secrets file (hub_name None: the fleet-level secrets/fleet.yaml): KEY -> armored age ciphertext.
     Messages never quote a value: a value that is not ciphertext may be a secret written in clear."""
-    hub_name = path.stem
+    set_cmd = f"hubfleet secrets set {hub_name}" if hub_name else "hubfleet secrets set --fleet-level"
     try:
         blank = all(not ln.strip() or ln.lstrip().startswith("#") for ln in path.read_text().splitlines())
     except (OSError, UnicodeDecodeError):
         blank = False
     if blank:
-        config.secret_entries.append(SecretsEntry(hub_name, community, Source(_rel(root, path), ""), {}))
-        return
+        return SecretsEntry(hub_name or "", community, Source(_rel(root, path), ""), {})
     parsed = _parse(root, path, "keys set with `hubfleet secrets set`", errors)
     if parsed is None:
-        return
+        return None
     source, plain = parsed
     values: dict[str, str] = {}
     malformed: set[str] = set()
@@ -413,12 +431,12 @@ def _load_secrets_file(
                     source.file,
                     *value_pos,
                     f"{key}: expected an age-encrypted value (-----BEGIN AGE ENCRYPTED FILE-----); "
-                    f"never write a secret in clear: run `hubfleet secrets set {hub_name} {key}`",
+                    f"never write a secret in clear: run `{set_cmd} {key}`",
                 )
             )
         else:
             values[key] = value
-    config.secret_entries.append(SecretsEntry(hub_name, community, source, values, malformed))
+    return SecretsEntry(hub_name or "", community, source, values, malformed)
 
 
 def _remember_name(config: LoadedFleet, plain: Any) -> None:

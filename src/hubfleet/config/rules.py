@@ -337,9 +337,36 @@ def secret_refs_are_set(fleet: LoadedFleet) -> list[ConfigError]:
     return errors
 
 
+def fleet_secret_refs_are_set(fleet: LoadedFleet) -> list[ConfigError]:
+    """Every `{secret: KEY}` of fleet.yaml `monitoring` (alert channels) names a key of secrets/fleet.yaml."""
+    if fleet.fleet_source is None or fleet.fleet is None:
+        return []
+    entry = fleet.fleet_secret_entry
+    keys = set(entry.values) | entry.malformed if entry else set()
+    errors = []
+    for dotted, ref in secret_refs(fleet.fleet.monitoring, "monitoring"):
+        if ref.secret not in keys:
+            path = [int(p) if p.isdigit() else p for p in dotted.split(".")]
+            _, key_pos, _ = fleet.fleet_source.find(path)
+            errors.append(
+                ConfigError(
+                    fleet.fleet_source.file,
+                    *key_pos,
+                    f"{dotted}: fleet-level secret '{ref.secret}' is not set in secrets/fleet.yaml; "
+                    f"run `hubfleet secrets set --fleet-level {ref.secret}`",
+                )
+            )
+    return errors
+
+
 def secrets_have_recipients(fleet: LoadedFleet) -> list[ConfigError]:
     """Secrets in use need at least one operator who can decrypt them."""
-    in_use = any(e.values for e in fleet.secret_entries) or any(secret_refs(e.hub) for e in fleet.hub_entries)
+    in_use = (
+        any(e.values for e in fleet.secret_entries)
+        or any(secret_refs(e.hub) for e in fleet.hub_entries)
+        or bool(fleet.fleet_secrets)
+        or (fleet.fleet is not None and bool(secret_refs(fleet.fleet.monitoring)))
+    )
     if not in_use or fleet.fleet_source is None or any(op.age_recipient for op in fleet.fleet.operators):
         return []
     depth, key_pos, _ = fleet.fleet_source.find(["operators"])
@@ -539,6 +566,7 @@ RULES: list[Rule] = [
     someone_can_log_in,
     secrets_files_match_hubs,
     secret_refs_are_set,
+    fleet_secret_refs_are_set,
     secrets_have_recipients,
     kubernetes_settings_on_kubernetes_hubs,
     profiles_consistent,

@@ -19,7 +19,7 @@ import pyrage
 from pydantic import SecretStr
 
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.loader import LoadedFleet, _load
+from hubfleet.config.loader import FLEET_SECRETS_FILE, LoadedFleet, _load
 from hubfleet.config.models import SECRET_KEY_PATTERN, Fleet, Hub, SecretRef
 from hubfleet.secrets import age
 from hubfleet.secrets.refs import secret_refs
@@ -37,6 +37,11 @@ def secrets_file(fleet_root: Path, community: str, hub_name: str) -> Path:
     return Path(fleet_root) / "communities" / community / SECRETS_DIR / f"{hub_name}.yaml"
 
 
+def fleet_secrets_file(fleet_root: Path) -> Path:
+    """secrets/fleet.yaml: fleet-level secrets (alert channels' webhook URLs, SMTP passwords)."""
+    return Path(fleet_root) / FLEET_SECRETS_FILE
+
+
 def fleet_recipients(fleet: Fleet) -> list[str]:
     """Who every secret is encrypted to: each operator's age_recipient, then fleet.yaml ci_recipients."""
     found: list[str] = []
@@ -46,13 +51,21 @@ def fleet_recipients(fleet: Fleet) -> list[str]:
     return found
 
 
-def render_secrets_file(hub_name: str, values: dict[str, str]) -> str:
-    """The file text: a header, then `key: |` blocks of armored ciphertext, keys sorted (stable diffs)."""
-    lines = [
-        f"# Secrets of hub '{hub_name}': values encrypted with age to the recipients in fleet.yaml.",
-        f"# Change them with `hubfleet secrets set {hub_name} KEY`; "
-        "use one in the hub file as {secret: KEY}.",
-    ]
+def render_secrets_file(hub_name: str | None, values: dict[str, str]) -> str:
+    """The file text: a header, then `key: |` blocks of armored ciphertext, keys sorted (stable diffs).
+    hub_name None: the fleet-level secrets/fleet.yaml."""
+    if hub_name is None:
+        lines = [
+            "# Fleet-level secrets: values encrypted with age to the recipients in fleet.yaml.",
+            "# Change them with `hubfleet secrets set --fleet-level KEY`; "
+            "use one in fleet.yaml `monitoring.alerts` as {secret: KEY}.",
+        ]
+    else:
+        lines = [
+            f"# Secrets of hub '{hub_name}': values encrypted with age to the recipients in fleet.yaml.",
+            f"# Change them with `hubfleet secrets set {hub_name} KEY`; "
+            "use one in the hub file as {secret: KEY}.",
+        ]
     for key in sorted(values):
         armored = values[key].strip()
         lines.append(f"{key}: |")
@@ -84,7 +97,7 @@ def _loaded(fleet_root: Path | str) -> LoadedFleet:
         first = next((str(e) for e in sorted(errors) if e.file.startswith("fleet.yaml")), None)
         where = f" ({first})" if first else ""
         raise UserError(f"cannot read the fleet in {root}{where}; run `hubfleet validate`")
-    secret_errors = [e for e in errors if f"/{SECRETS_DIR}/" in e.file]
+    secret_errors = [e for e in errors if f"/{SECRETS_DIR}/" in e.file or e.file == FLEET_SECRETS_FILE]
     if secret_errors:
         raise UserError(f"{secret_errors[0]}; fix the secrets file first (hubfleet validate)")
     return config
@@ -138,6 +151,42 @@ def set_secret(
     return path
 
 
+def set_fleet_secret(
+    fleet_root: Path | str, key: str, value: str, recipients: list[str] | None = None
+) -> Path:
+    """Encrypt `value` as KEY of the fleet-level secrets file secrets/fleet.yaml (used by fleet.yaml
+    `monitoring.alerts` as {secret: KEY}); other keys are kept; returns the file's path."""
+    _check_key(key)
+    if not isinstance(value, str) or value == "":
+        raise UserError(f"fleet-level secret '{key}': the value is empty; nothing was written")
+    config = _loaded(fleet_root)
+    if recipients is None:
+        recipients = _require_recipients(config.fleet)
+    values = dict(config.fleet_secrets)
+    values[key] = age.encrypt(value, recipients)
+    path = fleet_secrets_file(config.root)
+    _write_atomic(path, render_secrets_file(None, values))
+    return path
+
+
+def fleet_secret_keys(fleet_root: Path | str) -> list[tuple[str, bool, list[str]]]:
+    """(key, is set, the fleet.yaml settings that reference it) for every fleet-level secret."""
+    config = _loaded(fleet_root)
+    used: dict[str, list[str]] = {}
+    for path, ref in secret_refs(config.fleet.monitoring, "monitoring"):
+        used.setdefault(ref.secret, []).append(path)
+    stored = config.fleet_secrets
+    return [(key, key in stored, used.get(key, [])) for key in sorted(set(stored) | set(used))]
+
+
+def reveal_fleet(fleet_root: Path | str, identity_path: Path | str | None = None) -> dict[str, str]:
+    """Every fleet-level secret, decrypted (for `hubfleet secrets show --fleet-level --reveal`)."""
+    config = _loaded(fleet_root)
+    stored = config.fleet_secrets
+    identity = age.load_identity(identity_path) if stored else None
+    return {key: _decrypt(identity, None, key, stored[key]) for key in sorted(stored)}  # type: ignore[arg-type]
+
+
 def _entry_values(config: LoadedFleet, community: str, hub_name: str) -> dict[str, str]:
     entry = next(
         (e for e in config.secret_entries if e.hub_name == hub_name and e.directory == community), None
@@ -173,17 +222,27 @@ def rekey(fleet_root: Path | str, identity: Path | str | None = None) -> list[tu
     config = _loaded(fleet_root)
     recipients = _require_recipients(config.fleet)
     entries = [e for e in config.secret_entries if e.values]
-    loaded = age.load_identity(identity) if entries else None
+    loaded = age.load_identity(identity) if entries or config.fleet_secrets else None
     plain = [
         (e, {k: _decrypt(loaded, e.hub_name, k, v) for k, v in e.values.items()})  # type: ignore[arg-type]
         for e in entries
     ]
+    fleet_level = (
+        {k: _decrypt(loaded, None, k, v) for k, v in config.fleet_secrets.items()}  # type: ignore[arg-type]
+        if config.fleet_secrets
+        else {}
+    )
     done = []
     for entry, values in plain:
         path = secrets_file(config.root, entry.directory, entry.hub_name)
         encrypted = {k: age.encrypt(v, recipients) for k, v in values.items()}
         _write_atomic(path, render_secrets_file(entry.hub_name, encrypted))
         done.append((path, len(values)))
+    if fleet_level:
+        path = fleet_secrets_file(config.root)
+        encrypted = {k: age.encrypt(v, recipients) for k, v in fleet_level.items()}
+        _write_atomic(path, render_secrets_file(None, encrypted))
+        done.append((path, len(fleet_level)))
     return done
 
 
@@ -207,20 +266,24 @@ def keygen(path: Path | str | None = None, *, force: bool = False) -> tuple[Path
     return target, recipient
 
 
-def _decrypt(identity: age.Identity, hub_name: str, key: str, armored: str) -> str:
+def _decrypt(identity: age.Identity, hub_name: str | None, key: str, armored: str) -> str:
+    """hub_name None: a fleet-level secret (secrets/fleet.yaml)."""
+    whose = f"of hub '{hub_name}'" if hub_name is not None else "(fleet-level, secrets/fleet.yaml)"
+    set_cmd = (
+        f"hubfleet secrets set {hub_name}" if hub_name is not None else "hubfleet secrets set --fleet-level"
+    )
     try:
         return identity.decrypt(armored)
     except pyrage.DecryptError as exc:
         if "no matching keys" in str(exc).lower():
             raise UserError(
-                f"cannot decrypt secret '{key}' of hub '{hub_name}' with age identity {identity.path} "
+                f"cannot decrypt secret '{key}' {whose} with age identity {identity.path} "
                 f"(public key {', '.join(identity.recipients)}): it was not encrypted to this key; "
                 "ask an operator to add your age_recipient to fleet.yaml and run `hubfleet secrets rekey`, "
                 "or point --identity / HUBFLEET_AGE_IDENTITY at the right identity"
             ) from None
         raise UserError(
-            f"secret '{key}' of hub '{hub_name}' is not valid age ciphertext; "
-            f"set it again with `hubfleet secrets set {hub_name} {key}`"
+            f"secret '{key}' {whose} is not valid age ciphertext; set it again with `{set_cmd} {key}`"
         ) from None
 
 
@@ -259,6 +322,30 @@ class SecretResolver:
         value = _decrypt(self._identity, hub_name, key, armored)
         self._cache[(hub_name, key)] = value
         return value
+
+    def fleet_value(self, key: str) -> str:
+        """The decrypted value of a fleet-level secret (secrets/fleet.yaml), as used by fleet.yaml
+        `monitoring.alerts`; UserError when it is not set or cannot be decrypted."""
+        cached = self._cache.get(("", key))
+        if cached is not None:
+            return cached
+        armored = getattr(self._fleet, "fleet_secrets", {}).get(key)
+        if armored is None:
+            raise UserError(
+                f"fleet-level secret '{key}' is not set; run `hubfleet secrets set --fleet-level {key}`"
+            )
+        if self._identity is None:
+            self._identity = age.load_identity(self._identity_flag)
+        value = _decrypt(self._identity, None, key, armored)
+        self._cache[("", key)] = value
+        return value
+
+    def resolve_fleet(self, field_value: SecretStr | SecretRef | str | None) -> str | None:
+        """The value of a secret-bearing fleet.yaml setting: plain text as is, `{secret: KEY}` decrypted
+        from secrets/fleet.yaml, None as None."""
+        if isinstance(field_value, SecretRef):
+            return self.fleet_value(field_value.secret)
+        return self.resolve("", field_value)
 
     def resolve(self, hub: Hub | str, field_value: SecretStr | SecretRef | str | None) -> str | None:
         """The value of a secret-bearing field: plain text as is, `{secret: KEY}` decrypted, None as None."""
