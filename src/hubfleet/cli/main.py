@@ -39,6 +39,7 @@ def _register() -> None:
         monitor_cmds,
         render_cmds,
         secrets_cmds,
+        usage_cmds,
     )
 
 

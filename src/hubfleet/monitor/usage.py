@@ -454,3 +454,221 @@ def start_collector(
 
 
 # --------------------------------------------------------------------------- queries
+#
+# DAU counts the distinct people active on day D, WAU over D-6..D, MAU over D-29..D (UTC days). Per hub a
+# person is a username; fleet-wide (or over any set of hubs) it is the identity `<auth type>:<username>`.
+
+
+def _days(window: int, day: date) -> tuple[date, date]:
+    return day - timedelta(days=window - 1), day
+
+
+def active_users(store: Store, day: date, window: int = 1, hubs: Sequence[str] | None = None) -> int:
+    """Distinct people active in the `window` days ending on `day`, on `hubs` (default: every hub)."""
+    first, last = _days(window, day)
+    query = select(func.count(UserDay.identity.distinct())).where(UserDay.day >= first, UserDay.day <= last)
+    if hubs is not None:
+        query = query.where(UserDay.hub.in_(list(hubs)))
+    with store.session() as session:
+        return int(session.scalar(query) or 0)
+
+
+def active_counts(store: Store, day: date, hubs: Sequence[str] | None = None) -> dict[str, int]:
+    """{"dau", "wau", "mau"} of `day` over `hubs` (distinct people: a person on two hubs counts once)."""
+    return {key: active_users(store, day, window, hubs) for key, window in WINDOWS.items()}
+
+
+def active_by_hub(
+    store: Store, day: date, window: int = 1, hubs: Sequence[str] | None = None
+) -> dict[str, int]:
+    """Distinct users of each hub active in the `window` days ending on `day` (hubs without any: absent)."""
+    first, last = _days(window, day)
+    query = (
+        select(UserDay.hub, func.count(UserDay.username.distinct()))
+        .where(UserDay.day >= first, UserDay.day <= last)
+        .group_by(UserDay.hub)
+    )
+    if hubs is not None:
+        query = query.where(UserDay.hub.in_(list(hubs)))
+    with store.session() as session:
+        return {hub: int(count) for hub, count in session.execute(query)}
+
+
+def active_series(
+    store: Store, first: date, last: date, hubs: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """DAU, WAU and MAU of every day from `first` to `last`, exact, from one query.
+
+    Each distinct (person, active day) covers the days up to its window's end or the person's next
+    active day, whichever comes first; so the covers of one person never overlap and the count of a day
+    is a running sum of +1/-1 marks."""
+    if last < first:
+        return []
+    longest = max(WINDOWS.values())
+    query = (
+        select(UserDay.identity, UserDay.day)
+        .distinct()
+        .where(UserDay.day >= first - timedelta(days=longest - 1), UserDay.day <= last)
+        .order_by(UserDay.identity, UserDay.day)
+    )
+    if hubs is not None:
+        query = query.where(UserDay.hub.in_(list(hubs)))
+    base = first.toordinal() - longest
+    size = last.toordinal() - base + longest + 2
+    marks = {key: [0] * size for key in WINDOWS}
+    with store.session() as session:
+        rows = [(who, day.toordinal() - base) for who, day in session.execute(query)]
+    for i, (who, day) in enumerate(rows):
+        following = rows[i + 1][1] if i + 1 < len(rows) and rows[i + 1][0] == who else size
+        for key, window in WINDOWS.items():
+            marks[key][day] += 1
+            marks[key][min(following, day + window)] -= 1
+    running = dict.fromkeys(WINDOWS, 0)
+    series: list[dict[str, Any]] = []
+    for index in range(size):
+        for key in WINDOWS:
+            running[key] += marks[key][index]
+        day = date.fromordinal(base + index)
+        if first <= day <= last:
+            series.append({"day": day.isoformat(), **running})
+    return series
+
+
+def _bounds(first: date, last: date) -> tuple[datetime, datetime]:
+    return datetime.combine(first, time(), UTC), datetime.combine(last + timedelta(days=1), time(), UTC)
+
+
+def _sessions(
+    store: Store, start: datetime, end: datetime, hubs: Sequence[str] | None, now: datetime
+) -> list[tuple[str, str, datetime, datetime]]:
+    """(hub, username, from, to) of every session overlapping [start, end), clipped to it; open sessions
+    run until `now`."""
+    query = select(
+        ServerSession.hub, ServerSession.username, ServerSession.started_at, ServerSession.stopped_at
+    ).where(
+        ServerSession.started_at < end,
+        (ServerSession.stopped_at.is_(None)) | (ServerSession.stopped_at > start),
+    )
+    if hubs is not None:
+        query = query.where(ServerSession.hub.in_(list(hubs)))
+    clipped = []
+    with store.session() as session:
+        for hub, username, started, stopped in session.execute(query):
+            begin, finish = max(started, start), min(stopped or now, end)
+            if finish > begin:
+                clipped.append((hub, username, begin, finish))
+    return clipped
+
+
+def server_hours(
+    store: Store,
+    start: datetime,
+    end: datetime,
+    hubs: Sequence[str] | None = None,
+    *,
+    by: str = "hub",
+    now: datetime | None = None,
+) -> dict[Any, float]:
+    """Server-hours in [start, end) per hub (by="hub"), per (hub, username) (by="user") or in total
+    (by="total", key None). Sessions are clipped to the window; open ones count up to `now`."""
+    if by not in ("hub", "user", "total"):
+        raise ValueError(f"by must be 'hub', 'user' or 'total', not {by!r}")
+    totals: dict[Any, float] = defaultdict(float)
+    for hub, username, begin, finish in _sessions(store, start, end, hubs, now or utcnow()):
+        key = hub if by == "hub" else (hub, username) if by == "user" else None
+        totals[key] += (finish - begin).total_seconds() / 3600
+    return dict(totals)
+
+
+def daily_servers(
+    store: Store, first: date, last: date, hubs: Sequence[str] | None = None, now: datetime | None = None
+) -> dict[date, dict[str, float | int]]:
+    """Per day from `first` to `last`: server-hours and the peak number of servers running at once."""
+    start, end = _bounds(first, last)
+    sessions = _sessions(store, start, end, hubs, now or utcnow())
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    hours = dict.fromkeys(days, 0.0)
+    events: list[tuple[datetime, int]] = []
+    for _, _, begin, finish in sessions:
+        events += [(begin, 1), (finish, -1)]
+        day = begin.date()
+        while day <= finish.date() and day <= last:
+            lo, hi = _bounds(day, day)
+            overlap = (min(finish, hi) - max(begin, lo)).total_seconds()
+            if overlap > 0:
+                hours[day] += overlap / 3600
+            day += timedelta(days=1)
+    events.sort()  # at the same instant a stop (-1) comes before a start (+1)
+    result: dict[date, dict[str, float | int]] = {}
+    running = index = 0
+    for day in days:
+        lo, hi = _bounds(day, day)
+        while index < len(events) and events[index][0] <= lo:
+            running += events[index][1]
+            index += 1
+        peak = running
+        while index < len(events) and events[index][0] < hi:
+            running += events[index][1]
+            index += 1
+            peak = max(peak, running)
+        result[day] = {"server_hours": round(hours[day], 3), "peak_servers": peak}
+    return result
+
+
+def hub_reported(store: Store, hubs: Sequence[str], at: datetime) -> dict[str, dict[str, Any]]:
+    """Each hub's own active-user gauges from its newest HubSample at or before `at`."""
+    reported: dict[str, dict[str, Any]] = {}
+    with store.session() as session:
+        for hub in hubs:
+            sample = session.scalars(
+                select(HubSample)
+                .where(HubSample.hub == hub, HubSample.at <= at)
+                .order_by(HubSample.at.desc(), HubSample.id.desc())
+                .limit(1)
+            ).first()
+            reported[hub] = {
+                "hub_reported_active_24h": sample.active_24h if sample else None,
+                "hub_reported_active_7d": sample.active_7d if sample else None,
+                "hub_reported_active_30d": sample.active_30d if sample else None,
+                "hub_reported_at": sample.at.isoformat() if sample else None,
+            }
+    return reported
+
+
+def usage_report(
+    store: Store, hubs: Sequence[str], first: date, last: date, now: datetime | None = None
+) -> dict[str, Any]:
+    """What `hubfleet usage --json` prints for `hubs` and the days `first`..`last`.
+
+    `fleet` and each of `hubs` hold the DAU/WAU/MAU of `last` (distinct people over the selected hubs
+    for `fleet`), and the server-hours and peak concurrent servers over the whole window; `days` holds
+    the same per day. Each hub also shows its own gauges (`hub_reported_active_*`, newest sample)."""
+    now = now or utcnow()
+    hubs = list(hubs)
+    start, end = _bounds(first, last)
+    per_day = daily_servers(store, first, last, hubs, now)
+    series = active_series(store, first, last, hubs)
+    days = [{**row, **per_day[date.fromisoformat(row["day"])]} for row in series]
+    hours = server_hours(store, start, end, hubs, now=now)
+    by_hub = {key: active_by_hub(store, last, window, hubs) for key, window in WINDOWS.items()}
+    reported = hub_reported(store, hubs, min(now, end))
+    hub_rows: dict[str, dict[str, Any]] = {}
+    for hub in hubs:
+        peaks = daily_servers(store, first, last, [hub], now)
+        hub_rows[hub] = {
+            **{key: by_hub[key].get(hub, 0) for key in WINDOWS},
+            "server_hours": round(hours.get(hub, 0.0), 3),
+            "peak_servers": max((p["peak_servers"] for p in peaks.values()), default=0),
+            **reported[hub],
+        }
+    fleet = {
+        **active_counts(store, last, hubs),
+        "server_hours": round(sum(hours.values()), 3),
+        "peak_servers": max((d["peak_servers"] for d in days), default=0),
+    }
+    return {
+        "window": {"from": first.isoformat(), "to": last.isoformat(), "generated_at": now.isoformat()},
+        "fleet": fleet,
+        "hubs": hub_rows,
+        "days": days,
+    }

@@ -1,0 +1,145 @@
+"""`hubfleet usage`: daily, weekly and monthly active users, server-hours and peak servers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from hubfleet.cli.common import (
+    FleetOption,
+    JsonOption,
+    StateDirOption,
+    console,
+    friendly_errors,
+    load_or_explain,
+    require_hub,
+)
+from hubfleet.cli.main import app
+from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
+
+DEFAULT_DAYS = 7
+DAY_COLUMNS = ("day", "dau", "wau", "mau", "server_hours", "peak_servers")
+
+
+def _day(value: str | None, flag: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"{flag} {value!r}: not a date; use YYYY-MM-DD, e.g. 2025-06-30") from None
+
+
+def _csv(report: dict[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=DAY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(report["days"])
+    return out.getvalue()
+
+
+def _print_tables(report: dict[str, Any], title: str) -> None:
+    days = Table(title=title, title_justify="left")
+    for column in ("day", "DAU", "WAU", "MAU", "server-hours", "peak servers"):
+        days.add_column(column, justify="left" if column == "day" else "right")
+    for row in report["days"]:
+        days.add_row(
+            row["day"],
+            str(row["dau"]),
+            str(row["wau"]),
+            str(row["mau"]),
+            f"{row['server_hours']:.1f}",
+            str(row["peak_servers"]),
+        )
+    console.print(days)
+    hubs = Table(title=f"per hub on {report['window']['to']}", title_justify="left")
+    columns = ("hub", "DAU", "WAU", "MAU", "server-hours", "peak", "hub says 24h/7d/30d")
+    for column in columns:
+        hubs.add_column(column, justify="left" if column == "hub" else "right")
+
+    def gauge(value: Any) -> str:
+        return "-" if value is None else str(value)
+
+    for name, row in report["hubs"].items():
+        says = "/".join(gauge(row[f"hub_reported_active_{p}"]) for p in ("24h", "7d", "30d"))
+        hubs.add_row(
+            name,
+            str(row["dau"]),
+            str(row["wau"]),
+            str(row["mau"]),
+            f"{row['server_hours']:.1f}",
+            str(row["peak_servers"]),
+            says,
+        )
+    fleet = report["fleet"]
+    hubs.add_row(
+        "[bold]fleet (distinct people)[/]",
+        str(fleet["dau"]),
+        str(fleet["wau"]),
+        str(fleet["mau"]),
+        f"{fleet['server_hours']:.1f}",
+        str(fleet["peak_servers"]),
+        "",
+    )
+    console.print(hubs)
+
+
+@app.command()
+@friendly_errors
+def usage(
+    fleet: FleetOption = None,
+    state_dir: StateDirOption = None,
+    hub: Annotated[str | None, typer.Option("--hub", help="Only this hub.")] = None,
+    community: Annotated[str | None, typer.Option("--community", help="Only this community's hubs.")] = None,
+    from_: Annotated[
+        str | None,
+        typer.Option("--from", help=f"First day (YYYY-MM-DD; default: {DEFAULT_DAYS - 1} days before --to)."),
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Last day (YYYY-MM-DD; default: today, UTC).")
+    ] = None,
+    json_output: JsonOption = False,
+    csv_output: Annotated[bool, typer.Option("--csv", help="Print the per-day rows as CSV.")] = False,
+) -> None:
+    """Daily, weekly and monthly active users (distinct people; staff and the check user left out),
+    server-hours and peak concurrent servers per day, per hub and fleet-wide."""
+    from hubfleet.monitor.usage import usage_report
+    from hubfleet.store import open_store
+
+    if json_output and csv_output:
+        raise UserError("choose one of --json and --csv")
+    fleet_dir = resolve_fleet_dir(fleet)
+    config = load_or_explain(fleet_dir)
+    names = sorted(config.hubs)
+    if hub is not None:
+        require_hub(config, hub)
+        names = [hub]
+    if community is not None:
+        if community not in config.communities:
+            known = ", ".join(sorted(config.communities))
+            raise UserError(
+                f"no community named '{community}' in fleet '{config.fleet.name}'; communities: {known}"
+            )
+        names = [n for n in names if config.hubs[n].community == community]
+    now = datetime.now(UTC)
+    last = _day(to, "--to") or now.date()
+    first = _day(from_, "--from") or last - timedelta(days=DEFAULT_DAYS - 1)
+    if first > last:
+        raise UserError(f"--from {first} is after --to {last}")
+    with open_store(resolve_state_dir(fleet_dir, state_dir)) as store:
+        report = usage_report(store, names, first, last, now=now)
+    if json_output:
+        typer.echo(json.dumps(report, indent=2))
+    elif csv_output:
+        typer.echo(_csv(report), nl=False)
+    else:
+        scope = (
+            f"hub {hub}" if hub else f"community {community}" if community else f"fleet {config.fleet.name}"
+        )
+        _print_tables(report, f"usage of {scope}, {first} to {last} (UTC days)")
