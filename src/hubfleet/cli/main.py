@@ -37,6 +37,7 @@ def _register() -> None:
         deploy_cmds,
         fleet_cmds,
         monitor_cmds,
+        monitor_export_cmds,
         render_cmds,
         secrets_cmds,
         usage_cmds,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -16,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from hubfleet.config.fleet import FleetConfig
+from hubfleet.console import create_app, start_console
 from hubfleet.daemon.client import SOCKET_FILE
 from hubfleet.daemon.control import serve_control
 from hubfleet.daemon.processes import pid_alive, process_tree, terminate_tree, wait_gone
 from hubfleet.daemon.supervisor import Supervisor
+from hubfleet.monitor.anomaly import AnomalyMonitor
+from hubfleet.monitor.incidents import make_alerter
 from hubfleet.monitor.prober import run_in_daemon
 from hubfleet.monitor.usage import start_collector
 from hubfleet.settings import UserError
@@ -71,13 +75,21 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     store = open_store(state_dir)
     supervisor = Supervisor(fleet, state_dir, store)
+    # The HTTP app (/metrics, later the console) listens before any hub starts, so daemon.json names it.
+    http = await start_console(create_app(store, fleet), port=fleet.fleet.monitoring.metrics_port)
+    snapshot = supervisor.snapshot
+    supervisor.snapshot = lambda: {**snapshot(), "console": http.url}  # type: ignore[method-assign]
     control = await serve_control(supervisor, state_dir / SOCKET_FILE)
     prober: asyncio.Task[None] | None = None
+    anomalies: asyncio.Task[None] | None = None
     usage: asyncio.Task[None] | None = None
     try:
         await supervisor.start_all()
         usage = start_collector(fleet, store, supervisor, state_dir, stop)  # first collection right away
         prober = asyncio.create_task(run_in_daemon(fleet, state_dir, store, supervisor), name="prober")
+        alerter = make_alerter(fleet, store, supervisor.backend.secrets)
+        monitor = AnomalyMonitor(store, fleet, alerter=alerter)
+        anomalies = asyncio.create_task(monitor.run(stop), name="anomalies")
         if on_ready:
             on_ready(supervisor.snapshot())
         await stop.wait()
@@ -88,6 +100,12 @@ async def serve(
         if prober is not None:  # the uptime prober (hubfleet.monitor.prober)
             prober.cancel()
             await asyncio.gather(prober, return_exceptions=True)
+        if anomalies is not None:
+            anomalies.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await anomalies
+            await monitor.drain(timeout=5)
+        await http.stop()
         control.close()
         (state_dir / SOCKET_FILE).unlink(missing_ok=True)
         await supervisor.stop_all()
