@@ -521,7 +521,10 @@ class WebhookChannel(Strict):
     """A Slack-compatible incoming webhook: JSON `{"text": ...}` is POSTed to it."""
 
     name: Name
-    url: SecretOrPlain = Field(description="Webhook URL; it usually embeds a token, so prefer {secret: KEY}.")
+    url: SecretOrPlain = Field(
+        description="Webhook URL; it embeds a token, so write {secret: KEY}: a fleet-level secret in "
+        "secrets/fleet.yaml, set with `hubfleet secrets set --fleet-level KEY` (plain text: loopback tests)."
+    )
 
 
 class EmailChannel(Strict):
@@ -536,7 +539,9 @@ class EmailChannel(Strict):
     )
     username: str | None = None
     password: SecretOrPlain | None = Field(
-        default=None, description="SMTP password, preferably {secret: KEY}."
+        default=None,
+        description="SMTP password, preferably {secret: KEY}: a fleet-level secret in secrets/fleet.yaml, "
+        "set with `hubfleet secrets set --fleet-level KEY`.",
     )
     sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="From address.")
     to: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = Field(
