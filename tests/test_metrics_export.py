@@ -37,47 +37,46 @@ from hubfleet.store import Store, open_store
 from hubfleet.store.models import ProbeSample, UserDay
 from test_anomaly import add_sample, add_server, write_fleet
 
-NOW = datetime.now(UTC)
-TODAY = NOW.date()
 PROMTOOL = shutil.which("promtool")
 
 
-def populate(store: Store) -> None:
+def populate(store: Store, now: datetime) -> None:
     """Hub a (prod) is busy and healthy; hub b (staging) is failing and its usage sample is stale."""
+    today = now.date()
     with store.session() as session, session.begin():
         for minutes, ok in ((50, True), (40, False), (30, True), (1, True)):
             status = 200 if ok else None
             session.add(
                 ProbeSample(
                     hub="a",
-                    at=NOW - timedelta(minutes=minutes),
+                    at=now - timedelta(minutes=minutes),
                     ok=ok,
                     health_status=status,
                     api_status=status,
                     latency_ms=120.0 if ok else None,
-                    cert_expires_at=NOW + timedelta(days=10),
+                    cert_expires_at=now + timedelta(days=10),
                 )
             )
-        session.add(ProbeSample(hub="b", at=NOW - timedelta(minutes=2), ok=True, latency_ms=50.0))
-        session.add(ProbeSample(hub="b", at=NOW - timedelta(minutes=1), ok=False, error="refused"))
+        session.add(ProbeSample(hub="b", at=now - timedelta(minutes=2), ok=True, latency_ms=50.0))
+        session.add(ProbeSample(hub="b", at=now - timedelta(minutes=1), ok=False, error="refused"))
         users = [
             ("a", "alice", 0), ("a", "bob", 3), ("a", "carol", 20), ("a", "dave", 40),
             ("b", "alice", 0), ("b", "erin", 10),
         ]  # fmt: skip
         for hub, user, days_ago in users:
-            at = NOW - timedelta(days=days_ago)
-            session.add(UserDay(hub=hub, username=user, day=TODAY - timedelta(days=days_ago),
+            at = now - timedelta(days=days_ago)
+            session.add(UserDay(hub=hub, username=user, day=today - timedelta(days=days_ago),
                                 identity=f"native:{user}", first_seen=at, last_seen=at))  # fmt: skip
-    hour = NOW.replace(minute=0, second=0, microsecond=0)
+    hour = now.replace(minute=0, second=0, microsecond=0)
     for k in (1, 2, 3):
         add_sample(store, "a", hour - timedelta(weeks=k) + timedelta(minutes=1), 2 * k)  # baseline: 4
-    add_sample(store, "a", NOW - timedelta(seconds=20), 7, ok=10, failed=2)
-    add_sample(store, "b", NOW - timedelta(minutes=10), 3)  # stale: not reported as running now
-    add_server(store, "a", "alice", NOW - timedelta(hours=5))
-    add_server(store, "a", "bob", NOW - timedelta(hours=1))
-    add_server(store, "a", "carol", NOW - timedelta(hours=9), NOW - timedelta(hours=8))
+    add_sample(store, "a", now - timedelta(seconds=20), 7, ok=10, failed=2)
+    add_sample(store, "b", now - timedelta(minutes=10), 3)  # stale: not reported as running now
+    add_server(store, "a", "alice", now - timedelta(hours=5))
+    add_server(store, "a", "bob", now - timedelta(hours=1))
+    add_server(store, "a", "carol", now - timedelta(hours=9), now - timedelta(hours=8))
     for minutes in (5, 15):
-        store.record_restart("a", reason="crash", at=NOW - timedelta(minutes=minutes))
+        store.record_restart("a", reason="crash", at=now - timedelta(minutes=minutes))
     open_incident(store, "a", "down", "refused")
     open_incident(store, "a", "anomaly", "7 servers", rule="max_running_servers")
     open_incident(store, "b", "certificate", "expires")
@@ -118,8 +117,9 @@ def value(data: dict[Any, float], name: str, **labels: str) -> float | None:
 
 
 def test_metrics_over_http_match_the_store(tmp_path: Path, fleet: FleetConfig) -> None:
+    now = datetime.now(UTC)
     with open_store(tmp_path / "state") as store:
-        populate(store)
+        populate(store, now)
         response, again = asyncio.run(scrape(store, fleet))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -150,10 +150,10 @@ def test_metrics_over_http_match_the_store(tmp_path: Path, fleet: FleetConfig) -
     assert value(data, "hubfleet_hub_probe_latency_seconds", **a) == pytest.approx(0.12)
     assert value(data, "hubfleet_hub_probe_latency_seconds", **b) is None  # the last probe got no answer
     assert value(data, "hubfleet_hub_last_probe_timestamp_seconds", **a) == pytest.approx(
-        (NOW - timedelta(minutes=1)).timestamp()
+        (now - timedelta(minutes=1)).timestamp()
     )
     assert value(data, "hubfleet_hub_certificate_expiry_timestamp_seconds", **a) == pytest.approx(
-        (NOW + timedelta(days=10)).timestamp()
+        (now + timedelta(days=10)).timestamp()
     )
     for window in ("24h", "7d", "30d"):
         assert value(data, "hubfleet_hub_uptime_ratio", **a, window=window) == pytest.approx(0.75)
