@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 import warnings
@@ -20,13 +21,19 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-# AUTH without TLS is what a loopback test server does; the warning says nothing about the code under test.
-warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+
+class _Controller(Controller):
+    def factory(self) -> Any:
+        # AUTH without TLS is what a loopback test server does; the warning is not about the code under test.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+            return super().factory()
 
 
 def free_port() -> int:
@@ -90,13 +97,67 @@ class _Handler:
         return "250 OK"
 
 
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 and localhost: (cert.pem, key.pem); the cert is its own CA."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hubfleet test SMTP")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "smtp-cert.pem", directory / "smtp-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
 @contextmanager
-def smtp_server(credentials: dict[str, str] | None = None) -> Iterator[SMTPReceiver]:
+def smtp_server(
+    credentials: dict[str, str] | None = None,
+    *,
+    security: str = "none",
+    cert: tuple[Path, Path] | None = None,
+) -> Iterator[SMTPReceiver]:
     """An SMTP server on a free loopback port collecting every message. With `credentials`
-    (username -> password), AUTH PLAIN/LOGIN is offered (without TLS) and required."""
+    (username -> password), AUTH PLAIN/LOGIN is offered and required. `security`: none, starttls (STARTTLS
+    offered and required) or tls (implicit TLS), with `cert` = (cert.pem, key.pem) from self_signed_cert()."""
     port = free_port()
     receiver = SMTPReceiver("127.0.0.1", port)
     kwargs: dict[str, Any] = {}
+    if security != "none":
+        assert cert is not None, "a TLS SMTP server needs cert=self_signed_cert(dir)"
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*cert)
+        if security == "starttls":
+            kwargs = {"tls_context": context, "require_starttls": True}
+        else:
+            kwargs = {"ssl_context": context}
     if credentials is not None:
 
         def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
@@ -106,8 +167,12 @@ def smtp_server(credentials: dict[str, str] | None = None) -> Iterator[SMTPRecei
             receiver.logins.append((user, password))
             return AuthResult(success=credentials.get(user) == password, handled=False)
 
-        kwargs = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": False}
-    controller = Controller(_Handler(receiver), hostname="127.0.0.1", port=port, **kwargs)
+        kwargs |= {
+            "authenticator": authenticator,
+            "auth_required": True,
+            "auth_require_tls": security == "starttls",
+        }
+    controller = _Controller(_Handler(receiver), hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
     try:
         yield receiver

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from pyrage import x25519
 from sqlalchemy import select
 
-from alert_receivers import free_port, smtp_server, webhook_receiver
+from alert_receivers import free_port, self_signed_cert, smtp_server, webhook_receiver
 from fleet_helpers import copy_demo_fleet, hubfleet
 from hubfleet.config.loader import load_fleet, validate_fleet
 from hubfleet.monitor.alerts import Alerter, format_duration, format_message, mask_url
@@ -223,6 +224,31 @@ def test_no_channels_is_quiet(tmp_path: Path) -> None:
         incident, _ = open_incident(store, HUB, "down", "timeout", at=T0)
         run(alerter.incident_opened(incident, wait=True))
         assert deliveries(store) == []
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_smtp_over_tls_with_auth(tmp_path: Path, security: str) -> None:
+    cert = self_signed_cert(tmp_path)
+    with smtp_server({"alerts": "pw-123456"}, security=security, cert=cert) as smtp:
+        root = make_fleet(tmp_path, smtp_port=smtp.port, smtp_user="alerts", smtp_password="pw-123456")
+        fleet_yaml = root / "fleet.yaml"
+        fleet_yaml.write_text(fleet_yaml.read_text().replace("security: none", f"security: {security}"))
+        fleet = load_fleet(root)
+        with open_store(tmp_path / "state") as store:
+            trusting = ssl.create_default_context(cafile=str(cert[0]))
+            alerter = Alerter(fleet, store, backoff_base=0.01, ssl_context=trusting)
+            run(open_and_resolve(alerter, store))
+            assert all(r.ok for r in deliveries(store))
+        assert len(smtp.to(OPS)) == 2 and smtp.logins == [("alerts", "pw-123456")] * 4
+
+        # with the system's trust store, the self-signed certificate is refused, recorded and not raised
+        with open_store(tmp_path / "state-untrusted") as store:
+            incident, _ = open_incident(store, HUB, "down", "timeout", at=T0)
+            run(Alerter(fleet, store, backoff_base=0.01).incident_opened(incident, wait=True))
+            rows = deliveries(store)
+        assert rows and not any(r.ok for r in rows)
+        assert "CERTIFICATE_VERIFY_FAILED" in rows[0].error and "pw-123456" not in rows[0].error
+        assert len(smtp.to(OPS)) == 2
 
 
 # --------------------------------------------------------------------------- secrets
