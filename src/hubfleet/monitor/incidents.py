@@ -342,16 +342,16 @@ class IncidentTracker:
         method = self.alerter.incident_opened if event == "opened" else self.alerter.incident_resolved
         try:
             task = asyncio.get_running_loop().create_task(self._deliver(method, incident))
-        except RuntimeError:  # no running loop: deliver on a private one
-            asyncio.run(self._deliver(method, incident))
+        except RuntimeError:  # no running loop: deliver on a private one, and wait (it closes after)
+            asyncio.run(self._deliver(method, incident, wait=True))
             return
         self._alerts.add(task)
         task.add_done_callback(self._alerts.discard)
 
     @staticmethod
-    async def _deliver(method: Any, incident: IncidentRecord) -> None:
+    async def _deliver(method: Any, incident: IncidentRecord, wait: bool = False) -> None:
         try:
-            await method(incident)
+            await (method(incident, wait=True) if wait else method(incident))
         except Exception:  # the Alerter never raises; a bug in it must not stop the prober
             log.exception("alerting about incident %s failed", incident.id)
 

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,14 +30,6 @@ from hubfleet.monitor.incidents import IncidentTracker, make_alerter, prune_samp
 from hubfleet.store.api import Store
 
 log = logging.getLogger("hubfleet.prober")
-
-try:
-    import sniffio  # noqa: F401
-except ImportError:
-    # httpcore imports the optional `sniffio` each time it makes a lock; when it is not installed, each try
-    # scans sys.path again (about 12 failed imports a probe, ~30 % of the prober's CPU at 1,000 hubs). A None
-    # entry is Python's record of "not installed": the import fails at once, with the same result.
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 PATHS = ("/hub/health", "/hub/api/")
 DEFAULT_CONCURRENCY = 50
