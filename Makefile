@@ -18,6 +18,7 @@ demo: setup
 	$(VENV)/bin/hubfleet up --fleet examples/demo-fleet
 
 test: setup
+	bash scripts/install-debian-deps.sh
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/pytest -q
 
@@ -25,6 +26,9 @@ benchmarks: setup
 	$(VENV)/bin/python benchmarks/validate_500.py
 	$(VENV)/bin/python benchmarks/up_demo.py
 	$(VENV)/bin/python benchmarks/spawn_latency.py
+	$(VENV)/bin/python benchmarks/plan_500.py
+	$(VENV)/bin/python benchmarks/deploy_parallel.py
+	$(VENV)/bin/python benchmarks/probe_1000.py
 
 clean:
 	rm -rf $(VENV) examples/demo-fleet/.hubfleet
