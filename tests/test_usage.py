@@ -430,3 +430,18 @@ def test_cli_errors_are_one_line(fleet_with_usage: Path) -> None:
     ):
         result = CliRunner().invoke(app, ["usage", "--fleet", str(fleet_with_usage), *args])
         assert result.exit_code == 1 and message in result.output, result.output
+
+
+def test_hub_samples_older_than_retention_are_pruned(tmp_path: Path) -> None:
+    from hubfleet.monitor.usage import prune_hub_samples
+    from hubfleet.store.models import HubSample
+
+    now = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    with open_store(tmp_path) as store:
+        with store.session() as session, session.begin():
+            for days in (1, 34, 36, 400):
+                session.add(HubSample(hub="h", at=now - timedelta(days=days), running_servers=days))
+        assert prune_hub_samples(store, now) == 2
+        with store.session() as session:
+            kept = sorted(s.running_servers for s in session.query(HubSample))
+    assert kept == [1, 34]

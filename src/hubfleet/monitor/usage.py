@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time as time_
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from hubfleet.config.fleet import FleetConfig
@@ -414,15 +415,34 @@ class UsageCollector:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Collect now, then every interval until `stop` is set. Never raises (except cancellation)."""
+        pruned = 0.0
         while not stop.is_set():
             try:
                 await self.collect_once()
+                if time_.monotonic() - pruned > 3600:
+                    prune_hub_samples(self.store)
+                    pruned = time_.monotonic()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the daemon must outlive any collection error
                 log.exception("usage: collection failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
+
+
+HUB_SAMPLE_RETENTION = timedelta(days=35)
+"""Per-minute hub samples feed the anomaly baseline (4 past weeks of the same hour); older ones go.
+One year of them would be ≈ 2.5 GB for 50 hubs; 35 days are ≈ 240 MB."""
+
+
+def prune_hub_samples(
+    store: Store, now: datetime | None = None, keep: timedelta = HUB_SAMPLE_RETENTION
+) -> int:
+    """Delete hub samples older than `keep`; returns how many."""
+    cutoff = (now or datetime.now(UTC)) - keep
+    with store.session() as session, session.begin():
+        deleted = session.execute(delete(HubSample).where(HubSample.at < cutoff))
+    return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def supervised_targets(supervisor: Any, state_dir: Path) -> Callable[[], list[HubTarget]]:

@@ -131,7 +131,12 @@ class UserDay(Base):
     """A user was active on a hub on a (UTC) day: what DAU/WAU/MAU count, exactly."""
 
     __tablename__ = "user_days"
-    __table_args__ = (Index("ix_user_days_day_hub", "day", "hub"),)
+    __table_args__ = (
+        Index("ix_user_days_day_hub", "day", "hub"),
+        # distinct-people counts read only an index: fleet-wide, and for chosen hubs
+        Index("ix_user_days_day_identity", "day", "identity"),
+        Index("ix_user_days_hub_day_identity", "hub", "day", "identity"),
+    )
 
     hub: Mapped[str] = mapped_column(String(200), primary_key=True)
     username: Mapped[str] = mapped_column(String(255), primary_key=True)
