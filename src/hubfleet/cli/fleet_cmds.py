@@ -86,6 +86,8 @@ def up(
         daemon = start_detached(fleet_dir, state)
         hubs = asyncio.run(collect_status(config, state))["hubs"]
         print_hub_table(hubs, f"fleet '{config.fleet.name}' is up (daemon pid {daemon['pid']})")
+        if daemon.get("console"):
+            console.print(f"metrics: {daemon['console']}/metrics", highlight=False)
         if report_failures(list(daemon["hubs"].values())):
             raise typer.Exit(1)
         return
@@ -93,6 +95,8 @@ def up(
     def on_ready(status: dict[str, Any]) -> None:
         hubs = list(status["hubs"].values())
         print_hub_table(hubs, f"fleet '{config.fleet.name}' is up")
+        if status.get("console"):
+            console.print(f"metrics: {status['console']}/metrics", highlight=False)
         report_failures(hubs)
         console.print("supervising; press Ctrl-C to stop every hub")
 

@@ -77,8 +77,7 @@ async def serve(
     supervisor = Supervisor(fleet, state_dir, store)
     # The HTTP app (/metrics, later the console) listens before any hub starts, so daemon.json names it.
     http = await start_console(create_app(store, fleet), port=fleet.fleet.monitoring.metrics_port)
-    snapshot = supervisor.snapshot
-    supervisor.snapshot = lambda: {**snapshot(), "console": http.url}  # type: ignore[method-assign]
+    supervisor.extra_status["console"] = http.url
     control = await serve_control(supervisor, state_dir / SOCKET_FILE)
     prober: asyncio.Task[None] | None = None
     anomalies: asyncio.Task[None] | None = None

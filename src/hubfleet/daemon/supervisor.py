@@ -131,6 +131,8 @@ class Supervisor:
         self._stopping = False
         self.ready = False
         self.started_at = now_iso()
+        self.extra_status: dict[str, Any] = {}
+        """More daemon facts for daemon.json, such as the `console` URL."""
 
     def _track(self, name: str, community: str, stage: str) -> None:
         self.hubs.setdefault(
@@ -153,6 +155,7 @@ class Supervisor:
             "state_dir": str(self.state_dir),
             "started_at": self.started_at,
             "ready": self.ready,
+            **self.extra_status,
             "hubs": {name: asdict(state) for name, state in self.hubs.items()},
         }
 
