@@ -76,11 +76,14 @@ def test_local_bundle_runs_without_hubfleet(tmp_path: Path) -> None:
         deadline = time.monotonic() + 90
         while True:
             assert proc.poll() is None, (out / "hub.log").read_text()[-3000:]
+            # health answers before JupyterHub has started its services; stopping it in between would
+            # leave them behind, so wait for the line it logs once everything runs
             try:
-                if httpx.get(f"{url}/hub/health", timeout=2).status_code == 200:
-                    break
+                healthy = httpx.get(f"{url}/hub/health", timeout=2).status_code == 200
             except httpx.HTTPError:
-                pass
+                healthy = False
+            if healthy and "JupyterHub is now running" in (out / "hub.log").read_text():
+                break
             assert time.monotonic() < deadline, (out / "hub.log").read_text()[-3000:]
             time.sleep(0.3)
         # the control token from the environment works: the service exists with its scopes
