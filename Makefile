@@ -20,7 +20,8 @@ demo: setup
 test: setup
 	bash scripts/install-debian-deps.sh
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/pytest -q
+	# three workers, one test file each: the integration tests mostly wait on hubs, so 2 cores keep up
+	$(VENV)/bin/pytest -q -n 3 --dist loadfile
 
 benchmarks: setup
 	$(VENV)/bin/python benchmarks/validate_500.py
