@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import json
 import os
@@ -79,30 +78,24 @@ async def serve(
     http = await start_console(create_app(store, fleet), port=fleet.fleet.monitoring.metrics_port)
     supervisor.extra_status["console"] = http.url
     control = await serve_control(supervisor, state_dir / SOCKET_FILE)
-    prober: asyncio.Task[None] | None = None
-    anomalies: asyncio.Task[None] | None = None
-    usage: asyncio.Task[None] | None = None
+    tasks: list[asyncio.Task[Any]] = []  # monitoring: usage collector, uptime prober, anomaly rules
+    monitor: AnomalyMonitor | None = None
     try:
         await supervisor.start_all()
-        usage = start_collector(fleet, store, supervisor, state_dir, stop)  # first collection right away
-        prober = asyncio.create_task(run_in_daemon(fleet, state_dir, store, supervisor), name="prober")
-        alerter = make_alerter(fleet, store, supervisor.backend.secrets)
-        monitor = AnomalyMonitor(store, fleet, alerter=alerter)
-        anomalies = asyncio.create_task(monitor.run(stop), name="anomalies")
+        monitor = AnomalyMonitor(store, fleet, alerter=make_alerter(fleet, store, supervisor.backend.secrets))
+        tasks = [
+            start_collector(fleet, store, supervisor, state_dir, stop),  # first collection right away
+            asyncio.create_task(run_in_daemon(fleet, state_dir, store, supervisor), name="prober"),
+            asyncio.create_task(monitor.run(stop), name="anomalies"),
+        ]
         if on_ready:
             on_ready(supervisor.snapshot())
         await stop.wait()
     finally:
-        if usage is not None:  # the usage collector (hubfleet.monitor.usage)
-            usage.cancel()
-            await asyncio.gather(usage, return_exceptions=True)
-        if prober is not None:  # the uptime prober (hubfleet.monitor.prober)
-            prober.cancel()
-            await asyncio.gather(prober, return_exceptions=True)
-        if anomalies is not None:
-            anomalies.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await anomalies
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if monitor is not None:
             await monitor.drain(timeout=5)
         await http.stop()
         control.close()
