@@ -143,3 +143,10 @@ def mark_deployed(root: Path) -> None:
             backend = backends[fleet.clusters[hub.cluster].kind]
             rendered, digest = backend.render(hub), backend.config_hash(hub)
             record(store, fleet, hub, config_hash=digest, rendered=rendered, result="ok", actor="test")
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    """Replace the first `old` in a fleet file (which must hold it) with `new`."""
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))

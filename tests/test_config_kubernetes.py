@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fleet_helpers import edit
 from hubfleet.config import rules
 from hubfleet.config.loader import _load, validate_fleet
 from hubfleet.config.models import Z2JH_CHART_REPO, Z2JH_CHART_VERSION, KubernetesCluster
@@ -21,13 +22,6 @@ def k8s(tmp_path: Path) -> Path:
     root = tmp_path / "fleet"
     shutil.copytree(FIXTURE, root)
     return root
-
-
-def edit(root: Path, rel: str, old: str, new: str) -> None:
-    path = root / rel
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
 
 
 def test_fixture_is_valid_and_merges_defaults() -> None:
@@ -49,8 +43,7 @@ def test_kubernetes_settings_on_local_hub(tmp_path: Path) -> None:
     root = tmp_path / "fleet"
     shutil.copytree(DEMO, root)
     edit(
-        root,
-        "communities/uni-a/hubs/prod.yaml",
+        root / "communities/uni-a/hubs/prod.yaml",
         "max_users: 100",
         "max_users: 100\nkubernetes:\n  placeholders: 2",
     )
@@ -64,12 +57,12 @@ def test_kubernetes_settings_on_local_hub(tmp_path: Path) -> None:
 def test_kubernetes_defaults_are_ignored_on_local_hubs(tmp_path: Path) -> None:
     root = tmp_path / "fleet"
     shutil.copytree(DEMO, root)
-    edit(root, "fleet.yaml", "  default_ui: lab", "  default_ui: lab\n  kubernetes:\n    placeholders: 1")
+    edit(root / "fleet.yaml", "  default_ui: lab", "  default_ui: lab\n  kubernetes:\n    placeholders: 1")
     assert validate_fleet(root)[1] == []
 
 
 def test_profile_slugs_unique_and_one_default(k8s: Path) -> None:
-    edit(k8s, PHYSICS, "slug: large", "slug: small\n      default: true")
+    edit(k8s / PHYSICS, "slug: large", "slug: small\n      default: true")
     errors = rules.profiles_consistent(_load(k8s)[0])  # type: ignore[arg-type]
     assert [str(e) for e in errors] == [
         f"{PHYSICS}:24:7: kubernetes.profiles[1].slug: 'small' is already used by profiles[0]; "
@@ -96,7 +89,7 @@ def test_profile_slugs_unique_and_one_default(k8s: Path) -> None:
     ],
 )
 def test_model_errors_point_at_the_key(k8s: Path, old: str, new: str, message: str) -> None:
-    edit(k8s, PHYSICS, old, new)
+    edit(k8s / PHYSICS, old, new)
     _, errors = validate_fleet(k8s)
     assert len(errors) == 1 and errors[0].file == PHYSICS
     assert errors[0].message.startswith(message), errors[0].message

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fleet_helpers import edit
 from hubfleet.config import rules
 from hubfleet.config.loader import LoadedFleet, validate_fleet
 from hubfleet.config.schema import fleet_json_schemas, render_reference
@@ -34,13 +35,6 @@ def demo(tmp_path: Path) -> Path:
     return root
 
 
-def edit(root: Path, rel: str, old: str, new: str) -> None:
-    path = root / rel
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
-
-
 def test_demo_passes_every_rule() -> None:
     config = load_unchecked(DEMO)
     for rule in rules.RULES:
@@ -48,7 +42,7 @@ def test_demo_passes_every_rule() -> None:
 
 
 def test_unique_hub_names_names_the_first_file(demo: Path) -> None:
-    edit(demo, "communities/hackweek/hubs/staging.yaml", "name: hackweek-staging", "name: uni-a-staging")
+    edit(demo / "communities/hackweek/hubs/staging.yaml", "name: hackweek-staging", "name: uni-a-staging")
     errors = rules.unique_hub_names(load_unchecked(demo))
     assert [str(e) for e in errors] == [
         f"{UNI_STAGING}:2:1: name: hub name 'uni-a-staging' is already used by "
@@ -61,8 +55,8 @@ def test_unique_domains(demo: Path) -> None:
         "name: k8s\nkind: kubernetes\ncredentials:\n  provider: kubeconfig\n  path: kubeconfig\n"
     )
     for rel in (UNI, UNI_STAGING):
-        edit(demo, rel, "cluster: local", "cluster: k8s")
-        edit(demo, rel, "port: 1800", "domain: hub.example.org\n#")
+        edit(demo / rel, "cluster: local", "cluster: k8s")
+        edit(demo / rel, "port: 1800", "domain: hub.example.org\n#")
     config = load_unchecked(demo)
     assert [str(e) for e in rules.unique_domains(config)] == [
         f"{UNI_STAGING}:7:1: domain: hub.example.org is already used by hub 'uni-a' ({UNI}); "
@@ -75,7 +69,7 @@ def test_kubernetes_hub_needs_domain_not_port(demo: Path) -> None:
     (demo / "clusters/k8s.yaml").write_text(
         "name: k8s\nkind: kubernetes\ncredentials:\n  provider: gcp\n  project: p\n  zone: z\n  cluster: c\n"
     )
-    edit(demo, UNI, "cluster: local", "cluster: k8s")
+    edit(demo / UNI, "cluster: local", "cluster: k8s")
     assert [str(e) for e in rules.port_or_domain_by_cluster_kind(load_unchecked(demo))] == [
         f"{UNI}:2:1: domain: required for hubs on kubernetes cluster 'k8s'; add `domain: <hub.example.org>`",
         f"{UNI}:7:1: port: hubs on kubernetes cluster 'k8s' are served on their domain; remove port",
@@ -93,7 +87,7 @@ def test_prod_needs_staging_on_same_cluster(demo: Path) -> None:
 def test_admins_from_defaults_count(demo: Path) -> None:
     fleet = demo / "fleet.yaml"
     fleet.write_text(fleet.read_text() + "  auth:\n    type: native\n    admin_users: []\n")
-    edit(demo, UNI, "auth:\n  type: native\n  admin_users: [grace]\n", "")
+    edit(demo / UNI, "auth:\n  type: native\n  admin_users: [grace]\n", "")
     config = load_unchecked(demo)
     assert [str(e) for e in rules.admins_not_empty(config)] == [
         "fleet.yaml:20:5: auth.admin_users: hub 'uni-a' has no admin users; list at least one"
@@ -104,21 +98,21 @@ def test_admins_from_defaults_count(demo: Path) -> None:
 def test_dummy_auth_from_defaults_refused_on_prod(demo: Path) -> None:
     fleet = demo / "fleet.yaml"
     fleet.write_text(fleet.read_text() + "  auth:\n    type: dummy\n    admin_users: [ada]\n")
-    edit(demo, UNI, "auth:\n  type: native\n  admin_users: [grace]\n", "")
+    edit(demo / UNI, "auth:\n  type: native\n  admin_users: [grace]\n", "")
     assert [str(e) for e in rules.no_dummy_auth_on_prod(load_unchecked(demo))] == [
         "fleet.yaml:19:5: auth.type: dummy auth is refused on prod hub 'uni-a'; use `type: native`"
     ]
 
 
 def test_reference_without_close_match_lists_known_names(demo: Path) -> None:
-    edit(demo, UNI, "cluster: local", "cluster: zzz")
+    edit(demo / UNI, "cluster: local", "cluster: zzz")
     assert [str(e) for e in rules.references_resolve(load_unchecked(demo))] == [
         f"{UNI}:5:1: cluster: unknown cluster 'zzz'; known clusters: local"
     ]
 
 
 def test_validate_runs_the_rules(demo: Path) -> None:
-    edit(demo, UNI, "type: native", "type: dummy")
+    edit(demo / UNI, "type: native", "type: dummy")
     config, errors = validate_fleet(demo)
     assert config is None
     assert len(errors) == 1 and "dummy auth is refused" in errors[0].message

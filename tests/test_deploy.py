@@ -12,6 +12,7 @@ import pytest
 from fleet_helpers import (
     copy_demo_fleet,
     daemon_status,
+    edit,
     fleet_processes,
     hubfleet,
     running_fleet,
@@ -25,12 +26,6 @@ pytestmark = pytest.mark.integration
 def fleet(tmp_path_factory: pytest.TempPathFactory):
     with running_fleet(copy_demo_fleet(tmp_path_factory.mktemp("deploy") / "demo")) as root:
         yield root
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new))
 
 
 def pids(fleet: Path) -> dict[str, int]:

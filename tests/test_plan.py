@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet_helpers import copy_demo_fleet, hubfleet, mark_deployed
+from fleet_helpers import copy_demo_fleet, edit, hubfleet, mark_deployed
 from hubfleet.config.loader import load_fleet
 from hubfleet.deploy.plan import files_changed_since, make_plan, read_changed_files
 from hubfleet.store import open_store
@@ -25,12 +25,6 @@ def fleet(tmp_path: Path) -> Path:
     root = copy_demo_fleet(tmp_path / "fleet")
     mark_deployed(root)
     return root
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new))
 
 
 def test_new_fleet_plans_create_in_two_waves(tmp_path: Path) -> None:
