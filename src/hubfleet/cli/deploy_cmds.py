@@ -121,25 +121,13 @@ def deploy(
     a hub whose deploy or check fails is rolled back to its last good configuration."""
     from hubfleet.backends import backends_for
     from hubfleet.daemon.run import read_status
-    from hubfleet.deploy.rollout import Deployer, HubOutcome
+    from hubfleet.deploy.rollout import Deployer, HubOutcome, Rollout
     from hubfleet.store import open_store
 
     config, state, result = _plan(resolve_fleet_dir(fleet), state_dir, changed_files, since, hub)
     if not result.changes:
         if json_output:
-            typer.echo(
-                json.dumps(
-                    {
-                        "ok": True,
-                        "hubs": [],
-                        "deployed": [],
-                        "rolled_back": [],
-                        "failed": [],
-                        "skipped": [],
-                        "removed": [],
-                    }
-                )
-            )
+            typer.echo(json.dumps(Rollout({}).to_json(), indent=2))
         else:
             console.print("nothing to deploy: every hub runs its desired configuration")
         return
