@@ -21,6 +21,18 @@ PROBE_INTERVAL = 1.0
 OPS = "ops@hubfleet.example"
 
 
+def failed_probes_until(fleet: Path, hub: str, until: str) -> int:
+    """Failed probes of `hub` recorded up to and including `until` (an ISO time from `hubfleet incidents`)."""
+    from datetime import datetime
+
+    from hubfleet.store import open_store
+    from hubfleet.store.models import ProbeSample
+
+    with open_store(fleet / ".hubfleet") as store, store.session() as session:
+        rows = session.query(ProbeSample).filter(ProbeSample.hub == hub, ProbeSample.ok.is_(False))
+        return sum(1 for row in rows if row.at <= datetime.fromisoformat(until))
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.2):  # noqa: ANN001, ANN201
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -75,17 +87,14 @@ monitoring:
 
             victim = "uni-a-staging"
             old_pid = daemon_status(fleet)["hubs"][victim]["pid"]
-            killed_at = time.monotonic()
             os.kill(old_pid, signal.SIGKILL)
 
-            [opened] = wait_for(lambda: incidents(fleet, "--open"), timeout=15, interval=0.1)
-            opened_after = time.monotonic() - killed_at
+            [opened] = wait_for(lambda: incidents(fleet, "--open"), timeout=60, interval=0.1)
             assert (opened["hub"], opened["kind"], opened["resolved_at"]) == (victim, "down", None)
             assert opened["cause"], opened
-            # two failed probes; the supervisor's first restart waits 1 s (backoff) before it starts the hub
-            assert opened_after <= 2 * PROBE_INTERVAL + 1 + 5, (
-                f"incident opened {opened_after:.1f} s after kill"
-            )
+            # "within two probe intervals", counted in probes rather than seconds (the machine may be busy):
+            # the incident opened at the second failed probe after the kill
+            assert failed_probes_until(fleet, victim, opened["started_at"]) == 2
 
             def restarted() -> bool:
                 hub = daemon_status(fleet)["hubs"][victim]

@@ -145,7 +145,7 @@ async def test_probe_hub_healthy_and_failing(hub: FakeHub) -> None:
     async with new_client() as client:
         ok = await probe_hub(client, hub.url, 5, hub="h")
         assert ok.ok and (ok.health_status, ok.api_status) == (200, 200)
-        assert ok.latency_ms is not None and 0 < ok.latency_ms < 5000
+        assert ok.latency_ms is not None and ok.latency_ms > 0
         assert ok.error == "" and ok.cert_expires_at is None
         assert sorted(hub.requests) == ["/hub/api/", "/hub/health"]
 
