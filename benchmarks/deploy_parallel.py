@@ -2,7 +2,7 @@
 
 Each deploy restarts every hub with its new configuration and runs its synthetic check (spawn, run code,
 stop); staging hubs go first, then prod hubs, so --parallel 4 still runs two waves of two. Not part of the
-test suite; the fleet is brought down in a `finally`.
+test suite; the fleet is brought down even when a deploy fails.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fleet_helpers import copy_demo_fleet, hubfleet, kill_leftovers  # noqa: E402
+from fleet_helpers import copy_demo_fleet, hubfleet, running_fleet  # noqa: E402
 from machine_info import machine  # noqa: E402
 
 
@@ -48,15 +48,11 @@ def timed_deploy(root: Path, parallel: int) -> dict[str, object]:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = copy_demo_fleet(Path(tmp) / "demo")
-        try:
-            hubfleet("up", "--detach", fleet=root, check=True, timeout=300)
+        with running_fleet(root):
             runs = []
             for round_, parallel in enumerate((1, 4, 1, 4), start=1):
                 change_every_hub(root, round_)
                 runs.append(timed_deploy(root, parallel))
-        finally:
-            hubfleet("down", fleet=root, timeout=300)
-            kill_leftovers(root)
     by_parallel = {p: [r["seconds"] for r in runs if r["parallel"] == p] for p in (1, 4)}
     json.dump(
         {

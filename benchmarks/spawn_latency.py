@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fleet_helpers import copy_demo_fleet, daemon_status, hubfleet, kill_leftovers  # noqa: E402
+from fleet_helpers import copy_demo_fleet, daemon_status, hubfleet, running_fleet  # noqa: E402
 from machine_info import machine  # noqa: E402
 
 HUB = "uni-a-staging"
@@ -148,16 +148,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="hubfleet-bench-") as tmp:
         fleet = copy_demo_fleet(Path(tmp) / "demo", keep={HUB_FILE})
-        try:
-            hubfleet("up", "--detach", fleet=fleet, timeout=300, check=True)
+        with running_fleet(fleet):  # brought down (and checked for leftovers) even when measuring fails
             url = daemon_status(fleet)["hubs"][HUB]["url"]
             token = hubfleet("token", HUB, fleet=fleet, check=True).stdout.strip()
             results = asyncio.run(measure(url, token, args))
-        finally:
-            hubfleet("down", fleet=fleet, timeout=120)
-            leftovers = kill_leftovers(fleet)
-            if leftovers:
-                print(f"stopped leftover processes: {leftovers}", file=sys.stderr)
 
     json.dump(
         {
