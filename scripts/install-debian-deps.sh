@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
-# Debian packages the test suite uses beyond Python: promtool (package prometheus) checks the exported
-# Prometheus config and alert rules. Installed only when missing; a machine without apt or network
-# still runs the suite, and the promtool test says it was skipped.
+# Debian packages the test suite uses beyond Python, installed only when missing:
+#   prometheus -> promtool checks the exported Prometheus config and alert rules;
+#   chromium   -> the console's browser tests (Playwright drives /usr/bin/chromium; it downloads no browser).
+# A machine without apt or network still runs the suite; the tests that need these say they were skipped.
 set -u
-if command -v promtool >/dev/null 2>&1; then
-  exit 0
-fi
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "apt-get not found: promtool not installed; its test will be skipped" >&2
+  echo "apt-get not found: ${missing[*]} not installed; the tests that need them will be skipped" >&2
   exit 0
 fi
 sudo=""
 if [ "$(id -u)" != 0 ]; then
   if command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; else
-    echo "not root and no sudo: promtool not installed; its test will be skipped" >&2
+    echo "not root and no sudo: ${missing[*]} not installed; the tests that need them will be skipped" >&2
     exit 0
   fi
 fi
 export DEBIAN_FRONTEND=noninteractive
-if ! $sudo apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1; then
+if ! $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
   $sudo apt-get update -q >/dev/null 2>&1
-  $sudo apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 \
-    || echo "could not install prometheus (promtool); its test will be skipped" >&2
+  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
+    || echo "could not install ${missing[*]}; the tests that need them will be skipped" >&2
 fi
-# The package may start a Prometheus server where an init system runs; the tests need only promtool.
+# The prometheus package may start a server where an init system runs; the tests need only promtool.
 exit 0

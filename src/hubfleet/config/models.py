@@ -580,9 +580,87 @@ class Monitoring(Strict):
         default=None,
         ge=1024,
         le=65535,
-        description="Port of the daemon's /metrics on 127.0.0.1 (unset: a free port).",
+        description="Port of the daemon's HTTP server on 127.0.0.1: /metrics and the web console "
+        "(unset: a free port).",
     )
     alerts: Alerts = Field(default_factory=Alerts)
+
+
+class ConsoleAccount(Strict):
+    """Someone who may sign in to the web console. Passwords are never in files: set one with
+    `hubfleet console-password USERNAME` (stored hashed in the state store)."""
+
+    username: Username = Field(
+        description="Sign-in name; with console OIDC, the value of `console.oidc.username_claim`."
+    )
+    role: Literal["operator", "community-leader"] = Field(
+        description="operator: every page and API; community-leader: only the hubs of `communities`."
+    )
+    communities: list[Name] = Field(
+        default_factory=list, description="The communities a community-leader sees (operators see all)."
+    )
+    display_name: str = Field(default="", description="Shown in the console's header.")
+
+    @model_validator(mode="after")
+    def _communities_match_role(self) -> ConsoleAccount:
+        if self.role == "community-leader" and not self.communities:
+            raise ValueError(
+                f"community-leader '{self.username}' has no communities; list the communities they lead "
+                "under `communities`"
+            )
+        if self.role == "operator" and self.communities:
+            raise ValueError(
+                f"operator '{self.username}' sees every community; remove `communities` "
+                "(or make the account a community-leader)"
+            )
+        return self
+
+
+class ConsoleOIDC(Strict):
+    """Console sign-in through an OpenID Connect provider (authorization code flow with PKCE)."""
+
+    issuer: str = Field(
+        pattern=URL_PATTERN,
+        description="Issuer URL (https; http only for loopback); its discovery document is read at sign-in.",
+    )
+    client_id: str = Field(min_length=1, description="Client registered at the provider for the console.")
+    client_secret: SecretOnly | None = Field(
+        default=None,
+        description="{secret: KEY}: a fleet-level secret in secrets/fleet.yaml "
+        "(`hubfleet secrets set --fleet-level KEY`); unset for a public client.",
+    )
+    username_claim: str = Field(
+        default="email", min_length=1, description="Claim matched against the accounts' `username`."
+    )
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
+    button_text: str = Field(default="Sign in with your institution", description="Label of the sign-in button.")
+
+
+class Console(Strict):
+    """fleet.yaml `console`: who may use the web console (served by the daemon at
+    `monitoring.metrics_port`, or by `hubfleet console`)."""
+
+    accounts: list[ConsoleAccount] = Field(default_factory=list)
+    oidc: ConsoleOIDC | None = Field(default=None, description="Sign-in through an OIDC provider.")
+    password_sign_in: bool = Field(
+        default=True, description="Accounts with a password set may sign in with it."
+    )
+    public_url: str | None = Field(
+        default=None,
+        pattern=URL_PATTERN,
+        description="The URL people open (a TLS proxy in front of 127.0.0.1): OIDC callbacks go there, and "
+        "https makes the session cookie Secure. Unset: the local address.",
+    )
+    session_hours: float = Field(default=12, gt=0, le=720, description="Sessions end this long after sign-in.")
+
+    @model_validator(mode="after")
+    def _unique_usernames(self) -> Console:
+        seen: set[str] = set()
+        for account in self.accounts:
+            if account.username in seen:
+                raise ValueError(f"console account '{account.username}' is listed twice")
+            seen.add(account.username)
+        return self
 
 
 class Fleet(Strict):
@@ -596,6 +674,7 @@ class Fleet(Strict):
     )
     defaults: HubSettings = Field(default_factory=HubSettings)
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    console: Console = Field(default_factory=Console, description="The web console's accounts and sign-in.")
     ci_recipients: list[AgeRecipient] = Field(
         default_factory=list,
         description="Extra age public keys every hub secret is encrypted to, such as a CI deploy key.",

@@ -23,6 +23,13 @@ def _error(fleet: LoadedFleet, entry: HubEntry, dotted: str, message: str) -> Co
     return ConfigError(file, line, col, message)
 
 
+def _fleet_error(fleet: LoadedFleet, dotted: str, message: str) -> ConfigError:
+    assert fleet.fleet_source is not None
+    path = [int(p) if p.isdigit() else p for p in dotted.split(".")]
+    _, key_pos, _ = fleet.fleet_source.find(path)
+    return ConfigError(fleet.fleet_source.file, *key_pos, message)
+
+
 def _did_you_mean(name: str, known: Iterable[str], what: str) -> str:
     known = sorted(known)
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
@@ -338,20 +345,20 @@ def secret_refs_are_set(fleet: LoadedFleet) -> list[ConfigError]:
 
 
 def fleet_secret_refs_are_set(fleet: LoadedFleet) -> list[ConfigError]:
-    """Every `{secret: KEY}` of fleet.yaml `monitoring` (alert channels) names a key of secrets/fleet.yaml."""
+    """Every `{secret: KEY}` of fleet.yaml `monitoring` (alert channels) and `console` (OIDC client) names
+    a key of secrets/fleet.yaml."""
     if fleet.fleet_source is None or fleet.fleet is None:
         return []
     entry = fleet.fleet_secret_entry
     keys = set(entry.values) | entry.malformed if entry else set()
     errors = []
-    for dotted, ref in secret_refs(fleet.fleet.monitoring, "monitoring"):
+    refs = [*secret_refs(fleet.fleet.monitoring, "monitoring"), *secret_refs(fleet.fleet.console, "console")]
+    for dotted, ref in refs:
         if ref.secret not in keys:
-            path = [int(p) if p.isdigit() else p for p in dotted.split(".")]
-            _, key_pos, _ = fleet.fleet_source.find(path)
             errors.append(
-                ConfigError(
-                    fleet.fleet_source.file,
-                    *key_pos,
+                _fleet_error(
+                    fleet,
+                    dotted,
                     f"{dotted}: fleet-level secret '{ref.secret}' is not set in secrets/fleet.yaml; "
                     f"run `hubfleet secrets set --fleet-level {ref.secret}`",
                 )
@@ -548,6 +555,43 @@ def someone_can_log_in(fleet: LoadedFleet) -> list[ConfigError]:
     return errors
 
 
+def console_accounts_know_their_communities(fleet: LoadedFleet) -> list[ConfigError]:
+    """A community-leader's communities exist (a typo would silently show them nothing)."""
+    if fleet.fleet_source is None or fleet.fleet is None:
+        return []
+    known = set(fleet.communities) | fleet.broken_names
+    errors = []
+    for i, account in enumerate(fleet.fleet.console.accounts):
+        for j, community in enumerate(account.communities):
+            if community not in known:
+                dotted = f"console.accounts.{i}.communities.{j}"
+                hint = _did_you_mean(community, fleet.communities, "communities")
+                errors.append(
+                    _fleet_error(
+                        fleet, dotted, f"{dotted}: community '{community}' of '{account.username}' "
+                        f"does not exist; {hint}"
+                    )
+                )
+    return errors
+
+
+def console_oidc_issuer_https(fleet: LoadedFleet) -> list[ConfigError]:
+    """The console trusts what its provider's token endpoint says: https, or a provider on loopback."""
+    if fleet.fleet_source is None or fleet.fleet is None or fleet.fleet.console.oidc is None:
+        return []
+    url = urlsplit(fleet.fleet.console.oidc.issuer)
+    if url.scheme == "https" or url.hostname in LOOPBACK_HOSTS:
+        return []
+    return [
+        _fleet_error(
+            fleet,
+            "console.oidc.issuer",
+            f"console.oidc.issuer: the console must reach its identity provider over https, not "
+            f"'{fleet.fleet.console.oidc.issuer}' (http only for 127.0.0.1, localhost or ::1)",
+        )
+    ]
+
+
 RULES: list[Rule] = [
     unique_hub_names,
     unique_ports,
@@ -570,6 +614,8 @@ RULES: list[Rule] = [
     secrets_have_recipients,
     kubernetes_settings_on_kubernetes_hubs,
     profiles_consistent,
+    console_accounts_know_their_communities,
+    console_oidc_issuer_https,
 ]
 
 

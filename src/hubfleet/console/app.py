@@ -1,30 +1,64 @@
-"""The FastAPI app served by the daemon: GET /metrics (Prometheus). The web console adds its routes here."""
+"""The HTTP app served by the daemon (and by `hubfleet console`): /metrics for Prometheus, the web
+console's pages, and its JSON API under /api (OpenAPI document at /api/openapi.json)."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Response
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import plotly
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hubfleet import __version__
 from hubfleet.config.fleet import FleetConfig
+from hubfleet.console import api, auth_routes, pages
+from hubfleet.console.data import ConsoleSource
+from hubfleet.console.web import STATIC_DIR, ConsoleState, SignInRequired, login_url, render
 from hubfleet.monitor.metrics import MetricsEndpoint
 from hubfleet.store.api import Store
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The classic text format every Prometheus 2.x and 3.x reads (our metric names need nothing newer)."""
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    # everything is served from here: no CDN, no inline script, no framing
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-ancestors 'none'; form-action 'self' http: https:",
+}
 
 
-def create_app(store: Store, fleet: FleetConfig, *, metrics_cache_seconds: float = 5.0) -> FastAPI:
-    """The daemon's HTTP app over `store` and `fleet` (kept in app.state for route modules)."""
+def create_app(
+    store: Store,
+    fleet: FleetConfig | Callable[[], FleetConfig],
+    *,
+    state_dir: Path | None = None,
+    secrets: Any = None,
+    public_url: str | None = None,
+    metrics_cache_seconds: float = 5.0,
+) -> FastAPI:
+    """The app over `store` and `fleet` (a FleetConfig, or a callable returning the current one)."""
+    source = ConsoleSource(store, fleet, state_dir)
     app = FastAPI(
-        title=f"hubfleet ({fleet.fleet.name})",
+        title=f"hubfleet console API ({source.fleet.fleet.name})",
         version=__version__,
+        description="Read the fleet's hubs, usage, incidents and deployments; run checks. Authenticate with "
+        "`Authorization: Bearer hf_...` (create a token on the console's Tokens page or with "
+        "`hubfleet console-token create USER`). Community leaders see only their communities' hubs.",
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/api/openapi.json",
     )
     app.state.store = store
-    app.state.fleet = fleet
-    metrics = MetricsEndpoint(store, fleet, cache_seconds=metrics_cache_seconds)
+    app.state.console = ConsoleState(source, public_url=public_url, secrets=secrets)
+    metrics = MetricsEndpoint(store, source.fleet, cache_seconds=metrics_cache_seconds)
     app.state.metrics = metrics
 
     @app.get("/metrics", include_in_schema=False)
@@ -32,4 +66,51 @@ def create_app(store: Store, fleet: FleetConfig, *, metrics_cache_seconds: float
         # A few grouped queries on the store: fast enough to run on the loop, and cached for a few seconds.
         return Response(content=metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
+    @app.get("/static/plotly.min.js", include_in_schema=False)
+    async def plotly_js() -> Response:
+        return FileResponse(PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(auth_routes.router)
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    _install_error_handlers(app)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        if request.url.path.startswith(("/api/", "/login", "/logout")):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
     return app
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", "")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SignInRequired)
+    async def sign_in(request: Request, exc: SignInRequired) -> Response:
+        return RedirectResponse(login_url(exc.next_url), status_code=303)
+
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException too (a subclass)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = getattr(exc, "headers", None)
+        if _wants_json(request):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+        return render(request, "error.html", {"status": exc.status_code, "message": exc.detail}, exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        problems = [
+            f"{'.'.join(str(p) for p in error['loc'][1:]) or error['loc'][0]}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        if _wants_json(request):
+            return JSONResponse({"detail": "; ".join(problems), "errors": problems}, status_code=422)
+        return render(request, "error.html", {"status": 400, "message": "; ".join(problems)}, 400)
+

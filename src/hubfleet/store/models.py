@@ -94,6 +94,22 @@ class ProbeSample(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str] = mapped_column(Text, default="")
     cert_expires_at: Mapped[datetime | None]
+    version: Mapped[str | None] = mapped_column(String(40))
+    """JupyterHub's version from /hub/api/ (None when it did not answer)."""
+
+
+class ProbeDay(Base):
+    """Per hub and UTC day, the probes summed: uptime and latency over weeks without reading every sample."""
+
+    __tablename__ = "probe_days"
+
+    hub: Mapped[str] = mapped_column(String(200), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    probes: Mapped[int] = mapped_column(Integer, default=0)
+    ok: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    """Sum of the latencies of the ok probes (mean = latency_ms_sum / ok)."""
+    latency_ms_max: Mapped[float | None] = mapped_column(Float)
 
 
 class Incident(Base):
@@ -179,3 +195,47 @@ class HubSample(Base):
     active_30d: Mapped[int | None]
     spawn_success_total: Mapped[float | None] = mapped_column(Float)
     spawn_failure_total: Mapped[float | None] = mapped_column(Float)
+    spawn_seconds_total: Mapped[float | None] = mapped_column(Float)
+    """`_sum` of jupyterhub_server_spawn_duration_seconds{status=success}: mean spawn time between samples."""
+
+
+# --------------------------------------------------------------------------- web console
+
+
+class ConsolePassword(Base):
+    """A console account's password (scrypt); the account itself lives in fleet.yaml `console.accounts`."""
+
+    __tablename__ = "console_passwords"
+
+    username: Mapped[str] = mapped_column(String(255), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(400))
+    updated_at: Mapped[datetime]
+
+
+class ConsoleSession(Base):
+    """A signed-in browser: the cookie holds a random id, the store only its SHA-256."""
+
+    __tablename__ = "console_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(String(255), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(20))  # password | oidc
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ApiToken(Base):
+    """A token for scripts: `Authorization: Bearer hf_...`; the store keeps its SHA-256 and a short prefix."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
