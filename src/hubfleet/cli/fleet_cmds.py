@@ -87,7 +87,8 @@ def up(
         hubs = asyncio.run(collect_status(config, state))["hubs"]
         print_hub_table(hubs, f"fleet '{config.fleet.name}' is up (daemon pid {daemon['pid']})")
         if daemon.get("console"):
-            console.print(f"metrics: {daemon['console']}/metrics", highlight=False)
+            url = daemon["console"]
+            console.print(f"console: {url}  (metrics: {url}/metrics)", highlight=False)
         if report_failures(list(daemon["hubs"].values())):
             raise typer.Exit(1)
         return
@@ -96,7 +97,8 @@ def up(
         hubs = list(status["hubs"].values())
         print_hub_table(hubs, f"fleet '{config.fleet.name}' is up")
         if status.get("console"):
-            console.print(f"metrics: {status['console']}/metrics", highlight=False)
+            url = status["console"]
+            console.print(f"console: {url}  (metrics: {url}/metrics)", highlight=False)
         report_failures(hubs)
         console.print("supervising; press Ctrl-C to stop every hub")
 

@@ -34,6 +34,7 @@ def _register() -> None:
     from hubfleet.cli import (  # noqa: F401
         check_cmds,
         config_cmds,
+        console_cmds,
         deploy_cmds,
         fleet_cmds,
         monitor_cmds,

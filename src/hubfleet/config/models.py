@@ -633,7 +633,9 @@ class ConsoleOIDC(Strict):
         default="email", min_length=1, description="Claim matched against the accounts' `username`."
     )
     scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
-    button_text: str = Field(default="Sign in with your institution", description="Label of the sign-in button.")
+    button_text: str = Field(
+        default="Sign in with your institution", description="Label of the sign-in button."
+    )
 
 
 class Console(Strict):
@@ -651,7 +653,9 @@ class Console(Strict):
         description="The URL people open (a TLS proxy in front of 127.0.0.1): OIDC callbacks go there, and "
         "https makes the session cookie Secure. Unset: the local address.",
     )
-    session_hours: float = Field(default=12, gt=0, le=720, description="Sessions end this long after sign-in.")
+    session_hours: float = Field(
+        default=12, gt=0, le=720, description="Sessions end this long after sign-in."
+    )
 
     @model_validator(mode="after")
     def _unique_usernames(self) -> Console:

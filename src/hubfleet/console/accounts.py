@@ -96,7 +96,9 @@ def has_password(store: Store, username: str) -> bool:
 
 def remove_password(store: Store, username: str) -> bool:
     with store.session() as session, session.begin():
-        return bool(session.execute(delete(ConsolePassword).where(ConsolePassword.username == username)).rowcount)  # type: ignore[attr-defined]
+        return bool(
+            session.execute(delete(ConsolePassword).where(ConsolePassword.username == username)).rowcount
+        )  # type: ignore[attr-defined]
 
 
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
@@ -189,7 +191,14 @@ class TokenInfo:
 
 def _token_info(row: ApiToken) -> TokenInfo:
     return TokenInfo(
-        row.id, row.username, row.name, row.prefix, row.created_at, row.expires_at, row.last_used_at, row.revoked_at
+        row.id,
+        row.username,
+        row.name,
+        row.prefix,
+        row.created_at,
+        row.expires_at,
+        row.last_used_at,
+        row.revoked_at,
     )
 
 

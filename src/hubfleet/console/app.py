@@ -68,7 +68,9 @@ def create_app(
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
     async def plotly_js() -> Response:
-        return FileResponse(PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+        return FileResponse(
+            PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"}
+        )
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(auth_routes.router)
@@ -102,7 +104,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         headers = getattr(exc, "headers", None)
         if _wants_json(request):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
-        return render(request, "error.html", {"status": exc.status_code, "message": exc.detail}, exc.status_code)
+        return render(
+            request, "error.html", {"status": exc.status_code, "message": exc.detail}, exc.status_code
+        )
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
@@ -113,4 +117,3 @@ def _install_error_handlers(app: FastAPI) -> None:
         if _wants_json(request):
             return JSONResponse({"detail": "; ".join(problems), "errors": problems}, status_code=422)
         return render(request, "error.html", {"status": 400, "message": "; ".join(problems)}, 400)
-

@@ -106,7 +106,12 @@ def _login_page(
         status_code=status_code,
     )
     response.set_cookie(
-        LOGIN_CSRF_COOKIE, csrf, max_age=3600, path="/login", httponly=True, samesite="strict",
+        LOGIN_CSRF_COOKIE,
+        csrf,
+        max_age=3600,
+        path="/login",
+        httponly=True,
+        samesite="strict",
         secure=state.secure_cookies,
     )
     return response
@@ -171,11 +176,15 @@ async def logout(request: Request, csrf_token: str = Form("")) -> Response:
     session_id = request.cookies.get(state.cookie_name)
     if principal is not None and session_id:
         if not (principal.csrf_token and hmac.compare_digest(csrf_token, principal.csrf_token)):
-            return render(request, "error.html", {"status": 403, "message": "Reload the page and sign out again."}, 403)
+            return render(
+                request, "error.html", {"status": 403, "message": "Reload the page and sign out again."}, 403
+            )
         accounts.end_session(state.store, session_id)
         log.info("console: %s signed out", principal.username)
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(state.cookie_name, path="/", secure=state.secure_cookies, httponly=True, samesite="lax")
+    response.delete_cookie(
+        state.cookie_name, path="/", secure=state.secure_cookies, httponly=True, samesite="lax"
+    )
     return response
 
 
@@ -212,7 +221,9 @@ async def oidc_start(request: Request, next: str = "/") -> Response:
         endpoint = document["authorization_endpoint"]
     except (httpx.HTTPError, KeyError, ValueError) as exc:
         log.warning("console: OIDC discovery at %s failed: %s", oidc.issuer, type(exc).__name__)
-        return _oidc_error(request, f"The identity provider at {oidc.issuer} did not answer; try again later.")
+        return _oidc_error(
+            request, f"The identity provider at {oidc.issuer} did not answer; try again later."
+        )
     _, pending = _signin_state(request)
     now = time.monotonic()
     for key in [k for k, p in pending.items() if now - p.created > OIDC_PENDING_SECONDS]:
@@ -234,8 +245,13 @@ async def oidc_start(request: Request, next: str = "/") -> Response:
     )
     response = RedirectResponse(f"{endpoint}?{query}", status_code=303)
     response.set_cookie(
-        OIDC_STATE_COOKIE, oauth_state, max_age=int(OIDC_PENDING_SECONDS), path="/login/oidc", httponly=True,
-        samesite="lax", secure=state.secure_cookies,
+        OIDC_STATE_COOKIE,
+        oauth_state,
+        max_age=int(OIDC_PENDING_SECONDS),
+        path="/login/oidc",
+        httponly=True,
+        samesite="lax",
+        secure=state.secure_cookies,
     )
     return response
 

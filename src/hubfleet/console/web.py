@@ -148,7 +148,9 @@ def check_form_csrf(principal: Principal, sent: str | None) -> None:
     if principal.via != "session":
         return
     if not (sent and principal.csrf_token and hmac.compare_digest(sent, principal.csrf_token)):
-        raise HTTPException(status_code=403, detail="the form expired or came from another site; reload the page")
+        raise HTTPException(
+            status_code=403, detail="the form expired or came from another site; reload the page"
+        )
 
 
 def safe_next(next_url: str | None) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.console import create_app, start_console
+from hubfleet.console.reload import FleetReloader
 from hubfleet.daemon.client import SOCKET_FILE
 from hubfleet.daemon.control import serve_control
 from hubfleet.daemon.processes import pid_alive, process_tree, terminate_tree, wait_gone
@@ -74,8 +75,9 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     store = open_store(state_dir)
     supervisor = Supervisor(fleet, state_dir, store)
-    # The HTTP app (/metrics, later the console) listens before any hub starts, so daemon.json names it.
-    http = await start_console(create_app(store, fleet), port=fleet.fleet.monitoring.metrics_port)
+    # The HTTP app (/metrics and the web console) listens before any hub starts, so daemon.json names it.
+    app = create_app(store, FleetReloader(fleet), state_dir=state_dir, secrets=supervisor.backend.secrets)
+    http = await start_console(app, port=fleet.fleet.monitoring.metrics_port)
     supervisor.extra_status["console"] = http.url
     control = await serve_control(supervisor, state_dir / SOCKET_FILE)
     tasks: list[asyncio.Task[Any]] = []  # monitoring: usage collector, uptime prober, anomaly rules
