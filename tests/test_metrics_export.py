@@ -21,7 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fleet_helpers import copy_demo_fleet, daemon_status, free_ports, hubfleet, running_fleet
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.console import create_app, start_console
+from hubfleet.console.app import create_app
+from hubfleet.console.server import start_console
 from hubfleet.monitor.export import (
     DASHBOARD_FILE,
     PROMETHEUS_FILE,

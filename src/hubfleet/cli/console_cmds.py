@@ -53,8 +53,9 @@ def console_cmd(
     ] = None,
 ) -> None:
     """Serve the web console (and /metrics) on its own, reading the fleet's store; Ctrl-C stops it."""
-    from hubfleet.console import create_app, start_console
+    from hubfleet.console.app import create_app
     from hubfleet.console.reload import FleetReloader
+    from hubfleet.console.server import start_console
     from hubfleet.store import open_store
 
     fleet_dir = resolve_fleet_dir(fleet)

@@ -232,12 +232,11 @@ def lookup_token(store: Store, token: str) -> TokenInfo | None:
         row = session.scalars(select(ApiToken).where(ApiToken.token_hash == _sha256(token))).first()
         if row is None:
             return None
-        info = _token_info(row)
-        if not info.active:
+        if not _token_info(row).active:
             return None
         if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
             row.last_used_at = now
-    return info
+        return _token_info(row)
 
 
 def list_tokens(store: Store, username: str | None = None) -> list[TokenInfo]:

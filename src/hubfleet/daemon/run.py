@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.console import create_app, start_console
+from hubfleet.console.app import create_app
 from hubfleet.console.reload import FleetReloader
+from hubfleet.console.server import start_console
 from hubfleet.daemon.client import SOCKET_FILE
 from hubfleet.daemon.control import serve_control
 from hubfleet.daemon.processes import pid_alive, process_tree, terminate_tree, wait_gone
