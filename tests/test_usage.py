@@ -106,6 +106,7 @@ def test_parse_metrics_of_jupyterhub_6_1_1() -> None:
         total_users=3,
         spawn_success_total=1.0,
         spawn_failure_total=0.0,
+        spawn_seconds_total=0.1064331,
     )
 
 

@@ -1,4 +1,4 @@
-"""Incidents: open, resolve and list them; uptime from probe samples; sample retention.
+"""Incidents: open, resolve and list them; uptime from probe samples and their daily roll-up; retention.
 
 An incident is a hub down (kind `down`), a TLS certificate close to expiry (`certificate`) or abnormal
 activity (`anomaly`, with the `rule` that fired). At most one incident per hub + kind + rule is open at a
@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, case, delete, func, select, update
+from sqlalchemy.orm import Session
 
 from hubfleet.store.api import Store
-from hubfleet.store.models import Incident, ProbeSample
+from hubfleet.store.models import Incident, ProbeDay, ProbeSample
 
 if TYPE_CHECKING:
     from hubfleet.config.fleet import FleetConfig
@@ -38,6 +41,7 @@ UPTIME_WINDOWS: dict[str, timedelta] = {
     "30d": timedelta(days=30),
 }
 SAMPLE_RETENTION = timedelta(days=31)
+PROBE_DAY_RETENTION = timedelta(days=400)
 
 
 def _now() -> datetime:
@@ -172,8 +176,69 @@ def open_keys(store: Store) -> set[tuple[str, str, str | None]]:
 # --------------------------------------------------------------------------- samples and uptime
 
 
+@dataclass
+class _DayTotals:
+    probes: int = 0
+    ok: int = 0
+    latency_ms_sum: float = 0.0
+    latency_ms_max: float | None = None
+
+    def add(self, result: ProbeResult) -> None:
+        self.probes += 1
+        if result.ok:
+            self.ok += 1
+            if result.latency_ms is not None:
+                self.latency_ms_sum += result.latency_ms
+                self.latency_ms_max = max(self.latency_ms_max or 0.0, result.latency_ms)
+
+
+def _day_totals(results: Iterable[ProbeResult]) -> dict[tuple[str, date], _DayTotals]:
+    totals: dict[tuple[str, date], _DayTotals] = defaultdict(_DayTotals)
+    for result in results:
+        totals[(result.hub, result.at.astimezone(UTC).date())].add(result)
+    return totals
+
+
+def _upsert_probe_days(session: Session, totals: dict[tuple[str, date], _DayTotals]) -> None:
+    """Add `totals` to the probe_days rows in one statement (ON CONFLICT), so that the daemon and a
+    concurrent `hubfleet probe` both count; other databases read then write."""
+    rows = [
+        {"hub": hub, "day": day, "probes": t.probes, "ok": t.ok,
+         "latency_ms_sum": t.latency_ms_sum, "latency_ms_max": t.latency_ms_max}
+        for (hub, day), t in totals.items()
+    ]  # fmt: skip
+    table = ProbeDay.__table__
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        module = import_module(f"sqlalchemy.dialects.{dialect}")
+        insert = module.insert(table)
+        old, new = table.c.latency_ms_max, insert.excluded.latency_ms_max
+        upsert = insert.on_conflict_do_update(
+            index_elements=[table.c.hub, table.c.day],
+            set_={
+                "probes": table.c.probes + insert.excluded.probes,
+                "ok": table.c.ok + insert.excluded.ok,
+                "latency_ms_sum": table.c.latency_ms_sum + insert.excluded.latency_ms_sum,
+                "latency_ms_max": case((old.is_(None), new), (new > old, new), else_=old),
+            },
+        )
+        session.execute(upsert, rows)
+        return
+    for row in rows:
+        day = session.get(ProbeDay, (row["hub"], row["day"]))
+        if day is None:
+            session.add(ProbeDay(**row))
+            continue
+        day.probes += row["probes"]
+        day.ok += row["ok"]
+        day.latency_ms_sum += row["latency_ms_sum"]
+        if row["latency_ms_max"] is not None:
+            day.latency_ms_max = max(day.latency_ms_max or 0.0, row["latency_ms_max"])
+
+
 def record_samples(store: Store, results: Iterable[ProbeResult]) -> int:
-    """Store one probe sample per result, in one transaction."""
+    """Store one probe sample per result and add them to their hub's ProbeDay, in one transaction."""
+    results = list(results)
     rows = [
         ProbeSample(
             hub=r.hub,
@@ -184,40 +249,76 @@ def record_samples(store: Store, results: Iterable[ProbeResult]) -> int:
             latency_ms=r.latency_ms,
             error=r.error[:2000],
             cert_expires_at=r.cert_expires_at,
+            version=r.version,
         )
         for r in results
     ]
     if rows:
         with store.session() as session, session.begin():
             session.add_all(rows)
+            _upsert_probe_days(session, _day_totals(results))
     return len(rows)
+
+
+def probe_day_totals(
+    session: Session, first: date, last: date, hubs: Iterable[str] | None = None
+) -> dict[str, tuple[int, int]]:
+    """Per hub, (probes, ok probes) summed over the ProbeDay rows of the UTC days `first`..`last`."""
+    query = select(ProbeDay.hub, func.sum(ProbeDay.probes), func.sum(ProbeDay.ok)).where(
+        ProbeDay.day >= first, ProbeDay.day <= last
+    )
+    if hubs is not None:
+        query = query.where(ProbeDay.hub.in_(list(hubs)))
+    rows = session.execute(query.group_by(ProbeDay.hub)).all()
+    return {hub: (int(probes or 0), int(ok or 0)) for hub, probes, ok in rows}
+
+
+def _percent(total: int, ok: int) -> float | None:
+    return round(100.0 * ok / total, 3) if total else None
 
 
 def uptime_by_hub(
     store: Store, hubs: Iterable[str] | None = None, now: datetime | None = None
 ) -> dict[str, dict[str, float | None]]:
-    """Per hub, the % of ok probe samples over 24 h / 7 d / 30 d (None when a window has no sample)."""
+    """Per hub, the % of ok probes over 24 h / 7 d / 30 d (None when a window has no probe).
+
+    24 h counts the raw samples of the last 24 hours. 7 d and 30 d are today so far plus the previous 6 / 29
+    whole UTC days: the whole days come from ProbeDay (a few rows per hub instead of ~2,880 samples a day),
+    today from the raw samples the 24 h window reads anyway (so they stop at `now`)."""
     now = _aware(now)
-    columns: list[Any] = [ProbeSample.hub]
-    for window in UPTIME_WINDOWS.values():
-        inside = ProbeSample.at >= now - window
-        columns.append(func.sum(case((inside, 1), else_=0)))
-        columns.append(func.sum(case((and_(inside, ProbeSample.ok.is_(True)), 1), else_=0)))
-    oldest = now - max(UPTIME_WINDOWS.values())
-    query = select(*columns).where(ProbeSample.at >= oldest, ProbeSample.at <= now)
+    midnight = datetime.combine(now.date(), time(), UTC)
+    recent = ProbeSample.at >= now - UPTIME_WINDOWS["24h"]
+    today = ProbeSample.at >= midnight
+    ok = ProbeSample.ok.is_(True)
+    query = select(
+        ProbeSample.hub,
+        func.sum(case((recent, 1), else_=0)),
+        func.sum(case((and_(recent, ok), 1), else_=0)),
+        func.sum(case((today, 1), else_=0)),
+        func.sum(case((and_(today, ok), 1), else_=0)),
+    ).where(ProbeSample.at >= min(midnight, now - UPTIME_WINDOWS["24h"]), ProbeSample.at <= now)
     wanted = list(hubs) if hubs is not None else None
     if wanted is not None:
         query = query.where(ProbeSample.hub.in_(wanted))
-    query = query.group_by(ProbeSample.hub)
-    empty: dict[str, float | None] = dict.fromkeys(UPTIME_WINDOWS)
-    result: dict[str, dict[str, float | None]] = {hub: dict(empty) for hub in wanted or []}
+    yesterday = now.date() - timedelta(days=1)
     with store.session() as session:
-        for hub, *counts in session.execute(query):
-            figures: dict[str, float | None] = {}
-            for i, name in enumerate(UPTIME_WINDOWS):
-                total, ok = int(counts[2 * i] or 0), int(counts[2 * i + 1] or 0)
-                figures[name] = round(100.0 * ok / total, 3) if total else None
-            result[hub] = figures
+        raw = {
+            hub: [int(n or 0) for n in counts]
+            for hub, *counts in session.execute(query.group_by(ProbeSample.hub))
+        }
+        days = {
+            window: probe_day_totals(session, now.date() - timedelta(days=span.days - 1), yesterday, wanted)
+            for window, span in UPTIME_WINDOWS.items()
+            if window != "24h"
+        }
+    result: dict[str, dict[str, float | None]] = {hub: dict.fromkeys(UPTIME_WINDOWS) for hub in wanted or []}
+    for hub in set(raw).union(*days.values()):
+        last24, ok24, today_n, today_ok = raw.get(hub, [0, 0, 0, 0])
+        figures: dict[str, float | None] = {"24h": _percent(last24, ok24)}
+        for window, totals in days.items():
+            probes, ok_probes = totals.get(hub, (0, 0))
+            figures[window] = _percent(probes + today_n, ok_probes + today_ok)
+        result[hub] = figures
     return result
 
 
@@ -227,10 +328,12 @@ def uptime(store: Store, hub: str, now: datetime | None = None) -> dict[str, flo
 
 
 def prune_samples(store: Store, now: datetime | None = None, keep: timedelta = SAMPLE_RETENTION) -> int:
-    """Delete probe samples older than `keep` (31 days); returns how many."""
-    cutoff = _aware(now) - keep
+    """Delete probe samples older than `keep` (31 days) and ProbeDay rows older than
+    PROBE_DAY_RETENTION (400 days: uptime and latency charts over a year); returns how many samples."""
+    now = _aware(now)
     with store.session() as session, session.begin():
-        deleted = session.execute(delete(ProbeSample).where(ProbeSample.at < cutoff))
+        deleted = session.execute(delete(ProbeSample).where(ProbeSample.at < now - keep))
+        session.execute(delete(ProbeDay).where(ProbeDay.day < (now - PROBE_DAY_RETENTION).date()))
     return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
 
 

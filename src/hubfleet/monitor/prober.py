@@ -61,6 +61,8 @@ class ProbeResult:
     latency_ms: float | None
     error: str = ""
     cert_expires_at: datetime | None = None
+    version: str | None = None
+    """JupyterHub's version from the /hub/api/ body (None when it did not answer with one)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +75,7 @@ class ProbeResult:
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
             "error": self.error,
             "cert_expires_at": self.cert_expires_at.isoformat() if self.cert_expires_at else None,
+            "version": self.version,
         }
 
 
@@ -129,11 +132,14 @@ async def probe_hub(
     started = time.perf_counter()
     statuses: list[int | None] = [None, None]
     errors: list[str] = []
+    version: list[str | None] = [None]
 
     async def get(index: int, path: str) -> None:
         try:
             response = await client.get(base + path, timeout=timeout)
             statuses[index] = response.status_code
+            if path == "/hub/api/" and response.status_code == 200:
+                version[0] = _version(response)
             if response.status_code != 200:
                 errors.append(f"GET {path}: HTTP {response.status_code} {response.reason_phrase}".rstrip())
         except httpx.HTTPError as exc:
@@ -162,7 +168,18 @@ async def probe_hub(
         latency_ms=latency if statuses[0] is not None or statuses[1] is not None else None,
         error=_merge(errors),
         cert_expires_at=cert_expires_at,
+        version=version[0],
     )
+
+
+def _version(response: httpx.Response) -> str | None:
+    """{"version": "6.1.1"} of /hub/api/; None for any other body (a proxy's HTML page, bad JSON)."""
+    try:
+        body = response.json()
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return None
+    found = body.get("version") if isinstance(body, dict) else None
+    return found[:40] if isinstance(found, str) and found else None
 
 
 def _merge(errors: list[str]) -> str:

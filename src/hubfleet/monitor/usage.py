@@ -115,16 +115,20 @@ class HubMetrics:
     total_users: int | None = None
     spawn_success_total: float | None = None
     spawn_failure_total: float | None = None
+    spawn_seconds_total: float | None = None
+    """Seconds spent in successful spawns (the histogram's `_sum`): mean spawn time from two samples."""
 
 
 def parse_metrics(text: str, prefix: str = "jupyterhub") -> HubMetrics:
     """Parse the Prometheus text of JupyterHub 6's /hub/metrics.
 
     Spawn counters are the `_count` of `server_spawn_duration_seconds`: status `success`, and `failure`
-    plus `error` (summed over every `reason`) for failures."""
+    plus `error` (summed over every `reason`) for failures; `spawn_seconds_total` is the `_sum` of the
+    successful ones."""
     active: dict[str, int] = {}
     values: dict[str, float] = {}
     spawns: dict[str, float] = defaultdict(float)
+    spawn_seconds: float | None = None
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, sample.value
@@ -135,6 +139,8 @@ def parse_metrics(text: str, prefix: str = "jupyterhub") -> HubMetrics:
             elif name == f"{prefix}_server_spawn_duration_seconds_count":
                 status = labels.get("status", "")
                 spawns["success" if status == "success" else "failure"] += value
+            elif name == f"{prefix}_server_spawn_duration_seconds_sum" and labels.get("status") == "success":
+                spawn_seconds = (spawn_seconds or 0.0) + value
     running = values.get(f"{prefix}_running_servers")
     users = values.get(f"{prefix}_total_users")
     has_spawns = bool(spawns)
@@ -146,6 +152,7 @@ def parse_metrics(text: str, prefix: str = "jupyterhub") -> HubMetrics:
         total_users=None if users is None else int(users),
         spawn_success_total=spawns["success"] if has_spawns else None,
         spawn_failure_total=spawns["failure"] if has_spawns else None,
+        spawn_seconds_total=spawn_seconds,
     )
 
 
@@ -292,6 +299,7 @@ def record_collection(
             active_30d=metrics.active_30d,
             spawn_success_total=metrics.spawn_success_total,
             spawn_failure_total=metrics.spawn_failure_total,
+            spawn_seconds_total=metrics.spawn_seconds_total,
         )
     )
     return CollectionResult(

@@ -1,0 +1,621 @@
+"""The console's read model: what its pages and JSON API show, as plain JSON-safe dicts and charts.
+
+Every function reads the store with a constant number of grouped queries, whatever the number of hubs
+(the overview of 1,000 hubs must not cost 1,000 queries): the newest probe, hub sample and deployment of
+each hub are index seeks from one statement (correlated subqueries over a VALUES list of the hubs), and
+weeks of uptime and latency come from the ProbeDay roll-up instead of raw probe samples.
+Every time is timezone-aware UTC; dates and times leave as ISO strings.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Integer, String, case, cast, column, extract, func, select, values
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.selectable import CTE
+
+from hubfleet.config.fleet import FleetConfig
+from hubfleet.config.models import Hub
+from hubfleet.daemon.processes import pid_alive
+from hubfleet.monitor.incidents import IncidentRecord, probe_day_totals, uptime
+from hubfleet.monitor.usage import active_counts, active_series, auth_type
+from hubfleet.store.api import Store
+from hubfleet.store.models import Deployment, HubSample, Incident, ProbeDay, ProbeSample, Restart, UserDay
+
+CHARTS: dict[str, str] = {
+    "active-users": "Active users",
+    "running-servers": "Running servers",
+    "spawn-duration": "Spawn duration",
+    "probe-latency": "Probe latency",
+    "uptime": "Uptime",
+}
+Y_TITLES: dict[str, str] = {
+    "active-users": "people",
+    "running-servers": "servers",
+    "spawn-duration": "seconds",
+    "probe-latency": "ms",
+    "uptime": "%",
+}
+MAX_DAYS = 400
+"""Longest chart window: ProbeDay rows are kept ~400 days (raw samples 31, hub samples 35)."""
+RUNNING_BUCKETS = (900, 1800, 3600, 3 * 3600, 6 * 3600, 86400)
+"""Bucket sizes (s) of the running-servers chart: the smallest giving at most MAX_POINTS buckets."""
+MAX_POINTS = 1000
+SPAWN_BUCKET = 3600
+SPAWN_LOOKBACK = timedelta(hours=1)
+"""The sample before the window's first one, so that the first bucket gets its counter delta."""
+UP_STATES = frozenset({"running", "up"})
+
+
+# --------------------------------------------------------------------------- chart
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A table behind one chart: the first column is the x axis ("day" ISO date or "at" ISO datetime)."""
+
+    name: str
+    title: str
+    y_title: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "y_title": self.y_title,
+            "columns": list(self.columns),
+            "rows": [list(row) for row in self.rows],
+        }
+
+    def to_csv(self) -> str:
+        """RFC 4180 (CRLF line ends, quoting when needed); a gap (None) is an empty field."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(self.columns)
+        writer.writerows(self.rows)
+        return out.getvalue()
+
+
+# --------------------------------------------------------------------------- source
+
+
+class ConsoleSource:
+    """What the console reads: the store, the fleet config and the daemon's view of local hubs."""
+
+    def __init__(
+        self, store: Store, fleet: FleetConfig | Callable[[], FleetConfig], state_dir: Path | None
+    ) -> None:
+        self.store = store
+        self._fleet = fleet
+        self.state_dir = state_dir
+        self._status: tuple[int, dict[str, Any]] | None = None
+
+    @property
+    def fleet(self) -> FleetConfig:
+        """The current configuration (asked again on every access when a callable was given: reloads)."""
+        return self._fleet if isinstance(self._fleet, FleetConfig) else self._fleet()
+
+    def hub_states(self) -> dict[str, dict[str, Any]]:
+        """daemon.json's hubs, re-read only when the file changed; {} without a running daemon."""
+        from hubfleet.daemon.run import STATUS_FILE, read_status  # run.py imports the console app
+
+        if self.state_dir is None:
+            return {}
+        try:
+            mtime = (self.state_dir / STATUS_FILE).stat().st_mtime_ns
+        except OSError:
+            return {}
+        if self._status is None or self._status[0] != mtime:
+            status = read_status(self.state_dir)
+            if status is None:  # no daemon, or a file caught mid-write: not cached
+                return {}
+            self._status = (mtime, status)
+        status = self._status[1]
+        # the daemon may have died without rewriting its file: its pid says so
+        return dict(status.get("hubs") or {}) if pid_alive(status.get("pid")) else {}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _aware(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    if now.tzinfo is None:
+        raise ValueError("pass a timezone-aware datetime")
+    return now.astimezone(UTC)
+
+
+def _iso(value: datetime | date | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _wanted(names: Sequence[str]) -> CTE:
+    """The hubs as a table (WITH wanted(hub) AS (VALUES ...)) to drive per-hub index seeks."""
+    return values(column("hub", String), name="wanted").data([(n,) for n in names]).cte("wanted")
+
+
+def _newest(model: Any, wanted: CTE, value: Any, order: Sequence[Any], *where: Any) -> Any:
+    """`value` of the hub's newest row of `model`: one index seek per hub, in the caller's statement."""
+    query = select(value).where(model.hub == wanted.c.hub, *where).order_by(*order).limit(1)
+    return query.scalar_subquery()
+
+
+def _latest(session: Session, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per hub: newest probe (at, ok), newest known version, newest running servers, newest deployment."""
+    wanted = _wanted(names)
+    probe_order = (ProbeSample.at.desc(), ProbeSample.id.desc())
+    sample_order = (HubSample.at.desc(), HubSample.id.desc())
+    deploy_order = (Deployment.started_at.desc(), Deployment.id.desc())
+    query = select(
+        wanted.c.hub,
+        _newest(ProbeSample, wanted, ProbeSample.at, probe_order),
+        _newest(ProbeSample, wanted, ProbeSample.ok, probe_order),
+        _newest(ProbeSample, wanted, ProbeSample.version, probe_order, ProbeSample.version.is_not(None)),
+        _newest(HubSample, wanted, HubSample.running_servers, sample_order),
+        _newest(Deployment, wanted, Deployment.id, deploy_order),
+    )
+    latest = {}
+    for hub, probe_at, probe_ok, version, running, deploy_id in session.execute(query):
+        latest[hub] = {
+            "probe_at": probe_at,
+            "probe_ok": None if probe_ok is None else bool(probe_ok),
+            "version": version,
+            "running_servers": running,
+            "deploy_id": deploy_id,
+        }
+    ids = [row["deploy_id"] for row in latest.values() if row["deploy_id"] is not None]
+    deploys = {}
+    if ids:
+        columns = (
+            Deployment.id,
+            Deployment.started_at,
+            Deployment.result,
+            Deployment.actor,
+            Deployment.message,
+        )
+        for deploy_id, at, result, actor, message in session.execute(
+            select(*columns).where(Deployment.id.in_(ids))
+        ):
+            deploys[deploy_id] = {"at": _iso(at), "result": result, "actor": actor, "message": message}
+    for row in latest.values():
+        row["last_deploy"] = deploys.get(row.pop("deploy_id"))
+    return latest
+
+
+def _active_by_hub(session: Session, names: Sequence[str], today: date) -> dict[str, tuple[int, int, int]]:
+    """Per hub, distinct users of today, the last 7 and the last 30 days, from one pass over user_days."""
+
+    def since(first: date) -> Any:
+        return func.count(case((UserDay.day >= first, UserDay.username)).distinct())
+
+    query = (
+        select(
+            UserDay.hub,
+            since(today),
+            since(today - timedelta(days=6)),
+            func.count(UserDay.username.distinct()),
+        )
+        .where(UserDay.day >= today - timedelta(days=29), UserDay.day <= today, UserDay.hub.in_(list(names)))
+        .group_by(UserDay.hub)
+    )
+    return {hub: (int(d), int(w), int(m)) for hub, d, w, m in session.execute(query)}
+
+
+def _open_incidents(session: Session, names: Sequence[str]) -> dict[str, int]:
+    query = (
+        select(Incident.hub, func.count(Incident.id))
+        .where(Incident.resolved_at.is_(None), Incident.hub.in_(list(names)))
+        .group_by(Incident.hub)
+    )
+    return {hub: int(n) for hub, n in session.execute(query)}
+
+
+def _percent(total: int, ok: int) -> float | None:
+    return round(100.0 * ok / total, 3) if total else None
+
+
+def _state_and_url(
+    fleet: FleetConfig, hub: Hub, daemon: dict[str, Any] | None, probe_ok: bool | None
+) -> tuple[str, str]:
+    """Local hubs: the daemon's state; kubernetes hubs: up/down from the newest probe."""
+    local = fleet.clusters[hub.cluster].kind == "local"
+    if local:
+        state = str(daemon.get("state") or "stopped") if daemon else "stopped"
+        default = f"http://127.0.0.1:{hub.port}"
+    else:
+        state = "unknown" if probe_ok is None else "up" if probe_ok else "down"
+        default = f"https://{hub.domain}"
+    url = (daemon or {}).get("url") or default
+    return state, str(url)
+
+
+# --------------------------------------------------------------------------- overview
+
+
+def overview_rows(
+    source: ConsoleSource, hubs: Sequence[Hub], now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """One row per hub, in the given order, from six queries whatever the number of hubs."""
+    if not hubs:
+        return []
+    now = _aware(now)
+    today = now.date()
+    fleet = source.fleet
+    names = [hub.name for hub in hubs]
+    states = source.hub_states()
+    with source.store.session() as session:
+        latest = _latest(session, names)
+        active = _active_by_hub(session, names, today)
+        incidents_open = _open_incidents(session, names)
+        probes = probe_day_totals(session, today - timedelta(days=29), today, names)
+    rows = []
+    for hub in hubs:
+        newest = latest.get(hub.name) or {}
+        state, url = _state_and_url(fleet, hub, states.get(hub.name), newest.get("probe_ok"))
+        dau, wau, mau = active.get(hub.name, (0, 0, 0))
+        rows.append(
+            {
+                "name": hub.name,
+                "display_name": hub.display_name or hub.name,
+                "community": hub.community,
+                "cluster": hub.cluster,
+                "cluster_kind": fleet.clusters[hub.cluster].kind,
+                "stage": hub.stage,
+                "url": url,
+                "state": state,
+                "version": newest.get("version"),
+                "uptime_30d": _percent(*probes.get(hub.name, (0, 0))),
+                "running_servers": newest.get("running_servers"),
+                "dau": dau,
+                "wau": wau,
+                "mau": mau,
+                "open_incidents": incidents_open.get(hub.name, 0),
+                "last_deploy": newest.get("last_deploy"),
+                "last_probe_at": _iso(newest.get("probe_at")),
+                "last_probe_ok": newest.get("probe_ok"),
+            }
+        )
+    return rows
+
+
+def fleet_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The overview's header figures, from its rows (no query)."""
+    by_state: dict[str, int] = {}
+    for row in rows:
+        by_state[row["state"]] = by_state.get(row["state"], 0) + 1
+    return {
+        "hubs": len(rows),
+        "running": sum(1 for row in rows if row["state"] in UP_STATES),
+        "running_servers": sum(row["running_servers"] or 0 for row in rows),
+        "open_incidents": sum(row["open_incidents"] for row in rows),
+        "by_state": dict(sorted(by_state.items())),
+    }
+
+
+# --------------------------------------------------------------------------- incidents
+
+
+def _incident_dict(record: IncidentRecord, fleet: FleetConfig, now: datetime) -> dict[str, Any]:
+    hub = fleet.hubs.get(record.hub)
+    return {
+        "id": record.id,
+        "hub": record.hub,
+        "community": hub.community if hub else None,
+        "kind": record.kind,
+        "rule": record.rule,
+        "started_at": record.started_at.isoformat(),
+        "resolved_at": _iso(record.resolved_at),
+        "open": record.open,
+        "duration_seconds": round(record.duration_seconds(now), 3),
+        "cause": record.cause,
+    }
+
+
+def incidents(
+    source: ConsoleSource,
+    hubs: Sequence[str],
+    *,
+    state: str | None = None,
+    kind: str | None = None,
+    since: datetime | None = None,
+    limit: int = 200,
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Incidents of `hubs`, newest first. state: "open" | "resolved" | None (both). `since` keeps those
+    open at some moment from `since` on (started after it, resolved after it, or still open)."""
+    if state not in (None, "open", "resolved"):
+        raise ValueError(f"state must be 'open', 'resolved' or None, not {state!r}")
+    if not hubs:
+        return []
+    now = _aware(now)
+    query = select(Incident).where(Incident.hub.in_(list(hubs)))
+    if state is not None:
+        resolved = Incident.resolved_at.is_(None)
+        query = query.where(resolved if state == "open" else ~resolved)
+    if kind is not None:
+        query = query.where(Incident.kind == kind)
+    if since is not None:
+        since = _aware(since)
+        query = query.where(
+            (Incident.started_at >= since) | Incident.resolved_at.is_(None) | (Incident.resolved_at >= since)
+        )
+    query = query.order_by(Incident.started_at.desc(), Incident.id.desc()).limit(max(0, limit))
+    fleet = source.fleet
+    with source.store.session() as session:
+        records = [
+            IncidentRecord(r.id, r.hub, r.kind, r.rule, r.started_at, r.resolved_at, r.cause)
+            for r in session.scalars(query)
+        ]
+    return [_incident_dict(record, fleet, now) for record in records]
+
+
+# --------------------------------------------------------------------------- community and hub pages
+
+
+def _contacts(fleet: FleetConfig, community: str) -> list[dict[str, str]]:
+    found = fleet.communities.get(community)
+    return [{"name": c.name, "email": c.email, "role": c.role} for c in (found.contacts if found else [])]
+
+
+def community_detail(source: ConsoleSource, community: str, now: datetime | None = None) -> dict[str, Any]:
+    """A community's page: its contacts, its hubs' rows, distinct people over its hubs, recent incidents.
+    KeyError for a community not in the fleet."""
+    now = _aware(now)
+    fleet = source.fleet
+    found = fleet.communities[community]
+    hubs = sorted((h for h in fleet.hubs.values() if h.community == community), key=lambda h: h.name)
+    names = [hub.name for hub in hubs]
+    active = active_counts(source.store, now.date(), names) if names else {"dau": 0, "wau": 0, "mau": 0}
+    return {
+        "name": found.name,
+        "display_name": found.display_name or found.name,
+        "contacts": _contacts(fleet, community),
+        "hubs": overview_rows(source, hubs, now),
+        "active": active,
+        "incidents": incidents(source, names, limit=50, now=now),
+    }
+
+
+def _recent_restarts(session: Session, hub: str, limit: int) -> list[dict[str, Any]]:
+    query = (
+        select(Restart).where(Restart.hub == hub).order_by(Restart.at.desc(), Restart.id.desc()).limit(limit)
+    )
+    return [
+        {"at": r.at.isoformat(), "reason": r.reason, "exit_code": r.exit_code, "attempt": r.attempt}
+        for r in session.scalars(query)
+    ]
+
+
+def hub_detail(source: ConsoleSource, hub: str, now: datetime | None = None) -> dict[str, Any]:
+    """A hub's page: its overview row plus uptime windows, deploys, checks, incidents and restarts.
+    KeyError for a hub not in the fleet."""
+    now = _aware(now)
+    fleet = source.fleet
+    found = fleet.hubs[hub]
+    store = source.store
+    deploys = [
+        {
+            "id": d.id,
+            "started_at": d.started_at.isoformat(),
+            "finished_at": _iso(d.finished_at),
+            "result": d.result,
+            "actor": d.actor,
+            "message": d.message,
+            "stage": d.stage,
+            "config_hash": d.config_hash,
+        }
+        for d in store.deployments(hub, limit=20)
+    ]
+    checks = [
+        {
+            "id": c.id,
+            "at": c.at.isoformat(),
+            "ok": c.ok,
+            "failed_step": c.failed_step,
+            "total_seconds": c.total_seconds,
+            "steps": c.steps,
+        }
+        for c in store.checks(hub, limit=20)
+    ]
+    with store.session() as session:
+        restarts = _recent_restarts(session, hub, 20)
+    return {
+        **overview_rows(source, [found], now)[0],
+        "uptime": uptime(store, hub, now),
+        "deploys": deploys,
+        "checks": checks,
+        "incidents": incidents(source, [hub], limit=50, now=now),
+        "restarts": restarts,
+        "auth_type": auth_type(found),
+        "contacts": _contacts(fleet, found.community),
+    }
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def _bucket(value: Any, seconds: int, dialect: str) -> ColumnElement[int]:
+    """Which `seconds`-long bucket since the Unix epoch a datetime column falls in (an integer)."""
+    if dialect == "sqlite":
+        return cast(func.strftime("%s", value), Integer) // seconds
+    return cast(func.floor(extract("epoch", value) / seconds), Integer)
+
+
+def _at(bucket: int, seconds: int) -> str:
+    return datetime.fromtimestamp(bucket * seconds, UTC).isoformat()
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _probe_days(
+    session: Session, hubs: Sequence[str], first: date, last: date
+) -> dict[date, tuple[Any, ...]]:
+    """Per day: (probes, ok, latency sum, latency max) summed over `hubs`."""
+    query = (
+        select(
+            ProbeDay.day,
+            func.sum(ProbeDay.probes),
+            func.sum(ProbeDay.ok),
+            func.sum(ProbeDay.latency_ms_sum),
+            func.max(ProbeDay.latency_ms_max),
+        )
+        .where(ProbeDay.day >= first, ProbeDay.day <= last, ProbeDay.hub.in_(list(hubs)))
+        .group_by(ProbeDay.day)
+    )
+    return {day: tuple(rest) for day, *rest in session.execute(query)}
+
+
+def _chart_probe_latency(
+    source: ConsoleSource, hubs: Sequence[str], first: date, last: date
+) -> list[list[Any]]:
+    """Mean latency of the ok probes (weighted by their number on each hub) and the day's slowest."""
+    with source.store.session() as session:
+        days = _probe_days(session, hubs, first, last)
+    rows = []
+    for day in _days(first, last):
+        _, ok, total, slowest = days.get(day, (0, 0, 0.0, None))
+        mean = round(total / ok, 1) if ok else None
+        rows.append([day.isoformat(), mean, None if slowest is None else round(slowest, 1)])
+    return rows
+
+
+def _chart_uptime(source: ConsoleSource, hubs: Sequence[str], first: date, last: date) -> list[list[Any]]:
+    with source.store.session() as session:
+        days = _probe_days(session, hubs, first, last)
+    rows = []
+    for day in _days(first, last):
+        probes, ok, _, _ = days.get(day, (0, 0, 0.0, None))
+        rows.append([day.isoformat(), _percent(int(probes or 0), int(ok or 0))])
+    return rows
+
+
+def _running_bucket(days: int) -> int:
+    return next((b for b in RUNNING_BUCKETS if days * 86400 / b <= MAX_POINTS), RUNNING_BUCKETS[-1])
+
+
+def _chart_running(
+    source: ConsoleSource, hubs: Sequence[str], days: int, now: datetime
+) -> tuple[list[str], list[list[Any]]]:
+    """Max running servers per hub and bucket, every bucket of the window (None where no sample)."""
+    seconds = _running_bucket(days)
+    last = int(now.timestamp()) // seconds
+    first = last - days * 86400 // seconds + 1
+    dialect = source.store.engine.dialect.name
+    bucket = _bucket(HubSample.at, seconds, dialect).label("bucket")
+    query = (
+        select(HubSample.hub, bucket, func.max(HubSample.running_servers))
+        .where(
+            HubSample.hub.in_(list(hubs)),
+            HubSample.at >= datetime.fromtimestamp(first * seconds, UTC),
+            HubSample.at <= now,
+        )
+        .group_by(HubSample.hub, bucket)
+    )
+    with source.store.session() as session:
+        peaks = {(hub, int(b)): int(n) for hub, b, n in session.execute(query)}
+    rows = [[_at(b, seconds), *(peaks.get((hub, b)) for hub in hubs)] for b in range(first, last + 1)]
+    return ["at", *hubs], rows
+
+
+def _chart_spawns(source: ConsoleSource, hubs: Sequence[str], days: int, now: datetime) -> list[list[Any]]:
+    """Hourly spawns from the counters' deltas between consecutive samples of each hub, summed over the hubs.
+    A counter lower than before means the hub restarted (counters start again at 0): its new value is
+    the delta then. The mean is the successful spawns' seconds over their number."""
+    start = datetime.fromtimestamp(
+        int((now - timedelta(days=days)).timestamp()) // SPAWN_BUCKET * SPAWN_BUCKET, UTC
+    )
+    dialect = source.store.engine.dialect.name
+    counters = {
+        "s": HubSample.spawn_success_total,
+        "f": func.coalesce(HubSample.spawn_failure_total, 0.0),
+        "t": HubSample.spawn_seconds_total,
+    }
+    order = (HubSample.at, HubSample.id)
+    previous = {
+        f"p{k}": func.lag(v).over(partition_by=HubSample.hub, order_by=order) for k, v in counters.items()
+    }
+    inner = (
+        select(
+            HubSample.at.label("at"),
+            _bucket(HubSample.at, SPAWN_BUCKET, dialect).label("bucket"),
+            *(v.label(k) for k, v in counters.items()),
+            *(v.label(k) for k, v in previous.items()),
+        )
+        .where(
+            HubSample.hub.in_(list(hubs)),
+            HubSample.at >= start - SPAWN_LOOKBACK,
+            HubSample.at <= now,
+            HubSample.spawn_success_total.is_not(None),
+        )
+        .subquery()
+    )
+    c = inner.c
+    reset = (c.s < c.ps) | (c.f < c.pf) | (c.t < c.pt)
+
+    def delta(cur: Any, prev: Any) -> Any:
+        return case((c.ps.is_(None), None), (reset, cur), else_=cur - prev)
+
+    ds, df, dt = delta(c.s, c.ps), delta(c.f, c.pf), delta(c.t, c.pt)
+    timed = func.sum(case((dt.is_not(None), ds)))
+    query = (
+        select(c.bucket, func.sum(ds), func.sum(df), func.sum(dt), timed)
+        .where(c.at >= start)
+        .group_by(c.bucket)
+        .having(func.coalesce(func.sum(ds), 0) + func.coalesce(func.sum(df), 0) > 0)
+        .order_by(c.bucket)
+    )
+    with source.store.session() as session:
+        found = session.execute(query).all()
+    rows = []
+    for bucket, ok, failed, seconds, timed_ok in found:
+        mean = round(seconds / timed_ok, 3) if seconds is not None and timed_ok else None
+        ok, failed = round(ok or 0), round(failed or 0)
+        rows.append([_at(int(bucket), SPAWN_BUCKET), mean, ok + failed, failed])
+    return rows
+
+
+def chart(
+    source: ConsoleSource, name: str, hubs: Sequence[str], days: int = 30, now: datetime | None = None
+) -> Chart:
+    """The table of chart `name` (one of CHARTS; KeyError otherwise) over `hubs` and the last `days`
+    (clipped to 1..400) up to `now`. Day-based charts have one row per UTC day, today included."""
+    title = CHARTS[name]
+    now = _aware(now)
+    days = max(1, min(MAX_DAYS, int(days)))
+    hubs = list(hubs)
+    last = now.date()
+    first = last - timedelta(days=days - 1)
+    columns: list[str]
+    if name == "active-users":
+        columns = ["day", "dau", "wau", "mau"]
+        series = active_series(source.store, first, last, hubs) if hubs else []
+        found = {row["day"]: row for row in series}
+        rows = []
+        for day in _days(first, last):
+            row = found.get(day.isoformat(), {"dau": 0, "wau": 0, "mau": 0})
+            rows.append([day.isoformat(), row["dau"], row["wau"], row["mau"]])
+    elif name == "running-servers":
+        columns, rows = _chart_running(source, hubs, days, now)
+    elif name == "spawn-duration":
+        columns = ["at", "mean_spawn_seconds", "spawns", "failures"]
+        rows = _chart_spawns(source, hubs, days, now) if hubs else []
+    elif name == "probe-latency":
+        columns = ["day", "mean_latency_ms", "max_latency_ms"]
+        rows = _chart_probe_latency(source, hubs, first, last)
+    else:
+        columns = ["day", "uptime_percent"]
+        rows = _chart_uptime(source, hubs, first, last)
+    return Chart(name=name, title=title, y_title=Y_TITLES[name], columns=columns, rows=rows)
