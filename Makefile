@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
+	@# demo console passwords (loopback only): <account>-demo-password, e.g. ada / ada-demo-password
+	@for account in ada uni-a-lead hackweek-lead; do \
+	  echo "$$account-demo-password" | $(VENV)/bin/hubfleet console-password "$$account" --stdin \
+	    --fleet examples/demo-fleet >/dev/null || exit 1; \
+	done
 	$(VENV)/bin/hubfleet up --fleet examples/demo-fleet
 
 test: setup

@@ -205,8 +205,11 @@ def _user_day(hub: str, username: str, day: date) -> object:
     )
 
 
-def start_console(root: Path, state_dir: Path, port: int) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")}
+def start_console(
+    root: Path, state_dir: Path, port: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """`hubfleet console` on `port`, in a session of its own, its output in <state_dir>/console.log."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")} | (env or {})
     log = (state_dir / "console.log").open("w")
     process = subprocess.Popen(
         [str(HUBFLEET), "console", "--fleet", str(root), "--state-dir", str(state_dir), "--port", str(port)],

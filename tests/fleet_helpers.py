@@ -33,7 +33,7 @@ def free_ports(count: int) -> list[int]:
 
 
 def copy_demo_fleet(dest: Path, keep: set[str] | None = None) -> Path:
-    """The demo fleet in `dest` with every hub on a free port; `keep` limits it to those hub files
+    """The demo fleet in `dest` with every hub on a free port (and the console too); `keep` limits it to those hub files
     (paths relative to the fleet, e.g. 'communities/uni-a/hubs/staging.yaml')."""
     shutil.copytree(DEMO, dest, ignore=shutil.ignore_patterns(".hubfleet"))
     hub_files = sorted(dest.glob("communities/*/hubs/*.yaml"))
@@ -43,6 +43,9 @@ def copy_demo_fleet(dest: Path, keep: set[str] | None = None) -> Path:
     remaining = sorted(dest.glob("communities/*/hubs/*.yaml"))
     for path, port in zip(remaining, free_ports(len(remaining)), strict=True):
         path.write_text(re.sub(r"(?m)^port: \d+$", f"port: {port}", path.read_text()))
+    # the demo's fixed console port would collide between tests: the copies take a free one
+    fleet_yaml = dest / "fleet.yaml"
+    fleet_yaml.write_text(re.sub(r"(?m)^monitoring:\n  metrics_port: \d+.*\n", "", fleet_yaml.read_text()))
     for community in dest.glob("communities/*"):
         if not list(community.glob("hubs/*.yaml")):
             shutil.rmtree(community)
