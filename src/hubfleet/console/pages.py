@@ -1,5 +1,245 @@
-"""HTML pages of the console (placeholder: being written)."""
+"""HTML pages of the console: fleet overview, a community, a hub, incidents, the caller's API tokens.
 
-from fastapi import APIRouter
+Pages are rendered on the server and work without JavaScript; static/console.js only draws the charts
+(from the JSON API) and runs a synthetic check. Community leaders see their communities only: any other
+hub or community is a 404 page, exactly as if it did not exist (access.hub_or_404, community_or_404).
+
+The data calls are short synchronous reads of the SQLite store, made directly on the event loop."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+
+from hubfleet.console import accounts, data, formatting
+from hubfleet.console.access import (
+    Principal,
+    community_or_404,
+    hub_or_404,
+    visible_communities,
+    visible_hubs,
+)
+from hubfleet.console.web import check_form_csrf, console_state, page_principal, render, templates
 
 router = APIRouter(include_in_schema=False)
+PagePrincipal = Annotated[Principal, Depends(page_principal)]
+FormStr = Annotated[str, Form()]
+formatting.install(templates.env)
+
+DAY_CHOICES = (7, 30, 90, 365)
+"""The periods a page's charts offer; `?days=` outside 1..365 is clamped."""
+HUB_CHARTS = ("active-users", "running-servers", "spawn-duration", "probe-latency", "uptime")
+COMMUNITY_CHARTS = ("active-users", "running-servers")
+INCIDENT_STATES = ("open", "resolved")
+INCIDENT_KINDS = ("down", "certificate", "anomaly")
+MAX_TOKEN_NAME = 200
+
+
+def _days(value: int | None, default: int = 30) -> int:
+    return default if value is None else max(1, min(365, value))
+
+
+def _chart_cards(base: str, names: tuple[str, ...], days: int) -> list[dict[str, str]]:
+    """What a page needs to place its charts: JSON source for console.js and the CSV download link."""
+    return [
+        {
+            "name": name,
+            "title": data.CHARTS.get(name, name),
+            "src": f"{base}/charts/{name}?days={days}",
+            "csv": f"{base}/charts/{name}.csv?days={days}",
+        }
+        for name in names
+    ]
+
+
+def _day_choices(days: int) -> list[int]:
+    return sorted({*DAY_CHOICES, days})
+
+
+@router.get("/")
+async def overview(
+    request: Request,
+    principal: PagePrincipal,
+    community: str = "",
+    cluster: str = "",
+    state: str = "",
+) -> Response:
+    source = console_state(request).source
+    hubs = visible_hubs(source.fleet, principal)
+    rows = data.overview_rows(source, hubs)
+    totals = data.fleet_totals(rows)
+    shown = [
+        row
+        for row in rows
+        if (not community or row["community"] == community)
+        and (not cluster or row["cluster"] == cluster)
+        and (not state or row["state"] == state)
+    ]
+    context = {
+        "rows": shown,
+        "total_count": len(rows),
+        "totals": totals,
+        "filters": {"community": community, "cluster": cluster, "state": state},
+        "communities": visible_communities(source.fleet, principal),
+        "clusters": sorted({hub.cluster for hub in hubs}),
+        "states": sorted({str(row["state"]) for row in rows}),
+        "charts": _chart_cards("/api/fleet", ("active-users",), 30) if principal.is_operator else [],
+    }
+    return render(request, "overview.html", context)
+
+
+@router.get("/communities/{name}")
+async def community_page(
+    request: Request, principal: PagePrincipal, name: str, days: int | None = None
+) -> Response:
+    source = console_state(request).source
+    community = community_or_404(source.fleet, principal, name)
+    period = _days(days)
+    detail = data.community_detail(source, community)
+    context = {
+        "community": detail,
+        "days": period,
+        "day_choices": _day_choices(period),
+        "charts": _chart_cards(f"/api/communities/{community}", COMMUNITY_CHARTS, period),
+    }
+    return render(request, "community.html", context)
+
+
+@router.get("/hubs/{name}")
+async def hub_page(
+    request: Request, principal: PagePrincipal, name: str, days: int | None = None
+) -> Response:
+    source = console_state(request).source
+    hub = hub_or_404(source.fleet, principal, name)
+    period = _days(days)
+    detail = data.hub_detail(source, hub.name)
+    context = {
+        "hub": detail,
+        "days": period,
+        "day_choices": _day_choices(period),
+        "charts": _chart_cards(f"/api/hubs/{hub.name}", HUB_CHARTS, period),
+        "can_run_check": principal.is_operator,
+    }
+    return render(request, "hub.html", context)
+
+
+@router.get("/incidents")
+async def incidents_page(
+    request: Request,
+    principal: PagePrincipal,
+    hub: str = "",
+    community: str = "",
+    kind: str = "",
+    state: str = "",
+    since_days: int | None = None,
+) -> Response:
+    source = console_state(request).source
+    hubs = visible_hubs(source.fleet, principal)
+    if community:
+        community_or_404(source.fleet, principal, community)
+        hubs = [h for h in hubs if h.community == community]
+    if hub:
+        chosen = hub_or_404(source.fleet, principal, hub)
+        hubs = [h for h in hubs if h.name == chosen.name]
+    if kind and kind not in INCIDENT_KINDS:
+        raise HTTPException(status_code=400, detail=f"kind must be one of {', '.join(INCIDENT_KINDS)}")
+    if state and state not in INCIDENT_STATES:
+        raise HTTPException(status_code=400, detail="state must be open or resolved")
+    since = None
+    if since_days is not None:
+        since_days = _days(since_days)
+        since = datetime.now(UTC) - timedelta(days=since_days)
+    names = [h.name for h in hubs]
+    rows = data.incidents(source, names, state=state or None, kind=kind or None, since=since)
+    context = {
+        "incidents": rows,
+        "filters": {
+            "hub": hub,
+            "community": community,
+            "kind": kind,
+            "state": state,
+            "since_days": since_days,
+        },
+        "hub_names": [h.name for h in visible_hubs(source.fleet, principal)],
+        "communities": visible_communities(source.fleet, principal),
+        "kinds": INCIDENT_KINDS,
+        "states": INCIDENT_STATES,
+        "since_choices": (1, 7, 30, 90, 365),
+    }
+    return render(request, "incidents.html", context)
+
+
+# --------------------------------------------------------------------------- API tokens
+
+
+def _tokens_page(
+    request: Request,
+    principal: Principal,
+    *,
+    new_token: str | None = None,
+    new_info: accounts.TokenInfo | None = None,
+    error: str = "",
+    name: str = "",
+    expires_days: str = "",
+    status_code: int = 200,
+) -> Response:
+    store = console_state(request).store
+    tokens = sorted(accounts.list_tokens(store, principal.username), key=lambda t: (not t.active, -t.id))
+    context: dict[str, Any] = {
+        "tokens": tokens,
+        "new_token": new_token,
+        "new_info": new_info,
+        "error": error,
+        "form": {"name": name, "expires_days": expires_days},
+    }
+    response = render(request, "tokens.html", context, status_code)
+    response.headers["Cache-Control"] = "no-store"  # a new token is on the page once, never in a cache
+    return response
+
+
+@router.get("/tokens")
+async def tokens_page(request: Request, principal: PagePrincipal) -> Response:
+    return _tokens_page(request, principal)
+
+
+@router.post("/tokens")
+async def tokens_create(
+    request: Request,
+    principal: PagePrincipal,
+    name: FormStr = "",
+    expires_days: FormStr = "",
+    csrf_token: FormStr = "",
+) -> Response:
+    check_form_csrf(principal, csrf_token)
+    name = name.strip()
+    days: float | None = None
+    error = ""
+    if len(name) > MAX_TOKEN_NAME:
+        error = f"The name may have at most {MAX_TOKEN_NAME} characters."
+    elif expires_days.strip():
+        try:
+            days = float(expires_days)
+        except ValueError:
+            error = "Expires after: a number of days, or empty for a token that does not expire."
+        else:
+            if not 0 < days <= 3650:
+                error = "Expires after: between 1 and 3650 days, or empty for a token that does not expire."
+    if error:
+        return _tokens_page(
+            request, principal, error=error, name=name, expires_days=expires_days, status_code=400
+        )
+    token, info = accounts.create_token(console_state(request).store, principal.username, name, days)
+    return _tokens_page(request, principal, new_token=token, new_info=info)
+
+
+@router.post("/tokens/{token_id}/revoke")
+async def tokens_revoke(
+    request: Request, principal: PagePrincipal, token_id: int, csrf_token: FormStr = ""
+) -> Response:
+    check_form_csrf(principal, csrf_token)
+    if not accounts.revoke_token(console_state(request).store, token_id, principal.username):
+        raise HTTPException(status_code=404, detail=f"you have no active token {token_id}")
+    return RedirectResponse("/tokens", status_code=303)
