@@ -147,16 +147,17 @@ async def test_probe_hub_healthy_and_failing(hub: FakeHub) -> None:
         assert ok.ok and (ok.health_status, ok.api_status) == (200, 200)
         assert ok.latency_ms is not None and ok.latency_ms > 0
         assert ok.error == "" and ok.cert_expires_at is None
+        assert ok.version == "6.1.1"  # from the /hub/api/ body
         assert sorted(hub.requests) == ["/hub/api/", "/hub/health"]
 
         hub.mode = "down"
         down = await probe_hub(client, hub.url, 5, hub="h")
-        assert not down.ok and down.health_status == 503
+        assert not down.ok and down.health_status == 503 and down.version is None
         assert down.error == "GET /hub/health, /hub/api/: HTTP 503 Service Unavailable"
 
         hub.mode = "api_error"
         half = await probe_hub(client, hub.url, 5, hub="h")
-        assert not half.ok and (half.health_status, half.api_status) == (200, 500)
+        assert not half.ok and (half.health_status, half.api_status) == (200, 500) and half.version is None
         assert half.error == "GET /hub/api/: HTTP 500 Internal Server Error"
 
         hub.mode = "slow"
@@ -283,6 +284,7 @@ def test_uptime_windows_from_samples_and_retention(store: Store) -> None:
         _sample("b", now - timedelta(days=10), True),
     ]
     record_samples(store, samples)
+    # 24h: the raw samples; 7d / 30d: today's samples plus the whole UTC days before (6 / 29 of them)
     assert uptime(store, "a", now) == {"24h": 50.0, "7d": 75.0, "30d": 60.0}
     assert uptime(store, "b", now) == {"24h": None, "7d": None, "30d": 100.0}
     assert uptime(store, "never-probed", now) == {"24h": None, "7d": None, "30d": None}
@@ -291,6 +293,10 @@ def test_uptime_windows_from_samples_and_retention(store: Store) -> None:
     assert prune_samples(store, now) == 1
     assert prune_samples(store, now) == 0
     assert uptime(store, "a", now)["30d"] == 60.0
+    # past days come from their daily roll-up, which outlives the raw samples: with only the newest hour
+    # of samples left, 24h and today change, the days before do not
+    assert prune_samples(store, now, keep=timedelta(hours=1, minutes=30)) == 5
+    assert uptime(store, "a", now) == {"24h": 100.0, "7d": 100.0, "30d": 75.0}
 
 
 def test_probe_interval_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
