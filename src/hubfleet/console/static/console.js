@@ -95,13 +95,16 @@
       hovermode: "x unified",
       showlegend: traces.length > 1,
       legend: { orientation: "h", y: -0.18, x: 0 },
-      xaxis: { type: "date", gridcolor: "#eef1f5", linecolor: "#d5dae1" },
+      xaxis: { type: "date", nticks: 5, tickangle: 0, gridcolor: "#eef1f5", linecolor: "#d5dae1", automargin: true },
       yaxis: { title: { text: chart.y_title || "" }, rangemode: "tozero", gridcolor: "#eef1f5", zeroline: false },
       barmode: "overlay"
     };
     if (chart.name === "uptime") layout.yaxis.range = [0, 100.5];
     if (useSecondary) {
-      layout.yaxis2 = { title: { text: "count" }, overlaying: "y", side: "right", rangemode: "tozero", showgrid: false };
+      layout.yaxis2 = {
+        title: { text: "count" }, overlaying: "y", side: "right", rangemode: "tozero", showgrid: false,
+        tickmode: "auto", automargin: true
+      };
     }
     if (traces.length > 1) layout.margin.b = 60;
     return { traces: traces, layout: layout };
@@ -194,7 +197,7 @@
           } else {
             result.className = "check-result failed";
             result.textContent = "Check failed at step “" + (check.failed_step || "?") + "” after " +
-              formatSeconds(check.total_seconds) + ".";
+              formatSeconds(check.total_seconds) + (check.error ? ": " + check.error : ".");
           }
           return reloadChecks();
         })
