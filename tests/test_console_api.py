@@ -21,8 +21,15 @@ from typing import Any
 import httpx
 import pytest
 
-from console_helpers import ConsoleFleet, console_fleet, sign_in, signed_in_client
-from fleet_helpers import copy_demo_fleet, hubfleet, running_fleet
+from console_helpers import (
+    ConsoleFleet,
+    console_fleet,
+    sign_in,
+    signed_in_client,
+    start_console,
+    stop_console,
+)
+from fleet_helpers import copy_demo_fleet, free_ports, hubfleet, running_fleet
 from hubfleet.config.loader import load_fleet
 
 CHARTS = ["active-users", "running-servers", "spawn-duration", "probe-latency", "uptime"]
@@ -517,30 +524,28 @@ def _operator_only_accounts(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def in_process_console(root: Path) -> Iterator[tuple[Any, str]]:
-    """The console app in this process (fastapi TestClient) over `root`, and an operator token."""
-    from fastapi.testclient import TestClient
-
-    from hubfleet.console import accounts
-    from hubfleet.console.app import create_app
-    from hubfleet.store import open_store
-
+def operator_console(root: Path) -> Iterator[httpx.Client]:
+    """`hubfleet console` over `root` (accounts: ops, an operator) and a client with an ops token."""
+    _operator_only_accounts(root)
     state = root / ".hubfleet"
     state.mkdir(exist_ok=True)
-    with open_store(state) as store:
-        token, _ = accounts.create_token(store, "ops")
-        with TestClient(
-            create_app(store, load_fleet(root), state_dir=state), base_url="http://127.0.0.1"
+    token = hubfleet("console-token", "create", "ops", fleet=root, check=True).stdout.strip()
+    (port,) = free_ports(1)
+    process = start_console(root, state, port)
+    try:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, timeout=180
         ) as client:
-            yield client, token
+            yield client
+    finally:
+        stop_console(process)
 
 
 def test_checking_a_kubernetes_hub_is_a_409(tmp_path: Path) -> None:
     root = tmp_path / "k8s"
     shutil.copytree(Path(__file__).parent / "fixtures" / "k8s-fleet", root)
-    _operator_only_accounts(root)
-    with in_process_console(root) as (client, token):
-        response = client.post("/api/hubs/bio-staging/checks", headers={"Authorization": f"Bearer {token}"})
+    with operator_console(root) as client:
+        response = client.post("/api/hubs/bio-staging/checks")
     assert response.status_code == 409
     assert detail(response) == (
         "hub 'bio-staging' runs on kubernetes cluster 'eks'; the console checks local hubs only"
@@ -551,17 +556,14 @@ def test_checking_a_kubernetes_hub_is_a_409(tmp_path: Path) -> None:
 def test_an_operator_runs_the_check_of_a_running_hub(tmp_path: Path) -> None:
     """The real check against a real hub started by `hubfleet up`; the result is recorded."""
     root = copy_demo_fleet(tmp_path / "fleet", keep={"communities/uni-a/hubs/staging.yaml"})
-    _operator_only_accounts(root)
-    with running_fleet(root), in_process_console(root) as (client, token):
-        headers = {"Authorization": f"Bearer {token}"}
-        response = client.post("/api/hubs/uni-a-staging/checks", headers=headers, params={"timeout": 120})
+    _operator_only_accounts(root)  # before `up`: the demo's leader of hackweek would not validate
+    with running_fleet(root), operator_console(root) as client:
+        response = client.post("/api/hubs/uni-a-staging/checks", params={"timeout": 120})
         assert response.status_code == 200, response.text
         result = response.json()
         assert result["ok"] is True and result["error"] is None and result["hub"] == "uni-a-staging"
         assert [s["name"] for s in result["steps"]][0] == "create_user"
-        recorded = client.get("/api/checks", headers=headers, params={"hub": "uni-a-staging"}).json()[
-            "checks"
-        ]
+        recorded = client.get("/api/checks", params={"hub": "uni-a-staging"}).json()["checks"]
         assert recorded[0]["ok"] is True
         assert recorded[0]["total_seconds"] == pytest.approx(result["total_seconds"])
 
