@@ -38,8 +38,14 @@ INCIDENT_KINDS = ("down", "certificate", "anomaly")
 MAX_TOKEN_NAME = 200
 
 
-def _days(value: int | None, default: int = 30) -> int:
-    return default if value is None else max(1, min(365, value))
+def _days(value: str | int | None, default: int | None = 30) -> int | None:
+    """A `?days=` value clamped to 1..365; `default` when it is empty or not a number (a GET form sends
+    `days=` for its "any time" choice)."""
+    try:
+        days = int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        days = None
+    return default if days is None else max(1, min(365, days))
 
 
 def _chart_cards(base: str, names: tuple[str, ...], days: int) -> list[dict[str, str]]:
@@ -92,12 +98,10 @@ async def overview(
 
 
 @router.get("/communities/{name}")
-async def community_page(
-    request: Request, principal: PagePrincipal, name: str, days: int | None = None
-) -> Response:
+async def community_page(request: Request, principal: PagePrincipal, name: str, days: str = "") -> Response:
     source = console_state(request).source
     community = community_or_404(source.fleet, principal, name)
-    period = _days(days)
+    period = _days(days) or 30
     detail = data.community_detail(source, community)
     context = {
         "community": detail,
@@ -109,12 +113,10 @@ async def community_page(
 
 
 @router.get("/hubs/{name}")
-async def hub_page(
-    request: Request, principal: PagePrincipal, name: str, days: int | None = None
-) -> Response:
+async def hub_page(request: Request, principal: PagePrincipal, name: str, days: str = "") -> Response:
     source = console_state(request).source
     hub = hub_or_404(source.fleet, principal, name)
-    period = _days(days)
+    period = _days(days) or 30
     detail = data.hub_detail(source, hub.name)
     context = {
         "hub": detail,
@@ -134,7 +136,7 @@ async def incidents_page(
     community: str = "",
     kind: str = "",
     state: str = "",
-    since_days: int | None = None,
+    since_days: str = "",
 ) -> Response:
     source = console_state(request).source
     hubs = visible_hubs(source.fleet, principal)
@@ -148,10 +150,8 @@ async def incidents_page(
         raise HTTPException(status_code=400, detail=f"kind must be one of {', '.join(INCIDENT_KINDS)}")
     if state and state not in INCIDENT_STATES:
         raise HTTPException(status_code=400, detail="state must be open or resolved")
-    since = None
-    if since_days is not None:
-        since_days = _days(since_days)
-        since = datetime.now(UTC) - timedelta(days=since_days)
+    within = _days(since_days, default=None)
+    since = datetime.now(UTC) - timedelta(days=within) if within else None
     names = [h.name for h in hubs]
     rows = data.incidents(source, names, state=state or None, kind=kind or None, since=since)
     context = {
@@ -161,7 +161,7 @@ async def incidents_page(
             "community": community,
             "kind": kind,
             "state": state,
-            "since_days": since_days,
+            "since_days": within,
         },
         "hub_names": [h.name for h in visible_hubs(source.fleet, principal)],
         "communities": visible_communities(source.fleet, principal),
