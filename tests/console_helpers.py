@@ -26,8 +26,8 @@ ACCOUNTS = {"ops": "operator", "lead-a": "uni-a", "lead-h": "hackweek"}
 """username -> "operator", or the one community the leader leads."""
 PASSWORDS = {"ops": "ops-password-1", "lead-a": "lead-a-password", "lead-h": "lead-h-password"}
 HUBS_BY_COMMUNITY = {
-    "uni-a": ["uni-a-prod", "uni-a-staging"],
-    "hackweek": ["hackweek-prod", "hackweek-staging"],
+    "uni-a": ["uni-a", "uni-a-staging"],
+    "hackweek": ["hackweek", "hackweek-staging"],
 }
 
 
@@ -150,8 +150,8 @@ def seed_store(state_dir: Path, now: datetime | None = None) -> None:
                     result="ok" if d != 1 else "rolled_back",
                     message="" if d != 1 else "check failed at spawn: timeout",
                     actor="ops@ci",
-                    community=hub.rsplit("-", 1)[0],
-                    stage=hub.rsplit("-", 1)[1],
+                    community=hub.removesuffix("-staging"),
+                    stage="staging" if hub.endswith("-staging") else "prod",
                 )
             )
         rows.append(
@@ -172,13 +172,13 @@ def seed_store(state_dir: Path, now: datetime | None = None) -> None:
         )
     rows += [
         Incident(
-            hub="uni-a-prod",
+            hub="uni-a",
             kind="down",
             started_at=now - timedelta(minutes=20),
             cause="GET /hub/health: 502",
         ),
         Incident(
-            hub="hackweek-prod",
+            hub="hackweek",
             kind="down",
             started_at=now - timedelta(days=3, hours=1),
             resolved_at=now - timedelta(days=3),

@@ -114,9 +114,9 @@ def test_an_operator_signs_in_with_the_provider_and_sees_the_fleet(env: Env) -> 
     assert me["username"] == OPERATOR and me["role"] == "operator" and me["via"] == "session"
     assert {h["name"] for h in client.get("/api/hubs").json()["hubs"]} == {
         "uni-a-staging",
-        "uni-a-prod",
+        "uni-a",
         "hackweek-staging",
-        "hackweek-prod",
+        "hackweek",
     }
 
 
@@ -124,8 +124,8 @@ def test_a_leader_signed_in_with_the_provider_sees_only_their_community(env: Env
     env.provider.set_user("prof-sub", email=LEADER)
     client, answer = sign_in(env, "prof-sub")
     assert answer.status_code == 303
-    assert {h["name"] for h in client.get("/api/hubs").json()["hubs"]} == {"uni-a-staging", "uni-a-prod"}
-    assert client.get("/api/hubs/hackweek-prod").status_code == 404
+    assert {h["name"] for h in client.get("/api/hubs").json()["hubs"]} == {"uni-a-staging", "uni-a"}
+    assert client.get("/api/hubs/hackweek").status_code == 404
 
 
 def test_someone_without_an_account_is_refused_with_a_clear_message(env: Env) -> None:
