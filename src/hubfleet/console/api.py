@@ -57,6 +57,7 @@ class ValidationProblem(Model):
 
 
 ERROR_TEXT = {
+    400: (Problem, "The body is not JSON."),
     401: (Problem, "No valid API token or session cookie."),
     403: (Problem, "Not allowed: operators only, or a session caller without the X-CSRF-Token header."),
     404: (Problem, "No such hub, community, chart or token (or none the caller may see: the same answer)."),
@@ -653,7 +654,7 @@ def list_tokens(principal: Caller, state: State) -> dict[str, Any]:
     "/tokens",
     response_model=TokenCreated,
     status_code=201,
-    responses=_errors(401, 403, 422),
+    responses=_errors(400, 401, 403, 422),
     summary="Create an API token for the caller",
 )
 def create_token(body: TokenRequest, principal: Caller, state: State) -> dict[str, Any]:

@@ -1,0 +1,96 @@
+"""Property-based tests of the console's JSON API against its own OpenAPI document (schemathesis).
+
+Schemathesis reads /api/openapi.json from the real `hubfleet console` process (over the seeded demo fleet of
+console_helpers), generates valid and invalid requests for every operation (examples, coverage and fuzzing
+phases, a bounded number of cases each) and checks every response: no 5xx, a documented status code, a
+documented content type, and a body that conforms to the documented schema. It runs once with an
+operator's API token and once with a community leader's (whose foreign hubs and communities are 404s).
+
+Left out on purpose:
+- POST /api/hubs/{hub}/checks: it acts on the fleet (starts a server on a hub); test_console_api covers it.
+- DELETE /api/tokens/{token_id}: generated ids could revoke the very token the run authenticates with.
+POST /api/tokens is included: it only adds tokens to this throwaway console's store.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from console_helpers import ConsoleFleet, console_fleet, write_accounts
+from fleet_helpers import copy_demo_fleet
+from hubfleet.config.loader import load_fleet
+from hubfleet.console.app import create_app
+from hubfleet.store import open_store
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "generation": {"mode": "all", "max-examples": 8},
+        "phases": {
+            "examples": {"enabled": True},
+            "coverage": {"enabled": True},
+            "fuzzing": {"enabled": True},
+            "stateful": {"enabled": False},
+        },
+    }
+)
+"""Both valid and invalid inputs; at most 8 fuzzed cases per operation (coverage adds its boundary cases)."""
+
+
+def _openapi_document() -> dict[str, Any]:
+    """The console's OpenAPI document, made in this process at collection time (schemathesis needs the
+    operations before the console runs); `test_the_live_console_serves_this_document` checks that the
+    live console serves exactly this document."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = copy_demo_fleet(Path(tmp) / "fleet")
+        write_accounts(root)
+        with open_store("sqlite://") as store:
+            return create_app(store, load_fleet(root)).openapi()
+
+
+DOCUMENT = _openapi_document()
+schema = (
+    schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
+    .exclude(method="POST", path="/api/hubs/{hub}/checks")
+    .exclude(method="DELETE")
+)
+
+
+@pytest.fixture(scope="module")
+def cf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleFleet]:
+    with console_fleet(tmp_path_factory.mktemp("console-schemathesis")) as fleet:
+        yield fleet
+
+
+def test_the_live_console_serves_this_document(cf: ConsoleFleet) -> None:
+    assert httpx.get(f"{cf.url}/api/openapi.json").json() == DOCUMENT
+
+
+def _call(case: schemathesis.Case, cf: ConsoleFleet, username: str) -> None:
+    headers = {"Authorization": f"Bearer {cf.tokens[username]}"}
+    case.call_and_validate(base_url=cf.url, headers=headers, checks=CHECKS, timeout=30)
+
+
+@schema.parametrize()
+def test_the_api_conforms_to_its_schema_for_an_operator(case: schemathesis.Case, cf: ConsoleFleet) -> None:
+    _call(case, cf, "ops")
+
+
+@schema.parametrize()
+def test_the_api_conforms_to_its_schema_for_a_community_leader(
+    case: schemathesis.Case, cf: ConsoleFleet
+) -> None:
+    _call(case, cf, "lead-a")
