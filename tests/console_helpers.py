@@ -42,9 +42,9 @@ class ConsoleFleet:
     process: subprocess.Popen[str] | None = None
 
 
-def console_accounts_yaml() -> str:
+def console_accounts_yaml(accounts: dict[str, str]) -> str:
     lines = ["console:", "  accounts:"]
-    for username, what in ACCOUNTS.items():
+    for username, what in accounts.items():
         lines.append(f"    - username: {username}")
         if what == "operator":
             lines.append("      role: operator")
@@ -53,12 +53,12 @@ def console_accounts_yaml() -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_accounts(root: Path) -> None:
-    """Replace the demo's console section of fleet.yaml with ACCOUNTS."""
+def write_accounts(root: Path, accounts: dict[str, str] | None = None) -> None:
+    """Replace the demo's console section of fleet.yaml with `accounts` (default ACCOUNTS)."""
     fleet_yaml = root / "fleet.yaml"
     text = fleet_yaml.read_text()
     text = re.sub(r"(?ms)^console:\n.*\Z", "", text)
-    fleet_yaml.write_text(text.rstrip("\n") + "\n" + console_accounts_yaml())
+    fleet_yaml.write_text(text.rstrip("\n") + "\n" + console_accounts_yaml(accounts or ACCOUNTS))
 
 
 def seed_store(state_dir: Path, now: datetime | None = None) -> None:

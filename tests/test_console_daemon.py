@@ -31,7 +31,7 @@ def _wait_for(client: httpx.Client, predicate, timeout: float = 60):  # noqa: AN
 
 def test_the_daemon_serves_the_console_and_operators_run_checks(tmp_path: Path) -> None:
     root = copy_demo_fleet(tmp_path / "fleet", keep={"communities/uni-a/hubs/staging.yaml"})
-    write_accounts(root)
+    write_accounts(root, {"ops": "operator", "lead-a": "uni-a"})
     hubfleet("console-password", "ops", "--stdin", fleet=root, input="ops-password-1\n", check=True)
     tokens = {
         user: hubfleet("console-token", "create", user, fleet=root, check=True).stdout.strip()
