@@ -573,7 +573,6 @@ def _chart_spawns(source: ConsoleSource, hubs: Sequence[str], days: int, now: da
     inner = (
         select(
             HubSample.at.label("at"),
-            _bucket(HubSample.at, SPAWN_BUCKET, dialect).label("bucket"),
             *(v.label(k) for k, v in counters.items()),
             *(v.label(k) for k, v in previous.items()),
         )
@@ -593,12 +592,14 @@ def _chart_spawns(source: ConsoleSource, hubs: Sequence[str], days: int, now: da
 
     ds, df, dt = delta(c.s, c.ps), delta(c.f, c.pf), delta(c.t, c.pt)
     timed = func.sum(case((dt.is_not(None), ds)))
+    bucket = _bucket(c.at, SPAWN_BUCKET, dialect).label("bucket")
+    changed = (c.s != c.ps) | (c.f != c.pf) | (c.t != c.pt)  # most samples change nothing: skip them early
     query = (
-        select(c.bucket, func.sum(ds), func.sum(df), func.sum(dt), timed)
-        .where(c.at >= start)
-        .group_by(c.bucket)
+        select(bucket, func.sum(ds), func.sum(df), func.sum(dt), timed)
+        .where(c.at >= start, changed)
+        .group_by(bucket)
         .having(func.coalesce(func.sum(ds), 0) + func.coalesce(func.sum(df), 0) > 0)
-        .order_by(c.bucket)
+        .order_by(bucket)
     )
     with source.store.session() as session:
         found = session.execute(query).all()
