@@ -33,8 +33,8 @@ def free_ports(count: int) -> list[int]:
 
 
 def copy_demo_fleet(dest: Path, keep: set[str] | None = None) -> Path:
-    """The demo fleet in `dest` with every hub on a free port (and the console too); `keep` limits it to those hub files
-    (paths relative to the fleet, e.g. 'communities/uni-a/hubs/staging.yaml')."""
+    """The demo fleet in `dest` with every hub (and the console) on a free port; `keep` limits it to those
+    hub files (paths relative to the fleet, e.g. 'communities/uni-a/hubs/staging.yaml')."""
     shutil.copytree(DEMO, dest, ignore=shutil.ignore_patterns(".hubfleet"))
     hub_files = sorted(dest.glob("communities/*/hubs/*.yaml"))
     for path in hub_files:
