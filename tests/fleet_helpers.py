@@ -43,9 +43,11 @@ def copy_demo_fleet(dest: Path, keep: set[str] | None = None) -> Path:
     remaining = sorted(dest.glob("communities/*/hubs/*.yaml"))
     for path, port in zip(remaining, free_ports(len(remaining)), strict=True):
         path.write_text(re.sub(r"(?m)^port: \d+$", f"port: {port}", path.read_text()))
-    # the demo's fixed console port would collide between tests: the copies take a free one
+    # the demo's fixed console port would collide between tests (the copies take a free one), and its
+    # console accounts name communities `keep` may drop (tests that need accounts write their own)
     fleet_yaml = dest / "fleet.yaml"
-    fleet_yaml.write_text(re.sub(r"(?m)^monitoring:\n  metrics_port: \d+.*\n", "", fleet_yaml.read_text()))
+    text = re.sub(r"(?m)^monitoring:\n  metrics_port: \d+.*\n", "", fleet_yaml.read_text())
+    fleet_yaml.write_text(re.sub(r"(?ms)^console:\n.*\Z", "", text))
     for community in dest.glob("communities/*"):
         if not list(community.glob("hubs/*.yaml")):
             shutil.rmtree(community)

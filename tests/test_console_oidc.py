@@ -45,7 +45,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         text = text.replace(
             "      dummy: ada\n", f"      dummy: ada\n    age_recipient: {new_identity(identity)}\n"
         )
-        text = text[: text.index("console:")] + (
+        text = text.rstrip("\n") + "\n" + (
             "console:\n"
             "  password_sign_in: false\n"
             "  oidc:\n"
