@@ -1,4 +1,7 @@
-"""Sign-in (password, OIDC), sign-out. Sessions live in the store; see web.py for the cookie rules."""
+"""Sign-in (password, OIDC), sign-out. Sessions live in the store; see web.py for the cookie rules.
+
+Handlers that only touch the store are plain functions: FastAPI runs them in its thread pool, so a
+password check (scrypt, ~50 ms) never stalls the daemon's event loop (probes, supervision)."""
 
 from __future__ import annotations
 
@@ -118,14 +121,14 @@ def _login_page(
 
 
 @router.get("/login")
-async def login_form(request: Request, next: str = "/") -> Response:
+def login_form(request: Request, next: str = "/") -> Response:
     if identify(request) is not None:
         return RedirectResponse(safe_next(next), status_code=303)
     return _login_page(request, next_url=next)
 
 
 @router.post("/login")
-async def login_submit(
+def login_submit(
     request: Request,
     username: str = Form(""),
     password: str = Form(""),
@@ -170,7 +173,7 @@ async def login_submit(
 
 
 @router.post("/logout")
-async def logout(request: Request, csrf_token: str = Form("")) -> Response:
+def logout(request: Request, csrf_token: str = Form("")) -> Response:
     state = console_state(request)
     principal = identify(request)
     session_id = request.cookies.get(state.cookie_name)

@@ -4,7 +4,8 @@ Pages are rendered on the server and work without JavaScript; static/console.js 
 (from the JSON API) and runs a synthetic check. Community leaders see their communities only: any other
 hub or community is a 404 page, exactly as if it did not exist (access.hub_or_404, community_or_404).
 
-The data calls are short synchronous reads of the SQLite store, made directly on the event loop."""
+Handlers are plain functions: FastAPI runs them in its thread pool, so the store reads behind a page never
+stall the daemon's event loop (probes, supervision)."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def _day_choices(days: int) -> list[int]:
 
 
 @router.get("/")
-async def overview(
+def overview(
     request: Request,
     principal: PagePrincipal,
     community: str = "",
@@ -98,7 +99,7 @@ async def overview(
 
 
 @router.get("/communities/{name}")
-async def community_page(request: Request, principal: PagePrincipal, name: str, days: str = "") -> Response:
+def community_page(request: Request, principal: PagePrincipal, name: str, days: str = "") -> Response:
     source = console_state(request).source
     community = community_or_404(source.fleet, principal, name)
     period = _days(days) or 30
@@ -113,7 +114,7 @@ async def community_page(request: Request, principal: PagePrincipal, name: str, 
 
 
 @router.get("/hubs/{name}")
-async def hub_page(request: Request, principal: PagePrincipal, name: str, days: str = "") -> Response:
+def hub_page(request: Request, principal: PagePrincipal, name: str, days: str = "") -> Response:
     source = console_state(request).source
     hub = hub_or_404(source.fleet, principal, name)
     period = _days(days) or 30
@@ -129,7 +130,7 @@ async def hub_page(request: Request, principal: PagePrincipal, name: str, days: 
 
 
 @router.get("/incidents")
-async def incidents_page(
+def incidents_page(
     request: Request,
     principal: PagePrincipal,
     hub: str = "",
@@ -201,12 +202,12 @@ def _tokens_page(
 
 
 @router.get("/tokens")
-async def tokens_page(request: Request, principal: PagePrincipal) -> Response:
+def tokens_page(request: Request, principal: PagePrincipal) -> Response:
     return _tokens_page(request, principal)
 
 
 @router.post("/tokens")
-async def tokens_create(
+def tokens_create(
     request: Request,
     principal: PagePrincipal,
     name: FormStr = "",
@@ -236,7 +237,7 @@ async def tokens_create(
 
 
 @router.post("/tokens/{token_id}/revoke")
-async def tokens_revoke(
+def tokens_revoke(
     request: Request, principal: PagePrincipal, token_id: int, csrf_token: FormStr = ""
 ) -> Response:
     check_form_csrf(principal, csrf_token)
