@@ -14,6 +14,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -557,8 +558,13 @@ def test_an_operator_runs_the_check_of_a_running_hub(tmp_path: Path) -> None:
     """The real check against a real hub started by `hubfleet up`; the result is recorded."""
     root = copy_demo_fleet(tmp_path / "fleet", keep={"communities/uni-a/hubs/staging.yaml"})
     _operator_only_accounts(root)  # before `up`: the demo's leader of hackweek would not validate
-    with running_fleet(root), operator_console(root) as client:
-        response = client.post("/api/hubs/uni-a-staging/checks", params={"timeout": 120})
+    with running_fleet(root), operator_console(root) as client, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(client.post, "/api/hubs/uni-a-staging/checks", params={"timeout": 120})
+        time.sleep(0.5)  # the check takes seconds: a second one now finds it running
+        second = client.post("/api/hubs/uni-a-staging/checks")
+        assert second.status_code == 409
+        assert detail(second) == "a check of hub 'uni-a-staging' is running already; wait for its result"
+        response = first.result()
         assert response.status_code == 200, response.text
         result = response.json()
         assert result["ok"] is True and result["error"] is None and result["hub"] == "uni-a-staging"

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -61,7 +61,7 @@ ERROR_TEXT = {
     401: (Problem, "No valid API token or session cookie."),
     403: (Problem, "Not allowed: operators only, or a session caller without the X-CSRF-Token header."),
     404: (Problem, "No such hub, community, chart or token (or none the caller may see: the same answer)."),
-    409: (Problem, "The hub cannot be checked from here: on a kubernetes cluster, or not running."),
+    409: (Problem, "The hub cannot be checked now: on a kubernetes cluster, not running, or being checked."),
     422: (ValidationProblem, "Invalid parameters."),
 }
 
@@ -447,6 +447,7 @@ def hub_chart(
     summary="Run the synthetic user check now",
 )
 async def run_hub_check(
+    request: Request,
     hub: HubName,
     principal: Caller,
     state: State,
@@ -456,13 +457,22 @@ async def run_hub_check(
 ) -> dict[str, Any]:
     """Operators only. Creates the check user on the hub, starts its server, runs code in a kernel and stops
     the server, like `hubfleet check HUB`; the result is recorded. 409 when the hub is on a kubernetes
-    cluster or not running."""
+    cluster, is not running, or is being checked already (one check of a hub at a time)."""
     found = hub_or_404(state.fleet, principal, hub)
     require_operator(principal)
     url, token = _check_target(state, found)
     from hubfleet.checks.synthetic import check_hub
 
-    result = await check_hub(found.name, url, token, state.store, timeout=timeout)
+    running: set[str] | None = getattr(request.app.state, "checks_running", None)
+    if running is None:
+        running = request.app.state.checks_running = set()
+    if found.name in running:
+        raise HTTPException(409, f"a check of hub '{found.name}' is running already; wait for its result")
+    running.add(found.name)
+    try:
+        result = await check_hub(found.name, url, token, state.store, timeout=timeout)
+    finally:
+        running.discard(found.name)
     return {**result.to_dict(), "error": result.error}
 
 
@@ -590,7 +600,8 @@ def list_incidents(
     kind: Annotated[str | None, Query(max_length=50, description="Only this kind (e.g. down).")] = None,
     incident_state: Annotated[Literal["open", "resolved"] | None, Query(alias="state")] = None,
     since_days: Annotated[
-        int | None, Query(ge=1, le=MAX_DAYS, description="Only incidents started within this many days.")
+        int | None,
+        Query(ge=1, le=MAX_DAYS, description="Only incidents open at some time in this many last days."),
     ] = None,
     limit: Limit = 200,
 ) -> dict[str, Any]:
