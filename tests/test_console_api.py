@@ -673,16 +673,23 @@ def test_a_wrong_password_is_a_401_page(cf: ConsoleFleet) -> None:
 
 
 @contextlib.contextmanager
-def extra_account(cf: ConsoleFleet, username: str, password: str) -> Iterator[None]:
-    """`username` as a leader of uni-a in fleet.yaml, with `password`, until the block ends (then removed)."""
+def extra_account(cf: ConsoleFleet, username: str, password: str) -> Iterator[str]:
+    """`username` as a leader of uni-a in fleet.yaml, with `password`, until the block ends (then removed).
+    Yields an API token of the account, made with the CLI; the block starts once the console accepts it
+    (polling with a token, not with sign-ins: failed sign-ins would count towards the lockout)."""
     fleet_yaml = cf.root / "fleet.yaml"
     original = fleet_yaml.read_text()
     account = f"    - username: {username}\n      role: community-leader\n      communities: [uni-a]\n"
     fleet_yaml.write_text(original.rstrip("\n") + "\n" + account)
     try:
         hubfleet("console-password", username, "--stdin", fleet=cf.root, input=password + "\n", check=True)
-        wait_for(lambda: _can_sign_in(cf, username, password), "the new account to be loaded")
-        yield
+        token = hubfleet("console-token", "create", username, fleet=cf.root, check=True).stdout.strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        wait_for(
+            lambda: httpx.get(f"{cf.url}/api/me", headers=headers).status_code == 200,
+            "the console to load the new account",
+        )
+        yield token
     finally:
         fleet_yaml.write_text(original)
 
@@ -726,10 +733,11 @@ def test_signing_out_ends_the_session(cf: ConsoleFleet) -> None:
 
 
 def test_an_account_removed_from_fleet_yaml_loses_access(cf: ConsoleFleet) -> None:
-    with extra_account(cf, "leaving", "leaving-password-1"), httpx.Client(base_url=cf.url) as browser:
+    with (
+        extra_account(cf, "leaving", "leaving-password-1") as token,
+        httpx.Client(base_url=cf.url) as browser,
+    ):
         assert sign_in(browser, "leaving", "leaving-password-1").status_code == 303
-        made = hubfleet("console-token", "create", "leaving", fleet=cf.root, check=True)
-        token = made.stdout.strip()
         headers = {"Authorization": f"Bearer {token}"}
         assert browser.get("/api/me").json()["username"] == "leaving"
         assert httpx.get(f"{cf.url}/api/hubs", headers=headers).status_code == 200
