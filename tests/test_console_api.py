@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from console_helpers import (
     signed_in_client,
     start_console,
     stop_console,
+    write_accounts,
 )
 from fleet_helpers import copy_demo_fleet, free_ports, hubfleet, running_fleet
 from hubfleet.config.loader import load_fleet
@@ -214,6 +214,7 @@ def test_overview_rows_carry_the_seeded_figures(api: dict[str, httpx.Client]) ->
     assert staging["last_deploy"]["actor"] == "ops@ci"
     assert staging["last_probe_ok"] is True
     assert rows["hackweek-staging"]["open_incidents"] == 1  # the seeded anomaly
+    assert rows["uni-a"]["open_incidents"] == 1 and rows["hackweek"]["open_incidents"] == 0
 
 
 def test_hub_list_filters(api: dict[str, httpx.Client], hubs: dict[str, list[str]]) -> None:
@@ -335,11 +336,19 @@ def test_incidents_are_those_of_visible_hubs(
         mine = api[username].get("/api/incidents").json()["incidents"]
         assert {i["hub"] for i in mine} <= set(hubs[community])
         assert incident_ids(mine) == incident_ids([i for i in everything if i["hub"] in hubs[community]])
-    anomaly = next(
-        i for i in api["lead-h"].get("/api/incidents").json()["incidents"] if i["kind"] == "anomaly"
-    )
-    assert anomaly["hub"] == "hackweek-staging" and anomaly["open"] is True
+    # the seed: uni-a down now, hackweek-staging anomaly since yesterday, hackweek was down 3 days ago
+    seen = {
+        username: [
+            (i["hub"], i["kind"], i["open"]) for i in api[username].get("/api/incidents").json()["incidents"]
+        ]
+        for username in ("ops", "lead-a", "lead-h")
+    }
+    assert seen["lead-a"] == [("uni-a", "down", True)]
+    assert seen["lead-h"] == [("hackweek-staging", "anomaly", True), ("hackweek", "down", False)]
+    assert seen["ops"] == seen["lead-a"] + seen["lead-h"]
+    anomaly = api["lead-h"].get("/api/incidents", params={"kind": "anomaly"}).json()["incidents"][0]
     assert anomaly["rule"] == "max_running_servers" and anomaly["community"] == "hackweek"
+    assert anomaly["cause"] == "12 servers running (cap 10)" and anomaly["resolved_at"] is None
 
 
 def test_incident_filters(api: dict[str, httpx.Client]) -> None:
@@ -358,9 +367,9 @@ def test_incident_filters(api: dict[str, httpx.Client]) -> None:
     assert len(get(limit=1)) == 1
     started = [datetime.fromisoformat(i["started_at"]) for i in everything]
     assert started == sorted(started, reverse=True)
-    recent = get(since_days=1, state="resolved")
-    cutoff = datetime.now(UTC) - timedelta(days=1, minutes=1)
-    assert all(datetime.fromisoformat(i["resolved_at"]) >= cutoff for i in recent)
+    assert [i["hub"] for i in get(since_days=1)] == ["uni-a", "hackweek-staging"]  # not the one 3 days ago
+    assert [i["hub"] for i in get(since_days=4, state="resolved")] == ["hackweek"]
+    assert [i["hub"] for i in get(community="hackweek", state="open")] == ["hackweek-staging"]
     assert incident_ids(get(hub="hackweek-staging", community="hackweek")) == incident_ids(
         get(hub="hackweek-staging")
     )
@@ -517,11 +526,7 @@ def test_checking_a_stopped_hub_is_a_409(api: dict[str, httpx.Client]) -> None:
 
 
 def _operator_only_accounts(root: Path) -> None:
-    text = (root / "fleet.yaml").read_text()
-    text = re.sub(r"(?ms)^console:\n.*\Z", "", text).rstrip("\n")
-    (root / "fleet.yaml").write_text(
-        text + "\nconsole:\n  accounts:\n    - username: ops\n      role: operator\n"
-    )
+    write_accounts(root, {"ops": "operator"})
 
 
 @contextlib.contextmanager
@@ -557,7 +562,7 @@ def test_checking_a_kubernetes_hub_is_a_409(tmp_path: Path) -> None:
 def test_an_operator_runs_the_check_of_a_running_hub(tmp_path: Path) -> None:
     """The real check against a real hub started by `hubfleet up`; the result is recorded."""
     root = copy_demo_fleet(tmp_path / "fleet", keep={"communities/uni-a/hubs/staging.yaml"})
-    _operator_only_accounts(root)  # before `up`: the demo's leader of hackweek would not validate
+    _operator_only_accounts(root)
     with running_fleet(root), operator_console(root) as client, ThreadPoolExecutor(1) as pool:
         first = pool.submit(client.post, "/api/hubs/uni-a-staging/checks", params={"timeout": 120})
         time.sleep(0.5)  # the check takes seconds: a second one now finds it running
