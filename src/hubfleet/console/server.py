@@ -48,7 +48,10 @@ class ConsoleServer:
 
 def bind(host: str, port: int | None) -> socket.socket:
     """A listening socket on host:port (a free port when None); a port in use is one clear error."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the listening
+    # socket says it is TCP (proto 0 does not), and without it every response with a body waits ~40 ms
+    # for Nagle's algorithm on a kept-alive connection
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port or 0))
