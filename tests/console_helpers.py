@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from fleet_helpers import HUBFLEET, copy_demo_fleet, free_ports, hubfleet
+from fleet_helpers import HUBFLEET, copy_demo_fleet, drop_section, free_ports, hubfleet
 
 ACCOUNTS = {"ops": "operator", "lead-a": "uni-a", "lead-h": "hackweek"}
 """username -> "operator", or the one community the leader leads."""
@@ -57,7 +57,7 @@ def write_accounts(root: Path, accounts: dict[str, str] | None = None) -> None:
     """Replace the demo's console section of fleet.yaml with `accounts` (default ACCOUNTS)."""
     fleet_yaml = root / "fleet.yaml"
     text = fleet_yaml.read_text()
-    text = re.sub(r"(?ms)^console:\n.*\Z", "", text)
+    text = drop_section(text, "console")
     fleet_yaml.write_text(text.rstrip("\n") + "\n" + console_accounts_yaml(accounts or ACCOUNTS))
 
 

@@ -46,12 +46,16 @@ def copy_demo_fleet(dest: Path, keep: set[str] | None = None) -> Path:
     # the demo's fixed console port would collide between tests (the copies take a free one), and its
     # console accounts name communities `keep` may drop (tests that need accounts write their own)
     fleet_yaml = dest / "fleet.yaml"
-    text = re.sub(r"(?m)^monitoring:\n  metrics_port: \d+.*\n", "", fleet_yaml.read_text())
-    fleet_yaml.write_text(re.sub(r"(?ms)^console:\n.*\Z", "", text))
+    fleet_yaml.write_text(drop_section(drop_section(fleet_yaml.read_text(), "monitoring"), "console"))
     for community in dest.glob("communities/*"):
         if not list(community.glob("hubs/*.yaml")):
             shutil.rmtree(community)
     return dest
+
+
+def drop_section(yaml_text: str, key: str) -> str:
+    """`yaml_text` without the top-level `key:` and its indented (or comment) lines."""
+    return re.sub(rf"(?m)^{re.escape(key)}:.*\n(?:(?:[ \t#].*)?\n)*", "", yaml_text)
 
 
 def hubfleet(

@@ -74,7 +74,8 @@ def test_locate_hub_file_then_defaults_then_first_key() -> None:
     config, errors = validate_fleet(DEMO)
     assert errors == []
     assert config.locate("uni-a", "resources.memory_limit") == ("communities/uni-a/hubs/prod.yaml", 13, 3)
-    assert config.locate("uni-a", "resources.cpu_limit") == ("fleet.yaml", 14, 5)
+    cpu_line = (DEMO / "fleet.yaml").read_text().splitlines().index("    cpu_limit: 1") + 1
+    assert config.locate("uni-a", "resources.cpu_limit") == ("fleet.yaml", cpu_line, 5)
     assert config.locate("uni-a", "auth.admin_users") == ("communities/uni-a/hubs/prod.yaml", 10, 3)
     assert config.locate("uni-a", "domain") == ("communities/uni-a/hubs/prod.yaml", 2, 1)
     assert config.locate("uni-a", "auth.allowed_users") == ("communities/uni-a/hubs/prod.yaml", 8, 1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from fleet_helpers import DEMO, hubfleet
+from fleet_helpers import DEMO, drop_section, hubfleet
 from hubfleet.config.loader import validate_fleet
 from hubfleet.console import accounts
 from hubfleet.store.api import open_store
@@ -25,8 +25,7 @@ def demo(tmp_path: Path) -> Path:
 
 def _console_section(root: Path, section: str) -> None:
     fleet_yaml = root / "fleet.yaml"
-    text = fleet_yaml.read_text()
-    fleet_yaml.write_text(text[: text.index("console:")] + section)
+    fleet_yaml.write_text(drop_section(fleet_yaml.read_text(), "console") + section)
 
 
 def _errors(root: Path) -> list[str]:
