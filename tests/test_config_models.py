@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from fleet_helpers import edit
 from hubfleet.config.loader import load_fleet, merge_defaults, validate_fleet
 from hubfleet.config.models import Culling, DummyAuth, Fleet, Hub, NativeAuth, Resources
 
@@ -43,8 +44,10 @@ def test_defaults_merge_per_field_and_hub_wins() -> None:
 
 def test_auth_is_replaced_whole(demo: Path) -> None:
     fleet = demo / "fleet.yaml"
-    fleet.write_text(
-        fleet.read_text() + "  auth:\n    type: native\n    admin_users: [ada]\n    open_signup: true\n"
+    edit(
+        fleet,
+        "defaults:\n",
+        "defaults:\n  auth:\n    type: native\n    admin_users: [ada]\n    open_signup: true\n",
     )
     hub = demo / "communities/uni-a/hubs/prod.yaml"
     hub.write_text(hub.read_text().replace("auth:\n  type: native\n  admin_users: [grace]\n", ""))

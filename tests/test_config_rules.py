@@ -86,8 +86,8 @@ def test_prod_needs_staging_on_same_cluster(demo: Path) -> None:
 
 def test_admins_from_defaults_count(demo: Path) -> None:
     fleet = demo / "fleet.yaml"
-    fleet.write_text(fleet.read_text() + "  auth:\n    type: native\n    admin_users: []\n")
-    line = len(fleet.read_text().splitlines())  # the last line: admin_users of defaults.auth
+    edit(fleet, "defaults:\n", "defaults:\n  auth:\n    type: native\n    admin_users: []\n")
+    line = fleet.read_text().splitlines().index("    admin_users: []") + 1
     edit(demo / UNI, "auth:\n  type: native\n  admin_users: [grace]\n", "")
     config = load_unchecked(demo)
     assert [str(e) for e in rules.admins_not_empty(config)] == [
@@ -98,8 +98,8 @@ def test_admins_from_defaults_count(demo: Path) -> None:
 
 def test_dummy_auth_from_defaults_refused_on_prod(demo: Path) -> None:
     fleet = demo / "fleet.yaml"
-    fleet.write_text(fleet.read_text() + "  auth:\n    type: dummy\n    admin_users: [ada]\n")
-    line = len(fleet.read_text().splitlines()) - 1  # defaults.auth.type
+    edit(fleet, "defaults:\n", "defaults:\n  auth:\n    type: dummy\n    admin_users: [ada]\n")
+    line = fleet.read_text().splitlines().index("    type: dummy") + 1
     edit(demo / UNI, "auth:\n  type: native\n  admin_users: [grace]\n", "")
     assert [str(e) for e in rules.no_dummy_auth_on_prod(load_unchecked(demo))] == [
         f"fleet.yaml:{line}:5: auth.type: dummy auth is refused on prod hub 'uni-a'; use `type: native`"
