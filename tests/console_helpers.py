@@ -1,7 +1,7 @@
 """A running web console over a demo-fleet copy with accounts, passwords, tokens and a month of data.
 
-The console is the real `hubfleet console` process on a loopback port; passwords and tokens are made with
-the real CLI; the store is seeded with rows of the kinds the daemon writes (probe samples and their daily
+The console is the real `hubfleet console` process on a loopback port; passwords and tokens are made by
+the functions behind `hubfleet console-password` / `console-token create`; the store is seeded with rows of the kinds the daemon writes (probe samples and their daily
 sums, user days, hub samples, sessions, deployments, checks, restarts, incidents). No hub runs: pages
 and API read the store, which is what they do in the daemon too."""
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from fleet_helpers import HUBFLEET, copy_demo_fleet, drop_section, free_ports, hubfleet
+from fleet_helpers import HUBFLEET, copy_demo_fleet, drop_section, free_ports
 
 ACCOUNTS = {"ops": "operator", "lead-a": "uni-a", "lead-h": "hackweek"}
 """username -> "operator", or the one community the leader leads."""
@@ -205,6 +205,19 @@ def _user_day(hub: str, username: str, day: date) -> object:
     )
 
 
+def set_credentials(state_dir: Path) -> dict[str, str]:
+    """PASSWORDS set and an API token per account, as `hubfleet console-password` and `console-token
+    create` do (those commands are tested in test_console_accounts.py; here in-process, which saves a
+    CLI start per account). Returns the tokens."""
+    from hubfleet.console import accounts
+    from hubfleet.store.api import open_store
+
+    with open_store(state_dir) as store:
+        for username, password in PASSWORDS.items():
+            accounts.set_password(store, username, password)
+        return {username: accounts.create_token(store, username, "tests")[0] for username in PASSWORDS}
+
+
 def start_console(
     root: Path, state_dir: Path, port: int, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:
@@ -252,17 +265,13 @@ def stop_console(process: subprocess.Popen[str]) -> None:
 @contextlib.contextmanager
 def console_fleet(root: Path) -> Iterator[ConsoleFleet]:
     """Demo-fleet copy with console accounts (ops = operator, lead-a = community-leader of uni-a, lead-h =
-    community-leader of hackweek), passwords set through the CLI, the store seeded with 30 days of rows,
+    community-leader of hackweek), passwords and API tokens set, the store seeded with 30 days of rows,
     and `hubfleet console --port N` running as a subprocess (no hubs running)."""
     fleet = copy_demo_fleet(root / "fleet")
     write_accounts(fleet)
     state_dir = fleet / ".hubfleet"
     state_dir.mkdir(exist_ok=True)
-    tokens: dict[str, str] = {}
-    for username, password in PASSWORDS.items():
-        hubfleet("console-password", username, "--stdin", fleet=fleet, input=password + "\n", check=True)
-        made = hubfleet("console-token", "create", username, "--name", "tests", fleet=fleet, check=True)
-        tokens[username] = made.stdout.strip()
+    tokens = set_credentials(state_dir)
     seed_store(state_dir)
     (port,) = free_ports(1)
     process = start_console(fleet, state_dir, port)
