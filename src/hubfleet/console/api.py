@@ -327,7 +327,13 @@ BEARER = HTTPBearer(
 router = APIRouter(prefix="/api", tags=["console"], dependencies=[Depends(BEARER)])
 
 Caller = Annotated[Principal, Depends(api_principal)]
-State = Annotated[ConsoleState, Depends(console_state)]
+
+
+async def _state(request: Request) -> ConsoleState:
+    return console_state(request)  # a coroutine: FastAPI would send a plain function to a thread
+
+
+State = Annotated[ConsoleState, Depends(_state)]
 HubName = Annotated[str, Path(description="A hub's name.", max_length=200)]
 CommunityName = Annotated[str, Path(description="A community's name.", max_length=200)]
 ChartName = Annotated[str, Path(description=f"One of: {', '.join(data.CHARTS)}.", max_length=200)]
