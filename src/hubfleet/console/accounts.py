@@ -7,6 +7,7 @@ signs nobody in."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -84,7 +85,7 @@ def check_password(store: Store, username: str, password: str) -> bool:
         row = session.get(ConsolePassword, username)
         stored = row.password_hash if row else None
     if stored is None:
-        verify_password(_DUMMY_HASH, password)
+        verify_password(_dummy_hash(), password)
         return False
     return verify_password(stored, password)
 
@@ -101,7 +102,10 @@ def remove_password(store: Store, username: str) -> bool:
         )  # type: ignore[attr-defined]
 
 
-_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash nobody knows the password of, checked when an account has none (made on first use: 50 ms)."""
+    return hash_password(secrets.token_urlsafe(16))
 
 
 # --------------------------------------------------------------------------- sessions
