@@ -35,6 +35,9 @@ benchmarks: setup
 	$(VENV)/bin/python benchmarks/plan_500.py
 	$(VENV)/bin/python benchmarks/deploy_parallel.py
 	$(VENV)/bin/python benchmarks/probe_1000.py
+	$(VENV)/bin/python benchmarks/usage_year.py
+	$(VENV)/bin/python benchmarks/console_overview_200.py
+	$(VENV)/bin/python benchmarks/console_load.py
 
 clean:
 	rm -rf $(VENV) examples/demo-fleet/.hubfleet
