@@ -1,9 +1,10 @@
 """A running web console over a demo-fleet copy with accounts, passwords, tokens and a month of data.
 
 The console is the real `hubfleet console` process on a loopback port; passwords and tokens are made by
-the functions behind `hubfleet console-password` / `console-token create`; the store is seeded with rows of the kinds the daemon writes (probe samples and their daily
-sums, user days, hub samples, sessions, deployments, checks, restarts, incidents). No hub runs: pages
-and API read the store, which is what they do in the daemon too."""
+the functions behind `hubfleet console-password` / `console-token create`; the store is seeded with rows
+of the kinds the daemon writes (probe samples and their daily sums, user days, hub samples, sessions,
+deployments, checks, restarts, incidents). No hub runs: pages and API read the store, which is what they
+do in the daemon too."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -25,10 +26,6 @@ from fleet_helpers import HUBFLEET, copy_demo_fleet, drop_section, free_ports
 ACCOUNTS = {"ops": "operator", "lead-a": "uni-a", "lead-h": "hackweek"}
 """username -> "operator", or the one community the leader leads."""
 PASSWORDS = {"ops": "ops-password-1", "lead-a": "lead-a-password", "lead-h": "lead-h-password"}
-HUBS_BY_COMMUNITY = {
-    "uni-a": ["uni-a", "uni-a-staging"],
-    "hackweek": ["hackweek", "hackweek-staging"],
-}
 
 
 @dataclass
@@ -38,7 +35,8 @@ class ConsoleFleet:
     url: str
     passwords: dict[str, str]
     tokens: dict[str, str]
-    hubs_by_community: dict[str, list[str]] = field(default_factory=lambda: dict(HUBS_BY_COMMUNITY))
+    hubs_by_community: dict[str, list[str]]
+    """Community -> its hub names (sorted), as the fleet's files say."""
     process: subprocess.Popen[str] | None = None
 
 
@@ -61,7 +59,16 @@ def write_accounts(root: Path, accounts: dict[str, str] | None = None) -> None:
     fleet_yaml.write_text(text.rstrip("\n") + "\n" + console_accounts_yaml(accounts or ACCOUNTS))
 
 
-def seed_store(state_dir: Path, now: datetime | None = None) -> None:
+def hubs_by_community(root: Path) -> dict[str, list[str]]:
+    from hubfleet.config.loader import load_fleet
+
+    found: dict[str, list[str]] = {}
+    for hub in load_fleet(root).hubs.values():
+        found.setdefault(hub.community, []).append(hub.name)
+    return {community: sorted(names) for community, names in sorted(found.items())}
+
+
+def seed_store(state_dir: Path, hubs: list[str], now: datetime | None = None) -> None:
     """A month of monitoring rows for the four demo hubs (numbers chosen to be told apart in tests)."""
     from hubfleet.store.api import open_store
     from hubfleet.store.models import (
@@ -77,7 +84,6 @@ def seed_store(state_dir: Path, now: datetime | None = None) -> None:
 
     now = now or datetime.now(UTC)
     today = now.date()
-    hubs = [hub for names in HUBS_BY_COMMUNITY.values() for hub in names]
     rows: list[object] = []
     for n, hub in enumerate(hubs):
         for back in range(30):
@@ -272,13 +278,13 @@ def console_fleet(root: Path) -> Iterator[ConsoleFleet]:
     state_dir = fleet / ".hubfleet"
     state_dir.mkdir(exist_ok=True)
     tokens = set_credentials(state_dir)
-    seed_store(state_dir)
+    by_community = hubs_by_community(fleet)
+    seed_store(state_dir, [hub for names in by_community.values() for hub in names])
     (port,) = free_ports(1)
     process = start_console(fleet, state_dir, port)
     try:
-        yield ConsoleFleet(
-            fleet, state_dir, f"http://127.0.0.1:{port}", dict(PASSWORDS), tokens, process=process
-        )
+        url = f"http://127.0.0.1:{port}"
+        yield ConsoleFleet(fleet, state_dir, url, dict(PASSWORDS), tokens, by_community, process=process)
     finally:
         stop_console(process)
 

@@ -31,7 +31,6 @@ from console_helpers import (
     write_accounts,
 )
 from fleet_helpers import copy_demo_fleet, free_ports, hubfleet, running_fleet
-from hubfleet.config.loader import load_fleet
 
 CHARTS = ["active-users", "running-servers", "spawn-duration", "probe-latency", "uptime"]
 RELOAD_SECONDS = 6.0
@@ -50,11 +49,7 @@ def cf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleFleet]:
 @pytest.fixture(scope="module")
 def hubs(cf: ConsoleFleet) -> dict[str, list[str]]:
     """community -> its hub names, as the fleet files say."""
-    fleet = load_fleet(cf.root)
-    found: dict[str, list[str]] = {}
-    for hub in fleet.hubs.values():
-        found.setdefault(hub.community, []).append(hub.name)
-    return {community: sorted(names) for community, names in sorted(found.items())}
+    return cf.hubs_by_community
 
 
 @pytest.fixture(scope="module")

@@ -50,13 +50,7 @@ def cf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleFleet]:
 @pytest.fixture(scope="module")
 def hubs_by_community(cf: ConsoleFleet) -> dict[str, list[str]]:
     """Hub names per community, from the fleet's own files (the source of truth for the console)."""
-    from hubfleet.config.loader import load_fleet
-
-    fleet = load_fleet(cf.root)
-    found: dict[str, list[str]] = {}
-    for hub in fleet.hubs.values():
-        found.setdefault(hub.community, []).append(hub.name)
-    return {community: sorted(names) for community, names in found.items()}
+    return cf.hubs_by_community
 
 
 @pytest.fixture(scope="module")
