@@ -372,8 +372,17 @@ def _hubs_in_scope(
     return hubs
 
 
-def _newest(records: list[Any], limit: int, key: str) -> list[Any]:
-    return sorted(records, key=lambda r: (getattr(r, key), r.id), reverse=True)[:limit]
+def _visible_records(
+    state: ConsoleState, principal: Principal, hub: str | None, limit: int, fetch: Any, key: str
+) -> list[dict[str, Any]]:
+    """`fetch(hub_name | None, limit)` (a Store listing) over the hubs the caller may see, newest first.
+    Operators without a hub filter read the whole table: it also holds hubs since removed from the fleet."""
+    if hub is None and principal.is_operator:
+        records = fetch(None, limit)
+    else:
+        found = [r for h in _hubs_in_scope(state, principal, hub) for r in fetch(h.name, limit)]
+        records = sorted(found, key=lambda r: (getattr(r, key), r.id), reverse=True)[:limit]
+    return [vars(r) for r in records]
 
 
 # --------------------------------------------------------------------------- who am I
@@ -632,13 +641,8 @@ def list_deployments(
     principal: Caller, state: State, hub: OptionalName = None, limit: Limit = 100
 ) -> dict[str, Any]:
     """Newest first (without the rendered configuration)."""
-    if hub is not None or not principal.is_operator:
-        hubs = _hubs_in_scope(state, principal, hub)
-        records = [r for h in hubs for r in state.store.deployments(h.name, limit)]
-        records = _newest(records, limit, "started_at")
-    else:  # operators also see the deployments of hubs since removed from the fleet
-        records = state.store.deployments(None, limit)
-    return {"deployments": [vars(r) for r in records]}
+    records = _visible_records(state, principal, hub, limit, state.store.deployments, "started_at")
+    return {"deployments": records}
 
 
 @router.get(
@@ -651,12 +655,7 @@ def list_checks(
     principal: Caller, state: State, hub: OptionalName = None, limit: Limit = 100
 ) -> dict[str, Any]:
     """Newest first."""
-    if hub is not None or not principal.is_operator:
-        hubs = _hubs_in_scope(state, principal, hub)
-        records = _newest([r for h in hubs for r in state.store.checks(h.name, limit)], limit, "at")
-    else:
-        records = state.store.checks(None, limit)
-    return {"checks": [vars(r) for r in records]}
+    return {"checks": _visible_records(state, principal, hub, limit, state.store.checks, "at")}
 
 
 # --------------------------------------------------------------------------- API tokens
