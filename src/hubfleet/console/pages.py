@@ -227,7 +227,7 @@ def tokens_create(
             error = "Expires after: a number of days, or empty for a token that does not expire."
         else:
             if not 0 < days <= 3650:
-                error = "Expires after: between 1 and 3650 days, or empty for a token that does not expire."
+                error = "Expires after: more than 0 and at most 3650 days (empty: never expires)."
     if error:
         return _tokens_page(
             request, principal, error=error, name=name, expires_days=expires_days, status_code=400
