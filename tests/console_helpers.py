@@ -225,13 +225,24 @@ def set_credentials(state_dir: Path) -> dict[str, str]:
 
 
 def start_console(
-    root: Path, state_dir: Path, port: int, env: dict[str, str] | None = None
+    root: Path, state_dir: Path, port: int, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
 ) -> subprocess.Popen[str]:
-    """`hubfleet console` on `port`, in a session of its own, its output in <state_dir>/console.log."""
+    """`hubfleet console` on `port` (and `args`), in a session of its own, its output in
+    <state_dir>/console.log."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")} | (env or {})
     log = (state_dir / "console.log").open("w")
     process = subprocess.Popen(
-        [str(HUBFLEET), "console", "--fleet", str(root), "--state-dir", str(state_dir), "--port", str(port)],
+        [
+            str(HUBFLEET),
+            "console",
+            "--fleet",
+            str(root),
+            "--state-dir",
+            str(state_dir),
+            "--port",
+            str(port),
+            *args,
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
