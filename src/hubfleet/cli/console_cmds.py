@@ -67,14 +67,14 @@ def console_cmd(
             "(see docs/console.md)"
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     async def serve() -> None:
         with open_store(state) as store:
             reloader = FleetReloader(config)
-            server = await start_console(
-                create_app(store, reloader, state_dir=state, public_url=public_url), host=host, port=port
-            )
+            app = create_app(store, reloader, state_dir=state, public_url=public_url)
+            server = await start_console(app, host=host, port=port, port_setting="--port")
             console.print(f"console: {server.url}", highlight=False)
             sys.stdout.flush()
             try:

@@ -46,7 +46,9 @@ class ConsoleServer:
                 await self._task
 
 
-def bind(host: str, port: int | None) -> socket.socket:
+def bind(
+    host: str, port: int | None, port_setting: str = "fleet.yaml monitoring.metrics_port"
+) -> socket.socket:
     """A listening socket on host:port (a free port when None); a port in use is one clear error."""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the listening
     # socket says it is TCP (proto 0 does not), and without it every response with a body waits ~40 ms
@@ -59,7 +61,7 @@ def bind(host: str, port: int | None) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise UserError(
-                f"port {port} on {host} (fleet.yaml monitoring.metrics_port) is already in use; "
+                f"port {port} on {host} ({port_setting}) is already in use; "
                 "stop what holds it or choose another port"
             ) from None
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
@@ -69,10 +71,15 @@ def bind(host: str, port: int | None) -> socket.socket:
 
 
 async def start_console(
-    app: FastAPI, host: str = "127.0.0.1", port: int | None = None, timeout: float = 10.0
+    app: FastAPI,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    timeout: float = 10.0,
+    port_setting: str = "fleet.yaml monitoring.metrics_port",
 ) -> ConsoleServer:
-    """Serve `app` on host:port (free port when None) as a task of the running loop, once listening."""
-    sock = bind(host, port)
+    """Serve `app` on host:port (free port when None) as a task of the running loop, once listening;
+    `port_setting` names where the port came from, for the error when it is taken."""
+    sock = bind(host, port, port_setting)
     actual = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
     server = _LoopServer(config)
