@@ -214,3 +214,25 @@ def test_cli_sets_passwords_and_manages_tokens(demo: Path) -> None:
     assert again.returncode == 1 and "no active token 1" in again.stderr
     with open_store(demo / ".hubfleet") as store:
         assert accounts.lookup_token(store, token) is None
+
+
+# --------------------------------------------------------------------------- config reload
+
+
+def test_the_console_rereads_changed_files_and_keeps_the_last_valid_fleet(demo: Path) -> None:
+    from hubfleet.config.loader import load_fleet
+    from hubfleet.console.reload import FleetReloader
+
+    current = FleetReloader(load_fleet(demo), interval=0)
+    assert [a.username for a in current().fleet.console.accounts] == ["ada", "uni-a-lead", "hackweek-lead"]
+    fleet_yaml = demo / "fleet.yaml"
+    fleet_yaml.write_text(fleet_yaml.read_text() + "    - {username: newcomer, role: operator}\n")
+    assert current().fleet.console.accounts[-1].username == "newcomer"
+    fleet_yaml.write_text(fleet_yaml.read_text() + "    - {username: broken, role: nobody}\n")
+    assert current().fleet.console.accounts[-1].username == "newcomer"  # the last valid one, not an error
+    fleet_yaml.write_text(fleet_yaml.read_text().replace("    - {username: broken, role: nobody}\n", ""))
+    hub_file = demo / "communities/hackweek/hubs/staging.yaml"
+    hub_file.write_text(
+        hub_file.read_text().replace("display_name: Ocean Hackweek (staging)", "display_name: Renamed")
+    )
+    assert current().hubs["hackweek-staging"].display_name == "Renamed"  # hub files are watched too

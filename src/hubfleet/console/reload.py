@@ -14,20 +14,23 @@ from hubfleet.config.loader import load_fleet
 log = logging.getLogger(__name__)
 
 
+FLEET_DIRS = ("clusters", "communities", "secrets")
+"""Where the fleet's files live besides fleet.yaml (the state directory, with hub homes, is never walked)."""
+
+
 def _fingerprint(root: Path) -> tuple[tuple[str, int, int], ...]:
-    """(path, mtime, size) of every YAML file of the fleet."""
+    """(path, mtime, size) of fleet.yaml and every YAML file of the fleet's directories."""
+    paths = [str(root / "fleet.yaml")]
+    for top in FLEET_DIRS:
+        for directory, _, files in os.walk(root / top):
+            paths += [os.path.join(directory, name) for name in files if name.endswith((".yaml", ".yml"))]
     found = []
-    for directory, _, files in os.walk(root):
-        if ".hubfleet" in Path(directory).parts:
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
             continue
-        for name in files:
-            if name.endswith((".yaml", ".yml")):
-                path = os.path.join(directory, name)
-                try:
-                    stat = os.stat(path)
-                except FileNotFoundError:
-                    continue
-                found.append((path, stat.st_mtime_ns, stat.st_size))
+        found.append((path, stat.st_mtime_ns, stat.st_size))
     return tuple(sorted(found))
 
 
