@@ -230,7 +230,7 @@ def start_console(
     """`hubfleet console` on `port` (and `args`), in a session of its own, its output in
     <state_dir>/console.log."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")} | (env or {})
-    log = (state_dir / "console.log").open("w")
+    log = (state_dir / "console.log").open("a")  # two consoles of one state dir share it
     process = subprocess.Popen(
         [
             str(HUBFLEET),

@@ -103,3 +103,14 @@ def test_behind_an_https_public_url_the_cookie_is_secure_with_the_host_prefix(be
     # the plain-http cookie name means nothing here
     plain_name = httpx.get(f"{behind_tls}/api/me", headers={"Cookie": f"hubfleet_session={session}"})
     assert plain_name.status_code == 401
+
+
+def test_a_failed_sign_in_names_accounts_but_not_what_was_typed_as_a_name(plain: str, fleet: Path) -> None:
+    """Someone may type their password into the username field: an unknown name is never logged."""
+    with httpx.Client(base_url=plain) as client:
+        assert sign_in(client, "correct-horse-battery-staple", "x" * 12).status_code == 401
+        assert sign_in(client, "lead-a", "not-the-password").status_code == 401
+    log = (fleet / ".hubfleet" / "console.log").read_text()
+    assert "correct-horse-battery-staple" not in log and "not-the-password" not in log
+    assert "failed password sign-in for an unknown account" in log
+    assert "failed password sign-in for 'lead-a'" in log

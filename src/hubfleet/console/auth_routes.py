@@ -161,7 +161,8 @@ def login_submit(
     ok = accounts.check_password(state.store, username, password) and known
     if not ok:
         failures.fail(username, now)
-        log.info("console: failed password sign-in for %r", username[:100])
+        # an unknown name may be a password typed in the wrong field: only accounts are named in the log
+        log.info("console: failed password sign-in for %s", repr(username) if known else "an unknown account")
         return _login_page(
             request, error="Wrong username or password.", next_url=next, username=username, status_code=401
         )
