@@ -140,6 +140,8 @@ def status(
         f"daemon pid {daemon['pid']} since {daemon['started_at']}" if daemon else "not up (run `hubfleet up`)"
     )
     print_hub_table(result["hubs"], title)
+    if result.get("console"):
+        console.print(f"console: {result['console']}", highlight=False)
 
 
 @app.command()
