@@ -58,10 +58,9 @@ def create_app(
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
-    app.state.store = store
     app.state.console = ConsoleState(source, public_url=public_url, secrets=secrets)
+    # /metrics keeps the fleet the app started with: its series are what the daemon runs
     metrics = MetricsEndpoint(store, source.fleet, cache_seconds=metrics_cache_seconds)
-    app.state.metrics = metrics
 
     @app.get("/metrics", include_in_schema=False)
     async def get_metrics() -> Response:
@@ -79,7 +78,6 @@ def create_app(
     app.include_router(api.router)
     app.include_router(pages.router)
     _install_error_handlers(app)
-
     app.add_middleware(SecurityHeaders)
     return app
 
