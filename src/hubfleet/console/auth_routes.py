@@ -31,6 +31,8 @@ LOGIN_CSRF_COOKIE = "hubfleet_login_csrf"
 OIDC_STATE_COOKIE = "hubfleet_oidc_state"
 MAX_FAILURES = 5
 FAILURE_WINDOW = 15 * 60.0
+MAX_TRACKED = 10_000
+"""Names with recent failures kept in memory before expired ones are dropped (names are the caller's)."""
 OIDC_PENDING_SECONDS = 600.0
 
 
@@ -49,6 +51,8 @@ class FailedSignIns:
         return FAILURE_WINDOW - (now - recent[0]) if len(recent) >= MAX_FAILURES else 0.0
 
     def fail(self, username: str, now: float) -> None:
+        if len(self.times) >= MAX_TRACKED:  # many names tried: forget the ones whose window has passed
+            self.times = {k: v for k, v in self.times.items() if v and now - v[-1] <= FAILURE_WINDOW}
         self.times.setdefault(username, deque(maxlen=MAX_FAILURES)).append(now)
 
     def clear(self, username: str) -> None:
