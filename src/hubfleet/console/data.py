@@ -26,7 +26,7 @@ from sqlalchemy.sql.selectable import TextualSelect
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
 from hubfleet.daemon.processes import pid_alive
-from hubfleet.monitor.incidents import IncidentRecord, probe_day_totals, uptime
+from hubfleet.monitor.incidents import IncidentRecord, incident_record, probe_day_totals, uptime
 from hubfleet.monitor.usage import active_counts, active_series, auth_type
 from hubfleet.store.api import Store
 from hubfleet.store.models import (
@@ -35,7 +35,6 @@ from hubfleet.store.models import (
     Incident,
     ProbeDay,
     ProbeSample,
-    Restart,
     UserDay,
     UTCDateTime,
 )
@@ -331,18 +330,7 @@ def fleet_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _incident_dict(record: IncidentRecord, fleet: FleetConfig, now: datetime) -> dict[str, Any]:
     hub = fleet.hubs.get(record.hub)
-    return {
-        "id": record.id,
-        "hub": record.hub,
-        "community": hub.community if hub else None,
-        "kind": record.kind,
-        "rule": record.rule,
-        "started_at": record.started_at.isoformat(),
-        "resolved_at": _iso(record.resolved_at),
-        "open": record.open,
-        "duration_seconds": round(record.duration_seconds(now), 3),
-        "cause": record.cause,
-    }
+    return {**record.to_dict(now), "community": hub.community if hub else None, "open": record.open}
 
 
 def incidents(
@@ -376,10 +364,7 @@ def incidents(
     query = query.order_by(Incident.started_at.desc(), Incident.id.desc()).limit(max(0, limit))
     fleet = source.fleet
     with source.store.session() as session:
-        records = [
-            IncidentRecord(r.id, r.hub, r.kind, r.rule, r.started_at, r.resolved_at, r.cause)
-            for r in session.scalars(query)
-        ]
+        records = [incident_record(row) for row in session.scalars(query)]
     return [_incident_dict(record, fleet, now) for record in records]
 
 
@@ -408,16 +393,6 @@ def community_detail(source: ConsoleSource, community: str, now: datetime | None
         "active": active,
         "incidents": incidents(source, names, limit=50, now=now),
     }
-
-
-def _recent_restarts(session: Session, hub: str, limit: int) -> list[dict[str, Any]]:
-    query = (
-        select(Restart).where(Restart.hub == hub).order_by(Restart.at.desc(), Restart.id.desc()).limit(limit)
-    )
-    return [
-        {"at": r.at.isoformat(), "reason": r.reason, "exit_code": r.exit_code, "attempt": r.attempt}
-        for r in session.scalars(query)
-    ]
 
 
 def hub_detail(source: ConsoleSource, hub: str, now: datetime | None = None) -> dict[str, Any]:
@@ -451,8 +426,10 @@ def hub_detail(source: ConsoleSource, hub: str, now: datetime | None = None) -> 
         }
         for c in store.checks(hub, limit=20)
     ]
-    with store.session() as session:
-        restarts = _recent_restarts(session, hub, 20)
+    restarts = [
+        {"at": r.at.isoformat(), "reason": r.reason, "exit_code": r.exit_code, "attempt": r.attempt}
+        for r in store.restarts(hub, limit=20)
+    ]
     return {
         **overview_rows(source, [found], now)[0],
         "uptime": uptime(store, hub, now),

@@ -80,7 +80,7 @@ class IncidentRecord:
         }
 
 
-def _record(row: Incident) -> IncidentRecord:
+def incident_record(row: Incident) -> IncidentRecord:
     return IncidentRecord(row.id, row.hub, row.kind, row.rule, row.started_at, row.resolved_at, row.cause)
 
 
@@ -110,7 +110,7 @@ def open_incident(
     with store.session() as session, session.begin():
         existing = session.scalars(first_open).first()
         if existing is not None:
-            return _record(existing), False
+            return incident_record(existing), False
         row = Incident(hub=hub, kind=kind, rule=rule, started_at=_aware(at), resolved_at=None, cause=cause)
         session.add(row)
     # Another process may have inserted at the same moment: the lowest id wins, the others withdraw.
@@ -118,8 +118,8 @@ def open_incident(
         winner = session.scalars(first_open).first()
         if winner is not None and winner.id != row.id:
             session.execute(delete(Incident).where(Incident.id == row.id))
-            return _record(winner), False
-    return _record(row), True
+            return incident_record(winner), False
+    return incident_record(row), True
 
 
 def resolve_incident(
@@ -163,7 +163,7 @@ def list_incidents(
     if limit is not None:
         query = query.limit(limit)
     with store.session() as session:
-        return [_record(row) for row in session.scalars(query)]
+        return [incident_record(row) for row in session.scalars(query)]
 
 
 def open_keys(store: Store) -> set[tuple[str, str, str | None]]:

@@ -213,14 +213,16 @@ class Store:
             session.add(row)
         return _restart(row)
 
-    def restarts(self, hub: str | None = None, since: datetime | None = None) -> list[RestartRecord]:
-        """Restarts newest first, optionally of one hub and at or after `since`."""
+    def restarts(
+        self, hub: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[RestartRecord]:
+        """Restarts newest first, optionally of one hub, at or after `since`, at most `limit`."""
         query = select(Restart)
         if hub is not None:
             query = query.where(Restart.hub == hub)
         if since is not None:
             query = query.where(Restart.at >= _aware(since))
-        query = query.order_by(Restart.at.desc(), Restart.id.desc())
+        query = query.order_by(Restart.at.desc(), Restart.id.desc()).limit(limit)
         with self._session() as session:
             return [_restart(row) for row in session.scalars(query)]
 
