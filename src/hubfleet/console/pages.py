@@ -66,6 +66,12 @@ def _day_choices(days: int) -> list[int]:
     return sorted({*DAY_CHOICES, days})
 
 
+def _charts_context(base: str, names: tuple[str, ...], days: str) -> dict[str, Any]:
+    """The period (`?days=`, default 30), its choices and the chart cards of a page."""
+    period = _days(days) or 30
+    return {"days": period, "day_choices": _day_choices(period), "charts": _chart_cards(base, names, period)}
+
+
 @router.get("/")
 def overview(
     request: Request,
@@ -102,13 +108,9 @@ def overview(
 def community_page(request: Request, principal: PagePrincipal, name: str, days: str = "") -> Response:
     source = console_state(request).source
     community = community_or_404(source.fleet, principal, name)
-    period = _days(days) or 30
-    detail = data.community_detail(source, community)
     context = {
-        "community": detail,
-        "days": period,
-        "day_choices": _day_choices(period),
-        "charts": _chart_cards(f"/api/communities/{community}", COMMUNITY_CHARTS, period),
+        "community": data.community_detail(source, community),
+        **_charts_context(f"/api/communities/{community}", COMMUNITY_CHARTS, days),
     }
     return render(request, "community.html", context)
 
@@ -117,13 +119,9 @@ def community_page(request: Request, principal: PagePrincipal, name: str, days: 
 def hub_page(request: Request, principal: PagePrincipal, name: str, days: str = "") -> Response:
     source = console_state(request).source
     hub = hub_or_404(source.fleet, principal, name)
-    period = _days(days) or 30
-    detail = data.hub_detail(source, hub.name)
     context = {
-        "hub": detail,
-        "days": period,
-        "day_choices": _day_choices(period),
-        "charts": _chart_cards(f"/api/hubs/{hub.name}", HUB_CHARTS, period),
+        "hub": data.hub_detail(source, hub.name),
+        **_charts_context(f"/api/hubs/{hub.name}", HUB_CHARTS, days),
         "can_run_check": principal.is_operator,
     }
     return render(request, "hub.html", context)
