@@ -1,4 +1,5 @@
-"""Console credentials kept in the store: password hashes, browser sessions and API tokens.
+"""Console credentials kept in the store: password hashes, browser sessions and API tokens; and the
+failed password sign-ins a console process remembers (in memory) to lock an account out for a while.
 
 Accounts and their roles live in fleet.yaml (`console.accounts`); the store holds only what must not be
 in files. Session ids and tokens are random; the store keeps their SHA-256, so a copy of the database
@@ -11,7 +12,8 @@ import functools
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select, update
@@ -106,6 +108,37 @@ def remove_password(store: Store, username: str) -> bool:
 def _dummy_hash() -> str:
     """A hash nobody knows the password of, checked when an account has none (made on first use: 50 ms)."""
     return hash_password(secrets.token_urlsafe(16))
+
+
+# --------------------------------------------------------------------------- failed sign-ins
+
+MAX_FAILURES = 5
+FAILURE_WINDOW = 15 * 60.0
+MAX_TRACKED = 10_000
+"""Names with recent failures kept in memory before expired ones are dropped (names are the caller's)."""
+
+
+@dataclass
+class FailedSignIns:
+    """Failed password sign-ins per account: five within 15 minutes lock it for the rest of the window."""
+
+    times: dict[str, deque[float]] = field(default_factory=dict)
+
+    def locked_for(self, username: str, now: float) -> float:
+        recent = self.times.get(username)
+        if not recent:
+            return 0.0
+        while recent and now - recent[0] > FAILURE_WINDOW:
+            recent.popleft()
+        return FAILURE_WINDOW - (now - recent[0]) if len(recent) >= MAX_FAILURES else 0.0
+
+    def fail(self, username: str, now: float) -> None:
+        if len(self.times) >= MAX_TRACKED:  # many names tried: forget the ones whose window has passed
+            self.times = {k: v for k, v in self.times.items() if v and now - v[-1] <= FAILURE_WINDOW}
+        self.times.setdefault(username, deque(maxlen=MAX_FAILURES)).append(now)
+
+    def clear(self, username: str) -> None:
+        self.times.pop(username, None)
 
 
 # --------------------------------------------------------------------------- sessions

@@ -462,7 +462,6 @@ def hub_chart(
     summary="Run the synthetic user check now",
 )
 async def run_hub_check(
-    request: Request,
     hub: HubName,
     principal: Caller,
     state: State,
@@ -478,9 +477,7 @@ async def run_hub_check(
     url, token = _check_target(state, found)
     from hubfleet.checks.synthetic import check_hub
 
-    running: set[str] | None = getattr(request.app.state, "checks_running", None)
-    if running is None:
-        running = request.app.state.checks_running = set()
+    running = state.checks_running
     if found.name in running:
         raise HTTPException(409, f"a check of hub '{found.name}' is running already; wait for its result")
     running.add(found.name)

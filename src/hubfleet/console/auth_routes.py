@@ -11,8 +11,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,34 +28,7 @@ router = APIRouter(include_in_schema=False)
 
 LOGIN_CSRF_COOKIE = "hubfleet_login_csrf"
 OIDC_STATE_COOKIE = "hubfleet_oidc_state"
-MAX_FAILURES = 5
-FAILURE_WINDOW = 15 * 60.0
-MAX_TRACKED = 10_000
-"""Names with recent failures kept in memory before expired ones are dropped (names are the caller's)."""
 OIDC_PENDING_SECONDS = 600.0
-
-
-@dataclass
-class FailedSignIns:
-    """Failed password sign-ins per account: five within 15 minutes lock it for the rest of the window."""
-
-    times: dict[str, deque[float]] = field(default_factory=dict)
-
-    def locked_for(self, username: str, now: float) -> float:
-        recent = self.times.get(username)
-        if not recent:
-            return 0.0
-        while recent and now - recent[0] > FAILURE_WINDOW:
-            recent.popleft()
-        return FAILURE_WINDOW - (now - recent[0]) if len(recent) >= MAX_FAILURES else 0.0
-
-    def fail(self, username: str, now: float) -> None:
-        if len(self.times) >= MAX_TRACKED:  # many names tried: forget the ones whose window has passed
-            self.times = {k: v for k, v in self.times.items() if v and now - v[-1] <= FAILURE_WINDOW}
-        self.times.setdefault(username, deque(maxlen=MAX_FAILURES)).append(now)
-
-    def clear(self, username: str) -> None:
-        self.times.pop(username, None)
 
 
 @dataclass(frozen=True)
@@ -65,14 +37,6 @@ class PendingOIDC:
     nonce: str
     next_url: str
     created: float
-
-
-def _signin_state(request: Request) -> tuple[FailedSignIns, dict[str, PendingOIDC]]:
-    app_state = request.app.state
-    if not hasattr(app_state, "failed_sign_ins"):
-        app_state.failed_sign_ins = FailedSignIns()
-        app_state.pending_oidc = {}
-    return app_state.failed_sign_ins, app_state.pending_oidc
 
 
 def _set_session(request: Request, response: Response, username: str, method: str) -> None:
@@ -150,7 +114,7 @@ def login_submit(
             request, error="Password sign-in is turned off for this console.", next_url=next, status_code=400
         )
     username = username.strip()
-    failures, _ = _signin_state(request)
+    failures = state.failed_sign_ins
     now = time.monotonic()
     wait = failures.locked_for(username, now)
     if wait > 0:
@@ -232,7 +196,7 @@ async def oidc_start(request: Request, next: str = "/") -> Response:
         return _oidc_error(
             request, f"The identity provider at {oidc.issuer} did not answer; try again later."
         )
-    _, pending = _signin_state(request)
+    pending = state.pending_oidc
     now = time.monotonic()
     for key in [k for k, p in pending.items() if now - p.created > OIDC_PENDING_SECONDS]:
         del pending[key]
@@ -272,7 +236,7 @@ async def oidc_callback(request: Request, code: str = "", state: str = "", error
         return _oidc_error(request, "This console has no OIDC sign-in configured.", 404)
     if error:
         return _oidc_error(request, f"The identity provider refused the sign-in ({error[:100]}).", 400)
-    _, pending_all = _signin_state(request)
+    pending_all = console.pending_oidc
     cookie = request.cookies.get(OIDC_STATE_COOKIE, "")
     pending = pending_all.pop(state, None) if state else None
     if pending is None or not (cookie and hmac.compare_digest(cookie, state)):

@@ -8,7 +8,7 @@ browsers never attach them on their own."""
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -42,6 +42,11 @@ class ConsoleState:
     """`hubfleet console --public-url`, else fleet.yaml console.public_url."""
     secrets: Any = None
     """A SecretResolver for fleet-level secrets (the OIDC client secret); made on first use when None."""
+    failed_sign_ins: accounts.FailedSignIns = field(default_factory=accounts.FailedSignIns)
+    pending_oidc: dict[str, Any] = field(default_factory=dict)
+    """OIDC sign-ins under way: state -> what the callback needs (verifier, nonce, next URL)."""
+    checks_running: set[str] = field(default_factory=set)
+    """Hubs whose synthetic check the console is running (one at a time per hub)."""
 
     def resolve_secret(self, ref: SecretRef) -> str:
         if self.secrets is None:
