@@ -29,7 +29,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from hubfleet.config.fleet import FleetConfig  # noqa: E402
-from hubfleet.config.models import Fleet  # noqa: E402
+from hubfleet.config.models import FleetSettings  # noqa: E402
 from hubfleet.monitor.incidents import list_incidents  # noqa: E402
 from hubfleet.monitor.prober import DEFAULT_CONCURRENCY, Prober  # noqa: E402
 from hubfleet.store import open_store  # noqa: E402
@@ -93,7 +93,7 @@ async def run(hubs: int, passes: int, concurrency: int) -> dict:
         targets = {f"hub-{i:04d}": f"http://127.0.0.1:{port}" for i, port in enumerate(ports)}
         server_cpu_before = sum(psutil.Process(server.pid).cpu_times()[:2])
         with tempfile.TemporaryDirectory() as tmp, open_store(Path(tmp) / "state") as store:
-            fleet = FleetConfig(root=Path(tmp), fleet=Fleet(name="bench"))
+            fleet = FleetConfig(root=Path(tmp), settings=FleetSettings(name="bench"))
             prober = Prober(fleet, None, store, targets=targets, alerter=None, concurrency=concurrency)
             rows = []
             for number in range(1, passes + 1):

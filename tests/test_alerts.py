@@ -343,7 +343,7 @@ def test_fleet_level_secret_reference_is_validated_and_resolved(tmp_path: Path) 
     assert fleet.secrets.keys().isdisjoint({"", "fleet"})
     resolver = SecretResolver(fleet, identity)
     assert resolver.fleet_value("slack_url") == "https://hooks.example/T/B/tok"
-    assert resolver.resolve_fleet(fleet.fleet.monitoring.alerts.webhooks[0].url) == (
+    assert resolver.resolve_fleet(fleet.settings.monitoring.alerts.webhooks[0].url) == (
         "https://hooks.example/T/B/tok"
     )
     assert "tok" not in repr(resolver)

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from fleet_helpers import edit
 from hubfleet.config.loader import load_fleet, merge_defaults, validate_fleet
-from hubfleet.config.models import Culling, DummyAuth, Fleet, Hub, NativeAuth, Resources
+from hubfleet.config.models import Culling, DummyAuth, FleetSettings, Hub, NativeAuth, Resources
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo-fleet"
 
@@ -24,7 +24,7 @@ def demo(tmp_path: Path) -> Path:
 
 def test_demo_fleet_loads() -> None:
     config = load_fleet(DEMO)
-    assert config.fleet.name == "demo"
+    assert config.settings.name == "demo"
     assert sorted(config.hubs) == ["hackweek", "hackweek-staging", "uni-a", "uni-a-staging"]
     assert sorted(config.communities) == ["hackweek", "uni-a"]
     assert list(config.clusters) == ["local"]
@@ -86,7 +86,7 @@ def test_locate_hub_file_then_defaults_then_first_key() -> None:
 
 def test_models_forbid_unknown_keys() -> None:
     with pytest.raises(ValidationError):
-        Fleet.model_validate({"name": "x", "colour": "blue"})
+        FleetSettings.model_validate({"name": "x", "colour": "blue"})
     with pytest.raises(ValidationError):
         Hub.model_validate({"name": "x", "community": "c", "cluster": "l", "stage": "prod", "prot": 1})
 

@@ -10,7 +10,7 @@ import pytest
 
 from fleet_helpers import edit
 from hubfleet.config import rules
-from hubfleet.config.loader import LoadedFleet, validate_fleet
+from hubfleet.config.loader import SourcedFleetConfig, validate_fleet
 from hubfleet.config.schema import fleet_json_schemas, render_reference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,7 +19,7 @@ UNI = "communities/uni-a/hubs/prod.yaml"
 UNI_STAGING = "communities/uni-a/hubs/staging.yaml"
 
 
-def load_unchecked(root: Path) -> LoadedFleet:
+def load_unchecked(root: Path) -> SourcedFleetConfig:
     """The loaded fleet before rules run (rules are then called one by one)."""
     from hubfleet.config.loader import _load
 

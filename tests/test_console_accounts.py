@@ -44,7 +44,7 @@ def _line_of(root: Path, needle: str) -> int:
 def test_the_demo_accounts_validate() -> None:
     config, errors = validate_fleet(DEMO)
     assert errors == [] and config is not None
-    roles = {a.username: (a.role, a.communities) for a in config.fleet.console.accounts}
+    roles = {a.username: (a.role, a.communities) for a in config.settings.console.accounts}
     assert roles == {
         "ada": ("operator", []),
         "uni-a-lead": ("community-leader", ["uni-a"]),
@@ -224,12 +224,12 @@ def test_the_console_rereads_changed_files_and_keeps_the_last_valid_fleet(demo: 
     from hubfleet.console.reload import FleetReloader
 
     current = FleetReloader(load_fleet(demo), interval=0)
-    assert [a.username for a in current().fleet.console.accounts] == ["ada", "uni-a-lead", "hackweek-lead"]
+    assert [a.username for a in current().settings.console.accounts] == ["ada", "uni-a-lead", "hackweek-lead"]
     fleet_yaml = demo / "fleet.yaml"
     fleet_yaml.write_text(fleet_yaml.read_text() + "    - {username: newcomer, role: operator}\n")
-    assert current().fleet.console.accounts[-1].username == "newcomer"
+    assert current().settings.console.accounts[-1].username == "newcomer"
     fleet_yaml.write_text(fleet_yaml.read_text() + "    - {username: broken, role: nobody}\n")
-    assert current().fleet.console.accounts[-1].username == "newcomer"  # the last valid one, not an error
+    assert current().settings.console.accounts[-1].username == "newcomer"  # the last valid one, not an error
     fleet_yaml.write_text(fleet_yaml.read_text().replace("    - {username: broken, role: nobody}\n", ""))
     hub_file = demo / "communities/hackweek/hubs/staging.yaml"
     hub_file.write_text(

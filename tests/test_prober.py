@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from fleet_helpers import copy_demo_fleet, hubfleet
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.models import Fleet, Monitoring
+from hubfleet.config.models import FleetSettings, Monitoring
 from hubfleet.monitor.incidents import (
     IncidentTracker,
     list_incidents,
@@ -107,7 +107,7 @@ def hub() -> Iterator[FakeHub]:
 
 
 def make_fleet(tmp_path: Path, **monitoring: object) -> FleetConfig:
-    return FleetConfig(root=tmp_path, fleet=Fleet(name="t", monitoring=Monitoring(**monitoring)))
+    return FleetConfig(root=tmp_path, settings=FleetSettings(name="t", monitoring=Monitoring(**monitoring)))
 
 
 @pytest.fixture

@@ -267,12 +267,12 @@ def test_staff_admins_on_local_hubs(
     """The same on local hubs: an operator with an oidc username is an admin of every local oidc hub."""
     from hubfleet.config.models import Operator
 
-    ada = fleet.fleet.operators[0]
+    ada = fleet.settings.operators[0]
     staffed = ada.model_copy(update={"usernames": {**ada.usernames, "oidc": "ada-oidc"}})
     assert isinstance(staffed, Operator)
     fleet2 = FleetConfig(
         root=fleet.root,
-        fleet=fleet.fleet.model_copy(update={"operators": [staffed]}),
+        settings=fleet.settings.model_copy(update={"operators": [staffed]}),
         clusters=fleet.clusters,
         hubs=fleet.hubs,
     )

@@ -188,7 +188,10 @@ def test_config_hash_covers_chart_and_secrets(fleet: FleetConfig, tmp_path: Path
     assert backend.render(other_pw) == backend.render(hub)
     new_chart = cluster_of(fleet, hub).model_copy(update={"chart_version": "9.9.9"})
     moved = FleetConfig(
-        root=fleet.root, fleet=fleet.fleet, clusters={**fleet.clusters, "gke": new_chart}, hubs=fleet.hubs
+        root=fleet.root,
+        settings=fleet.settings,
+        clusters={**fleet.clusters, "gke": new_chart},
+        hubs=fleet.hubs,
     )
     assert KubernetesBackend(moved, tmp_path, PlainSecrets()).config_hash(hub) != base
 

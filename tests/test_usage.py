@@ -335,8 +335,12 @@ def test_excluded_usernames_follow_the_fleet_settings() -> None:
     fleet = load_fleet(Path(__file__).resolve().parent.parent / "examples" / "demo-fleet")
     hub = fleet.hubs["uni-a-staging"]  # dummy auth; operator ada has dummy: ada
     assert excluded_usernames(fleet, hub) == {"hubfleet-check", "ada"}
-    monitoring = fleet.fleet.monitoring.model_copy(update={"exclude_staff": False, "exclude_users": ["bot"]})
-    changed = dataclasses.replace(fleet, fleet=fleet.fleet.model_copy(update={"monitoring": monitoring}))
+    monitoring = fleet.settings.monitoring.model_copy(
+        update={"exclude_staff": False, "exclude_users": ["bot"]}
+    )
+    changed = dataclasses.replace(
+        fleet, settings=fleet.settings.model_copy(update={"monitoring": monitoring})
+    )
     assert excluded_usernames(changed, hub) == {"hubfleet-check", "bot"}
 
 

@@ -82,4 +82,4 @@ def require_hub(config: FleetConfig, name: str) -> None:
     if name not in config.hubs:
         close = difflib.get_close_matches(name, list(config.hubs), n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"hubs: {', '.join(sorted(config.hubs))}"
-        raise UserError(f"no hub named '{name}' in fleet '{config.fleet.name}'; {hint}")
+        raise UserError(f"no hub named '{name}' in fleet '{config.settings.name}'; {hint}")

@@ -43,7 +43,7 @@ def summary(config: FleetConfig) -> str:
 
     communities = count(len(config.communities), "community").replace("communitys", "communities")
     return (
-        f"fleet '{config.fleet.name}' is valid: {communities}, "
+        f"fleet '{config.settings.name}' is valid: {communities}, "
         f"{count(len(config.hubs), 'hub')}, {count(len(config.clusters), 'cluster')}"
     )
 

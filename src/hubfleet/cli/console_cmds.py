@@ -32,7 +32,7 @@ def _require_account(config: FleetConfig, username: str) -> None:
     from hubfleet.console.access import find_account
 
     if find_account(config, username) is None:
-        known = ", ".join(a.username for a in config.fleet.console.accounts) or "none yet"
+        known = ", ".join(a.username for a in config.settings.console.accounts) or "none yet"
         raise UserError(
             f"no console account '{username}' in fleet.yaml console.accounts (accounts: {known}); "
             "add it there first, with its role"
@@ -61,7 +61,7 @@ def console_cmd(
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
     state = resolve_state_dir(fleet_dir, state_dir)
-    if not config.fleet.console.accounts:
+    if not config.settings.console.accounts:
         console.print(
             "[yellow]fleet.yaml has no console.accounts: nobody can sign in yet[/yellow] "
             "(see docs/console.md)"

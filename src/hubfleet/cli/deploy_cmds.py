@@ -99,7 +99,7 @@ def plan(
             console.print(escape(entry.diff), highlight=False, markup=True, style="dim")
     waves = result.waves()
     console.print(
-        f"{len(result.changes)} to change of {len(result.hubs)} hub(s) in fleet '{config.fleet.name}'; "
+        f"{len(result.changes)} to change of {len(result.hubs)} hub(s) in fleet '{config.settings.name}'; "
         f"staging wave: {len(waves[0])}, prod wave: {len(waves[1])}",
         highlight=False,
     )

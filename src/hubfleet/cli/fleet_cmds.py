@@ -73,11 +73,11 @@ def up(
     config = load_or_explain(fleet_dir)
     state = resolve_state_dir(fleet_dir, state_dir)
     if not config.local_hubs():
-        raise UserError(f"fleet '{config.fleet.name}' has no hubs on a local cluster; nothing to run here")
+        raise UserError(f"fleet '{config.settings.name}' has no hubs on a local cluster; nothing to run here")
     # Decrypt the hubs' secrets now (in memory, then dropped) so a missing age identity is one clear error.
     SecretResolver(config).verify(config.local_hubs())
     console.print(
-        f"starting {len(config.local_hubs())} hub(s) of fleet '{config.fleet.name}' (state: {state})"
+        f"starting {len(config.local_hubs())} hub(s) of fleet '{config.settings.name}' (state: {state})"
     )
 
     if detach:
@@ -85,7 +85,7 @@ def up(
 
         daemon = start_detached(fleet_dir, state)
         hubs = asyncio.run(collect_status(config, state))["hubs"]
-        print_hub_table(hubs, f"fleet '{config.fleet.name}' is up (daemon pid {daemon['pid']})")
+        print_hub_table(hubs, f"fleet '{config.settings.name}' is up (daemon pid {daemon['pid']})")
         if daemon.get("console"):
             url = daemon["console"]
             console.print(f"console: {url}  (metrics: {url}/metrics)", highlight=False)
@@ -95,7 +95,7 @@ def up(
 
     def on_ready(status: dict[str, Any]) -> None:
         hubs = list(status["hubs"].values())
-        print_hub_table(hubs, f"fleet '{config.fleet.name}' is up")
+        print_hub_table(hubs, f"fleet '{config.settings.name}' is up")
         if status.get("console"):
             url = status["console"]
             console.print(f"console: {url}  (metrics: {url}/metrics)", highlight=False)
@@ -136,7 +136,7 @@ def status(
         typer.echo(json.dumps(result, indent=2))
         return
     daemon = result["daemon"]
-    title = f"fleet '{config.fleet.name}': " + (
+    title = f"fleet '{config.settings.name}': " + (
         f"daemon pid {daemon['pid']} since {daemon['started_at']}" if daemon else "not up (run `hubfleet up`)"
     )
     print_hub_table(result["hubs"], title)

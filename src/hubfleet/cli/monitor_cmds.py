@@ -74,9 +74,9 @@ def probe(
         }
         typer.echo(json.dumps(data, indent=2))
     elif not results:
-        console.print(f"fleet '{config.fleet.name}' has no hubs to probe")
+        console.print(f"fleet '{config.settings.name}' has no hubs to probe")
     else:
-        table = Table(title=f"probe of fleet '{config.fleet.name}'", title_justify="left")
+        table = Table(title=f"probe of fleet '{config.settings.name}'", title_justify="left")
         for column in ("hub", "", "latency", "health", "api", "url", "detail"):
             table.add_column(column)
         for r in results:
@@ -158,7 +158,7 @@ def uptime(
     if as_json:
         typer.echo(json.dumps(figures, indent=2))
         return
-    table = Table(title=f"uptime of fleet '{config.fleet.name}'", title_justify="left")
+    table = Table(title=f"uptime of fleet '{config.settings.name}'", title_justify="left")
     for column in ("hub", "24 h", "7 d", "30 d"):
         table.add_column(column)
     for name, windows in figures.items():

@@ -42,8 +42,8 @@ def export_monitoring(
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
     target = daemon_target
-    if target is None and config.fleet.monitoring.metrics_port:
-        target = f"127.0.0.1:{config.fleet.monitoring.metrics_port}"
+    if target is None and config.settings.monitoring.metrics_port:
+        target = f"127.0.0.1:{config.settings.monitoring.metrics_port}"
     if target is None:
         status = read_status(resolve_state_dir(fleet_dir, state_dir)) or {}
         if not status.get("console"):

@@ -124,7 +124,7 @@ def usage(
         if community not in config.communities:
             known = ", ".join(sorted(config.communities))
             raise UserError(
-                f"no community named '{community}' in fleet '{config.fleet.name}'; communities: {known}"
+                f"no community named '{community}' in fleet '{config.settings.name}'; communities: {known}"
             )
         names = [n for n in names if config.hubs[n].community == community]
     now = datetime.now(UTC)
@@ -140,6 +140,10 @@ def usage(
         typer.echo(_csv(report), nl=False)
     else:
         scope = (
-            f"hub {hub}" if hub else f"community {community}" if community else f"fleet {config.fleet.name}"
+            f"hub {hub}"
+            if hub
+            else f"community {community}"
+            if community
+            else f"fleet {config.settings.name}"
         )
         _print_tables(report, f"usage of {scope}, {first} to {last} (UTC days)")

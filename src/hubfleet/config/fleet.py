@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hubfleet.config.models import Cluster, Community, Fleet, Hub
+from hubfleet.config.models import Cluster, Community, FleetSettings, Hub
 
 
 @dataclass(frozen=True, order=True)
@@ -32,7 +32,8 @@ class FleetInvalid(Exception):
 @dataclass
 class FleetConfig:
     root: Path
-    fleet: Fleet
+    settings: FleetSettings
+    """fleet.yaml: the fleet-wide settings (name, operators, defaults, monitoring, console)."""
     clusters: dict[str, Cluster] = field(default_factory=dict)
     communities: dict[str, Community] = field(default_factory=dict)
     hubs: dict[str, Hub] = field(default_factory=dict)

@@ -24,7 +24,7 @@ from ruamel.yaml.nodes import ScalarNode as _RuamelScalarNode
 from ruamel.yaml.reader import ReaderError
 
 from hubfleet.config.fleet import ConfigError, FleetConfig, FleetInvalid
-from hubfleet.config.models import SECRET_KEY_PATTERN, Cluster, Community, Fleet, Hub
+from hubfleet.config.models import SECRET_KEY_PATTERN, Cluster, Community, FleetSettings, Hub
 
 YAML_SUFFIXES = (".yaml", ".yml")
 MERGED_PER_FIELD = ("resources", "culling", "kubernetes", "anomalies")
@@ -111,7 +111,7 @@ class SecretsEntry:
 
 
 @dataclass
-class LoadedFleet(FleetConfig):
+class SourcedFleetConfig(FleetConfig):
     """FleetConfig plus what the rules need to point at the right line: every source file and hub entry."""
 
     fleet_source: Source | None = None
@@ -163,7 +163,7 @@ def load_fleet(root: Path) -> FleetConfig:
     return config
 
 
-def validate_fleet(root: Path | str) -> tuple[LoadedFleet | None, list[ConfigError]]:
+def validate_fleet(root: Path | str) -> tuple[SourcedFleetConfig | None, list[ConfigError]]:
     """Load the fleet and run every rule: (the fleet, []) when valid, else (None, every error, sorted)."""
     root = Path(root)
     config, errors = _load(root)
@@ -178,7 +178,7 @@ def validate_fleet(root: Path | str) -> tuple[LoadedFleet | None, list[ConfigErr
 # --------------------------------------------------------------------------- loading
 
 
-def _load(root: Path) -> tuple[LoadedFleet | None, list[ConfigError]]:
+def _load(root: Path) -> tuple[SourcedFleetConfig | None, list[ConfigError]]:
     errors: list[ConfigError] = []
     if not root.is_dir():
         what = "is not a directory" if root.exists() else "fleet directory not found"
@@ -194,17 +194,17 @@ def _load(root: Path) -> tuple[LoadedFleet | None, list[ConfigError]]:
         )
         fleet_source = None
     else:
-        parsed = _parse(root, fleet_file, Fleet, errors)
+        parsed = _parse(root, fleet_file, FleetSettings, errors)
         fleet_source, plain = parsed if parsed is not None else (None, None)
-    fleet: Fleet | None = None
+    fleet: FleetSettings | None = None
     defaults: dict[str, Any] = {}
     if fleet_source is not None:
         plain = _plain(fleet_source.tree)
-        fleet = _validate(Fleet, plain, fleet_source, errors)
+        fleet = _validate(FleetSettings, plain, fleet_source, errors)
         if isinstance(plain.get("defaults"), dict):
             defaults = plain["defaults"]
 
-    config = LoadedFleet(root=root, fleet=fleet, fleet_source=fleet_source)  # type: ignore[arg-type]
+    config = SourcedFleetConfig(root=root, settings=fleet, fleet_source=fleet_source)  # type: ignore[arg-type]
     _load_clusters(root, config, errors)
     _load_communities(root, config, defaults, errors)
     for entry in config.secret_entries:
@@ -235,7 +235,7 @@ def _rel(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def _load_clusters(root: Path, config: LoadedFleet, errors: list[ConfigError]) -> None:
+def _load_clusters(root: Path, config: SourcedFleetConfig, errors: list[ConfigError]) -> None:
     found = 0
     for path in _yaml_files(root / "clusters"):
         found += 1
@@ -272,7 +272,7 @@ def _load_clusters(root: Path, config: LoadedFleet, errors: list[ConfigError]) -
 
 
 def _load_communities(
-    root: Path, config: LoadedFleet, defaults: dict[str, Any], errors: list[ConfigError]
+    root: Path, config: SourcedFleetConfig, defaults: dict[str, Any], errors: list[ConfigError]
 ) -> None:
     communities_dir = root / "communities"
     try:
@@ -296,7 +296,11 @@ def _load_communities(
 
 
 def _load_community(
-    root: Path, directory: Path, config: LoadedFleet, defaults: dict[str, Any], errors: list[ConfigError]
+    root: Path,
+    directory: Path,
+    config: SourcedFleetConfig,
+    defaults: dict[str, Any],
+    errors: list[ConfigError],
 ) -> None:
     name = directory.name
     community_file = directory / "community.yaml"
@@ -387,7 +391,7 @@ FLEET_SECRETS_FILE = "secrets/fleet.yaml"
 
 
 def _load_secrets_file(
-    root: Path, path: Path, community: str, config: LoadedFleet, errors: list[ConfigError]
+    root: Path, path: Path, community: str, config: SourcedFleetConfig, errors: list[ConfigError]
 ) -> None:
     """communities/<community>/secrets/<hub>.yaml: a mapping of KEY -> armored age ciphertext."""
     entry = _read_secrets_file(root, path, community, path.stem, errors)
@@ -439,7 +443,7 @@ def _read_secrets_file(
     return SecretsEntry(hub_name or "", community, source, values, malformed)
 
 
-def _remember_name(config: LoadedFleet, plain: Any) -> None:
+def _remember_name(config: SourcedFleetConfig, plain: Any) -> None:
     if isinstance(plain, dict) and isinstance(plain.get("name"), str):
         config.broken_names.add(plain["name"])
 

@@ -667,7 +667,7 @@ class Console(Strict):
         return self
 
 
-class Fleet(Strict):
+class FleetSettings(Strict):
     """fleet.yaml: the fleet's name, its operators and the defaults every hub inherits."""
 
     name: Name
@@ -685,7 +685,7 @@ class Fleet(Strict):
     )
 
     @model_validator(mode="after")
-    def _unique_operator_emails(self) -> Fleet:
+    def _unique_operator_emails(self) -> FleetSettings:
         seen: set[str] = set()
         for op in self.operators:
             if op.email in seen:

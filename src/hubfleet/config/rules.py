@@ -1,7 +1,8 @@
 """Cross-file rules on a loaded fleet: each rule is a small function returning ConfigErrors.
 
-Rules see every hub that validated on its own (`LoadedFleet.hub_entries`, duplicates included) and point
-at the offending key through `locate_in`, so their errors carry the same `file:line:col` as schema errors.
+Rules see every hub that validated on its own (`SourcedFleetConfig.hub_entries`, duplicates included) and
+point at the offending key through `locate_in`, so their errors carry the same `file:line:col` as schema
+errors.
 """
 
 from __future__ import annotations
@@ -11,19 +12,19 @@ from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 from hubfleet.config.fleet import ConfigError
-from hubfleet.config.loader import HubEntry, LoadedFleet, locate_in
+from hubfleet.config.loader import HubEntry, SourcedFleetConfig, locate_in
 from hubfleet.config.models import CILogonAuth, GitHubAuth, OAuthBase, OIDCAuth
 from hubfleet.secrets.refs import secret_refs
 
-Rule = Callable[[LoadedFleet], list[ConfigError]]
+Rule = Callable[[SourcedFleetConfig], list[ConfigError]]
 
 
-def _error(fleet: LoadedFleet, entry: HubEntry, dotted: str, message: str) -> ConfigError:
+def _error(fleet: SourcedFleetConfig, entry: HubEntry, dotted: str, message: str) -> ConfigError:
     file, line, col = locate_in(entry.source, fleet.fleet_source, dotted)
     return ConfigError(file, line, col, message)
 
 
-def _fleet_error(fleet: LoadedFleet, dotted: str, message: str) -> ConfigError:
+def _fleet_error(fleet: SourcedFleetConfig, dotted: str, message: str) -> ConfigError:
     assert fleet.fleet_source is not None
     path = [int(p) if p.isdigit() else p for p in dotted.split(".")]
     _, key_pos, _ = fleet.fleet_source.find(path)
@@ -40,7 +41,7 @@ def _did_you_mean(name: str, known: Iterable[str], what: str) -> str:
     return f"no {what} are defined"
 
 
-def unique_hub_names(fleet: LoadedFleet) -> list[ConfigError]:
+def unique_hub_names(fleet: SourcedFleetConfig) -> list[ConfigError]:
     first: dict[str, HubEntry] = {}
     errors = []
     for entry in fleet.hub_entries:
@@ -60,7 +61,7 @@ def unique_hub_names(fleet: LoadedFleet) -> list[ConfigError]:
     return errors
 
 
-def _unique_value(fleet: LoadedFleet, key: str, hint: str) -> list[ConfigError]:
+def _unique_value(fleet: SourcedFleetConfig, key: str, hint: str) -> list[ConfigError]:
     first: dict[object, HubEntry] = {}
     errors = []
     for entry in fleet.hub_entries:
@@ -82,15 +83,15 @@ def _unique_value(fleet: LoadedFleet, key: str, hint: str) -> list[ConfigError]:
     return errors
 
 
-def unique_ports(fleet: LoadedFleet) -> list[ConfigError]:
+def unique_ports(fleet: SourcedFleetConfig) -> list[ConfigError]:
     return _unique_value(fleet, "port", "give each hub its own port")
 
 
-def unique_domains(fleet: LoadedFleet) -> list[ConfigError]:
+def unique_domains(fleet: SourcedFleetConfig) -> list[ConfigError]:
     return _unique_value(fleet, "domain", "give each hub its own domain")
 
 
-def references_resolve(fleet: LoadedFleet) -> list[ConfigError]:
+def references_resolve(fleet: SourcedFleetConfig) -> list[ConfigError]:
     errors = []
     for entry in fleet.hub_entries:
         hub = entry.hub
@@ -122,7 +123,7 @@ def references_resolve(fleet: LoadedFleet) -> list[ConfigError]:
     return errors
 
 
-def port_or_domain_by_cluster_kind(fleet: LoadedFleet) -> list[ConfigError]:
+def port_or_domain_by_cluster_kind(fleet: SourcedFleetConfig) -> list[ConfigError]:
     errors = []
     for entry in fleet.hub_entries:
         hub = entry.hub
@@ -174,7 +175,7 @@ def port_or_domain_by_cluster_kind(fleet: LoadedFleet) -> list[ConfigError]:
     return errors
 
 
-def prod_has_staging(fleet: LoadedFleet) -> list[ConfigError]:
+def prod_has_staging(fleet: SourcedFleetConfig) -> list[ConfigError]:
     staging = {(e.hub.community, e.hub.cluster) for e in fleet.hub_entries if e.hub.stage == "staging"}
     errors = []
     for entry in fleet.hub_entries:
@@ -198,7 +199,7 @@ def prod_has_staging(fleet: LoadedFleet) -> list[ConfigError]:
     return errors
 
 
-def has_auth(fleet: LoadedFleet) -> list[ConfigError]:
+def has_auth(fleet: SourcedFleetConfig) -> list[ConfigError]:
     return [
         _error(
             fleet,
@@ -212,7 +213,7 @@ def has_auth(fleet: LoadedFleet) -> list[ConfigError]:
     ]
 
 
-def admins_not_empty(fleet: LoadedFleet) -> list[ConfigError]:
+def admins_not_empty(fleet: SourcedFleetConfig) -> list[ConfigError]:
     return [
         _error(
             fleet,
@@ -225,7 +226,7 @@ def admins_not_empty(fleet: LoadedFleet) -> list[ConfigError]:
     ]
 
 
-def no_dummy_auth_on_prod(fleet: LoadedFleet) -> list[ConfigError]:
+def no_dummy_auth_on_prod(fleet: SourcedFleetConfig) -> list[ConfigError]:
     return [
         _error(
             fleet,
@@ -238,7 +239,7 @@ def no_dummy_auth_on_prod(fleet: LoadedFleet) -> list[ConfigError]:
     ]
 
 
-def kubernetes_settings_on_kubernetes_hubs(fleet: LoadedFleet) -> list[ConfigError]:
+def kubernetes_settings_on_kubernetes_hubs(fleet: SourcedFleetConfig) -> list[ConfigError]:
     """A local hub's own file must not set `kubernetes` (inherited fleet defaults are ignored there)."""
     errors = []
     for entry in fleet.hub_entries:
@@ -260,7 +261,7 @@ def kubernetes_settings_on_kubernetes_hubs(fleet: LoadedFleet) -> list[ConfigErr
     return errors
 
 
-def profiles_consistent(fleet: LoadedFleet) -> list[ConfigError]:
+def profiles_consistent(fleet: SourcedFleetConfig) -> list[ConfigError]:
     """Profile slugs are unique within a hub and at most one profile is the default."""
     errors = []
     for entry in fleet.hub_entries:
@@ -298,7 +299,7 @@ def profiles_consistent(fleet: LoadedFleet) -> list[ConfigError]:
     return errors
 
 
-def secrets_files_match_hubs(fleet: LoadedFleet) -> list[ConfigError]:
+def secrets_files_match_hubs(fleet: SourcedFleetConfig) -> list[ConfigError]:
     """communities/<c>/secrets/<hub>.yaml must belong to a hub of community <c>."""
     errors = []
     for entry in fleet.secret_entries:
@@ -323,7 +324,7 @@ def secrets_files_match_hubs(fleet: LoadedFleet) -> list[ConfigError]:
     return errors
 
 
-def secret_refs_are_set(fleet: LoadedFleet) -> list[ConfigError]:
+def secret_refs_are_set(fleet: SourcedFleetConfig) -> list[ConfigError]:
     """Every `{secret: KEY}` of a hub names a key of its secrets file (checked without decrypting)."""
     stored = {(e.directory, e.hub_name): set(e.values) | e.malformed for e in fleet.secret_entries}
     errors = []
@@ -344,15 +345,18 @@ def secret_refs_are_set(fleet: LoadedFleet) -> list[ConfigError]:
     return errors
 
 
-def fleet_secret_refs_are_set(fleet: LoadedFleet) -> list[ConfigError]:
+def fleet_secret_refs_are_set(fleet: SourcedFleetConfig) -> list[ConfigError]:
     """Every `{secret: KEY}` of fleet.yaml `monitoring` (alert channels) and `console` (OIDC client) names
     a key of secrets/fleet.yaml."""
-    if fleet.fleet_source is None or fleet.fleet is None:
+    if fleet.fleet_source is None or fleet.settings is None:
         return []
     entry = fleet.fleet_secret_entry
     keys = set(entry.values) | entry.malformed if entry else set()
     errors = []
-    refs = [*secret_refs(fleet.fleet.monitoring, "monitoring"), *secret_refs(fleet.fleet.console, "console")]
+    refs = [
+        *secret_refs(fleet.settings.monitoring, "monitoring"),
+        *secret_refs(fleet.settings.console, "console"),
+    ]
     for dotted, ref in refs:
         if ref.secret not in keys:
             errors.append(
@@ -366,15 +370,15 @@ def fleet_secret_refs_are_set(fleet: LoadedFleet) -> list[ConfigError]:
     return errors
 
 
-def secrets_have_recipients(fleet: LoadedFleet) -> list[ConfigError]:
+def secrets_have_recipients(fleet: SourcedFleetConfig) -> list[ConfigError]:
     """Secrets in use need at least one operator who can decrypt them."""
     in_use = (
         any(e.values for e in fleet.secret_entries)
         or any(secret_refs(e.hub) for e in fleet.hub_entries)
         or bool(fleet.fleet_secrets)
-        or (fleet.fleet is not None and bool(secret_refs(fleet.fleet.monitoring)))
+        or (fleet.settings is not None and bool(secret_refs(fleet.settings.monitoring)))
     )
-    if not in_use or fleet.fleet_source is None or any(op.age_recipient for op in fleet.fleet.operators):
+    if not in_use or fleet.fleet_source is None or any(op.age_recipient for op in fleet.settings.operators):
         return []
     depth, key_pos, _ = fleet.fleet_source.find(["operators"])
     line, col = key_pos if depth else fleet.fleet_source.first_key()
@@ -394,13 +398,13 @@ def secrets_have_recipients(fleet: LoadedFleet) -> list[ConfigError]:
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def _oauth_entries(fleet: LoadedFleet) -> Iterable[tuple[HubEntry, OAuthBase]]:
+def _oauth_entries(fleet: SourcedFleetConfig) -> Iterable[tuple[HubEntry, OAuthBase]]:
     for entry in fleet.hub_entries:
         if isinstance(entry.hub.auth, OAuthBase):
             yield entry, entry.hub.auth
 
 
-def oauth_client_secret_set(fleet: LoadedFleet) -> list[ConfigError]:
+def oauth_client_secret_set(fleet: SourcedFleetConfig) -> list[ConfigError]:
     """An OAuth hub needs its client secret (as `{secret: KEY}`; plain text is refused by the model)."""
     return [
         _error(
@@ -426,7 +430,7 @@ def _allow_lists(auth: OAuthBase) -> list[str]:
     return names
 
 
-def allow_all_without_allow_lists(fleet: LoadedFleet) -> list[ConfigError]:
+def allow_all_without_allow_lists(fleet: SourcedFleetConfig) -> list[ConfigError]:
     """`allow_all: true` lets every account of the provider in, so an allow list next to it restricts
     nothing: the file says two contradicting things and the permissive one would win silently."""
     errors = []
@@ -446,7 +450,7 @@ def allow_all_without_allow_lists(fleet: LoadedFleet) -> list[ConfigError]:
     return errors
 
 
-def github_allow_lists_consistent(fleet: LoadedFleet) -> list[ConfigError]:
+def github_allow_lists_consistent(fleet: SourcedFleetConfig) -> list[ConfigError]:
     """A GitHub hub's `allowed_users` and `allowed_organizations` must not contradict each other:
 
     - a name in both: GitHub users and organizations share one namespace, so a login cannot be both a
@@ -494,7 +498,7 @@ def github_allow_lists_consistent(fleet: LoadedFleet) -> list[ConfigError]:
     return errors
 
 
-def oidc_issuer_https_on_prod(fleet: LoadedFleet) -> list[ConfigError]:
+def oidc_issuer_https_on_prod(fleet: SourcedFleetConfig) -> list[ConfigError]:
     """A prod hub reads its identity provider over https; http only for a provider on loopback."""
     errors = []
     for entry, auth in _oauth_entries(fleet):
@@ -514,7 +518,7 @@ def oidc_issuer_https_on_prod(fleet: LoadedFleet) -> list[ConfigError]:
     return errors
 
 
-def cilogon_has_idps(fleet: LoadedFleet) -> list[ConfigError]:
+def cilogon_has_idps(fleet: SourcedFleetConfig) -> list[ConfigError]:
     return [
         _error(
             fleet,
@@ -529,7 +533,7 @@ def cilogon_has_idps(fleet: LoadedFleet) -> list[ConfigError]:
     ]
 
 
-def someone_can_log_in(fleet: LoadedFleet) -> list[ConfigError]:
+def someone_can_log_in(fleet: SourcedFleetConfig) -> list[ConfigError]:
     """An OAuth hub must let someone besides its admins in: `allow_all`, an allow list, or
     `allow_existing_users` (admins add users on the admin page). A cilogon hub lets in the users of its
     `allowed_idps` (reported by `cilogon_has_idps` when empty)."""
@@ -555,31 +559,32 @@ def someone_can_log_in(fleet: LoadedFleet) -> list[ConfigError]:
     return errors
 
 
-def console_accounts_know_their_communities(fleet: LoadedFleet) -> list[ConfigError]:
+def console_accounts_know_their_communities(fleet: SourcedFleetConfig) -> list[ConfigError]:
     """A community-leader's communities exist (a typo would silently show them nothing)."""
-    if fleet.fleet_source is None or fleet.fleet is None:
+    if fleet.fleet_source is None or fleet.settings is None:
         return []
     known = set(fleet.communities) | fleet.broken_names
     errors = []
-    for i, account in enumerate(fleet.fleet.console.accounts):
+    for i, account in enumerate(fleet.settings.console.accounts):
         for j, community in enumerate(account.communities):
             if community not in known:
                 dotted = f"console.accounts.{i}.communities.{j}"
                 hint = _did_you_mean(community, fleet.communities, "communities")
                 errors.append(
                     _fleet_error(
-                        fleet, dotted, f"{dotted}: community '{community}' of '{account.username}' "
-                        f"does not exist; {hint}"
+                        fleet,
+                        dotted,
+                        f"{dotted}: community '{community}' of '{account.username}' does not exist; {hint}",
                     )
                 )
     return errors
 
 
-def console_oidc_issuer_https(fleet: LoadedFleet) -> list[ConfigError]:
+def console_oidc_issuer_https(fleet: SourcedFleetConfig) -> list[ConfigError]:
     """The console trusts what its provider's token endpoint says: https, or a provider on loopback."""
-    if fleet.fleet_source is None or fleet.fleet is None or fleet.fleet.console.oidc is None:
+    if fleet.fleet_source is None or fleet.settings is None or fleet.settings.console.oidc is None:
         return []
-    url = urlsplit(fleet.fleet.console.oidc.issuer)
+    url = urlsplit(fleet.settings.console.oidc.issuer)
     if url.scheme == "https" or url.hostname in LOOPBACK_HOSTS:
         return []
     return [
@@ -587,7 +592,7 @@ def console_oidc_issuer_https(fleet: LoadedFleet) -> list[ConfigError]:
             fleet,
             "console.oidc.issuer",
             f"console.oidc.issuer: the console must reach its identity provider over https, not "
-            f"'{fleet.fleet.console.oidc.issuer}' (http only for 127.0.0.1, localhost or ::1)",
+            f"'{fleet.settings.console.oidc.issuer}' (http only for 127.0.0.1, localhost or ::1)",
         )
     ]
 
@@ -619,7 +624,7 @@ RULES: list[Rule] = [
 ]
 
 
-def check_rules(fleet: LoadedFleet) -> list[ConfigError]:
+def check_rules(fleet: SourcedFleetConfig) -> list[ConfigError]:
     errors: list[ConfigError] = []
     for rule in RULES:
         errors.extend(rule(fleet))

@@ -17,12 +17,12 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from hubfleet.config.loader import _is_model, _tags, _union_models, _unwrap
-from hubfleet.config.models import Cluster, Community, Fleet, Hub, SecretRef
+from hubfleet.config.models import Cluster, Community, FleetSettings, Hub, SecretRef
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 FILE_KINDS: dict[str, tuple[Any, str]] = {
-    "fleet": (Fleet, "fleet.yaml"),
+    "fleet": (FleetSettings, "fleet.yaml"),
     "cluster": (Cluster, "clusters/<name>.yaml"),
     "community": (Community, "communities/<name>/community.yaml"),
     "hub": (Hub, "communities/<community>/hubs/<hub>.yaml"),

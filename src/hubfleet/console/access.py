@@ -46,7 +46,7 @@ class Principal:
 
 
 def find_account(fleet: FleetConfig, username: str) -> ConsoleAccount | None:
-    return next((a for a in fleet.fleet.console.accounts if a.username == username), None)
+    return next((a for a in fleet.settings.console.accounts if a.username == username), None)
 
 
 def principal_for(

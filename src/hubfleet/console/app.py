@@ -50,7 +50,7 @@ def create_app(
     """The app over `store` and `fleet` (a FleetConfig, or a callable returning the current one)."""
     source = ConsoleSource(store, fleet, state_dir)
     app = FastAPI(
-        title=f"hubfleet console API ({source.fleet.fleet.name})",
+        title=f"hubfleet console API ({source.fleet.settings.name})",
         version=__version__,
         description="Read the fleet's hubs, usage, incidents and deployments; run checks. Authenticate with "
         "`Authorization: Bearer hf_...` (create a token on the console's Tokens page or with "

@@ -42,12 +42,12 @@ class PendingOIDC:
 def _set_session(request: Request, response: Response, username: str, method: str) -> None:
     state = console_state(request)
     session_id, info = accounts.create_session(
-        state.store, username, method, state.fleet.fleet.console.session_hours
+        state.store, username, method, state.fleet.settings.console.session_hours
     )
     response.set_cookie(
         state.cookie_name,
         session_id,
-        max_age=int(state.fleet.fleet.console.session_hours * 3600),
+        max_age=int(state.fleet.settings.console.session_hours * 3600),
         path="/",
         secure=state.secure_cookies,
         httponly=True,
@@ -60,7 +60,7 @@ def _login_page(
     request: Request, *, error: str = "", next_url: str = "/", username: str = "", status_code: int = 200
 ) -> Response:
     state = console_state(request)
-    console = state.fleet.fleet.console
+    console = state.fleet.settings.console
     csrf = secrets.token_urlsafe(24)
     response = render(
         request,
@@ -109,7 +109,7 @@ def login_submit(
         return _login_page(
             request, error="The sign-in form expired; please try again.", next_url=next, status_code=400
         )
-    if not state.fleet.fleet.console.password_sign_in:
+    if not state.fleet.settings.console.password_sign_in:
         return _login_page(
             request, error="Password sign-in is turned off for this console.", next_url=next, status_code=400
         )
@@ -165,7 +165,7 @@ def logout(request: Request, csrf_token: str = Form("")) -> Response:
 
 def _redirect_uri(request: Request) -> str:
     state = console_state(request)
-    base = state.public_url or state.fleet.fleet.console.public_url or str(request.base_url)
+    base = state.public_url or state.fleet.settings.console.public_url or str(request.base_url)
     return base.rstrip("/") + "/login/oidc/callback"
 
 
@@ -185,7 +185,7 @@ def _oidc_error(request: Request, message: str, status_code: int = 502) -> Respo
 @router.get("/login/oidc")
 async def oidc_start(request: Request, next: str = "/") -> Response:
     state = console_state(request)
-    oidc = state.fleet.fleet.console.oidc
+    oidc = state.fleet.settings.console.oidc
     if oidc is None:
         return _oidc_error(request, "This console has no OIDC sign-in configured.", 404)
     try:
@@ -231,7 +231,7 @@ async def oidc_start(request: Request, next: str = "/") -> Response:
 @router.get("/login/oidc/callback")
 async def oidc_callback(request: Request, code: str = "", state: str = "", error: str = "") -> Response:
     console = console_state(request)
-    oidc = console.fleet.fleet.console.oidc
+    oidc = console.fleet.settings.console.oidc
     if oidc is None:
         return _oidc_error(request, "This console has no OIDC sign-in configured.", 404)
     if error:

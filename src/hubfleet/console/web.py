@@ -66,7 +66,7 @@ class ConsoleState:
 
     @property
     def secure_cookies(self) -> bool:
-        url = self.public_url or self.fleet.fleet.console.public_url
+        url = self.public_url or self.fleet.settings.console.public_url
         return bool(url and url.startswith("https://"))
 
     @property
@@ -182,7 +182,7 @@ def render(request: Request, template: str, context: dict[str, Any], status_code
     state = console_state(request)
     base = {
         "principal": principal,
-        "fleet_name": state.fleet.fleet.display_name or state.fleet.fleet.name,
+        "fleet_name": state.fleet.settings.display_name or state.fleet.settings.name,
         "csrf_token": principal.csrf_token if principal else None,
     }
     return templates.TemplateResponse(request, template, {**base, **context}, status_code=status_code)

@@ -78,7 +78,7 @@ async def serve(
     supervisor = Supervisor(fleet, state_dir, store)
     # The HTTP app (/metrics and the web console) listens before any hub starts, so daemon.json names it.
     app = create_app(store, FleetReloader(fleet), state_dir=state_dir, secrets=supervisor.backend.secrets)
-    http = await start_console(app, port=fleet.fleet.monitoring.metrics_port)
+    http = await start_console(app, port=fleet.settings.monitoring.metrics_port)
     supervisor.extra_status["console"] = http.url
     control = await serve_control(supervisor, state_dir / SOCKET_FILE)
     tasks: list[asyncio.Task[Any]] = []  # monitoring: usage collector, uptime prober, anomaly rules

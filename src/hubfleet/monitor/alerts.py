@@ -129,9 +129,9 @@ def format_message(
     what = _what(incident)
     cause = " ".join((incident.cause or "").split()) or "-"
     if event == "opened":
-        subject = f"[{fleet.fleet.name}] OPEN: hub {incident.hub} {what}: {cause[:120]}"
+        subject = f"[{fleet.settings.name}] OPEN: hub {incident.hub} {what}: {cause[:120]}"
     else:
-        subject = f"[{fleet.fleet.name}] RESOLVED: hub {incident.hub} {what} (after {duration})"
+        subject = f"[{fleet.settings.name}] RESOLVED: hub {incident.hub} {what} (after {duration})"
     lines = [
         f"Hub: {incident.hub}" + (f" ({hub.display_name})" if hub and hub.display_name else ""),
         f"Community: {community}",
@@ -246,7 +246,7 @@ class Alerter:
 
     @property
     def alerts(self) -> Any:
-        return self.fleet.fleet.monitoring.alerts
+        return self.fleet.settings.monitoring.alerts
 
     # -- public API ------------------------------------------------------------------------------
     async def incident_opened(self, incident: IncidentLike, *, wait: bool = False) -> None:

@@ -234,7 +234,7 @@ async def probe_all(
     `state_dir` is accepted for symmetry with the other monitors (hub URLs come from the fleet files).
     """
     del state_dir
-    monitoring = fleet.fleet.monitoring
+    monitoring = fleet.settings.monitoring
     timeout = timeout or monitoring.probe_timeout
     targets = dict(targets if targets is not None else hub_targets(fleet, store))
     owns_client = client is None
@@ -296,7 +296,7 @@ class Prober:
         self.targets = targets
         self.concurrency = concurrency
         self.timeout = timeout
-        monitoring = fleet.fleet.monitoring
+        monitoring = fleet.settings.monitoring
         self.tracker = IncidentTracker(
             store,
             failures_to_open=monitoring.failures_to_open,
@@ -372,7 +372,7 @@ class Prober:
 
 def probe_interval(fleet: FleetConfig) -> float:
     """HUBFLEET_PROBE_INTERVAL when set, else fleet.yaml monitoring.probe_interval."""
-    return ProbeSettings().probe_interval or fleet.fleet.monitoring.probe_interval
+    return ProbeSettings().probe_interval or fleet.settings.monitoring.probe_interval
 
 
 async def run_in_daemon(fleet: FleetConfig, state_dir: Path, store: Store, supervisor: Any) -> None:

@@ -82,11 +82,11 @@ def auth_type(hub: Hub) -> str:
 def excluded_usernames(fleet: FleetConfig, hub: Hub) -> frozenset[str]:
     """Who is never counted on `hub`: the check user, staff (operators' usernames for the hub's auth
     type, when `monitoring.exclude_staff`) and `monitoring.exclude_users`."""
-    monitoring = fleet.fleet.monitoring
+    monitoring = fleet.settings.monitoring
     names = {CHECK_USERNAME, *monitoring.exclude_users}
     if monitoring.exclude_staff:
         kind = auth_type(hub)
-        names.update(op.usernames[kind] for op in fleet.fleet.operators if kind in op.usernames)  # type: ignore[index]
+        names.update(op.usernames[kind] for op in fleet.settings.operators if kind in op.usernames)  # type: ignore[index]
     return frozenset(names)
 
 
@@ -98,7 +98,7 @@ def collect_interval(fleet: FleetConfig) -> float:
             return max(0.5, float(raw))
         except ValueError:
             log.warning("ignoring %s=%r: not a number of seconds", INTERVAL_ENV, raw)
-    return fleet.fleet.monitoring.collect_interval
+    return fleet.settings.monitoring.collect_interval
 
 
 # --------------------------------------------------------------------------- /hub/metrics

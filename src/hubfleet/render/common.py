@@ -93,7 +93,7 @@ def effective_admins(fleet: FleetConfig, hub: Hub) -> list[str]:
     admins = list(hub.auth.admin_users)
     if not hub.auth.staff_admins:
         return admins
-    for operator in fleet.fleet.operators:
+    for operator in fleet.settings.operators:
         name = operator.usernames.get(hub.auth.type)
         if name and name not in admins:
             admins.append(name)

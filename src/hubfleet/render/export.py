@@ -97,7 +97,7 @@ def _kubernetes_bundle(
         )
     readme = f"""# {hub.display_name or hub.name}: JupyterHub on Kubernetes
 
-Exported by hubfleet {__version__} from fleet `{fleet.fleet.name}` (hub `{hub.name}`, community
+Exported by hubfleet {__version__} from fleet `{fleet.settings.name}` (hub `{hub.name}`, community
 `{hub.community}`). This bundle deploys the same hub without hubfleet: the [Zero to JupyterHub]
 Helm chart {cluster.chart_version} with the values in `values.yaml`.
 
@@ -272,7 +272,7 @@ def _local_bundle(fleet: FleetConfig, hub: Hub) -> tuple[dict[str, str], dict[st
         )
     readme = f"""# {hub.display_name or hub.name}: standalone JupyterHub
 
-Exported by hubfleet {__version__} from fleet `{fleet.fleet.name}` (hub `{hub.name}`, community
+Exported by hubfleet {__version__} from fleet `{fleet.settings.name}` (hub `{hub.name}`, community
 `{hub.community}`). This directory runs the same hub without hubfleet, on this machine, listening on
 127.0.0.1 only.
 

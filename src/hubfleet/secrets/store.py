@@ -19,8 +19,8 @@ import pyrage
 from pydantic import SecretStr
 
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.loader import FLEET_SECRETS_FILE, LoadedFleet, _load
-from hubfleet.config.models import SECRET_KEY_PATTERN, Fleet, Hub, SecretRef
+from hubfleet.config.loader import FLEET_SECRETS_FILE, SourcedFleetConfig, _load
+from hubfleet.config.models import SECRET_KEY_PATTERN, FleetSettings, Hub, SecretRef
 from hubfleet.secrets import age
 from hubfleet.secrets.refs import secret_refs
 from hubfleet.settings import UserError
@@ -42,7 +42,7 @@ def fleet_secrets_file(fleet_root: Path) -> Path:
     return Path(fleet_root) / FLEET_SECRETS_FILE
 
 
-def fleet_recipients(fleet: Fleet) -> list[str]:
+def fleet_recipients(fleet: FleetSettings) -> list[str]:
     """Who every secret is encrypted to: each operator's age_recipient, then fleet.yaml ci_recipients."""
     found: list[str] = []
     for recipient in [op.age_recipient for op in fleet.operators] + list(fleet.ci_recipients):
@@ -88,12 +88,12 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def _loaded(fleet_root: Path | str) -> LoadedFleet:
+def _loaded(fleet_root: Path | str) -> SourcedFleetConfig:
     """The fleet as far as it loads: secrets commands must work while validation still reports
     `secret 'KEY' is not set` (that is how a new secret gets set)."""
     root = Path(fleet_root)
     config, errors = _load(root)
-    if config is None or config.fleet is None:
+    if config is None or config.settings is None:
         first = next((str(e) for e in sorted(errors) if e.file.startswith("fleet.yaml")), None)
         where = f" ({first})" if first else ""
         raise UserError(f"cannot read the fleet in {root}{where}; run `hubfleet validate`")
@@ -103,14 +103,14 @@ def _loaded(fleet_root: Path | str) -> LoadedFleet:
     return config
 
 
-def _hub_dir(config: LoadedFleet, hub_name: str) -> str:
+def _hub_dir(config: SourcedFleetConfig, hub_name: str) -> str:
     """The community directory holding the hub's file."""
     entry = next((e for e in config.hub_entries if e.hub.name == hub_name), None)
     if entry is None:
         names = sorted({e.hub.name for e in config.hub_entries})
         close = difflib.get_close_matches(hub_name, names, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"hubs: {', '.join(names) or 'none'}"
-        raise UserError(f"no hub named '{hub_name}' in fleet '{config.fleet.name}'; {hint}")
+        raise UserError(f"no hub named '{hub_name}' in fleet '{config.settings.name}'; {hint}")
     return entry.directory
 
 
@@ -119,7 +119,7 @@ def _check_key(key: str) -> None:
         raise UserError(f"'{key[:60]}' is not a valid secret key; use lower-case letters, digits and '_'")
 
 
-def _require_recipients(fleet: Fleet) -> list[str]:
+def _require_recipients(fleet: FleetSettings) -> list[str]:
     recipients = fleet_recipients(fleet)
     if not any(op.age_recipient for op in fleet.operators):
         raise UserError(
@@ -143,7 +143,7 @@ def set_secret(
     config = _loaded(fleet_root)
     community = _hub_dir(config, hub_name)
     if recipients is None:
-        recipients = _require_recipients(config.fleet)
+        recipients = _require_recipients(config.settings)
     path = secrets_file(config.root, community, hub_name)
     values = dict(_entry_values(config, community, hub_name))
     values[key] = age.encrypt(value, recipients)
@@ -161,7 +161,7 @@ def set_fleet_secret(
         raise UserError(f"fleet-level secret '{key}': the value is empty; nothing was written")
     config = _loaded(fleet_root)
     if recipients is None:
-        recipients = _require_recipients(config.fleet)
+        recipients = _require_recipients(config.settings)
     values = dict(config.fleet_secrets)
     values[key] = age.encrypt(value, recipients)
     path = fleet_secrets_file(config.root)
@@ -173,7 +173,7 @@ def fleet_secret_keys(fleet_root: Path | str) -> list[tuple[str, bool, list[str]
     """(key, is set, the fleet.yaml settings that reference it) for every fleet-level secret."""
     config = _loaded(fleet_root)
     used: dict[str, list[str]] = {}
-    for path, ref in secret_refs(config.fleet.monitoring, "monitoring"):
+    for path, ref in secret_refs(config.settings.monitoring, "monitoring"):
         used.setdefault(ref.secret, []).append(path)
     stored = config.fleet_secrets
     return [(key, key in stored, used.get(key, [])) for key in sorted(set(stored) | set(used))]
@@ -187,7 +187,7 @@ def reveal_fleet(fleet_root: Path | str, identity_path: Path | str | None = None
     return {key: _decrypt(identity, None, key, stored[key]) for key in sorted(stored)}  # type: ignore[arg-type]
 
 
-def _entry_values(config: LoadedFleet, community: str, hub_name: str) -> dict[str, str]:
+def _entry_values(config: SourcedFleetConfig, community: str, hub_name: str) -> dict[str, str]:
     entry = next(
         (e for e in config.secret_entries if e.hub_name == hub_name and e.directory == community), None
     )
@@ -220,7 +220,7 @@ def rekey(fleet_root: Path | str, identity: Path | str | None = None) -> list[tu
     or removed). Everything is decrypted first, so a key you cannot read changes no file.
     Returns (file, number of keys) for each file rewritten."""
     config = _loaded(fleet_root)
-    recipients = _require_recipients(config.fleet)
+    recipients = _require_recipients(config.settings)
     entries = [e for e in config.secret_entries if e.values]
     loaded = age.load_identity(identity) if entries or config.fleet_secrets else None
     plain = [
@@ -374,7 +374,7 @@ class SecretResolver:
 
     def __repr__(self) -> str:
         return (
-            f"SecretResolver(fleet={self._fleet.fleet.name!r}, identity={str(self.identity_path)!r}, "
+            f"SecretResolver(fleet={self._fleet.settings.name!r}, identity={str(self.identity_path)!r}, "
             f"decrypted={len(self._cache)})"
         )
 
