@@ -10,7 +10,6 @@ Both run in their own threads, so they answer while the code under test blocks o
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import threading
 import time
@@ -27,6 +26,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from hubfleet.ports import free_port
+
 
 class _Controller(Controller):
     def factory(self) -> Any:
@@ -34,12 +35,6 @@ class _Controller(Controller):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
             return super().factory()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,20 +14,18 @@ from typing import Any
 
 import psutil
 
+from hubfleet.ports import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "examples" / "demo-fleet"
 HUBFLEET = Path(sys.executable).parent / "hubfleet"
 
 
 def free_ports(count: int) -> list[int]:
-    socks, ports = [], []
+    """`count` different free loopback ports."""
+    ports: list[int] = []
     for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
+        ports.append(free_port(set(ports)))
     return ports
 
 

@@ -7,7 +7,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,17 +20,12 @@ import psutil
 import pytest
 
 from hubfleet.checks.synthetic import DEFAULT_USERNAME, REQUIRED_SCOPES, STEPS, check_hub, run_check
+from hubfleet.ports import free_port
 from hubfleet.store import open_store
 
 pytestmark = pytest.mark.integration
 
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

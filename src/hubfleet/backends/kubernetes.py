@@ -210,7 +210,9 @@ class KubernetesBackend(Backend):
                 f"hub {hub_name}: never deployed from {self.state_dir}; run `hubfleet deploy` first"
             )
         return HubEndpoint(
-            name=hub_name, url=f"https://{hub.domain}", token=tokens(self.state_dir, hub_name)["control"]
+            name=hub_name,
+            url=str(self.fleet.public_url(hub)),
+            token=tokens(self.state_dir, hub_name)["control"],
         )
 
     # ----------------------------------------------------------------- deploy operations

@@ -19,7 +19,7 @@ import psutil
 from hubfleet.backends.base import ApplyResult, Backend, HubEndpoint
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
-from hubfleet.daemon.client import request as control_request
+from hubfleet.ports import free_port
 from hubfleet.render.local import (
     CONTROL_TOKEN_ENV,
     OPERATOR_TOKEN_ENV,
@@ -28,6 +28,7 @@ from hubfleet.render.local import (
     render_jupyterhub_config,
     secret_env,
 )
+from hubfleet.runtime.control_client import request as control_request
 from hubfleet.secrets.store import SecretResolver
 from hubfleet.settings import UserError
 
@@ -67,10 +68,6 @@ def hub_dir(state_dir: Path, hub_name: str) -> Path:
     return state_dir / "hubs" / hub_name
 
 
-def hub_url(hub: Hub) -> str:
-    return f"http://127.0.0.1:{hub.port}"
-
-
 def _write_private(path: Path, data: dict[str, object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -95,15 +92,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def free_port(avoid: set[int]) -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in avoid:
-            return port
 
 
 def tokens(state_dir: Path, hub_name: str) -> dict[str, str]:
@@ -182,7 +170,7 @@ class LocalBackend(Backend):
             public = {h.port for h in self.fleet.hubs.values() if h.port}
             hub_port = free_port(public)
             data = {"hub_port": hub_port, "proxy_api_port": free_port(public | {hub_port})}
-        data["url"] = hub_url(hub)
+        data["url"] = self.fleet.public_url(hub)
         if data != stored:
             _write_private(path, data)
         return LocalRuntime(
@@ -236,7 +224,7 @@ class LocalBackend(Backend):
         }
         return PreparedHub(
             name=hub.name,
-            url=hub_url(hub),
+            url=str(self.fleet.public_url(hub)),
             port=hub.port,
             hub_dir=directory,
             config_path=directory / "jupyterhub_config.py",

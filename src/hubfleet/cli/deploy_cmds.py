@@ -120,8 +120,8 @@ def deploy(
     """Apply the plan: staging hubs first, then each prod hub whose staging hub passed its check;
     a hub whose deploy or check fails is rolled back to its last good configuration."""
     from hubfleet.backends import backends_for
-    from hubfleet.daemon.run import read_status
     from hubfleet.deploy.rollout import Deployer, HubOutcome, Rollout
+    from hubfleet.runtime.status_file import read_status
     from hubfleet.store import open_store
 
     config, state, result = _plan(resolve_fleet_dir(fleet), state_dir, changed_files, since, hub)

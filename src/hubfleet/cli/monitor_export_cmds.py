@@ -36,8 +36,8 @@ def export_monitoring(
     ] = None,
 ) -> None:
     """Write prometheus.yml, alert rules and a Grafana dashboard for the fleet (no secrets)."""
-    from hubfleet.daemon.run import read_status
     from hubfleet.monitor.export import export_monitoring as export
+    from hubfleet.runtime.status_file import read_status
 
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)

@@ -52,3 +52,10 @@ class FleetConfig:
 
     def local_hubs(self) -> list[Hub]:
         return [h for h in self.hubs.values() if self.clusters[h.cluster].kind == "local"]
+
+    def public_url(self, hub: Hub) -> str | None:
+        """The address users open (no trailing slash): http://127.0.0.1:PORT for a hub on a local cluster,
+        https://DOMAIN on kubernetes; None while the hub file names neither."""
+        if self.clusters[hub.cluster].kind == "local":
+            return f"http://127.0.0.1:{hub.port}" if hub.port else None
+        return f"https://{hub.domain}" if hub.domain else None

@@ -25,9 +25,10 @@ from sqlalchemy.sql.selectable import TextualSelect
 
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
-from hubfleet.daemon.processes import pid_alive
 from hubfleet.monitor.incidents import IncidentRecord, incident_record, probe_day_totals, uptime
 from hubfleet.monitor.usage import active_counts, active_series, auth_type
+from hubfleet.runtime.processes import pid_alive
+from hubfleet.runtime.status_file import read_status, status_path
 from hubfleet.store.api import Store
 from hubfleet.store.models import (
     Deployment,
@@ -116,12 +117,10 @@ class ConsoleSource:
 
     def hub_states(self) -> dict[str, dict[str, Any]]:
         """daemon.json's hubs, re-read only when the file changed; {} without a running daemon."""
-        from hubfleet.daemon.run import STATUS_FILE, read_status  # run.py imports the console app
-
         if self.state_dir is None:
             return {}
         try:
-            mtime = (self.state_dir / STATUS_FILE).stat().st_mtime_ns
+            mtime = status_path(self.state_dir).stat().st_mtime_ns
         except OSError:
             return {}
         if self._status is None or self._status[0] != mtime:
@@ -254,11 +253,9 @@ def _state_and_url(
     local = fleet.clusters[hub.cluster].kind == "local"
     if local:
         state = str(daemon.get("state") or "stopped") if daemon else "stopped"
-        default = f"http://127.0.0.1:{hub.port}"
     else:
         state = "unknown" if probe_ok is None else "up" if probe_ok else "down"
-        default = f"https://{hub.domain}"
-    url = (daemon or {}).get("url") or default
+    url = (daemon or {}).get("url") or fleet.public_url(hub)
     return state, str(url)
 
 

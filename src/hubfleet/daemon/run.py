@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import json
 import os
 import signal
 import subprocess
@@ -19,29 +18,20 @@ from hubfleet.config.fleet import FleetConfig
 from hubfleet.console.app import create_app
 from hubfleet.console.reload import FleetReloader
 from hubfleet.console.server import start_console
-from hubfleet.daemon.client import SOCKET_FILE
 from hubfleet.daemon.control import serve_control
-from hubfleet.daemon.processes import pid_alive, process_tree, terminate_tree, wait_gone
 from hubfleet.daemon.supervisor import Supervisor
 from hubfleet.monitor.anomaly import AnomalyMonitor
 from hubfleet.monitor.incidents import make_alerter
 from hubfleet.monitor.prober import run_in_daemon
 from hubfleet.monitor.usage import start_collector
+from hubfleet.runtime.control_client import SOCKET_FILE
+from hubfleet.runtime.processes import pid_alive, process_tree, terminate_tree, wait_gone
+from hubfleet.runtime.status_file import read_recorded_status, read_status, remove_status
 from hubfleet.settings import UserError
 from hubfleet.store.api import open_store
 
-STATUS_FILE = "daemon.json"
 LOCK_FILE = "daemon.lock"
 LOG_FILE = "daemon.log"
-
-
-def read_status(state_dir: Path) -> dict[str, Any] | None:
-    """The running daemon's status, or None when no daemon is running for this state dir."""
-    try:
-        data = json.loads((state_dir / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if pid_alive(data.get("pid")) else None
 
 
 @contextmanager
@@ -87,8 +77,11 @@ async def serve(
         await supervisor.start_all()
         monitor = AnomalyMonitor(store, fleet, alerter=make_alerter(fleet, store, supervisor.backend.secrets))
         tasks = [
-            start_collector(fleet, store, supervisor, state_dir, stop),  # first collection right away
-            asyncio.create_task(run_in_daemon(fleet, state_dir, store, supervisor), name="prober"),
+            start_collector(fleet, store, supervisor.running_hub_urls, state_dir, stop),  # right away
+            asyncio.create_task(
+                run_in_daemon(fleet, state_dir, store, supervisor.hub_urls, supervisor.backend.secrets),
+                name="prober",
+            ),
             asyncio.create_task(monitor.run(stop), name="anomalies"),
         ]
         if on_ready:
@@ -105,7 +98,7 @@ async def serve(
         (state_dir / SOCKET_FILE).unlink(missing_ok=True)
         await supervisor.stop_all()
         final = supervisor.snapshot()
-        (state_dir / STATUS_FILE).unlink(missing_ok=True)
+        remove_status(state_dir)
         store.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -127,7 +120,7 @@ def start_detached(fleet_dir: Path, state_dir: Path, timeout: float = 300) -> di
             "see `hubfleet status` or run `hubfleet down`"
         )
     state_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / STATUS_FILE).unlink(missing_ok=True)
+    remove_status(state_dir)
     log_path = state_dir / LOG_FILE
     with log_path.open("ab") as logf:
         proc = subprocess.Popen(
@@ -159,9 +152,8 @@ def start_detached(fleet_dir: Path, state_dir: Path, timeout: float = 300) -> di
 
 def stop_detached(state_dir: Path, timeout: float = 90) -> dict[str, Any] | None:
     """Stop a detached daemon: SIGTERM and wait; if it is stuck, kill it and whatever it left behind."""
-    try:
-        status = json.loads((state_dir / STATUS_FILE).read_text())
-    except (OSError, ValueError):
+    status = read_recorded_status(state_dir)
+    if status is None:
         return None
     pid = status.get("pid")
     if pid_alive(pid):
@@ -177,5 +169,5 @@ def stop_detached(state_dir: Path, timeout: float = 90) -> dict[str, Any] | None
             pids.append(hub["pid"])
         pids += owned_pids(hub_dir(state_dir, name))
     terminate_tree(process_tree(pids))
-    (state_dir / STATUS_FILE).unlink(missing_ok=True)
+    remove_status(state_dir)
     return status

@@ -10,7 +10,7 @@ import httpx
 
 from hubfleet.backends.local import hub_endpoint
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.daemon.run import read_status
+from hubfleet.runtime.status_file import read_status
 
 PAGINATED = {"Accept": "application/jupyterhub-pagination+json"}
 
@@ -48,8 +48,7 @@ async def collect_status(fleet: FleetConfig, state_dir: Path) -> dict[str, Any]:
                 "community": hub.community,
                 "stage": hub.stage,
                 "cluster": hub.cluster,
-                "url": entry.get("url")
-                or (f"http://127.0.0.1:{hub.port}" if hub.port else f"https://{hub.domain}"),
+                "url": entry.get("url") or fleet.public_url(hub),
                 "state": entry.get("state", "stopped") if cluster.kind == "local" else "not-managed-here",
                 "pid": entry.get("pid"),
                 "restarts": entry.get("restarts", 0),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -31,8 +30,9 @@ from hubfleet.backends.local import (
     port_is_free,
 )
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.daemon.processes import process_tree, terminate_tree
 from hubfleet.deploy.state import record
+from hubfleet.runtime.processes import process_tree, terminate_tree
+from hubfleet.runtime.status_file import write_status
 from hubfleet.store.api import Store
 
 log = logging.getLogger("hubfleet.supervisor")
@@ -120,7 +120,6 @@ class Supervisor:
         for name in names:
             hub = fleet.hubs[name]
             self._track(name, hub.community, hub.stage)
-        self.status_path = state_dir / "daemon.json"
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._helpers: dict[str, list[psutil.Process]] = {}
@@ -146,6 +145,14 @@ class Supervisor:
             ),
         )
 
+    def hub_urls(self) -> dict[str, str]:
+        """Hub name -> URL of every supervised hub that has one (what the prober probes)."""
+        return {name: state.url for name, state in list(self.hubs.items()) if state.url}
+
+    def running_hub_urls(self) -> dict[str, str]:
+        """Hub name -> URL (maybe empty) of the hubs running now (what the usage collector asks)."""
+        return {name: state.url for name, state in list(self.hubs.items()) if state.state == "running"}
+
     # ------------------------------------------------------------------ status file
 
     def snapshot(self) -> dict[str, Any]:
@@ -160,9 +167,7 @@ class Supervisor:
         }
 
     def write_status(self) -> None:
-        tmp = self.status_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.snapshot(), indent=2))
-        os.replace(tmp, self.status_path)
+        write_status(self.state_dir, self.snapshot())
 
     def _set(self, name: str, **changes: Any) -> None:
         for key, value in changes.items():

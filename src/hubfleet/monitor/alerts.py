@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import SecretStr
 
-from hubfleet.config.models import EmailChannel, KubernetesCluster, SecretRef, WebhookChannel
+from hubfleet.config.models import EmailChannel, SecretRef, WebhookChannel
 from hubfleet.store.models import AlertDelivery
 
 if TYPE_CHECKING:
@@ -107,13 +107,10 @@ def _what(incident: IncidentLike) -> str:
 
 
 def hub_url(fleet: FleetConfig, hub_name: str) -> str | None:
-    """http://127.0.0.1:PORT for local hubs, https://DOMAIN on kubernetes, None for an unknown hub."""
+    """The hub's public URL with a trailing slash (a link people click), None for an unknown hub."""
     hub = fleet.hubs.get(hub_name)
-    if hub is None:
-        return None
-    if isinstance(fleet.clusters.get(hub.cluster), KubernetesCluster):
-        return f"https://{hub.domain}/" if hub.domain else None
-    return f"http://127.0.0.1:{hub.port}/" if hub.port else None
+    url = fleet.public_url(hub) if hub is not None else None
+    return f"{url}/" if url else None
 
 
 def format_message(

@@ -37,9 +37,8 @@ def token_file(hub: str) -> str:
 
 def hub_scrape_target(fleet: FleetConfig, hub: Hub) -> tuple[str, str]:
     """(scheme, host:port) of the hub's proxy: 127.0.0.1:PORT for local hubs, DOMAIN (https) otherwise."""
-    if fleet.clusters[hub.cluster].kind == "local":
-        return "http", f"127.0.0.1:{hub.port}"
-    return "https", f"{hub.domain}"
+    scheme, _, host = str(fleet.public_url(hub)).partition("://")
+    return scheme, host
 
 
 def _duration(seconds: float) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -28,6 +28,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.monitor.incidents import IncidentTracker, make_alerter, prune_samples, record_samples
 from hubfleet.store.api import Store
+
+if TYPE_CHECKING:
+    from hubfleet.secrets.store import SecretResolver
 
 log = logging.getLogger("hubfleet.prober")
 
@@ -195,16 +198,13 @@ def hub_targets(fleet: FleetConfig, store: Store | None = None) -> dict[str, str
 
     Kubernetes hubs are probed once deployed (per the store) so that a hub not yet applied raises no alarm.
     """
-    from hubfleet.backends.local import hub_url
-
     deployed = set(store.deployed()) if store is not None else None
     targets: dict[str, str] = {}
     for name, hub in sorted(fleet.hubs.items()):
-        kind = fleet.clusters[hub.cluster].kind
-        if kind == "local" and hub.port:
-            targets[name] = hub_url(hub)
-        elif kind != "local" and hub.domain and (deployed is None or name in deployed):
-            targets[name] = f"https://{hub.domain}"
+        url = fleet.public_url(hub)
+        local = fleet.clusters[hub.cluster].kind == "local"
+        if url and (local or deployed is None or name in deployed):
+            targets[name] = url
     return targets
 
 
@@ -375,18 +375,24 @@ def probe_interval(fleet: FleetConfig) -> float:
     return ProbeSettings().probe_interval or fleet.settings.monitoring.probe_interval
 
 
-async def run_in_daemon(fleet: FleetConfig, state_dir: Path, store: Store, supervisor: Any) -> None:
-    """The daemon's prober task: the supervisor's local hubs plus deployed kubernetes hubs, alerts through
-    the fleet's channels. Never raises (except cancellation): the daemon must outlive any monitoring bug."""
+async def run_in_daemon(
+    fleet: FleetConfig,
+    state_dir: Path,
+    store: Store,
+    local_urls: Callable[[], dict[str, str]],
+    resolver: SecretResolver | None,
+) -> None:
+    """The daemon's prober task: the supervised local hubs (`local_urls`: name -> URL) plus deployed
+    kubernetes hubs, alerts through the fleet's channels (secrets from `resolver`). Never raises (except
+    cancellation): the daemon must outlive any monitoring bug."""
     try:
 
         def targets() -> dict[str, str]:
             remote = hub_targets(fleet, store).items()
             found = {n: u for n, u in remote if fleet.clusters[fleet.hubs[n].cluster].kind != "local"}
-            found.update({name: state.url for name, state in supervisor.hubs.items() if state.url})
+            found.update(local_urls())
             return found
 
-        resolver = getattr(getattr(supervisor, "backend", None), "secrets", None)
         prober = Prober(
             fleet, state_dir, store, targets=targets, alerter=make_alerter(fleet, store, resolver)
         )

@@ -453,31 +453,36 @@ def prune_hub_samples(
     return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def supervised_targets(supervisor: Any, state_dir: Path) -> Callable[[], list[HubTarget]]:
-    """Targets for the daemon: the supervisor's hubs that are running now, with their control token."""
+def supervised_targets(
+    running_urls: Callable[[], dict[str, str]], state_dir: Path
+) -> Callable[[], list[HubTarget]]:
+    """Targets for the daemon: the local hubs running now (`running_urls`: name -> URL, possibly empty
+    while a hub starts), each with its control token."""
     from hubfleet.backends.local import hub_endpoint
 
     def targets() -> list[HubTarget]:
         found = []
-        for name, state in list(supervisor.hubs.items()):
-            if state.state != "running":
-                continue
+        for name, url in running_urls().items():
             try:
                 endpoint = hub_endpoint(state_dir, name)
             except Exception as exc:  # noqa: BLE001 - a hub without tokens yet is skipped this round
                 log.warning("usage: no endpoint for %s: %s", name, exc)
                 continue
-            found.append(HubTarget(name=name, url=state.url or endpoint.url, token=endpoint.token))
+            found.append(HubTarget(name=name, url=url or endpoint.url, token=endpoint.token))
         return found
 
     return targets
 
 
 def start_collector(
-    fleet: FleetConfig, store: Store, supervisor: Any, state_dir: Path, stop: asyncio.Event
+    fleet: FleetConfig,
+    store: Store,
+    running_urls: Callable[[], dict[str, str]],
+    state_dir: Path,
+    stop: asyncio.Event,
 ) -> asyncio.Task[None]:
     """The daemon's usage task: first collection right away, then every collect_interval."""
-    collector = UsageCollector(fleet, store, supervised_targets(supervisor, state_dir))
+    collector = UsageCollector(fleet, store, supervised_targets(running_urls, state_dir))
     return asyncio.create_task(collector.run(stop), name="usage")
 
 

@@ -21,7 +21,6 @@ from hubfleet.config.models import (
     DummyAuth,
     GitHubAuth,
     Hub,
-    KubernetesCluster,
     NativeAuth,
     OAuthBase,
     OIDCAuth,
@@ -101,11 +100,8 @@ def effective_admins(fleet: FleetConfig, hub: Hub) -> list[str]:
 
 
 def hub_url(fleet: FleetConfig, hub: Hub) -> str:
-    """The URL users open: http://127.0.0.1:PORT on local clusters, https://DOMAIN on kubernetes."""
-    cluster = fleet.clusters.get(hub.cluster)
-    if isinstance(cluster, KubernetesCluster):
-        return f"https://{hub.domain or hub.name + '.invalid'}"
-    return f"http://127.0.0.1:{hub.port}"
+    """The URL users open (FleetConfig.public_url); a placeholder that cannot resolve while it has none."""
+    return fleet.public_url(hub) or f"https://{hub.name}.invalid"
 
 
 def oauth_callback_url(fleet: FleetConfig, hub: Hub) -> str:
