@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from hubfleet.cli.app import app
 from hubfleet.cli.common import FleetOption, friendly_errors
-from hubfleet.cli.main import app
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.loader import validate_fleet
 from hubfleet.settings import Settings, resolve_fleet_dir

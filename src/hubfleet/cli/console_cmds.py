@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from hubfleet.cli.app import app
 from hubfleet.cli.common import (
     FleetOption,
     JsonOption,
@@ -20,7 +21,6 @@ from hubfleet.cli.common import (
     friendly_errors,
     load_or_explain,
 )
-from hubfleet.cli.main import app
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
 

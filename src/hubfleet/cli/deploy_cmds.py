@@ -12,6 +12,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from hubfleet.cli.app import app
 from hubfleet.cli.common import (
     FleetOption,
     JsonOption,
@@ -22,7 +23,6 @@ from hubfleet.cli.common import (
     load_or_explain,
     require_hub,
 )
-from hubfleet.cli.main import app
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
 
 ChangedFilesOption = Annotated[

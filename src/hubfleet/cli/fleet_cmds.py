@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from hubfleet.cli.app import app
 from hubfleet.cli.common import (
     FleetOption,
     JsonOption,
@@ -19,7 +20,6 @@ from hubfleet.cli.common import (
     load_or_explain,
     require_hub,
 )
-from hubfleet.cli.main import app
 from hubfleet.secrets.store import SecretResolver
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
 
@@ -67,7 +67,8 @@ def up(
     ] = False,
 ) -> None:
     """Validate the fleet, start every local hub, and supervise them (Ctrl-C stops everything)."""
-    from hubfleet.daemon.run import run_foreground, start_detached
+    from hubfleet.daemon.detached import start_detached
+    from hubfleet.up import run_foreground
 
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
@@ -110,7 +111,7 @@ def up(
 @friendly_errors
 def down(fleet: FleetOption = None, state_dir: StateDirOption = None) -> None:
     """Stop a fleet started with `hubfleet up --detach`: hubs, proxies, user servers and kernels."""
-    from hubfleet.daemon.run import stop_detached
+    from hubfleet.daemon.detached import stop_detached
 
     fleet_dir = resolve_fleet_dir(fleet)
     state = resolve_state_dir(fleet_dir, state_dir)

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import typer
 
+from hubfleet.cli.app import app
 from hubfleet.cli.common import (
     FleetOption,
     StateDirOption,
@@ -16,7 +17,6 @@ from hubfleet.cli.common import (
     friendly_errors,
     load_or_explain,
 )
-from hubfleet.cli.main import app
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
 
 

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from hubfleet.cli.app import app
 from hubfleet.cli.common import FleetOption, StateDirOption, friendly_errors, load_or_explain, require_hub
-from hubfleet.cli.main import app
 from hubfleet.settings import resolve_fleet_dir, resolve_state_dir
 
 

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
+from hubfleet.cli.app import app
 from hubfleet.cli.common import FleetOption, friendly_errors
-from hubfleet.cli.main import app
 from hubfleet.settings import UserError, resolve_fleet_dir
 
 secrets_app = typer.Typer(

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from hubfleet.cli.app import app
 from hubfleet.cli.common import (
     FleetOption,
     JsonOption,
@@ -20,7 +21,6 @@ from hubfleet.cli.common import (
     load_or_explain,
     require_hub,
 )
-from hubfleet.cli.main import app
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
 
 DEFAULT_DAYS = 7

@@ -1,0 +1,111 @@
+"""What `hubfleet up` runs: supervisor, control socket, monitors and console, on one event loop.
+
+This module sits above the daemon, the monitors and the console because it is the one place that joins them:
+the daemon's package knows nothing of the console it serves, and each monitor is given only what it needs.
+`python -m hubfleet.up` is the detached daemon that `hubfleet up --detach` starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hubfleet.config.fleet import FleetConfig
+from hubfleet.config.loader import load_fleet
+from hubfleet.console.app import create_app
+from hubfleet.console.reload import FleetReloader
+from hubfleet.console.server import start_console
+from hubfleet.daemon.control import serve_control
+from hubfleet.daemon.detached import daemon_lock
+from hubfleet.daemon.supervisor import Supervisor
+from hubfleet.monitor.anomaly import AnomalyMonitor
+from hubfleet.monitor.incidents import make_alerter
+from hubfleet.monitor.prober import run_in_daemon
+from hubfleet.monitor.usage import start_collector
+from hubfleet.runtime.control_client import SOCKET_FILE
+from hubfleet.runtime.status_file import remove_status
+from hubfleet.settings import UserError
+from hubfleet.store.api import open_store
+
+
+async def serve(
+    fleet: FleetConfig,
+    state_dir: Path,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> dict[str, Any]:
+    """Start every local hub, call on_ready, supervise until `stop` is set (or SIGINT/SIGTERM), stop all."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    store = open_store(state_dir)
+    supervisor = Supervisor(fleet, state_dir, store)
+    secrets = supervisor.backend.secrets
+    # The HTTP app (/metrics and the web console) listens before any hub starts, so daemon.json names it.
+    app = create_app(store, FleetReloader(fleet), state_dir=state_dir, secrets=secrets)
+    http = await start_console(app, port=fleet.settings.monitoring.metrics_port)
+    supervisor.extra_status["console"] = http.url
+    control = await serve_control(supervisor, state_dir / SOCKET_FILE)
+    tasks: list[asyncio.Task[Any]] = []  # monitoring: usage collector, uptime prober, anomaly rules
+    monitor: AnomalyMonitor | None = None
+    try:
+        await supervisor.start_all()
+        monitor = AnomalyMonitor(store, fleet, alerter=make_alerter(fleet, store, secrets))
+        tasks = [
+            start_collector(fleet, store, supervisor.running_hub_urls, state_dir, stop),  # right away
+            asyncio.create_task(
+                run_in_daemon(fleet, state_dir, store, supervisor.hub_urls, secrets), name="prober"
+            ),
+            asyncio.create_task(monitor.run(stop), name="anomalies"),
+        ]
+        if on_ready:
+            on_ready(supervisor.snapshot())
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if monitor is not None:
+            await monitor.drain(timeout=5)
+        await http.stop()
+        control.close()
+        (state_dir / SOCKET_FILE).unlink(missing_ok=True)
+        await supervisor.stop_all()
+        final = supervisor.snapshot()
+        remove_status(state_dir)
+        store.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return final
+
+
+def run_foreground(
+    fleet: FleetConfig, state_dir: Path, on_ready: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    with daemon_lock(state_dir):
+        return asyncio.run(serve(fleet, state_dir, on_ready))
+
+
+def main() -> None:
+    """Entry point of the detached daemon started by `hubfleet up --detach`."""
+    parser = argparse.ArgumentParser(prog="python -m hubfleet.up")
+    parser.add_argument("--fleet", type=Path, required=True)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run_foreground(load_fleet(args.fleet), args.state_dir)
+    except UserError as exc:  # e.g. the metrics port is taken: one line in daemon.log, not a traceback
+        logging.getLogger("hubfleet.daemon").error("%s", exc)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
