@@ -25,6 +25,8 @@ demo: setup
 test: setup
 	bash scripts/install-debian-deps.sh
 	$(VENV)/bin/ruff check src tests benchmarks
+	# the layers of src/hubfleet ([tool.importlinter] in pyproject.toml): names any import against them
+	$(VENV)/bin/lint-imports
 	# three workers, one test file each: the integration tests mostly wait on hubs, so 2 cores keep up
 	$(VENV)/bin/pytest -q -n 3 --dist loadfile
 

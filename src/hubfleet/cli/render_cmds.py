@@ -48,7 +48,7 @@ def export(
 ) -> None:
     """Write a standalone bundle of HUB that runs without hubfleet (config, README with the exact
     commands; secrets named as placeholders, never copied)."""
-    from hubfleet.render.export import export_hub
+    from hubfleet.deploy.export import export_hub
 
     config = load_or_explain(resolve_fleet_dir(fleet))
     require_hub(config, hub)

@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 
 from hubfleet import __version__
+from hubfleet.backends.kubernetes import helm_upgrade_command, rollout_commands
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import OAUTH_TYPES, Hub, KubernetesCluster
 from hubfleet.render.common import AUTH_PACKAGES, auth_secrets, oauth_callback_url
@@ -84,8 +85,6 @@ def export_hub(fleet: FleetConfig, hub: Hub, out: Path, *, force: bool = False) 
 def _kubernetes_bundle(
     fleet: FleetConfig, hub: Hub, cluster: KubernetesCluster
 ) -> tuple[dict[str, str], dict[str, str]]:
-    from hubfleet.backends.kubernetes import helm_upgrade_command, rollout_commands
-
     helm = shlex.join(helm_upgrade_command(hub, cluster, "values.yaml", "secret-values.yaml", context=None))
     rollouts = "\n".join(shlex.join(argv) for argv in rollout_commands(hub, cluster, context=None))
     secrets = _secret_names(hub)
