@@ -17,7 +17,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
 
 from hubfleet.config.models import Hub
 from hubfleet.console import accounts, data
@@ -29,291 +28,26 @@ from hubfleet.console.access import (
     visible_communities,
     visible_hubs,
 )
+from hubfleet.console.api_models import (
+    ChartOut,
+    CheckList,
+    CheckRun,
+    CommunityDetail,
+    CommunityList,
+    DeploymentList,
+    HubDetail,
+    HubList,
+    IncidentList,
+    PrincipalOut,
+    TokenCreated,
+    TokenList,
+    TokenRequest,
+    errors,
+)
 from hubfleet.console.web import ConsoleState, api_principal, console_state
 
-MAX_DAYS = 400
 MAX_LIMIT = 1000
-MAX_TOKEN_DAYS = 3650
 CHECK_TIMEOUT = 120.0
-
-# --------------------------------------------------------------------------- response models
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class Problem(Model):
-    """Any error: what went wrong, in one sentence."""
-
-    detail: str
-
-
-class ValidationProblem(Model):
-    """Bad query, path or body values (422): every problem as `field: message`."""
-
-    detail: str
-    errors: list[str]
-
-
-ERROR_TEXT = {
-    400: (Problem, "The body is not JSON."),
-    401: (Problem, "No valid API token or session cookie."),
-    403: (Problem, "Not allowed: operators only, or a session caller without the X-CSRF-Token header."),
-    404: (Problem, "No such hub, community, chart or token (or none the caller may see: the same answer)."),
-    409: (Problem, "The hub cannot be checked now: on a kubernetes cluster, not running, or being checked."),
-    422: (ValidationProblem, "Invalid parameters."),
-}
-
-
-def _errors(*codes: int, csv: bool = False) -> dict[int | str, dict[str, Any]]:
-    """The `responses` of an endpoint: its possible errors (and its CSV body)."""
-    documented: dict[int | str, dict[str, Any]] = {
-        code: {"model": ERROR_TEXT[code][0], "description": ERROR_TEXT[code][1]} for code in codes
-    }
-    if csv:
-        documented[200] = {
-            "content": {"text/csv": {"schema": {"type": "string"}}},
-            "description": "The chart's table as CSV (RFC 4180): a header row, then one row per x value.",
-        }
-    return documented
-
-
-class PrincipalOut(Model):
-    username: str
-    role: Literal["operator", "community-leader"]
-    communities: list[str] = Field(description="The communities of a community leader (empty for operators).")
-    display_name: str
-    via: Literal["session", "token"] = Field(description="How the caller authenticated.")
-
-
-class LastDeploy(Model):
-    at: datetime | None
-    result: str
-    actor: str
-    message: str
-
-
-class HubRow(Model):
-    """One hub as the overview table shows it."""
-
-    name: str
-    display_name: str
-    community: str
-    cluster: str
-    cluster_kind: Literal["local", "kubernetes"]
-    stage: Literal["staging", "prod"]
-    url: str
-    state: str = Field(
-        description="Local hubs: the daemon's state (running, starting, restarting, failed, stopped); "
-        "kubernetes hubs: up, down or unknown from the newest probe."
-    )
-    version: str | None = Field(description="JupyterHub version the newest probe saw.")
-    uptime_30d: float | None = Field(description="Percent of successful probes over 30 days (null: none).")
-    running_servers: int | None = Field(description="From the newest hub sample (null: none yet).")
-    dau: int = Field(description="Distinct active users today (UTC).")
-    wau: int = Field(description="Distinct active users over 7 days.")
-    mau: int = Field(description="Distinct active users over 30 days.")
-    open_incidents: int
-    last_deploy: LastDeploy | None
-    last_probe_at: datetime | None
-    last_probe_ok: bool | None
-
-
-class Totals(Model):
-    hubs: int
-    running: int = Field(description="Hubs running (local) or up (kubernetes).")
-    running_servers: int
-    open_incidents: int
-    by_state: dict[str, int]
-
-
-class HubList(Model):
-    hubs: list[HubRow]
-    totals: Totals = Field(description="Over the listed hubs.")
-
-
-class Active(Model):
-    dau: int
-    wau: int
-    mau: int
-
-
-class ContactOut(Model):
-    name: str
-    email: str
-    role: str
-
-
-class IncidentOut(Model):
-    id: int
-    hub: str
-    community: str | None = Field(description="Null for a hub no longer in the fleet.")
-    kind: str
-    rule: str | None
-    started_at: datetime
-    resolved_at: datetime | None
-    open: bool
-    duration_seconds: float
-    cause: str
-
-
-class IncidentList(Model):
-    incidents: list[IncidentOut]
-
-
-class DeploymentOut(Model):
-    id: int
-    hub: str
-    community: str | None
-    stage: str | None
-    config_hash: str
-    started_at: datetime
-    finished_at: datetime | None
-    result: str
-    actor: str
-    message: str
-
-
-class DeploymentList(Model):
-    deployments: list[DeploymentOut]
-
-
-class StepOut(Model):
-    name: str
-    ok: bool
-    seconds: float = 0.0
-    detail: str = ""
-
-
-class CheckOut(Model):
-    id: int
-    hub: str
-    at: datetime
-    ok: bool
-    failed_step: str | None
-    total_seconds: float
-    steps: list[StepOut]
-
-
-class CheckList(Model):
-    checks: list[CheckOut]
-
-
-class CheckRun(Model):
-    """The result of a synthetic check run now (also recorded in the store)."""
-
-    hub: str
-    at: datetime
-    ok: bool
-    failed_step: str | None
-    error: str | None = Field(description="The failing step and why; null when the check passed.")
-    total_seconds: float
-    steps: list[StepOut]
-
-
-class HubDeploy(Model):
-    id: int
-    started_at: datetime
-    finished_at: datetime | None
-    result: str
-    actor: str
-    message: str
-    stage: str | None
-    config_hash: str
-
-
-class HubCheck(Model):
-    id: int
-    at: datetime
-    ok: bool
-    failed_step: str | None
-    total_seconds: float
-    steps: list[StepOut]
-
-
-class HubRestart(Model):
-    at: datetime
-    reason: str
-    exit_code: int | None
-    attempt: int
-
-
-class Uptime(Model):
-    """Percent of successful probes per window (null: no probe in it)."""
-
-    h24: float | None = Field(alias="24h")
-    d7: float | None = Field(alias="7d")
-    d30: float | None = Field(alias="30d")
-
-
-class HubDetail(HubRow):
-    uptime: Uptime
-    deploys: list[HubDeploy] = Field(description="The newest 20.")
-    checks: list[HubCheck] = Field(description="The newest 20.")
-    incidents: list[IncidentOut] = Field(description="The newest 50.")
-    restarts: list[HubRestart] = Field(description="The newest 20.")
-    auth_type: str
-    contacts: list[ContactOut] = Field(description="The community's contacts.")
-
-
-class CommunitySummary(Model):
-    name: str
-    display_name: str
-    hubs: list[str]
-
-
-class CommunityList(Model):
-    communities: list[CommunitySummary]
-
-
-class CommunityDetail(Model):
-    name: str
-    display_name: str
-    contacts: list[ContactOut]
-    hubs: list[HubRow]
-    active: Active = Field(description="Distinct people over the community's hubs (one person counts once).")
-    incidents: list[IncidentOut] = Field(description="The newest 50.")
-
-
-class ChartOut(Model):
-    name: str
-    title: str
-    y_title: str
-    columns: list[str] = Field(
-        description="Column names; the first is the x axis: `day` (ISO date) or `at` (ISO date-time)."
-    )
-    rows: list[list[str | int | float | None]] = Field(description="One list per x value; null is a gap.")
-
-
-class TokenOut(Model):
-    id: int
-    username: str
-    name: str
-    prefix: str = Field(description="The first characters of the token, to recognise it.")
-    created_at: datetime
-    expires_at: datetime | None
-    last_used_at: datetime | None
-    revoked_at: datetime | None
-    active: bool
-
-
-class TokenList(Model):
-    tokens: list[TokenOut]
-
-
-class TokenCreated(TokenOut):
-    token: str = Field(description="The token itself: shown only in this response.")
-
-
-class TokenRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(default="", max_length=200, description="What the token is for.")
-    expires_days: int | None = Field(
-        default=None, ge=1, le=MAX_TOKEN_DAYS, description="Days until it expires (null: never)."
-    )
-
 
 # --------------------------------------------------------------------------- plumbing
 
@@ -337,7 +71,7 @@ State = Annotated[ConsoleState, Depends(_state)]
 HubName = Annotated[str, Path(description="A hub's name.", max_length=200)]
 CommunityName = Annotated[str, Path(description="A community's name.", max_length=200)]
 ChartName = Annotated[str, Path(description=f"One of: {', '.join(data.CHARTS)}.", max_length=200)]
-Days = Annotated[int, Query(ge=1, le=MAX_DAYS, description="How many days back the chart goes.")]
+Days = Annotated[int, Query(ge=1, le=data.MAX_DAYS, description="How many days back the chart goes.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="At most this many rows, newest first.")]
 OptionalName = Annotated[str | None, Query(max_length=200)]
 
@@ -388,7 +122,7 @@ def _visible_records(
 # --------------------------------------------------------------------------- who am I
 
 
-@router.get("/me", response_model=PrincipalOut, responses=_errors(401), summary="The caller")
+@router.get("/me", response_model=PrincipalOut, responses=errors(401), summary="The caller")
 def me(principal: Caller) -> dict[str, object]:
     return principal.to_dict()
 
@@ -399,7 +133,7 @@ def me(principal: Caller) -> dict[str, object]:
 @router.get(
     "/hubs",
     response_model=HubList,
-    responses=_errors(401, 404, 422),
+    responses=errors(401, 404, 422),
     summary="Hubs the caller may see, with totals",
 )
 def list_hubs(
@@ -423,7 +157,7 @@ def list_hubs(
 
 
 @router.get(
-    "/hubs/{hub}", response_model=HubDetail, responses=_errors(401, 404, 422), summary="One hub in detail"
+    "/hubs/{hub}", response_model=HubDetail, responses=errors(401, 404, 422), summary="One hub in detail"
 )
 def get_hub(hub: HubName, principal: Caller, state: State) -> dict[str, Any]:
     return data.hub_detail(state.source, hub_or_404(state.fleet, principal, hub).name)
@@ -432,7 +166,7 @@ def get_hub(hub: HubName, principal: Caller, state: State) -> dict[str, Any]:
 @router.get(
     "/hubs/{hub}/charts/{chart}.csv",
     response_class=Response,
-    responses=_errors(401, 404, 422, csv=True),
+    responses=errors(401, 404, 422, csv=True),
     summary="A chart of one hub, as CSV",
 )
 def hub_chart_csv(
@@ -445,7 +179,7 @@ def hub_chart_csv(
 @router.get(
     "/hubs/{hub}/charts/{chart}",
     response_model=ChartOut,
-    responses=_errors(401, 404, 422),
+    responses=errors(401, 404, 422),
     summary="A chart of one hub",
 )
 def hub_chart(
@@ -458,7 +192,7 @@ def hub_chart(
 @router.post(
     "/hubs/{hub}/checks",
     response_model=CheckRun,
-    responses=_errors(401, 403, 404, 409, 422),
+    responses=errors(401, 403, 404, 409, 422),
     summary="Run the synthetic user check now",
 )
 async def run_hub_check(
@@ -518,7 +252,7 @@ def _check_target(state: ConsoleState, hub: Hub) -> tuple[str, str]:
 @router.get(
     "/communities",
     response_model=CommunityList,
-    responses=_errors(401),
+    responses=errors(401),
     summary="Communities the caller may see",
 )
 def list_communities(principal: Caller, state: State) -> dict[str, Any]:
@@ -539,7 +273,7 @@ def list_communities(principal: Caller, state: State) -> dict[str, Any]:
 @router.get(
     "/communities/{name}",
     response_model=CommunityDetail,
-    responses=_errors(401, 404, 422),
+    responses=errors(401, 404, 422),
     summary="One community in detail",
 )
 def get_community(name: CommunityName, principal: Caller, state: State) -> dict[str, Any]:
@@ -549,7 +283,7 @@ def get_community(name: CommunityName, principal: Caller, state: State) -> dict[
 @router.get(
     "/communities/{name}/charts/{chart}.csv",
     response_class=Response,
-    responses=_errors(401, 404, 422, csv=True),
+    responses=errors(401, 404, 422, csv=True),
     summary="A chart over one community's hubs, as CSV",
 )
 def community_chart_csv(
@@ -562,7 +296,7 @@ def community_chart_csv(
 @router.get(
     "/communities/{name}/charts/{chart}",
     response_model=ChartOut,
-    responses=_errors(401, 404, 422),
+    responses=errors(401, 404, 422),
     summary="A chart over one community",
 )
 def community_chart(
@@ -578,7 +312,7 @@ def community_chart(
 @router.get(
     "/fleet/charts/{chart}.csv",
     response_class=Response,
-    responses=_errors(401, 404, 422, csv=True),
+    responses=errors(401, 404, 422, csv=True),
     summary="A chart over every hub the caller may see, as CSV",
 )
 def fleet_chart_csv(chart: ChartName, principal: Caller, state: State, days: Days = 30) -> Response:
@@ -588,7 +322,7 @@ def fleet_chart_csv(chart: ChartName, principal: Caller, state: State, days: Day
 @router.get(
     "/fleet/charts/{chart}",
     response_model=ChartOut,
-    responses=_errors(401, 404, 422),
+    responses=errors(401, 404, 422),
     summary="A chart over every hub the caller may see",
 )
 def fleet_chart(chart: ChartName, principal: Caller, state: State, days: Days = 30) -> dict[str, Any]:
@@ -601,7 +335,7 @@ def fleet_chart(chart: ChartName, principal: Caller, state: State, days: Days = 
 @router.get(
     "/incidents",
     response_model=IncidentList,
-    responses=_errors(401, 404, 422),
+    responses=errors(401, 404, 422),
     summary="Incidents of the hubs the caller may see",
 )
 def list_incidents(
@@ -613,7 +347,7 @@ def list_incidents(
     incident_state: Annotated[Literal["open", "resolved"] | None, Query(alias="state")] = None,
     since_days: Annotated[
         int | None,
-        Query(ge=1, le=MAX_DAYS, description="Only incidents open at some time in this many last days."),
+        Query(ge=1, le=data.MAX_DAYS, description="Only incidents open at some time in this many last days."),
     ] = None,
     limit: Limit = 200,
 ) -> dict[str, Any]:
@@ -631,7 +365,7 @@ def list_incidents(
 @router.get(
     "/deployments",
     response_model=DeploymentList,
-    responses=_errors(401, 404, 422),
+    responses=errors(401, 404, 422),
     summary="Deployments of the hubs the caller may see",
 )
 def list_deployments(
@@ -645,7 +379,7 @@ def list_deployments(
 @router.get(
     "/checks",
     response_model=CheckList,
-    responses=_errors(401, 404, 422),
+    responses=errors(401, 404, 422),
     summary="Synthetic check results of the hubs the caller may see",
 )
 def list_checks(
@@ -658,7 +392,7 @@ def list_checks(
 # --------------------------------------------------------------------------- API tokens
 
 
-@router.get("/tokens", response_model=TokenList, responses=_errors(401), summary="The caller's API tokens")
+@router.get("/tokens", response_model=TokenList, responses=errors(401), summary="The caller's API tokens")
 def list_tokens(principal: Caller, state: State) -> dict[str, Any]:
     return {"tokens": [t.to_dict() for t in accounts.list_tokens(state.store, principal.username)]}
 
@@ -667,7 +401,7 @@ def list_tokens(principal: Caller, state: State) -> dict[str, Any]:
     "/tokens",
     response_model=TokenCreated,
     status_code=201,
-    responses=_errors(400, 401, 403, 422),
+    responses=errors(400, 401, 403, 422),
     summary="Create an API token for the caller",
 )
 def create_token(body: TokenRequest, principal: Caller, state: State) -> dict[str, Any]:
@@ -680,7 +414,7 @@ def create_token(body: TokenRequest, principal: Caller, state: State) -> dict[st
     "/tokens/{token_id}",
     status_code=204,
     response_class=Response,
-    responses=_errors(401, 403, 404, 422),
+    responses=errors(401, 403, 404, 422),
     summary="Revoke one of the caller's tokens",
 )
 def revoke_token(

@@ -10,6 +10,7 @@ Every time is timezone-aware UTC; dates and times leave as ISO strings.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 from collections.abc import Callable, Sequence
@@ -367,6 +368,18 @@ def incidents(
 
 # --------------------------------------------------------------------------- community and hub pages
 
+HUB_DEPLOY_OMITS = ("hub", "community", "rendered", "settings")
+"""What a hub's page leaves out of its deployments: its own name and community, the long configuration."""
+HUB_CHECK_OMITS = ("hub",)
+HUB_RESTART_OMITS = ("id", "hub")
+
+
+def record_dict(record: Any, omit: Sequence[str] = ()) -> dict[str, Any]:
+    """A store record's fields less `omit`, JSON-safe (datetimes as ISO strings)."""
+    names = [field.name for field in dataclasses.fields(record) if field.name not in omit]
+    values = {name: getattr(record, name) for name in names}
+    return {name: _iso(v) if isinstance(v, datetime) else v for name, v in values.items()}
+
 
 def _contacts(fleet: FleetConfig, community: str) -> list[dict[str, str]]:
     found = fleet.communities.get(community)
@@ -399,34 +412,9 @@ def hub_detail(source: ConsoleSource, hub: str, now: datetime | None = None) -> 
     fleet = source.fleet
     found = fleet.hubs[hub]
     store = source.store
-    deploys = [
-        {
-            "id": d.id,
-            "started_at": d.started_at.isoformat(),
-            "finished_at": _iso(d.finished_at),
-            "result": d.result,
-            "actor": d.actor,
-            "message": d.message,
-            "stage": d.stage,
-            "config_hash": d.config_hash,
-        }
-        for d in store.deployments(hub, limit=20)
-    ]
-    checks = [
-        {
-            "id": c.id,
-            "at": c.at.isoformat(),
-            "ok": c.ok,
-            "failed_step": c.failed_step,
-            "total_seconds": c.total_seconds,
-            "steps": c.steps,
-        }
-        for c in store.checks(hub, limit=20)
-    ]
-    restarts = [
-        {"at": r.at.isoformat(), "reason": r.reason, "exit_code": r.exit_code, "attempt": r.attempt}
-        for r in store.restarts(hub, limit=20)
-    ]
+    deploys = [record_dict(d, HUB_DEPLOY_OMITS) for d in store.deployments(hub, limit=20)]
+    checks = [record_dict(c, HUB_CHECK_OMITS) for c in store.checks(hub, limit=20)]
+    restarts = [record_dict(r, HUB_RESTART_OMITS) for r in store.restarts(hub, limit=20)]
     return {
         **overview_rows(source, [found], now)[0],
         "uptime": uptime(store, hub, now),

@@ -1,0 +1,273 @@
+"""The shapes of the console's JSON API: its response models and documented errors (the OpenAPI document).
+
+Where a response is a record the store (or the console's accounts) already defines, its model is derived from
+that record's dataclass by `record_model`, so a field added to a record cannot be forgotten here; only what
+the API adds to a record (and shapes of its own, such as an overview row) is written out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from hubfleet.console.accounts import TokenInfo
+from hubfleet.console.data import HUB_CHECK_OMITS, HUB_DEPLOY_OMITS, HUB_RESTART_OMITS
+from hubfleet.monitor.incidents import IncidentRecord
+from hubfleet.store.api import CheckRecord, DeploymentRecord, RestartRecord
+
+MAX_TOKEN_DAYS = 3650
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+def record_model(
+    name: str, record: type, *, omit: Sequence[str] = (), doc: str | None = None, **fields: Any
+) -> type[Model]:
+    """A response model with the fields of the dataclass `record` (less `omit`), typed as the record types
+    them and every one required (the console always sends every key, even a record's defaulted ones).
+    `fields` retype a record's field in its place or add one at the end, as `create_model` takes them:
+    `name=(type, default or Field(...))`."""
+    hints = get_type_hints(record)
+    derived: dict[str, Any] = {
+        field.name: (hints[field.name], ...) for field in dataclasses.fields(record) if field.name not in omit
+    }
+    return create_model(name, __base__=Model, __doc__=doc, **{**derived, **fields})
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class Problem(Model):
+    """Any error: what went wrong, in one sentence."""
+
+    detail: str
+
+
+class ValidationProblem(Model):
+    """Bad query, path or body values (422): every problem as `field: message`."""
+
+    detail: str
+    errors: list[str]
+
+
+ERROR_TEXT = {
+    400: (Problem, "The body is not JSON."),
+    401: (Problem, "No valid API token or session cookie."),
+    403: (Problem, "Not allowed: operators only, or a session caller without the X-CSRF-Token header."),
+    404: (Problem, "No such hub, community, chart or token (or none the caller may see: the same answer)."),
+    409: (Problem, "The hub cannot be checked now: on a kubernetes cluster, not running, or being checked."),
+    422: (ValidationProblem, "Invalid parameters."),
+}
+
+
+def errors(*codes: int, csv: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The `responses` of an endpoint: its possible errors (and its CSV body)."""
+    documented: dict[int | str, dict[str, Any]] = {
+        code: {"model": ERROR_TEXT[code][0], "description": ERROR_TEXT[code][1]} for code in codes
+    }
+    if csv:
+        documented[200] = {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "The chart's table as CSV (RFC 4180): a header row, then one row per x value.",
+        }
+    return documented
+
+
+# --------------------------------------------------------------------------- the caller
+
+
+class PrincipalOut(Model):
+    username: str
+    role: Literal["operator", "community-leader"]
+    communities: list[str] = Field(description="The communities of a community leader (empty for operators).")
+    display_name: str
+    via: Literal["session", "token"] = Field(description="How the caller authenticated.")
+
+
+# --------------------------------------------------------------------------- hubs and communities
+
+
+class LastDeploy(Model):
+    at: datetime | None
+    result: str
+    actor: str
+    message: str
+
+
+class HubRow(Model):
+    """One hub as the overview table shows it."""
+
+    name: str
+    display_name: str
+    community: str
+    cluster: str
+    cluster_kind: Literal["local", "kubernetes"]
+    stage: Literal["staging", "prod"]
+    url: str
+    state: str = Field(
+        description="Local hubs: the daemon's state (running, starting, restarting, failed, stopped); "
+        "kubernetes hubs: up, down or unknown from the newest probe."
+    )
+    version: str | None = Field(description="JupyterHub version the newest probe saw.")
+    uptime_30d: float | None = Field(description="Percent of successful probes over 30 days (null: none).")
+    running_servers: int | None = Field(description="From the newest hub sample (null: none yet).")
+    dau: int = Field(description="Distinct active users today (UTC).")
+    wau: int = Field(description="Distinct active users over 7 days.")
+    mau: int = Field(description="Distinct active users over 30 days.")
+    open_incidents: int
+    last_deploy: LastDeploy | None
+    last_probe_at: datetime | None
+    last_probe_ok: bool | None
+
+
+class Totals(Model):
+    hubs: int
+    running: int = Field(description="Hubs running (local) or up (kubernetes).")
+    running_servers: int
+    open_incidents: int
+    by_state: dict[str, int]
+
+
+class HubList(Model):
+    hubs: list[HubRow]
+    totals: Totals = Field(description="Over the listed hubs.")
+
+
+class Active(Model):
+    dau: int
+    wau: int
+    mau: int
+
+
+class ContactOut(Model):
+    name: str
+    email: str
+    role: str
+
+
+IncidentOut = record_model(
+    "IncidentOut",
+    IncidentRecord,
+    community=(str | None, Field(description="Null for a hub no longer in the fleet.")),
+    open=(bool, ...),
+    duration_seconds=(float, ...),
+)
+
+
+class IncidentList(Model):
+    incidents: list[IncidentOut]
+
+
+DeploymentOut = record_model("DeploymentOut", DeploymentRecord, omit=("rendered", "settings"))
+
+
+class DeploymentList(Model):
+    deployments: list[DeploymentOut]
+
+
+class StepOut(Model):
+    name: str
+    ok: bool
+    seconds: float = 0.0
+    detail: str = ""
+
+
+CheckOut = record_model("CheckOut", CheckRecord, steps=(list[StepOut], ...))
+
+
+class CheckList(Model):
+    checks: list[CheckOut]
+
+
+CheckRun = record_model(
+    "CheckRun",
+    CheckRecord,
+    omit=("id",),
+    doc="The result of a synthetic check run now (also recorded in the store).",
+    steps=(list[StepOut], ...),
+    error=(str | None, Field(description="The failing step and why; null when the check passed.")),
+)
+HubDeploy = record_model("HubDeploy", DeploymentRecord, omit=HUB_DEPLOY_OMITS)
+HubCheck = record_model("HubCheck", CheckRecord, omit=HUB_CHECK_OMITS, steps=(list[StepOut], ...))
+HubRestart = record_model("HubRestart", RestartRecord, omit=HUB_RESTART_OMITS)
+
+
+class Uptime(Model):
+    """Percent of successful probes per window (null: no probe in it)."""
+
+    h24: float | None = Field(alias="24h")
+    d7: float | None = Field(alias="7d")
+    d30: float | None = Field(alias="30d")
+
+
+class HubDetail(HubRow):
+    uptime: Uptime
+    deploys: list[HubDeploy] = Field(description="The newest 20.")
+    checks: list[HubCheck] = Field(description="The newest 20.")
+    incidents: list[IncidentOut] = Field(description="The newest 50.")
+    restarts: list[HubRestart] = Field(description="The newest 20.")
+    auth_type: str
+    contacts: list[ContactOut] = Field(description="The community's contacts.")
+
+
+class CommunitySummary(Model):
+    name: str
+    display_name: str
+    hubs: list[str]
+
+
+class CommunityList(Model):
+    communities: list[CommunitySummary]
+
+
+class CommunityDetail(Model):
+    name: str
+    display_name: str
+    contacts: list[ContactOut]
+    hubs: list[HubRow]
+    active: Active = Field(description="Distinct people over the community's hubs (one person counts once).")
+    incidents: list[IncidentOut] = Field(description="The newest 50.")
+
+
+class ChartOut(Model):
+    name: str
+    title: str
+    y_title: str
+    columns: list[str] = Field(
+        description="Column names; the first is the x axis: `day` (ISO date) or `at` (ISO date-time)."
+    )
+    rows: list[list[str | int | float | None]] = Field(description="One list per x value; null is a gap.")
+
+
+# --------------------------------------------------------------------------- API tokens
+
+
+TokenOut = record_model(
+    "TokenOut",
+    TokenInfo,
+    prefix=(str, Field(description="The first characters of the token, to recognise it.")),
+    active=(bool, ...),
+)
+
+
+class TokenList(Model):
+    tokens: list[TokenOut]
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="The token itself: shown only in this response.")
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="", max_length=200, description="What the token is for.")
+    expires_days: int | None = Field(
+        default=None, ge=1, le=MAX_TOKEN_DAYS, description="Days until it expires (null: never)."
+    )
