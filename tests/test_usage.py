@@ -11,16 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from hubfleet.monitor.collector import HubMetrics, excluded_usernames, parse_metrics, record_collection
 from hubfleet.monitor.usage import (
-    HubMetrics,
     active_by_hub,
     active_counts,
     active_series,
     active_users,
     daily_servers,
-    excluded_usernames,
-    parse_metrics,
-    record_collection,
     server_hours,
 )
 from hubfleet.store import open_store
@@ -438,7 +435,7 @@ def test_cli_errors_are_one_line(fleet_with_usage: Path) -> None:
 
 
 def test_hub_samples_older_than_retention_are_pruned(tmp_path: Path) -> None:
-    from hubfleet.monitor.usage import prune_hub_samples
+    from hubfleet.monitor.collector import prune_hub_samples
     from hubfleet.store.models import HubSample
 
     now = datetime(2026, 11, 23, 12, tzinfo=UTC)

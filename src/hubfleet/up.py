@@ -25,9 +25,9 @@ from hubfleet.daemon.control import serve_control
 from hubfleet.daemon.detached import daemon_lock
 from hubfleet.daemon.supervisor import Supervisor
 from hubfleet.monitor.anomaly import AnomalyMonitor
+from hubfleet.monitor.collector import start_collector
 from hubfleet.monitor.incidents import make_alerter
 from hubfleet.monitor.prober import run_in_daemon
-from hubfleet.monitor.usage import start_collector
 from hubfleet.runtime.control_client import SOCKET_FILE
 from hubfleet.runtime.status_file import remove_status
 from hubfleet.settings import UserError

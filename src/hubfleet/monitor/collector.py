@@ -1,0 +1,458 @@
+"""The usage collector: a task of the `hubfleet up` daemon that asks every running hub for its users, with
+their servers, every `monitoring.collect_interval` seconds and stores:
+
+- `UserDay(hub, username, day)`: the user was active on the hub that UTC day. `identity` is
+  `<auth type>:<username>`, so the same login on two hubs of one auth type is one person fleet-wide;
+- `ServerSession`: a server from the first collection that saw it running to the one that saw it gone;
+- `HubSample`: the hub's running servers and user count, its own `jupyterhub_active_users` gauges and
+  spawn counters from `/hub/metrics`.
+
+The check user, the fleet's staff (with `monitoring.exclude_staff`) and `monitoring.exclude_users` are
+left out of UserDay and ServerSession (HubSample counts what the hub runs, everyone included). What is
+stored is read back by the queries of hubfleet.monitor.usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time as time_
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from hubfleet.backends.local import hub_endpoint
+from hubfleet.clock import parse_time, utcnow
+from hubfleet.config.fleet import FleetConfig
+from hubfleet.config.models import Hub
+from hubfleet.monitor.usage import auth_type, identity
+from hubfleet.render.local import CHECK_USERNAME
+from hubfleet.store.api import Store
+from hubfleet.store.models import HubSample, ServerSession, UserDay
+
+log = logging.getLogger(__name__)
+
+INTERVAL_ENV = "HUBFLEET_COLLECT_INTERVAL"
+PAGE_LIMIT = 200
+"""Users per page of /hub/api/users (JupyterHub's default api_page_max_limit)."""
+LOOKBACK = timedelta(minutes=15)
+"""Activity is taken from this long before the previous collection: JupyterHub writes a user's
+last_activity from the proxy every 5 minutes, so a timestamp can arrive after a collection has passed it.
+Recording a day twice is harmless (UserDay is keyed by day)."""
+PAGINATED = {"Accept": "application/jupyterhub-pagination+json"}
+
+
+def excluded_usernames(fleet: FleetConfig, hub: Hub) -> frozenset[str]:
+    """Who is never counted on `hub`: the check user, staff (operators' usernames for the hub's auth
+    type, when `monitoring.exclude_staff`) and `monitoring.exclude_users`."""
+    monitoring = fleet.settings.monitoring
+    names = {CHECK_USERNAME, *monitoring.exclude_users}
+    if monitoring.exclude_staff:
+        kind = auth_type(hub)
+        names.update(op.usernames[kind] for op in fleet.settings.operators if kind in op.usernames)  # type: ignore[index]
+    return frozenset(names)
+
+
+def collect_interval(fleet: FleetConfig) -> float:
+    """`HUBFLEET_COLLECT_INTERVAL` (seconds, for tests) over fleet.yaml `monitoring.collect_interval`."""
+    raw = os.environ.get(INTERVAL_ENV, "").strip()
+    if raw:
+        try:
+            return max(0.5, float(raw))
+        except ValueError:
+            log.warning("ignoring %s=%r: not a number of seconds", INTERVAL_ENV, raw)
+    return fleet.settings.monitoring.collect_interval
+
+
+# --------------------------------------------------------------------------- /hub/metrics
+
+
+@dataclass(frozen=True)
+class HubMetrics:
+    """What a hub's /hub/metrics says about usage (None where the hub does not expose it)."""
+
+    active_24h: int | None = None
+    active_7d: int | None = None
+    active_30d: int | None = None
+    running_servers: int | None = None
+    total_users: int | None = None
+    spawn_success_total: float | None = None
+    spawn_failure_total: float | None = None
+    spawn_seconds_total: float | None = None
+    """Seconds spent in successful spawns (the histogram's `_sum`): mean spawn time from two samples."""
+
+
+def parse_metrics(text: str, prefix: str = "jupyterhub") -> HubMetrics:
+    """Parse the Prometheus text of JupyterHub 6's /hub/metrics.
+
+    Spawn counters are the `_count` of `server_spawn_duration_seconds`: status `success`, and `failure`
+    plus `error` (summed over every `reason`) for failures; `spawn_seconds_total` is the `_sum` of the
+    successful ones."""
+    active: dict[str, int] = {}
+    values: dict[str, float] = {}
+    spawns: dict[str, float] = defaultdict(float)
+    spawn_seconds: float | None = None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name, labels, value = sample.name, sample.labels, sample.value
+            if name == f"{prefix}_active_users" and "period" in labels:
+                active[labels["period"]] = int(value)
+            elif name in (f"{prefix}_running_servers", f"{prefix}_total_users"):
+                values[name] = value
+            elif name == f"{prefix}_server_spawn_duration_seconds_count":
+                status = labels.get("status", "")
+                spawns["success" if status == "success" else "failure"] += value
+            elif name == f"{prefix}_server_spawn_duration_seconds_sum" and labels.get("status") == "success":
+                spawn_seconds = (spawn_seconds or 0.0) + value
+    running = values.get(f"{prefix}_running_servers")
+    users = values.get(f"{prefix}_total_users")
+    has_spawns = bool(spawns)
+    return HubMetrics(
+        active_24h=active.get("24h"),
+        active_7d=active.get("7d"),
+        active_30d=active.get("30d"),
+        running_servers=None if running is None else int(running),
+        total_users=None if users is None else int(users),
+        spawn_success_total=spawns["success"] if has_spawns else None,
+        spawn_failure_total=spawns["failure"] if has_spawns else None,
+        spawn_seconds_total=spawn_seconds,
+    )
+
+
+# --------------------------------------------------------------------------- recording one collection
+
+
+@dataclass(frozen=True)
+class CollectionResult:
+    hub: str
+    at: datetime
+    users: int
+    active_users: int
+    """Counted users (not excluded) with activity since the previous collection."""
+    running_servers: int
+    sessions_opened: int
+    sessions_closed: int
+
+
+def _activity(user: dict[str, Any]) -> list[datetime]:
+    """Every activity timestamp of a user model: the user's and each server's last_activity and start."""
+    stamps = [parse_time(user.get("last_activity"))]
+    for server in (user.get("servers") or {}).values():
+        stamps.append(parse_time(server.get("last_activity")))
+        stamps.append(parse_time(server.get("started")))
+    return [s for s in stamps if s is not None]
+
+
+def _running(server: dict[str, Any]) -> bool:
+    return bool(server.get("ready")) and not server.get("stopped")
+
+
+def record_collection(
+    session: Session,
+    hub: str,
+    auth: str,
+    users: Sequence[dict[str, Any]],
+    *,
+    now: datetime,
+    since: datetime,
+    excluded: Iterable[str] = (),
+    metrics: HubMetrics | None = None,
+) -> CollectionResult:
+    """Store what one collection of `hub` saw: `users` are /hub/api/users models (with servers,
+    stopped ones included). Activity at or after `since` makes a UserDay; servers open and close sessions.
+    Runs inside the caller's transaction."""
+    skip = frozenset(excluded)
+    counted = [u for u in users if u.get("name") and u["name"] not in skip]
+
+    # --- user days: each day on which a counted user had activity since `since`
+    seen: dict[tuple[str, date], tuple[datetime, datetime]] = {}
+    for user in counted:
+        for stamp in _activity(user):
+            if stamp < since:
+                continue
+            stamp = min(stamp, now)
+            key = (user["name"], stamp.date())
+            first, last = seen.get(key, (stamp, stamp))
+            seen[key] = (min(first, stamp), max(last, stamp))
+    if seen:
+        days = {day for _, day in seen}
+        existing = {
+            (row.username, row.day): row
+            for row in session.scalars(select(UserDay).where(UserDay.hub == hub, UserDay.day.in_(days)))
+            if (row.username, row.day) in seen
+        }
+        for (username, day), (first, last) in seen.items():
+            row = existing.get((username, day))
+            if row is None:
+                session.add(
+                    UserDay(
+                        hub=hub,
+                        username=username,
+                        day=day,
+                        identity=identity(auth, username),
+                        first_seen=first,
+                        last_seen=last,
+                    )
+                )
+            else:
+                row.first_seen = min(row.first_seen, first)
+                row.last_seen = max(row.last_seen, last)
+
+    # --- server sessions
+    open_rows = {
+        (row.username, row.server_name): row
+        for row in session.scalars(
+            select(ServerSession).where(ServerSession.hub == hub, ServerSession.stopped_at.is_(None))
+        )
+    }
+    stop_hints: dict[tuple[str, str], datetime] = {}
+    opened = closed = 0
+    for user in counted:
+        for name, server in (user.get("servers") or {}).items():
+            key = (user["name"], name or "")
+            last_activity = parse_time(server.get("last_activity"))
+            if server.get("stopped"):
+                if last_activity is not None:  # JupyterHub sets it when the server stops
+                    stop_hints[key] = last_activity
+                continue
+            if not _running(server):
+                if server.get("pending") and key in open_rows:
+                    open_rows.pop(key)  # stopping (or restarting): still open until it is gone
+                continue
+            started = parse_time(server.get("started")) or now
+            row = open_rows.pop(key, None)
+            if row is not None and started > row.started_at + timedelta(seconds=1):
+                # The server stopped and started again between two collections.
+                row.stopped_at = max(row.started_at, min(row.last_activity or started, started))
+                closed += 1
+                row = None
+            if row is None:
+                session.add(
+                    ServerSession(
+                        hub=hub,
+                        username=key[0],
+                        server_name=key[1],
+                        started_at=min(started, now),
+                        stopped_at=None,
+                        last_activity=last_activity,
+                    )
+                )
+                opened += 1
+            elif last_activity is not None and (
+                row.last_activity is None or last_activity > row.last_activity
+            ):
+                row.last_activity = last_activity
+    for key, row in open_rows.items():
+        # Seen running before, gone now: it stopped at its last activity (JupyterHub sets it on stop)
+        # when that is known and plausible, else now.
+        hint = stop_hints.get(key)
+        row.stopped_at = hint if hint is not None and row.started_at <= hint <= now else now
+        closed += 1
+
+    running = sum(_running(s) for u in users for s in (u.get("servers") or {}).values())
+    metrics = metrics or HubMetrics()
+    session.add(
+        HubSample(
+            hub=hub,
+            at=now,
+            running_servers=running,
+            users=len(users),
+            active_24h=metrics.active_24h,
+            active_7d=metrics.active_7d,
+            active_30d=metrics.active_30d,
+            spawn_success_total=metrics.spawn_success_total,
+            spawn_failure_total=metrics.spawn_failure_total,
+            spawn_seconds_total=metrics.spawn_seconds_total,
+        )
+    )
+    return CollectionResult(
+        hub=hub,
+        at=now,
+        users=len(users),
+        active_users=len({username for username, _ in seen}),
+        running_servers=running,
+        sessions_opened=opened,
+        sessions_closed=closed,
+    )
+
+
+# --------------------------------------------------------------------------- the collector
+
+
+@dataclass(frozen=True)
+class HubTarget:
+    """A hub the collector asks: its API base URL and a token with list:users, read:users,
+    read:servers and read:metrics (the control token)."""
+
+    name: str
+    url: str
+    token: str
+
+
+async def fetch_users(client: httpx.AsyncClient, url: str, token: str) -> list[dict[str, Any]]:
+    """Every user of a hub with all their servers (stopped ones too, for their stop time), page by page."""
+    headers = {"Authorization": f"token {token}", **PAGINATED}
+    users: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        params = {"offset": offset, "limit": PAGE_LIMIT, "include_stopped_servers": 1}
+        response = await client.get(f"{url}/hub/api/users", params=params, headers=headers)
+        response.raise_for_status()
+        page = response.json()
+        items = page["items"]
+        users.extend(items)
+        pagination = page.get("_pagination") or {}
+        if not items or not pagination.get("next"):
+            return users
+        offset = int(pagination["next"].get("offset", offset + len(items)))
+
+
+async def fetch_metrics(client: httpx.AsyncClient, url: str, token: str) -> HubMetrics | None:
+    try:
+        response = await client.get(f"{url}/hub/metrics", headers={"Authorization": f"token {token}"})
+        response.raise_for_status()
+        return parse_metrics(response.text)
+    except (httpx.HTTPError, ValueError) as exc:
+        log.warning("usage: %s/hub/metrics: %s", url, exc)
+        return None
+
+
+def _last_collection(store: Store, hub: str) -> datetime | None:
+    with store.session() as session:
+        return session.scalar(select(func.max(HubSample.at)).where(HubSample.hub == hub))
+
+
+class UsageCollector:
+    """Collects usage from every hub `targets()` names, every `interval` seconds."""
+
+    def __init__(
+        self,
+        fleet: FleetConfig,
+        store: Store,
+        targets: Callable[[], Iterable[HubTarget]],
+        interval: float | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.fleet = fleet
+        self.store = store
+        self.targets = targets
+        self.interval = interval if interval is not None else collect_interval(fleet)
+        self.timeout = timeout
+        self._previous: dict[str, datetime] = {}
+
+    def _since(self, hub: str, now: datetime) -> datetime:
+        previous = self._previous.get(hub) or _last_collection(self.store, hub)
+        if previous is None:
+            return datetime.combine(now.date(), time(), UTC)  # first collection ever: today
+        return previous - LOOKBACK
+
+    async def collect_hub(self, client: httpx.AsyncClient, target: HubTarget) -> CollectionResult:
+        hub = self.fleet.hubs[target.name]
+        now = utcnow()
+        users, metrics = await asyncio.gather(
+            fetch_users(client, target.url, target.token), fetch_metrics(client, target.url, target.token)
+        )
+        since = self._since(target.name, now)
+        with self.store.session() as session, session.begin():
+            result = record_collection(
+                session,
+                target.name,
+                auth_type(hub),
+                users,
+                now=now,
+                since=since,
+                excluded=excluded_usernames(self.fleet, hub),
+                metrics=metrics,
+            )
+        self._previous[target.name] = now
+        return result
+
+    async def collect_once(self) -> list[CollectionResult]:
+        """One pass over every target; a hub that fails is logged and skipped."""
+        targets = [t for t in self.targets() if t.name in self.fleet.hubs]
+        async with httpx.AsyncClient(timeout=self.timeout) as client:
+            results = await asyncio.gather(
+                *(self.collect_hub(client, t) for t in targets), return_exceptions=True
+            )
+        done: list[CollectionResult] = []
+        for target, result in zip(targets, results, strict=True):
+            if isinstance(result, BaseException):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                log.warning("usage: collecting %s failed: %s: %s", target.name, type(result).__name__, result)
+            else:
+                done.append(result)
+        return done
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Collect now, then every interval until `stop` is set. Never raises (except cancellation)."""
+        pruned = 0.0
+        while not stop.is_set():
+            try:
+                await self.collect_once()
+                if time_.monotonic() - pruned > 3600:
+                    prune_hub_samples(self.store)
+                    pruned = time_.monotonic()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the daemon must outlive any collection error
+                log.exception("usage: collection failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
+
+
+HUB_SAMPLE_RETENTION = timedelta(days=35)
+"""Per-minute hub samples feed the anomaly baseline (4 past weeks of the same hour); older ones go.
+One year of them would be ≈ 2.5 GB for 50 hubs; 35 days are ≈ 240 MB."""
+
+
+def prune_hub_samples(
+    store: Store, now: datetime | None = None, keep: timedelta = HUB_SAMPLE_RETENTION
+) -> int:
+    """Delete hub samples older than `keep`; returns how many."""
+    cutoff = (now or utcnow()) - keep
+    with store.session() as session, session.begin():
+        deleted = session.execute(delete(HubSample).where(HubSample.at < cutoff))
+    return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def supervised_targets(
+    running_urls: Callable[[], dict[str, str]], state_dir: Path
+) -> Callable[[], list[HubTarget]]:
+    """Targets for the daemon: the local hubs running now (`running_urls`: name -> URL, possibly empty
+    while a hub starts), each with its control token."""
+
+    def targets() -> list[HubTarget]:
+        found = []
+        for name, url in running_urls().items():
+            try:
+                endpoint = hub_endpoint(state_dir, name)
+            except Exception as exc:  # noqa: BLE001 - a hub without tokens yet is skipped this round
+                log.warning("usage: no endpoint for %s: %s", name, exc)
+                continue
+            found.append(HubTarget(name=name, url=url or endpoint.url, token=endpoint.token))
+        return found
+
+    return targets
+
+
+def start_collector(
+    fleet: FleetConfig,
+    store: Store,
+    running_urls: Callable[[], dict[str, str]],
+    state_dir: Path,
+    stop: asyncio.Event,
+) -> asyncio.Task[None]:
+    """The daemon's usage task: first collection right away, then every collect_interval."""
+    collector = UsageCollector(fleet, store, supervised_targets(running_urls, state_dir))
+    return asyncio.create_task(collector.run(stop), name="usage")
