@@ -14,10 +14,11 @@ import hmac
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
 
+from hubfleet.clock import utcnow
 from hubfleet.store.api import Store
 from hubfleet.store.models import ApiToken, ConsolePassword, ConsoleSession
 
@@ -25,10 +26,6 @@ TOKEN_PREFIX = "hf_"
 MIN_PASSWORD_LENGTH = 10
 # scrypt at n=2**14, r=8: 16 MiB and ~50 ms per check, the parameters RFC 7914 gives for interactive use
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _sha256(value: str) -> str:
@@ -75,7 +72,7 @@ def set_password(store: Store, username: str, password: str) -> None:
     problem = password_problem(password)
     if problem:
         raise ValueError(problem)
-    row = ConsolePassword(username=username, password_hash=hash_password(password), updated_at=_now())
+    row = ConsolePassword(username=username, password_hash=hash_password(password), updated_at=utcnow())
     with store.session() as session, session.begin():
         session.merge(row)
 
@@ -155,7 +152,7 @@ class SessionInfo:
 def create_session(store: Store, username: str, method: str, hours: float) -> tuple[str, SessionInfo]:
     """A new session: (the cookie value, what the store knows of it)."""
     session_id = secrets.token_urlsafe(32)
-    now = _now()
+    now = utcnow()
     info = SessionInfo(username, secrets.token_urlsafe(32), method, now + timedelta(hours=hours))
     row = ConsoleSession(
         id_hash=_sha256(session_id),
@@ -174,7 +171,7 @@ def create_session(store: Store, username: str, method: str, hours: float) -> tu
 def lookup_session(store: Store, session_id: str) -> SessionInfo | None:
     with store.session() as session:
         row = session.get(ConsoleSession, _sha256(session_id))
-        if row is None or row.expires_at <= _now():
+        if row is None or row.expires_at <= utcnow():
             return None
         return SessionInfo(row.username, row.csrf_token, row.method, row.expires_at)
 
@@ -207,7 +204,7 @@ class TokenInfo:
 
     @property
     def active(self) -> bool:
-        return self.revoked_at is None and (self.expires_at is None or self.expires_at > _now())
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > utcnow())
 
     def to_dict(self) -> dict[str, object]:
         def iso(value: datetime | None) -> str | None:
@@ -244,7 +241,7 @@ def create_token(
 ) -> tuple[str, TokenInfo]:
     """A new API token: (the token, shown once; what the store keeps)."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    now = _now()
+    now = utcnow()
     row = ApiToken(
         username=username,
         name=name[:200],
@@ -264,7 +261,7 @@ def lookup_token(store: Store, token: str) -> TokenInfo | None:
     """The active token `token`, its last use noted (at most once a minute, to spare the database)."""
     if not token.startswith(TOKEN_PREFIX):
         return None
-    now = _now()
+    now = utcnow()
     with store.session() as session, session.begin():
         row = session.scalars(select(ApiToken).where(ApiToken.token_hash == _sha256(token))).first()
         if row is None:
@@ -290,4 +287,4 @@ def revoke_token(store: Store, token_id: int, username: str | None = None) -> bo
     if username is not None:
         query = query.where(ApiToken.username == username)
     with store.session() as session, session.begin():
-        return bool(session.execute(query.values(revoked_at=_now())).rowcount)  # type: ignore[attr-defined]
+        return bool(session.execute(query.values(revoked_at=utcnow())).rowcount)  # type: ignore[attr-defined]

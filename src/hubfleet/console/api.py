@@ -12,12 +12,13 @@ the daemon's event loop never waits on the database; only the synthetic check is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.security import HTTPBearer
 
+from hubfleet.clock import utcnow
 from hubfleet.config.models import Hub
 from hubfleet.console import accounts, data
 from hubfleet.console.access import (
@@ -353,7 +354,7 @@ def list_incidents(
 ) -> dict[str, Any]:
     """Newest first. A hub or community the caller may not see answers 404."""
     hubs = _hubs_in_scope(state, principal, hub, community)
-    since = datetime.now(UTC) - timedelta(days=since_days) if since_days else None
+    since = utcnow() - timedelta(days=since_days) if since_days else None
     names = [h.name for h in hubs]
     return {
         "incidents": data.incidents(

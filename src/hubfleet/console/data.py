@@ -24,9 +24,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.selectable import TextualSelect
 
+from hubfleet.clock import require_aware
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
-from hubfleet.monitor.incidents import IncidentRecord, incident_record, probe_day_totals, uptime
+from hubfleet.monitor.incidents import IncidentRecord, incident_record
+from hubfleet.monitor.uptime import probe_day_totals, uptime, uptime_percent
 from hubfleet.monitor.usage import active_counts, active_series, auth_type
 from hubfleet.runtime.processes import pid_alive
 from hubfleet.runtime.status_file import read_status, status_path
@@ -137,14 +139,6 @@ class ConsoleSource:
 # --------------------------------------------------------------------------- helpers
 
 
-def _aware(now: datetime | None) -> datetime:
-    if now is None:
-        return datetime.now(UTC)
-    if now.tzinfo is None:
-        raise ValueError("pass a timezone-aware datetime")
-    return now.astimezone(UTC)
-
-
 def _iso(value: datetime | date | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -243,10 +237,6 @@ def _open_incidents(session: Session, names: Sequence[str]) -> dict[str, int]:
     return {hub: int(n) for hub, n in session.execute(query)}
 
 
-def _percent(total: int, ok: int) -> float | None:
-    return round(100.0 * ok / total, 3) if total else None
-
-
 def _state_and_url(
     fleet: FleetConfig, hub: Hub, daemon: dict[str, Any] | None, probe_ok: bool | None
 ) -> tuple[str, str]:
@@ -269,7 +259,7 @@ def overview_rows(
     """One row per hub, in the given order, from five queries whatever the number of hubs."""
     if not hubs:
         return []
-    now = _aware(now)
+    now = require_aware(now, "now")
     today = now.date()
     fleet = source.fleet
     names = [hub.name for hub in hubs]
@@ -295,7 +285,7 @@ def overview_rows(
                 "url": url,
                 "state": state,
                 "version": newest.get("version"),
-                "uptime_30d": _percent(*probes.get(hub.name, (0, 0))),
+                "uptime_30d": uptime_percent(*probes.get(hub.name, (0, 0))),
                 "running_servers": newest.get("running_servers"),
                 "dau": dau,
                 "wau": wau,
@@ -347,7 +337,7 @@ def incidents(
         raise ValueError(f"state must be 'open', 'resolved' or None, not {state!r}")
     if not hubs:
         return []
-    now = _aware(now)
+    now = require_aware(now, "now")
     query = select(Incident).where(Incident.hub.in_(list(hubs)))
     if state is not None:
         resolved = Incident.resolved_at.is_(None)
@@ -355,7 +345,7 @@ def incidents(
     if kind is not None:
         query = query.where(Incident.kind == kind)
     if since is not None:
-        since = _aware(since)
+        since = require_aware(since, "since")
         query = query.where(
             (Incident.started_at >= since) | Incident.resolved_at.is_(None) | (Incident.resolved_at >= since)
         )
@@ -389,7 +379,7 @@ def _contacts(fleet: FleetConfig, community: str) -> list[dict[str, str]]:
 def community_detail(source: ConsoleSource, community: str, now: datetime | None = None) -> dict[str, Any]:
     """A community's page: its contacts, its hubs' rows, distinct people over its hubs, recent incidents.
     KeyError for a community not in the fleet."""
-    now = _aware(now)
+    now = require_aware(now, "now")
     fleet = source.fleet
     found = fleet.communities[community]
     hubs = sorted((h for h in fleet.hubs.values() if h.community == community), key=lambda h: h.name)
@@ -408,7 +398,7 @@ def community_detail(source: ConsoleSource, community: str, now: datetime | None
 def hub_detail(source: ConsoleSource, hub: str, now: datetime | None = None) -> dict[str, Any]:
     """A hub's page: its overview row plus uptime windows, deploys, checks, incidents and restarts.
     KeyError for a hub not in the fleet."""
-    now = _aware(now)
+    now = require_aware(now, "now")
     fleet = source.fleet
     found = fleet.hubs[hub]
     store = source.store
@@ -483,7 +473,7 @@ def _chart_uptime(source: ConsoleSource, hubs: Sequence[str], first: date, last:
     rows = []
     for day in _days(first, last):
         probes, ok, _, _ = days.get(day, (0, 0, 0.0, None))
-        rows.append([day.isoformat(), _percent(int(probes or 0), int(ok or 0))])
+        rows.append([day.isoformat(), uptime_percent(int(probes or 0), int(ok or 0))])
     return rows
 
 
@@ -579,7 +569,7 @@ def chart(
     """The table of chart `name` (one of CHARTS; KeyError otherwise) over `hubs` and the last `days`
     (clipped to 1..400) up to `now`. Day-based charts have one row per UTC day, today included."""
     title = CHARTS[name]
-    now = _aware(now)
+    now = require_aware(now, "now")
     days = max(1, min(MAX_DAYS, int(days)))
     hubs = list(hubs)
     last = now.date()

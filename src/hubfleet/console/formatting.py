@@ -5,35 +5,14 @@ None and unreadable values become a dash, never an exception in the middle of a 
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import datetime
 from typing import Any
 
 from jinja2 import Environment
 
+from hubfleet.clock import parse_time, utcnow
+
 DASH = "—"
-
-
-def parse_time(value: Any) -> datetime | None:
-    """`value` (datetime, date, ISO 8601 string) as an aware UTC datetime; None when it is none of those."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, date):
-        moment = datetime(value.year, value.month, value.day)
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.endswith("Z"):
-            text = text[:-1] + "+00:00"
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-    else:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def duration(seconds: Any) -> str:
@@ -73,7 +52,7 @@ def ago(value: Any, now: datetime | None = None) -> str:
     moment = parse_time(value)
     if moment is None:
         return DASH
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     seconds = (now - moment).total_seconds()
     if abs(seconds) < 60:
         return "just now"

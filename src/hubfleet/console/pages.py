@@ -9,12 +9,13 @@ stall the daemon's event loop (probes, supervision)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
+from hubfleet.clock import utcnow
 from hubfleet.console import accounts, data, formatting
 from hubfleet.console.access import (
     Principal,
@@ -150,7 +151,7 @@ def incidents_page(
     if state and state not in INCIDENT_STATES:
         raise HTTPException(status_code=400, detail="state must be open or resolved")
     within = _days(since_days, default=None)
-    since = datetime.now(UTC) - timedelta(days=within) if within else None
+    since = utcnow() - timedelta(days=within) if within else None
     names = [h.name for h in hubs]
     rows = data.incidents(source, names, state=state or None, kind=kind or None, since=since)
     context = {
