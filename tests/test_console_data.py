@@ -32,8 +32,9 @@ from hubfleet.console.data import (
     overview_rows,
 )
 from hubfleet.monitor.collector import parse_metrics, record_collection
-from hubfleet.monitor.incidents import open_incident, prune_samples, record_samples, resolve_incident, uptime
-from hubfleet.monitor.prober import ProbeResult, probe_hub
+from hubfleet.monitor.incidents import open_incident, resolve_incident
+from hubfleet.monitor.prober import probe_hub
+from hubfleet.monitor.uptime import ProbeResult, prune_samples, record_samples, uptime
 from hubfleet.store.api import Store, open_store
 from hubfleet.store.models import HubSample, ProbeDay, ProbeSample, UserDay
 

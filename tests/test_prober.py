@@ -25,17 +25,9 @@ from cryptography.x509.oid import NameOID
 from fleet_helpers import copy_demo_fleet, hubfleet
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import FleetSettings, Monitoring
-from hubfleet.monitor.incidents import (
-    IncidentTracker,
-    list_incidents,
-    open_incident,
-    prune_samples,
-    record_samples,
-    resolve_incident,
-    uptime,
-    uptime_by_hub,
-)
-from hubfleet.monitor.prober import Prober, ProbeResult, new_client, probe_hub, probe_interval
+from hubfleet.monitor.incidents import IncidentTracker, list_incidents, open_incident, resolve_incident
+from hubfleet.monitor.prober import Prober, new_client, probe_hub, probe_interval
+from hubfleet.monitor.uptime import ProbeResult, prune_samples, record_samples, uptime, uptime_by_hub
 from hubfleet.store import open_store
 from hubfleet.store.api import Store
 

@@ -148,7 +148,7 @@ def uptime(
     as_json: JsonOption = False,
 ) -> None:
     """Each hub's uptime over 24 h, 7 d and 30 d: the share of successful probes."""
-    from hubfleet.monitor.incidents import uptime_by_hub
+    from hubfleet.monitor.uptime import uptime_by_hub
     from hubfleet.store import open_store
 
     fleet_dir = resolve_fleet_dir(fleet)

@@ -1,4 +1,4 @@
-"""Incidents: open, resolve and list them; uptime from probe samples and their daily roll-up; retention.
+"""Incidents: open, resolve and list them, and the state machine that turns probe results into them.
 
 An incident is a hub down (kind `down`), a TLS certificate close to expiry (`certificate`) or abnormal
 activity (`anomaly`, with the `rule` that fired). At most one incident per hub + kind + rule is open at a
@@ -15,33 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from importlib import import_module
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, case, delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, delete, select, update
 
+from hubfleet.monitor.uptime import ProbeResult, trailing_failures
 from hubfleet.store.api import Store
-from hubfleet.store.models import Incident, ProbeDay, ProbeSample
+from hubfleet.store.models import Incident
 
 if TYPE_CHECKING:
     from hubfleet.config.fleet import FleetConfig
-    from hubfleet.monitor.prober import ProbeResult
 
 log = logging.getLogger("hubfleet.incidents")
 
 KINDS = ("down", "certificate", "anomaly")
-UPTIME_WINDOWS: dict[str, timedelta] = {
-    "24h": timedelta(hours=24),
-    "7d": timedelta(days=7),
-    "30d": timedelta(days=30),
-}
-SAMPLE_RETENTION = timedelta(days=31)
-PROBE_DAY_RETENTION = timedelta(days=400)
 
 
 def _now() -> datetime:
@@ -171,183 +161,6 @@ def open_keys(store: Store) -> set[tuple[str, str, str | None]]:
     query = select(Incident.hub, Incident.kind, Incident.rule).where(Incident.resolved_at.is_(None))
     with store.session() as session:
         return {(hub, kind, rule) for hub, kind, rule in session.execute(query)}
-
-
-# --------------------------------------------------------------------------- samples and uptime
-
-
-@dataclass
-class _DayTotals:
-    probes: int = 0
-    ok: int = 0
-    latency_ms_sum: float = 0.0
-    latency_ms_max: float | None = None
-
-    def add(self, result: ProbeResult) -> None:
-        self.probes += 1
-        if result.ok:
-            self.ok += 1
-            if result.latency_ms is not None:
-                self.latency_ms_sum += result.latency_ms
-                self.latency_ms_max = max(self.latency_ms_max or 0.0, result.latency_ms)
-
-
-def _day_totals(results: Iterable[ProbeResult]) -> dict[tuple[str, date], _DayTotals]:
-    totals: dict[tuple[str, date], _DayTotals] = defaultdict(_DayTotals)
-    for result in results:
-        totals[(result.hub, result.at.astimezone(UTC).date())].add(result)
-    return totals
-
-
-def _upsert_probe_days(session: Session, totals: dict[tuple[str, date], _DayTotals]) -> None:
-    """Add `totals` to the probe_days rows in one statement (ON CONFLICT), so that the daemon and a
-    concurrent `hubfleet probe` both count; other databases read then write."""
-    rows = [
-        {"hub": hub, "day": day, "probes": t.probes, "ok": t.ok,
-         "latency_ms_sum": t.latency_ms_sum, "latency_ms_max": t.latency_ms_max}
-        for (hub, day), t in totals.items()
-    ]  # fmt: skip
-    table = ProbeDay.__table__
-    dialect = session.get_bind().dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        module = import_module(f"sqlalchemy.dialects.{dialect}")
-        insert = module.insert(table)
-        old, new = table.c.latency_ms_max, insert.excluded.latency_ms_max
-        upsert = insert.on_conflict_do_update(
-            index_elements=[table.c.hub, table.c.day],
-            set_={
-                "probes": table.c.probes + insert.excluded.probes,
-                "ok": table.c.ok + insert.excluded.ok,
-                "latency_ms_sum": table.c.latency_ms_sum + insert.excluded.latency_ms_sum,
-                "latency_ms_max": case((old.is_(None), new), (new > old, new), else_=old),
-            },
-        )
-        session.execute(upsert, rows)
-        return
-    for row in rows:
-        day = session.get(ProbeDay, (row["hub"], row["day"]))
-        if day is None:
-            session.add(ProbeDay(**row))
-            continue
-        day.probes += row["probes"]
-        day.ok += row["ok"]
-        day.latency_ms_sum += row["latency_ms_sum"]
-        if row["latency_ms_max"] is not None:
-            day.latency_ms_max = max(day.latency_ms_max or 0.0, row["latency_ms_max"])
-
-
-def record_samples(store: Store, results: Iterable[ProbeResult]) -> int:
-    """Store one probe sample per result and add them to their hub's ProbeDay, in one transaction."""
-    results = list(results)
-    rows = [
-        ProbeSample(
-            hub=r.hub,
-            at=r.at,
-            ok=r.ok,
-            health_status=r.health_status,
-            api_status=r.api_status,
-            latency_ms=r.latency_ms,
-            error=r.error[:2000],
-            cert_expires_at=r.cert_expires_at,
-            version=r.version,
-        )
-        for r in results
-    ]
-    if rows:
-        with store.session() as session, session.begin():
-            session.add_all(rows)
-            _upsert_probe_days(session, _day_totals(results))
-    return len(rows)
-
-
-def probe_day_totals(
-    session: Session, first: date, last: date, hubs: Iterable[str] | None = None
-) -> dict[str, tuple[int, int]]:
-    """Per hub, (probes, ok probes) summed over the ProbeDay rows of the UTC days `first`..`last`."""
-    query = select(ProbeDay.hub, func.sum(ProbeDay.probes), func.sum(ProbeDay.ok)).where(
-        ProbeDay.day >= first, ProbeDay.day <= last
-    )
-    if hubs is not None:
-        query = query.where(ProbeDay.hub.in_(list(hubs)))
-    rows = session.execute(query.group_by(ProbeDay.hub)).all()
-    return {hub: (int(probes or 0), int(ok or 0)) for hub, probes, ok in rows}
-
-
-def _percent(total: int, ok: int) -> float | None:
-    return round(100.0 * ok / total, 3) if total else None
-
-
-def uptime_by_hub(
-    store: Store, hubs: Iterable[str] | None = None, now: datetime | None = None
-) -> dict[str, dict[str, float | None]]:
-    """Per hub, the % of ok probes over 24 h / 7 d / 30 d (None when a window has no probe).
-
-    24 h counts the raw samples of the last 24 hours. 7 d and 30 d are today so far plus the previous 6 / 29
-    whole UTC days: the whole days come from ProbeDay (a few rows per hub instead of ~2,880 samples a day),
-    today from the raw samples the 24 h window reads anyway (so they stop at `now`)."""
-    now = _aware(now)
-    midnight = datetime.combine(now.date(), time(), UTC)
-    recent = ProbeSample.at >= now - UPTIME_WINDOWS["24h"]
-    today = ProbeSample.at >= midnight
-    ok = ProbeSample.ok.is_(True)
-    query = select(
-        ProbeSample.hub,
-        func.sum(case((recent, 1), else_=0)),
-        func.sum(case((and_(recent, ok), 1), else_=0)),
-        func.sum(case((today, 1), else_=0)),
-        func.sum(case((and_(today, ok), 1), else_=0)),
-    ).where(ProbeSample.at >= min(midnight, now - UPTIME_WINDOWS["24h"]), ProbeSample.at <= now)
-    wanted = list(hubs) if hubs is not None else None
-    if wanted is not None:
-        query = query.where(ProbeSample.hub.in_(wanted))
-    yesterday = now.date() - timedelta(days=1)
-    with store.session() as session:
-        raw = {
-            hub: [int(n or 0) for n in counts]
-            for hub, *counts in session.execute(query.group_by(ProbeSample.hub))
-        }
-        days = {
-            window: probe_day_totals(session, now.date() - timedelta(days=span.days - 1), yesterday, wanted)
-            for window, span in UPTIME_WINDOWS.items()
-            if window != "24h"
-        }
-    result: dict[str, dict[str, float | None]] = {hub: dict.fromkeys(UPTIME_WINDOWS) for hub in wanted or []}
-    for hub in set(raw).union(*days.values()):
-        last24, ok24, today_n, today_ok = raw.get(hub, [0, 0, 0, 0])
-        figures: dict[str, float | None] = {"24h": _percent(last24, ok24)}
-        for window, totals in days.items():
-            probes, ok_probes = totals.get(hub, (0, 0))
-            figures[window] = _percent(probes + today_n, ok_probes + today_ok)
-        result[hub] = figures
-    return result
-
-
-def uptime(store: Store, hub: str, now: datetime | None = None) -> dict[str, float | None]:
-    """{"24h": %, "7d": %, "30d": %} of ok probes of `hub` (None for a window without samples)."""
-    return uptime_by_hub(store, [hub], now)[hub]
-
-
-def prune_samples(store: Store, now: datetime | None = None, keep: timedelta = SAMPLE_RETENTION) -> int:
-    """Delete probe samples older than `keep` (31 days) and ProbeDay rows older than
-    PROBE_DAY_RETENTION (400 days: uptime and latency charts over a year); returns how many samples."""
-    now = _aware(now)
-    with store.session() as session, session.begin():
-        deleted = session.execute(delete(ProbeSample).where(ProbeSample.at < now - keep))
-        session.execute(delete(ProbeDay).where(ProbeDay.day < (now - PROBE_DAY_RETENTION).date()))
-    return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
-
-
-def trailing_failures(store: Store, hub: str, limit: int) -> int:
-    """How many of the hub's newest samples (at most `limit`) failed in a row."""
-    query = select(ProbeSample.ok).where(ProbeSample.hub == hub)
-    query = query.order_by(ProbeSample.at.desc(), ProbeSample.id.desc()).limit(limit)
-    count = 0
-    with store.session() as session:
-        for ok in session.scalars(query):
-            if ok:
-                break
-            count += 1
-    return count
 
 
 # --------------------------------------------------------------------------- state machine

@@ -24,7 +24,7 @@ from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
 from hubfleet.monitor.anomaly import SAMPLE_FRESH, hour_of_week_start, running_baseline
 from hubfleet.monitor.incidents import KINDS as INCIDENT_KINDS
-from hubfleet.monitor.incidents import uptime_by_hub
+from hubfleet.monitor.uptime import uptime_by_hub
 from hubfleet.monitor.usage import active_by_hub, active_users
 from hubfleet.store.api import Store
 from hubfleet.store.models import HubSample, Incident, ProbeSample, Restart, ServerSession

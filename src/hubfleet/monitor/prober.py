@@ -1,9 +1,9 @@
 """The uptime prober: GET /hub/health and /hub/api/ of every hub, concurrently, on one event loop.
 
 One pass probes every hub at once (bounded by `concurrency`) with one shared httpx.AsyncClient, records a
-ProbeSample per hub and feeds the IncidentTracker. For https hubs the peer certificate's expiry is read on
-a separate TLS connection (cached for an hour per host) so that a certificate incident opens
-`certificate_warning_days` ahead.
+ProbeSample per hub (hubfleet.monitor.uptime) and feeds the IncidentTracker. For https hubs the peer
+certificate's expiry is read on a separate TLS connection (cached for an hour per host) so that a certificate
+incident opens `certificate_warning_days` ahead.
 
 The daemon runs `Prober.run_forever()` as a task; `hubfleet probe` runs `Prober.probe_once()`.
 """
@@ -16,7 +16,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,8 @@ import httpx
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.monitor.incidents import IncidentTracker, make_alerter, prune_samples, record_samples
+from hubfleet.monitor.incidents import IncidentTracker, make_alerter
+from hubfleet.monitor.uptime import ProbeResult, prune_samples, record_samples
 from hubfleet.store.api import Store
 
 if TYPE_CHECKING:
@@ -51,35 +52,6 @@ class ProbeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HUBFLEET_", env_ignore_empty=True, extra="ignore")
 
     probe_interval: float | None = None
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    hub: str
-    url: str
-    at: datetime
-    ok: bool
-    health_status: int | None
-    api_status: int | None
-    latency_ms: float | None
-    error: str = ""
-    cert_expires_at: datetime | None = None
-    version: str | None = None
-    """JupyterHub's version from the /hub/api/ body (None when it did not answer with one)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "hub": self.hub,
-            "url": self.url,
-            "at": self.at.isoformat(),
-            "ok": self.ok,
-            "health_status": self.health_status,
-            "api_status": self.api_status,
-            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
-            "error": self.error,
-            "cert_expires_at": self.cert_expires_at.isoformat() if self.cert_expires_at else None,
-            "version": self.version,
-        }
 
 
 def _describe(exc: BaseException) -> str:
@@ -270,8 +242,6 @@ async def probe_all(
 
 
 def _with_cert(result: ProbeResult, expires: datetime | None) -> ProbeResult:
-    from dataclasses import replace
-
     return replace(result, cert_expires_at=expires)
 
 
