@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -21,6 +20,7 @@ from hubfleet.cli.common import (
     load_or_explain,
     require_hub,
 )
+from hubfleet.clock import utcnow
 from hubfleet.settings import resolve_fleet_dir, resolve_state_dir
 
 
@@ -118,7 +118,7 @@ def incidents(
         require_hub(load_or_explain(fleet_dir), hub)
     with open_store(resolve_state_dir(fleet_dir, state_dir)) as store:
         found = list_incidents(store, hub=hub, open_only=open_only, limit=limit)
-    now = datetime.now(UTC)
+    now = utcnow()
     if as_json:
         typer.echo(json.dumps([i.to_dict(now) for i in found], indent=2))
         return

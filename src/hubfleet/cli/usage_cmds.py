@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -21,6 +21,7 @@ from hubfleet.cli.common import (
     load_or_explain,
     require_hub,
 )
+from hubfleet.clock import utcnow
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
 
 DEFAULT_DAYS = 7
@@ -127,7 +128,7 @@ def usage(
                 f"no community named '{community}' in fleet '{config.settings.name}'; communities: {known}"
             )
         names = [n for n in names if config.hubs[n].community == community]
-    now = datetime.now(UTC)
+    now = utcnow()
     last = _day(to, "--to") or now.date()
     first = _day(from_, "--from") or last - timedelta(days=DEFAULT_DAYS - 1)
     if first > last:

@@ -20,7 +20,7 @@ import smtplib
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import SecretStr
 
+from hubfleet.clock import as_utc, utcnow
 from hubfleet.config.models import EmailChannel, SecretRef, WebhookChannel
 from hubfleet.store.models import AlertDelivery
 
@@ -72,15 +73,8 @@ class AlertMessage:
         return f"{self.subject}\n\n{self.body}"
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _when(value: datetime | None) -> str:
-    aware = _aware(value)
-    return aware.strftime("%Y-%m-%d %H:%M:%S UTC") if aware else "-"
+    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
 
 
 def format_duration(seconds: float) -> str:
@@ -119,10 +113,10 @@ def format_message(
     """One subject line and a few body lines: hub, community, kind, cause, times, duration, URL."""
     hub = fleet.hubs.get(incident.hub)
     community = hub.community if hub else "?"
-    started = _aware(incident.started_at)
-    resolved = _aware(incident.resolved_at)
-    end = resolved or _aware(now) or datetime.now(UTC)
-    duration = format_duration((end - started).total_seconds()) if started else "?"
+    started = as_utc(incident.started_at)  # naive from SQLite rows: UTC
+    resolved = as_utc(incident.resolved_at) if incident.resolved_at else None
+    end = resolved or (as_utc(now) if now else utcnow())
+    duration = format_duration((end - started).total_seconds())
     what = _what(incident)
     cause = " ".join((incident.cause or "").split()) or "-"
     if event == "opened":
@@ -346,7 +340,7 @@ class Alerter:
             event=event,
             channel=delivery.channel[:200],
             recipient=delivery.recipient[:400],
-            at=datetime.now(UTC),
+            at=utcnow(),
             attempt=attempt,
             ok=ok,
             error=error[:2000],

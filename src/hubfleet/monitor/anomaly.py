@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hubfleet.clock import utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Anomalies, Hub
 from hubfleet.monitor.incidents import IncidentRecord, open_incident, resolve_incident
@@ -253,7 +254,7 @@ def evaluate(
     baseline_cache: dict[tuple[str, datetime], float | None] | None = None,
 ) -> Verdicts:
     """Run every rule for every hub of the fleet (read-only: opens and resolves nothing)."""
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     cache = {} if baseline_cache is None else baseline_cache
     verdicts = Verdicts(at=now)
     with store.session() as session:
@@ -301,7 +302,7 @@ class AnomalyMonitor:
 
     def check(self, now: datetime | None = None) -> PassResult:
         """One pass: evaluate, open what fires, resolve what cleared; alerts are scheduled as tasks."""
-        now = now or datetime.now(UTC)
+        now = now or utcnow()
         current_hour = hour_of_week_start(now)
         for key in [k for k in self._baselines if k[1] != current_hour]:
             del self._baselines[key]

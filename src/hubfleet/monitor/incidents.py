@@ -17,11 +17,12 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, select, update
 
+from hubfleet.clock import require_aware, utcnow
 from hubfleet.monitor.uptime import ProbeResult, trailing_failures
 from hubfleet.store.api import Store
 from hubfleet.store.models import Incident
@@ -32,10 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("hubfleet.incidents")
 
 KINDS = ("down", "certificate", "anomaly")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,7 @@ class IncidentRecord:
 
     def duration_seconds(self, now: datetime | None = None) -> float:
         """Seconds from start to resolution (to `now` while open)."""
-        end = self.resolved_at or now or _now()
+        end = self.resolved_at or now or utcnow()
         return max(0.0, (end - self.started_at).total_seconds())
 
     def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
@@ -79,14 +76,6 @@ def _same(hub: str, kind: str, rule: str | None) -> Any:
     return and_(Incident.hub == hub, Incident.kind == kind, rule_match, Incident.resolved_at.is_(None))
 
 
-def _aware(at: datetime | None) -> datetime:
-    if at is None:
-        return _now()
-    if at.tzinfo is None:
-        raise ValueError("incident timestamps must be timezone-aware")
-    return at.astimezone(UTC)
-
-
 def open_incident(
     store: Store, hub: str, kind: str, cause: str, rule: str | None = None, *, at: datetime | None = None
 ) -> tuple[IncidentRecord, bool]:
@@ -101,7 +90,8 @@ def open_incident(
         existing = session.scalars(first_open).first()
         if existing is not None:
             return incident_record(existing), False
-        row = Incident(hub=hub, kind=kind, rule=rule, started_at=_aware(at), resolved_at=None, cause=cause)
+        started = require_aware(at, "incident timestamps")
+        row = Incident(hub=hub, kind=kind, rule=rule, started_at=started, resolved_at=None, cause=cause)
         session.add(row)
     # Another process may have inserted at the same moment: the lowest id wins, the others withdraw.
     with store.session() as session, session.begin():
@@ -116,7 +106,7 @@ def resolve_incident(
     store: Store, hub: str, kind: str, rule: str | None = None, *, at: datetime | None = None
 ) -> IncidentRecord | None:
     """Resolve the open incident of hub + kind (+ rule); the record when this call resolved it, else None."""
-    when = _aware(at)
+    when = require_aware(at, "incident timestamps")
     resolved: IncidentRecord | None = None
     with store.session() as session, session.begin():
         for row in session.scalars(select(Incident).where(_same(hub, kind, rule)).order_by(Incident.id)):

@@ -12,14 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from hubfleet.clock import as_utc, utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
 from hubfleet.monitor.anomaly import SAMPLE_FRESH, hour_of_week_start, running_baseline
@@ -102,14 +102,12 @@ def oldest_servers(session: Session) -> dict[str, datetime]:
         .where(ServerSession.stopped_at.is_(None))
         .group_by(ServerSession.hub)
     ).all()
-    return {hub: _aware(started) for hub, started in rows if started is not None}
+    return {hub: _stored_time(started) for hub, started in rows if started is not None}
 
 
-def _aware(value: Any) -> datetime:
-    # func.min() bypasses the column type, so SQLite hands back a naive (UTC) datetime or a string.
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def _stored_time(value: datetime | str) -> datetime:
+    """func.min() bypasses the column type, so SQLite hands back a naive (UTC) datetime or a string."""
+    return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
 
 
 def restart_totals(session: Session) -> dict[str, int]:
@@ -139,7 +137,7 @@ class MetricsSource:
     _baselines: dict[tuple[str, datetime], float | None] = field(default_factory=dict)
 
     def families(self, now: datetime | None = None) -> list[Metric]:
-        now = now or datetime.now(UTC)
+        now = now or utcnow()
         hubs = list(self.fleet.hubs.values())
         uptime = self._uptime_percent(now)
         today = now.date()

@@ -17,7 +17,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hubfleet.clock import utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.monitor.incidents import IncidentTracker, make_alerter
 from hubfleet.monitor.uptime import ProbeResult, prune_samples, record_samples
@@ -103,7 +104,7 @@ async def probe_hub(
 ) -> ProbeResult:
     """GET <url>/hub/health and <url>/hub/api/ at once; ok when both answer 200 within `timeout`."""
     base = url.rstrip("/")
-    at = datetime.now(UTC)
+    at = utcnow()
     started = time.perf_counter()
     statuses: list[int | None] = [None, None]
     errors: list[str] = []
@@ -304,7 +305,7 @@ class Prober:
             cert_cache=self._cert_cache,
         )
         self.passes += 1
-        now = datetime.now(UTC)
+        now = utcnow()
         if self._last_prune is None or now - self._last_prune >= PRUNE_EVERY:
             self._last_prune = now
             if deleted := prune_samples(self.store, now):

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from hubfleet.clock import require_aware, utcnow
 from hubfleet.store import db
 from hubfleet.store.models import Check, Deployment, Restart
 
 DeploymentResult = Literal["ok", "failed", "rolled_back", "skipped", "removed"]
 DEPLOYMENT_RESULTS: tuple[str, ...] = ("ok", "failed", "rolled_back", "skipped", "removed")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -102,10 +99,8 @@ def _step_dict(step: Any) -> dict[str, Any]:
     }
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise ValueError("timestamps given to the store must be timezone-aware")
-    return value.astimezone(UTC) if value else None
+_TIMES = "timestamps given to the store"
+"""How the error names a naive datetime: the store takes timezone-aware ones only (clock.require_aware)."""
 
 
 class Store:
@@ -155,8 +150,8 @@ class Store:
         row = Deployment(
             hub=hub,
             config_hash=config_hash,
-            started_at=_aware(started_at) or now,
-            finished_at=_aware(finished_at) or now,
+            started_at=require_aware(started_at or now, _TIMES),
+            finished_at=require_aware(finished_at or now, _TIMES),
             result=result,
             message=message,
             actor=actor,
@@ -208,7 +203,9 @@ class Store:
         attempt: int = 1,
         at: datetime | None = None,
     ) -> RestartRecord:
-        row = Restart(hub=hub, at=_aware(at) or utcnow(), reason=reason, exit_code=exit_code, attempt=attempt)
+        row = Restart(
+            hub=hub, at=require_aware(at, _TIMES), reason=reason, exit_code=exit_code, attempt=attempt
+        )
         with self._session() as session, session.begin():
             session.add(row)
         return _restart(row)
@@ -221,7 +218,7 @@ class Store:
         if hub is not None:
             query = query.where(Restart.hub == hub)
         if since is not None:
-            query = query.where(Restart.at >= _aware(since))
+            query = query.where(Restart.at >= require_aware(since, _TIMES))
         query = query.order_by(Restart.at.desc(), Restart.id.desc()).limit(limit)
         with self._session() as session:
             return [_restart(row) for row in session.scalars(query)]
@@ -243,7 +240,7 @@ class Store:
             when = datetime.fromisoformat(when)
         row = Check(
             hub=str(hub_name),
-            at=_aware(when) or utcnow(),
+            at=require_aware(when, _TIMES),
             ok=bool(data["ok"]),
             failed_step=data.get("failed_step"),
             total_seconds=float(data.get("total_seconds") or 0.0),
