@@ -120,6 +120,9 @@ class RecordingAlerter:
     async def incident_resolved(self, incident) -> None:  # noqa: ANN001
         self.sent.append(("resolved", incident.hub, incident.kind))
 
+    async def drain(self, timeout: float | None = None) -> None:
+        """Nothing to wait for: it records at once."""
+
 
 async def passes(prober: Prober, count: int = 1) -> list[ProbeResult]:
     results: list[ProbeResult] = []

@@ -24,9 +24,9 @@ from hubfleet.console.server import start_console
 from hubfleet.daemon.control import serve_control
 from hubfleet.daemon.detached import daemon_lock
 from hubfleet.daemon.supervisor import Supervisor
+from hubfleet.monitor.alerts import Alerter
 from hubfleet.monitor.anomaly import AnomalyMonitor
 from hubfleet.monitor.collector import start_collector
-from hubfleet.monitor.incidents import make_alerter
 from hubfleet.monitor.prober import run_in_daemon
 from hubfleet.runtime.control_client import SOCKET_FILE
 from hubfleet.runtime.status_file import remove_status
@@ -57,7 +57,7 @@ async def serve(
     monitor: AnomalyMonitor | None = None
     try:
         await supervisor.start_all()
-        monitor = AnomalyMonitor(store, fleet, alerter=make_alerter(fleet, store, secrets))
+        monitor = AnomalyMonitor(store, fleet, alerter=Alerter(fleet, store, secrets))
         tasks = [
             start_collector(fleet, store, supervisor.running_hub_urls, state_dir, stop),  # right away
             asyncio.create_task(

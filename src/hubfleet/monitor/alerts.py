@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
 
 from hubfleet.clock import as_utc, utcnow
-from hubfleet.config.models import EmailChannel, SecretRef, WebhookChannel
+from hubfleet.config.models import Alerts, EmailChannel, SecretRef, WebhookChannel
 from hubfleet.store.models import AlertDelivery
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ class IncidentLike(Protocol):
     id: int
     hub: str
     kind: str
+    rule: str | None
     started_at: datetime
     resolved_at: datetime | None
     cause: str
@@ -90,7 +91,7 @@ def format_duration(seconds: float) -> str:
 
 
 def _what(incident: IncidentLike) -> str:
-    rule = getattr(incident, "rule", None)
+    rule = incident.rule
     if incident.kind == "down":
         return "is down"
     if incident.kind == "certificate":
@@ -126,7 +127,7 @@ def format_message(
     lines = [
         f"Hub: {incident.hub}" + (f" ({hub.display_name})" if hub and hub.display_name else ""),
         f"Community: {community}",
-        f"Kind: {incident.kind}" + (f" / {incident.rule}" if getattr(incident, "rule", None) else ""),
+        f"Kind: {incident.kind}" + (f" / {incident.rule}" if incident.rule else ""),
         f"Cause: {cause}",
         f"Started: {_when(started)}",
         f"Resolved: {_when(resolved) if resolved else 'not yet (open)'}",
@@ -236,7 +237,7 @@ class Alerter:
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
-    def alerts(self) -> Any:
+    def alerts(self) -> Alerts:
         return self.fleet.settings.monitoring.alerts
 
     # -- public API ------------------------------------------------------------------------------
@@ -281,7 +282,7 @@ class Alerter:
             message = format_message(event, incident, self.fleet)
             deliveries = self._deliveries(incident.hub, message)
         except Exception:  # a bug here must not reach the prober
-            log.exception("cannot prepare the %s alert of incident %s", event, getattr(incident, "id", "?"))
+            log.exception("cannot prepare the %s alert of incident %s", event, incident.id)
             return
         if not deliveries:
             log.info("incident %s %s: no alert channels configured", incident.id, event)

@@ -11,10 +11,9 @@ import asyncio
 import contextlib
 import logging
 import statistics
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,7 +21,7 @@ from sqlalchemy.orm import Session
 from hubfleet.clock import utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Anomalies, Hub
-from hubfleet.monitor.incidents import IncidentRecord, open_incident, resolve_incident
+from hubfleet.monitor.incidents import IncidentAlerter, IncidentRecord, open_incident, resolve_incident
 from hubfleet.store.api import Store
 from hubfleet.store.models import HubSample, Incident, Restart, ServerSession
 
@@ -293,7 +292,7 @@ class AnomalyMonitor:
     them. The baseline of an hour of the week is computed once per hour and hub.
     """
 
-    def __init__(self, store: Store, fleet: FleetConfig, *, alerter: Any | None = None):
+    def __init__(self, store: Store, fleet: FleetConfig, *, alerter: IncidentAlerter | None = None):
         self.store = store
         self.fleet = fleet
         self.alerter = alerter
@@ -361,7 +360,7 @@ class AnomalyMonitor:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
-async def _deliver(method: Any, incident: IncidentRecord) -> None:
+async def _deliver(method: Callable[[IncidentRecord], Awaitable[None]], incident: IncidentRecord) -> None:
     try:
         await method(incident)
     except Exception:  # the Alerter never raises; a bug in it must not stop the rules

@@ -8,27 +8,24 @@ and `hubfleet probe`) race, so callers alert only when `opened` is true.
 `IncidentTracker` is the state machine the prober feeds: a `down` incident opens after
 `failures_to_open` consecutive failed probes and resolves on the first success; a `certificate` incident
 opens when the certificate expires within `certificate_warning_days` and resolves when a renewed one is
-seen. Each open and each resolve is handed to the Alerter once (hubfleet.monitor.alerts, when present).
+seen. Each open and each resolve is handed once to the alerter (hubfleet.monitor.alerts.Alerter).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import ColumnElement, and_, delete, select, update
 
 from hubfleet.clock import require_aware, utcnow
 from hubfleet.monitor.uptime import ProbeResult, trailing_failures
 from hubfleet.store.api import Store
 from hubfleet.store.models import Incident
-
-if TYPE_CHECKING:
-    from hubfleet.config.fleet import FleetConfig
 
 log = logging.getLogger("hubfleet.incidents")
 
@@ -71,7 +68,7 @@ def incident_record(row: Incident) -> IncidentRecord:
     return IncidentRecord(row.id, row.hub, row.kind, row.rule, row.started_at, row.resolved_at, row.cause)
 
 
-def _same(hub: str, kind: str, rule: str | None) -> Any:
+def _same(hub: str, kind: str, rule: str | None) -> ColumnElement[bool]:
     rule_match = Incident.rule.is_(None) if rule is None else Incident.rule == rule
     return and_(Incident.hub == hub, Incident.kind == kind, rule_match, Incident.resolved_at.is_(None))
 
@@ -156,14 +153,15 @@ def open_keys(store: Store) -> set[tuple[str, str, str | None]]:
 # --------------------------------------------------------------------------- state machine
 
 
-def make_alerter(fleet: FleetConfig, store: Store, resolver: Any = None) -> Any | None:
-    """The Alerter of hubfleet.monitor.alerts, or None when that module is not available."""
-    try:
-        from hubfleet.monitor.alerts import Alerter
-    except ImportError:
-        log.info("hubfleet.monitor.alerts not available; incidents are recorded without alerts")
-        return None
-    return Alerter(fleet, store, resolver=resolver)
+class IncidentAlerter(Protocol):
+    """Where each open and each resolve goes: hubfleet.monitor.alerts.Alerter (a recording stand-in in tests).
+    It returns at once and delivers in the background until drained."""
+
+    async def incident_opened(self, incident: IncidentRecord, *, wait: bool = False) -> None: ...
+
+    async def incident_resolved(self, incident: IncidentRecord, *, wait: bool = False) -> None: ...
+
+    async def drain(self, timeout: float | None = None) -> None: ...
 
 
 class IncidentTracker:
@@ -175,7 +173,7 @@ class IncidentTracker:
         *,
         failures_to_open: int = 2,
         certificate_warning_days: int = 21,
-        alerter: Any | None = None,
+        alerter: IncidentAlerter | None = None,
     ) -> None:
         self.store = store
         self.failures_to_open = failures_to_open
@@ -255,7 +253,9 @@ class IncidentTracker:
         task.add_done_callback(self._alerts.discard)
 
     @staticmethod
-    async def _deliver(method: Any, incident: IncidentRecord, wait: bool = False) -> None:
+    async def _deliver(
+        method: Callable[..., Awaitable[None]], incident: IncidentRecord, wait: bool = False
+    ) -> None:
         try:
             await (method(incident, wait=True) if wait else method(incident))
         except Exception:  # the Alerter never raises; a bug in it must not stop the prober
@@ -267,10 +267,9 @@ class IncidentTracker:
         deadline = None if timeout is None else loop.time() + timeout
         if self._alerts:
             await asyncio.wait(set(self._alerts), timeout=timeout)
-        drain = getattr(self.alerter, "drain", None)  # the Alerter delivers in background tasks
-        if drain is not None:
+        if self.alerter is not None:  # the alerter delivers in background tasks of its own
             left = None if deadline is None else max(0.0, deadline - loop.time())
             try:
-                await drain(left)
+                await self.alerter.drain(left)
             except Exception:
                 log.exception("waiting for alert deliveries failed")

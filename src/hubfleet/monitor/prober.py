@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -27,7 +27,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hubfleet.clock import utcnow
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.monitor.incidents import IncidentTracker, make_alerter
+from hubfleet.monitor.alerts import Alerter
+from hubfleet.monitor.incidents import IncidentAlerter, IncidentTracker
 from hubfleet.monitor.uptime import ProbeResult, prune_samples, record_samples
 from hubfleet.store.api import Store
 
@@ -256,7 +257,7 @@ class Prober:
         store: Store,
         *,
         targets: Targets | None = None,
-        alerter: Any = AUTO,
+        alerter: IncidentAlerter | Literal["auto"] | None = AUTO,
         client: httpx.AsyncClient | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         timeout: float | None = None,
@@ -272,7 +273,7 @@ class Prober:
             store,
             failures_to_open=monitoring.failures_to_open,
             certificate_warning_days=monitoring.certificate_warning_days,
-            alerter=make_alerter(fleet, store) if alerter == AUTO else alerter,
+            alerter=Alerter(fleet, store) if alerter == AUTO else alerter,
         )
         self._client = client
         self._owns_client = client is None
@@ -364,9 +365,7 @@ async def run_in_daemon(
             found.update(local_urls())
             return found
 
-        prober = Prober(
-            fleet, state_dir, store, targets=targets, alerter=make_alerter(fleet, store, resolver)
-        )
+        prober = Prober(fleet, state_dir, store, targets=targets, alerter=Alerter(fleet, store, resolver))
         try:
             await prober.run_forever()
         finally:
