@@ -28,9 +28,7 @@ from hubfleet.monitor.export import (
     PROMETHEUS_FILE,
     README_FILE,
     RULES_FILE,
-    alert_rules,
     export_monitoring,
-    grafana_dashboard,
 )
 from hubfleet.monitor.incidents import open_incident, resolve_incident
 from hubfleet.monitor.metrics import METRIC_NAMES
@@ -409,12 +407,6 @@ def test_promtool_accepts_the_export_and_the_rules_fire_like_the_builtin_ones(
 def _labels(severity: str = "warning") -> dict[str, str]:
     return {"hub": "a", "community": "c", "stage": "prod", "job": "hubfleet", "instance": "d",
             "severity": severity, "source": "hubfleet"}  # fmt: skip
-
-
-def test_alert_rules_and_dashboard_are_plain_data(fleet: FleetConfig) -> None:
-    # The builders return JSON-able data (the console may serve them later).
-    json.dumps(alert_rules(fleet))
-    json.dumps(grafana_dashboard(fleet))
 
 
 # --------------------------------------------------------------------------- the daemon serves it
