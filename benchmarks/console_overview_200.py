@@ -48,15 +48,10 @@ from validate_500 import generate as generate_fleet  # noqa: E402
 from hubfleet.config.loader import load_fleet  # noqa: E402
 from hubfleet.console import accounts  # noqa: E402
 from hubfleet.console.app import create_app  # noqa: E402
-from hubfleet.console.data import (  # noqa: E402
-    CHARTS,
-    ConsoleSource,
-    chart,
-    community_detail,
-    fleet_totals,
-    hub_detail,
-    overview_rows,
-)
+from hubfleet.console.data.charts import CHARTS, chart  # noqa: E402
+from hubfleet.console.data.details import community_detail, hub_detail  # noqa: E402
+from hubfleet.console.data.overview import fleet_totals, overview_rows  # noqa: E402
+from hubfleet.console.data.source import ConsoleSource  # noqa: E402
 from hubfleet.console.web import SESSION_COOKIE  # noqa: E402
 from hubfleet.store import open_store  # noqa: E402
 from machine_info import machine  # noqa: E402

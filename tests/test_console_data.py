@@ -20,17 +20,10 @@ from sqlalchemy import event, select
 from fleet_helpers import REPO, copy_demo_fleet
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.loader import load_fleet
-from hubfleet.console.data import (
-    CHARTS,
-    Chart,
-    ConsoleSource,
-    chart,
-    community_detail,
-    fleet_totals,
-    hub_detail,
-    incidents,
-    overview_rows,
-)
+from hubfleet.console.data.charts import CHARTS, Chart, chart
+from hubfleet.console.data.details import community_detail, hub_detail, incidents
+from hubfleet.console.data.overview import fleet_totals, overview_rows
+from hubfleet.console.data.source import ConsoleSource
 from hubfleet.monitor.collector import parse_metrics, record_collection
 from hubfleet.monitor.incidents import open_incident, resolve_incident
 from hubfleet.monitor.prober import probe_hub

@@ -20,7 +20,7 @@ from fastapi.security import HTTPBearer
 
 from hubfleet.clock import utcnow
 from hubfleet.config.models import Hub
-from hubfleet.console import accounts, data
+from hubfleet.console import accounts
 from hubfleet.console.access import (
     Principal,
     community_or_404,
@@ -45,6 +45,9 @@ from hubfleet.console.api_models import (
     TokenRequest,
     errors,
 )
+from hubfleet.console.data.charts import CHARTS, MAX_DAYS, Chart, chart
+from hubfleet.console.data.details import community_detail, hub_detail, incidents
+from hubfleet.console.data.overview import fleet_totals, overview_rows
 from hubfleet.console.web import ConsoleState, api_principal, console_state
 
 MAX_LIMIT = 1000
@@ -71,21 +74,21 @@ async def _state(request: Request) -> ConsoleState:
 State = Annotated[ConsoleState, Depends(_state)]
 HubName = Annotated[str, Path(description="A hub's name.", max_length=200)]
 CommunityName = Annotated[str, Path(description="A community's name.", max_length=200)]
-ChartName = Annotated[str, Path(description=f"One of: {', '.join(data.CHARTS)}.", max_length=200)]
-Days = Annotated[int, Query(ge=1, le=data.MAX_DAYS, description="How many days back the chart goes.")]
+ChartName = Annotated[str, Path(description=f"One of: {', '.join(CHARTS)}.", max_length=200)]
+Days = Annotated[int, Query(ge=1, le=MAX_DAYS, description="How many days back the chart goes.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="At most this many rows, newest first.")]
 OptionalName = Annotated[str | None, Query(max_length=200)]
 
 
-def _chart(state: ConsoleState, name: str, hubs: Sequence[Hub], days: int) -> data.Chart:
-    if name not in data.CHARTS:
-        raise HTTPException(404, f"no chart named '{name}'; charts: {', '.join(data.CHARTS)}")
-    return data.chart(state.source, name, [h.name for h in hubs], days=days)
+def _chart(state: ConsoleState, name: str, hubs: Sequence[Hub], days: int) -> Chart:
+    if name not in CHARTS:
+        raise HTTPException(404, f"no chart named '{name}'; charts: {', '.join(CHARTS)}")
+    return chart(state.source, name, [h.name for h in hubs], days=days)
 
 
-def _csv(chart: data.Chart, filename: str) -> Response:
+def _csv(table: Chart, filename: str) -> Response:
     return Response(
-        content=chart.to_csv(),
+        content=table.to_csv(),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
     )
@@ -151,17 +154,17 @@ def list_hubs(
     hubs = _hubs_in_scope(state, principal, community=community)
     if cluster is not None:
         hubs = [h for h in hubs if h.cluster == cluster]
-    rows = data.overview_rows(state.source, hubs)
+    rows = overview_rows(state.source, hubs)
     if hub_state is not None:
         rows = [row for row in rows if row["state"] == hub_state]
-    return {"hubs": rows, "totals": data.fleet_totals(rows)}
+    return {"hubs": rows, "totals": fleet_totals(rows)}
 
 
 @router.get(
     "/hubs/{hub}", response_model=HubDetail, responses=errors(401, 404, 422), summary="One hub in detail"
 )
 def get_hub(hub: HubName, principal: Caller, state: State) -> dict[str, Any]:
-    return data.hub_detail(state.source, hub_or_404(state.fleet, principal, hub).name)
+    return hub_detail(state.source, hub_or_404(state.fleet, principal, hub).name)
 
 
 @router.get(
@@ -278,7 +281,7 @@ def list_communities(principal: Caller, state: State) -> dict[str, Any]:
     summary="One community in detail",
 )
 def get_community(name: CommunityName, principal: Caller, state: State) -> dict[str, Any]:
-    return data.community_detail(state.source, community_or_404(state.fleet, principal, name))
+    return community_detail(state.source, community_or_404(state.fleet, principal, name))
 
 
 @router.get(
@@ -348,7 +351,7 @@ def list_incidents(
     incident_state: Annotated[Literal["open", "resolved"] | None, Query(alias="state")] = None,
     since_days: Annotated[
         int | None,
-        Query(ge=1, le=data.MAX_DAYS, description="Only incidents open at some time in this many last days."),
+        Query(ge=1, le=MAX_DAYS, description="Only incidents open at some time in this many last days."),
     ] = None,
     limit: Limit = 200,
 ) -> dict[str, Any]:
@@ -357,9 +360,7 @@ def list_incidents(
     since = utcnow() - timedelta(days=since_days) if since_days else None
     names = [h.name for h in hubs]
     return {
-        "incidents": data.incidents(
-            state.source, names, state=incident_state, kind=kind, since=since, limit=limit
-        )
+        "incidents": incidents(state.source, names, state=incident_state, kind=kind, since=since, limit=limit)
     }
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal, get_type_hints
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from hubfleet.console.accounts import TokenInfo
-from hubfleet.console.data import HUB_CHECK_OMITS, HUB_DEPLOY_OMITS, HUB_RESTART_OMITS
+from hubfleet.console.data.details import HUB_CHECK_OMITS, HUB_DEPLOY_OMITS, HUB_RESTART_OMITS
 from hubfleet.monitor.incidents import IncidentRecord
 from hubfleet.store.api import CheckRecord, DeploymentRecord, RestartRecord
 

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hubfleet import __version__
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.console import api, auth_routes, pages
-from hubfleet.console.data import ConsoleSource
+from hubfleet.console.data.source import ConsoleSource
 from hubfleet.console.web import STATIC_DIR, ConsoleState, SignInRequired, login_url, render
 from hubfleet.monitor.metrics import MetricsEndpoint
 from hubfleet.store.api import Store

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from hubfleet.clock import utcnow
-from hubfleet.console import accounts, data, formatting
+from hubfleet.console import accounts, formatting
 from hubfleet.console.access import (
     Principal,
     community_or_404,
@@ -24,6 +24,9 @@ from hubfleet.console.access import (
     visible_communities,
     visible_hubs,
 )
+from hubfleet.console.data.charts import CHARTS
+from hubfleet.console.data.details import community_detail, hub_detail, incidents
+from hubfleet.console.data.overview import fleet_totals, overview_rows
 from hubfleet.console.web import check_form_csrf, console_state, page_principal, render, templates
 
 router = APIRouter(include_in_schema=False)
@@ -55,7 +58,7 @@ def _chart_cards(base: str, names: tuple[str, ...], days: int) -> list[dict[str,
     return [
         {
             "name": name,
-            "title": data.CHARTS.get(name, name),
+            "title": CHARTS.get(name, name),
             "src": f"{base}/charts/{name}?days={days}",
             "csv": f"{base}/charts/{name}.csv?days={days}",
         }
@@ -83,8 +86,8 @@ def overview(
 ) -> Response:
     source = console_state(request).source
     hubs = visible_hubs(source.fleet, principal)
-    rows = data.overview_rows(source, hubs)
-    totals = data.fleet_totals(rows)
+    rows = overview_rows(source, hubs)
+    totals = fleet_totals(rows)
     shown = [
         row
         for row in rows
@@ -110,7 +113,7 @@ def community_page(request: Request, principal: PagePrincipal, name: str, days: 
     source = console_state(request).source
     community = community_or_404(source.fleet, principal, name)
     context = {
-        "community": data.community_detail(source, community),
+        "community": community_detail(source, community),
         **_charts_context(f"/api/communities/{community}", COMMUNITY_CHARTS, days),
     }
     return render(request, "community.html", context)
@@ -121,7 +124,7 @@ def hub_page(request: Request, principal: PagePrincipal, name: str, days: str = 
     source = console_state(request).source
     hub = hub_or_404(source.fleet, principal, name)
     context = {
-        "hub": data.hub_detail(source, hub.name),
+        "hub": hub_detail(source, hub.name),
         **_charts_context(f"/api/hubs/{hub.name}", HUB_CHARTS, days),
         "can_run_check": principal.is_operator,
     }
@@ -153,7 +156,7 @@ def incidents_page(
     within = _days(since_days, default=None)
     since = utcnow() - timedelta(days=within) if within else None
     names = [h.name for h in hubs]
-    rows = data.incidents(source, names, state=state or None, kind=kind or None, since=since)
+    rows = incidents(source, names, state=state or None, kind=kind or None, since=since)
     context = {
         "incidents": rows,
         "filters": {

@@ -20,7 +20,7 @@ from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import SecretRef
 from hubfleet.console import accounts
 from hubfleet.console.access import Principal, principal_for
-from hubfleet.console.data import ConsoleSource
+from hubfleet.console.data.source import ConsoleSource
 from hubfleet.store.api import Store
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
