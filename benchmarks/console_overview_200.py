@@ -45,7 +45,7 @@ with warnings.catch_warnings():  # starlette 1.x prefers httpx2 for its TestClie
     from starlette.testclient import TestClient  # noqa: E402
 from validate_500 import generate as generate_fleet  # noqa: E402
 
-from hubfleet.config.loader import load_fleet  # noqa: E402
+from hubfleet.config.validate import load_fleet  # noqa: E402
 from hubfleet.console import accounts  # noqa: E402
 from hubfleet.console.app import create_app  # noqa: E402
 from hubfleet.console.data.charts import CHARTS, chart  # noqa: E402

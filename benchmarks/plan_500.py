@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from validate_500 import generate  # noqa: E402
 
 from fleet_helpers import mark_deployed  # noqa: E402
-from hubfleet.config.loader import load_fleet  # noqa: E402
+from hubfleet.config.validate import load_fleet  # noqa: E402
 from hubfleet.deploy.plan import make_plan  # noqa: E402
 from hubfleet.store import open_store  # noqa: E402
 from machine_info import machine  # noqa: E402

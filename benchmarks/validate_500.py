@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hubfleet.config.loader import load_fleet
+from hubfleet.config.validate import load_fleet
 
 COMMUNITIES = 250
 RUNS = 5

@@ -60,7 +60,7 @@ def write_accounts(root: Path, accounts: dict[str, str] | None = None) -> None:
 
 
 def hubs_by_community(root: Path) -> dict[str, list[str]]:
-    from hubfleet.config.loader import load_fleet
+    from hubfleet.config.validate import load_fleet
 
     found: dict[str, list[str]] = {}
     for hub in load_fleet(root).hubs.values():

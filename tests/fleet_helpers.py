@@ -137,7 +137,7 @@ def running_fleet(root: Path, env: dict[str, str] | None = None):  # noqa: ANN20
 def mark_deployed(root: Path) -> None:
     """Record every hub as deployed with its current desired state, as `hubfleet up` does."""
     from hubfleet.backends import backends_for
-    from hubfleet.config.loader import load_fleet
+    from hubfleet.config.validate import load_fleet
     from hubfleet.deploy.state import record
     from hubfleet.store import open_store
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from alert_receivers import free_port, self_signed_cert, smtp_server, webhook_receiver
 from fleet_helpers import copy_demo_fleet, hubfleet
-from hubfleet.config.loader import load_fleet, validate_fleet
+from hubfleet.config.validate import load_fleet, validate_fleet
 from hubfleet.monitor.alerts import Alerter, format_duration, format_message, mask_url
 from hubfleet.monitor.incidents import open_incident, resolve_incident
 from hubfleet.secrets.store import SecretResolver, fleet_secret_keys, rekey, set_fleet_secret

@@ -13,7 +13,7 @@ import yaml
 from sqlalchemy import select, update
 
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.loader import load_fleet
+from hubfleet.config.validate import load_fleet
 from hubfleet.monitor import anomaly
 from hubfleet.monitor.anomaly import AnomalyMonitor, counter_increase, evaluate, running_baseline
 from hubfleet.monitor.incidents import IncidentRecord, list_incidents

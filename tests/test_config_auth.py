@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pyrage import x25519
 
-from hubfleet.config.loader import validate_fleet
+from hubfleet.config.validate import validate_fleet
 from hubfleet.secrets.store import set_secret
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo-fleet"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hubfleet.config.fleet import FleetInvalid
-from hubfleet.config.loader import load_fleet, validate_fleet
+from hubfleet.config.validate import load_fleet, validate_fleet
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo-fleet"
 

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from hubfleet.config.fleet import ConfigError
-from hubfleet.config.loader import _plain, fast_load, validate_fleet
+from hubfleet.config.validate import validate_fleet
+from hubfleet.config.yaml_source import fast_load, plain_data
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo-fleet"
 FILES = sorted(p.relative_to(DEMO).as_posix() for p in DEMO.rglob("*.yaml"))
@@ -127,4 +128,4 @@ def test_fast_path_agrees_with_ruamel(data: dict, flow: bool) -> None:
     text = out.getvalue()
     fast = fast_load(text)
     if fast is not None:
-        assert fast == _plain(YAML().load(text))
+        assert fast == plain_data(YAML().load(text))

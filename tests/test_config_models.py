@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from fleet_helpers import edit
-from hubfleet.config.loader import load_fleet, merge_defaults, validate_fleet
+from hubfleet.config.defaults import merge_defaults
 from hubfleet.config.models import Culling, DummyAuth, FleetSettings, Hub, NativeAuth, Resources
+from hubfleet.config.validate import load_fleet, validate_fleet
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo-fleet"
 

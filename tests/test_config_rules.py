@@ -10,8 +10,9 @@ import pytest
 
 from fleet_helpers import edit
 from hubfleet.config import rules
-from hubfleet.config.loader import SourcedFleetConfig, validate_fleet
+from hubfleet.config.loader import SourcedFleetConfig, load_fleet_files
 from hubfleet.config.schema import fleet_json_schemas, render_reference
+from hubfleet.config.validate import validate_fleet
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo-fleet"
@@ -21,9 +22,7 @@ UNI_STAGING = "communities/uni-a/hubs/staging.yaml"
 
 def load_unchecked(root: Path) -> SourcedFleetConfig:
     """The loaded fleet before rules run (rules are then called one by one)."""
-    from hubfleet.config.loader import _load
-
-    config, errors = _load(root)
+    config, errors = load_fleet_files(root)
     assert errors == [] and config is not None
     return config
 

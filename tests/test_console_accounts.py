@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from fleet_helpers import DEMO, drop_section, hubfleet
-from hubfleet.config.loader import validate_fleet
+from hubfleet.config.validate import validate_fleet
 from hubfleet.console import accounts
 from hubfleet.store.api import open_store
 from hubfleet.store.models import ApiToken, ConsolePassword, ConsoleSession
@@ -220,7 +220,7 @@ def test_cli_sets_passwords_and_manages_tokens(demo: Path) -> None:
 
 
 def test_the_console_rereads_changed_files_and_keeps_the_last_valid_fleet(demo: Path) -> None:
-    from hubfleet.config.loader import load_fleet
+    from hubfleet.config.validate import load_fleet
     from hubfleet.console.reload import FleetReloader
 
     current = FleetReloader(load_fleet(demo), interval=0)

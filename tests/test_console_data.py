@@ -19,7 +19,7 @@ from sqlalchemy import event, select
 
 from fleet_helpers import REPO, copy_demo_fleet
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.loader import load_fleet
+from hubfleet.config.validate import load_fleet
 from hubfleet.console.data.charts import CHARTS, Chart, chart
 from hubfleet.console.data.details import community_detail, hub_detail, incidents
 from hubfleet.console.data.overview import fleet_totals, overview_rows

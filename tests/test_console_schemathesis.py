@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 
 from console_helpers import ConsoleFleet, console_fleet, write_accounts
 from fleet_helpers import copy_demo_fleet
-from hubfleet.config.loader import load_fleet
+from hubfleet.config.validate import load_fleet
 from hubfleet.console.app import create_app
 from hubfleet.store import open_store
 

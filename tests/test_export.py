@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from fleet_helpers import copy_demo_fleet, free_ports, hubfleet, kill_leftovers
-from hubfleet.config.loader import load_fleet
+from hubfleet.config.validate import load_fleet
 from hubfleet.deploy.export import HUB_PORT_ENV, PORT_ENV, PROXY_API_PORT_ENV, export_hub
 from hubfleet.settings import UserError
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fleet_helpers import copy_demo_fleet, edit, hubfleet, mark_deployed
-from hubfleet.config.loader import load_fleet
+from hubfleet.config.validate import load_fleet
 from hubfleet.deploy.plan import files_changed_since, make_plan, read_changed_files
 from hubfleet.store import open_store
 

@@ -27,8 +27,8 @@ from hubfleet.backends.kubernetes import (
     rollout_commands,
 )
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.loader import load_fleet
 from hubfleet.config.models import Z2JH_CHART_VERSION, Hub, KubernetesCluster
+from hubfleet.config.validate import load_fleet
 from hubfleet.render.kubernetes import render_z2jh_values, secret_values, values_yaml
 from hubfleet.render.local import CONTROL_SCOPES, OPERATOR_SCOPES
 from hubfleet.settings import UserError

@@ -9,7 +9,7 @@ from traitlets.config import PyFileConfigLoader
 
 from fleet_helpers import copy_demo_fleet
 from hubfleet.backends.local import LocalBackend, PreparedHub
-from hubfleet.config.loader import load_fleet
+from hubfleet.config.validate import load_fleet
 from hubfleet.render.local import CHECK_USERNAME, CONTROL_TOKEN_ENV, DUMMY_PASSWORD_ENV, OPERATOR_TOKEN_ENV
 
 

@@ -327,7 +327,7 @@ def test_back_to_back_sessions_do_not_overlap_in_the_peak(store: Store) -> None:
 
 
 def test_excluded_usernames_follow_the_fleet_settings() -> None:
-    from hubfleet.config.loader import load_fleet
+    from hubfleet.config.validate import load_fleet
 
     fleet = load_fleet(Path(__file__).resolve().parent.parent / "examples" / "demo-fleet")
     hub = fleet.hubs["uni-a-staging"]  # dummy auth; operator ada has dummy: ada

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.loader import load_fleet
+from hubfleet.config.validate import load_fleet
 from hubfleet.console.app import create_app
 from hubfleet.console.reload import FleetReloader
 from hubfleet.console.server import start_console

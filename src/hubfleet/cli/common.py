@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from hubfleet.config.fleet import FleetConfig, FleetInvalid
-from hubfleet.config.loader import load_fleet
+from hubfleet.config.validate import load_fleet
 from hubfleet.settings import UserError
 
 # Outside a terminal (CI logs, pipes) rich would wrap at 80 columns; give tables room instead.

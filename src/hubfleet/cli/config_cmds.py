@@ -10,7 +10,7 @@ import typer
 from hubfleet.cli.app import app
 from hubfleet.cli.common import FleetOption, friendly_errors
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.loader import validate_fleet
+from hubfleet.config.validate import validate_fleet
 from hubfleet.settings import Settings, resolve_fleet_dir
 
 

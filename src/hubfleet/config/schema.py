@@ -16,7 +16,7 @@ from pydantic import BaseModel, SecretStr, TypeAdapter
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from hubfleet.config.loader import _is_model, _tags, _union_models, _unwrap
+from hubfleet.config.introspect import discriminator, is_model, union_models, unwrap
 from hubfleet.config.models import Cluster, Community, FleetSettings, Hub, SecretRef
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -33,7 +33,7 @@ def fleet_json_schemas() -> dict[str, dict[str, Any]]:
     """The JSON Schema of each file kind, keyed by kind (fleet, cluster, community, hub)."""
     schemas = {}
     for kind, (model, where) in FILE_KINDS.items():
-        schema = model.model_json_schema() if _is_model(model) else TypeAdapter(model).json_schema()
+        schema = model.model_json_schema() if is_model(model) else TypeAdapter(model).json_schema()
         schemas[kind] = {
             "$schema": JSON_SCHEMA_DIALECT,
             "title": f"hubfleet {kind} ({where})",
@@ -65,14 +65,14 @@ def _secret_type_name(tp: Any) -> str | None:
     """SecretOnly: a reference; SecretOrPlain: text or a reference; anything else: None."""
     if tp is SecretRef:
         return "secret reference `{secret: KEY}`"
-    members = [_unwrap(a) for a in get_args(tp)] if get_origin(tp) in (Union, types.UnionType) else []
+    members = [unwrap(a) for a in get_args(tp)] if get_origin(tp) in (Union, types.UnionType) else []
     if SecretRef in members and SecretStr in members:
         return "text (secret) or secret reference `{secret: KEY}`"
     return None
 
 
 def _type_name(tp: Any) -> str:
-    tp = _unwrap(tp)
+    tp = unwrap(tp)
     secret = _secret_type_name(tp)
     if secret:
         return secret
@@ -83,11 +83,11 @@ def _type_name(tp: Any) -> str:
         return f"list of {_type_name(get_args(tp)[0])}"
     if origin is dict:
         return f"mapping of text to {_type_name(get_args(tp)[1])}"
-    members = _union_models(tp)
+    members = union_models(tp)
     if members:
-        tag, tags = _tags(tp)
+        tag, tags = discriminator(tp)
         return f"mapping (`{tag}`: {', '.join(tags)})"
-    if _is_model(tp):
+    if is_model(tp):
         return "mapping"
     return {
         str: "text",
@@ -116,7 +116,7 @@ def _default(info: FieldInfo) -> str:
 
 def _allowed(info: FieldInfo) -> str:
     parts = []
-    tp = _unwrap(info.annotation)
+    tp = unwrap(info.annotation)
     if get_origin(tp) is Literal:
         parts.append(", ".join(f"`{v}`" for v in get_args(tp)))
     for meta in info.metadata:
@@ -144,27 +144,27 @@ def _rows(
         if only is not None and name != only:
             continue
         path = f"{prefix}{name}"
-        tp = _unwrap(info.annotation)
+        tp = unwrap(info.annotation)
         description = info.description or ""
         rows.append(
             (f"`{path}`{applies}", _type_name(tp), _default(info), _cell(description), _cell(_allowed(info)))
         )
-        members = _union_models(tp)
+        members = union_models(tp)
         if _secret_type_name(tp):
             pass  # described in the Secrets section rather than row by row
         elif members:
             rows.extend(_union_rows(members, tp, f"{path}."))
-        elif _is_model(tp):
+        elif is_model(tp):
             rows.extend(_rows(tp, f"{path}."))
-        elif get_origin(tp) in (list, dict) and _is_model(_unwrap(get_args(tp)[-1])):
+        elif get_origin(tp) in (list, dict) and is_model(unwrap(get_args(tp)[-1])):
             item = "[]" if get_origin(tp) is list else ".<key>"
-            rows.extend(_rows(_unwrap(get_args(tp)[-1]), f"{path}{item}."))
+            rows.extend(_rows(unwrap(get_args(tp)[-1]), f"{path}{item}."))
     return rows
 
 
 def _union_rows(members: list[type[BaseModel]], tp: Any, prefix: str) -> list[tuple[str, ...]]:
     """Rows for a union of models: a field shared by several variants is listed once, naming them."""
-    tag, _ = _tags(tp)
+    tag, _ = discriminator(tp)
     variants: dict[str, list[str]] = {}
     first: dict[str, type[BaseModel]] = {}
     for member in members:
@@ -183,9 +183,9 @@ def _union_rows(members: list[type[BaseModel]], tp: Any, prefix: str) -> list[tu
 
 
 def _doc(tp: Any) -> str:
-    members = _union_models(_unwrap(tp))
+    members = union_models(unwrap(tp))
     if members:
-        tag, tags = _tags(tp)
+        tag, tags = discriminator(tp)
         return "\n".join(f"- {tag} `{tags[i]}`: {m.__doc__ or ''}" for i, m in enumerate(members))
     return (tp.__doc__ or "").strip()
 
@@ -221,10 +221,10 @@ def render_reference() -> str:
     for kind, (model, where) in FILE_KINDS.items():
         out += [f"## {kind}: `{where}`", "", _doc(model), ""]
         out += ["| Key | Type | Default | Description | Allowed |", "|---|---|---|---|---|"]
-        members = _union_models(_unwrap(model))
+        members = union_models(unwrap(model))
         rows = _union_rows(members, model, "") if members else _rows(model, "")
         if members:
-            tag, tags = _tags(model)
+            tag, tags = discriminator(model)
             choices = ", ".join(f"`{t}`" for t in tags)
             rows.insert(0, (f"`{tag}`", "text", "required", "Selects the variant.", choices))
         out += ["| " + " | ".join(row) + " |" for row in rows]

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from hubfleet.config.fleet import FleetConfig, FleetInvalid
-from hubfleet.config.loader import load_fleet
+from hubfleet.config.validate import load_fleet
 
 log = logging.getLogger(__name__)
 

@@ -12,34 +12,29 @@ import difflib
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import pyrage
 from pydantic import SecretStr
 
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.loader import FLEET_SECRETS_FILE, SourcedFleetConfig, _load
+from hubfleet.config.loader import SourcedFleetConfig, load_fleet_files
 from hubfleet.config.models import SECRET_KEY_PATTERN, FleetSettings, Hub, SecretRef
+from hubfleet.config.secrets_file import (
+    FLEET_SECRETS_FILE,
+    SECRETS_DIR,
+    fleet_secrets_file,
+    hub_secrets_file,
+    write_secrets_file,
+)
 from hubfleet.secrets import age
 from hubfleet.secrets.refs import secret_refs
 from hubfleet.settings import UserError
 
-SECRETS_DIR = "secrets"
 _KEY = re.compile(SECRET_KEY_PATTERN)
 
 
 # --------------------------------------------------------------------------- files
-
-
-def secrets_file(fleet_root: Path, community: str, hub_name: str) -> Path:
-    """communities/<community>/secrets/<hub>.yaml."""
-    return Path(fleet_root) / "communities" / community / SECRETS_DIR / f"{hub_name}.yaml"
-
-
-def fleet_secrets_file(fleet_root: Path) -> Path:
-    """secrets/fleet.yaml: fleet-level secrets (alert channels' webhook URLs, SMTP passwords)."""
-    return Path(fleet_root) / FLEET_SECRETS_FILE
 
 
 def fleet_recipients(fleet: FleetSettings) -> list[str]:
@@ -51,48 +46,11 @@ def fleet_recipients(fleet: FleetSettings) -> list[str]:
     return found
 
 
-def render_secrets_file(hub_name: str | None, values: dict[str, str]) -> str:
-    """The file text: a header, then `key: |` blocks of armored ciphertext, keys sorted (stable diffs).
-    hub_name None: the fleet-level secrets/fleet.yaml."""
-    if hub_name is None:
-        lines = [
-            "# Fleet-level secrets: values encrypted with age to the recipients in fleet.yaml.",
-            "# Change them with `hubfleet secrets set --fleet-level KEY`; "
-            "use one in fleet.yaml `monitoring.alerts` as {secret: KEY}.",
-        ]
-    else:
-        lines = [
-            f"# Secrets of hub '{hub_name}': values encrypted with age to the recipients in fleet.yaml.",
-            f"# Change them with `hubfleet secrets set {hub_name} KEY`; "
-            "use one in the hub file as {secret: KEY}.",
-        ]
-    for key in sorted(values):
-        armored = values[key].strip()
-        lines.append(f"{key}: |")
-        lines.extend(f"  {line}" for line in armored.splitlines())
-    return "\n".join(lines) + "\n"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # ciphertext only: meant to be committed
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _loaded(fleet_root: Path | str) -> SourcedFleetConfig:
     """The fleet as far as it loads: secrets commands must work while validation still reports
     `secret 'KEY' is not set` (that is how a new secret gets set)."""
     root = Path(fleet_root)
-    config, errors = _load(root)
+    config, errors = load_fleet_files(root)
     if config is None or config.settings is None:
         first = next((str(e) for e in sorted(errors) if e.file.startswith("fleet.yaml")), None)
         where = f" ({first})" if first else ""
@@ -144,10 +102,10 @@ def set_secret(
     community = _hub_dir(config, hub_name)
     if recipients is None:
         recipients = _require_recipients(config.settings)
-    path = secrets_file(config.root, community, hub_name)
+    path = hub_secrets_file(config.root, community, hub_name)
     values = dict(_entry_values(config, community, hub_name))
     values[key] = age.encrypt(value, recipients)
-    _write_atomic(path, render_secrets_file(hub_name, values))
+    write_secrets_file(path, hub_name, values)
     return path
 
 
@@ -165,7 +123,7 @@ def set_fleet_secret(
     values = dict(config.fleet_secrets)
     values[key] = age.encrypt(value, recipients)
     path = fleet_secrets_file(config.root)
-    _write_atomic(path, render_secrets_file(None, values))
+    write_secrets_file(path, None, values)
     return path
 
 
@@ -234,14 +192,14 @@ def rekey(fleet_root: Path | str, identity: Path | str | None = None) -> list[tu
     )
     done = []
     for entry, values in plain:
-        path = secrets_file(config.root, entry.directory, entry.hub_name)
+        path = hub_secrets_file(config.root, entry.directory, entry.hub_name)
         encrypted = {k: age.encrypt(v, recipients) for k, v in values.items()}
-        _write_atomic(path, render_secrets_file(entry.hub_name, encrypted))
+        write_secrets_file(path, entry.hub_name, encrypted)
         done.append((path, len(values)))
     if fleet_level:
         path = fleet_secrets_file(config.root)
         encrypted = {k: age.encrypt(v, recipients) for k, v in fleet_level.items()}
-        _write_atomic(path, render_secrets_file(None, encrypted))
+        write_secrets_file(path, None, encrypted)
         done.append((path, len(fleet_level)))
     return done
 
