@@ -50,13 +50,14 @@ def probe(
 
     Exits 1 when a hub fails its probe."""
     from hubfleet.monitor.prober import Prober
+    from hubfleet.monitor.uptime import ProbeResult
     from hubfleet.store import open_store
 
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
     state = resolve_state_dir(fleet_dir, state_dir)
 
-    async def one_pass(prober: Prober) -> list:
+    async def one_pass(prober: Prober) -> list[ProbeResult]:
         try:
             return await prober.probe_once()
         finally:
