@@ -8,19 +8,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Discriminator,
-    Field,
-    SecretStr,
-    Tag,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from hubfleet.config.fields import Strict
+from hubfleet.config.secret_refs import SecretOnly, SecretOrPlain
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 Name = Annotated[
@@ -33,10 +24,6 @@ Name = Annotated[
 ]
 Username = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\s/]+$")]
 MEMORY_PATTERN = re.compile(r"^(\d+(\.\d+)?)([KMGT]i?)?$")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --------------------------------------------------------------------------- clusters
@@ -112,54 +99,7 @@ class KubernetesCluster(Strict):
 Cluster = Annotated[LocalCluster | KubernetesCluster, Field(discriminator="kind")]
 
 
-# --------------------------------------------------------------------------- secrets
-
-SECRET_KEY_PATTERN = r"^[a-z0-9_]+$"
-
-
-class SecretRef(Strict):
-    """A reference to a secret of this hub, stored encrypted in communities/<community>/secrets/<hub>.yaml
-    (set it with `hubfleet secrets set HUB KEY`)."""
-
-    secret: str = Field(
-        pattern=SECRET_KEY_PATTERN,
-        max_length=128,
-        description="Key in the hub's secrets file: lower-case letters, digits and '_'.",
-    )
-
-
-def _secret_kind(value: Any) -> str | None:
-    if isinstance(value, dict | SecretRef):
-        return "ref"
-    if isinstance(value, str | SecretStr):
-        return "text"
-    return None
-
-
-SecretOrPlain = Annotated[
-    Annotated[SecretStr, Tag("text")] | Annotated[SecretRef, Tag("ref")],
-    Discriminator(
-        _secret_kind,
-        custom_error_type="secret_type",
-        custom_error_message="expected text or a secret reference such as {secret: KEY}",
-    ),
-]
-"""A secret-bearing field that also accepts the value in plain text (for non-sensitive staging values)."""
-
-
-def _no_plain_secret(value: Any, info: ValidationInfo) -> Any:
-    if isinstance(value, str | SecretStr):
-        key = info.field_name or "KEY"
-        raise ValueError(
-            "must be a secret reference such as {secret: KEY}, never the value itself; "
-            f"write `{key}: {{secret: {key}}}`, store the value with `hubfleet secrets set HUB {key}` "
-            "and, as it was in plain text, rotate it at the provider"
-        )
-    return value
-
-
-SecretOnly = Annotated[SecretRef, BeforeValidator(_no_plain_secret)]
-"""A secret-bearing field that accepts only a reference `{secret: KEY}` (client secrets, tokens)."""
+# --------------------------------------------------------------------------- age recipients
 
 
 def _age_recipient(value: str) -> str:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from hubfleet.config.fleet import ConfigError
 from hubfleet.config.introspect import discriminator, is_model, tagged_member, union_models, unwrap
-from hubfleet.config.models import SECRET_KEY_PATTERN
+from hubfleet.config.secret_refs import SECRET_KEY_PATTERN
 from hubfleet.config.yaml_source import Source, describe, show
 from hubfleet.suggest import closest
 

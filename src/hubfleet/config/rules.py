@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from hubfleet.config.fleet import ConfigError
 from hubfleet.config.loader import HubEntry, SourcedFleetConfig, locate_in
 from hubfleet.config.models import CILogonAuth, GitHubAuth, OAuthBase, OIDCAuth
-from hubfleet.secrets.refs import secret_refs
+from hubfleet.config.secret_refs import secret_refs
 
 Rule = Callable[[SourcedFleetConfig], list[ConfigError]]
 

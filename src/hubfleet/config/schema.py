@@ -17,7 +17,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from hubfleet.config.introspect import discriminator, is_model, union_models, unwrap
-from hubfleet.config.models import Cluster, Community, FleetSettings, Hub, SecretRef
+from hubfleet.config.models import Cluster, Community, FleetSettings, Hub
+from hubfleet.config.secret_refs import SecretRef
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 

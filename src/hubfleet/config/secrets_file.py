@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hubfleet.config.fleet import ConfigError
-from hubfleet.config.models import SECRET_KEY_PATTERN
+from hubfleet.config.secret_refs import SECRET_KEY_PATTERN
 from hubfleet.config.yaml_source import Source, read_yaml, relative, show
 
 SECRETS_DIR = "secrets"

@@ -17,7 +17,7 @@ from fastapi import HTTPException, Request
 from fastapi.templating import Jinja2Templates
 
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.models import SecretRef
+from hubfleet.config.secret_refs import SecretRef
 from hubfleet.console import accounts
 from hubfleet.console.access import Principal, principal_for
 from hubfleet.console.data.source import ConsoleSource

@@ -30,7 +30,8 @@ import httpx
 from pydantic import SecretStr
 
 from hubfleet.clock import as_utc, utcnow
-from hubfleet.config.models import Alerts, EmailChannel, SecretRef, WebhookChannel
+from hubfleet.config.models import Alerts, EmailChannel, WebhookChannel
+from hubfleet.config.secret_refs import SecretRef
 from hubfleet.store.models import AlertDelivery
 
 if TYPE_CHECKING:

@@ -19,7 +19,8 @@ from pydantic import SecretStr
 
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.loader import SourcedFleetConfig, load_fleet_files
-from hubfleet.config.models import SECRET_KEY_PATTERN, FleetSettings, Hub, SecretRef
+from hubfleet.config.models import FleetSettings, Hub
+from hubfleet.config.secret_refs import SECRET_KEY_PATTERN, SecretRef, secret_refs
 from hubfleet.config.secrets_file import (
     FLEET_SECRETS_FILE,
     SECRETS_DIR,
@@ -28,7 +29,6 @@ from hubfleet.config.secrets_file import (
     write_secrets_file,
 )
 from hubfleet.secrets import age
-from hubfleet.secrets.refs import secret_refs
 from hubfleet.settings import UserError
 
 _KEY = re.compile(SECRET_KEY_PATTERN)
