@@ -10,19 +10,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from hubfleet.config.fields import Strict
+from hubfleet.config.fields import AwsAccountId, DomainName, Email, Name, Strict, Username
 from hubfleet.config.secret_refs import SecretOnly, SecretOrPlain
 
-NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-Name = Annotated[
-    str,
-    Field(
-        pattern=NAME_PATTERN,
-        description="Lower-case letters, digits and '-', 1-63 characters, starting and ending with a letter "
-        "or digit (usable as a DNS label and a Kubernetes namespace).",
-    ),
-]
-Username = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\s/]+$")]
 MEMORY_PATTERN = re.compile(r"^(\d+(\.\d+)?)([KMGT]i?)?$")
 
 
@@ -46,7 +36,7 @@ class GCPCredentials(Strict):
 
 class AWSCredentials(Strict):
     provider: Literal["aws"]
-    account: str = Field(pattern=r"^\d{12}$", description="12-digit AWS account id.")
+    account: AwsAccountId = Field(description="12-digit AWS account id.")
     region: str = Field(min_length=1)
     cluster: str = Field(min_length=1, description="Cluster name at the provider.")
 
@@ -398,11 +388,7 @@ class Hub(HubSettings):
     cluster: Name
     stage: Literal["staging", "prod"]
     port: int | None = Field(default=None, ge=1024, le=65535, description="Loopback port (local clusters).")
-    domain: str | None = Field(
-        default=None,
-        pattern=r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$",
-        description="DNS name (kubernetes clusters).",
-    )
+    domain: DomainName | None = Field(default=None, description="DNS name (kubernetes clusters).")
     extra_config: str = Field(
         default="",
         description="Python appended to the generated jupyterhub_config.py (like z2jh hub.extraConfig).",
@@ -423,7 +409,7 @@ class Hub(HubSettings):
 
 class Contact(Strict):
     name: str = Field(min_length=1)
-    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    email: Email
     role: str = Field(default="", description="For example: PI, teacher, organiser.")
     alerts: bool = Field(
         default=False, description="Send this contact the alerts of the community's hubs (by email)."
@@ -444,7 +430,7 @@ class Operator(Strict):
     """A member of the service team (staff) who supports every hub."""
 
     name: str = Field(min_length=1)
-    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    email: Email
     usernames: dict[Literal["dummy", "native", "cilogon", "github", "oidc"], Username] = Field(
         default_factory=dict,
         description="The operator's hub username per auth type, for example {github: alice-gh, "
@@ -483,8 +469,8 @@ class EmailChannel(Strict):
         description="SMTP password, preferably {secret: KEY}: a fleet-level secret in secrets/fleet.yaml, "
         "set with `hubfleet secrets set --fleet-level KEY`.",
     )
-    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="From address.")
-    to: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = Field(
+    sender: Email = Field(description="From address.")
+    to: list[Email] = Field(
         default_factory=list,
         description="Operators' addresses; contacts who opted in are added per community.",
     )

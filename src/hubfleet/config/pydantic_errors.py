@@ -14,9 +14,9 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from hubfleet.config.fields import pattern_hint
 from hubfleet.config.fleet import ConfigError
 from hubfleet.config.introspect import discriminator, is_model, tagged_member, union_models, unwrap
-from hubfleet.config.secret_refs import SECRET_KEY_PATTERN
 from hubfleet.config.yaml_source import Source, describe, show
 from hubfleet.suggest import closest
 
@@ -149,7 +149,8 @@ def _resolve(model: Any, loc: tuple[Any, ...]) -> tuple[list[str | int], Any, An
         if is_model(tp):
             holder = tp
             info = tp.model_fields.get(elem) if isinstance(elem, str) else None
-            tp = info.annotation if info is not None else None
+            # with the field's own constraints (a PatternHint among them), which pydantic keeps apart
+            tp = info.rebuild_annotation() if info is not None else None
             path.append(elem)
         elif elem == "[key]":
             on_key = True
@@ -176,16 +177,6 @@ def _hint_for(tp: Any) -> str:
         return f"; a mapping with `{tag}:` one of {', '.join(tags)}"
     return ""
 
-
-_PATTERN_HINTS = {
-    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$": "is not a valid name; use 1-63 lower-case letters, digits "
-    "and '-', starting and ending with a letter or digit",
-    r"^[^@\s]+@[^@\s]+\.[^@\s]+$": "is not an email address",
-    r"^[^\s/]+$": "is not a valid username; no spaces or '/'",
-    r"^\d{12}$": "is not an AWS account id; write its 12 digits",
-    SECRET_KEY_PATTERN: "is not a valid secret key; use lower-case letters, digits and '_'",
-    r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$": "is not a domain name such as hub.example.org",
-}
 
 _TYPE_WORDS = {
     "string_type": "text",
@@ -214,7 +205,7 @@ def _message(err: Any, leaf: Any) -> str:
         choices = ", ".join(allowed) if allowed else str(ctx.get("expected", ""))
         return f"{show(value)} is not one of: {choices}"
     if kind == "string_pattern_mismatch":
-        hint = _PATTERN_HINTS.get(str(ctx.get("pattern")), f"does not match the pattern {ctx.get('pattern')}")
+        hint = pattern_hint(leaf) or f"does not match the pattern {ctx.get('pattern')}"
         return f"{show(value)} {hint}"
     if kind == "string_too_short":
         return (

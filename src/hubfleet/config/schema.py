@@ -16,7 +16,7 @@ from pydantic import BaseModel, SecretStr, TypeAdapter
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from hubfleet.config.introspect import discriminator, is_model, union_models, unwrap
+from hubfleet.config.introspect import annotations_of, discriminator, is_model, union_models, unwrap
 from hubfleet.config.models import Cluster, Community, FleetSettings, Hub
 from hubfleet.config.secret_refs import SecretRef
 
@@ -115,12 +115,20 @@ def _default(info: FieldInfo) -> str:
     return f"`{json.dumps(value)}`"
 
 
+def _constraints(info: FieldInfo) -> list[Any]:
+    """The constraints of a field, then those of its type when that is optional (`DomainName | None`)."""
+    found = list(info.metadata)
+    for meta in annotations_of(info.annotation):
+        found.extend(meta.metadata if isinstance(meta, FieldInfo) else [meta])
+    return found
+
+
 def _allowed(info: FieldInfo) -> str:
     parts = []
     tp = unwrap(info.annotation)
     if get_origin(tp) is Literal:
         parts.append(", ".join(f"`{v}`" for v in get_args(tp)))
-    for meta in info.metadata:
+    for meta in _constraints(info):
         for attr, symbol in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
             if getattr(meta, attr, None) is not None:
                 parts.append(f"{symbol} {getattr(meta, attr)}")

@@ -7,21 +7,33 @@ settings use a key, both without decrypting anything; only `hubfleet.secrets` ev
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Discriminator, Field, SecretStr, Tag, ValidationInfo
 
-from hubfleet.config.fields import Strict
+from hubfleet.config.fields import PatternHint, Strict
 
 SECRET_KEY_PATTERN = r"^[a-z0-9_]+$"
+SecretKey = Annotated[
+    str,
+    Field(pattern=SECRET_KEY_PATTERN),
+    PatternHint("is not a valid secret key; use lower-case letters, digits and '_'"),
+]
+"""A key of a secrets file, as named by `{secret: KEY}`."""
+_SECRET_KEY = re.compile(SECRET_KEY_PATTERN)
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether `key` may name a secret (the secrets files and `hubfleet secrets set` check keys with it)."""
+    return _SECRET_KEY.fullmatch(key) is not None
 
 
 class SecretRef(Strict):
     """A reference to a secret of this hub, stored encrypted in communities/<community>/secrets/<hub>.yaml
     (set it with `hubfleet secrets set HUB KEY`)."""
 
-    secret: str = Field(
-        pattern=SECRET_KEY_PATTERN,
+    secret: SecretKey = Field(
         max_length=128,
         description="Key in the hub's secrets file: lower-case letters, digits and '_'.",
     )

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hubfleet.config.fields import pattern_hint
 from hubfleet.config.fleet import ConfigError
-from hubfleet.config.secret_refs import SECRET_KEY_PATTERN
+from hubfleet.config.secret_refs import SecretKey, is_secret_key
 from hubfleet.config.yaml_source import Source, read_yaml, relative, show
 
 SECRETS_DIR = "secrets"
@@ -25,7 +26,6 @@ SECRETS_DIR = "secrets"
 FLEET_SECRETS_FILE = "secrets/fleet.yaml"
 """Fleet-level secrets (alert channels, console OIDC client), same format as the hub secrets files."""
 
-SECRET_KEY = re.compile(SECRET_KEY_PATTERN)
 _ARMOR_BEGIN = "-----BEGIN AGE ENCRYPTED FILE-----"
 _ARMOR_END = "-----END AGE ENCRYPTED FILE-----"
 _ARMOR_BODY = re.compile(r"[A-Za-z0-9+/=\s]*")
@@ -86,13 +86,13 @@ def read_secrets_file(
     values: dict[str, str] = {}
     malformed: set[str] = set()
     for key, value in plain.items():
-        if not SECRET_KEY.fullmatch(key):
+        if not is_secret_key(key):
             _, key_pos, _ = source.find([key])
             errors.append(
                 ConfigError(
                     source.file,
                     *key_pos,
-                    f"{show(key)} is not a valid secret key; use lower-case letters, digits and '_'",
+                    f"{show(key)} {pattern_hint(SecretKey)}",
                 )
             )
         elif not is_armored_age(value):

@@ -11,16 +11,16 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
-import re
 from pathlib import Path
 
 import pyrage
 from pydantic import SecretStr
 
+from hubfleet.config.fields import pattern_hint
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.loader import SourcedFleetConfig, load_fleet_files
 from hubfleet.config.models import FleetSettings, Hub
-from hubfleet.config.secret_refs import SECRET_KEY_PATTERN, SecretRef, secret_refs
+from hubfleet.config.secret_refs import SecretKey, SecretRef, is_secret_key, secret_refs
 from hubfleet.config.secrets_file import (
     FLEET_SECRETS_FILE,
     SECRETS_DIR,
@@ -30,9 +30,6 @@ from hubfleet.config.secrets_file import (
 )
 from hubfleet.secrets import age
 from hubfleet.settings import UserError
-
-_KEY = re.compile(SECRET_KEY_PATTERN)
-
 
 # --------------------------------------------------------------------------- files
 
@@ -73,8 +70,8 @@ def _hub_dir(config: SourcedFleetConfig, hub_name: str) -> str:
 
 
 def _check_key(key: str) -> None:
-    if not _KEY.fullmatch(key):
-        raise UserError(f"'{key[:60]}' is not a valid secret key; use lower-case letters, digits and '_'")
+    if not is_secret_key(key):
+        raise UserError(f"'{key[:60]}' {pattern_hint(SecretKey)}")
 
 
 def _require_recipients(fleet: FleetSettings) -> list[str]:
