@@ -40,6 +40,10 @@ class FleetConfig:
     """Effective hub settings: the hub file merged over fleet.yaml `defaults`."""
     hub_files: dict[str, Path] = field(default_factory=dict)
     """Hub name -> the file it was loaded from, relative to root."""
+    cluster_files: dict[str, str] = field(default_factory=dict)
+    """Cluster name -> the file it was loaded from, relative to root (any name: not always <name>.yaml)."""
+    community_files: dict[str, str] = field(default_factory=dict)
+    """Community name -> its community.yaml (or .yml), relative to root."""
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
     """Hub name -> secret key -> ASCII-armored age ciphertext, from communities/<c>/secrets/<hub>.yaml
     (never a plaintext value; decrypt with hubfleet.secrets.store.SecretResolver)."""

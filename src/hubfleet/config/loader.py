@@ -49,8 +49,6 @@ class SourcedFleetConfig(FleetConfig):
     secret_entries: list[SecretsEntry] = field(default_factory=list)
     fleet_secret_entry: SecretsEntry | None = None
     """secrets/fleet.yaml (fleet-level secrets), when the file exists."""
-    cluster_files: dict[str, str] = field(default_factory=dict)
-    community_files: dict[str, str] = field(default_factory=dict)
     broken_names: set[str] = field(default_factory=set)
     """Names read from files that failed validation: references to them are not reported again."""
     broken_hub_dirs: set[str] = field(default_factory=set)

@@ -14,12 +14,13 @@ from hubfleet.store.api import DeploymentRecord, DeploymentResult, Store
 
 def source_files(fleet: FleetConfig, hub: Hub) -> list[str]:
     """The fleet files a hub is built from (relative to the fleet), for --changed-files and --since."""
-    files = ["fleet.yaml", str(fleet.hub_files.get(hub.name, ""))]
-    cluster_files: dict[str, str] = getattr(fleet, "cluster_files", {})
-    community_files: dict[str, str] = getattr(fleet, "community_files", {})
-    files.append(cluster_files.get(hub.cluster, f"clusters/{hub.cluster}.yaml"))
-    files.append(community_files.get(hub.community, f"communities/{hub.community}/community.yaml"))
-    files.append(f"communities/{hub.community}/secrets/{hub.name}.yaml")
+    files = [
+        "fleet.yaml",
+        str(fleet.hub_files.get(hub.name, "")),
+        fleet.cluster_files.get(hub.cluster, ""),
+        fleet.community_files.get(hub.community, ""),
+        f"communities/{hub.community}/secrets/{hub.name}.yaml",
+    ]
     return [f for f in files if f]
 
 
