@@ -95,6 +95,14 @@ def test_changed_files_narrow_the_plan(fleet: Path, tmp_path: Path) -> None:
     assert [h["name"] for h in json.loads(cli.stdout)["hubs"]] == ["uni-a"]
 
 
+def test_a_cluster_file_of_any_name_narrows_to_its_hubs(fleet: Path) -> None:
+    # the cluster `local` lives in a file named for the machine, not for the cluster
+    (fleet / "clusters/local.yaml").rename(fleet / "clusters/this-machine.yaml")
+    narrowed = plan_of(fleet, changed_files={"clusters/this-machine.yaml"}).hubs
+    assert sorted(h.name for h in narrowed) == ["hackweek", "hackweek-staging", "uni-a", "uni-a-staging"]
+    assert plan_of(fleet, changed_files={"clusters/local.yaml"}).hubs == []
+
+
 def test_since_uses_git_to_find_changed_files(fleet: Path) -> None:
     def git(*args: str) -> None:
         subprocess.run(["git", *args], cwd=fleet, check=True, capture_output=True)
