@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fleet_helpers import edit
-from hubfleet.config import rules
+from hubfleet.config import rules_hubs
 from hubfleet.config.loader import load_fleet_files
 from hubfleet.config.models import Z2JH_CHART_REPO, Z2JH_CHART_VERSION, KubernetesCluster
 from hubfleet.config.validate import validate_fleet
@@ -48,7 +48,7 @@ def test_kubernetes_settings_on_local_hub(tmp_path: Path) -> None:
         "max_users: 100",
         "max_users: 100\nkubernetes:\n  placeholders: 2",
     )
-    errors = rules.kubernetes_settings_on_kubernetes_hubs(load_fleet_files(root)[0])  # type: ignore[arg-type]
+    errors = rules_hubs.kubernetes_settings_on_kubernetes_hubs(load_fleet_files(root)[0])  # type: ignore[arg-type]
     assert [str(e) for e in errors] == [
         "communities/uni-a/hubs/prod.yaml:12:1: kubernetes: kubernetes settings on a hub of local cluster "
         "'local'; remove them or move the hub to a kubernetes cluster"
@@ -64,7 +64,7 @@ def test_kubernetes_defaults_are_ignored_on_local_hubs(tmp_path: Path) -> None:
 
 def test_profile_slugs_unique_and_one_default(k8s: Path) -> None:
     edit(k8s / PHYSICS, "slug: large", "slug: small\n      default: true")
-    errors = rules.profiles_consistent(load_fleet_files(k8s)[0])  # type: ignore[arg-type]
+    errors = rules_hubs.profiles_consistent(load_fleet_files(k8s)[0])  # type: ignore[arg-type]
     assert [str(e) for e in errors] == [
         f"{PHYSICS}:24:7: kubernetes.profiles[1].slug: 'small' is already used by profiles[0]; "
         "give each profile its own slug",

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from fleet_helpers import edit
 from hubfleet.config.defaults import merge_defaults
-from hubfleet.config.models import Culling, DummyAuth, FleetSettings, Hub, NativeAuth, Resources
+from hubfleet.config.models import Culling, FleetSettings, Hub, Resources
+from hubfleet.config.models_auth import DummyAuth, NativeAuth
 from hubfleet.config.validate import load_fleet, validate_fleet
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo-fleet"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fleet_helpers import edit
-from hubfleet.config import rules
+from hubfleet.config import rules, rules_auth, rules_hubs
 from hubfleet.config.loader import SourcedFleetConfig, load_fleet_files
 from hubfleet.config.schema import fleet_json_schemas, render_reference
 from hubfleet.config.validate import validate_fleet
@@ -42,7 +42,7 @@ def test_demo_passes_every_rule() -> None:
 
 def test_unique_hub_names_names_the_first_file(demo: Path) -> None:
     edit(demo / "communities/hackweek/hubs/staging.yaml", "name: hackweek-staging", "name: uni-a-staging")
-    errors = rules.unique_hub_names(load_unchecked(demo))
+    errors = rules_hubs.unique_hub_names(load_unchecked(demo))
     assert [str(e) for e in errors] == [
         f"{UNI_STAGING}:2:1: name: hub name 'uni-a-staging' is already used by "
         "communities/hackweek/hubs/staging.yaml; hub names must be unique in the fleet"
@@ -57,11 +57,11 @@ def test_unique_domains(demo: Path) -> None:
         edit(demo / rel, "cluster: local", "cluster: k8s")
         edit(demo / rel, "port: 1800", "domain: hub.example.org\n#")
     config = load_unchecked(demo)
-    assert [str(e) for e in rules.unique_domains(config)] == [
+    assert [str(e) for e in rules_hubs.unique_domains(config)] == [
         f"{UNI_STAGING}:7:1: domain: hub.example.org is already used by hub 'uni-a' ({UNI}); "
         "give each hub its own domain"
     ]
-    assert rules.port_or_domain_by_cluster_kind(config) == []
+    assert rules_hubs.port_or_domain_by_cluster_kind(config) == []
 
 
 def test_kubernetes_hub_needs_domain_not_port(demo: Path) -> None:
@@ -69,7 +69,7 @@ def test_kubernetes_hub_needs_domain_not_port(demo: Path) -> None:
         "name: k8s\nkind: kubernetes\ncredentials:\n  provider: gcp\n  project: p\n  zone: z\n  cluster: c\n"
     )
     edit(demo / UNI, "cluster: local", "cluster: k8s")
-    assert [str(e) for e in rules.port_or_domain_by_cluster_kind(load_unchecked(demo))] == [
+    assert [str(e) for e in rules_hubs.port_or_domain_by_cluster_kind(load_unchecked(demo))] == [
         f"{UNI}:2:1: domain: required for hubs on kubernetes cluster 'k8s'; add `domain: <hub.example.org>`",
         f"{UNI}:7:1: port: hubs on kubernetes cluster 'k8s' are served on their domain; remove port",
     ]
@@ -77,7 +77,7 @@ def test_kubernetes_hub_needs_domain_not_port(demo: Path) -> None:
 
 def test_prod_needs_staging_on_same_cluster(demo: Path) -> None:
     (demo / "communities/uni-a/hubs/staging.yaml").unlink()
-    assert [str(e) for e in rules.prod_has_staging(load_unchecked(demo))] == [
+    assert [str(e) for e in rules_hubs.prod_has_staging(load_unchecked(demo))] == [
         f"{UNI}:6:1: stage: prod hub 'uni-a' needs a staging hub of community 'uni-a' on cluster 'local' "
         "to deploy to first; add one in communities/uni-a/hubs/"
     ]
@@ -89,10 +89,10 @@ def test_admins_from_defaults_count(demo: Path) -> None:
     line = fleet.read_text().splitlines().index("    admin_users: []") + 1
     edit(demo / UNI, "auth:\n  type: native\n  admin_users: [grace]\n", "")
     config = load_unchecked(demo)
-    assert [str(e) for e in rules.admins_not_empty(config)] == [
+    assert [str(e) for e in rules_auth.admins_not_empty(config)] == [
         f"fleet.yaml:{line}:5: auth.admin_users: hub 'uni-a' has no admin users; list at least one"
     ]
-    assert rules.has_auth(config) == []
+    assert rules_auth.has_auth(config) == []
 
 
 def test_dummy_auth_from_defaults_refused_on_prod(demo: Path) -> None:
@@ -100,14 +100,14 @@ def test_dummy_auth_from_defaults_refused_on_prod(demo: Path) -> None:
     edit(fleet, "defaults:\n", "defaults:\n  auth:\n    type: dummy\n    admin_users: [ada]\n")
     line = fleet.read_text().splitlines().index("    type: dummy") + 1
     edit(demo / UNI, "auth:\n  type: native\n  admin_users: [grace]\n", "")
-    assert [str(e) for e in rules.no_dummy_auth_on_prod(load_unchecked(demo))] == [
+    assert [str(e) for e in rules_auth.no_dummy_auth_on_prod(load_unchecked(demo))] == [
         f"fleet.yaml:{line}:5: auth.type: dummy auth is refused on prod hub 'uni-a'; use `type: native`"
     ]
 
 
 def test_reference_without_close_match_lists_known_names(demo: Path) -> None:
     edit(demo / UNI, "cluster: local", "cluster: zzz")
-    assert [str(e) for e in rules.references_resolve(load_unchecked(demo))] == [
+    assert [str(e) for e in rules_hubs.references_resolve(load_unchecked(demo))] == [
         f"{UNI}:5:1: cluster: unknown cluster 'zzz'; known clusters: local"
     ]
 

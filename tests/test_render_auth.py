@@ -18,7 +18,8 @@ from traitlets.config import Config, PyFileConfigLoader
 
 from fleet_helpers import free_ports
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.models import CILogonAuth, GitHubAuth, Hub, OIDCAuth
+from hubfleet.config.models import Hub
+from hubfleet.config.models_auth import CILogonAuth, GitHubAuth, OIDCAuth
 from hubfleet.config.validate import load_fleet
 from hubfleet.render.common import CLIENT_SECRET_ENV, auth_config
 from hubfleet.render.local import (

@@ -58,6 +58,8 @@ DomainName = Annotated[
     Field(pattern=r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$"),
     PatternHint("is not a domain name such as hub.example.org"),
 ]
+URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+"""An http(s) URL without query or fragment (identity providers, the console's public URL)."""
 AwsAccountId = Annotated[
     str, Field(pattern=r"^\d{12}$"), PatternHint("is not an AWS account id; write its 12 digits")
 ]

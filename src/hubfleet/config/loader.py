@@ -63,6 +63,17 @@ class SourcedFleetConfig(FleetConfig):
         entry = next(e for e in self.hub_entries if e.hub.name == hub_name)
         return locate_in(entry.source, self.fleet_source, dotted_path)
 
+    def hub_error(self, entry: HubEntry, dotted_path: str, message: str) -> ConfigError:
+        """An error about `dotted_path` of a hub's effective settings, where that comes from (`locate_in`)."""
+        return ConfigError(*locate_in(entry.source, self.fleet_source, dotted_path), message)
+
+    def fleet_error(self, dotted_path: str, message: str) -> ConfigError:
+        """An error about `dotted_path` of fleet.yaml, at that key or the nearest enclosing one it sets."""
+        assert self.fleet_source is not None
+        path = [int(p) if p.isdigit() else p for p in dotted_path.split(".")]
+        _, key_pos, _ = self.fleet_source.find(path)
+        return ConfigError(self.fleet_source.file, *key_pos, message)
+
 
 def locate_in(hub_source: Source, fleet_source: Source | None, dotted_path: str) -> tuple[str, int, int]:
     """Where `dotted_path` (`auth.admin_users`, `kubernetes.profiles.1.slug`) of the hub whose file is

@@ -1,5 +1,7 @@
 """Pydantic models of the fleet files: the single source of truth for validation, schema and reference docs.
 
+Clusters, hub settings, hubs, communities and fleet.yaml are here; a hub's `auth` is in `config.models_auth`,
+the `{secret: KEY}` fields in `config.secret_refs`, the constrained text types in `config.fields`.
 Every model forbids unknown keys so that a misspelt key is an error, never silently ignored.
 """
 
@@ -10,7 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from hubfleet.config.fields import AwsAccountId, DomainName, Email, Name, Strict, Username
+from hubfleet.config.fields import URL_PATTERN, AwsAccountId, DomainName, Email, Name, Strict, Username
+from hubfleet.config.models_auth import Auth
 from hubfleet.config.secret_refs import SecretOnly, SecretOrPlain
 
 MEMORY_PATTERN = re.compile(r"^(\d+(\.\d+)?)([KMGT]i?)?$")
@@ -110,128 +113,6 @@ AgeRecipient = Annotated[
     AfterValidator(_age_recipient),
     Field(description="An age X25519 public key (age1...), as printed by `hubfleet secrets keygen`."),
 ]
-
-
-# --------------------------------------------------------------------------- auth
-
-
-class AuthBase(Strict):
-    admin_users: list[Username] = Field(
-        default_factory=list, description="Users who are admins of the hub. Must not be empty."
-    )
-    allowed_users: list[Username] = Field(
-        default_factory=list, description="Users allowed to log in, in addition to the admins."
-    )
-    allow_existing_users: bool = Field(
-        default=False,
-        description="Users already in the hub's database (for example added by an admin) may log in too.",
-    )
-    staff_admins: bool = Field(
-        default=True,
-        description="Make the fleet's operators (fleet.yaml `operators[].usernames`) admins on this hub.",
-    )
-
-
-class DummyAuth(AuthBase):
-    """A shared password for everyone: for tests and staging only, refused on prod hubs."""
-
-    type: Literal["dummy"]
-    password: SecretOrPlain | None = Field(
-        default=None,
-        description="Shared password, in plain text or as {secret: KEY}. "
-        "Without it any password is accepted (staging only).",
-    )
-
-
-class NativeAuth(AuthBase):
-    """Users sign up on the hub and an admin approves them (jupyterhub-nativeauthenticator)."""
-
-    type: Literal["native"]
-    open_signup: bool = Field(default=False, description="Approve sign-ups without an admin.")
-    minimum_password_length: int = Field(default=8, ge=1, le=128)
-
-
-OAUTH_TYPES = ("cilogon", "github", "oidc")
-CILOGON_USERNAME_CLAIMS = ("email", "eppn", "eptid", "oidc", "sub", "preferred_username")
-URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
-
-
-class OAuthBase(AuthBase):
-    """Settings every OAuth provider shares; the callback URL is derived from the hub's URL."""
-
-    client_id: str = Field(
-        min_length=1, description="The client (application) id registered at the provider."
-    )
-    client_secret: SecretOnly | None = Field(
-        default=None,
-        description="The client secret, always as {secret: KEY} "
-        "(set it with `hubfleet secrets set HUB KEY`).",
-    )
-    allow_all: bool = Field(
-        default=False, description="Anyone who can log in at the provider may use the hub (no allow list)."
-    )
-
-
-class CILogonIdP(Strict):
-    """One identity provider allowed through CILogon, keyed by its CILogon entity ID."""
-
-    username_claim: Literal["email", "eppn", "eptid", "oidc", "sub", "preferred_username"] = Field(
-        description="The claim that becomes the hub username."
-    )
-    allowed_domains: list[str] = Field(
-        default_factory=list,
-        description="Only users whose username_claim ends in @ one of these domains "
-        "(empty: everyone of the IdP).",
-    )
-    strip_domain: str | None = Field(
-        default=None, description="Remove @this-domain from usernames, e.g. uni.edu: alice@uni.edu -> alice."
-    )
-
-
-class CILogonAuth(OAuthBase):
-    """Institutional login through CILogon (OAuthenticator's CILogonOAuthenticator)."""
-
-    type: Literal["cilogon"]
-    allowed_idps: dict[str, CILogonIdP] = Field(
-        default_factory=dict,
-        description="Identity providers allowed to log in, keyed by CILogon entity ID "
-        "(e.g. https://idp.uni.edu/idp/shibboleth).",
-    )
-    cilogon_host: str = Field(
-        default="cilogon.org", description="CILogon host; test.cilogon.org for testing."
-    )
-
-
-class GitHubAuth(OAuthBase):
-    """GitHub accounts, limited to organizations or teams (OAuthenticator's GitHubOAuthenticator)."""
-
-    type: Literal["github"]
-    allowed_organizations: list[
-        Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*(:[A-Za-z0-9_.-]+)?$")]
-    ] = Field(default_factory=list, description="Entries `org` or `org:team-slug`; members may log in.")
-
-
-class OIDCAuth(OAuthBase):
-    """Any OpenID Connect provider, configured from its discovery document (GenericOAuthenticator)."""
-
-    type: Literal["oidc"]
-    issuer: str = Field(
-        pattern=URL_PATTERN,
-        description="Issuer URL; its /.well-known/openid-configuration is read when the hub starts. "
-        "https is required on prod hubs (http only for loopback).",
-    )
-    username_claim: str = Field(
-        default="preferred_username", min_length=1, description="Claim used as the username."
-    )
-    scopes: list[str] = Field(
-        default_factory=lambda: ["openid", "profile", "email"], description="Scopes to request."
-    )
-    groups_claim: str = Field(default="groups", min_length=1, description="Claim listing the user's groups.")
-    allowed_groups: list[str] = Field(default_factory=list, description="Members of these groups may log in.")
-
-
-Auth = Annotated[DummyAuth | NativeAuth | CILogonAuth | GitHubAuth | OIDCAuth, Field(discriminator="type")]
-AUTH_TYPES = ("dummy", "native", *OAUTH_TYPES)
 
 
 # --------------------------------------------------------------------------- hub settings

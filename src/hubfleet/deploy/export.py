@@ -21,7 +21,8 @@ from pathlib import Path
 from hubfleet import __version__
 from hubfleet.backends.kubernetes import helm_upgrade_command, rollout_commands
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.models import OAUTH_TYPES, Hub, KubernetesCluster
+from hubfleet.config.models import Hub, KubernetesCluster
+from hubfleet.config.models_auth import OAUTH_TYPES
 from hubfleet.render.common import AUTH_PACKAGES, auth_secrets, oauth_callback_url
 from hubfleet.render.kubernetes import secret_placeholders, to_yaml, values_yaml
 from hubfleet.render.local import (

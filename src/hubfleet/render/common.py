@@ -16,15 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.models import (
-    CILogonAuth,
-    DummyAuth,
-    GitHubAuth,
-    Hub,
-    NativeAuth,
-    OAuthBase,
-    OIDCAuth,
-)
+from hubfleet.config.models import Hub
+from hubfleet.config.models_auth import CILogonAuth, DummyAuth, GitHubAuth, NativeAuth, OAuthBase, OIDCAuth
 
 NATIVE_AUTHENTICATOR = "nativeauthenticator.NativeAuthenticator"
 NATIVE_TEMPLATES = (

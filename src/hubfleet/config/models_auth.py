@@ -1,0 +1,131 @@
+"""The `auth` of a hub: who may log in and who is an admin, one model per authenticator.
+
+They are the largest group of models and the one the auth rules and the auth rendering work on, so they are
+kept apart from the other hub settings (`config.models`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from hubfleet.config.fields import URL_PATTERN, Strict, Username
+from hubfleet.config.secret_refs import SecretOnly, SecretOrPlain
+
+
+class AuthBase(Strict):
+    admin_users: list[Username] = Field(
+        default_factory=list, description="Users who are admins of the hub. Must not be empty."
+    )
+    allowed_users: list[Username] = Field(
+        default_factory=list, description="Users allowed to log in, in addition to the admins."
+    )
+    allow_existing_users: bool = Field(
+        default=False,
+        description="Users already in the hub's database (for example added by an admin) may log in too.",
+    )
+    staff_admins: bool = Field(
+        default=True,
+        description="Make the fleet's operators (fleet.yaml `operators[].usernames`) admins on this hub.",
+    )
+
+
+class DummyAuth(AuthBase):
+    """A shared password for everyone: for tests and staging only, refused on prod hubs."""
+
+    type: Literal["dummy"]
+    password: SecretOrPlain | None = Field(
+        default=None,
+        description="Shared password, in plain text or as {secret: KEY}. "
+        "Without it any password is accepted (staging only).",
+    )
+
+
+class NativeAuth(AuthBase):
+    """Users sign up on the hub and an admin approves them (jupyterhub-nativeauthenticator)."""
+
+    type: Literal["native"]
+    open_signup: bool = Field(default=False, description="Approve sign-ups without an admin.")
+    minimum_password_length: int = Field(default=8, ge=1, le=128)
+
+
+OAUTH_TYPES = ("cilogon", "github", "oidc")
+
+
+class OAuthBase(AuthBase):
+    """Settings every OAuth provider shares; the callback URL is derived from the hub's URL."""
+
+    client_id: str = Field(
+        min_length=1, description="The client (application) id registered at the provider."
+    )
+    client_secret: SecretOnly | None = Field(
+        default=None,
+        description="The client secret, always as {secret: KEY} "
+        "(set it with `hubfleet secrets set HUB KEY`).",
+    )
+    allow_all: bool = Field(
+        default=False, description="Anyone who can log in at the provider may use the hub (no allow list)."
+    )
+
+
+class CILogonIdP(Strict):
+    """One identity provider allowed through CILogon, keyed by its CILogon entity ID."""
+
+    username_claim: Literal["email", "eppn", "eptid", "oidc", "sub", "preferred_username"] = Field(
+        description="The claim that becomes the hub username."
+    )
+    allowed_domains: list[str] = Field(
+        default_factory=list,
+        description="Only users whose username_claim ends in @ one of these domains "
+        "(empty: everyone of the IdP).",
+    )
+    strip_domain: str | None = Field(
+        default=None, description="Remove @this-domain from usernames, e.g. uni.edu: alice@uni.edu -> alice."
+    )
+
+
+class CILogonAuth(OAuthBase):
+    """Institutional login through CILogon (OAuthenticator's CILogonOAuthenticator)."""
+
+    type: Literal["cilogon"]
+    allowed_idps: dict[str, CILogonIdP] = Field(
+        default_factory=dict,
+        description="Identity providers allowed to log in, keyed by CILogon entity ID "
+        "(e.g. https://idp.uni.edu/idp/shibboleth).",
+    )
+    cilogon_host: str = Field(
+        default="cilogon.org", description="CILogon host; test.cilogon.org for testing."
+    )
+
+
+class GitHubAuth(OAuthBase):
+    """GitHub accounts, limited to organizations or teams (OAuthenticator's GitHubOAuthenticator)."""
+
+    type: Literal["github"]
+    allowed_organizations: list[
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*(:[A-Za-z0-9_.-]+)?$")]
+    ] = Field(default_factory=list, description="Entries `org` or `org:team-slug`; members may log in.")
+
+
+class OIDCAuth(OAuthBase):
+    """Any OpenID Connect provider, configured from its discovery document (GenericOAuthenticator)."""
+
+    type: Literal["oidc"]
+    issuer: str = Field(
+        pattern=URL_PATTERN,
+        description="Issuer URL; its /.well-known/openid-configuration is read when the hub starts. "
+        "https is required on prod hubs (http only for loopback).",
+    )
+    username_claim: str = Field(
+        default="preferred_username", min_length=1, description="Claim used as the username."
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "profile", "email"], description="Scopes to request."
+    )
+    groups_claim: str = Field(default="groups", min_length=1, description="Claim listing the user's groups.")
+    allowed_groups: list[str] = Field(default_factory=list, description="Members of these groups may log in.")
+
+
+Auth = Annotated[DummyAuth | NativeAuth | CILogonAuth | GitHubAuth | OIDCAuth, Field(discriminator="type")]
+"""A hub's `auth`: one of the models above, chosen by `type`."""

@@ -1,0 +1,245 @@
+"""Cross-file rules on who may log in: each hub's `auth` (admins, OAuth clients and allow lists, https
+to the identity provider on prod) and the web console's accounts and sign-in.
+
+Each rule is a small function of the loaded fleet returning ConfigErrors; `config.rules` lists them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from hubfleet.config.fleet import ConfigError
+from hubfleet.config.loader import HubEntry, SourcedFleetConfig
+from hubfleet.config.models_auth import CILogonAuth, GitHubAuth, OAuthBase, OIDCAuth
+from hubfleet.suggest import did_you_mean
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def has_auth(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    return [
+        fleet.hub_error(
+            e,
+            "auth",
+            f"auth: hub '{e.hub.name}' has no auth; "
+            "set `auth:` in the hub file or in `defaults` in fleet.yaml",
+        )
+        for e in fleet.hub_entries
+        if e.hub.auth is None
+    ]
+
+
+def admins_not_empty(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    return [
+        fleet.hub_error(
+            e,
+            "auth.admin_users",
+            f"auth.admin_users: hub '{e.hub.name}' has no admin users; list at least one",
+        )
+        for e in fleet.hub_entries
+        if e.hub.auth is not None and not e.hub.auth.admin_users
+    ]
+
+
+def no_dummy_auth_on_prod(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    return [
+        fleet.hub_error(
+            e,
+            "auth.type",
+            f"auth.type: dummy auth is refused on prod hub '{e.hub.name}'; use `type: native`",
+        )
+        for e in fleet.hub_entries
+        if e.hub.stage == "prod" and e.hub.auth is not None and e.hub.auth.type == "dummy"
+    ]
+
+
+def _oauth_entries(fleet: SourcedFleetConfig) -> Iterable[tuple[HubEntry, OAuthBase]]:
+    for entry in fleet.hub_entries:
+        if isinstance(entry.hub.auth, OAuthBase):
+            yield entry, entry.hub.auth
+
+
+def oauth_client_secret_set(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """An OAuth hub needs its client secret (as `{secret: KEY}`; plain text is refused by the model)."""
+    return [
+        fleet.hub_error(
+            entry,
+            "auth.client_secret",
+            f"auth.client_secret: {auth.type} hub '{entry.hub.name}' needs the client secret of "
+            f"'{auth.client_id}'; add `client_secret: {{secret: client_secret}}` under auth and run "
+            f"`hubfleet secrets set {entry.hub.name} client_secret`",
+        )
+        for entry, auth in _oauth_entries(fleet)
+        if auth.client_secret is None
+    ]
+
+
+def _allow_lists(auth: OAuthBase) -> list[str]:
+    """The keys of `auth` that restrict who may log in and are set."""
+    names = ["allowed_users"] if auth.allowed_users else []
+    if isinstance(auth, GitHubAuth) and auth.allowed_organizations:
+        names.append("allowed_organizations")
+    if isinstance(auth, OIDCAuth) and auth.allowed_groups:
+        names.append("allowed_groups")
+    return names
+
+
+def allow_all_without_allow_lists(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """`allow_all: true` lets every account of the provider in, so an allow list next to it restricts
+    nothing: the file says two contradicting things and the permissive one would win silently."""
+    errors = []
+    for entry, auth in _oauth_entries(fleet):
+        lists = _allow_lists(auth)
+        if auth.allow_all and lists:
+            keys = " and ".join(f"`{name}`" for name in lists)
+            errors.append(
+                fleet.hub_error(
+                    entry,
+                    "auth.allow_all",
+                    f"auth.allow_all: true lets every {auth.type} account into hub '{entry.hub.name}', so "
+                    f"{keys} would restrict nothing; remove `allow_all` or the list",
+                )
+            )
+    return errors
+
+
+def github_allow_lists_consistent(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """A GitHub hub's `allowed_users` and `allowed_organizations` must not contradict each other:
+
+    - a name in both: GitHub users and organizations share one namespace, so a login cannot be both a
+      user to allow and an organization whose members to allow;
+    - an `allowed_users` entry with ':' (`org:team`): no GitHub login contains ':'; it belongs in
+      `allowed_organizations`;
+    - `org:team` next to `org` in `allowed_organizations`: every member of `org` is already allowed, so the
+      team restricts nothing.
+    """
+    errors = []
+    for entry, auth in _oauth_entries(fleet):
+        if not isinstance(auth, GitHubAuth):
+            continue
+        # GitHub logins are case-insensitive
+        orgs = {item.split(":", 1)[0].lower() for item in auth.allowed_organizations}
+        whole_orgs = {item.lower() for item in auth.allowed_organizations if ":" not in item}
+        for i, user in enumerate(auth.allowed_users):
+            if ":" in user:
+                message = (
+                    f"'{user}' is an organization team (org:team), not a GitHub login; "
+                    "move it to `allowed_organizations`"
+                )
+            elif user.lower() in orgs:
+                message = (
+                    f"'{user}' is also in `allowed_organizations`; GitHub users and organizations share "
+                    "one namespace, so it cannot be both: keep it in one list"
+                )
+            else:
+                continue
+            errors.append(
+                fleet.hub_error(entry, f"auth.allowed_users.{i}", f"auth.allowed_users[{i}]: {message}")
+            )
+        for i, item in enumerate(auth.allowed_organizations):
+            org, _, team = item.partition(":")
+            if team and org.lower() in whole_orgs:
+                errors.append(
+                    fleet.hub_error(
+                        entry,
+                        f"auth.allowed_organizations.{i}",
+                        f"auth.allowed_organizations[{i}]: team '{item}' restricts nothing: every member "
+                        f"of '{org}' is already allowed; remove '{item}' or '{org}'",
+                    )
+                )
+    return errors
+
+
+def oidc_issuer_https_on_prod(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """A prod hub reads its identity provider over https; http only for a provider on loopback."""
+    errors = []
+    for entry, auth in _oauth_entries(fleet):
+        if not isinstance(auth, OIDCAuth) or entry.hub.stage != "prod":
+            continue
+        url = urlsplit(auth.issuer)
+        if url.scheme != "https" and url.hostname not in LOOPBACK_HOSTS:
+            errors.append(
+                fleet.hub_error(
+                    entry,
+                    "auth.issuer",
+                    f"auth.issuer: prod hub '{entry.hub.name}' must reach its identity provider over "
+                    f"https, not '{auth.issuer}' (http only for 127.0.0.1, localhost or ::1)",
+                )
+            )
+    return errors
+
+
+def cilogon_has_idps(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    return [
+        fleet.hub_error(
+            entry,
+            "auth.allowed_idps",
+            f"auth.allowed_idps: cilogon hub '{entry.hub.name}' allows no identity provider; add one, "
+            "keyed by its CILogon entity ID (https://cilogon.org/idplist), e.g. "
+            "`https://idp.uni.edu/idp/shibboleth: {username_claim: eppn}`",
+        )
+        for entry, auth in _oauth_entries(fleet)
+        if isinstance(auth, CILogonAuth) and not auth.allowed_idps
+    ]
+
+
+def someone_can_log_in(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """An OAuth hub must let someone besides its admins in: `allow_all`, an allow list, or
+    `allow_existing_users` (admins add users on the admin page). A cilogon hub lets in the users of its
+    `allowed_idps` (reported by `cilogon_has_idps` when empty)."""
+    errors = []
+    for entry, auth in _oauth_entries(fleet):
+        if isinstance(auth, CILogonAuth) or auth.allow_all or auth.allow_existing_users or _allow_lists(auth):
+            continue
+        options = ["`allowed_users`"]
+        if isinstance(auth, GitHubAuth):
+            options.append("`allowed_organizations`")
+        if isinstance(auth, OIDCAuth):
+            options.append("`allowed_groups`")
+        options += ["`allow_existing_users: true` (admins add users on the admin page)", "`allow_all: true`"]
+        errors.append(
+            fleet.hub_error(
+                entry,
+                "auth",
+                f"auth: nobody but the admins can log in to {auth.type} hub '{entry.hub.name}'; "
+                f"add {', '.join(options[:-1])} or {options[-1]}",
+            )
+        )
+    return errors
+
+
+def console_accounts_know_their_communities(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """A community-leader's communities exist (a typo would silently show them nothing)."""
+    if fleet.fleet_source is None or fleet.settings is None:
+        return []
+    known = set(fleet.communities) | fleet.broken_names
+    errors = []
+    for i, account in enumerate(fleet.settings.console.accounts):
+        for j, community in enumerate(account.communities):
+            if community not in known:
+                dotted = f"console.accounts.{i}.communities.{j}"
+                hint = did_you_mean(community, fleet.communities, "communities")
+                errors.append(
+                    fleet.fleet_error(
+                        dotted,
+                        f"{dotted}: community '{community}' of '{account.username}' does not exist; {hint}",
+                    )
+                )
+    return errors
+
+
+def console_oidc_issuer_https(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """The console trusts what its provider's token endpoint says: https, or a provider on loopback."""
+    if fleet.fleet_source is None or fleet.settings is None or fleet.settings.console.oidc is None:
+        return []
+    url = urlsplit(fleet.settings.console.oidc.issuer)
+    if url.scheme == "https" or url.hostname in LOOPBACK_HOSTS:
+        return []
+    return [
+        fleet.fleet_error(
+            "console.oidc.issuer",
+            f"console.oidc.issuer: the console must reach its identity provider over https, not "
+            f"'{fleet.settings.console.oidc.issuer}' (http only for 127.0.0.1, localhost or ::1)",
+        )
+    ]

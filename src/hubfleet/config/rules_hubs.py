@@ -1,0 +1,218 @@
+"""Cross-file rules on the hubs themselves: unique names, ports and domains, references to clusters and
+communities, how a hub is served on its cluster, a staging hub before every prod hub, Kubernetes settings.
+
+Each rule is a small function of the loaded fleet returning ConfigErrors; `config.rules` lists them all.
+"""
+
+from __future__ import annotations
+
+from hubfleet.config.fleet import ConfigError
+from hubfleet.config.loader import HubEntry, SourcedFleetConfig
+from hubfleet.suggest import did_you_mean
+
+
+def unique_hub_names(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    first: dict[str, HubEntry] = {}
+    errors = []
+    for entry in fleet.hub_entries:
+        name = entry.hub.name
+        if name in first:
+            errors.append(
+                fleet.hub_error(
+                    entry,
+                    "name",
+                    f"name: hub name '{name}' is already used by {first[name].source.file}; "
+                    "hub names must be unique in the fleet",
+                )
+            )
+        else:
+            first[name] = entry
+    return errors
+
+
+def _unique_value(fleet: SourcedFleetConfig, key: str, hint: str) -> list[ConfigError]:
+    first: dict[object, HubEntry] = {}
+    errors = []
+    for entry in fleet.hub_entries:
+        value = getattr(entry.hub, key)
+        if value is None:
+            continue
+        if value in first:
+            other = first[value]
+            errors.append(
+                fleet.hub_error(
+                    entry,
+                    key,
+                    f"{key}: {value} is already used by hub '{other.hub.name}' ({other.source.file}); {hint}",
+                )
+            )
+        else:
+            first[value] = entry
+    return errors
+
+
+def unique_ports(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    return _unique_value(fleet, "port", "give each hub its own port")
+
+
+def unique_domains(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    return _unique_value(fleet, "domain", "give each hub its own domain")
+
+
+def references_resolve(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    errors = []
+    for entry in fleet.hub_entries:
+        hub = entry.hub
+        # With no valid cluster at all, that is reported once (clusters/) rather than for every hub.
+        if fleet.clusters and hub.cluster not in fleet.clusters and hub.cluster not in fleet.broken_names:
+            hint = did_you_mean(hub.cluster, fleet.clusters, "clusters")
+            errors.append(
+                fleet.hub_error(entry, "cluster", f"cluster: unknown cluster '{hub.cluster}'; {hint}")
+            )
+        if hub.community != entry.directory:
+            if hub.community in fleet.communities or hub.community in fleet.broken_names:
+                errors.append(
+                    fleet.hub_error(
+                        entry,
+                        "community",
+                        f"community: '{hub.community}' does not match the directory "
+                        f"communities/{entry.directory}/; set `community: {entry.directory}` "
+                        f"or move the file to communities/{hub.community}/hubs/",
+                    )
+                )
+            else:
+                hint = did_you_mean(hub.community, fleet.communities, "communities")
+                errors.append(
+                    fleet.hub_error(
+                        entry, "community", f"community: unknown community '{hub.community}'; {hint}"
+                    )
+                )
+    return errors
+
+
+def port_or_domain_by_cluster_kind(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    errors = []
+    for entry in fleet.hub_entries:
+        hub = entry.hub
+        cluster = fleet.clusters.get(hub.cluster)
+        if cluster is None:
+            continue
+        if cluster.kind == "local":
+            if hub.port is None:
+                errors.append(
+                    fleet.hub_error(
+                        entry,
+                        "port",
+                        f"port: required for hubs on local cluster '{cluster.name}'; "
+                        "add `port: <1024-65535>`",
+                    )
+                )
+            if hub.domain is not None:
+                errors.append(
+                    fleet.hub_error(
+                        entry,
+                        "domain",
+                        f"domain: hubs on local cluster '{cluster.name}' are served on 127.0.0.1:<port>; "
+                        "remove domain",
+                    )
+                )
+        else:
+            if hub.domain is None:
+                errors.append(
+                    fleet.hub_error(
+                        entry,
+                        "domain",
+                        f"domain: required for hubs on kubernetes cluster '{cluster.name}'; "
+                        "add `domain: <hub.example.org>`",
+                    )
+                )
+            if hub.port is not None:
+                errors.append(
+                    fleet.hub_error(
+                        entry,
+                        "port",
+                        f"port: hubs on kubernetes cluster '{cluster.name}' are served on their domain; "
+                        "remove port",
+                    )
+                )
+    return errors
+
+
+def prod_has_staging(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    staging = {(e.hub.community, e.hub.cluster) for e in fleet.hub_entries if e.hub.stage == "staging"}
+    errors = []
+    for entry in fleet.hub_entries:
+        hub = entry.hub
+        known = (
+            hub.cluster in fleet.clusters
+            and hub.community == entry.directory
+            and entry.directory not in fleet.broken_hub_dirs
+        )
+        if hub.stage == "prod" and known and (hub.community, hub.cluster) not in staging:
+            errors.append(
+                fleet.hub_error(
+                    entry,
+                    "stage",
+                    f"stage: prod hub '{hub.name}' needs a staging hub of community '{hub.community}' "
+                    f"on cluster '{hub.cluster}' to deploy to first; "
+                    f"add one in communities/{entry.directory}/hubs/",
+                )
+            )
+    return errors
+
+
+def kubernetes_settings_on_kubernetes_hubs(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """A local hub's own file must not set `kubernetes` (inherited fleet defaults are ignored there)."""
+    errors = []
+    for entry in fleet.hub_entries:
+        cluster = fleet.clusters.get(entry.hub.cluster)
+        # the text test spares parsing positions (slow) for the many files that cannot set the key
+        if cluster is None or cluster.kind != "local" or "kubernetes" not in entry.source.text:
+            continue
+        depth, _, _ = entry.source.find(["kubernetes"])
+        if depth == 1:
+            errors.append(
+                fleet.hub_error(
+                    entry,
+                    "kubernetes",
+                    f"kubernetes: kubernetes settings on a hub of local cluster '{cluster.name}'; "
+                    "remove them or move the hub to a kubernetes cluster",
+                )
+            )
+    return errors
+
+
+def profiles_consistent(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """Profile slugs are unique within a hub and at most one profile is the default."""
+    errors = []
+    for entry in fleet.hub_entries:
+        settings = entry.hub.kubernetes
+        if settings is None:
+            continue
+        seen: dict[str, int] = {}
+        first_default: int | None = None
+        for i, profile in enumerate(settings.profiles):
+            if profile.slug in seen:
+                errors.append(
+                    fleet.hub_error(
+                        entry,
+                        f"kubernetes.profiles.{i}.slug",
+                        f"kubernetes.profiles[{i}].slug: '{profile.slug}' is already used by "
+                        f"profiles[{seen[profile.slug]}]; give each profile its own slug",
+                    )
+                )
+            else:
+                seen[profile.slug] = i
+            if profile.default:
+                if first_default is None:
+                    first_default = i
+                else:
+                    errors.append(
+                        fleet.hub_error(
+                            entry,
+                            f"kubernetes.profiles.{i}.default",
+                            f"kubernetes.profiles[{i}].default: profiles[{first_default}] is already the "
+                            "default; at most one profile may set `default: true`",
+                        )
+                    )
+    return errors
