@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 def closest(name: str, known: Iterable[str]) -> str | None:
@@ -12,12 +12,17 @@ def closest(name: str, known: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
-def did_you_mean(name: str, known: Iterable[str], what: str) -> str:
-    """"did you mean 'x'?", else the known `what` (a plural such as "hubs"), else that there are none."""
-    known = sorted(known)
+def suggestion(name: str, known: Sequence[str], listing: str, otherwise: str) -> str:
+    """`did you mean 'x'?` for the closest known name, else `<listing>: <the known names, in order>`, else
+    (nothing is known) `otherwise`."""
     close = closest(name, known)
     if close:
         return f"did you mean '{close}'?"
     if known:
-        return f"known {what}: {', '.join(known)}"
-    return f"no {what} are defined"
+        return f"{listing}: {', '.join(known)}"
+    return otherwise
+
+
+def did_you_mean(name: str, known: Iterable[str], what: str) -> str:
+    """`did you mean 'x'?`, else the known `what` (a plural such as "hubs"), else that there are none."""
+    return suggestion(name, sorted(known), f"known {what}", f"no {what} are defined")

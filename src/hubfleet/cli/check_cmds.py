@@ -19,7 +19,6 @@ from hubfleet.cli.common import (
     err_console,
     friendly_errors,
     load_or_explain,
-    require_hub,
 )
 from hubfleet.settings import resolve_fleet_dir, resolve_state_dir
 
@@ -39,7 +38,7 @@ def check(
     from hubfleet.store import open_store
 
     fleet_dir = resolve_fleet_dir(fleet)
-    require_hub(load_or_explain(fleet_dir), hub)
+    load_or_explain(fleet_dir).require_hub(hub)
     state = resolve_state_dir(fleet_dir, state_dir)
     endpoint = hub_endpoint(state, hub)
     url, token = endpoint.url, endpoint.token

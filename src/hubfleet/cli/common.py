@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 import sys
 from collections.abc import Callable
@@ -76,10 +75,3 @@ def load_or_explain(fleet_dir: Path) -> FleetConfig:
         raise UserError(
             f"{len(exc.errors)} error(s) in the fleet configuration; fix them (hubfleet validate)"
         ) from None
-
-
-def require_hub(config: FleetConfig, name: str) -> None:
-    if name not in config.hubs:
-        close = difflib.get_close_matches(name, list(config.hubs), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"hubs: {', '.join(sorted(config.hubs))}"
-        raise UserError(f"no hub named '{name}' in fleet '{config.settings.name}'; {hint}")

@@ -21,7 +21,6 @@ from hubfleet.cli.common import (
     err_console,
     friendly_errors,
     load_or_explain,
-    require_hub,
 )
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
 
@@ -52,7 +51,7 @@ def _plan(
         raise UserError("give either --changed-files or --since, not both")
     config = load_or_explain(fleet_dir)
     for name in hubs or []:
-        require_hub(config, name)
+        config.require_hub(name)
     state = resolve_state_dir(fleet_dir, state_dir)
     changed = None
     if changed_files:

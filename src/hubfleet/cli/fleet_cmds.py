@@ -18,7 +18,6 @@ from hubfleet.cli.common import (
     err_console,
     friendly_errors,
     load_or_explain,
-    require_hub,
 )
 from hubfleet.secrets.store import SecretResolver
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
@@ -156,5 +155,5 @@ def token(
     from hubfleet.backends.local import hub_endpoint
 
     fleet_dir = resolve_fleet_dir(fleet)
-    require_hub(load_or_explain(fleet_dir), hub)
+    load_or_explain(fleet_dir).require_hub(hub)
     typer.echo(hub_endpoint(resolve_state_dir(fleet_dir, state_dir), hub, operator=True).token)

@@ -18,7 +18,6 @@ from hubfleet.cli.common import (
     console,
     friendly_errors,
     load_or_explain,
-    require_hub,
 )
 from hubfleet.clock import utcnow
 from hubfleet.settings import resolve_fleet_dir, resolve_state_dir
@@ -116,7 +115,7 @@ def incidents(
 
     fleet_dir = resolve_fleet_dir(fleet)
     if hub is not None:
-        require_hub(load_or_explain(fleet_dir), hub)
+        load_or_explain(fleet_dir).require_hub(hub)
     with open_store(resolve_state_dir(fleet_dir, state_dir)) as store:
         found = list_incidents(store, hub=hub, open_only=open_only, limit=limit)
     now = utcnow()

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from hubfleet.cli.app import app
-from hubfleet.cli.common import FleetOption, StateDirOption, friendly_errors, load_or_explain, require_hub
+from hubfleet.cli.common import FleetOption, StateDirOption, friendly_errors, load_or_explain
 from hubfleet.settings import resolve_fleet_dir, resolve_state_dir
 
 
@@ -25,7 +25,7 @@ def render(
     to a separate values file at deploy time."""
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
-    require_hub(config, hub)
+    config.require_hub(hub)
     the_hub = config.hubs[hub]
     state = resolve_state_dir(fleet_dir, state_dir)
     if config.cluster_of(the_hub).kind == "kubernetes":
@@ -51,7 +51,7 @@ def export(
     from hubfleet.deploy.export import export_hub
 
     config = load_or_explain(resolve_fleet_dir(fleet))
-    require_hub(config, hub)
+    config.require_hub(hub)
     result = export_hub(config, config.hubs[hub], out, force=force)
     for path in result.files:
         typer.echo(f"wrote {path}")

@@ -19,7 +19,6 @@ from hubfleet.cli.common import (
     console,
     friendly_errors,
     load_or_explain,
-    require_hub,
 )
 from hubfleet.clock import utcnow
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
@@ -119,7 +118,7 @@ def usage(
     config = load_or_explain(fleet_dir)
     names = sorted(config.hubs)
     if hub is not None:
-        require_hub(config, hub)
+        config.require_hub(hub)
         names = [hub]
     if community is not None:
         if community not in config.communities:

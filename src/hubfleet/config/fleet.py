@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hubfleet.config.models import Cluster, Community, FleetSettings, Hub
+from hubfleet.settings import UserError
+from hubfleet.suggest import suggestion
 
 
 @dataclass(frozen=True, order=True)
@@ -50,6 +52,14 @@ class FleetConfig:
     fleet_secrets: dict[str, str] = field(default_factory=dict)
     """Fleet-level secrets (alert channels' webhook URLs, SMTP passwords), from secrets/fleet.yaml:
     key -> ASCII-armored age ciphertext, like the hub secrets files."""
+
+    def require_hub(self, name: str) -> Hub:
+        """The hub called `name`; a UserError naming the closest hub (or every hub) when there is none."""
+        hub = self.hubs.get(name)
+        if hub is None:
+            hint = suggestion(name, sorted(self.hubs), "hubs", "hubs: none")
+            raise UserError(f"no hub named '{name}' in fleet '{self.settings.name}'; {hint}")
+        return hub
 
     def cluster_of(self, hub: Hub) -> Cluster:
         return self.clusters[hub.cluster]

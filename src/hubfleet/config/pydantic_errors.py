@@ -18,7 +18,7 @@ from hubfleet.config.fields import pattern_hint
 from hubfleet.config.fleet import ConfigError
 from hubfleet.config.introspect import discriminator, is_model, tagged_member, union_models, unwrap
 from hubfleet.config.yaml_source import Source, describe, show
-from hubfleet.suggest import closest
+from hubfleet.suggest import suggestion
 
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _adapters: dict[int, TypeAdapter[Any]] = {}
@@ -107,13 +107,7 @@ def _convert(model: Any, err: Any, source: Source, drop_outside: bool) -> Config
     if kind == "extra_forbidden" or on_key:
         allowed = list(holder.model_fields) if is_model(holder) else []
         name = str(path[-1]) if path else ""
-        close = closest(name, allowed)
-        if close:
-            hint = f"did you mean '{close}'?"
-        elif allowed:
-            hint = f"allowed keys: {', '.join(allowed)}"
-        else:
-            hint = "remove it"
+        hint = suggestion(name, allowed, "allowed keys", "remove it")
         return ConfigError(source.file, *key_pos, f"{dotted}: unknown key; {hint}")
     message = _message(err, leaf)
     return ConfigError(source.file, *value_pos, f"{dotted}: {message}" if dotted else message)

@@ -8,7 +8,6 @@ only in memory, lazily, with the operator's identity (see `hubfleet.secrets.age.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 from pathlib import Path
@@ -60,13 +59,8 @@ def _loaded(fleet_root: Path | str) -> SourcedFleetConfig:
 
 def _hub_dir(config: SourcedFleetConfig, hub_name: str) -> str:
     """The community directory holding the hub's file."""
-    entry = next((e for e in config.hub_entries if e.hub.name == hub_name), None)
-    if entry is None:
-        names = sorted({e.hub.name for e in config.hub_entries})
-        close = difflib.get_close_matches(hub_name, names, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"hubs: {', '.join(names) or 'none'}"
-        raise UserError(f"no hub named '{hub_name}' in fleet '{config.settings.name}'; {hint}")
-    return entry.directory
+    config.require_hub(hub_name)
+    return next(e.directory for e in config.hub_entries if e.hub.name == hub_name)
 
 
 def _check_key(key: str) -> None:
