@@ -10,7 +10,9 @@ import pytest
 
 from fleet_helpers import edit
 from hubfleet.config import rules, rules_auth, rules_hubs
+from hubfleet.config.defaults import merge_rule
 from hubfleet.config.loader import SourcedFleetConfig, load_fleet_files
+from hubfleet.config.models import HubSettings
 from hubfleet.config.schema import fleet_json_schemas, render_reference
 from hubfleet.config.validate import validate_fleet
 
@@ -122,6 +124,14 @@ def test_validate_runs_the_rules(demo: Path) -> None:
 def test_config_reference_is_generated() -> None:
     """docs/config-reference.md must equal render_reference(): run `python -m hubfleet.config.schema`."""
     assert (REPO / "docs" / "config-reference.md").read_text() == render_reference()
+
+
+def test_operator_guide_states_the_merge_rule() -> None:
+    """The guide's hand-written account of `defaults` says what the code does (config/defaults.py)."""
+    guide = " ".join((REPO / "docs" / "operator-guide.md").read_text().split())
+    assert merge_rule() in guide
+    for name in HubSettings.model_fields:
+        assert f"`{name}`" in guide, name
 
 
 def test_committed_json_schemas_are_generated() -> None:

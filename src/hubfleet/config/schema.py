@@ -16,6 +16,7 @@ from pydantic import BaseModel, SecretStr, TypeAdapter
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from hubfleet.config.defaults import merge_rule
 from hubfleet.config.introspect import annotations_of, discriminator, is_model, union_models, unwrap
 from hubfleet.config.models import Cluster, Community, FleetSettings, Hub
 from hubfleet.config.secret_refs import SecretRef
@@ -204,13 +205,13 @@ def render_reference() -> str:
     out = [
         "# Fleet configuration reference",
         "",
-        "<!-- Generated from src/hubfleet/config/models.py by `python -m hubfleet.config.schema`; "
+        "<!-- Generated from the models in src/hubfleet/config/ by `python -m hubfleet.config.schema`; "
         "do not edit by hand. -->",
         "",
         "A fleet is a directory: `fleet.yaml`, one file per cluster in `clusters/`, and one directory per",
         "community in `communities/` holding `community.yaml` and one file per hub in `hubs/`.",
-        "Unknown keys are errors. Hubs inherit `defaults` from fleet.yaml: a key set in the hub file wins,",
-        "`resources` and `culling` merge field by field, `auth` is replaced whole.",
+        "Unknown keys are errors. Hubs inherit `defaults` from fleet.yaml:",
+        f"{merge_rule()}.",
         "JSON Schemas for editors are in [schema/](schema/) (`hubfleet schema` writes them).",
         "",
         "## Secrets",
