@@ -278,7 +278,7 @@ class SecretResolver:
         cached = self._cache.get(("", key))
         if cached is not None:
             return cached
-        armored = getattr(self._fleet, "fleet_secrets", {}).get(key)
+        armored = self._fleet.fleet_secrets.get(key)
         if armored is None:
             raise UserError(
                 f"fleet-level secret '{key}' is not set; run `hubfleet secrets set --fleet-level {key}`"
