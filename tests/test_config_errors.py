@@ -171,9 +171,57 @@ CASES = [
         "communities/uni-a/hubs/prod.yaml",
         ("max_users: 100", "max_users: [100"),
         [
-            "communities/uni-a/hubs/prod.yaml:12:10: invalid YAML: expected ',' or ']', but got ':' (while parsing a flow sequence)",
+            "communities/uni-a/hubs/prod.yaml:11:12: invalid YAML: this list is never closed; add the missing `]` (the parser stopped at line 12: expected ',' or ']', but got ':')",
         ],
         id="yaml syntax error",
+    ),
+    pytest.param(
+        "communities/uni-a/hubs/prod.yaml",
+        ("name: uni-a", "name: [uni-a"),
+        [
+            "communities/uni-a/hubs/prod.yaml:2:7: invalid YAML: this list is never closed; add the missing `]` (the parser stopped at line 3: expected ',' or ']', but got ':')",
+        ],
+        id="unclosed list",
+    ),
+    pytest.param(
+        "communities/uni-a/hubs/prod.yaml",
+        ("  admin_users: [grace]", "  admin_users: {grace: 1"),
+        [
+            "communities/uni-a/hubs/prod.yaml:10:16: invalid YAML: this mapping is never closed; add the missing `}` (the parser stopped at line 11: expected ',' or '}', but got ':')",
+        ],
+        id="unclosed mapping",
+    ),
+    pytest.param(
+        "communities/uni-a/hubs/prod.yaml",
+        ("memory_limit: 2G", "memory_limit: {2G"),
+        [
+            "communities/uni-a/hubs/prod.yaml:13:17: invalid YAML: this mapping is never closed; add the missing `}` (the parser reached the end of the file)",
+        ],
+        id="unclosed mapping at the end of the file",
+    ),
+    pytest.param(
+        "communities/uni-a/hubs/prod.yaml",
+        ("display_name: University A", "display_name: 'University A"),
+        [
+            "communities/uni-a/hubs/prod.yaml:3:15: invalid YAML: this string is never closed; add the missing `'` (the parser reached the end of the file)",
+        ],
+        id="unclosed single quote",
+    ),
+    pytest.param(
+        "communities/uni-a/hubs/prod.yaml",
+        ("stage: prod", 'stage: "prod'),
+        [
+            'communities/uni-a/hubs/prod.yaml:6:8: invalid YAML: this string is never closed; add the missing `"` (the parser reached the end of the file)',
+        ],
+        id="unclosed double quote",
+    ),
+    pytest.param(
+        "communities/uni-a/hubs/prod.yaml",
+        ("max_users: 100", "max_users: [100, {a: 1]"),
+        [
+            "communities/uni-a/hubs/prod.yaml:11:23: invalid YAML: expected ',' or '}', but got ']' (while parsing a flow mapping)",
+        ],
+        id="yaml syntax error within one line",
     ),
     pytest.param(
         "communities/uni-a/hubs/prod.yaml",

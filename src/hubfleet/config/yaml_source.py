@@ -128,7 +128,7 @@ def read_yaml(root: Path, path: Path, expected: str, errors: list[ConfigError]) 
     try:
         tree = _yaml.load(text)
     except MarkedYAMLError as exc:
-        errors.append(_yaml_error(rel, exc))
+        errors.append(_yaml_error(rel, text, exc))
         return None
     except ReaderError as exc:
         line = text[: exc.position].count("\n") + 1
@@ -163,9 +163,19 @@ def read_yaml(root: Path, path: Path, expected: str, errors: list[ConfigError]) 
 # --------------------------------------------------------------------------- syntax errors
 
 _DUPLICATE = re.compile(r'found duplicate key "(.*?)"')
+_NEVER_CLOSED = {
+    # (ruamel's context, how its problem starts): what was left open, and what closes it (None: its quote)
+    ("while parsing a flow sequence", "expected ',' or ']'"): ("list", "]"),
+    ("while parsing a flow mapping", "expected ',' or '}'"): ("mapping", "}"),
+    ("while scanning a quoted scalar", "found unexpected end of stream"): ("string", None),
+    ("while scanning a quoted scalar", "found unexpected document separator"): ("string", None),
+}
 
 
-def _yaml_error(rel: str, exc: MarkedYAMLError) -> ConfigError:
+def _yaml_error(rel: str, text: str, exc: MarkedYAMLError) -> ConfigError:
+    unclosed = _unclosed(text, exc)
+    if unclosed is not None:
+        return ConfigError(rel, *unclosed)
     mark = exc.problem_mark or exc.context_mark
     line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     problem = (exc.problem or exc.context or "syntax error").strip()
@@ -174,6 +184,32 @@ def _yaml_error(rel: str, exc: MarkedYAMLError) -> ConfigError:
         return ConfigError(rel, line, col, f"duplicate key '{dup.group(1)}'; keep only one of them")
     context = f" ({exc.context.strip()})" if exc.context and exc.problem else ""
     return ConfigError(rel, line, col, f"invalid YAML: {problem}{context}")
+
+
+def _unclosed(text: str, exc: MarkedYAMLError) -> tuple[int, int, str] | None:
+    """A list, mapping or quoted string left open: (line, col, message) at where it begins, since the
+    parser gives up only lines later, on a line that is not wrong. None for any other error."""
+    begun, stopped = exc.context_mark, exc.problem_mark
+    if begun is None or stopped is None or begun.line == stopped.line:
+        return None
+    context, problem = (exc.context or "").strip(), (exc.problem or "").strip()
+    found = next((v for (c, p), v in _NEVER_CLOSED.items() if c == context and problem.startswith(p)), None)
+    if found is None:
+        return None
+    what, closer = found
+    if closer is None:
+        lines = text.splitlines()
+        opening = lines[begun.line][begun.column : begun.column + 1] if begun.line < len(lines) else ""
+        closer = opening if opening in ("'", '"') else "'"
+    if "end of stream" in problem or "<stream end>" in problem:
+        where = "the parser reached the end of the file"
+    else:
+        where = f"the parser stopped at line {stopped.line + 1}: {problem}"
+    return (
+        begun.line + 1,
+        begun.column + 1,
+        f"invalid YAML: this {what} is never closed; add the missing `{closer}` ({where})",
+    )
 
 
 # --------------------------------------------------------------------------- the round-trip tree
