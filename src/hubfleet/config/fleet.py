@@ -1,4 +1,5 @@
-"""The loaded fleet: what every other part of hubfleet consumes."""
+"""The loaded fleet, `FleetConfig`: what every other part of hubfleet consumes; and the errors that loading
+reports (`ConfigError`, one `file:line:col: message` each, and `FleetInvalid` carrying all of them)."""
 
 from __future__ import annotations
 

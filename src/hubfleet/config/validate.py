@@ -1,7 +1,7 @@
 """The entry points for the rest of hubfleet: load a fleet directory and run every cross-file rule.
 
-They sit above both the loader and the rules (which work on what the loader returns), so that neither of
-those two needs the other's caller.
+They sit above both the loader and the rules (the rules work on what the loader returns), so the loader never
+has to import the rules and the two modules have no import cycle.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Hub secrets files and their use: set, show, rekey, keygen, and `SecretResolver` for render/deploy.
+"""The secrets commands as functions (set, show, rekey, keygen) and `SecretResolver`, which decrypts for
+render/deploy.
 
-On disk, communities/<community>/secrets/<hub>.yaml maps each KEY (plaintext, so that validation can check
-presence without a key and diffs show which secret changed) to the ASCII-armored age ciphertext of its value,
-encrypted to every operator's `age_recipient` and every fleet.yaml `ci_recipients` entry. Values are decrypted
-only in memory, lazily, with the operator's identity (see `hubfleet.secrets.age.identity_path`).
+The files' format (KEY -> ASCII-armored age ciphertext, read by validation without any key) is
+`hubfleet.config.secrets_file`; this module decides what goes in them: every value encrypted to every
+operator's `age_recipient` and every fleet.yaml `ci_recipients` entry. Values are decrypted only in memory,
+lazily, with the operator's identity (see `hubfleet.secrets.age.identity_path`).
 """
 
 from __future__ import annotations
