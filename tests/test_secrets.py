@@ -204,6 +204,19 @@ def test_secrets_need_an_operator_recipient(keyed: tuple[Path, Path]) -> None:
     ]
 
 
+def test_invalid_fleet_file_with_secrets_in_use_is_reported_not_a_traceback(keyed: tuple[Path, Path]) -> None:
+    root, _ = keyed
+    set_secret(root, "uni-a-staging", "dummy_password", "x")
+    fleet = root / "fleet.yaml"
+    fleet.write_text(re.sub(r"(?m)^name: .*$", "name: Bad Name", fleet.read_text()))
+    assert [e for e in errors_of(root) if e.startswith("fleet.yaml")] == [
+        "fleet.yaml:3:7: name: 'Bad Name' is not a valid name; use 1-63 lower-case letters, digits and '-', "
+        "starting and ending with a letter or digit"
+    ]
+    result = hubfleet("validate", fleet=root)
+    assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
+
+
 def test_recipient_and_reference_are_checked(keyed: tuple[Path, Path]) -> None:
     root, _ = keyed
     fleet = root / "fleet.yaml"

@@ -89,7 +89,9 @@ def secrets_have_recipients(fleet: SourcedFleetConfig) -> list[ConfigError]:
         or bool(fleet.fleet_secrets)
         or (fleet.settings is not None and bool(secret_refs(fleet.settings.monitoring)))
     )
-    if not in_use or fleet.fleet_source is None or any(op.age_recipient for op in fleet.settings.operators):
+    if not in_use or fleet.fleet_source is None or fleet.settings is None:
+        return []  # fleet.yaml did not validate: its own errors are reported, its operators are unknown
+    if any(op.age_recipient for op in fleet.settings.operators):
         return []
     depth, key_pos, _ = fleet.fleet_source.find(["operators"])
     line, col = key_pos if depth else fleet.fleet_source.first_key()
