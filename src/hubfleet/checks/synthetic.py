@@ -21,13 +21,15 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 import websockets
 from websockets.asyncio.client import connect as ws_connect
+
+from hubfleet.clock import utcnow
 
 if TYPE_CHECKING:
     from hubfleet.store.api import Store
@@ -76,7 +78,7 @@ class CheckResult:
     steps: list[StepResult]
     total_seconds: float
     hub: str = ""
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    at: datetime = field(default_factory=utcnow)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -228,7 +230,7 @@ class _Check:
                 "session": session,
                 "msg_type": "execute_request",
                 "version": "5.3",
-                "date": datetime.now(UTC).isoformat(),
+                "date": utcnow().isoformat(),
             },
             "parent_header": {},
             "metadata": {},
@@ -318,7 +320,7 @@ async def run_check(
     a, b = secrets.randbelow(10**6) + 1000, secrets.randbelow(10**6) + 1000
     source = code.replace("{a}", str(a)).replace("{b}", str(b))
     expected = str(a * b) if expect is None else expect
-    started_at = datetime.now(UTC)
+    started_at = utcnow()
     start = time.perf_counter()
     check = _Check(hub_url, api_token, username, timeout)
     try:

@@ -14,7 +14,6 @@ import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from hubfleet.backends.local import (
     owned_pids,
     port_is_free,
 )
+from hubfleet.clock import utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.deploy.state import record
 from hubfleet.runtime.processes import process_tree, terminate_tree
@@ -49,7 +49,7 @@ def backoff_delay(attempt: int) -> float:
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return utcnow().isoformat(timespec="seconds")
 
 
 @dataclass
