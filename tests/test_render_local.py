@@ -10,7 +10,8 @@ from traitlets.config import PyFileConfigLoader
 from fleet_helpers import copy_demo_fleet
 from hubfleet.backends.local import LocalBackend, PreparedHub
 from hubfleet.config.validate import load_fleet
-from hubfleet.render.local import CHECK_USERNAME, CONTROL_TOKEN_ENV, DUMMY_PASSWORD_ENV, OPERATOR_TOKEN_ENV
+from hubfleet.render.common import DUMMY_PASSWORD_ENV
+from hubfleet.render.local import CHECK_USERNAME, CONTROL_TOKEN_ENV, OPERATOR_TOKEN_ENV
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from fleet_helpers import HUBFLEET, copy_demo_fleet, daemon_status, hubfleet, ki
 from hubfleet.backends.local import LocalBackend
 from hubfleet.config.secret_refs import SecretOnly, SecretRef
 from hubfleet.config.validate import load_fleet, validate_fleet
-from hubfleet.render.local import DUMMY_PASSWORD_ENV
+from hubfleet.render.common import DUMMY_PASSWORD_ENV
 from hubfleet.secrets.store import SecretResolver, rekey, set_secret
 from hubfleet.settings import UserError
 

@@ -23,12 +23,16 @@ from hubfleet.backends.kubernetes import helm_upgrade_command, rollout_commands
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub, KubernetesCluster
 from hubfleet.config.models_auth import OAUTH_TYPES
-from hubfleet.render.common import AUTH_PACKAGES, auth_secrets, oauth_callback_url
+from hubfleet.render.common import (
+    AUTH_PACKAGES,
+    CLIENT_SECRET_ENV,
+    DUMMY_PASSWORD_ENV,
+    auth_secrets,
+    oauth_callback_url,
+)
 from hubfleet.render.kubernetes import secret_placeholders, to_yaml, values_yaml
 from hubfleet.render.local import (
-    CLIENT_SECRET_ENV,
     CONTROL_TOKEN_ENV,
-    DUMMY_PASSWORD_ENV,
     OPERATOR_TOKEN_ENV,
     LocalRuntime,
     render_jupyterhub_config,

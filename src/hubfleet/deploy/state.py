@@ -8,7 +8,7 @@ import jupyterhub
 
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
-from hubfleet.render.local import effective_admins
+from hubfleet.render.common import effective_admins
 from hubfleet.store.api import DeploymentRecord, DeploymentResult, Store
 
 

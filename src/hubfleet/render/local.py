@@ -13,13 +13,9 @@ from typing import TYPE_CHECKING
 
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
-from hubfleet.render.common import (  # noqa: F401 - re-exported
-    CLIENT_SECRET_ENV,
-    DUMMY_PASSWORD_ENV,
-    NATIVE_TEMPLATES,
+from hubfleet.render.common import (
     auth_config,
     auth_secrets,
-    effective_admins,
 )
 
 if TYPE_CHECKING:
