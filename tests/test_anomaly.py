@@ -28,6 +28,7 @@ def write_fleet(
     hubs: dict[str, dict[str, Any]],
     defaults: dict[str, Any] | None = None,
     monitoring: dict[str, Any] | None = None,
+    console: dict[str, Any] | None = None,
 ) -> FleetConfig:
     """A fleet on disk (loaded by the real loader, so per-hub settings merge over defaults): community `c`
     on a local cluster; `hubs` maps hub name -> its `anomalies` overrides (and `stage` if given)."""
@@ -36,6 +37,8 @@ def write_fleet(
     fleet: dict[str, Any] = {"name": "t", "defaults": {"anomalies": defaults or {}}}
     if monitoring:
         fleet["monitoring"] = monitoring
+    if console:
+        fleet["console"] = console
     (root / "fleet.yaml").write_text(yaml.safe_dump(fleet))
     (root / "clusters" / "local.yaml").write_text("name: local\nkind: local\n")
     (root / "communities" / "c" / "community.yaml").write_text("name: c\n")

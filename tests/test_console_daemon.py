@@ -43,10 +43,12 @@ def test_the_daemon_serves_the_console_and_operators_run_checks(tmp_path: Path) 
         url = status["console"]
         assert url.startswith("http://127.0.0.1:")
         assert httpx.get(f"{url}/login").status_code == 200
-        assert "hubfleet_hub_up" in httpx.get(f"{url}/metrics").text
-
         ops = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tokens['ops']}"}, timeout=120)
         lead = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tokens['lead-a']}"}, timeout=30)
+        # /metrics shows every community: an operator's token, as the exported Prometheus config sends it
+        assert httpx.get(f"{url}/metrics").status_code == 401
+        assert lead.get("/metrics").status_code == 403
+        assert "hubfleet_hub_up" in ops.get("/metrics").text
         row = _wait_for(ops, lambda r: r["state"] == "running" and r["version"])
         assert row["version"].startswith("6.") and row["url"].startswith("http://127.0.0.1:")
         assert row["last_probe_ok"] is True

@@ -19,8 +19,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from console_helpers import write_accounts
 from fleet_helpers import copy_demo_fleet, daemon_status, free_ports, hubfleet, running_fleet
 from hubfleet.config.fleet import FleetConfig
+from hubfleet.console.accounts import create_token
 from hubfleet.console.app import create_app
 from hubfleet.console.server import start_console
 from hubfleet.monitor.export import (
@@ -88,19 +90,29 @@ def fleet(tmp_path: Path) -> FleetConfig:
         tmp_path / "fleet",
         {"a": {"stage": "prod", "max_running_servers": 20}, "b": {"max_server_age_hours": None}},
         {"max_restarts_per_hour": 4},
+        console={
+            "accounts": [
+                {"username": "ops", "role": "operator"},
+                {"username": "lead", "role": "community-leader", "communities": ["c"]},
+            ]
+        },
     )
 
 
-async def scrape(store: Store, fleet: FleetConfig) -> tuple[httpx.Response, httpx.Response]:
+async def scrape(store: Store, fleet: FleetConfig, *tokens: str | None) -> list[httpx.Response]:
+    """GET /metrics once per token (None: no Authorization header), as Prometheus would."""
     server = await start_console(create_app(store, fleet))
     try:
         assert server.url.startswith("http://127.0.0.1:")
         async with httpx.AsyncClient() as client:
-            first = await client.get(f"{server.url}/metrics")
-            second = await client.get(f"{server.url}/metrics")
+            return [
+                await client.get(
+                    f"{server.url}/metrics", headers={"Authorization": f"Bearer {t}"} if t else {}
+                )
+                for t in tokens
+            ]
     finally:
         await server.stop()
-    return first, second
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -119,7 +131,8 @@ def test_metrics_over_http_match_the_store(tmp_path: Path, fleet: FleetConfig) -
     now = datetime.now(UTC)
     with open_store(tmp_path / "state") as store:
         populate(store, now)
-        response, again = asyncio.run(scrape(store, fleet))
+        token, _ = create_token(store, "ops")
+        response, again = asyncio.run(scrape(store, fleet, token, token))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert again.text == response.text  # served from the few-seconds cache
@@ -197,6 +210,21 @@ def test_metrics_over_http_match_the_store(tmp_path: Path, fleet: FleetConfig) -
     assert value(data, "hubfleet_hub_anomaly_spawn_failure_rate", **a) == pytest.approx(0.2)
 
 
+def test_metrics_are_for_operators_only(tmp_path: Path, fleet: FleetConfig) -> None:
+    """Any notebook on this machine can reach the port: every community's figures need an operator's token."""
+    with open_store(tmp_path / "state") as store:
+        populate(store, datetime.now(UTC))
+        operator, _ = create_token(store, "ops")
+        leader, _ = create_token(store, "lead")
+        anonymous, wrong, led, allowed = asyncio.run(
+            scrape(store, fleet, None, "hf_not-a-token", leader, operator)
+        )
+    assert (anonymous.status_code, wrong.status_code, led.status_code) == (401, 401, 403)
+    assert anonymous.headers["www-authenticate"] == "Bearer"
+    assert all("hubfleet_" not in r.text for r in (anonymous, wrong, led))
+    assert allowed.status_code == 200 and "hubfleet_hub_up" in allowed.text
+
+
 def test_console_port_in_use_is_one_clear_error(tmp_path: Path, fleet: FleetConfig) -> None:
     import socket
 
@@ -241,6 +269,7 @@ def test_export_files_are_valid_and_reference_served_metrics(tmp_path: Path) -> 
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["hubfleet"]["static_configs"][0]["targets"] == ["127.0.0.1:19464"]
     assert jobs["hubfleet"]["metrics_path"] == "/metrics"
+    assert jobs["hubfleet"]["authorization"] == {"type": "Bearer", "credentials_file": "hubfleet.token"}
     hub_a = jobs["jupyterhub-a"]
     assert hub_a["metrics_path"] == "/hub/metrics"
     assert hub_a["authorization"] == {"type": "Bearer", "credentials_file": "tokens/a.token"}
@@ -252,7 +281,7 @@ def test_export_files_are_valid_and_reference_served_metrics(tmp_path: Path) -> 
         "stage": "prod",
     }
     readme = (out / README_FILE).read_text()
-    assert "`tokens/a.token`" in readme and "`tokens/b.token`" in readme
+    assert "`tokens/a.token`" in readme and "`tokens/b.token`" in readme and "`hubfleet.token`" in readme
     # No token in any exported file (the hubs' tokens live in the state dir, none was created here).
     assert not re.search(
         r"(?i)bearer [0-9a-f]{16,}|credentials:", "".join(p.read_text() for p in out.iterdir())
@@ -313,10 +342,10 @@ def test_promtool_accepts_the_export_and_the_rules_fire_like_the_builtin_ones(
     tmp_path: Path, fleet: FleetConfig
 ) -> None:
     out = tmp_path / "out"
-    export_monitoring(fleet, out, "127.0.0.1:19464")
+    export = export_monitoring(fleet, out, "127.0.0.1:19464")
     (out / "tokens").mkdir()
-    for hub in fleet.hubs:
-        (out / "tokens" / f"{hub}.token").write_text("placeholder\n")
+    for name in export.token_files:  # the daemon's and one per hub, as the README lists them
+        (out / name).write_text("placeholder\n")
     for args in (["check", "config", PROMETHEUS_FILE], ["check", "rules", RULES_FILE]):
         run = subprocess.run([PROMTOOL, *args], cwd=out, capture_output=True, text=True)
         assert run.returncode == 0, run.stdout + run.stderr
@@ -418,11 +447,15 @@ def test_daemon_serves_metrics_and_status_names_the_console(tmp_path: Path) -> N
     (port,) = free_ports(1)
     fleet_yaml = root / "fleet.yaml"
     fleet_yaml.write_text(fleet_yaml.read_text() + textwrap.dedent(f"monitoring:\n  metrics_port: {port}\n"))
+    write_accounts(root, {"ops": "operator"})
+    token = hubfleet("console-token", "create", "ops", fleet=root, check=True).stdout.strip()
     with running_fleet(root):
         assert daemon_status(root)["console"] == f"http://127.0.0.1:{port}"
         status = json.loads(hubfleet("status", "--json", fleet=root, check=True).stdout)
         assert status["console"] == f"http://127.0.0.1:{port}"
-        response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        response = httpx.get(
+            f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
         assert response.status_code == 200
         data = samples(response.text)
         (hub,) = {dict(labels)["hub"] for name, labels in data if name == "hubfleet_hub_info"}

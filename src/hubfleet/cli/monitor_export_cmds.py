@@ -62,7 +62,8 @@ def export_monitoring(
     for path in result.files:
         console.print(f"wrote {path}", highlight=False)
     console.print(
-        f"create the token files named in {out / 'README.md'} ({len(result.token_files)} hub(s)); "
+        f"create the token files named in {out / 'README.md'} ({len(result.token_files)}: the daemon's "
+        "and one per hub); "
         "they are never written by hubfleet",
         highlight=False,
     )

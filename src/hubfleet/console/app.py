@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -19,8 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hubfleet import __version__
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.console import api, auth_routes, pages
+from hubfleet.console.access import Principal, require_operator
 from hubfleet.console.data.source import ConsoleSource
-from hubfleet.console.web import STATIC_DIR, ConsoleState, SignInRequired, login_url, render
+from hubfleet.console.web import STATIC_DIR, ConsoleState, SignInRequired, api_principal, login_url, render
 from hubfleet.monitor.metrics import MetricsEndpoint
 from hubfleet.store.api import Store
 
@@ -64,7 +65,10 @@ def create_app(
     metrics = MetricsEndpoint(store, source.fleet, cache_seconds=metrics_cache_seconds)
 
     @app.get("/metrics", include_in_schema=False)
-    async def get_metrics() -> Response:
+    async def get_metrics(principal: Annotated[Principal, Depends(api_principal)]) -> Response:
+        # Every community's figures: an operator's API token (Prometheus: `authorization` with a
+        # credentials_file), never anonymous, since any notebook on this machine can reach the port.
+        require_operator(principal)
         # A few grouped queries on the store: fast enough to run on the loop, and cached for a few seconds.
         return Response(content=metrics.render(), media_type=METRICS_CONTENT_TYPE)
 

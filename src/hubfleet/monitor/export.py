@@ -27,6 +27,8 @@ DASHBOARD_FILE = "grafana-dashboard.json"
 README_FILE = "README.md"
 TOKENS_DIR = "tokens"
 DAEMON_JOB = "hubfleet"
+DAEMON_TOKEN_FILE = "hubfleet.token"
+"""An operator's console API token for the daemon's /metrics (outside tokens/, where any hub name may be)."""
 DASHBOARD_UID = "hubfleet-fleet"
 
 
@@ -54,6 +56,7 @@ def prometheus_config(fleet: FleetConfig, daemon_target: str) -> dict[str, Any]:
         {
             "job_name": DAEMON_JOB,
             "metrics_path": "/metrics",
+            "authorization": {"type": "Bearer", "credentials_file": DAEMON_TOKEN_FILE},
             "static_configs": [{"targets": [daemon_target], "labels": {"fleet": fleet.settings.name}}],
         }
     ]
@@ -367,8 +370,14 @@ def readme(fleet: FleetConfig, daemon_target: str) -> str:
         "",
         "## Token files (create them; hubfleet never writes a token here)",
         "",
-        "A hub's `/hub/metrics` needs an API token with the `read:metrics` scope. Prometheus reads each one",
-        f"from a file next to `{PROMETHEUS_FILE}`; create these (mode 0600, owned by the Prometheus user):",
+        f"Prometheus reads each token from a file next to `{PROMETHEUS_FILE}`; create these (mode 0600,",
+        "owned by the Prometheus user).",
+        "",
+        f"- `{DAEMON_TOKEN_FILE}` for the daemon's `/metrics`: a console API token of an operator account",
+        f"  (`hubfleet console-token create USER > {DAEMON_TOKEN_FILE}`). It answers 401 without one and 403",
+        "  to a community leader's token, since it shows every community's figures.",
+        "",
+        "A hub's `/hub/metrics` needs an API token with the `read:metrics` scope:",
         "",
     ]
     lines += [f"- `{token_file(h.name)}` for hub `{h.name}`" for h in hubs]
@@ -417,7 +426,7 @@ def export_monitoring(fleet: FleetConfig, out: Path, daemon_target: str) -> Expo
         DASHBOARD_FILE: json.dumps(grafana_dashboard(fleet), indent=2) + "\n",
         README_FILE: readme(fleet, daemon_target),
     }
-    result = Export(out, token_files=[token_file(name) for name in sorted(fleet.hubs)])
+    result = Export(out, token_files=[DAEMON_TOKEN_FILE, *(token_file(name) for name in sorted(fleet.hubs))])
     for name, text in contents.items():
         path = out / name
         path.write_text(text)
