@@ -18,6 +18,8 @@ from hubfleet.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "examples" / "demo-fleet"
+NO_STATE = shutil.ignore_patterns(".hubfleet")
+"""copytree ignore for DEMO: after `make demo` it holds its state dir, which no copy may take along."""
 HUBFLEET = Path(sys.executable).parent / "hubfleet"
 
 
@@ -32,7 +34,7 @@ def free_ports(count: int) -> list[int]:
 def copy_demo_fleet(dest: Path, keep: set[str] | None = None) -> Path:
     """The demo fleet in `dest` with every hub (and the console) on a free port; `keep` limits it to those
     hub files (paths relative to the fleet, e.g. 'communities/uni-a/hubs/staging.yaml')."""
-    shutil.copytree(DEMO, dest, ignore=shutil.ignore_patterns(".hubfleet"))
+    shutil.copytree(DEMO, dest, ignore=NO_STATE)
     hub_files = sorted(dest.glob("communities/*/hubs/*.yaml"))
     for path in hub_files:
         if keep is not None and str(path.relative_to(dest)) not in keep:

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "examples" / "demo-fleet"
+from fleet_helpers import DEMO, NO_STATE
+
 HUBFLEET = str(Path(sys.executable).parent / "hubfleet")
 LINE = re.compile(r"^[^\s:]+:\d+:\d+: \S.*$")
 
@@ -36,7 +36,7 @@ def test_validate_in_fleet_directory() -> None:
 
 def test_validate_broken_fleet(tmp_path: Path) -> None:
     root = tmp_path / "fleet"
-    shutil.copytree(DEMO, root)
+    shutil.copytree(DEMO, root, ignore=NO_STATE)
     hub = root / "communities/uni-a/hubs/staging.yaml"
     hub.write_text(hub.read_text().replace("  password:", "  pasword:"))
     (root / "communities/hackweek/hubs/prod.yaml").write_text("name: [\n")

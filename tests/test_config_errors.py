@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from fleet_helpers import DEMO, NO_STATE
 from hubfleet.config.fleet import FleetInvalid
 from hubfleet.config.validate import load_fleet, validate_fleet
-
-DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo-fleet"
 
 
 def broken_fleet(tmp_path: Path, rel: str, change: tuple[str, str] | str | bytes) -> Path:
     """A copy of the demo fleet with `rel` changed: (old, new) replaces text once; str/bytes is the new content."""
     root = tmp_path / "fleet"
-    shutil.copytree(DEMO, root)
+    shutil.copytree(DEMO, root, ignore=NO_STATE)
     path = root / rel
     if isinstance(change, tuple):
         text = path.read_text()

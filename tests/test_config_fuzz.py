@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
+from fleet_helpers import DEMO, NO_STATE
 from hubfleet.config.fleet import ConfigError
 from hubfleet.config.validate import validate_fleet
 from hubfleet.config.yaml_source import fast_load, plain_data
 
-DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo-fleet"
 FILES = sorted(p.relative_to(DEMO).as_posix() for p in DEMO.rglob("*.yaml"))
 LINE = re.compile(r"^[^\s:][^:]*:\d+:\d+: \S")
 FUZZ = settings(
@@ -48,7 +48,7 @@ structures = st.recursive(
 def check(rel: str, content: str | bytes) -> list[ConfigError]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "fleet"
-        shutil.copytree(DEMO, root)
+        shutil.copytree(DEMO, root, ignore=NO_STATE)
         path = root / rel
         if isinstance(content, bytes):
             path.write_bytes(content)

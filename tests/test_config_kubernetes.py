@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from fleet_helpers import edit
+from fleet_helpers import DEMO, NO_STATE, edit
 from hubfleet.config import rules_hubs
 from hubfleet.config.loader import load_fleet_files
 from hubfleet.config.models import Z2JH_CHART_REPO, Z2JH_CHART_VERSION, KubernetesCluster
 from hubfleet.config.validate import validate_fleet
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "k8s-fleet"
-DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo-fleet"
 PHYSICS = "communities/physics/hubs/prod.yaml"
 
 
@@ -42,7 +41,7 @@ def test_fixture_is_valid_and_merges_defaults() -> None:
 
 def test_kubernetes_settings_on_local_hub(tmp_path: Path) -> None:
     root = tmp_path / "fleet"
-    shutil.copytree(DEMO, root)
+    shutil.copytree(DEMO, root, ignore=NO_STATE)
     edit(
         root / "communities/uni-a/hubs/prod.yaml",
         "max_users: 100",
@@ -57,7 +56,7 @@ def test_kubernetes_settings_on_local_hub(tmp_path: Path) -> None:
 
 def test_kubernetes_defaults_are_ignored_on_local_hubs(tmp_path: Path) -> None:
     root = tmp_path / "fleet"
-    shutil.copytree(DEMO, root)
+    shutil.copytree(DEMO, root, ignore=NO_STATE)
     edit(root / "fleet.yaml", "  default_ui: lab", "  default_ui: lab\n  kubernetes:\n    placeholders: 1")
     assert validate_fleet(root)[1] == []
 

@@ -8,19 +8,17 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from fleet_helpers import edit
+from fleet_helpers import DEMO, NO_STATE, edit
 from hubfleet.config.defaults import merge_defaults
 from hubfleet.config.models import Culling, FleetSettings, Hub, Resources
 from hubfleet.config.models_auth import DummyAuth, NativeAuth
 from hubfleet.config.validate import load_fleet, validate_fleet
 
-DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo-fleet"
-
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Path:
     root = tmp_path / "fleet"
-    shutil.copytree(DEMO, root)
+    shutil.copytree(DEMO, root, ignore=NO_STATE)
     return root
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet_helpers import edit
+from fleet_helpers import DEMO, NO_STATE, edit
 from hubfleet.config import rules, rules_auth, rules_hubs
 from hubfleet.config.defaults import merge_rule
 from hubfleet.config.loader import SourcedFleetConfig, load_fleet_files
@@ -17,7 +17,6 @@ from hubfleet.config.schema import fleet_json_schemas, render_reference
 from hubfleet.config.validate import validate_fleet
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "examples" / "demo-fleet"
 UNI = "communities/uni-a/hubs/prod.yaml"
 UNI_STAGING = "communities/uni-a/hubs/staging.yaml"
 
@@ -32,7 +31,7 @@ def load_unchecked(root: Path) -> SourcedFleetConfig:
 @pytest.fixture
 def demo(tmp_path: Path) -> Path:
     root = tmp_path / "fleet"
-    shutil.copytree(DEMO, root)
+    shutil.copytree(DEMO, root, ignore=NO_STATE)
     return root
 
 
