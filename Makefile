@@ -1,7 +1,9 @@
 # Two entry points: `make demo` and `make test`. Both create .venv/ themselves.
-PYTHON ?= python3
+# As root, every hub and hub user runs the venv's interpreter under an OS account of its own, so it must be one
+# they can read: Debian's /usr/bin/python3, not one under /root such as pyenv's.
+PYTHON ?= $(shell if [ "$$(id -u)" = 0 ] && [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else echo python3; fi)
 VENV := .venv
-STAMP := $(VENV)/.installed-stamp
+STAMP := $(VENV)/.installed-$(subst /,_,$(PYTHON))
 
 .PHONY: demo test setup lint benchmarks clean
 
@@ -9,7 +11,8 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "hubfleet needs Python 3.11 or newer; set PYTHON=/path/to/python3.11")'
-	$(PYTHON) -m venv $(VENV)
+	@# another interpreter than the venv was made with: make it afresh
+	$(PYTHON) -m venv $(if $(filter-out $(STAMP),$(wildcard $(VENV)/.installed-*)),--clear) $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -16,6 +17,11 @@ class Settings(BaseSettings):
 
     fleet: Path | None = None
     state_dir: Path | None = None
+    data_dir: Path | None = None
+    """Hub databases and users' homes; read once, when a state directory is first used (runtime/layout.py)."""
+    isolation: Literal["auto", "single"] = "auto"
+    """auto: an OS account per hub and per hub user when root, one account otherwise; single: one account even
+    as root (a machine whose isolation comes from elsewhere)."""
 
 
 def resolve_fleet_dir(flag: Path | None) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -42,6 +43,7 @@ async def serve(
 ) -> dict[str, Any]:
     """Start every local hub, call on_ready, supervise until `stop` is set (or SIGINT/SIGTERM), stop all."""
     stop = stop or asyncio.Event()
+    old_umask = os.umask(0o077)  # the state directory's files are the control plane's alone
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -65,6 +67,8 @@ async def serve(
             ),
             asyncio.create_task(monitor.run(stop), name="anomalies"),
         ]
+        if supervisor.broker is not None:  # kills at the memory limit, forks refused at the process limit
+            tasks.append(asyncio.create_task(supervisor.broker.watch(stop), name="limits"))
         if on_ready:
             on_ready(supervisor.snapshot())
         await stop.wait()
@@ -83,6 +87,7 @@ async def serve(
         store.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        os.umask(old_umask)
     return final
 
 

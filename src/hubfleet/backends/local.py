@@ -1,5 +1,6 @@
-"""Local backend: each hub is a JupyterHub process on this machine, with its state under
-<state>/hubs/<hub>/ (config, hub database, cookie secret, tokens, homes, log)."""
+"""Local backend: each hub is a JupyterHub process on this machine. The control plane's files about a hub
+(tokens, runtime.json, hub.log) are under <state>/hubs/<hub>/; the hub's own (config, database, cookie secret)
+under <data>/hubs/<hub>/ and its users' homes under <data>/homes/<hub>/ (runtime/layout.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import secrets
 import socket
 import sqlite3
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ from hubfleet.render.local import (
     secret_env,
 )
 from hubfleet.runtime.control_client import request as control_request
+from hubfleet.runtime.layout import Layout, layout, write_private
 from hubfleet.secrets.store import SecretResolver
-from hubfleet.settings import UserError
+from hubfleet.settings import Settings, UserError
 
 BIN_DIR = Path(sys.executable).parent
 
@@ -42,17 +44,23 @@ class PreparedHub:
     name: str
     url: str
     port: int
-    hub_dir: Path
+    data_dir: Path
+    """Where the hub process runs: its own files, owned by its service account when there is one."""
     config_path: Path
     rendered: str
     log_path: Path
     config_hash: str
     command: list[str]
     env: dict[str, str]
-    """Only what this hub needs on top of the daemon's environment (its secrets and tokens)."""
+    """What this hub needs beyond a plain environment (its secrets and tokens); nothing of the daemon's."""
+    stage: str = "prod"
+    resources: dict[str, Any] = field(default_factory=dict)
+    """The hub's `resources`: the broker's limits for its user servers."""
+    blocked: str = ""
+    """Why this hub must not start in this mode (a prod hub without root and without the opt-in)."""
 
     def __repr__(self) -> str:  # env holds secrets
-        return f"PreparedHub(name={self.name!r}, url={self.url!r}, hub_dir={str(self.hub_dir)!r})"
+        return f"PreparedHub(name={self.name!r}, url={self.url!r}, data_dir={str(self.data_dir)!r})"
 
     def to_wire(self) -> dict[str, Any]:
         """As JSON for the daemon's control socket."""
@@ -65,16 +73,17 @@ class PreparedHub:
 
 
 def hub_dir(state_dir: Path, hub_name: str) -> Path:
+    """The control plane's files about a hub (private to the daemon's account)."""
     return state_dir / "hubs" / hub_name
 
 
+def isolation_mode() -> str:
+    """`accounts` (root: a service account per hub, an OS account per hub user, cgroup limits) or `single`."""
+    return "accounts" if os.geteuid() == 0 and Settings().isolation == "auto" else "single"
+
+
 def _write_private(path: Path, data: dict[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    write_private(path, json.dumps(data, indent=2))
 
 
 def _read_json(path: Path) -> dict[str, object]:
@@ -114,12 +123,17 @@ def _is_ours(pid: int, program: str, directory: Path) -> bool:
         return False
 
 
-def owned_pids(directory: Path, *, proxy_only: bool = False) -> list[int]:
+def owned_pids(where: Layout, hub_name: str, *, proxy_only: bool = False) -> list[int]:
     """Live processes a hub started that outlive it: its proxy and its user servers."""
-    candidates = [(_read_pid(directory / "proxy.pid"), "configurable-http-proxy")]
+    data, homes = where.hub_data(hub_name), where.homes(hub_name)
+    pids = [
+        pid
+        for pid in [_read_pid(data / "proxy.pid")]
+        if pid and _is_ours(pid, "configurable-http-proxy", data)
+    ]
     if not proxy_only:
-        candidates += [(pid, "jupyterhub-singleuser") for pid in user_server_pids(directory)]
-    return [pid for pid, program in candidates if pid and _is_ours(pid, program, directory)]
+        pids += [pid for pid in user_server_pids(data) if _is_ours(pid, "jupyterhub-singleuser", homes)]
+    return pids
 
 
 def _read_pid(path: Path) -> int | None:
@@ -160,10 +174,13 @@ class LocalBackend(Backend):
             self._secrets = SecretResolver(self.fleet)
         return self._secrets
 
+    @property
+    def layout(self) -> Layout:
+        return layout(self.state_dir)
+
     def runtime(self, hub: Hub) -> LocalRuntime:
         """Internal ports are chosen once and kept, so user servers survive hub restarts."""
-        directory = hub_dir(self.state_dir, hub.name)
-        path = directory / "runtime.json"
+        path = hub_dir(self.state_dir, hub.name) / "runtime.json"
         stored = _read_json(path)
         data = dict(stored)
         if not (isinstance(data.get("hub_port"), int) and isinstance(data.get("proxy_api_port"), int)):
@@ -173,12 +190,15 @@ class LocalBackend(Backend):
         data["url"] = self.fleet.public_url(hub)
         if data != stored:
             _write_private(path, data)
+        where = self.layout
         return LocalRuntime(
-            hub_dir=directory,
+            data_dir=where.hub_data(hub.name),
+            homes_dir=where.homes(hub.name),
             hub_port=int(data["hub_port"]),  # type: ignore[arg-type]
             proxy_api_port=int(data["proxy_api_port"]),  # type: ignore[arg-type]
             bin_dir=BIN_DIR,
             as_root=os.geteuid() == 0,
+            broker_socket=where.broker_socket(hub.name) if isolation_mode() == "accounts" else None,
         )
 
     def render(self, hub: Hub) -> str:
@@ -211,30 +231,42 @@ class LocalBackend(Backend):
         """Everything needed to start the hub; the supervisor writes the config when it launches it."""
         assert hub.port is not None
         runtime = self.runtime(hub)
-        directory = runtime.hub_dir
-        (directory / "homes").mkdir(parents=True, exist_ok=True)
+        directory = runtime.data_dir
         rendered = render_jupyterhub_config(self.fleet, hub, runtime)
         hub_tokens = tokens(self.state_dir, hub.name)
         env = {
             **secret_env(hub, self.secrets),
             CONTROL_TOKEN_ENV: hub_tokens["control"],
             OPERATOR_TOKEN_ENV: hub_tokens["operator"],
-            "PATH": f"{BIN_DIR}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "JUPYTERHUB_API_TOKEN": "",
+            "PATH": f"{BIN_DIR}:/usr/local/bin:/usr/bin:/bin",
         }
+        blocked = ""
+        if (
+            isolation_mode() == "single"
+            and hub.stage == "prod"
+            and not self.fleet.settings.isolation.single_account_prod
+        ):
+            blocked = (
+                f"prod hub {hub.name} refused in single-account mode (hubfleet is not root, so every hub "
+                "and user would share one OS account and no limit would hold): run `hubfleet up` as root, "
+                "or accept this with `isolation: {single_account_prod: true}` in fleet.yaml"
+            )
         return PreparedHub(
             name=hub.name,
             url=str(self.fleet.public_url(hub)),
             port=hub.port,
-            hub_dir=directory,
+            data_dir=directory,
             config_path=directory / "jupyterhub_config.py",
             rendered=rendered,
-            log_path=directory / "hub.log",
+            log_path=hub_dir(self.state_dir, hub.name) / "hub.log",
             config_hash=config_hash(
                 f"jupyterhub=={jupyterhub.__version__}\n" + rendered, secret_env(hub, self.secrets)
             ),
             command=[str(BIN_DIR / "jupyterhub"), "-f", str(directory / "jupyterhub_config.py")],
             env=env,
+            stage=hub.stage,
+            resources=hub.resources.model_dump(),
+            blocked=blocked,
         )
 
 

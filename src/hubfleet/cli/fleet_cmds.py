@@ -86,6 +86,7 @@ def up(
         daemon = start_detached(fleet_dir, state)
         hubs = asyncio.run(collect_status(config, state))["hubs"]
         print_hub_table(hubs, f"fleet '{config.settings.name}' is up (daemon pid {daemon['pid']})")
+        console.print(f"isolation: {daemon.get('isolation', 'unknown')}", highlight=False)
         if daemon.get("console"):
             url = daemon["console"]
             console.print(f"console: {url}  (metrics: {url}/metrics)", highlight=False)
@@ -96,6 +97,7 @@ def up(
     def on_ready(status: dict[str, Any]) -> None:
         hubs = list(status["hubs"].values())
         print_hub_table(hubs, f"fleet '{config.settings.name}' is up")
+        console.print(f"isolation: {status.get('isolation', 'unknown')}", highlight=False)
         if status.get("console"):
             url = status["console"]
             console.print(f"console: {url}  (metrics: {url}/metrics)", highlight=False)

@@ -119,8 +119,8 @@ AgeRecipient = Annotated[
 
 
 class Resources(Strict):
-    """Per-user limits. Enforced by Kubernetes; on local clusters JupyterHub passes them to each server
-    (MEM_LIMIT, CPU_LIMIT) without enforcing them."""
+    """Per-user limits. Enforced by Kubernetes; on local clusters by the kernel's control groups when hubfleet
+    runs as root (each user server and its kernels in a group of their own)."""
 
     memory_limit: str | None = Field(
         default=None, description="Per-user memory limit such as 512M, 2G or 1Gi.", examples=["2G"]
@@ -131,6 +131,13 @@ class Resources(Strict):
     )
     cpu_guarantee: float | None = Field(
         default=None, gt=0, le=256, description="CPU cores reserved for each user (kubernetes clusters only)."
+    )
+    process_limit: int = Field(
+        default=512,
+        ge=32,
+        le=65536,
+        description="Processes and threads one user's server and kernels may run at once (local clusters; "
+        "stops a fork bomb).",
     )
 
     @field_validator("memory_limit", "memory_guarantee")
@@ -474,6 +481,18 @@ class Console(Strict):
         return self
 
 
+class Isolation(Strict):
+    """How hubs on a local cluster are kept apart. As root, hubfleet gives every hub a service account and
+    every hub user an OS account of their own, and enforces `resources` with control groups. Without root it
+    can do none of that: every hub and user server runs as the one account that runs hubfleet."""
+
+    single_account_prod: bool = Field(
+        default=False,
+        description="Let prod hubs run when hubfleet is not root (one OS account for every hub and user, no "
+        "limits). Off: prod hubs refuse to start in that mode; staging hubs always may.",
+    )
+
+
 class FleetSettings(Strict):
     """fleet.yaml: the fleet's name, its operators and the defaults every hub inherits."""
 
@@ -486,6 +505,7 @@ class FleetSettings(Strict):
     defaults: HubSettings = Field(default_factory=HubSettings)
     monitoring: Monitoring = Field(default_factory=Monitoring)
     console: Console = Field(default_factory=Console, description="The web console's accounts and sign-in.")
+    isolation: Isolation = Field(default_factory=Isolation)
     ci_recipients: list[AgeRecipient] = Field(
         default_factory=list,
         description="Extra age public keys every hub secret is encrypted to, such as a CI deploy key.",

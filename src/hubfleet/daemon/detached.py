@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hubfleet.runtime.layout import layout
 from hubfleet.runtime.processes import pid_alive, process_tree, terminate_tree, wait_gone
 from hubfleet.runtime.status_file import read_recorded_status, read_status, remove_status
 from hubfleet.settings import UserError
@@ -90,13 +91,13 @@ def stop_detached(state_dir: Path, timeout: float = 90) -> dict[str, Any] | None
         if wait_gone(pid, timeout):
             return status
     # The daemon is gone or stuck: stop what it recorded, by pid.
-    from hubfleet.backends.local import hub_dir, owned_pids
+    from hubfleet.backends.local import owned_pids
 
     pids = [pid] if pid_alive(pid) else []
     for name, hub in status.get("hubs", {}).items():
         if hub.get("pid"):
             pids.append(hub["pid"])
-        pids += owned_pids(hub_dir(state_dir, name))
+        pids += owned_pids(layout(state_dir), name)
     terminate_tree(process_tree(pids))
     remove_status(state_dir)
     return status

@@ -21,16 +21,31 @@ import httpx
 import psutil
 
 from hubfleet.backends.local import (
+    BIN_DIR,
     LocalBackend,
     PreparedHub,
     hub_dir,
     hub_endpoint,
+    isolation_mode,
     owned_pids,
     port_is_free,
 )
 from hubfleet.clock import utcnow
 from hubfleet.config.fleet import FleetConfig
+from hubfleet.daemon.broker import Broker, HubPolicy
 from hubfleet.deploy.state import record
+from hubfleet.isolation.accounts import (
+    Account,
+    AccountError,
+    comment_for,
+    ensure_account,
+    ensure_home,
+    fleet_accounts,
+    hub_account,
+    remove_account,
+)
+from hubfleet.isolation.cgroups import Limits, detect, parse_memory
+from hubfleet.runtime.layout import layout, make_passable_dir, make_state_private, migrate_hub
 from hubfleet.runtime.processes import process_tree, terminate_tree
 from hubfleet.runtime.status_file import write_status
 from hubfleet.store.api import Store
@@ -115,6 +130,10 @@ class Supervisor:
         self.state_dir = state_dir
         self.store = store
         self.backend = LocalBackend(fleet, state_dir)
+        self.layout = layout(state_dir)
+        self.mode = isolation_mode()
+        self.cgroups = detect() if self.mode == "accounts" else None
+        self.broker = Broker(self.layout, self.cgroups, store) if self.mode == "accounts" else None
         names = hub_names if hub_names is not None else [h.name for h in fleet.local_hubs()]
         self.hubs: dict[str, HubState] = {}
         for name in names:
@@ -145,6 +164,17 @@ class Supervisor:
             ),
         )
 
+    def isolation(self) -> str:
+        """One line for `up` and daemon.json: who runs what, and which limits hold."""
+        if self.mode == "single":
+            why = "hubfleet is not root" if os.geteuid() != 0 else "HUBFLEET_ISOLATION=single"
+            return (
+                f"single-account mode ({why}): every hub and user server runs as uid {os.geteuid()}; "
+                "no per-user accounts, resource limits not enforced"
+            )
+        limits = self.cgroups.describe() if self.cgroups else "none (no writable control groups)"
+        return f"an OS account per hub and per hub user; limits: {limits}"
+
     def hub_urls(self) -> dict[str, str]:
         """Hub name -> URL of every supervised hub that has one (what the prober probes)."""
         return {name: state.url for name, state in list(self.hubs.items()) if state.url}
@@ -162,6 +192,7 @@ class Supervisor:
             "state_dir": str(self.state_dir),
             "started_at": self.started_at,
             "ready": self.ready,
+            "isolation": self.isolation(),
             **self.extra_status,
             "hubs": {name: asdict(state) for name, state in self.hubs.items()},
         }
@@ -178,7 +209,7 @@ class Supervisor:
 
     async def start_all(self) -> None:
         """Start every hub at once and wait until each is healthy or has failed."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        make_state_private(self.state_dir)
         self.write_status()
         results = await asyncio.gather(*(self._start_first(name) for name in self.hubs))
         self.ready = True
@@ -251,10 +282,20 @@ class Supervisor:
             self._current.pop(name, None)
             self._previous.pop(name, None)
             state = self.hubs.pop(name, None)
+            if self.broker is not None:
+                await self.broker.close(name)
             if purge:
-                shutil.rmtree(hub_dir(self.state_dir, name), ignore_errors=True)
+                await asyncio.to_thread(self._purge, name)
             self.write_status()
             return state
+
+    def _purge(self, name: str) -> None:
+        """A removed hub's files, homes and OS accounts."""
+        for directory in (hub_dir(self.state_dir, name), self.layout.hub_data(name), self.layout.homes(name)):
+            shutil.rmtree(directory, ignore_errors=True)
+        for account in fleet_accounts(self.layout.instance):
+            if account.comment.split(" ")[2:3] == [name]:
+                remove_account(account.name)
 
     async def _halt(self, name: str) -> None:
         """Stop only the hub process (and its proxy and services): its user servers survive."""
@@ -277,7 +318,10 @@ class Supervisor:
         """Start the hub process and wait for /hub/health; on failure record the error and log tail."""
         name = prepared.name
         self._set(name, state="starting", error="", log_tail=[], config_hash=prepared.config_hash)
-        if not port_is_free(prepared.port) and not owned_pids(prepared.hub_dir, proxy_only=True):
+        if prepared.blocked:
+            self._set(name, state="failed", error=prepared.blocked)
+            return False
+        if not port_is_free(prepared.port) and not owned_pids(self.layout, name, proxy_only=True):
             self._set(
                 name,
                 state="failed",
@@ -286,7 +330,12 @@ class Supervisor:
             )
             return False
         prepared.log_path.parent.mkdir(parents=True, exist_ok=True)
-        prepared.config_path.write_text(prepared.rendered)
+        try:
+            account = await self._prepare_files(prepared)
+        except (AccountError, OSError) as exc:
+            self._set(name, state="failed", error=f"could not prepare the hub's account and files: {exc}")
+            return False
+        run_as = {"user": account.uid, "group": account.gid, "extra_groups": []} if account else {}
         self._set(name, url=prepared.url)
         with prepared.log_path.open("ab") as logf:
             offset = logf.tell()
@@ -294,8 +343,9 @@ class Supervisor:
             logf.flush()
             proc = await asyncio.create_subprocess_exec(
                 *prepared.command,
-                cwd=prepared.hub_dir,
-                env={**os.environ, **prepared.env},
+                cwd=prepared.data_dir,
+                env={**_plain_env(), "HOME": str(prepared.data_dir), **prepared.env},
+                **run_as,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=logf,
                 stderr=asyncio.subprocess.STDOUT,
@@ -321,6 +371,48 @@ class Supervisor:
             log_tail=read_log_tail(prepared.log_path, since=offset),
         )
         return False
+
+    async def _prepare_files(self, prepared: PreparedHub) -> Account | None:
+        """The hub's data directory (moved from an older layout if need be) and config; as root, also its
+        service account, which then owns the directory, and its broker socket. Returns the account it runs
+        as."""
+        name = prepared.name
+        migrate_hub(self.layout, name)
+        for directory in (self.layout.data_dir, prepared.data_dir.parent, self.layout.homes(name).parent):
+            make_passable_dir(directory)
+        make_passable_dir(self.layout.homes(name))
+        if self.broker is None:
+            prepared.data_dir.mkdir(mode=0o700, exist_ok=True)
+            prepared.config_path.write_text(prepared.rendered)
+            return None
+        comment = comment_for(self.layout.instance, name, "hub")
+        account_name = hub_account(self.layout.instance, name)
+        account = await asyncio.to_thread(
+            ensure_account, account_name, home=prepared.data_dir, comment=comment
+        )
+        await asyncio.to_thread(ensure_home, prepared.data_dir, account)
+        _write_owned(prepared.config_path, prepared.rendered, account)
+        await self.broker.serve(self._policy(prepared, account))
+        return account
+
+    def _policy(self, prepared: PreparedHub, account: Account) -> HubPolicy:
+        resources = prepared.resources
+        memory = resources.get("memory_limit")
+        return HubPolicy(
+            hub=prepared.name,
+            hub_uid=account.uid,
+            limits=Limits(
+                memory_bytes=parse_memory(memory) if memory else None,
+                cpu_cores=resources.get("cpu_limit"),
+                pids=resources.get("process_limit"),
+            ),
+            memory_text=memory,
+            db_path=prepared.data_dir / "jupyterhub.sqlite",
+            homes=self.layout.homes(prepared.name),
+            log_path=prepared.log_path,
+            command=[str(BIN_DIR / "jupyterhub-singleuser")],
+            path_env=f"{BIN_DIR}:/usr/local/bin:/usr/bin:/bin",
+        )
 
     async def _wait_healthy(
         self, proc: asyncio.subprocess.Process, prepared: PreparedHub, offset: int
@@ -378,13 +470,14 @@ class Supervisor:
         for task in self._watchers.values():
             task.cancel()
         await asyncio.gather(*(self._stop_process(name, graceful=True) for name in self.hubs))
+        if self.broker is not None:  # after the hubs: their shutdown asks it to stop the user servers
+            await self.broker.close_all()
         self.write_status()
 
     async def _stop_process(self, name: str, *, graceful: bool) -> None:
         proc = self._procs.get(name)
-        directory = hub_dir(self.state_dir, name)
         pids = [proc.pid] if proc else []
-        pids += owned_pids(directory)
+        pids += owned_pids(self.layout, name)
         tree = process_tree(pids)
         if graceful and proc is not None and proc.returncode is None:
             await self._shutdown_via_api(name)
@@ -407,3 +500,20 @@ class Supervisor:
                     headers={"Authorization": f"token {endpoint.token}"},
                     json={"servers": True, "proxy": True},
                 )
+
+
+def _plain_env() -> dict[str, str]:
+    """What a hub inherits from the daemon: nothing that could carry a secret (an age identity, tokens)."""
+    keep = ("LANG", "LC_ALL", "TZ", "PYTHONPATH")
+    return {key: os.environ[key] for key in keep if key in os.environ}
+
+
+def _write_owned(path: Path, text: str, account: Account) -> None:
+    """Write into a directory the hub's account owns without following a link it may have planted."""
+    tmp = path.with_name(f".{path.name}.hubfleet-tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        os.fchown(fd, account.uid, account.gid)
+    os.replace(tmp, path)

@@ -191,7 +191,8 @@ def standalone_config(fleet: FleetConfig, hub: Hub) -> str:
     """The hub's jupyterhub_config.py as hubfleet renders it, rewritten to need no hubfleet: paths relative
     to the file, programs from the running Python environment, ports and secrets from the environment."""
     runtime = LocalRuntime(
-        hub_dir=Path(_HUB_DIR),
+        data_dir=Path(_HUB_DIR),
+        homes_dir=Path(_HUB_DIR) / "homes",
         hub_port=DEFAULT_HUB_PORT,
         proxy_api_port=DEFAULT_PROXY_API_PORT,
         bin_dir=Path(_BIN_DIR),

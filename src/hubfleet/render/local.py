@@ -63,11 +63,15 @@ class LocalRuntime:
     """Where and how one local hub runs; the ports stay fixed for the hub's lifetime so that user
     servers that outlive a hub restart can still reach the hub API."""
 
-    hub_dir: Path
+    data_dir: Path
+    """The hub's own files: config, database, cookie secret, proxy pid."""
+    homes_dir: Path
     hub_port: int
     proxy_api_port: int
     bin_dir: Path
     as_root: bool
+    broker_socket: Path | None = None
+    """Set when user servers run as accounts of their own, started by hubfleet's broker; None: one account."""
 
 
 def secret_env(hub: Hub, secrets: SecretResolver) -> dict[str, str]:
@@ -95,8 +99,8 @@ def _auth_lines(fleet: FleetConfig, hub: Hub) -> list[str]:
 
 def render_jupyterhub_config(fleet: FleetConfig, hub: Hub, runtime: LocalRuntime) -> str:
     """The complete jupyterhub_config.py for one local hub."""
-    hub_dir = runtime.hub_dir
-    singleuser_args = ["--allow-root"] if runtime.as_root else []
+    data_dir = runtime.data_dir
+    singleuser_args = ["--allow-root"] if runtime.as_root and runtime.broker_socket is None else []
     culler: list[str] = []
     services = [
         {"name": CONTROL_SERVICE, "api_token": f"@env:{CONTROL_TOKEN_ENV}"},
@@ -134,11 +138,11 @@ def render_jupyterhub_config(fleet: FleetConfig, hub: Hub, runtime: LocalRuntime
         f"c.JupyterHub.hub_port = {runtime.hub_port!r}",
         f"c.ConfigurableHTTPProxy.command = [{str(runtime.bin_dir / 'configurable-http-proxy')!r}]",
         f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{runtime.proxy_api_port}'",
-        f"c.ConfigurableHTTPProxy.pid_file = {str(hub_dir / 'proxy.pid')!r}",
+        f"c.ConfigurableHTTPProxy.pid_file = {str(data_dir / 'proxy.pid')!r}",
         "",
-        "# state: this hub's own database, cookie secret and home directories",
-        f"c.JupyterHub.db_url = {'sqlite:///' + str(hub_dir / 'jupyterhub.sqlite')!r}",
-        f"c.JupyterHub.cookie_secret_file = {str(hub_dir / 'jupyterhub_cookie_secret')!r}",
+        "# state: this hub's own database and cookie secret",
+        f"c.JupyterHub.db_url = {'sqlite:///' + str(data_dir / 'jupyterhub.sqlite')!r}",
+        f"c.JupyterHub.cookie_secret_file = {str(data_dir / 'jupyterhub_cookie_secret')!r}",
         "# user servers outlive a hub restart; `hubfleet down` stops them through the shutdown API",
         "c.JupyterHub.cleanup_servers = False",
         "",
@@ -146,8 +150,7 @@ def render_jupyterhub_config(fleet: FleetConfig, hub: Hub, runtime: LocalRuntime
         *_auth_lines(fleet, hub),
         "",
         "# user servers",
-        "c.JupyterHub.spawner_class = 'simple'",
-        f"c.SimpleLocalProcessSpawner.home_dir_template = {str(hub_dir / 'homes' / '{username}')!r}",
+        *_spawner_lines(runtime),
         f"c.Spawner.cmd = [{str(runtime.bin_dir / 'jupyterhub-singleuser')!r}]",
         f"c.Spawner.args = {singleuser_args!r}",
         "c.Spawner.ip = '127.0.0.1'",
@@ -171,6 +174,20 @@ def render_jupyterhub_config(fleet: FleetConfig, hub: Hub, runtime: LocalRuntime
     if hub.extra_config.strip():
         lines += ["", "# ---- extra_config from the hub file ----", hub.extra_config.rstrip()]
     return "\n".join(lines) + "\n"
+
+
+def _spawner_lines(runtime: LocalRuntime) -> list[str]:
+    if runtime.broker_socket is not None:
+        return [
+            "# each user's server runs as their own OS account, started by hubfleet's broker",
+            "c.JupyterHub.spawner_class = 'hubfleet.isolation.spawner.BrokerSpawner'",
+            f"c.BrokerSpawner.socket_path = {str(runtime.broker_socket)!r}",
+        ]
+    return [
+        "# single-account mode: every user's server runs as the account that runs hubfleet",
+        "c.JupyterHub.spawner_class = 'simple'",
+        f"c.SimpleLocalProcessSpawner.home_dir_template = {str(runtime.homes_dir / '{username}')!r}",
+    ]
 
 
 def _service_literal(service: dict[str, object]) -> str:

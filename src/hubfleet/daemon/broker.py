@@ -1,0 +1,437 @@
+"""The privileged part: the only code that creates accounts, starts servers as them and sets their limits.
+
+Each hub runs as its own unprivileged service account and reaches its broker over `<data>/run/<hub>.sock`, a
+unix socket owned by that account (mode 0600) whose peer is checked again on every connection. The socket
+names the hub, so a request can only ever act for that hub's users: the user must exist in the hub's own
+database, and a pid is signalled only when it runs as that user's account. Everything else (account, home,
+command, limits, PATH) is decided here from the fleet files, never taken from the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import pwd
+import re
+import signal
+import socket
+import sqlite3
+import stat
+import struct
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from hubfleet.clock import utcnow
+from hubfleet.isolation.accounts import (
+    AccountError,
+    check_username,
+    comment_for,
+    ensure_account,
+    ensure_home,
+    home_dirname,
+    user_account,
+)
+from hubfleet.isolation.cgroups import CgroupDriver, Group, Limits
+from hubfleet.isolation.launch import launcher_argv
+from hubfleet.runtime.layout import Layout, make_passable_dir
+from hubfleet.store.api import Store
+
+log = logging.getLogger("hubfleet.broker")
+
+REQUEST_LIMIT = 1 << 16
+READ_TIMEOUT = 5.0
+MAX_IN_FLIGHT = 8
+"""Requests one hub may have open at once; more are refused at once (a flood costs nothing)."""
+INTERRUPT_WAIT, TERM_WAIT = 10.0, 5.0
+NOTICE_FILE = "LIMIT-REACHED.txt"
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_FIXED_ENV = ("HOME", "USER", "LOGNAME", "SHELL", "PATH")
+
+
+class Refused(Exception):
+    """A request the broker will not carry out; the message goes back to the hub."""
+
+
+@dataclass
+class HubPolicy:
+    """What the daemon knows about one hub; nothing in it comes from the hub's requests."""
+
+    hub: str
+    hub_uid: int
+    limits: Limits
+    memory_text: str | None
+    db_path: Path
+    homes: Path
+    log_path: Path
+    command: list[str]
+    path_env: str
+
+
+@dataclass
+class _Served:
+    policy: HubPolicy
+    server: asyncio.Server
+    in_flight: int = 0
+    children: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    seen: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Per account: the (oom kills, refused forks) already reported."""
+    users: dict[str, str] = field(default_factory=dict)
+    """Account -> hub username, for the servers started here."""
+
+
+class Broker:
+    def __init__(self, layout: Layout, cgroups: CgroupDriver | None, store: Store | None = None):
+        self.layout = layout
+        self.cgroups = cgroups
+        self.store = store
+        self._hubs: dict[str, _Served] = {}
+
+    # ------------------------------------------------------------------ sockets
+
+    async def serve(self, policy: HubPolicy) -> Path:
+        """(Re)open the hub's socket; requests already in flight finish on the old one."""
+        await self.close(policy.hub)
+        path = self.layout.broker_socket(policy.hub)
+        make_passable_dir(path.parent)
+        path.unlink(missing_ok=True)
+        old_umask = os.umask(0o177)
+        try:
+            server = await asyncio.start_unix_server(
+                lambda r, w: self._handle(policy.hub, r, w), path=str(path), limit=REQUEST_LIMIT
+            )
+        finally:
+            os.umask(old_umask)
+        os.chown(path, policy.hub_uid, -1, follow_symlinks=False)
+        self._hubs[policy.hub] = _Served(policy, server)
+        return path
+
+    async def close(self, hub: str) -> None:
+        served = self._hubs.pop(hub, None)
+        if served is not None:
+            served.server.close()
+            self.layout.broker_socket(hub).unlink(missing_ok=True)
+
+    async def close_all(self) -> None:
+        for hub in list(self._hubs):
+            await self.close(hub)
+
+    async def _handle(self, hub: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served = self._hubs.get(hub)
+        try:
+            if served is None:
+                raise Refused("this hub is not served any more")
+            _check_peer(writer, served.policy.hub_uid)
+            if served.in_flight >= MAX_IN_FLIGHT:
+                raise Refused("busy: too many requests from this hub at once")
+            served.in_flight += 1
+            try:
+                line = await asyncio.wait_for(reader.readline(), timeout=READ_TIMEOUT)
+                reply = await self._dispatch(served, _parse(line))
+            finally:
+                served.in_flight -= 1
+        except Refused as exc:
+            reply = {"ok": False, "error": str(exc)}
+        except (ValueError, TimeoutError, asyncio.LimitOverrunError) as exc:
+            reply = {"ok": False, "error": f"bad request: {type(exc).__name__}"}
+        except Exception:  # never let a request take the daemon down
+            log.exception("broker: hub %s: request failed", hub)
+            reply = {"ok": False, "error": "internal error in the hubfleet broker; see the daemon log"}
+        with contextlib.suppress(OSError):
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+            writer.close()
+
+    async def _dispatch(self, served: _Served, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        try:
+            user = check_username(request.get("user"))
+        except AccountError as exc:
+            raise Refused(str(exc)) from None
+        policy = served.policy
+        if not await asyncio.to_thread(_hub_has_user, policy.db_path, user):
+            raise Refused(f"{user!r} is not a user of hub {policy.hub}")
+        if op == "start":
+            return await self._start(served, user, _env(request.get("env")), _args(request.get("args")))
+        pid = request.get("pid")
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
+            raise Refused("pid must be a process id")
+        if op == "poll":
+            return self._poll(served, user, pid)
+        if op == "stop":
+            return await self._stop(served, user, pid, now=bool(request.get("now")))
+        raise Refused(f"unknown op {op!r}; the broker answers start, poll and stop")
+
+    # ------------------------------------------------------------------ operations
+
+    def _account_name(self, policy: HubPolicy, user: str) -> str:
+        return user_account(self.layout.instance, policy.hub, user)
+
+    def _group(self, policy: HubPolicy, account: str) -> Group | None:
+        if self.cgroups is None:
+            return None
+        return self.cgroups.group("hubfleet", self.layout.instance, policy.hub, account)
+
+    async def _start(
+        self, served: _Served, user: str, env: dict[str, str], args: list[str]
+    ) -> dict[str, Any]:
+        policy = served.policy
+        name = self._account_name(policy, user)
+        home = policy.homes / home_dirname(user)
+        comment = comment_for(self.layout.instance, policy.hub, "user")
+        account = await asyncio.to_thread(ensure_account, name, home=home, comment=comment)
+        make_passable_dir(policy.homes)
+        await asyncio.to_thread(ensure_home, home, account)
+        group = self._group(policy, name)
+        procs: list[str] = []
+        if group is not None:
+            if group.pids():  # a lost server's kernels: never two servers of one user in one group
+                await asyncio.to_thread(group.kill_all)
+            group.create(policy.limits)
+            procs = [str(p) for p in group.procs_files()]
+            served.seen[name] = (group.oom_kills(), group.pids_refused())
+        served.users[name] = user
+        spec = {
+            "uid": account.uid,
+            "gid": account.gid,
+            "cgroup_procs": procs,
+            "cwd": str(home),
+            "env": {
+                **env,
+                "HOME": str(home),
+                "USER": name,
+                "LOGNAME": name,
+                "SHELL": "/bin/bash",
+                "PATH": policy.path_env,
+            },
+            "argv": [*policy.command, *args],
+            "umask": 0o022,
+        }
+        with policy.log_path.open("ab") as logf:
+            proc = subprocess.Popen(
+                launcher_argv(),
+                stdin=subprocess.PIPE,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env={"PATH": "/usr/bin:/bin"},
+                start_new_session=True,
+            )
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(spec).encode())
+        proc.stdin.close()
+        served.children[proc.pid] = proc
+        log.info("hub %s: started %s's server as %s (pid %d)", policy.hub, user, name, proc.pid)
+        return {"ok": True, "pid": proc.pid, "account": name}
+
+    def _poll(self, served: _Served, user: str, pid: int) -> dict[str, Any]:
+        policy = served.policy
+        name = self._account_name(policy, user)
+        status = self._exit_status(served, name, pid)
+        if status is None:
+            return {"ok": True, "running": True}
+        self._limit_events(served, user, name)
+        self._cleanup(served, name)
+        return {"ok": True, "running": False, "exit_status": status}
+
+    def _exit_status(self, served: _Served, name: str, pid: int) -> int | None:
+        """None while the server runs as the user's account, else its exit status (0 when unknown)."""
+        child = served.children.get(pid)
+        if child is not None:
+            code = child.poll()
+            if code is None:
+                return None
+            served.children.pop(pid, None)
+            return code
+        if _runs_as(pid, _uid(name)):
+            return None
+        return 0
+
+    async def _stop(self, served: _Served, user: str, pid: int, *, now: bool) -> dict[str, Any]:
+        policy = served.policy
+        name = self._account_name(policy, user)
+        uid = _uid(name)
+        steps = (
+            [(signal.SIGTERM, TERM_WAIT)]
+            if now
+            else [(signal.SIGINT, INTERRUPT_WAIT), (signal.SIGTERM, TERM_WAIT)]
+        )
+        for sig, wait in steps:
+            if self._exit_status(served, name, pid) is not None or not _runs_as(pid, uid):
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            for _ in range(int(wait / 0.2)):
+                await asyncio.sleep(0.2)
+                if self._exit_status(served, name, pid) is not None:
+                    break
+        self._limit_events(served, user, name)
+        await asyncio.to_thread(self._kill_leftovers, policy, name, uid)
+        self._exit_status(served, name, pid)  # reap
+        self._cleanup(served, name)
+        return {"ok": True}
+
+    def _kill_leftovers(self, policy: HubPolicy, name: str, uid: int | None) -> None:
+        """Kernels and anything else the server left: the whole group, or (without cgroups) the account's."""
+        group = self._group(policy, name)
+        if group is not None:
+            group.kill_all()
+            return
+        if uid is None:
+            return
+        for proc in psutil.process_iter(["uids"]):
+            with contextlib.suppress(psutil.Error):
+                if proc.info["uids"] and proc.info["uids"].real == uid:
+                    proc.kill()
+
+    def _cleanup(self, served: _Served, name: str) -> None:
+        served.users.pop(name, None)
+        served.seen.pop(name, None)
+        group = self._group(served.policy, name)
+        if group is not None:
+            with contextlib.suppress(OSError):
+                group.remove()
+
+    # ------------------------------------------------------------------ limits
+
+    async def watch(self, stop: asyncio.Event, interval: float = 5.0) -> None:
+        """Look at every running server's group for kills and refused forks until `stop` is set."""
+        while not stop.is_set():
+            for served in list(self._hubs.values()):
+                for name, user in list(served.users.items()):
+                    try:
+                        self._limit_events(served, user, name)
+                    except Exception:  # one bad group must not stop the watching of the others
+                        log.exception("broker: hub %s: reading %s's limits failed", served.policy.hub, user)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
+    def _limit_events(self, served: _Served, user: str, name: str) -> list[str]:
+        """Kills at the memory limit and forks refused at the process limit since the last look: recorded in
+        the store, written to the hub's log and told to the user in a file in their home."""
+        policy = served.policy
+        group = self._group(policy, name)
+        if group is None:
+            return []
+        try:
+            now = (group.oom_kills(), group.pids_refused())
+        except OSError:
+            return []
+        before = served.seen.get(name, now)
+        served.seen[name] = now
+        messages: list[tuple[str, int, str]] = []
+        if (kills := now[0] - before[0]) > 0:
+            limit = policy.memory_text or "the memory limit"
+            messages.append(("memory", kills, f"memory limit {limit} reached: {kills} process(es) killed"))
+        if (refused := now[1] - before[1]) > 0:
+            messages.append(
+                (
+                    "pids",
+                    refused,
+                    f"process limit {policy.limits.pids} reached: {refused} new process(es) refused",
+                )
+            )
+        for kind, count, detail in messages:
+            log.warning("hub %s: user %s: %s", policy.hub, user, detail)
+            with contextlib.suppress(OSError), policy.log_path.open("a") as hub_log:
+                hub_log.write(f"[hubfleet broker {utcnow():%Y-%m-%d %H:%M:%S}] user {user}: {detail}\n")
+            if self.store is not None:
+                self.store.record_limit_event(
+                    policy.hub, username=user, kind=kind, detail=detail, count=count
+                )
+            _tell_user(policy.homes / home_dirname(user), name, detail)
+        return [detail for _, _, detail in messages]
+
+
+# ---------------------------------------------------------------------- request checks
+
+
+def _parse(line: bytes) -> dict[str, Any]:
+    if not line.endswith(b"\n"):
+        raise Refused("bad request: one JSON object on one line")
+    request = json.loads(line)
+    if not isinstance(request, dict):
+        raise Refused("bad request: one JSON object on one line")
+    return request
+
+
+def _env(value: object) -> dict[str, str]:
+    if not isinstance(value, dict) or len(value) > 200:
+        raise Refused("env must be an object of at most 200 variables")
+    env: dict[str, str] = {}
+    for key, text in value.items():
+        if not (isinstance(key, str) and _ENV_KEY.fullmatch(key)):
+            raise Refused(f"env: variable name {str(key)[:40]!r} refused")
+        if not isinstance(text, str) or "\x00" in text or len(text) > 16384:
+            raise Refused(f"env: value of {key} refused")
+        if key not in _FIXED_ENV:  # the broker sets these for the account
+            env[key] = text
+    return env
+
+
+def _args(value: object) -> list[str]:
+    if not isinstance(value, list) or len(value) > 64:
+        raise Refused("args must be a list of at most 64 options")
+    for arg in value:
+        if not isinstance(arg, str) or not arg.startswith("--") or "\x00" in arg or len(arg) > 4096:
+            raise Refused(f"args: {str(arg)[:40]!r} refused; only --options are passed to the server")
+    return value
+
+
+def _check_peer(writer: asyncio.StreamWriter, hub_uid: int) -> None:
+    sock: socket.socket | None = writer.get_extra_info("socket")
+    if sock is None:
+        raise Refused("no peer credentials")
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    if uid not in (hub_uid, 0):
+        raise Refused("this socket belongs to another hub's account")
+
+
+def _hub_has_user(db_path: Path, user: str) -> bool:
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)) as conn:
+            return conn.execute("SELECT 1 FROM users WHERE name = ?", (user,)).fetchone() is not None
+    except sqlite3.Error:
+        return False
+
+
+def _uid(name: str) -> int | None:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
+def _runs_as(pid: int, uid: int | None) -> bool:
+    if uid is None:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return proc.uids().real == uid and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _tell_user(home: Path, name: str, detail: str) -> None:
+    """Append the reason to a file in the user's home, never following a link the user may have planted."""
+    try:
+        account = pwd.getpwnam(name)
+        fd = os.open(
+            home / NOTICE_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644
+        )
+    except (KeyError, OSError):
+        return
+    with os.fdopen(fd, "a") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid not in (0, account.pw_uid):
+            return
+        os.fchown(fd, account.pw_uid, account.pw_gid)
+        f.write(
+            f"{utcnow():%Y-%m-%d %H:%M} UTC: {detail}. Your server keeps running; restart the kernel and "
+            "use less, or ask your hub's administrators for a larger limit.\n"
+        )

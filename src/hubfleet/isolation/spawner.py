@@ -1,0 +1,92 @@
+"""The spawner a hub uses when hubfleet runs as root: the hub runs as its own unprivileged service account, so
+it cannot create accounts or switch users; it asks the broker (the privileged part of the hubfleet daemon)
+over a unix socket that only this hub's account may open. The broker decides which account, home, command and
+limits a server gets; the spawner only names the user and passes JupyterHub's environment and arguments.
+
+Imported by the hub process (`c.JupyterHub.spawner_class`), never by the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from jupyterhub.spawner import Spawner
+from jupyterhub.utils import random_port
+from traitlets import Integer, Unicode
+
+REPLY_LIMIT = 1 << 16
+
+
+class BrokerError(RuntimeError):
+    """The broker refused a request or could not be reached."""
+
+
+class BrokerSpawner(Spawner):
+    socket_path = Unicode(config=True, help="The broker's unix socket for this hub.")
+    stop_timeout = Integer(40, config=True, help="Seconds to wait for the broker to stop a server.")
+
+    pid = Integer(0)
+
+    async def _call(self, payload: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(self.socket_path, limit=REPLY_LIMIT), timeout=5
+            )
+        except (OSError, TimeoutError) as exc:
+            raise BrokerError(f"hubfleet broker unreachable at {self.socket_path}: {exc}") from exc
+        try:
+            writer.write(json.dumps({**payload, "user": self.user.name}).encode() + b"\n")
+            await writer.drain()
+            reply = json.loads(await asyncio.wait_for(reader.readline(), timeout=timeout) or b"{}")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise BrokerError(f"hubfleet broker did not answer {payload['op']!r}: {exc}") from exc
+        finally:
+            writer.close()
+        if not reply.get("ok"):
+            raise BrokerError(reply.get("error") or f"hubfleet broker refused {payload['op']!r}")
+        return reply
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.pid = int(state.get("pid") or 0)
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self.pid:
+            state["pid"] = self.pid
+        return state
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.pid = 0
+
+    async def start(self) -> tuple[str, int]:
+        if not self.port:
+            self.port = random_port()
+        reply = await self._call({"op": "start", "env": self.get_env(), "args": self.get_args()})
+        self.pid = int(reply["pid"])
+        self.log.info(
+            "hubfleet broker started %s's server as %s (pid %d)", self.user.name, reply["account"], self.pid
+        )
+        return (self.ip or "127.0.0.1", self.port)
+
+    async def poll(self) -> int | None:
+        if not self.pid:
+            return 0
+        try:
+            reply = await self._call({"op": "poll", "pid": self.pid})
+        except BrokerError as exc:  # the daemon is restarting: keep the server, ask again at the next poll
+            self.log.warning("%s; assuming %s's server still runs", exc, self.user.name)
+            return None
+        if reply["running"]:
+            return None
+        self.clear_state()
+        return int(reply.get("exit_status") or 0)
+
+    async def stop(self, now: bool = False) -> None:
+        if not self.pid:
+            return
+        await self._call({"op": "stop", "pid": self.pid, "now": now}, timeout=self.stop_timeout)
+        self.clear_state()

@@ -1,0 +1,69 @@
+"""Test-wide set-up for hubs that run as OS accounts of their own (hubfleet as root).
+
+pytest makes its temporary directories private to the account running it (0700). A hub's service account and
+its users' accounts must pass through them to reach the fleet's data directory, so every temporary directory
+is made passable (0711: enter, never list). The accounts the fleets of this session created (their homes lie
+under its temporary directories) are removed when the session ends; the `hfu-`/`hfh-` prefixes make any
+leftover of a killed session easy to spot, and the next session removes those whose homes are gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _pytest.tmpdir import TempPathFactory
+
+from hubfleet.isolation.accounts import HUB_PREFIX, USER_PREFIX, remove_account
+
+AS_ROOT = os.geteuid() == 0
+_mktemp = TempPathFactory.mktemp
+
+
+def _passable(path: Path) -> None:
+    """0711 on `path` and on its ancestors up to the first one others may already pass (such as /tmp)."""
+    for directory in (path, *path.parents):
+        with contextlib.suppress(OSError):
+            st = directory.stat()
+            if st.st_mode & 0o001 or st.st_uid != os.geteuid():
+                return
+            os.chmod(directory, st.st_mode & 0o7777 | 0o711)
+
+
+def _mktemp_passable(self: TempPathFactory, basename: str, numbered: bool = True) -> Path:
+    path = _mktemp(self, basename, numbered)
+    _passable(path)
+    return path
+
+
+if AS_ROOT:
+    TempPathFactory.mktemp = _mktemp_passable  # type: ignore[method-assign]
+
+
+def _test_accounts(under: Path) -> list[str]:
+    return [
+        entry.pw_name
+        for entry in pwd.getpwall()
+        if entry.pw_name.startswith((USER_PREFIX, HUB_PREFIX))
+        and entry.pw_gecos.startswith("hubfleet ")
+        and Path(entry.pw_dir).is_relative_to(under)
+    ]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _remove_test_accounts(tmp_path_factory: TempPathFactory) -> Iterator[None]:
+    if not AS_ROOT:
+        yield
+        return
+    base = tmp_path_factory.getbasetemp()
+    root = next((p for p in base.parents if p.name.startswith("pytest-of-")), base)
+    for name in _test_accounts(root):  # left by a killed session: their homes are gone
+        if not Path(pwd.getpwnam(name).pw_dir).exists():
+            remove_account(name)
+    yield
+    for name in _test_accounts(base):
+        remove_account(name)
