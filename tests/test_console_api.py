@@ -31,6 +31,7 @@ from console_helpers import (
     write_accounts,
 )
 from fleet_helpers import copy_demo_fleet, free_ports, hubfleet, running_fleet
+from hubfleet.store.api import open_store
 
 CHARTS = ["active-users", "running-servers", "spawn-duration", "probe-latency", "uptime"]
 RELOAD_SECONDS = 6.0
@@ -250,6 +251,55 @@ def test_a_leader_reads_their_hub_in_detail(api: dict[str, httpx.Client]) -> Non
     assert [r["exit_code"] for r in hub["restarts"]] == [1]
     assert hub["uptime"]["24h"] == 100.0
     assert [c["email"] for c in hub["contacts"]] == ["grace@uni-a.example"]
+
+
+def test_limit_events_on_the_hub_page_and_api_for_those_who_may_see_the_hub(
+    cf: ConsoleFleet, api: dict[str, httpx.Client]
+) -> None:
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    detail_text = "memory limit 512M reached: 1 process killed"
+    with open_store(cf.state_dir) as store:  # as the daemon records them; the console reads the store
+        store.record_limit_event(
+            "uni-a-staging", username="ada", kind="pids", detail="forks <refused> at 64", count=3, at=at
+        )
+        store.record_limit_event(
+            "uni-a-staging", username="grace", kind="memory", detail=detail_text, at=at + timedelta(minutes=1)
+        )
+    expected = [
+        {
+            "username": "grace",
+            "kind": "memory",
+            "at": at + timedelta(minutes=1),
+            "count": 1,
+            "detail": detail_text,
+        },
+        {"username": "ada", "kind": "pids", "at": at, "count": 3, "detail": "forks <refused> at 64"},
+    ]
+    for username in ("ops", "lead-a"):
+        events = api[username].get("/api/hubs/uni-a-staging").json()["limit_events"]
+        assert [{**e, "at": datetime.fromisoformat(e["at"])} for e in events] == expected
+
+    with contextlib.closing(signed_in_client(cf, "ops")) as browser:
+        page = browser.get("/hubs/uni-a-staging")
+        assert page.status_code == 200
+        section = page.text[page.text.index('id="limits-heading"') :]
+        assert "Limits reached" in page.text and detail_text in section
+        assert section.index("<td>grace</td>") < section.index("<td>ada</td>")  # newest first
+        assert f'<time datetime="{at.isoformat()}"' in section
+        assert "forks &lt;refused&gt; at 64" in section and "<refused>" not in section
+        assert 'data-limit-event="pids"' in section and ">processes</span>" in section
+        empty = browser.get("/hubs/hackweek").text
+        assert "None recorded." in empty[empty.index('id="limits-heading"') :]
+
+    lead_h = api["lead-h"]
+    foreign, missing = lead_h.get("/api/hubs/uni-a-staging"), lead_h.get("/api/hubs/no-such-hub")
+    assert_same_404(foreign, missing, "uni-a-staging", "no-such-hub")
+    with contextlib.closing(signed_in_client(cf, "lead-h")) as browser:
+        browser.headers["Accept"] = "text/html"  # as a browser asks: the error is a page, not JSON
+        foreign_page, missing_page = browser.get("/hubs/uni-a-staging"), browser.get("/hubs/no-such-hub")
+        assert foreign_page.status_code == missing_page.status_code == 404
+        assert "Not found" in foreign_page.text and "Not found" in missing_page.text
+        assert detail_text not in foreign_page.text and "Limits reached" not in foreign_page.text
 
 
 # --------------------------------------------------------------------------- isolation

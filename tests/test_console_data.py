@@ -520,6 +520,33 @@ def test_hub_detail(demo: FleetConfig, store: Store) -> None:
         hub_detail(ConsoleSource(store, demo, None), "nope", NOW)
 
 
+def test_hub_detail_lists_the_newest_20_limit_events_of_the_hub_in_one_query(
+    demo: FleetConfig, store: Store
+) -> None:
+    start = NOW - timedelta(hours=1)
+    for minute in range(22):
+        kind = "memory" if minute % 2 else "pids"
+        detail = f"{kind} limit reached: {minute + 1} refused"
+        store.record_limit_event("uni-a", username=f"user{minute}", kind=kind, detail=detail,
+                                 count=minute + 1, at=start + timedelta(minutes=minute))  # fmt: skip
+    store.record_limit_event("uni-a-staging", username="elsewhere", kind="memory", detail="x", at=NOW)
+    source = ConsoleSource(store, demo, None)
+    statements = count_statements(store)
+    detail = hub_detail(source, "uni-a", NOW)
+    assert len([sql for sql in statements if "FROM limit_events" in sql]) == 1
+    events = detail["limit_events"]
+    assert [e["username"] for e in events] == [f"user{minute}" for minute in range(21, 1, -1)]
+    assert events[0] == {
+        "username": "user21",
+        "kind": "memory",
+        "at": (start + timedelta(minutes=21)).isoformat(),
+        "count": 22,
+        "detail": "memory limit reached: 22 refused",
+    }
+    assert hub_detail(source, "hackweek", NOW)["limit_events"] == []
+    json.dumps(detail)
+
+
 # --------------------------------------------------------------------------- charts
 
 

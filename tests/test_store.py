@@ -27,7 +27,7 @@ def test_migrations_create_the_schema_in_the_state_dir(tmp_path: Path) -> None:
         assert {"deployments", "restarts", "checks", "alembic_version"} <= tables
         columns = {c["name"] for c in inspect(store.engine).get_columns("checks")}
         assert columns == {"id", "hub", "at", "ok", "failed_step", "total_seconds", "steps"}
-        assert store_db.current_revision(store.engine) == store_db.head_revision() == "0005"
+        assert store_db.current_revision(store.engine) == store_db.head_revision() == "0006"
         with store.engine.connect() as conn:
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert conn.execute(text("PRAGMA busy_timeout")).scalar() == store_db.BUSY_TIMEOUT_MS
@@ -99,6 +99,76 @@ def test_restarts_filter_by_hub_and_since(tmp_path: Path) -> None:
         assert [r.at.minute for r in store.restarts("a", since=T0 + timedelta(minutes=20))] == [30, 20]
         restart = store.restarts("b")[0]
         assert (restart.reason, restart.exit_code, restart.attempt) == ("exited", 1, 2)
+
+
+def test_upgrading_a_0005_store_adds_limit_events_and_keeps_its_rows(tmp_path: Path) -> None:
+    engine = store_db.make_engine(store_db.store_url(tmp_path))
+    try:
+        store_db.upgrade(engine, "0005")
+        assert "limit_events" not in inspect(engine).get_table_names()
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO restarts (hub, at, reason, attempt) VALUES ('a', :at, 'crash', 1)"),
+                {"at": "2025-03-01 12:00:00.000000"},  # how SQLAlchemy writes T0 to SQLite
+            )
+    finally:
+        engine.dispose()
+    with open_store(tmp_path) as store:  # upgrades to head on open
+        assert store_db.current_revision(store.engine) == "0006"
+        columns = {c["name"] for c in inspect(store.engine).get_columns("limit_events")}
+        assert columns == {"id", "hub", "username", "kind", "at", "count", "detail"}
+        indexes = {i["name"]: i["column_names"] for i in inspect(store.engine).get_indexes("limit_events")}
+        assert indexes == {"ix_limit_events_hub_at": ["hub", "at"]}
+        assert [(r.reason, r.at) for r in store.restarts()] == [("crash", T0)]
+        store.record_limit_event("a", username="ada", kind="pids", detail="fork refused", at=T0)
+        command.downgrade(store_db.alembic_config(store.engine), "0005")
+        assert "limit_events" not in inspect(store.engine).get_table_names()
+        assert [r.reason for r in store.restarts()] == ["crash"]
+
+
+def test_limit_events_round_trip_newest_first_and_filter(tmp_path: Path) -> None:
+    cet = timezone(timedelta(hours=1))
+    with open_store(tmp_path) as store:
+        first = store.record_limit_event(
+            "a",
+            username="ada",
+            kind="memory",
+            detail="memory limit 512M reached: 1 process killed",
+            at=datetime(2025, 3, 1, 13, 0, tzinfo=cet),  # T0 in UTC
+        )
+        assert (first.hub, first.username, first.kind, first.count) == ("a", "ada", "memory", 1)
+        for minute, hub, kind in [(10, "b", "pids"), (20, "a", "pids"), (30, "a", "memory")]:
+            store.record_limit_event(
+                hub,
+                username=f"user{minute}",
+                kind=kind,  # type: ignore[arg-type]
+                detail=f"{kind} at {minute}",
+                count=minute,
+                at=T0 + timedelta(minutes=minute),
+            )
+    with open_store(tmp_path) as store:
+        assert [e.at.minute for e in store.limit_events()] == [30, 20, 10, 0]
+        assert [e.at.minute for e in store.limit_events("a")] == [30, 20, 0]
+        assert [e.at.minute for e in store.limit_events("a", since=T0 + timedelta(minutes=20))] == [30, 20]
+        assert [e.at.minute for e in store.limit_events(limit=2)] == [30, 20]
+        assert [e.at.minute for e in store.limit_events("a", limit=1)] == [30]
+        assert store.limit_events("nobody") == []
+        oldest = store.limit_events("a")[-1]
+        assert oldest == first and oldest.at == T0 and oldest.at.tzinfo == UTC
+        assert oldest.detail == "memory limit 512M reached: 1 process killed"
+        pids = store.limit_events("b")[0]
+        assert (pids.username, pids.kind, pids.count, pids.detail) == ("user10", "pids", 10, "pids at 10")
+        with pytest.raises(ValueError, match="memory, pids"):
+            store.record_limit_event("a", username="ada", kind="cpu", detail="x")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="at least 1"):
+            store.record_limit_event("a", username="ada", kind="memory", detail="x", count=0)
+        with pytest.raises(ValueError, match="timezone-aware"):
+            store.record_limit_event("a", username="ada", kind="memory", detail="x", at=datetime(2025, 1, 1))
+        with pytest.raises(ValueError, match="timezone-aware"):
+            store.limit_events(since=datetime(2025, 1, 1))
+        assert len(store.limit_events()) == 4
+        now = store.record_limit_event("c", username="bob", kind="memory", detail="")
+        assert now.at.tzinfo == UTC and store.limit_events("c") == [now]
 
 
 def test_checks_round_trip_from_result_objects_and_dicts(tmp_path: Path) -> None:

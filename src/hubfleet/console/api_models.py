@@ -15,9 +15,14 @@ from typing import Any, Literal, get_type_hints
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from hubfleet.console.accounts import TokenInfo
-from hubfleet.console.data.details import HUB_CHECK_OMITS, HUB_DEPLOY_OMITS, HUB_RESTART_OMITS
+from hubfleet.console.data.details import (
+    HUB_CHECK_OMITS,
+    HUB_DEPLOY_OMITS,
+    HUB_LIMIT_EVENT_OMITS,
+    HUB_RESTART_OMITS,
+)
 from hubfleet.monitor.incidents import IncidentRecord
-from hubfleet.store.api import CheckRecord, DeploymentRecord, RestartRecord
+from hubfleet.store.api import CheckRecord, DeploymentRecord, LimitEventRecord, LimitKind, RestartRecord
 
 MAX_TOKEN_DAYS = 3650
 
@@ -196,6 +201,14 @@ CheckRun = record_model(
 HubDeploy = record_model("HubDeploy", DeploymentRecord, omit=HUB_DEPLOY_OMITS)
 HubCheck = record_model("HubCheck", CheckRecord, omit=HUB_CHECK_OMITS, steps=(list[StepOut], ...))
 HubRestart = record_model("HubRestart", RestartRecord, omit=HUB_RESTART_OMITS)
+HubLimitEvent = record_model(
+    "HubLimitEvent",
+    LimitEventRecord,
+    omit=HUB_LIMIT_EVENT_OMITS,
+    doc="A user server reached its memory limit (processes killed) or its process limit (forks refused).",
+    kind=(LimitKind, ...),
+    count=(int, Field(description="How many kills or refused forks this event stands for.")),
+)
 
 
 class Uptime(Model):
@@ -212,6 +225,7 @@ class HubDetail(HubRow):
     checks: list[HubCheck] = Field(description="The newest 20.")
     incidents: list[IncidentOut] = Field(description="The newest 50.")
     restarts: list[HubRestart] = Field(description="The newest 20.")
+    limit_events: list[HubLimitEvent] = Field(description="The newest 20.")
     auth_type: str
     contacts: list[ContactOut] = Field(description="The community's contacts.")
 

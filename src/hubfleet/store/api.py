@@ -13,10 +13,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hubfleet.clock import require_aware, utcnow
 from hubfleet.store import db
-from hubfleet.store.models import Check, Deployment, Restart
+from hubfleet.store.models import Check, Deployment, LimitEvent, Restart
 
 DeploymentResult = Literal["ok", "failed", "rolled_back", "skipped", "removed"]
 DEPLOYMENT_RESULTS: tuple[str, ...] = ("ok", "failed", "rolled_back", "skipped", "removed")
+LimitKind = Literal["memory", "pids"]
+LIMIT_KINDS: tuple[str, ...] = ("memory", "pids")
+"""memory: the kernel killed processes at a user server's memory limit; pids: it refused forks at its
+process limit."""
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -47,6 +51,17 @@ class RestartRecord:
     reason: str
     exit_code: int | None
     attempt: int
+
+
+@dataclass(frozen=True)
+class LimitEventRecord:
+    id: int
+    hub: str
+    username: str
+    kind: str
+    at: datetime
+    count: int
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -104,7 +119,8 @@ _TIMES = "timestamps given to the store"
 
 
 class Store:
-    """Deployments, restarts and check results of a fleet. Safe to open from several processes at once."""
+    """Deployments, restarts, limit events and check results of a fleet. Safe to open from several
+    processes at once."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -223,6 +239,47 @@ class Store:
         with self._session() as session:
             return [_restart(row) for row in session.scalars(query)]
 
+    # -- limit events ----------------------------------------------------------------------------
+    def record_limit_event(
+        self,
+        hub: str,
+        *,
+        username: str,
+        kind: LimitKind,
+        detail: str,
+        count: int = 1,
+        at: datetime | None = None,
+    ) -> LimitEventRecord:
+        """A user server of `hub` reached its memory or process limit `count` times (at: default now)."""
+        if kind not in LIMIT_KINDS:
+            raise ValueError(f"limit event kind must be one of {', '.join(LIMIT_KINDS)}, not {kind!r}")
+        if count < 1:
+            raise ValueError(f"limit event count must be at least 1, not {count}")
+        row = LimitEvent(
+            hub=hub,
+            username=username,
+            kind=kind,
+            at=require_aware(at, _TIMES),
+            count=count,
+            detail=detail,
+        )
+        with self._session() as session, session.begin():
+            session.add(row)
+        return _limit_event(row)
+
+    def limit_events(
+        self, hub: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[LimitEventRecord]:
+        """Limit events newest first, optionally of one hub, at or after `since`, at most `limit`."""
+        query = select(LimitEvent)
+        if hub is not None:
+            query = query.where(LimitEvent.hub == hub)
+        if since is not None:
+            query = query.where(LimitEvent.at >= require_aware(since, _TIMES))
+        query = query.order_by(LimitEvent.at.desc(), LimitEvent.id.desc()).limit(limit)
+        with self._session() as session:
+            return [_limit_event(row) for row in session.scalars(query)]
+
     # -- checks ----------------------------------------------------------------------------------
     def record_check(
         self, result: CheckLike | Mapping[str, Any], *, hub: str | None = None, at: datetime | None = None
@@ -306,6 +363,10 @@ def _deployment(row: Deployment) -> DeploymentRecord:
 
 def _restart(row: Restart) -> RestartRecord:
     return RestartRecord(row.id, row.hub, row.at, row.reason, row.exit_code, row.attempt)
+
+
+def _limit_event(row: LimitEvent) -> LimitEventRecord:
+    return LimitEventRecord(row.id, row.hub, row.username, row.kind, row.at, row.count, row.detail)
 
 
 def _check(row: Check) -> CheckRecord:

@@ -199,6 +199,24 @@ class HubSample(Base):
     """`_sum` of jupyterhub_server_spawn_duration_seconds{status=success}: mean spawn time between samples."""
 
 
+class LimitEvent(Base):
+    """A user server of a local hub reached a control-group limit: the kernel killed processes at the memory
+    limit (kind `memory`) or refused forks at the process limit (`pids`). Written by the daemon so that a
+    hub's page can say why someone's kernel died."""
+
+    __tablename__ = "limit_events"
+    __table_args__ = (Index("ix_limit_events_hub_at", "hub", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hub: Mapped[str] = mapped_column(String(200))
+    username: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(20))  # memory | pids
+    at: Mapped[datetime]
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    """How many kills (memory) or refused forks (pids) this event stands for."""
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
 # --------------------------------------------------------------------------- web console
 
 

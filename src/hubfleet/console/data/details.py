@@ -64,6 +64,7 @@ HUB_DEPLOY_OMITS = ("hub", "community", "rendered", "settings")
 """What a hub's page leaves out of its deployments: its own name and community, the long configuration."""
 HUB_CHECK_OMITS = ("hub",)
 HUB_RESTART_OMITS = ("id", "hub")
+HUB_LIMIT_EVENT_OMITS = ("id", "hub")
 
 
 def record_dict(record: Any, omit: Sequence[str] = ()) -> dict[str, Any]:
@@ -98,8 +99,8 @@ def community_detail(source: ConsoleSource, community: str, now: datetime | None
 
 
 def hub_detail(source: ConsoleSource, hub: str, now: datetime | None = None) -> dict[str, Any]:
-    """A hub's page: its overview row plus uptime windows, deploys, checks, incidents and restarts.
-    KeyError for a hub not in the fleet."""
+    """A hub's page: its overview row plus uptime windows, deploys, checks, incidents, restarts and the
+    limits its user servers reached. KeyError for a hub not in the fleet."""
     now = require_aware(now, "now")
     fleet = source.fleet
     found = fleet.hubs[hub]
@@ -107,6 +108,7 @@ def hub_detail(source: ConsoleSource, hub: str, now: datetime | None = None) -> 
     deploys = [record_dict(d, HUB_DEPLOY_OMITS) for d in store.deployments(hub, limit=20)]
     checks = [record_dict(c, HUB_CHECK_OMITS) for c in store.checks(hub, limit=20)]
     restarts = [record_dict(r, HUB_RESTART_OMITS) for r in store.restarts(hub, limit=20)]
+    limit_events = [record_dict(e, HUB_LIMIT_EVENT_OMITS) for e in store.limit_events(hub, limit=20)]
     return {
         **overview_rows(source, [found], now)[0],
         "uptime": uptime(store, hub, now),
@@ -114,6 +116,7 @@ def hub_detail(source: ConsoleSource, hub: str, now: datetime | None = None) -> 
         "checks": checks,
         "incidents": incidents(source, [hub], limit=50, now=now),
         "restarts": restarts,
+        "limit_events": limit_events,
         "auth_type": auth_type(found),
         "contacts": _contacts(fleet, found.community),
     }
