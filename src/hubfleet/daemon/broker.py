@@ -1,10 +1,11 @@
 """The privileged part: the only code that creates accounts, starts servers as them and sets their limits.
 
-Each hub runs as its own unprivileged service account and reaches its broker over `<data>/run/<hub>.sock`, a
-unix socket owned by that account (mode 0600) whose peer is checked again on every connection. The socket
-names the hub, so a request can only ever act for that hub's users: the user must exist in the hub's own
-database, and a pid is signalled only when it runs as that user's account. Everything else (account, home,
-command, limits, PATH) is decided here from the fleet files, never taken from the request.
+Each hub runs as its own unprivileged service account and reaches its broker over
+`/run/hubfleet/<instance>-<hub>.sock`, a unix socket owned by that account (mode 0600) whose peer is checked
+again on every connection. The socket names the hub, so a request can only ever act for that hub's users: the
+user must exist in the hub's own database, and a pid is signalled only when it runs as that user's account.
+Everything else (account, home, command, limits, PATH) is decided here from the fleet files, never taken from
+the request.
 """
 
 from __future__ import annotations

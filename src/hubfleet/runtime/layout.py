@@ -7,7 +7,8 @@ Two trees, because they have different readers:
 - the **data directory** (`<state>-data`, or `$HUBFLEET_DATA_DIR` when the state directory is first used)
   holds what hub and user accounts must reach by path: `hubs/<hub>/` (the hub's config, database and cookie
   secret, owned by the hub's service account, 0700), `homes/<hub>/<user>/` (owned by the user's account,
-  0700) and `run/` (the broker sockets). Its directories are 0711: anyone may pass through, nobody may list.
+  0700). Its directories are 0711: anyone may pass through, nobody may list. The broker sockets are in
+  /run/hubfleet/ (as root only; one per hub, owned by the hub's service account).
 
 The data directory and a short fleet instance id (part of every account name, so two fleets on one machine
 never share accounts) are recorded in `<state>/layout.json` the first time, so later commands agree on them.
@@ -29,6 +30,7 @@ from hubfleet.settings import Settings
 log = logging.getLogger("hubfleet.layout")
 
 LAYOUT_FILE = "layout.json"
+BROKER_DIR = Path("/run/hubfleet")
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ class Layout:
         return self.data_dir / "homes" / hub
 
     def broker_socket(self, hub: str) -> Path:
-        return self.data_dir / "run" / f"{hub}.sock"
+        """In /run, not the data directory: a unix socket's path must fit in 107 bytes."""
+        return BROKER_DIR / f"{self.instance}-{hub}.sock"
 
 
 def layout(state_dir: Path) -> Layout:
