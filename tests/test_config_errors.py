@@ -274,7 +274,8 @@ CASES = [
         "fleet.yaml",
         ("cpu_limit: 1", "cpu_limit: 1\n    cpus: 2"),
         [
-            "fleet.yaml:15:5: defaults.resources.cpus: unknown key; allowed keys: memory_limit, cpu_limit, memory_guarantee, cpu_guarantee",
+            "fleet.yaml:15:5: defaults.resources.cpus: unknown key; allowed keys: memory_limit, cpu_limit, memory_guarantee, cpu_guarantee, "
+            "process_limit",
         ],
         id="defaults unknown key",
     ),

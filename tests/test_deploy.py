@@ -132,7 +132,7 @@ def test_removed_community_hubs_are_stopped_and_their_data_kept(fleet: Path) -> 
     assert code == 0, result
     assert sorted(result["removed"]) == ["hackweek", "hackweek-staging"]
     assert set(daemon_status(fleet)["hubs"]) == {"uni-a", "uni-a-staging"}
-    kept = fleet / ".hubfleet/hubs/hackweek/jupyterhub.sqlite"
+    kept = fleet / ".hubfleet-data/hubs/hackweek/jupyterhub.sqlite"
     assert kept.exists() and b"leaver" in kept.read_bytes()
     plan = json.loads(hubfleet("plan", "--json", fleet=fleet, check=True).stdout)
     assert {h["action"] for h in plan["hubs"]} == {"unchanged"}

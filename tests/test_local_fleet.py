@@ -106,7 +106,7 @@ def test_check_passes_and_is_stored(fleet: Path) -> None:
 def test_killed_hub_is_restarted_and_user_server_survives(fleet: Path) -> None:
     client, _ = admin_client(fleet, "uni-a")
     server = start_server(client, "survivor")
-    home = fleet / ".hubfleet/hubs/uni-a/homes/survivor"
+    home = fleet / ".hubfleet-data/homes/uni-a/survivor"
     assert home.is_dir()
     server_pids = [
         p.pid
@@ -162,7 +162,7 @@ def test_down_stops_everything_and_up_keeps_users_and_files(tmp_path: Path) -> N
         hubfleet("up", "--detach", fleet=root, check=True)
         client, _ = admin_client(root, "uni-a-staging")
         assert client.get("/hub/api/users/keeper").status_code == 200
-        assert (root / ".hubfleet/hubs/uni-a-staging/homes/keeper/notes.txt").read_text() == "keep me"
+        assert (root / ".hubfleet-data/homes/uni-a-staging/keeper/notes.txt").read_text() == "keep me"
     finally:
         hubfleet("down", fleet=root)
         assert not kill_leftovers(root)

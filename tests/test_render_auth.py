@@ -79,7 +79,7 @@ def with_auth(fleet: FleetConfig, auth: object, name: str = "uni-a-staging") -> 
 
 
 def load_local(fleet: FleetConfig, hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
-    runtime = LocalRuntime(tmp_path / "hub", 18999, 18998, tmp_path / "bin", as_root=False)
+    runtime = LocalRuntime(tmp_path / "hub", tmp_path / "homes", 18999, 18998, tmp_path / "bin", as_root=False)
     path = tmp_path / "jupyterhub_config.py"
     path.write_text(render_jupyterhub_config(fleet, hub, runtime))
     monkeypatch.setenv(CONTROL_TOKEN_ENV, "control")
@@ -138,7 +138,7 @@ def test_oidc_unreachable_issuer_names_it(
 def test_rendering_is_offline_and_deterministic(fleet: FleetConfig, tmp_path: Path) -> None:
     (port,) = free_ports(1)  # nothing listens there: rendering must not try to read the issuer
     hub = with_auth(fleet, oidc(f"http://127.0.0.1:{port}", admin_users=["grace"], allow_all=True))
-    runtime = LocalRuntime(tmp_path, 1, 2, tmp_path, as_root=False)
+    runtime = LocalRuntime(tmp_path, tmp_path / "homes", 1, 2, tmp_path, as_root=False)
     assert render_jupyterhub_config(fleet, hub, runtime) == render_jupyterhub_config(fleet, hub, runtime)
 
 
@@ -202,7 +202,7 @@ def test_github_local_config(fleet: FleetConfig, tmp_path: Path, monkeypatch: py
 
 def test_client_secret_never_in_rendered_config(fleet: FleetConfig, tmp_path: Path) -> None:
     hub = with_auth(fleet, oidc("https://id.example.org", admin_users=["grace"], allow_all=True))
-    text = render_jupyterhub_config(fleet, hub, LocalRuntime(tmp_path, 1, 2, tmp_path, as_root=False))
+    text = render_jupyterhub_config(fleet, hub, LocalRuntime(tmp_path, tmp_path / "homes", 1, 2, tmp_path, as_root=False))
     assert f"c.GenericOAuthenticator.client_secret = os.environ.get({CLIENT_SECRET_ENV!r}, '')" in text
     assert auth_config(fleet, hub).secrets[0].value.secret == "client_secret"
 
@@ -283,5 +283,5 @@ def test_staff_admins_on_local_hubs(
         fleet2, oidc("https://id.example.org", admin_users=["grace"], allow_all=True, staff_admins=False)
     )
     assert auth_config(fleet2, opted_out).traits["admin_users"] == ["grace"]
-    text = render_jupyterhub_config(fleet2, hub, LocalRuntime(tmp_path, 1, 2, tmp_path, as_root=False))
+    text = render_jupyterhub_config(fleet2, hub, LocalRuntime(tmp_path, tmp_path / "homes", 1, 2, tmp_path, as_root=False))
     assert "c.GenericOAuthenticator.admin_users = ['ada-oidc', 'grace']" in text

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from traitlets.config import PyFileConfigLoader
 
 from fleet_helpers import copy_demo_fleet
-from hubfleet.backends.local import LocalBackend, PreparedHub
+from hubfleet.backends.local import LocalBackend, PreparedHub, hub_dir
+from hubfleet.config.models import Isolation
 from hubfleet.config.validate import load_fleet
 from hubfleet.render.common import DUMMY_PASSWORD_ENV
 from hubfleet.render.local import CHECK_USERNAME, CONTROL_TOKEN_ENV, OPERATOR_TOKEN_ENV
@@ -44,8 +46,11 @@ def test_staging_hub_config(backend: LocalBackend, monkeypatch: pytest.MonkeyPat
     assert config.DummyAuthenticator.password == "demo-staging"
     # the community admin plus the fleet's staff member with a dummy username
     assert sorted(config.DummyAuthenticator.admin_users) == ["ada", "grace"]
-    assert config.JupyterHub.spawner_class == "simple"
-    assert config.SimpleLocalProcessSpawner.home_dir_template.startswith(str(prepared.hub_dir / "homes"))
+    if os.geteuid() == 0:  # each user's server as their own account, through the daemon's broker
+        assert config.JupyterHub.spawner_class == "hubfleet.isolation.spawner.BrokerSpawner"
+        assert config.BrokerSpawner.socket_path.startswith("/run/hubfleet/")
+    assert str(prepared.data_dir) in config.JupyterHub.db_url
+    assert not prepared.data_dir.is_relative_to(backend.state_dir)  # hub accounts cannot enter the state dir
     assert config.Spawner.default_url == "/lab"
     assert config.Spawner.mem_limit == "1G"  # inherited from fleet.yaml defaults
     services = {s["name"]: s for s in config.JupyterHub.services}
@@ -87,6 +92,31 @@ def test_config_hash_is_stable_and_tracks_changes(backend: LocalBackend) -> None
     assert backend.config_hash(changed) != first
 
 
+def test_single_account_mode_runs_servers_with_the_simple_spawner(
+    backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HUBFLEET_ISOLATION", "single")
+    prepared = backend.prepare(backend.fleet.hubs["uni-a-staging"])
+    config = load_config(prepared, monkeypatch)
+    assert config.JupyterHub.spawner_class == "simple"
+    homes = backend.layout.homes("uni-a-staging")
+    assert config.SimpleLocalProcessSpawner.home_dir_template == str(homes / "{username}")
+    assert not prepared.blocked  # a staging hub
+    prod = backend.prepare(backend.fleet.hubs["uni-a"])
+    assert not prod.blocked  # the demo fleet opts in: `isolation: single_account_prod: true`
+
+
+def test_prod_hubs_refuse_single_account_mode_without_the_opt_in(
+    backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HUBFLEET_ISOLATION", "single")
+    fleet = backend.fleet.model_copy(
+        update={"settings": backend.fleet.settings.model_copy(update={"isolation": Isolation()})}
+    )
+    prepared = LocalBackend(fleet, backend.state_dir).prepare(fleet.hubs["uni-a"])
+    assert "single_account_prod: true" in prepared.blocked and "as root" in prepared.blocked
+
+
 def test_internal_ports_are_kept_across_renders(backend: LocalBackend) -> None:
     hub = backend.fleet.hubs["uni-a"]
     first = backend.runtime(hub)
@@ -97,4 +127,5 @@ def test_internal_ports_are_kept_across_renders(backend: LocalBackend) -> None:
 
 def test_tokens_file_is_private(backend: LocalBackend) -> None:
     prepared = backend.prepare(backend.fleet.hubs["uni-a"])
-    assert (prepared.hub_dir / "tokens.json").stat().st_mode & 0o077 == 0
+    assert prepared.name == "uni-a"
+    assert (hub_dir(backend.state_dir, "uni-a") / "tokens.json").stat().st_mode & 0o077 == 0

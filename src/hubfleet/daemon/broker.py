@@ -102,13 +102,11 @@ class Broker:
         path = self.layout.broker_socket(policy.hub)
         make_passable_dir(path.parent)
         path.unlink(missing_ok=True)
-        old_umask = os.umask(0o177)
-        try:
-            server = await asyncio.start_unix_server(
-                lambda r, w: self._handle(policy.hub, r, w), path=str(path), limit=REQUEST_LIMIT
-            )
-        finally:
-            os.umask(old_umask)
+        # no umask dance here: the umask is per process, and hubs start while this awaits
+        server = await asyncio.start_unix_server(
+            lambda r, w: self._handle(policy.hub, r, w), path=str(path), limit=REQUEST_LIMIT
+        )
+        os.chmod(path, 0o600)
         os.chown(path, policy.hub_uid, -1, follow_symlinks=False)
         self._hubs[policy.hub] = _Served(policy, server)
         return path

@@ -17,11 +17,8 @@ from hubfleet.daemon.supervisor import Supervisor
 
 async def serve_control(supervisor: Supervisor, path: Path) -> asyncio.Server:
     path.unlink(missing_ok=True)
-    old_umask = os.umask(0o077)
-    try:
-        server = await asyncio.start_unix_server(lambda r, w: _handle(supervisor, r, w), path=str(path))
-    finally:
-        os.umask(old_umask)
+    server = await asyncio.start_unix_server(lambda r, w: _handle(supervisor, r, w), path=str(path))
+    os.chmod(path, 0o600)  # not by umask: it is per process, and other tasks run while this awaits
     return server
 
 
