@@ -2,10 +2,10 @@
 real kernels running hostile code through the kernel websocket, real control-group limits.
 
 Two staging hubs of different communities; alice and bob on uni-a-staging, carol on hackweek-staging. Alice's
-kernel looks for everything that is not hers: the control plane's files, the other hubs' files, the other users'
-homes, every other process's environment, and known values planted there (tokens, cookie secrets, a marker in
-the daemon's environment, markers in other homes). Then it runs past its memory limit and into its process limit,
-while bob keeps working.
+kernel looks for everything that is not hers: the control plane's files, the other hubs' files, the other
+users' homes, every other process's environment, and known values planted there (tokens, cookie secrets, a
+marker in the daemon's environment, markers in other homes). Then it runs past its memory limit and into its
+process limit, while bob keeps working.
 """
 
 from __future__ import annotations

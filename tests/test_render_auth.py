@@ -79,7 +79,9 @@ def with_auth(fleet: FleetConfig, auth: object, name: str = "uni-a-staging") -> 
 
 
 def load_local(fleet: FleetConfig, hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
-    runtime = LocalRuntime(tmp_path / "hub", tmp_path / "homes", 18999, 18998, tmp_path / "bin", as_root=False)
+    runtime = LocalRuntime(
+        tmp_path / "hub", tmp_path / "homes", 18999, 18998, tmp_path / "bin", as_root=False
+    )
     path = tmp_path / "jupyterhub_config.py"
     path.write_text(render_jupyterhub_config(fleet, hub, runtime))
     monkeypatch.setenv(CONTROL_TOKEN_ENV, "control")
@@ -202,7 +204,9 @@ def test_github_local_config(fleet: FleetConfig, tmp_path: Path, monkeypatch: py
 
 def test_client_secret_never_in_rendered_config(fleet: FleetConfig, tmp_path: Path) -> None:
     hub = with_auth(fleet, oidc("https://id.example.org", admin_users=["grace"], allow_all=True))
-    text = render_jupyterhub_config(fleet, hub, LocalRuntime(tmp_path, tmp_path / "homes", 1, 2, tmp_path, as_root=False))
+    text = render_jupyterhub_config(
+        fleet, hub, LocalRuntime(tmp_path, tmp_path / "homes", 1, 2, tmp_path, as_root=False)
+    )
     assert f"c.GenericOAuthenticator.client_secret = os.environ.get({CLIENT_SECRET_ENV!r}, '')" in text
     assert auth_config(fleet, hub).secrets[0].value.secret == "client_secret"
 
@@ -283,5 +287,7 @@ def test_staff_admins_on_local_hubs(
         fleet2, oidc("https://id.example.org", admin_users=["grace"], allow_all=True, staff_admins=False)
     )
     assert auth_config(fleet2, opted_out).traits["admin_users"] == ["grace"]
-    text = render_jupyterhub_config(fleet2, hub, LocalRuntime(tmp_path, tmp_path / "homes", 1, 2, tmp_path, as_root=False))
+    text = render_jupyterhub_config(
+        fleet2, hub, LocalRuntime(tmp_path, tmp_path / "homes", 1, 2, tmp_path, as_root=False)
+    )
     assert "c.GenericOAuthenticator.admin_users = ['ada-oidc', 'grace']" in text

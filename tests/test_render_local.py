@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from traitlets.config import PyFileConfigLoader
 
-from fleet_helpers import copy_demo_fleet
+from fleet_helpers import copy_demo_fleet, drop_section
 from hubfleet.backends.local import LocalBackend, PreparedHub, hub_dir
-from hubfleet.config.models import Isolation
 from hubfleet.config.validate import load_fleet
 from hubfleet.render.common import DUMMY_PASSWORD_ENV
 from hubfleet.render.local import CHECK_USERNAME, CONTROL_TOKEN_ENV, OPERATOR_TOKEN_ENV
@@ -110,11 +109,12 @@ def test_prod_hubs_refuse_single_account_mode_without_the_opt_in(
     backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HUBFLEET_ISOLATION", "single")
-    fleet = backend.fleet.model_copy(
-        update={"settings": backend.fleet.settings.model_copy(update={"isolation": Isolation()})}
-    )
+    fleet_yaml = backend.fleet.root / "fleet.yaml"
+    fleet_yaml.write_text(drop_section(fleet_yaml.read_text(), "isolation"))
+    fleet = load_fleet(backend.fleet.root)
     prepared = LocalBackend(fleet, backend.state_dir).prepare(fleet.hubs["uni-a"])
     assert "single_account_prod: true" in prepared.blocked and "as root" in prepared.blocked
+    assert not LocalBackend(fleet, backend.state_dir).prepare(fleet.hubs["uni-a-staging"]).blocked
 
 
 def test_internal_ports_are_kept_across_renders(backend: LocalBackend) -> None:
