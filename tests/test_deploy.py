@@ -53,7 +53,7 @@ def test_changed_hub_deploys_and_nothing_else_restarts_and_user_work_survives(fl
     server_pid = next(
         p.pid
         for p in fleet_processes(fleet)
-        if "jupyterhub-singleuser" in " ".join(p.cmdline()) and p.cwd().endswith("/homes/student")
+        if "jupyterhub-singleuser" in " ".join(p.cmdline()) and p.cwd().endswith("/homes/uni-a/student")
     )
     before = pids(fleet)
     edit(fleet / "communities/uni-a/hubs/prod.yaml", "max_users: 100", "max_users: 150")

@@ -97,7 +97,9 @@ class Broker:
     # ------------------------------------------------------------------ sockets
 
     async def serve(self, policy: HubPolicy) -> Path:
-        """(Re)open the hub's socket; requests already in flight finish on the old one."""
+        """(Re)open the hub's socket; requests already in flight finish on the old one, and the servers it
+        started stay known (to reap them and to watch their limits)."""
+        previous = self._hubs.get(policy.hub)
         await self.close(policy.hub)
         path = self.layout.broker_socket(policy.hub)
         make_passable_dir(path.parent)
@@ -108,7 +110,10 @@ class Broker:
         )
         os.chmod(path, 0o600)
         os.chown(path, policy.hub_uid, -1, follow_symlinks=False)
-        self._hubs[policy.hub] = _Served(policy, server)
+        served = _Served(policy, server)
+        if previous is not None:
+            served.children, served.seen, served.users = previous.children, previous.seen, previous.users
+        self._hubs[policy.hub] = served
         return path
 
     async def close(self, hub: str) -> None:
@@ -231,11 +236,15 @@ class Broker:
     def _poll(self, served: _Served, user: str, pid: int) -> dict[str, Any]:
         policy = served.policy
         name = self._account_name(policy, user)
+        ours = pid in served.children
         status = self._exit_status(served, name, pid)
         if status is None:
+            served.users.setdefault(name, user)  # a server from before a daemon restart: watch it too
             return {"ok": True, "running": True}
         self._limit_events(served, user, name)
-        self._cleanup(served, name)
+        group = self._group(policy, name)
+        if ours or group is None or not group.pids():  # a wrong pid must not take a live server down
+            self._cleanup(served, name)
         return {"ok": True, "running": False, "exit_status": status}
 
     def _exit_status(self, served: _Served, name: str, pid: int) -> int | None:

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,7 +20,6 @@ import httpx
 import psutil
 
 from hubfleet.backends.local import (
-    BIN_DIR,
     LocalBackend,
     PreparedHub,
     hub_dir,
@@ -32,20 +30,12 @@ from hubfleet.backends.local import (
 )
 from hubfleet.clock import utcnow
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.daemon.broker import Broker, HubPolicy
+from hubfleet.daemon.broker import Broker
+from hubfleet.daemon.hub_files import home_name, plain_env, prepare_hub, purge_hub
 from hubfleet.deploy.state import record
-from hubfleet.isolation.accounts import (
-    Account,
-    AccountError,
-    comment_for,
-    ensure_account,
-    ensure_home,
-    fleet_accounts,
-    hub_account,
-    remove_account,
-)
-from hubfleet.isolation.cgroups import Limits, detect, parse_memory
-from hubfleet.runtime.layout import layout, make_passable_dir, make_state_private, migrate_hub
+from hubfleet.isolation.accounts import AccountError
+from hubfleet.isolation.cgroups import detect
+from hubfleet.runtime.layout import layout, make_state_private, migrate_hub
 from hubfleet.runtime.processes import process_tree, terminate_tree
 from hubfleet.runtime.status_file import write_status
 from hubfleet.store.api import Store
@@ -209,6 +199,8 @@ class Supervisor:
 
     async def start_all(self) -> None:
         """Start every hub at once and wait until each is healthy or has failed."""
+        for name in self.hubs:  # before the state tree turns private, which would strip users' files' modes
+            migrate_hub(self.layout, name, home_name)
         make_state_private(self.state_dir)
         self.write_status()
         results = await asyncio.gather(*(self._start_first(name) for name in self.hubs))
@@ -285,17 +277,9 @@ class Supervisor:
             if self.broker is not None:
                 await self.broker.close(name)
             if purge:
-                await asyncio.to_thread(self._purge, name)
+                await asyncio.to_thread(purge_hub, self.layout, name)
             self.write_status()
             return state
-
-    def _purge(self, name: str) -> None:
-        """A removed hub's files, homes and OS accounts."""
-        for directory in (hub_dir(self.state_dir, name), self.layout.hub_data(name), self.layout.homes(name)):
-            shutil.rmtree(directory, ignore_errors=True)
-        for account in fleet_accounts(self.layout.instance):
-            if account.comment.split(" ")[2:3] == [name]:
-                remove_account(account.name)
 
     async def _halt(self, name: str) -> None:
         """Stop only the hub process (and its proxy and services): its user servers survive."""
@@ -331,7 +315,7 @@ class Supervisor:
             return False
         prepared.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            account = await self._prepare_files(prepared)
+            account = await prepare_hub(self.layout, self.broker, prepared)
         except (AccountError, OSError) as exc:
             self._set(name, state="failed", error=f"could not prepare the hub's account and files: {exc}")
             return False
@@ -344,7 +328,7 @@ class Supervisor:
             proc = await asyncio.create_subprocess_exec(
                 *prepared.command,
                 cwd=prepared.data_dir,
-                env={**_plain_env(), "HOME": str(prepared.data_dir), **prepared.env},
+                env={**plain_env(), "HOME": str(prepared.data_dir), **prepared.env},
                 **run_as,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=logf,
@@ -371,48 +355,6 @@ class Supervisor:
             log_tail=read_log_tail(prepared.log_path, since=offset),
         )
         return False
-
-    async def _prepare_files(self, prepared: PreparedHub) -> Account | None:
-        """The hub's data directory (moved from an older layout if need be) and config; as root, also its
-        service account, which then owns the directory, and its broker socket. Returns the account it runs
-        as."""
-        name = prepared.name
-        migrate_hub(self.layout, name)
-        for directory in (self.layout.data_dir, prepared.data_dir.parent, self.layout.homes(name).parent):
-            make_passable_dir(directory)
-        make_passable_dir(self.layout.homes(name))
-        if self.broker is None:
-            prepared.data_dir.mkdir(mode=0o700, exist_ok=True)
-            prepared.config_path.write_text(prepared.rendered)
-            return None
-        comment = comment_for(self.layout.instance, name, "hub")
-        account_name = hub_account(self.layout.instance, name)
-        account = await asyncio.to_thread(
-            ensure_account, account_name, home=prepared.data_dir, comment=comment
-        )
-        await asyncio.to_thread(ensure_home, prepared.data_dir, account)
-        _write_owned(prepared.config_path, prepared.rendered, account)
-        await self.broker.serve(self._policy(prepared, account))
-        return account
-
-    def _policy(self, prepared: PreparedHub, account: Account) -> HubPolicy:
-        resources = prepared.resources
-        memory = resources.get("memory_limit")
-        return HubPolicy(
-            hub=prepared.name,
-            hub_uid=account.uid,
-            limits=Limits(
-                memory_bytes=parse_memory(memory) if memory else None,
-                cpu_cores=resources.get("cpu_limit"),
-                pids=resources.get("process_limit"),
-            ),
-            memory_text=memory,
-            db_path=prepared.data_dir / "jupyterhub.sqlite",
-            homes=self.layout.homes(prepared.name),
-            log_path=prepared.log_path,
-            command=[str(BIN_DIR / "jupyterhub-singleuser")],
-            path_env=f"{BIN_DIR}:/usr/local/bin:/usr/bin:/bin",
-        )
 
     async def _wait_healthy(
         self, proc: asyncio.subprocess.Process, prepared: PreparedHub, offset: int
@@ -500,20 +442,3 @@ class Supervisor:
                     headers={"Authorization": f"token {endpoint.token}"},
                     json={"servers": True, "proxy": True},
                 )
-
-
-def _plain_env() -> dict[str, str]:
-    """What a hub inherits from the daemon: nothing that could carry a secret (an age identity, tokens)."""
-    keep = ("LANG", "LC_ALL", "TZ", "PYTHONPATH")
-    return {key: os.environ[key] for key in keep if key in os.environ}
-
-
-def _write_owned(path: Path, text: str, account: Account) -> None:
-    """Write into a directory the hub's account owns without following a link it may have planted."""
-    tmp = path.with_name(f".{path.name}.hubfleet-tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        os.fchown(fd, account.uid, account.gid)
-    os.replace(tmp, path)

@@ -22,6 +22,7 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,9 +116,12 @@ def make_passable_dir(path: Path) -> None:
     os.chmod(path, 0o711)
 
 
-def migrate_hub(layout: Layout, hub: str) -> list[str]:
+def migrate_hub(layout: Layout, hub: str, home_name: Callable[[str], str] = str) -> list[str]:
     """Move what an older hubfleet kept in the state tree (`hubs/<hub>/`: database, cookie secret, homes) to
-    the data tree, in place and without overwriting anything. Returns what was moved, for the log."""
+    the data tree, in place and without overwriting anything; `home_name` maps the old home's name (the raw
+    username) to the one servers use now. Returns what was moved, for the log.
+
+    Runs before the state tree is made private: that would take the execute bits off users' files."""
     old = layout.hub_state(hub)
     moved: list[str] = []
     if not old.is_dir():
@@ -132,6 +136,7 @@ def migrate_hub(layout: Layout, hub: str) -> list[str]:
         if (old / name).exists() and not (new / name).exists():
             new.mkdir(parents=True, exist_ok=True)
             shutil.move(old / name, new / name)
+            os.chmod(new / name, 0o600)  # an older hubfleet left it readable; JupyterHub refuses that
             moved.append(f"{old / name} -> {new / name}")
     for stale in ("jupyterhub_config.py", "proxy.pid"):
         (old / stale).unlink(missing_ok=True)
@@ -140,7 +145,7 @@ def migrate_hub(layout: Layout, hub: str) -> list[str]:
         homes = layout.homes(hub)
         homes.mkdir(parents=True, exist_ok=True)
         for home in sorted(old_homes.iterdir()):
-            target = homes / home.name
+            target = homes / home_name(home.name)
             if target.exists():
                 log.warning("hub %s: %s kept: %s exists already; merge them by hand", hub, home, target)
                 continue

@@ -1,0 +1,104 @@
+"""What a local hub needs before it starts: its files where it can reach them and, as root, its own service
+account that owns them and the broker socket through which it asks for its users' servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+from hubfleet.backends.local import BIN_DIR, PreparedHub, hub_dir
+from hubfleet.daemon.broker import Broker, HubPolicy
+from hubfleet.isolation.accounts import (
+    Account,
+    AccountError,
+    check_username,
+    comment_for,
+    ensure_account,
+    ensure_home,
+    fleet_accounts,
+    home_dirname,
+    hub_account,
+    remove_account,
+)
+from hubfleet.isolation.cgroups import Limits, parse_memory
+from hubfleet.runtime.layout import Layout, make_passable_dir, migrate_hub
+
+PATH = f"{BIN_DIR}:/usr/local/bin:/usr/bin:/bin"
+
+
+async def prepare_hub(where: Layout, broker: Broker | None, prepared: PreparedHub) -> Account | None:
+    """The hub's data directory (moved from an older layout if need be) and config; with a broker, also the
+    hub's service account, which then owns the directory, and its socket. Returns the account to run as."""
+    name = prepared.name
+    migrate_hub(where, name, home_name)
+    for directory in (where.data_dir, prepared.data_dir.parent, where.homes(name).parent, where.homes(name)):
+        make_passable_dir(directory)
+    if broker is None:
+        prepared.data_dir.mkdir(mode=0o700, exist_ok=True)
+        prepared.config_path.write_text(prepared.rendered)
+        return None
+    comment = comment_for(where.instance, name, "hub")
+    account = await asyncio.to_thread(
+        ensure_account, hub_account(where.instance, name), home=prepared.data_dir, comment=comment
+    )
+    await asyncio.to_thread(ensure_home, prepared.data_dir, account)
+    write_owned(prepared.config_path, prepared.rendered, account)
+    await broker.serve(broker_policy(where, prepared, account))
+    return account
+
+
+def broker_policy(where: Layout, prepared: PreparedHub, account: Account) -> HubPolicy:
+    """What the broker enforces for the hub's users, from the fleet files (never from the hub)."""
+    resources = prepared.resources
+    memory = resources.get("memory_limit")
+    return HubPolicy(
+        hub=prepared.name,
+        hub_uid=account.uid,
+        limits=Limits(
+            memory_bytes=parse_memory(memory) if memory else None,
+            cpu_cores=resources.get("cpu_limit"),
+            pids=resources.get("process_limit"),
+        ),
+        memory_text=memory,
+        db_path=prepared.data_dir / "jupyterhub.sqlite",
+        homes=where.homes(prepared.name),
+        log_path=prepared.log_path,
+        command=[str(BIN_DIR / "jupyterhub-singleuser")],
+        path_env=PATH,
+    )
+
+
+def home_name(username: str) -> str:
+    """The name of a user's home now, for a home an older hubfleet named by the raw username."""
+    try:
+        return home_dirname(check_username(username))
+    except AccountError:
+        return username
+
+
+def plain_env() -> dict[str, str]:
+    """What a hub inherits from the daemon: nothing that could carry a secret (an age identity, tokens)."""
+    keep = ("LANG", "LC_ALL", "TZ", "PYTHONPATH")
+    return {key: os.environ[key] for key in keep if key in os.environ}
+
+
+def write_owned(path: Path, text: str, account: Account) -> None:
+    """Write into a directory the hub's account owns without following a link it may have planted."""
+    tmp = path.with_name(f".{path.name}.hubfleet-tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        os.fchown(fd, account.uid, account.gid)
+    os.replace(tmp, path)
+
+
+def purge_hub(where: Layout, name: str) -> None:
+    """A removed hub's files, homes and OS accounts."""
+    for directory in (hub_dir(where.state_dir, name), where.hub_data(name), where.homes(name)):
+        shutil.rmtree(directory, ignore_errors=True)
+    for account in fleet_accounts(where.instance):
+        if account.comment.split(" ")[2:3] == [name]:
+            remove_account(account.name)
