@@ -10,12 +10,11 @@ from __future__ import annotations
 import datetime
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fleet_helpers import copy_demo_fleet, hubfleet, running_fleet  # noqa: E402
+from fleet_helpers import copy_demo_fleet, hubfleet, passable_tempdir, running_fleet  # noqa: E402
 from machine_info import machine  # noqa: E402
 
 
@@ -46,8 +45,8 @@ def timed_deploy(root: Path, parallel: int) -> dict[str, object]:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = copy_demo_fleet(Path(tmp) / "demo")
+    with passable_tempdir() as tmp:
+        root = copy_demo_fleet(tmp / "demo")
         with running_fleet(root):
             runs = []
             for round_, parallel in enumerate((1, 4, 1, 4), start=1):

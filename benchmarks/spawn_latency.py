@@ -20,8 +20,8 @@ import asyncio
 import datetime
 import json
 import math
+import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fleet_helpers import copy_demo_fleet, daemon_status, hubfleet, running_fleet  # noqa: E402
+from fleet_helpers import copy_demo_fleet, daemon_status, hubfleet, passable_tempdir, running_fleet  # noqa: E402
 from machine_info import machine  # noqa: E402
 
 HUB = "uni-a-staging"
@@ -144,11 +144,18 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=5, help="spawns at concurrency 1 (default 5)")
     parser.add_argument("--concurrent", type=int, default=10, help="users spawning at once (default 10)")
     parser.add_argument("--poll", type=float, default=0.1, help="user-model poll interval, s (default 0.1)")
+    parser.add_argument(
+        "--single-account", action="store_true", help="HUBFLEET_ISOLATION=single: no accounts, no broker"
+    )
     args = parser.parse_args()
+    single = args.single_account or os.geteuid() != 0
+    env = {"HUBFLEET_ISOLATION": "single"} if args.single_account else None
 
-    with tempfile.TemporaryDirectory(prefix="hubfleet-bench-") as tmp:
-        fleet = copy_demo_fleet(Path(tmp) / "demo", keep={HUB_FILE})
-        with running_fleet(fleet):  # brought down (and checked for leftovers) even when measuring fails
+    with passable_tempdir() as tmp:
+        fleet = copy_demo_fleet(tmp / "demo", keep={HUB_FILE})
+        with running_fleet(
+            fleet, env=env
+        ):  # brought down (and checked for leftovers) even when measuring fails
             url = daemon_status(fleet)["hubs"][HUB]["url"]
             token = hubfleet("token", HUB, fleet=fleet, check=True).stdout.strip()
             results = asyncio.run(measure(url, token, args))
@@ -157,7 +164,9 @@ def main() -> None:
         {
             "benchmark": "spawn_latency",
             "hub": HUB,
-            "spawner": "SimpleLocalProcessSpawner",
+            "spawner": "SimpleLocalProcessSpawner (single-account mode)"
+            if single
+            else "BrokerSpawner (an OS account per user)",
             "poll_interval_seconds": args.poll,
             "percentiles": "linear interpolation between closest ranks",
             **results,

@@ -13,12 +13,11 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fleet_helpers import copy_demo_fleet, hubfleet, kill_leftovers  # noqa: E402
+from fleet_helpers import copy_demo_fleet, hubfleet, kill_leftovers, passable_tempdir, remove_accounts  # noqa: E402
 from machine_info import machine  # noqa: E402
 
 TARGET_SECONDS = 15
@@ -40,8 +39,8 @@ def main() -> None:
     args = parser.parse_args()
 
     runs: list[dict[str, float]] = []
-    with tempfile.TemporaryDirectory(prefix="hubfleet-bench-") as tmp:
-        fleet = copy_demo_fleet(Path(tmp) / "demo")
+    with passable_tempdir() as tmp:
+        fleet = copy_demo_fleet(tmp / "demo")
         hubs = len(list(fleet.glob("communities/*/hubs/*.yaml")))
         try:
             for _ in range(args.runs):
@@ -55,6 +54,7 @@ def main() -> None:
         finally:
             hubfleet("down", fleet=fleet, timeout=120)
             leftovers = kill_leftovers(fleet)
+            remove_accounts(fleet)
             if leftovers:
                 print(f"stopped leftover processes: {leftovers}", file=sys.stderr)
 

@@ -9,11 +9,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from hubfleet.isolation.accounts import fleet_accounts, remove_account
 from hubfleet.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,7 +135,28 @@ def running_fleet(root: Path, env: dict[str, str] | None = None):  # noqa: ANN20
     finally:
         hubfleet("down", fleet=root, env=env)
         leaks = kill_leftovers(root)
+        remove_accounts(root)
         assert not leaks, f"processes left after down: {leaks}"
+
+
+def remove_accounts(root: Path) -> list[str]:
+    """The OS accounts (hubs and users) a fleet created as root, once it is down."""
+    layout_file = root / ".hubfleet" / "layout.json"
+    if os.geteuid() != 0 or not layout_file.exists():
+        return []
+    accounts = fleet_accounts(json.loads(layout_file.read_text())["instance"])
+    for account in accounts:
+        remove_account(account.name)
+    return [account.name for account in accounts]
+
+
+@contextlib.contextmanager
+def passable_tempdir(prefix: str = "hubfleet-bench-"):  # noqa: ANN201 - Iterator[Path]
+    """A temporary directory that hub and user accounts may pass through (0711), as they must reach the
+    fleet's data directory inside it."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        os.chmod(tmp, 0o711)
+        yield Path(tmp)
 
 
 def mark_deployed(root: Path) -> None:
