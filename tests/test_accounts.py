@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -365,7 +365,7 @@ def test_launch_runs_as_the_account_without_groups(user: Account) -> None:
     assert fields["Gid"].split() == [str(user.gid)] * 4
     assert fields["Groups"].split() == []
     assert int(fields["CapEff"], 16) == 0 and int(fields["CapPrm"], 16) == 0
-    # Python's ignored SIGPIPE/SIGXFSZ are not inherited (other ignored signals come from whoever runs the test:
+    # Python's ignored SIGPIPE/SIGXFSZ are not inherited (other ignored signals come from who runs the test:
     # glibc's reserved 32 and 33 cannot be reset from Python)
     ignored = int(fields["SigIgn"], 16)
     assert ignored & (1 << (signal.SIGPIPE - 1) | 1 << (signal.SIGXFSZ - 1)) == 0
