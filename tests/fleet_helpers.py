@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,16 @@ DEMO = REPO / "examples" / "demo-fleet"
 NO_STATE = shutil.ignore_patterns(".hubfleet")
 """copytree ignore for DEMO: after `make demo` it holds its state dir, which no copy may take along."""
 HUBFLEET = Path(sys.executable).parent / "hubfleet"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 90, interval: float = 0.3) -> Any:
+    """Poll until predicate() returns something true, and return it; fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def free_ports(count: int) -> list[int]:

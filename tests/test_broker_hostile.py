@@ -20,7 +20,7 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,8 @@ import httpx
 import psutil
 import pytest
 
-from fleet_helpers import alive, copy_demo_fleet, daemon_status, hubfleet, running_fleet
+from fleet_helpers import alive, copy_demo_fleet, daemon_status, hubfleet, running_fleet, wait_for
+from hubfleet.daemon.broker import MAX_IN_FLIGHT
 from hubfleet.isolation.accounts import fleet_accounts, home_dirname, hub_account, user_account
 from hubfleet.runtime.layout import Layout, layout
 
@@ -89,16 +90,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             for client, user in ((a, "café"), (a, "alice"), (b, "bea")):
                 assert client.post(f"/hub/api/users/{user}").status_code == 201
         yield fleet
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 90, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def send(path: Path, raw: bytes, timeout: float = 60) -> socket.socket:
@@ -335,7 +326,7 @@ def test_other_accounts_cannot_reach_a_hubs_socket(fleet: Fleet) -> None:
 
 
 def test_a_flood_is_answered_or_turned_away_and_the_daemon_keeps_serving(fleet: Fleet) -> None:
-    """200 connections at once, eight of them holding their request open to fill the hub's in-flight slots:
+    """200 connections at once, MAX_IN_FLIGHT of them holding their request open to fill the hub's slots:
     each gets its own refusal or "busy", the daemon lives on, and the slots are all free again afterwards."""
     daemon = psutil.Process(fleet.daemon_pid())
     sock = fleet.sock(A)
@@ -351,8 +342,9 @@ def test_a_flood_is_answered_or_turned_away_and_the_daemon_keeps_serving(fleet: 
         (json.dumps({"op": "nope", "user": "grace", "pid": 9}).encode() + b"\n", "unknown op 'nope'"),
     ]
     # opened first, so the broker takes them first: they fill the slots until its read timeout (5 s)
-    held = [send(sock, b'{"op": "poll", "user": "gra') for _ in range(8)]
-    requests = [junk[i % len(junk)] for i in range(192)]
+    held = [send(sock, b'{"op": "poll", "user": "gra') for _ in range(MAX_IN_FLIGHT)]
+    requests = [junk[i % len(junk)] for i in range(200 - MAX_IN_FLIGHT)]
+    time.sleep(1.5)  # the broker has accepted them all (it takes a slot on accept), well within its 5 s
 
     def one(item: tuple[bytes, str]) -> tuple[str, str]:
         raw, expected = item
@@ -368,7 +360,8 @@ def test_a_flood_is_answered_or_turned_away_and_the_daemon_keeps_serving(fleet: 
     assert len(answers) == 200
     for error, expected in answers:
         assert error.startswith("busy: too many requests") or expected in error, (error, expected)
-    assert [error for error, _ in answers if error.startswith("busy")], "the in-flight limit never held"
+    busy = [error for error, _ in answers if error.startswith("busy")]
+    assert len(busy) == len(requests), "the in-flight limit did not hold"
 
     assert alive(daemon) and daemon.pid == fleet.daemon_pid()
     for hub in (A, B):

@@ -45,17 +45,21 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         text = text.replace(
             "      dummy: ada\n", f"      dummy: ada\n    age_recipient: {new_identity(identity)}\n"
         )
-        text = text.rstrip("\n") + "\n" + (
-            "console:\n"
-            "  password_sign_in: false\n"
-            "  oidc:\n"
-            f"    issuer: {provider.url}\n"
-            f"    client_id: {client_id}\n"
-            "    client_secret: {secret: console_oidc_secret}\n"
-            "    username_claim: email\n"
-            "  accounts:\n"
-            f"    - {{username: {OPERATOR}, role: operator}}\n"
-            f"    - {{username: {LEADER}, role: community-leader, communities: [uni-a]}}\n"
+        text = (
+            text.rstrip("\n")
+            + "\n"
+            + (
+                "console:\n"
+                "  password_sign_in: false\n"
+                "  oidc:\n"
+                f"    issuer: {provider.url}\n"
+                f"    client_id: {client_id}\n"
+                "    client_secret: {secret: console_oidc_secret}\n"
+                "    username_claim: email\n"
+                "  accounts:\n"
+                f"    - {{username: {OPERATOR}, role: operator}}\n"
+                f"    - {{username: {LEADER}, role: community-leader, communities: [uni-a]}}\n"
+            )
         )
         fleet_yaml.write_text(text)
         age_env = {"HUBFLEET_AGE_IDENTITY": str(identity)}

@@ -22,7 +22,7 @@ import psutil
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from fleet_helpers import copy_demo_fleet, daemon_status, edit, hubfleet, running_fleet
+from fleet_helpers import copy_demo_fleet, daemon_status, edit, hubfleet, running_fleet, wait_for
 from hubfleet.store import open_store
 
 pytestmark = [
@@ -34,15 +34,6 @@ UNI, HACK = "uni-a-staging", "hackweek-staging"
 DAEMON_MARKER = "daemon-env-" + secrets.token_hex(8)
 MEMORY_LIMIT = "400M"
 PROCESS_LIMIT = 96
-
-
-def wait_for(predicate, timeout: float = 60, interval: float = 0.3):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,7 @@ import os
 import pwd
 import shutil
 import stat
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fleet_helpers import copy_demo_fleet, daemon_status, hubfleet, kill_leftovers, running_fleet
+from fleet_helpers import copy_demo_fleet, daemon_status, hubfleet, kill_leftovers, running_fleet, wait_for
 from hubfleet.isolation.accounts import home_dirname, hub_account, user_account
 from hubfleet.runtime.layout import Layout, layout
 
@@ -54,16 +53,6 @@ class Migrated:
 
     def account(self, user: str) -> pwd.struct_passwd:
         return pwd.getpwnam(user_account(self.where.instance, HUB, user))
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 120, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def admin_client(root: Path) -> httpx.Client:

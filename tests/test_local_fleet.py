@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -22,19 +21,10 @@ from fleet_helpers import (
     hubfleet,
     kill_leftovers,
     running_fleet,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate, timeout: float = 60, interval: float = 0.3):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from alert_receivers import smtp_server, webhook_receiver
-from fleet_helpers import copy_demo_fleet, daemon_status, hubfleet, running_fleet
+from fleet_helpers import copy_demo_fleet, daemon_status, hubfleet, running_fleet, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,16 +31,6 @@ def failed_probes_until(fleet: Path, hub: str, until: str) -> int:
     with open_store(fleet / ".hubfleet") as store, store.session() as session:
         rows = session.query(ProbeSample).filter(ProbeSample.hub == hub, ProbeSample.ok.is_(False))
         return sum(1 for row in rows if row.at <= datetime.fromisoformat(until))
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.2):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def incidents(fleet: Path, *flags: str) -> list[dict]:

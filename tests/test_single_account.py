@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,15 @@ import httpx
 import psutil
 import pytest
 
-from fleet_helpers import HUBFLEET, alive, copy_demo_fleet, daemon_status, drop_section, kill_leftovers
+from fleet_helpers import (
+    HUBFLEET,
+    alive,
+    copy_demo_fleet,
+    daemon_status,
+    drop_section,
+    kill_leftovers,
+    wait_for,
+)
 from hubfleet.isolation.accounts import Account, comment_for, ensure_account, remove_account, user_account
 
 pytestmark = [
@@ -88,16 +95,6 @@ def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
         yield Runner(account, base)
     finally:
         remove_account(name)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 120, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def uid_of(pid: int) -> int:

@@ -48,8 +48,9 @@ log = logging.getLogger("hubfleet.broker")
 
 REQUEST_LIMIT = 1 << 16
 READ_TIMEOUT = 5.0
-MAX_IN_FLIGHT = 8
-"""Requests one hub may have open at once; more are refused at once (a flood costs nothing)."""
+MAX_IN_FLIGHT = 128
+"""Requests one hub may have open at once (above JupyterHub's default of 100 concurrent spawns); more are
+refused at once, so a flood costs nothing."""
 INTERRUPT_WAIT, TERM_WAIT = 10.0, 5.0
 NOTICE_FILE = "LIMIT-REACHED.txt"
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
