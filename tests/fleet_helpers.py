@@ -22,7 +22,7 @@ from hubfleet.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "examples" / "demo-fleet"
-NO_STATE = shutil.ignore_patterns(".hubfleet")
+NO_STATE = shutil.ignore_patterns(".hubfleet", ".hubfleet-data")
 """copytree ignore for DEMO: after `make demo` it holds its state dir, which no copy may take along."""
 HUBFLEET = Path(sys.executable).parent / "hubfleet"
 

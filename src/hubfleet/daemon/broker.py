@@ -126,6 +126,17 @@ class Broker:
     async def close_all(self) -> None:
         for hub in list(self._hubs):
             await self.close(hub)
+        self._prune_groups()
+
+    def _prune_groups(self) -> None:
+        """The fleet's empty group directories (each server's own is removed when it stops)."""
+        if self.cgroups is None:
+            return
+        for base in self.cgroups.bases():
+            top = base / "hubfleet" / self.layout.instance
+            for directory in [*sorted(p for p in top.glob("*") if p.is_dir()), top]:
+                with contextlib.suppress(OSError):  # still holds a group: a server outlives the daemon
+                    directory.rmdir()
 
     async def _handle(self, hub: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         served = self._hubs.get(hub)
