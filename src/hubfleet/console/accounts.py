@@ -23,6 +23,8 @@ from hubfleet.store.api import Store
 from hubfleet.store.models import ApiToken, ConsolePassword, ConsoleSession
 
 TOKEN_PREFIX = "hf_"
+MAX_TOKEN_ID = 2**31 - 1
+"""The largest id every store's INTEGER column holds (PostgreSQL's is 32 bits); larger ones are refused."""
 MIN_PASSWORD_LENGTH = 10
 # scrypt at n=2**14, r=8: 16 MiB and ~50 ms per check, the parameters RFC 7914 gives for interactive use
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -283,6 +285,8 @@ def list_tokens(store: Store, username: str | None = None) -> list[TokenInfo]:
 
 def revoke_token(store: Store, token_id: int, username: str | None = None) -> bool:
     """Revoke token `token_id` (only if it belongs to `username`, when given); False if there is none."""
+    if not 1 <= token_id <= MAX_TOKEN_ID:
+        return False
     query = update(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
     if username is not None:
         query = query.where(ApiToken.username == username)

@@ -420,7 +420,9 @@ def create_token(body: TokenRequest, principal: Caller, state: State) -> dict[st
     summary="Revoke one of the caller's tokens",
 )
 def revoke_token(
-    token_id: Annotated[int, Path(ge=1, le=2**62, description="The token's id (GET /api/tokens).")],
+    token_id: Annotated[
+        int, Path(ge=1, le=accounts.MAX_TOKEN_ID, description="The token's id (GET /api/tokens).")
+    ],
     principal: Caller,
     state: State,
 ) -> Response:

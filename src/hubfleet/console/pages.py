@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request
 from fastapi.responses import RedirectResponse, Response
 
 from hubfleet.clock import utcnow
@@ -240,7 +240,10 @@ def tokens_create(
 
 @router.post("/tokens/{token_id}/revoke")
 def tokens_revoke(
-    request: Request, principal: PagePrincipal, token_id: int, csrf_token: FormStr = ""
+    request: Request,
+    principal: PagePrincipal,
+    token_id: Annotated[int, Path(ge=1, le=accounts.MAX_TOKEN_ID)],
+    csrf_token: FormStr = "",
 ) -> Response:
     check_form_csrf(principal, csrf_token)
     if not accounts.revoke_token(console_state(request).store, token_id, principal.username):

@@ -1,0 +1,80 @@
+"""Issue 12's smaller console findings, against the app in this process (starlette's TestClient) over a real
+SQLite store: passwords and tokens, out-of-range ids, the atomic sign-in lockout and its lifting by
+`hubfleet console-password`, and the headers of signed-in answers."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from console_helpers import PASSWORDS, sign_in, write_accounts
+from fleet_helpers import copy_demo_fleet
+from hubfleet.config.validate import load_fleet
+from hubfleet.console import accounts
+from hubfleet.console.app import create_app
+from hubfleet.store import Store, open_store
+
+with warnings.catch_warnings():  # starlette suggests httpx2; httpx is what the project has
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Path:
+    root = copy_demo_fleet(tmp_path / "fleet")
+    write_accounts(root)
+    return root
+
+
+@pytest.fixture
+def store(fleet: Path) -> Iterator[Store]:
+    with open_store(fleet / ".hubfleet") as opened:
+        for username, password in PASSWORDS.items():
+            accounts.set_password(opened, username, password)
+        yield opened
+
+
+@pytest.fixture
+def app(fleet: Path, store: Store) -> object:
+    return create_app(store, load_fleet(fleet))
+
+
+def _client(app: object) -> TestClient:
+    return TestClient(app, follow_redirects=False)  # type: ignore[arg-type]
+
+
+def _signed_in(app: object, username: str) -> tuple[TestClient, str]:
+    """A client with a session of `username`, and the session's CSRF token."""
+    client = _client(app)
+    assert sign_in(client, username, PASSWORDS[username]).status_code == 303
+    match = re.search(r'<meta\s+name="csrf-token"\s+content="([^"]+)"', client.get("/").text)
+    assert match
+    return client, match.group(1)
+
+
+# --------------------------------------------------------------------------- token ids
+
+
+@pytest.mark.parametrize("token_id", ["9223372036854775808", "2147483648", "0", "-1"])
+def test_an_out_of_range_token_id_is_a_validation_error_not_a_server_error(
+    app: object, token_id: str
+) -> None:
+    client, csrf = _signed_in(app, "ops")
+    with client:
+        page = client.post(
+            f"/tokens/{token_id}/revoke", data={"csrf_token": csrf}, headers={"Accept": "text/html"}
+        )
+        assert page.status_code == 400 and "token_id" in page.text  # the validation error page
+        form = client.post(f"/tokens/{token_id}/revoke", data={"csrf_token": csrf})
+        assert form.status_code == 422
+        api = client.delete(f"/api/tokens/{token_id}", headers={"X-CSRF-Token": csrf})
+        assert api.status_code == 422 and "token_id" in api.json()["detail"]
+    assert not accounts.revoke_token(accounts_store(app), 2**63)  # and the function refuses on its own
+
+
+def accounts_store(app: object) -> Store:
+    return app.state.console.source.store  # type: ignore[attr-defined,no-any-return]
