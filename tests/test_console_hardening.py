@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from console_helpers import PASSWORDS, sign_in, write_accounts
-from fleet_helpers import copy_demo_fleet
+from fleet_helpers import copy_demo_fleet, hubfleet
 from hubfleet.config.validate import load_fleet
 from hubfleet.console import accounts
 from hubfleet.console.app import create_app
@@ -54,6 +54,35 @@ def _signed_in(app: object, username: str) -> tuple[TestClient, str]:
     match = re.search(r'<meta\s+name="csrf-token"\s+content="([^"]+)"', client.get("/").text)
     assert match
     return client, match.group(1)
+
+
+# --------------------------------------------------------------------------- passwords revoke tokens
+
+
+def test_changing_or_removing_a_password_revokes_the_accounts_tokens(store: Store) -> None:
+    token, _ = accounts.create_token(store, "ops", "ci")
+    other, _ = accounts.create_token(store, "lead-a", "ci")
+    assert accounts.set_password(store, "ops", "a new password") == 1
+    assert accounts.lookup_token(store, token) is None
+    assert accounts.lookup_token(store, other) is not None  # other accounts keep theirs
+    fresh, _ = accounts.create_token(store, "ops", "after the change")
+    assert accounts.remove_password(store, "ops")
+    assert accounts.lookup_token(store, fresh) is None
+
+
+def test_the_cli_says_it_revoked_the_tokens(fleet: Path) -> None:
+    with open_store(fleet / ".hubfleet") as opened:
+        token, _ = accounts.create_token(opened, "ops", "ci")
+    changed = hubfleet("console-password", "ops", "--stdin", fleet=fleet, input="another password\n")
+    assert changed.returncode == 0, changed.stderr
+    assert "1 API token(s) revoked" in changed.stdout
+    with open_store(fleet / ".hubfleet") as opened:
+        assert accounts.lookup_token(opened, token) is None
+        token, _ = accounts.create_token(opened, "ops", "ci")
+    removed = hubfleet("console-password", "ops", "--remove", fleet=fleet)
+    assert removed.returncode == 0 and "1 API token(s) revoked" in removed.stdout
+    with open_store(fleet / ".hubfleet") as opened:
+        assert accounts.lookup_token(opened, token) is None
 
 
 # --------------------------------------------------------------------------- token ids

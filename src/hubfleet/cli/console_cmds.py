@@ -99,7 +99,8 @@ def console_password(
         bool, typer.Option("--remove", help="Remove the password (no password sign-in).")
     ] = False,
 ) -> None:
-    """Set a console account's password (asked twice; stored hashed). Signs the account out everywhere."""
+    """Set a console account's password (asked twice; stored hashed). Signs the account out everywhere
+    and revokes its API tokens."""
     from hubfleet.console import accounts
     from hubfleet.store import open_store
 
@@ -107,9 +108,11 @@ def console_password(
     config = load_or_explain(fleet_dir)
     with open_store(resolve_state_dir(fleet_dir, state_dir)) as store:
         if remove:
+            revoked = len([t for t in accounts.list_tokens(store, username) if t.active])
             removed = accounts.remove_password(store, username)
-            accounts.end_sessions_of(store, username)
-            console.print(f"password of '{username}' removed" if removed else f"'{username}' had no password")
+            ended = accounts.end_sessions_of(store, username)
+            message = f"password of '{username}' removed" if removed else f"'{username}' had no password"
+            console.print(message + _signed_out(ended, revoked))
             return
         _require_account(config, username)
         if stdin:
@@ -121,9 +124,15 @@ def console_password(
         problem = accounts.password_problem(password)
         if problem:
             raise UserError(f"{problem}; nothing changed")
-        accounts.set_password(store, username, password)
+        revoked = accounts.set_password(store, username, password)
         ended = accounts.end_sessions_of(store, username)
-    console.print(f"password of '{username}' set" + (f"; {ended} session(s) signed out" if ended else ""))
+    console.print(f"password of '{username}' set" + _signed_out(ended, revoked))
+
+
+def _signed_out(sessions: int, tokens: int) -> str:
+    parts = [f"{sessions} session(s) signed out"] if sessions else []
+    parts += [f"{tokens} API token(s) revoked"] if tokens else []
+    return "; " + ", ".join(parts) if parts else ""
 
 
 @token_app.command("create")

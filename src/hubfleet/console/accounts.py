@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from hubfleet.clock import utcnow
 from hubfleet.store.api import Store
 from hubfleet.store.models import ApiToken, ConsolePassword, ConsoleSession
 
 TOKEN_PREFIX = "hf_"
+MAX_TOKEN_ID = 2**31 - 1
+"""The largest id every store's INTEGER column holds (PostgreSQL's is 32 bits); larger ones are refused."""
 MAX_TOKEN_ID = 2**31 - 1
 """The largest id every store's INTEGER column holds (PostgreSQL's is 32 bits); larger ones are refused."""
 MIN_PASSWORD_LENGTH = 10
@@ -70,13 +73,16 @@ def password_problem(password: str) -> str | None:
     return None
 
 
-def set_password(store: Store, username: str, password: str) -> None:
+def set_password(store: Store, username: str, password: str) -> int:
+    """Set `username`'s password and revoke the account's API tokens (whoever knew the old password may
+    have made some); returns how many tokens were revoked."""
     problem = password_problem(password)
     if problem:
         raise ValueError(problem)
     row = ConsolePassword(username=username, password_hash=hash_password(password), updated_at=utcnow())
     with store.session() as session, session.begin():
         session.merge(row)
+        return _revoke_tokens_of(session, username)
 
 
 def check_password(store: Store, username: str, password: str) -> bool:
@@ -97,10 +103,11 @@ def has_password(store: Store, username: str) -> bool:
 
 
 def remove_password(store: Store, username: str) -> bool:
+    """Remove `username`'s password and revoke the account's API tokens; False if it had no password."""
     with store.session() as session, session.begin():
-        return bool(
-            session.execute(delete(ConsolePassword).where(ConsolePassword.username == username)).rowcount
-        )  # type: ignore[attr-defined]
+        removed = session.execute(delete(ConsolePassword).where(ConsolePassword.username == username))
+        _revoke_tokens_of(session, username)
+        return bool(removed.rowcount)  # type: ignore[attr-defined]
 
 
 @functools.cache
@@ -275,6 +282,11 @@ def lookup_token(store: Store, token: str) -> TokenInfo | None:
         return _token_info(row)
 
 
+def _revoke_tokens_of(session: Session, username: str) -> int:
+    query = update(ApiToken).where(ApiToken.username == username, ApiToken.revoked_at.is_(None))
+    return int(session.execute(query.values(revoked_at=utcnow())).rowcount or 0)  # type: ignore[attr-defined]
+
+
 def list_tokens(store: Store, username: str | None = None) -> list[TokenInfo]:
     query = select(ApiToken).order_by(ApiToken.id)
     if username is not None:
@@ -285,6 +297,8 @@ def list_tokens(store: Store, username: str | None = None) -> list[TokenInfo]:
 
 def revoke_token(store: Store, token_id: int, username: str | None = None) -> bool:
     """Revoke token `token_id` (only if it belongs to `username`, when given); False if there is none."""
+    if not 1 <= token_id <= MAX_TOKEN_ID:
+        return False
     if not 1 <= token_id <= MAX_TOKEN_ID:
         return False
     query = update(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
