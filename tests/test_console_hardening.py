@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,36 @@ def test_an_out_of_range_token_id_is_a_validation_error_not_a_server_error(
 
 def accounts_store(app: object) -> Store:
     return app.state.console.source.store  # type: ignore[attr-defined,no-any-return]
+
+
+# --------------------------------------------------------------------------- lockout
+
+
+def _attempt(app: object, username: str, password: str) -> int:
+    with _client(app) as client:
+        return sign_in(client, username, password).status_code
+
+
+def test_concurrent_wrong_passwords_lock_after_exactly_five(app: object) -> None:
+    with ThreadPoolExecutor(32) as pool:
+        codes = list(pool.map(lambda _: _attempt(app, "ops", "wrong password!"), range(32)))
+    assert codes.count(401) == accounts.MAX_FAILURES and codes.count(429) == 32 - accounts.MAX_FAILURES
+    assert _attempt(app, "ops", PASSWORDS["ops"]) == 429  # the right password is refused while locked
+    assert _attempt(app, "lead-a", PASSWORDS["lead-a"]) == 303  # other accounts are not affected
+
+
+def test_console_password_lifts_a_lock(app: object, fleet: Path) -> None:
+    for _ in range(accounts.MAX_FAILURES):
+        assert _attempt(app, "ops", "wrong password!") == 401
+    assert _attempt(app, "ops", PASSWORDS["ops"]) == 429
+    unlocked = hubfleet("console-password", "ops", "--unlock", fleet=fleet)  # another process, same store
+    assert unlocked.returncode == 0 and "may sign in again" in unlocked.stdout, unlocked.stderr
+    assert _attempt(app, "ops", PASSWORDS["ops"]) == 303
+    for _ in range(accounts.MAX_FAILURES):
+        assert _attempt(app, "ops", "wrong password!") == 401
+    assert _attempt(app, "ops", PASSWORDS["ops"]) == 429
+    changed = hubfleet("console-password", "ops", "--stdin", fleet=fleet, input="a new password\n")
+    assert changed.returncode == 0, changed.stderr
+    assert _attempt(app, "ops", "a new password") == 303  # setting a password lifts it too
+    nobody = hubfleet("console-password", "lead-h", "--unlock", "--remove", fleet=fleet)
+    assert nobody.returncode == 1 and "do not go together" in nobody.stderr

@@ -98,12 +98,20 @@ def console_password(
     remove: Annotated[
         bool, typer.Option("--remove", help="Remove the password (no password sign-in).")
     ] = False,
+    unlock: Annotated[
+        bool,
+        typer.Option(
+            "--unlock", help="Only lift a lock after failed sign-ins; keep the password and tokens."
+        ),
+    ] = False,
 ) -> None:
-    """Set a console account's password (asked twice; stored hashed). Signs the account out everywhere
-    and revokes its API tokens."""
+    """Set a console account's password (asked twice; stored hashed). Signs the account out everywhere,
+    revokes its API tokens and lifts a lock after failed sign-ins."""
     from hubfleet.console import accounts
     from hubfleet.store import open_store
 
+    if remove and unlock:
+        raise UserError("--remove and --unlock do not go together")
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
     with open_store(resolve_state_dir(fleet_dir, state_dir)) as store:
@@ -113,6 +121,13 @@ def console_password(
             ended = accounts.end_sessions_of(store, username)
             message = f"password of '{username}' removed" if removed else f"'{username}' had no password"
             console.print(message + _signed_out(ended, revoked))
+            return
+        if unlock:
+            if not accounts.unlock(store, username):
+                raise UserError(
+                    f"'{username}' has no console password; set one with `hubfleet console-password`"
+                )
+            console.print(f"'{username}' may sign in again (failed sign-ins forgotten)")
             return
         _require_account(config, username)
         if stdin:

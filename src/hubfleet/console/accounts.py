@@ -1,5 +1,7 @@
 """Console credentials kept in the store: password hashes, browser sessions and API tokens; and the
-failed password sign-ins a console process remembers (in memory) to lock an account out for a while.
+failed password sign-ins a console process remembers (in memory) to lock an account out for a while
+(`hubfleet console-password` lifts such a lock: failures older than the password row's `updated_at` no
+longer count).
 
 Accounts and their roles live in fleet.yaml (`console.accounts`); the store holds only what must not be
 in files. Session ids and tokens are random; the store keeps their SHA-256, so a copy of the database
@@ -12,6 +14,7 @@ import functools
 import hashlib
 import hmac
 import secrets
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,8 +27,6 @@ from hubfleet.store.api import Store
 from hubfleet.store.models import ApiToken, ConsolePassword, ConsoleSession
 
 TOKEN_PREFIX = "hf_"
-MAX_TOKEN_ID = 2**31 - 1
-"""The largest id every store's INTEGER column holds (PostgreSQL's is 32 bits); larger ones are refused."""
 MAX_TOKEN_ID = 2**31 - 1
 """The largest id every store's INTEGER column holds (PostgreSQL's is 32 bits); larger ones are refused."""
 MIN_PASSWORD_LENGTH = 10
@@ -74,8 +75,8 @@ def password_problem(password: str) -> str | None:
 
 
 def set_password(store: Store, username: str, password: str) -> int:
-    """Set `username`'s password and revoke the account's API tokens (whoever knew the old password may
-    have made some); returns how many tokens were revoked."""
+    """Set `username`'s password, revoke the account's API tokens (whoever knew the old password may have
+    made some) and lift a sign-in lock; returns how many tokens were revoked."""
     problem = password_problem(password)
     if problem:
         raise ValueError(problem)
@@ -83,6 +84,20 @@ def set_password(store: Store, username: str, password: str) -> int:
     with store.session() as session, session.begin():
         session.merge(row)
         return _revoke_tokens_of(session, username)
+
+
+def unlock(store: Store, username: str) -> bool:
+    """Lift a sign-in lock of `username` (failures before now stop counting); False if it has no password."""
+    query = update(ConsolePassword).where(ConsolePassword.username == username).values(updated_at=utcnow())
+    with store.session() as session, session.begin():
+        return bool(session.execute(query).rowcount)  # type: ignore[attr-defined]
+
+
+def unlocked_since(store: Store, username: str) -> float | None:
+    """When `username`'s password was last set or unlocked (a Unix time), or None."""
+    with store.session() as session:
+        row = session.get(ConsolePassword, username)
+        return row.updated_at.timestamp() if row else None
 
 
 def check_password(store: Store, username: str, password: str) -> bool:
@@ -126,25 +141,45 @@ MAX_TRACKED = 10_000
 
 @dataclass
 class FailedSignIns:
-    """Failed password sign-ins per account: five within 15 minutes lock it for the rest of the window."""
+    """Failed password sign-ins per account: five within 15 minutes lock it for the rest of the window.
+
+    `begin` counts an attempt as a failure before its password is checked, under a lock, so that any
+    number of concurrent attempts gets at most MAX_FAILURES password checks; `succeeded` forgets them.
+    Times are Unix times, comparable with the password row's `updated_at` (see `unlocked_since`)."""
 
     times: dict[str, deque[float]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def locked_for(self, username: str, now: float) -> float:
+    def _recent(self, username: str, now: float, since: float | None) -> deque[float]:
         recent = self.times.get(username)
-        if not recent:
-            return 0.0
-        while recent and now - recent[0] > FAILURE_WINDOW:
+        if recent is None:
+            return deque(maxlen=MAX_FAILURES)
+        while recent and (now - recent[0] > FAILURE_WINDOW or (since is not None and recent[0] <= since)):
             recent.popleft()
-        return FAILURE_WINDOW - (now - recent[0]) if len(recent) >= MAX_FAILURES else 0.0
+        return recent
 
-    def fail(self, username: str, now: float) -> None:
-        if len(self.times) >= MAX_TRACKED:  # many names tried: forget the ones whose window has passed
-            self.times = {k: v for k, v in self.times.items() if v and now - v[-1] <= FAILURE_WINDOW}
-        self.times.setdefault(username, deque(maxlen=MAX_FAILURES)).append(now)
+    def locked_for(self, username: str, now: float, since: float | None = None) -> float:
+        """Seconds `username` stays locked (0: not locked); failures at or before `since` do not count."""
+        with self.lock:
+            recent = self._recent(username, now, since)
+            return FAILURE_WINDOW - (now - recent[0]) if len(recent) >= MAX_FAILURES else 0.0
 
-    def clear(self, username: str) -> None:
-        self.times.pop(username, None)
+    def begin(self, username: str, now: float, since: float | None = None) -> float:
+        """Atomically: the seconds `username` stays locked, or 0 after counting this attempt as a failure
+        (call `succeeded` when the password was right)."""
+        with self.lock:
+            recent = self._recent(username, now, since)
+            if len(recent) >= MAX_FAILURES:
+                return FAILURE_WINDOW - (now - recent[0])
+            if len(self.times) >= MAX_TRACKED:  # many names tried: forget the ones whose window has passed
+                self.times = {k: v for k, v in self.times.items() if v and now - v[-1] <= FAILURE_WINDOW}
+            recent.append(now)
+            self.times[username] = recent
+            return 0.0
+
+    def succeeded(self, username: str) -> None:
+        with self.lock:
+            self.times.pop(username, None)
 
 
 # --------------------------------------------------------------------------- sessions
@@ -297,8 +332,6 @@ def list_tokens(store: Store, username: str | None = None) -> list[TokenInfo]:
 
 def revoke_token(store: Store, token_id: int, username: str | None = None) -> bool:
     """Revoke token `token_id` (only if it belongs to `username`, when given); False if there is none."""
-    if not 1 <= token_id <= MAX_TOKEN_ID:
-        return False
     if not 1 <= token_id <= MAX_TOKEN_ID:
         return False
     query = update(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))

@@ -115,8 +115,9 @@ def login_submit(
         )
     username = username.strip()
     failures = state.failed_sign_ins
-    now = time.monotonic()
-    wait = failures.locked_for(username, now)
+    # counted before the password is checked, atomically: concurrent guesses get MAX_FAILURES checks at most;
+    # failures before the password was last set (or unlocked) by `hubfleet console-password` do not count
+    wait = failures.begin(username, time.time(), accounts.unlocked_since(state.store, username))
     if wait > 0:
         return _login_page(
             request,
@@ -128,13 +129,12 @@ def login_submit(
     known = find_account(state.fleet, username) is not None
     ok = accounts.check_password(state.store, username, password) and known
     if not ok:
-        failures.fail(username, now)
         # an unknown name may be a password typed in the wrong field: only accounts are named in the log
         log.info("console: failed password sign-in for %s", repr(username) if known else "an unknown account")
         return _login_page(
             request, error="Wrong username or password.", next_url=next, username=username, status_code=401
         )
-    failures.clear(username)
+    failures.succeeded(username)
     response = RedirectResponse(safe_next(next), status_code=303)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     _set_session(request, response, username, "password")
