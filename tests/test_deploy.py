@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from sqlalchemy import select
 
 from fleet_helpers import (
     copy_demo_fleet,
@@ -17,6 +18,8 @@ from fleet_helpers import (
     hubfleet,
     running_fleet,
 )
+from hubfleet.store import open_store
+from hubfleet.store.models import Maintenance
 from test_local_fleet import admin_client, start_server
 
 pytestmark = pytest.mark.integration
@@ -74,6 +77,14 @@ def test_changed_hub_deploys_and_nothing_else_restarts_and_user_work_survives(fl
     content = client.get(f"{server['url']}api/contents/thesis.txt").json()
     assert content["content"] == "ch1"
     assert json.loads(hubfleet("plan", "--json", fleet=fleet, check=True).stdout)["waves"] == [[], []]
+    # the audit trail: who deployed and why; the hub's restart was planned maintenance
+    history = json.loads(hubfleet("history", "uni-a", "--json", fleet=fleet, check=True).stdout)["events"]
+    deployed = next(e for e in history if e["kind"] == "deployment")
+    assert deployed["details"]["actor"].endswith("via hubfleet deploy")
+    assert any("max_users" in reason for reason in deployed["details"]["reasons"])
+    with open_store(fleet / ".hubfleet") as store, store.session() as session:
+        windows = session.scalars(select(Maintenance).where(Maintenance.hub == "uni-a")).all()
+    assert len(windows) == 1 and windows[0].finished_at is not None and windows[0].reason == "deploy (update)"
     client.delete("/hub/api/users/student/server")
 
 

@@ -67,7 +67,7 @@ monitoring:
         with running_fleet(fleet, env=env):
             # The daemon probes on its own: samples appear, every hub up, no incident.
             def sampled() -> dict:
-                figures = json.loads(hubfleet("uptime", "--json", fleet=fleet, check=True).stdout)
+                figures = json.loads(hubfleet("uptime", "--json", fleet=fleet, check=True).stdout)["uptime"]
                 return figures if all(hub["24h"] is not None for hub in figures.values()) else {}
 
             figures = wait_for(sampled, timeout=30)

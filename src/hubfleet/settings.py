@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     state_dir: Path | None = None
     data_dir: Path | None = None
     """Hub databases and users' homes; read once, when a state directory is first used (runtime/layout.py)."""
+    actor: str | None = None
+    """Who runs deploys, for the audit trail (else git's user.name and user.email of the fleet repository)."""
     isolation: Literal["auto", "single"] = "auto"
     """auto: an OS account per hub and per hub user when root, one account otherwise; single: one account even
     as root (a machine whose isolation comes from elsewhere)."""

@@ -119,6 +119,7 @@ def deploy(
     """Apply the plan: staging hubs first, then each prod hub whose staging hub passed its check;
     a hub whose deploy or check fails is rolled back to its last good configuration."""
     from hubfleet.backends import backends_for
+    from hubfleet.deploy.audit import deploy_actor, fleet_commit
     from hubfleet.deploy.rollout import Deployer, HubOutcome, Rollout
     from hubfleet.runtime.status_file import read_status
     from hubfleet.store import open_store
@@ -164,7 +165,14 @@ def deploy(
                 live.update(table(), refresh=True)
 
         deployer = Deployer(
-            config, store, backends_for(config, state), parallel=parallel, purge=purge, on_change=changed
+            config,
+            store,
+            backends_for(config, state),
+            parallel=parallel,
+            purge=purge,
+            on_change=changed,
+            actor=deploy_actor(config.root),
+            commit=fleet_commit(config.root),
         )
         if live:
             with live:

@@ -147,7 +147,8 @@ def uptime(
     state_dir: StateDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Each hub's uptime over 24 h, 7 d and 30 d: the share of successful probes."""
+    """Each hub's uptime over 24 h, 7 d and 30 d: the share of successful probes, with and without the
+    probes that failed during planned maintenance (deploys)."""
     from hubfleet.monitor.uptime import uptime_by_hub
     from hubfleet.store import open_store
 
@@ -155,14 +156,21 @@ def uptime(
     config = load_or_explain(fleet_dir)
     with open_store(resolve_state_dir(fleet_dir, state_dir)) as store:
         figures = uptime_by_hub(store, sorted(config.hubs))
+        unplanned = uptime_by_hub(store, sorted(config.hubs), excluding_planned=True)
     if as_json:
-        typer.echo(json.dumps(figures, indent=2))
+        typer.echo(json.dumps({"uptime": figures, "excluding_planned_maintenance": unplanned}, indent=2))
         return
     table = Table(title=f"uptime of fleet '{config.settings.name}'", title_justify="left")
-    for column in ("hub", "24 h", "7 d", "30 d"):
+    for column in ("hub", "24 h", "7 d", "30 d", "24 h*", "7 d*", "30 d*"):
         table.add_column(column)
-    for name, windows in figures.items():
-        table.add_row(name, *(_percent(windows[w]) for w in ("24h", "7d", "30d")))
+    windows = ("24h", "7d", "30d")
+    for name in figures:
+        table.add_row(
+            name,
+            *(_percent(figures[name][w]) for w in windows),
+            *(_percent(unplanned[name][w]) for w in windows),
+        )
     console.print(table)
+    console.print("*: planned maintenance (deploys) not counted as downtime")
     if all(v is None for windows in figures.values() for v in windows.values()):
         console.print("no probe samples yet: run `hubfleet up` (it probes every hub) or `hubfleet probe`")

@@ -82,6 +82,7 @@ class Deployer:
         parallel: int = DEFAULT_PARALLEL,
         purge: bool = False,
         actor: str = "hubfleet deploy",
+        commit: str | None = None,
         check_timeout: float = 180,
         on_change: Callable[[HubOutcome], None] | None = None,
     ):
@@ -93,6 +94,7 @@ class Deployer:
         self.parallel = parallel
         self.purge = purge
         self.actor = actor
+        self.commit = commit
         self.check_timeout = check_timeout
         self.on_change = on_change or (lambda outcome: None)
 
@@ -125,7 +127,14 @@ class Deployer:
                 if entry.action == "remove":
                     await self._remove(entry, outcome)
                 else:
-                    await self._deploy(entry, outcome)
+                    # planned maintenance: probes failing while the hub restarts are not an outage
+                    window = self.store.begin_maintenance(
+                        entry.name, reason=f"deploy ({entry.action})", actor=self.actor
+                    )
+                    try:
+                        await self._deploy(entry, outcome)
+                    finally:
+                        self.store.end_maintenance(window)
             except UserError as exc:
                 self._set(outcome, status="failed", result="failed", message=str(exc))
                 self._record(entry, "failed", str(exc))
@@ -195,6 +204,8 @@ class Deployer:
                 actor=self.actor,
                 community=entry.community,
                 stage=entry.stage,
+                reasons=entry.reasons,
+                commit=self.commit,
             )
         else:
             self._record(entry, "failed", removed.message)
@@ -210,6 +221,8 @@ class Deployer:
                 actor=self.actor,
                 community=entry.community,
                 stage=entry.stage,
+                reasons=entry.reasons,
+                commit=self.commit,
             )
             return
         record(
@@ -221,6 +234,8 @@ class Deployer:
             result=result,
             message=message,
             actor=self.actor,
+            reasons=entry.reasons,
+            commit=self.commit,
         )
 
 

@@ -45,6 +45,8 @@ def record(
     result: DeploymentResult,
     message: str = "",
     actor: str = "",
+    reasons: list[str] | None = None,
+    commit: str | None = None,
 ) -> DeploymentRecord:
     return store.record_deployment(
         hub.name,
@@ -56,4 +58,6 @@ def record(
         stage=hub.stage,
         rendered=rendered,
         settings=settings_snapshot(fleet, hub),
+        reasons=reasons,
+        commit=commit,
     )

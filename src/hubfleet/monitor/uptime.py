@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from importlib import import_module
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, select
+from sqlalchemy import and_, case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from hubfleet.clock import require_aware
@@ -67,9 +67,11 @@ class _DayTotals:
     ok: int = 0
     latency_ms_sum: float = 0.0
     latency_ms_max: float | None = None
+    planned: int = 0
 
-    def add(self, result: ProbeResult) -> None:
+    def add(self, result: ProbeResult, planned: bool) -> None:
         self.probes += 1
+        self.planned += planned
         if result.ok:
             self.ok += 1
             if result.latency_ms is not None:
@@ -77,10 +79,10 @@ class _DayTotals:
                 self.latency_ms_max = max(self.latency_ms_max or 0.0, result.latency_ms)
 
 
-def _day_totals(results: Iterable[ProbeResult]) -> dict[tuple[str, date], _DayTotals]:
+def _day_totals(results: list[ProbeResult], planned: list[bool]) -> dict[tuple[str, date], _DayTotals]:
     totals: dict[tuple[str, date], _DayTotals] = defaultdict(_DayTotals)
-    for result in results:
-        totals[(result.hub, result.at.astimezone(UTC).date())].add(result)
+    for result, in_maintenance in zip(results, planned, strict=True):
+        totals[(result.hub, result.at.astimezone(UTC).date())].add(result, in_maintenance)
     return totals
 
 
@@ -88,7 +90,7 @@ def _upsert_probe_days(session: Session, totals: dict[tuple[str, date], _DayTota
     """Add `totals` to the probe_days rows in one statement (ON CONFLICT), so that the daemon and a
     concurrent `hubfleet probe` both count; other databases read then write."""
     rows = [
-        {"hub": hub, "day": day, "probes": t.probes, "ok": t.ok,
+        {"hub": hub, "day": day, "probes": t.probes, "ok": t.ok, "planned": t.planned,
          "latency_ms_sum": t.latency_ms_sum, "latency_ms_max": t.latency_ms_max}
         for (hub, day), t in totals.items()
     ]  # fmt: skip
@@ -103,6 +105,7 @@ def _upsert_probe_days(session: Session, totals: dict[tuple[str, date], _DayTota
             set_={
                 "probes": table.c.probes + insert.excluded.probes,
                 "ok": table.c.ok + insert.excluded.ok,
+                "planned": table.c.planned + insert.excluded.planned,
                 "latency_ms_sum": table.c.latency_ms_sum + insert.excluded.latency_ms_sum,
                 "latency_ms_max": case((old.is_(None), new), (new > old, new), else_=old),
             },
@@ -116,14 +119,18 @@ def _upsert_probe_days(session: Session, totals: dict[tuple[str, date], _DayTota
             continue
         day.probes += row["probes"]
         day.ok += row["ok"]
+        day.planned += row["planned"]
         day.latency_ms_sum += row["latency_ms_sum"]
         if row["latency_ms_max"] is not None:
             day.latency_ms_max = max(day.latency_ms_max or 0.0, row["latency_ms_max"])
 
 
 def record_samples(store: Store, results: Iterable[ProbeResult]) -> int:
-    """Store one probe sample per result and add them to their hub's ProbeDay, in one transaction."""
+    """Store one probe sample per result and add them to their hub's ProbeDay, in one transaction. A failed
+    probe of a hub in planned maintenance (being deployed) is marked planned."""
     results = list(results)
+    maintenance = store.in_maintenance() if any(not r.ok for r in results) else set()
+    planned = [not r.ok and r.hub in maintenance for r in results]
     rows = [
         ProbeSample(
             hub=r.hub,
@@ -135,21 +142,29 @@ def record_samples(store: Store, results: Iterable[ProbeResult]) -> int:
             error=r.error[:2000],
             cert_expires_at=r.cert_expires_at,
             version=r.version,
+            planned=p,
         )
-        for r in results
+        for r, p in zip(results, planned, strict=True)
     ]
     if rows:
         with store.session() as session, session.begin():
             session.add_all(rows)
-            _upsert_probe_days(session, _day_totals(results))
+            _upsert_probe_days(session, _day_totals(results, planned))
     return len(rows)
 
 
 def probe_day_totals(
-    session: Session, first: date, last: date, hubs: Iterable[str] | None = None
+    session: Session,
+    first: date,
+    last: date,
+    hubs: Iterable[str] | None = None,
+    *,
+    excluding_planned: bool = False,
 ) -> dict[str, tuple[int, int]]:
-    """Per hub, (probes, ok probes) summed over the ProbeDay rows of the UTC days `first`..`last`."""
-    query = select(ProbeDay.hub, func.sum(ProbeDay.probes), func.sum(ProbeDay.ok)).where(
+    """Per hub, (probes, ok probes) summed over the ProbeDay rows of the UTC days `first`..`last`;
+    `excluding_planned` counts probes that failed during planned maintenance as ok."""
+    ok = ProbeDay.ok + ProbeDay.planned if excluding_planned else ProbeDay.ok
+    query = select(ProbeDay.hub, func.sum(ProbeDay.probes), func.sum(ok)).where(
         ProbeDay.day >= first, ProbeDay.day <= last
     )
     if hubs is not None:
@@ -164,9 +179,14 @@ def uptime_percent(total: int, ok: int) -> float | None:
 
 
 def uptime_by_hub(
-    store: Store, hubs: Iterable[str] | None = None, now: datetime | None = None
+    store: Store,
+    hubs: Iterable[str] | None = None,
+    now: datetime | None = None,
+    *,
+    excluding_planned: bool = False,
 ) -> dict[str, dict[str, float | None]]:
-    """Per hub, the % of ok probes over 24 h / 7 d / 30 d (None when a window has no probe).
+    """Per hub, the % of ok probes over 24 h / 7 d / 30 d (None when a window has no probe);
+    `excluding_planned`: probes that failed during planned maintenance (deploys) are not downtime.
 
     24 h counts the raw samples of the last 24 hours. 7 d and 30 d are today so far plus the previous 6 / 29
     whole UTC days: the whole days come from ProbeDay (a few rows per hub instead of ~2,880 samples a day),
@@ -175,7 +195,11 @@ def uptime_by_hub(
     midnight = datetime.combine(now.date(), time(), UTC)
     recent = ProbeSample.at >= now - UPTIME_WINDOWS["24h"]
     today = ProbeSample.at >= midnight
-    ok = ProbeSample.ok.is_(True)
+    ok = (
+        or_(ProbeSample.ok.is_(True), ProbeSample.planned.is_(True))
+        if excluding_planned
+        else ProbeSample.ok.is_(True)
+    )
     query = select(
         ProbeSample.hub,
         func.sum(case((recent, 1), else_=0)),
@@ -193,7 +217,13 @@ def uptime_by_hub(
             for hub, *counts in session.execute(query.group_by(ProbeSample.hub))
         }
         days = {
-            window: probe_day_totals(session, now.date() - timedelta(days=span.days - 1), yesterday, wanted)
+            window: probe_day_totals(
+                session,
+                now.date() - timedelta(days=span.days - 1),
+                yesterday,
+                wanted,
+                excluding_planned=excluding_planned,
+            )
             for window, span in UPTIME_WINDOWS.items()
             if window != "24h"
         }

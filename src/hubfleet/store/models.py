@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Date, DateTime, Float, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import false as sa_false
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -51,6 +52,10 @@ class Deployment(Base):
     """What was applied (jupyterhub_config.py or z2jh values), secret-free, for plan diffs."""
     settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """The hub's effective settings (secrets masked), for the reasons a plan gives."""
+    reasons: Mapped[list[str] | None] = mapped_column(JSON)
+    """Why the plan deployed it (`max_users: 100 → 150`, ...), for the audit trail."""
+    commit: Mapped[str | None] = mapped_column(String(64))
+    """The fleet repository's git commit (`-dirty` when its files had uncommitted changes)."""
 
 
 class Restart(Base):
@@ -96,6 +101,8 @@ class ProbeSample(Base):
     cert_expires_at: Mapped[datetime | None]
     version: Mapped[str | None] = mapped_column(String(40))
     """JupyterHub's version from /hub/api/ (None when it did not answer)."""
+    planned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    """A failed probe during planned maintenance (a deploy of the hub): excluded from unplanned downtime."""
 
 
 class ProbeDay(Base):
@@ -110,6 +117,21 @@ class ProbeDay(Base):
     latency_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
     """Sum of the latencies of the ok probes (mean = latency_ms_sum / ok)."""
     latency_ms_max: Mapped[float | None] = mapped_column(Float)
+    planned: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Failed probes during planned maintenance."""
+
+
+class Maintenance(Base):
+    """A window of planned maintenance of a hub (a deploy): probes failing in it are planned downtime."""
+
+    __tablename__ = "maintenance"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hub: Mapped[str] = mapped_column(String(200), index=True)
+    started_at: Mapped[datetime] = mapped_column(index=True)
+    finished_at: Mapped[datetime | None]
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(200), default="")
 
 
 class Incident(Base):
