@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from hubfleet.backends.local import PreparedHub
+from hubfleet.config.fields import NAME_PATTERN
 from hubfleet.daemon.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+STAGES = ("staging", "prod")
 
 
 async def serve_control(supervisor: Supervisor, path: Path) -> asyncio.Server:
@@ -33,7 +39,40 @@ async def _handle(supervisor: Supervisor, reader: asyncio.StreamReader, writer: 
     writer.close()
 
 
+def name_problem(value: object, what: str = "hub") -> str | None:
+    """Why `value` cannot be a hub's (or a community's) name on the control socket, or None: the same
+    rule as in the fleet's files, so that a name never leaves the directories made for it (`../x`)."""
+    if isinstance(value, str) and re.fullmatch(NAME_PATTERN, value):
+        return None
+    return (
+        f"{what} name {value!r} is not a valid name; use 1-63 lower-case letters, digits and '-', "
+        "starting and ending with a letter or digit"
+    )
+
+
+def request_problem(request: object) -> str | None:
+    """Why `request` cannot be dispatched (not an object, or a name or stage the fleet's files would
+    refuse), or None."""
+    if not isinstance(request, dict):
+        return "a request is one JSON object"
+    op = request.get("op")
+    if op == "apply":
+        prepared = request.get("prepared")
+        if not isinstance(prepared, dict):
+            return "apply needs `prepared`, an object"
+        if request.get("stage") not in STAGES:
+            return f"stage {request.get('stage')!r} is not one of {', '.join(STAGES)}"
+        return name_problem(prepared.get("name")) or name_problem(request.get("community"), "community")
+    if op in ("rollback", "remove"):
+        return name_problem(request.get("hub"))
+    return None
+
+
 async def _dispatch(supervisor: Supervisor, request: dict[str, Any]) -> dict[str, Any]:
+    problem = request_problem(request)
+    if problem:
+        log.warning("control socket: request refused: %s", problem)
+        return {"ok": False, "error": problem}
     op = request.get("op")
     if op == "apply":
         state = await supervisor.apply(
