@@ -1,5 +1,5 @@
 """The daemon's control socket (daemon/control.py): names checked as in the fleet's files before anything
-touches a directory. A real socket served over a
+touches a directory, and clients that leave early are not the daemon's errors. A real socket served over a
 real Supervisor (single-account mode, no hubs), so nothing here starts a hub."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ async def _ask(path: Path, payload: object) -> dict[str, object]:
     return answer
 
 
-def test_a_real_socket_refuses_a_path_name(
+def test_a_real_socket_refuses_a_path_name_and_ignores_clients_that_leave(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("HUBFLEET_ISOLATION", "single")
@@ -60,8 +60,10 @@ def test_a_real_socket_refuses_a_path_name(
     victim = tmp_path / "victim"  # what `../../victim` would reach from <state>/hubs/<name>
     (victim / "hubs").mkdir(parents=True)
     (victim / "keep.txt").write_text("mine")
+    unhandled: list[dict[str, object]] = []
 
     async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: unhandled.append(context))
         with open_store(state) as store:
             supervisor = Supervisor(load_fleet(root), state, store, hub_names=[])
             server = await serve_control(supervisor, state / "daemon.sock")
@@ -70,6 +72,13 @@ def test_a_real_socket_refuses_a_path_name(
                     answer = await _ask(state / "daemon.sock", {"op": "remove", "hub": name, "purge": True})
                     assert answer == {"ok": False, "error": name_problem(name)}
                 assert (await _ask(state / "daemon.sock", {"op": "status"}))["ok"] is True
+                # clients that connect and leave: without a word, and half-way through a line
+                for payload in (b"", b'{"op": "sta'):
+                    _, writer = await asyncio.open_unix_connection(str(state / "daemon.sock"))
+                    writer.write(payload)
+                    writer.transport.abort()  # a reset, not a clean close
+                await asyncio.sleep(0.2)
+                assert (await _ask(state / "daemon.sock", {"op": "status"}))["ok"] is True
             finally:
                 server.close()
                 await server.wait_closed()
@@ -77,5 +86,6 @@ def test_a_real_socket_refuses_a_path_name(
     with caplog.at_level(logging.INFO):
         asyncio.run(scenario())
     assert (victim / "keep.txt").read_text() == "mine"
+    assert unhandled == []
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert "request refused: hub name '../../victim' is not a valid name" in caplog.text

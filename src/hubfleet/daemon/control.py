@@ -19,6 +19,8 @@ from hubfleet.daemon.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 STAGES = ("staging", "prod")
+CLIENT_GONE = (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError)
+"""What reading from or writing to a client that went away raises: not the daemon's problem."""
 
 
 async def serve_control(supervisor: Supervisor, path: Path) -> asyncio.Server:
@@ -30,13 +32,20 @@ async def serve_control(supervisor: Supervisor, path: Path) -> asyncio.Server:
 
 async def _handle(supervisor: Supervisor, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
-        request = json.loads(await reader.readline())
-        reply = await _dispatch(supervisor, request)
-    except Exception as exc:  # a bad request must never take the daemon down
-        reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    writer.write(json.dumps(reply).encode() + b"\n")
-    await writer.drain()
-    writer.close()
+        line = await reader.readline()
+        if not line:  # connected and left without asking anything
+            return
+        try:
+            request = json.loads(line)
+            reply = await _dispatch(supervisor, request)
+        except Exception as exc:  # a bad request must never take the daemon down
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        writer.write(json.dumps(reply).encode() + b"\n")
+        await writer.drain()
+    except CLIENT_GONE as exc:  # what it asked for is done all the same (a deploy goes on)
+        log.info("control socket: a client left before its answer (%s)", type(exc).__name__)
+    finally:
+        writer.close()
 
 
 def name_problem(value: object, what: str = "hub") -> str | None:
