@@ -149,8 +149,9 @@ def keygen(
     path, recipient = make_identity(out)
     typer.echo(f"wrote age identity {path} (keep it private; back it up)", err=True)
     typer.echo(
-        "add its public key to your operator entry in fleet.yaml, then ask an operator to run "
-        "`hubfleet secrets rekey`:",
+        "add its public key to your operator entry in fleet.yaml (below). The fleet's first operator is then "
+        "done: `hubfleet secrets set` encrypts to every age_recipient. Where the fleet already has secrets, "
+        "someone who can decrypt them runs `hubfleet secrets rekey` so that you can too:",
         err=True,
     )
     typer.echo(f"  age_recipient: {recipient}", err=True)

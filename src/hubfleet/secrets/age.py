@@ -53,8 +53,9 @@ class Identity:
 
 def _no_identity_hint() -> str:
     return (
-        "create one with `hubfleet secrets keygen`, add the public key it prints to your operator entry "
-        "in fleet.yaml (age_recipient) and ask an operator to run `hubfleet secrets rekey`; "
+        "create one with `hubfleet secrets keygen` and add the public key it prints to your operator entry "
+        "in fleet.yaml (age_recipient); where the fleet already has secrets, someone who can decrypt them "
+        "then runs `hubfleet secrets rekey`; "
         f"or pass --identity FILE / set {IDENTITY_ENV}"
     )
 
