@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from console_helpers import PASSWORDS, sign_in, write_accounts
+from console_helpers import PASSWORDS, input_value, sign_in, write_accounts
 from fleet_helpers import copy_demo_fleet, hubfleet
 from hubfleet.config.validate import load_fleet
 from hubfleet.console import accounts
@@ -141,3 +141,25 @@ def test_console_password_lifts_a_lock(app: object, fleet: Path) -> None:
     assert _attempt(app, "ops", "a new password") == 303  # setting a password lifts it too
     nobody = hubfleet("console-password", "lead-h", "--unlock", "--remove", fleet=fleet)
     assert nobody.returncode == 1 and "do not go together" in nobody.stderr
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def test_forms_post_only_here_and_signed_in_answers_are_not_cached(app: object) -> None:
+    client, _ = _signed_in(app, "ops")
+    with client:
+        hub = next(iter(load_fleet_of(app).hubs))
+        for path in ("/", f"/hubs/{hub}", "/incidents", "/tokens", "/api/me", "/api/hubs"):
+            answer = client.get(path, headers={"Accept": "text/html"} if not path.startswith("/api") else {})
+            assert answer.status_code == 200, path
+            assert answer.headers["Cache-Control"] == "no-store", path
+            assert "form-action 'self';" in answer.headers["Content-Security-Policy"] + ";", path
+            assert "http:" not in answer.headers["Content-Security-Policy"], path
+        login = _client(app).get("/login")
+        assert login.headers["Cache-Control"] == "no-store" and input_value(login.text, "login_csrf")
+        assert "no-store" not in _client(app).get("/static/plotly.min.js").headers.get("Cache-Control", "")
+
+
+def load_fleet_of(app: object) -> object:
+    return app.state.console.source.fleet  # type: ignore[attr-defined]

@@ -35,7 +35,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     # everything is served from here: no CDN, no inline script, no framing
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; frame-ancestors 'none'; form-action 'self' http: https:",
+    "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
 }
 
 
@@ -88,8 +88,10 @@ def create_app(
 
 
 class SecurityHeaders:
-    """Adds SECURITY_HEADERS to every response (and no-store to API and sign-in answers). Plain ASGI:
-    starlette's BaseHTTPMiddleware would cost a task and a stream per request."""
+    """Adds SECURITY_HEADERS to every response, and `Cache-Control: no-store` to every answer but the static
+    files (pages and API answers show what only the signed-in person may see; sign-in pages carry tokens),
+    unless a route set its own. Plain ASGI: starlette's BaseHTTPMiddleware would cost a task and a stream
+    per request."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -98,7 +100,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        no_store = scope["path"].startswith(("/api/", "/login", "/logout"))
+        no_store = not scope["path"].startswith("/static/")
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
