@@ -140,11 +140,17 @@ def test_committed_json_schemas_are_generated() -> None:
 
 
 def test_demo_files_point_at_the_schemas() -> None:
+    """Each demo file names a schema inside the fleet (its schema/, as `hubfleet schema` writes it), so the
+    comments still work in a copy of the fleet anywhere; and those schemas are the generated ones."""
     for path in sorted(DEMO.rglob("*.yaml")):
         first = path.read_text().splitlines()[0]
         assert first.startswith("# yaml-language-server: $schema="), path
         target = (path.parent / first.split("=", 1)[1]).resolve()
         assert target.is_file(), target
+        assert target.parent == (DEMO / "schema").resolve(), f"{path}: {target} is outside the fleet"
+    for kind, schema in fleet_json_schemas().items():
+        committed = json.loads((DEMO / "schema" / f"{kind}.schema.json").read_text())
+        assert committed == schema, f"run `hubfleet schema --fleet examples/demo-fleet` ({kind})"
 
 
 def test_schema_accepts_demo_files() -> None:
