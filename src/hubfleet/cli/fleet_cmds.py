@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -129,11 +130,18 @@ def status(
     fleet: FleetOption = None, state_dir: StateDirOption = None, json_output: JsonOption = False
 ) -> None:
     """Each hub's state, URL, JupyterHub version, users, running servers and restarts."""
+    from hubfleet.config.fleet import FleetInvalid
+    from hubfleet.config.validate import load_fleet
     from hubfleet.daemon.status import collect_status
 
     fleet_dir = resolve_fleet_dir(fleet)
-    config = load_or_explain(fleet_dir)
-    result = asyncio.run(collect_status(config, resolve_state_dir(fleet_dir, state_dir)))
+    state = resolve_state_dir(fleet_dir, state_dir)
+    try:
+        config = load_fleet(fleet_dir)
+    except FleetInvalid as exc:  # a broken file must not hide what runs: daemon.json needs no fleet files
+        _status_of_an_invalid_fleet(state, [str(error) for error in exc.errors], json_output)
+        return
+    result = asyncio.run(collect_status(config, state))
     if json_output:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -144,6 +152,40 @@ def status(
     print_hub_table(result["hubs"], title)
     if result.get("console"):
         console.print(f"console: {result['console']}", highlight=False)
+
+
+def _status_of_an_invalid_fleet(state: Path, errors: list[str], json_output: bool) -> None:
+    """`status` when the fleet's files do not validate: the local hubs the daemon runs, as daemon.json has
+    them (no hub is asked for its figures; Kubernetes hubs are left out), then each problem as a warning."""
+    from hubfleet.runtime.status_file import read_status
+
+    daemon = read_status(state)
+    columns = ("name", "community", "stage", "url", "state", "pid", "restarts", "started_at", "error")
+    hubs = [{key: hub.get(key) for key in columns} for hub in (daemon or {}).get("hubs", {}).values()]
+    if json_output:
+        result = {
+            "daemon": {"pid": daemon["pid"], "started_at": daemon["started_at"]} if daemon else None,
+            "console": daemon.get("console") if daemon else None,
+            "hubs": hubs,
+            "fleet_errors": errors,
+        }
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        title = "fleet (its files do not validate; daemon.json shown): " + (
+            f"daemon pid {daemon['pid']} since {daemon['started_at']}" if daemon else "not up"
+        )
+        print_hub_table(hubs, title)
+        if daemon and daemon.get("console"):
+            console.print(f"console: {daemon['console']}", highlight=False)
+    for error in errors:
+        err_console.print(f"warning: {error}", style="yellow", highlight=False, markup=False, soft_wrap=True)
+    err_console.print(
+        f"warning: {len(errors)} error(s) in the fleet configuration (hubfleet validate); what runs is "
+        "unchanged, and `hubfleet deploy` refuses until the files validate",
+        style="yellow",
+        highlight=False,
+        markup=False,
+    )
 
 
 @app.command()
