@@ -173,3 +173,42 @@ def test_export_of_oauth_hubs_names_the_client_secret(tmp_path: Path) -> None:
     assert "Register `https://astro.hubs.example.org/hub/oauth_callback` as the callback" in readme
     for path in out.iterdir():
         assert "astro-test-client-secret" not in path.read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("value", [None, ""])
+def test_local_bundle_refuses_to_start_without_its_secret(tmp_path: Path, value: str | None) -> None:
+    """Fail closed: with the dummy password unset (or empty) the bundle's hub would let any password in, so
+    the config stops JupyterHub before it listens, naming the variable."""
+    fleet_dir = copy_demo_fleet(tmp_path / "fleet", keep={STAGING})
+    config = load_fleet(fleet_dir)
+    out = tmp_path / "bundle"
+    export_hub(config, config.hubs["uni-a-staging"], out)
+    port, hub_port, api_port = free_ports(3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBFLEET_", "JUPYTERHUB_"))}
+    env.update(
+        {
+            "HUBFLEET_CONTROL_TOKEN": secrets.token_hex(16),
+            "HUBFLEET_OPERATOR_TOKEN": secrets.token_hex(16),
+            PORT_ENV: str(port),
+            HUB_PORT_ENV: str(hub_port),
+            PROXY_API_PORT_ENV: str(api_port),
+        }
+    )
+    if value is not None:
+        env["HUBFLEET_SECRET_DUMMY_PASSWORD"] = value
+    done = subprocess.run(
+        [str(BIN / "jupyterhub"), "-f", "jupyterhub_config.py"],
+        cwd=out,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "HUBFLEET_SECRET_DUMMY_PASSWORD (the dummy password users log in with) is not set" in output
+    assert "README.md" in output
+    assert not (out / "jupyterhub.sqlite").exists()  # stopped before it set anything up
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/hub/health", timeout=2)

@@ -1,5 +1,10 @@
 """The synthetic user check: do what a user does on a hub and time every step.
 
+0. sign_in        where the hub's login form can be used (native: the check user's password, derived from
+                  the token; dummy: the hub's password when the caller gives it), GET /hub/login and POST its
+                  form as a browser does (cookies, _xsrf), then open /hub/home with the session. The token
+                  must hold read:hub (GET /hub/api/info names the authenticator); without it, or on OAuth
+                  hubs, the step is left out and the check runs through the REST API alone.
 1. create_user    ensure the check user exists            POST   /hub/api/users/{name}        (409 = exists)
 2. start_server   start its server, poll until ready      POST   /hub/api/users/{name}/server
 3. start_kernel   start a kernel through the proxy        POST   /user/{name}/api/kernels
@@ -8,14 +13,18 @@
 6. stop_server    DELETE /hub/api/users/{name}/server, poll until stopped (always attempted once step 2 ran)
 
 The token is a JupyterHub service token holding at least ``required_scopes(username)``.
-Nothing this module returns or raises contains the token.
+Nothing this module returns or raises contains the token or a password.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import html
 import json
+import re
 import secrets
 import time
 import uuid
@@ -39,8 +48,22 @@ DEFAULT_USERNAME = "hubfleet-check"
 DEFAULT_CODE = "a, b = {a}, {b}\nprint('hubfleet-check', a * b)"
 
 STEPS = ("create_user", "start_server", "start_kernel", "execute", "delete_kernel", "stop_server")
+SIGN_IN_STEP = "sign_in"
+"""Runs before STEPS where the hub's login form can be used (see the module's docstring)."""
+CHECK_PASSWORD_LABEL = "hubfleet-check native login password v1"
+"""Must equal hubfleet.render.common.CHECK_PASSWORD_LABEL: native hubs derive the check user's password the
+same way (HMAC-SHA256 of the control token), so no password travels or is stored anywhere."""
+_XSRF = re.compile(r'name="_xsrf"\s+value="([^"]*)"')
+_LOGIN_ERROR = re.compile(
+    r'<(?:p|div)[^>]*class="[^"]*(?:login_error|alert)[^"]*"[^>]*>(.*?)</(?:p|div)>', re.S
+)
 CLEANUP_SECONDS = 30.0  # budget kept for stopping the server even when the main budget is spent
 POLL_INTERVAL = 0.25
+
+
+def native_check_password(token: str) -> str:
+    """The check user's password on native hubs (the hub derives the same from the control token)."""
+    return hmac.new(token.encode(), CHECK_PASSWORD_LABEL.encode(), hashlib.sha256).hexdigest()
 
 
 def required_scopes(username: str = DEFAULT_USERNAME) -> list[str]:
@@ -116,9 +139,13 @@ def _http_error(what: str, response: httpx.Response) -> StepFailed:
 class _Check:
     """One run of the check; holds the client, the timings and the clean-up state."""
 
-    def __init__(self, hub_url: str, token: str, username: str, timeout: float) -> None:
+    def __init__(
+        self, hub_url: str, token: str, username: str, timeout: float, dummy_password: str | None = None
+    ) -> None:
         self.hub_url = hub_url.rstrip("/")
         self.token = token
+        self.dummy_password = dummy_password
+        self.password: str | None = None
         self.username = username
         self.quoted = quote(username, safe="")
         self.deadline = time.monotonic() + timeout
@@ -132,7 +159,10 @@ class _Check:
 
     # -- plumbing --------------------------------------------------------------------------------
     def redact(self, text: str) -> str:
-        return text.replace(self.token, "***") if self.token else text
+        for secret in (self.token, self.password, self.dummy_password):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
 
     async def step(self, name: str, action: Callable[[], Awaitable[str]], *, cleanup: bool = False) -> bool:
         budget = self.deadline - time.monotonic()
@@ -175,6 +205,46 @@ class _Check:
         return (response.json().get("servers") or {}).get("")
 
     # -- steps -----------------------------------------------------------------------------------
+    async def login_password(self) -> str | None:
+        """The password the check user signs in with, or None when the hub's login form is not for us: the
+        token cannot read the hub's info, an OAuth hub, a dummy hub whose password the caller did not give."""
+        response = await self.client.get(self.api("/info"))
+        if response.status_code != 200:
+            return None
+        authenticator = str((response.json().get("authenticator") or {}).get("class", ""))
+        if authenticator.endswith(".NativeAuthenticator"):
+            return native_check_password(self.token)
+        if authenticator.endswith(".DummyAuthenticator"):
+            return self.dummy_password
+        return None
+
+    async def sign_in(self) -> str:
+        """GET /hub/login, POST its form with the check user's credentials, then /hub/home with the session
+        cookie: what a person does, in a client of its own (cookies, no token)."""
+        assert self.password is not None
+        async with httpx.AsyncClient(
+            base_url=self.hub_url, timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False
+        ) as browser:
+            page = await browser.get("/hub/login")
+            if page.status_code != 200:
+                raise _http_error("opening the login page", page)
+            xsrf = _XSRF.search(page.text)
+            form = {"username": self.username, "password": self.password}
+            if xsrf:
+                form["_xsrf"] = html.unescape(xsrf.group(1))
+            response = await browser.post("/hub/login", data=form)
+            if response.status_code in (200, 403):  # the page again, with its message (native: 200)
+                found = _LOGIN_ERROR.search(response.text)
+                why = re.sub(r"<[^>]+>", " ", found.group(1)) if found else "no session"
+                raise StepFailed(f"the login form refused the check user: {_excerpt(html.unescape(why))}")
+            if response.status_code not in (302, 303):
+                raise StepFailed(f"posting the login form: HTTP {response.status_code}")
+            home = await browser.get("/hub/home")
+            if home.status_code != 200:
+                where = home.headers.get("location", "")
+                raise StepFailed(f"/hub/home after signing in: HTTP {home.status_code} {where}".rstrip())
+        return "signed in through the login form"
+
     async def create_user(self) -> str:
         response = await self.client.post(self.api(f"/users/{self.quoted}"))
         if response.status_code == 201:
@@ -310,21 +380,26 @@ async def run_check(
     code: str = DEFAULT_CODE,
     expect: str | None = None,
     timeout: float = 120,
+    dummy_password: str | None = None,
 ) -> CheckResult:
     """Run the synthetic user check against the hub at `hub_url` (its public URL, e.g. http://127.0.0.1:8000).
 
     `code` may hold `{a}` and `{b}`, replaced by random integers; the check passes when the printed output
     contains `expect` (default: the product a*b) and the kernel replies `ok`. Never raises for a hub
     problem: the result names the failing step. The server is stopped whenever the start was attempted.
+    `dummy_password`: the hub's shared password, for signing in through a dummy hub's login form.
     """
     a, b = secrets.randbelow(10**6) + 1000, secrets.randbelow(10**6) + 1000
     source = code.replace("{a}", str(a)).replace("{b}", str(b))
     expected = str(a * b) if expect is None else expect
     started_at = utcnow()
     start = time.perf_counter()
-    check = _Check(hub_url, api_token, username, timeout)
+    check = _Check(hub_url, api_token, username, timeout, dummy_password)
     try:
-        if await check.step("create_user", check.create_user):
+        with contextlib.suppress(httpx.HTTPError, ValueError, AttributeError):
+            check.password = await check.login_password()  # unknown: the REST path alone, as before
+        signed_in = check.password is None or await check.step(SIGN_IN_STEP, check.sign_in)
+        if signed_in and await check.step("create_user", check.create_user):
             started = await check.step("start_server", check.start_server)
             try:
                 if started and await check.step("start_kernel", check.start_kernel):

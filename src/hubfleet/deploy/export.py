@@ -164,6 +164,18 @@ import sys
 # Python environment running jupyterhub (its bin/ directory).
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
+
+
+# A secret the hub cannot run safely without: refuse to start when it is unset or empty (an empty dummy
+# password would let any password in).
+def required_env(name, what):
+    value = os.environ.get(name, '')
+    if not value:
+        raise SystemExit(
+            f"jupyterhub_config.py: the environment variable {name} ({what}) is not set; "
+            "set it as README.md says, then start the hub again"
+        )
+    return value
 """
 
 
@@ -230,8 +242,26 @@ def standalone_config(fleet: FleetConfig, hub: Hub) -> str:
         "# jupyter-server refuses to run as root without --allow-root\n"
         "c.Spawner.args = ['--allow-root'] if os.geteuid() == 0 else []",
     )
+    text = _require_secrets(text, hub)
     if hub.extra_config.strip():
         text += "\n# ---- extra_config from the hub file ----\n" + hub.extra_config.rstrip() + "\n"
+    return text
+
+
+def _require_secrets(text: str, hub: Hub) -> str:
+    """Every secret the standalone config reads is required: unset, the hub refuses to start naming it."""
+    for secret in auth_secrets(hub):
+        text = _replace_line(
+            text,
+            rf"^c\.{secret.class_name}\.{secret.trait} = os\.environ\.get\({secret.env!r}, ''\)$",
+            f"c.{secret.class_name}.{secret.trait} = "
+            f"required_env({secret.env!r}, {_secret_description(secret)!r})",
+        )
+    for env, what in (
+        (CONTROL_TOKEN_ENV, "the hubfleet service token"),
+        (OPERATOR_TOKEN_ENV, "the hubfleet-operator service token"),
+    ):
+        text = text.replace(f"os.environ[{env!r}]", f"required_env({env!r}, {what!r})")
     return text
 
 
@@ -241,9 +271,8 @@ def local_env_vars(hub: Hub) -> dict[str, str]:
         CONTROL_TOKEN_ENV: "$(openssl rand -hex 32)",
         OPERATOR_TOKEN_ENV: "$(openssl rand -hex 32)",
     }
-    for secret in auth_secrets(hub):
-        if secret.value is not None:
-            env[secret.env] = f"'<set: {secret.label}>'"
+    for secret in auth_secrets(hub):  # required even where hubfleet's own hub runs without (fail closed)
+        env[secret.env] = f"'<set: {secret.label}>'"
     env[PORT_ENV] = str(hub.port)
     return env
 
@@ -265,7 +294,8 @@ def _local_bundle(fleet: FleetConfig, hub: Hub) -> tuple[dict[str, str], dict[st
     env = local_env_vars(hub)
     exports = "\n".join(f"export {name}={value}" for name, value in env.items())
     dummy = (
-        f"\n- `{DUMMY_PASSWORD_ENV}`: the shared password users log in with (dummy authenticator)."
+        f"\n- `{DUMMY_PASSWORD_ENV}` (required; the hub refuses to start without it): the shared password "
+        "users log in with (dummy authenticator)."
         if DUMMY_PASSWORD_ENV in env
         else ""
     )

@@ -20,14 +20,163 @@ from hubfleet.config.models import Hub
 from hubfleet.config.models_auth import CILogonAuth, DummyAuth, GitHubAuth, NativeAuth, OAuthBase, OIDCAuth
 
 NATIVE_AUTHENTICATOR = "nativeauthenticator.NativeAuthenticator"
-NATIVE_TEMPLATES = (
-    "import os\n"
-    "import nativeauthenticator\n"
-    "c.JupyterHub.template_paths = [\n"
-    "    os.path.join(os.path.dirname(nativeauthenticator.__file__), 'templates')\n"
-    "]\n"
-)
-"""NativeAuthenticator's sign-up pages: its templates must be on JupyterHub's template path."""
+CHECK_USERNAME = "hubfleet-check"
+"""The synthetic check's user on every hub."""
+CONTROL_SERVICE = "hubfleet"
+"""The control plane's JupyterHub service; on native hubs its token also keys the check user's password."""
+CHECK_PASSWORD_LABEL = "hubfleet-check native login password v1"
+"""HMAC-SHA256(control token, this label), hex: the check user's native password. checks/synthetic.py derives
+the same (it holds the token); the password gives nothing the token does not already grant."""
+
+NATIVE_STARTUP = f'''\
+import os
+import nativeauthenticator
+import nativeauthenticator.handlers
+
+c.JupyterHub.template_paths = [
+    os.path.join(os.path.dirname(nativeauthenticator.__file__), 'templates')
+]
+
+
+class _HubfleetNoStatsd:
+    """JupyterHub 6 removed BaseHandler.statsd; NativeAuthenticator 1.3.0's LoginHandler.post still times
+    itself with self.statsd.timer(...).start() / .stop(send=False), which made POST /hub/login answer 500."""
+
+    def timer(self, *args, **kwargs):
+        return self
+
+    def start(self):
+        return self
+
+    def stop(self, *args, **kwargs):
+        return None
+
+
+if not hasattr(nativeauthenticator.handlers.LoginHandler, 'statsd'):
+    nativeauthenticator.handlers.LoginHandler.statsd = _HubfleetNoStatsd()
+
+
+def _hubfleet_native_reserve(cls, check_user={CHECK_USERNAME!r}, control_service={CONTROL_SERVICE!r}):
+    """Admin and staff names are reserved: a sign-up under one is never approved by itself (neither as an
+    admin nor by open_signup); an admin approves it at /hub/authorize, an operator with the hub's API. The
+    check user cannot sign up at all: hubfleet keeps its password (derived from the control service's
+    token) and its approval."""
+    if getattr(cls, '_hubfleet_reserved', False):
+        return
+    import hashlib
+    import hmac
+    import json
+
+    import bcrypt
+    from jupyterhub.apihandlers.base import APIHandler
+    from jupyterhub.scopes import needs_scope
+    from nativeauthenticator.orm import UserInfo
+    from tornado import web
+
+    create_user = cls.create_user
+    get_handlers = cls.get_handlers
+    authenticate = cls.authenticate
+    check_allowed = cls.check_allowed
+
+    def _create_user(self, username, password, **kwargs):
+        if self.normalize_username(username) == check_user:
+            return None
+        info = create_user(self, username, password, **kwargs)
+        if info is not None and info.is_authorized and info.username in self.admin_users:
+            info.is_authorized = False
+            self.db.commit()
+        return info
+
+    def _check_password(self):
+        for service in getattr(self.parent, 'services', None) or []:
+            if service.get('name') == control_service and service.get('api_token'):
+                key = service['api_token'].encode()
+                return hmac.new(key, {CHECK_PASSWORD_LABEL!r}.encode(), hashlib.sha256).hexdigest()
+        return None
+
+    def _ensure_check_user(self):
+        password = _check_password(self)
+        if password is None:
+            return
+        info = UserInfo.find(self.db, check_user)
+        if info is None:
+            info = UserInfo(username=check_user, password=bcrypt.hashpw(password.encode(), bcrypt.gensalt()))
+            self.db.add(info)
+        elif not info.is_valid_password(password):
+            info.password = bcrypt.hashpw(password.encode(), bcrypt.gensalt())
+        info.is_authorized = True
+        info.has_2fa = False
+        self.db.commit()
+
+    async def _authenticate(self, handler, data):
+        if self.normalize_username(data.get('username', '')) == check_user:
+            _ensure_check_user(self)
+        return await authenticate(self, handler, data)
+
+    def _check_allowed(self, username, authentication=None):
+        # reached only once the password was right; the check user is no allow list's business
+        return username == check_user or check_allowed(self, username, authentication)
+
+    class _HubfleetSignUpAPIHandler(APIHandler):
+        """/hub/api/native/users/NAME for tokens (`hubfleet token HUB`; the native pages accept only a
+        browser's session): GET a sign-up's state, PATCH {{"authorized": true|false}}, DELETE discards it."""
+
+        def _sign_up(self, user_name):
+            info = self.authenticator.get_user(user_name)
+            if info is None or info.username == check_user:
+                raise web.HTTPError(404, f"no sign-up named {{user_name}}")
+            return info
+
+        def _reply(self, info):
+            self.finish(json.dumps({{'name': info.username, 'authorized': bool(info.is_authorized)}}))
+
+        @needs_scope('admin:users')
+        def get(self, user_name):
+            self._reply(self._sign_up(user_name))
+
+        @needs_scope('admin:users')
+        def patch(self, user_name):
+            authorized = (self.get_json_body() or {{}}).get('authorized')
+            if not isinstance(authorized, bool):
+                raise web.HTTPError(400, 'expected {{"authorized": true}} or {{"authorized": false}}')
+            info = self._sign_up(user_name)
+            info.is_authorized = authorized
+            self.db.commit()
+            self._reply(info)
+
+        @needs_scope('admin:users')
+        def delete(self, user_name):
+            self.db.delete(self._sign_up(user_name))
+            self.db.commit()
+            self.set_status(204)
+            self.finish()
+
+    def _get_handlers(self, app):
+        return [*get_handlers(self, app), (r'/api/native/users/([^/]+)', _HubfleetSignUpAPIHandler)]
+
+    cls.create_user = _create_user
+    cls.authenticate = _authenticate
+    cls.check_allowed = _check_allowed
+    cls.get_handlers = _get_handlers
+    cls._hubfleet_reserved = True
+
+    result_message = nativeauthenticator.handlers.SignUpHandler.get_result_message
+
+    def _result_message(self, user, *args):
+        # the page says "successful, log in now" to admins and on open sign-up: not for a reserved name
+        if user is not None and not user.is_authorized and not user.login_email_sent:
+            return "alert-info", "Your information has been sent to the admin."
+        return result_message(self, user, *args)
+
+    nativeauthenticator.handlers.SignUpHandler.get_result_message = _result_message
+
+
+_hubfleet_native_reserve(nativeauthenticator.NativeAuthenticator)
+'''
+"""Start-up code of a native hub (both backends): NativeAuthenticator's sign-up pages on the template path;
+a no-op `statsd` for its login handler on JupyterHub 6 (docs/auth/native.md says why); admin and staff names
+reserved; the synthetic check's user kept by hubfleet."""
+
 
 CILOGON_AUTHENTICATOR = "oauthenticator.cilogon.CILogonOAuthenticator"
 GITHUB_AUTHENTICATOR = "oauthenticator.github.GitHubOAuthenticator"
@@ -247,7 +396,7 @@ def auth_config(fleet: FleetConfig, hub: Hub) -> AuthConfig:
             NATIVE_AUTHENTICATOR,
             "NativeAuthenticator",
             traits,
-            startup_code=NATIVE_TEMPLATES,
+            startup_code=NATIVE_STARTUP,
         )
     if isinstance(auth, OAuthBase):
         return _oauth_config(fleet, hub, auth, traits)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
 from hubfleet.render.common import (
+    CHECK_USERNAME,
+    CONTROL_SERVICE,
     auth_config,
     auth_secrets,
 )
@@ -21,8 +23,7 @@ from hubfleet.render.common import (
 if TYPE_CHECKING:
     from hubfleet.secrets.store import SecretResolver
 
-CHECK_USERNAME = "hubfleet-check"
-CONTROL_SERVICE = "hubfleet"
+# CHECK_USERNAME and CONTROL_SERVICE live in render/common.py: native hubs' start-up code needs them too.
 OPERATOR_SERVICE = "hubfleet-operator"
 CONTROL_TOKEN_ENV = "HUBFLEET_CONTROL_TOKEN"
 OPERATOR_TOKEN_ENV = "HUBFLEET_OPERATOR_TOKEN"
