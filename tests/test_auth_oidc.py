@@ -31,6 +31,7 @@ Both hubs run in one fleet under one `hubfleet up`; `hubfleet down` and a leak c
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -307,3 +308,12 @@ def test_client_secrets_reach_the_hubs_but_no_file(env: Env) -> None:
         text = path.read_text(errors="replace")
         for secret in env.client_secrets.values():
             assert secret not in text, path
+
+
+def test_check_of_an_oauth_hub_keeps_the_rest_path(env: Env) -> None:
+    """An OAuth hub has no form the check user could sign in with: the synthetic check leaves `sign_in` out
+    and runs through the REST API alone (the login itself is covered by the provider flows above)."""
+    result = hubfleet("check", OIDC_HUB, "--json", fleet=env.root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = [step["name"] for step in json.loads(result.stdout)["steps"]]
+    assert steps[0] == "create_user" and "sign_in" not in steps
