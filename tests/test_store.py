@@ -1,4 +1,5 @@
-"""The control-plane store: migrations, round trips, history, concurrent writers, `hubfleet history`."""
+"""The control-plane store: migrations, round trips, history, concurrent writers, `hubfleet history`; the
+round trips and writers on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,8 +18,28 @@ from sqlalchemy import inspect, text
 from hubfleet.checks.synthetic import CheckResult, StepResult
 from hubfleet.store import db as store_db
 from hubfleet.store import open_store
+from postgres_helpers import PostgresServer, postgres_server
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer | str]:
+    """A real PostgreSQL on loopback for this worker's store tests (or why none could start)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's store lives: a state directory (SQLite), or a new database on a real PostgreSQL,
+    since the docs promise any SQLAlchemy URL."""
+    if request.param == "sqlite":
+        return str(tmp_path)
+    server = request.getfixturevalue("postgres")
+    if isinstance(server, str):
+        pytest.skip(f"PostgreSQL could not start: {server}")
+    return server.new_database()
 
 
 def test_migrations_create_the_schema_in_the_state_dir(tmp_path: Path) -> None:
@@ -27,25 +49,25 @@ def test_migrations_create_the_schema_in_the_state_dir(tmp_path: Path) -> None:
         assert {"deployments", "restarts", "checks", "alembic_version"} <= tables
         columns = {c["name"] for c in inspect(store.engine).get_columns("checks")}
         assert columns == {"id", "hub", "at", "ok", "failed_step", "total_seconds", "steps"}
-        assert store_db.current_revision(store.engine) == store_db.head_revision() == "0006"
+        assert store_db.current_revision(store.engine) == store_db.head_revision() == "0007"
         with store.engine.connect() as conn:
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert conn.execute(text("PRAGMA busy_timeout")).scalar() == store_db.BUSY_TIMEOUT_MS
     assert (state / "hubfleet.sqlite").is_file()
 
 
-def test_upgrade_is_idempotent_and_downgrade_round_trips(tmp_path: Path) -> None:
-    with open_store(tmp_path) as store:
+def test_upgrade_is_idempotent_and_downgrade_round_trips(where: str) -> None:
+    with open_store(where) as store:
         store.record_restart("a", reason="crash", at=T0)
     # Re-open (fast path) and run Alembic itself again (full path): both no-ops that keep the data.
-    with open_store(tmp_path) as store:
+    with open_store(where) as store:
         command.upgrade(store_db.alembic_config(store.engine), "head")
         store_db.upgrade(store.engine)
         assert len(store.restarts()) == 1
         command.downgrade(store_db.alembic_config(store.engine), "base")
         assert store_db.current_revision(store.engine) is None
         assert "restarts" not in inspect(store.engine).get_table_names()
-    with open_store(tmp_path) as store:
+    with open_store(where) as store:
         assert store.restarts() == []
 
 
@@ -58,9 +80,9 @@ def test_open_store_accepts_a_sqlalchemy_url(tmp_path: Path) -> None:
         assert memory.history() == []
 
 
-def test_deployments_round_trip_as_aware_utc(tmp_path: Path) -> None:
+def test_deployments_round_trip_as_aware_utc(where: str) -> None:
     cet = timezone(timedelta(hours=1))
-    with open_store(tmp_path) as store:
+    with open_store(where) as store:
         store.record_deployment(
             "uni-a",
             "abc123",
@@ -72,7 +94,7 @@ def test_deployments_round_trip_as_aware_utc(tmp_path: Path) -> None:
         )
         store.record_deployment("uni-a", "def456", "ok", started_at=T0 + timedelta(hours=1), actor="bob")
         store.record_deployment("uni-b", "zzz", "rolled_back", started_at=T0 + timedelta(hours=2))
-    with open_store(tmp_path) as store:
+    with open_store(where) as store:
         last = store.last_deployment("uni-a")
         assert last is not None and last.config_hash == "def456" and last.actor == "bob"
         failed = store.last_deployment("uni-a", result="failed")
@@ -88,8 +110,8 @@ def test_deployments_round_trip_as_aware_utc(tmp_path: Path) -> None:
             store.record_deployment("uni-a", "x", "ok", started_at=datetime(2025, 1, 1))
 
 
-def test_restarts_filter_by_hub_and_since(tmp_path: Path) -> None:
-    with open_store(tmp_path) as store:
+def test_restarts_filter_by_hub_and_since(where: str) -> None:
+    with open_store(where) as store:
         for minute, hub in [(0, "a"), (10, "b"), (20, "a"), (30, "a")]:
             store.record_restart(
                 hub, reason="exited", exit_code=1, attempt=minute // 10 + 1, at=T0 + timedelta(minutes=minute)
@@ -114,7 +136,7 @@ def test_upgrading_a_0005_store_adds_limit_events_and_keeps_its_rows(tmp_path: P
     finally:
         engine.dispose()
     with open_store(tmp_path) as store:  # upgrades to head on open
-        assert store_db.current_revision(store.engine) == "0006"
+        assert store_db.current_revision(store.engine) == "0007"
         columns = {c["name"] for c in inspect(store.engine).get_columns("limit_events")}
         assert columns == {"id", "hub", "username", "kind", "at", "count", "detail"}
         indexes = {i["name"]: i["column_names"] for i in inspect(store.engine).get_indexes("limit_events")}
@@ -126,9 +148,9 @@ def test_upgrading_a_0005_store_adds_limit_events_and_keeps_its_rows(tmp_path: P
         assert [r.reason for r in store.restarts()] == ["crash"]
 
 
-def test_limit_events_round_trip_newest_first_and_filter(tmp_path: Path) -> None:
+def test_limit_events_round_trip_newest_first_and_filter(where: str) -> None:
     cet = timezone(timedelta(hours=1))
-    with open_store(tmp_path) as store:
+    with open_store(where) as store:
         first = store.record_limit_event(
             "a",
             username="ada",
@@ -146,7 +168,7 @@ def test_limit_events_round_trip_newest_first_and_filter(tmp_path: Path) -> None
                 count=minute,
                 at=T0 + timedelta(minutes=minute),
             )
-    with open_store(tmp_path) as store:
+    with open_store(where) as store:
         assert [e.at.minute for e in store.limit_events()] == [30, 20, 10, 0]
         assert [e.at.minute for e in store.limit_events("a")] == [30, 20, 0]
         assert [e.at.minute for e in store.limit_events("a", since=T0 + timedelta(minutes=20))] == [30, 20]
@@ -171,7 +193,7 @@ def test_limit_events_round_trip_newest_first_and_filter(tmp_path: Path) -> None
         assert now.at.tzinfo == UTC and store.limit_events("c") == [now]
 
 
-def test_checks_round_trip_from_result_objects_and_dicts(tmp_path: Path) -> None:
+def test_checks_round_trip_from_result_objects_and_dicts(where: str) -> None:
     result = CheckResult(
         ok=False,
         failed_step="execute",
@@ -180,7 +202,7 @@ def test_checks_round_trip_from_result_objects_and_dicts(tmp_path: Path) -> None
         hub="uni-a",
         at=T0,
     )
-    with open_store(tmp_path) as store:
+    with open_store(where) as store:
         store.record_check(result)
         store.record_check(json.loads(CheckResult(True, None, [], 3.0, hub="uni-b").to_json()))
         with pytest.raises(ValueError, match="hub"):
@@ -191,8 +213,8 @@ def test_checks_round_trip_from_result_objects_and_dicts(tmp_path: Path) -> None
         assert store.checks("uni-b")[0].ok
 
 
-def test_history_is_newest_first_filtered_and_limited(tmp_path: Path) -> None:
-    with open_store(tmp_path) as store:
+def test_history_is_newest_first_filtered_and_limited(where: str) -> None:
+    with open_store(where) as store:
         store.record_deployment("a", "hash-a", "ok", started_at=T0, actor="ci")
         store.record_restart("b", reason="exited", exit_code=137, at=T0 + timedelta(minutes=1))
         store.record_check(CheckResult(True, None, [], 4.2, hub="a", at=T0 + timedelta(minutes=2)))
@@ -239,26 +261,24 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_processes_write_concurrently_to_a_fresh_store(tmp_path: Path) -> None:
+def test_processes_write_concurrently_to_a_fresh_store(where: str) -> None:
     # Each writer opens a store that does not exist yet, so they also race on the migration.
     writers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(tmp_path), f"hub{n}", "40"], stderr=subprocess.PIPE
-        )
+        subprocess.Popen([sys.executable, "-c", WRITER, where, f"hub{n}", "40"], stderr=subprocess.PIPE)
         for n in range(3)
     ]
     for proc in writers:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()
-    with open_store(tmp_path) as store:
+    with open_store(where) as store:
         for n in range(3):
             assert len(store.restarts(f"hub{n}")) == 40
             assert len(store.checks(f"hub{n}")) == 40
         assert len(store.history(limit=1000)) == 240
 
 
-def test_two_connections_in_one_process_interleave(tmp_path: Path) -> None:
-    first, second = open_store(tmp_path), open_store(tmp_path)
+def test_two_connections_in_one_process_interleave(where: str) -> None:
+    first, second = open_store(where), open_store(where)
     try:
         with first.engine.connect() as reader:
             reader.execute(text("BEGIN"))

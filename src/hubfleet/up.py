@@ -33,6 +33,7 @@ from hubfleet.runtime.control_client import SOCKET_FILE
 from hubfleet.runtime.status_file import remove_status
 from hubfleet.settings import UserError
 from hubfleet.store.api import open_store
+from hubfleet.store.safety import run_backups
 
 
 async def serve(
@@ -47,7 +48,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    store = open_store(state_dir)
+    store = open_store(state_dir, check=True)  # a damaged store: one line naming the way back
     supervisor = Supervisor(fleet, state_dir, store)
     secrets = supervisor.backend.secrets
     # The HTTP app (/metrics and the web console) listens before any hub starts, so daemon.json names it.
@@ -66,6 +67,7 @@ async def serve(
                 run_in_daemon(fleet, state_dir, store, supervisor.hub_urls, secrets), name="prober"
             ),
             asyncio.create_task(monitor.run(stop), name="anomalies"),
+            asyncio.create_task(run_backups(store.engine, stop), name="backups"),  # now, then hourly
         ]
         if supervisor.broker is not None:  # kills at the memory limit, forks refused at the process limit
             tasks.append(asyncio.create_task(supervisor.broker.watch(stop), name="limits"))

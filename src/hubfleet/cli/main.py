@@ -13,6 +13,7 @@ from hubfleet.cli import (  # noqa: F401
     monitor_export_cmds,
     render_cmds,
     secrets_cmds,
+    store_cmds,
     usage_cmds,
 )
 from hubfleet.cli.app import app

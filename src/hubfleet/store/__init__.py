@@ -10,6 +10,7 @@ from hubfleet.store.api import (
     Store,
     open_store,
 )
+from hubfleet.store.safety import StoreDamaged
 
 __all__ = [
     "CheckRecord",
@@ -18,5 +19,6 @@ __all__ = [
     "LimitEventRecord",
     "RestartRecord",
     "Store",
+    "StoreDamaged",
     "open_store",
 ]

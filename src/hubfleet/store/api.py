@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -12,11 +12,12 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hubfleet.clock import require_aware, utcnow
-from hubfleet.store import db
-from hubfleet.store.models import Check, Deployment, LimitEvent, Restart
+from hubfleet.store import db, safety
+from hubfleet.store.models import Check, Deployment, LimitEvent, Maintenance, Restart
 
 DeploymentResult = Literal["ok", "failed", "rolled_back", "skipped", "removed"]
 DEPLOYMENT_RESULTS: tuple[str, ...] = ("ok", "failed", "rolled_back", "skipped", "removed")
+MAINTENANCE_MAX = timedelta(hours=1)
 LimitKind = Literal["memory", "pids"]
 LIMIT_KINDS: tuple[str, ...] = ("memory", "pids")
 """memory: the kernel killed processes at a user server's memory limit; pids: it refused forks at its
@@ -41,6 +42,8 @@ class DeploymentRecord:
     stage: str | None = None
     rendered: str | None = None
     settings: dict[str, Any] | None = None
+    reasons: list[str] | None = None
+    commit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,8 @@ class Store:
         stage: str | None = None,
         rendered: str | None = None,
         settings: dict[str, Any] | None = None,
+        reasons: list[str] | None = None,
+        commit: str | None = None,
     ) -> DeploymentRecord:
         if result not in DEPLOYMENT_RESULTS:
             allowed = ", ".join(DEPLOYMENT_RESULTS)
@@ -175,6 +180,8 @@ class Store:
             stage=stage,
             rendered=rendered,
             settings=settings,
+            reasons=reasons,
+            commit=commit,
         )
         with self._session() as session, session.begin():
             session.add(row)
@@ -208,6 +215,32 @@ class Store:
         query = query.order_by(Deployment.started_at.desc(), Deployment.id.desc()).limit(limit)
         with self._session() as session:
             return [_deployment(row) for row in session.scalars(query)]
+
+    # -- planned maintenance -----------------------------------------------------------------------
+    def begin_maintenance(self, hub: str, *, reason: str = "", actor: str = "") -> int:
+        """Open a window of planned maintenance (a deploy of `hub`); returns its id for end_maintenance."""
+        row = Maintenance(hub=hub, started_at=utcnow(), reason=reason, actor=actor)
+        with self._session() as session, session.begin():
+            session.add(row)
+        return row.id
+
+    def end_maintenance(self, window: int) -> None:
+        with self._session() as session, session.begin():
+            row = session.get(Maintenance, window)
+            if row is not None and row.finished_at is None:
+                row.finished_at = utcnow()
+
+    def in_maintenance(self, hubs: list[str] | None = None, now: datetime | None = None) -> set[str]:
+        """The hubs with a window open now. A window left open (its deploy was killed) counts for at most
+        MAINTENANCE_MAX, so a crash cannot hide an outage for good."""
+        now = require_aware(now, _TIMES) if now else utcnow()
+        query = select(Maintenance.hub).where(
+            Maintenance.finished_at.is_(None), Maintenance.started_at >= now - MAINTENANCE_MAX
+        )
+        if hubs is not None:
+            query = query.where(Maintenance.hub.in_(hubs))
+        with self._session() as session:
+            return set(session.scalars(query))
 
     # -- restarts --------------------------------------------------------------------------------
     def record_restart(
@@ -333,14 +366,26 @@ class Store:
         return [event for _, _, event in events[:limit]]
 
 
-def open_store(state_dir_or_url: str | Path, *, migrate: bool = True) -> Store:
+def open_store(state_dir_or_url: str | Path, *, migrate: bool = True, check: bool = False) -> Store:
     """Open the store in `state_dir` (sqlite:///<dir>/hubfleet.sqlite) or at any SQLAlchemy URL.
 
     Migrations run on open (a no-op when the schema is current), so every caller sees the same schema.
+    A damaged SQLite store raises `StoreDamaged` (one line: the file, what is wrong, the way back) on open or
+    on any later statement; an empty file is damage, not a new store. `check` also runs SQLite's
+    `PRAGMA quick_check` (the daemon at start).
     """
-    engine = db.make_engine(db.store_url(state_dir_or_url))
-    if migrate:
-        db.upgrade(engine)
+    url = db.store_url(state_dir_or_url)
+    safety.check_file(url)
+    engine = db.make_engine(url)
+    safety.watch(engine)
+    try:
+        if check:
+            safety.verify(engine)
+        if migrate:
+            db.upgrade(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return Store(engine)
 
 
@@ -358,6 +403,8 @@ def _deployment(row: Deployment) -> DeploymentRecord:
         row.stage,
         row.rendered,
         row.settings,
+        row.reasons,
+        row.commit,
     )
 
 
@@ -378,12 +425,18 @@ def _event(row: Deployment | Restart | Check) -> Event:
         summary = f"deploy {row.config_hash[:12]}: {row.result}"
         if row.actor:
             summary += f" by {row.actor}"
+        if row.commit:
+            summary += f" at {row.commit[:12]}"
+        if row.reasons:
+            summary += f" ({'; '.join(row.reasons)})"
         if row.message:
             summary += f" — {row.message}"
         details = {
             "config_hash": row.config_hash,
             "result": row.result,
             "actor": row.actor,
+            "commit": row.commit,
+            "reasons": row.reasons or [],
             "finished_at": _iso(row.finished_at),
             "message": row.message,
         }

@@ -76,6 +76,13 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
     if not database or database == ":memory:":
         yield
         return
+    with file_lock(database):
+        yield
+
+
+@contextlib.contextmanager
+def file_lock(database: str | Path) -> Iterator[None]:
+    """The lock beside a SQLite file (<file>.migrate.lock) that migrations and the store's creation take."""
     with open(f"{database}.migrate.lock", "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
