@@ -28,7 +28,13 @@ def print_hub_table(hubs: list[dict[str, Any]], title: str) -> None:
     table = Table(title=title, title_justify="left")
     for column in ("hub", "community", "stage", "state", "url", "version", "users", "servers", "restarts"):
         table.add_column(column)
-    colours = {"running": "green", "failed": "red", "starting": "yellow", "restarting": "yellow"}
+    colours = {
+        "running": "green",
+        "failed": "red",
+        "starting": "yellow",
+        "restarting": "yellow",
+        "unsupervised": "yellow",
+    }
     for hub in hubs:
         state = hub.get("state", "")
         table.add_row(
@@ -55,6 +61,15 @@ def report_failures(hubs: list[dict[str, Any]]) -> int:
         for line in hub.get("log_tail", []):
             err_console.print(f"    {line}", highlight=False, markup=False)
     return len(failed)
+
+
+def report_warnings(status: dict[str, Any]) -> None:
+    """What the daemon found before starting (a previous daemon's leftovers) and what hubs lost."""
+    for line in status.get("recovered", []):
+        err_console.print(f"[yellow]warning:[/] {line}", highlight=False)
+    for hub in status.get("hubs", {}).values():
+        for line in hub.get("warnings", []):
+            err_console.print(f"[yellow]warning:[/] {line}", highlight=False)
 
 
 @app.command()
@@ -91,6 +106,7 @@ def up(
         if daemon.get("console"):
             url = daemon["console"]
             console.print(f"console: {url}  (metrics: {url}/metrics)", highlight=False)
+        report_warnings(daemon)
         if report_failures(list(daemon["hubs"].values())):
             raise typer.Exit(1)
         return
@@ -102,6 +118,7 @@ def up(
         if status.get("console"):
             url = status["console"]
             console.print(f"console: {url}  (metrics: {url}/metrics)", highlight=False)
+        report_warnings(status)
         report_failures(hubs)
         console.print("supervising; press Ctrl-C to stop every hub")
 
@@ -117,11 +134,24 @@ def down(fleet: FleetOption = None, state_dir: StateDirOption = None) -> None:
 
     fleet_dir = resolve_fleet_dir(fleet)
     state = resolve_state_dir(fleet_dir, state_dir)
-    status = stop_detached(state)
-    if status is None:
+    status, leftovers = stop_detached(state)
+    if status is None and not leftovers:
         console.print(f"the fleet is not up (no daemon for {state})")
         return
-    console.print(f"stopped {len(status.get('hubs', {}))} hub(s) (daemon pid {status.get('pid')})")
+    if status is not None:
+        console.print(f"stopped {len(status.get('hubs', {}))} hub(s) (daemon pid {status.get('pid')})")
+    else:
+        console.print(f"no daemon for {state}, but the fleet's processes ran")
+    if leftovers.stopped:
+        console.print(
+            f"also stopped {len(leftovers.stopped)} process(es) left behind: {leftovers.summary()}",
+            highlight=False,
+        )
+    if leftovers.failed:
+        err_console.print(f"[red]could not stop {len(leftovers.failed)} process(es):[/]", highlight=False)
+        for line in leftovers.failed:
+            err_console.print(f"    {line}", highlight=False, markup=False)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -152,6 +182,14 @@ def status(
     print_hub_table(result["hubs"], title)
     if result.get("console"):
         console.print(f"console: {result['console']}", highlight=False)
+    for hub in result["hubs"]:
+        notes = [*hub.get("warnings", [])]
+        if hub.get("state") == "unsupervised":
+            notes.append(f"hub {hub['name']}: {hub['error']}")
+        if hub.get("api_error"):
+            notes.append(f"hub {hub['name']}: its API could not be asked: {hub['api_error']}")
+        for line in notes:
+            err_console.print(f"[yellow]warning:[/] {line}", highlight=False)
 
 
 def _status_of_an_invalid_fleet(state: Path, errors: list[str], json_output: bool) -> None:

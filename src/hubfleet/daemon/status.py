@@ -1,4 +1,7 @@
-"""`hubfleet status`: the daemon's view of each hub plus what each running hub says about itself."""
+"""`hubfleet status`: the daemon's view of each hub plus what each running hub says about itself.
+
+Without a daemon, a local hub that still answers (a killed daemon's) is `unsupervised`: nothing restarts it,
+and `hubfleet up` or `hubfleet down` stops it first. One hub's missing files never break the others' rows."""
 
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ import httpx
 from hubfleet.backends.local import hub_endpoint
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.runtime.status_file import read_status
+from hubfleet.settings import UserError
 
+UNSUPERVISED = "answers, but no hubfleet daemon runs: `hubfleet up` or `hubfleet down` stops it first"
 PAGINATED = {"Accept": "application/jupyterhub-pagination+json"}
 
 
@@ -35,6 +40,32 @@ async def _hub_facts(client: httpx.AsyncClient, url: str, token: str) -> dict[st
         return {"api_error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
 
 
+async def _answers(client: httpx.AsyncClient, url: str) -> bool:
+    try:
+        return (await client.get(f"{url}/hub/health")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def _row_facts(client: httpx.AsyncClient, state_dir: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """What one hub says about itself, or why it cannot be asked (never an exception: one hub's missing
+    files must not break the status of the fleet)."""
+    try:
+        endpoint = hub_endpoint(state_dir, row["name"])
+    except (UserError, OSError) as exc:
+        return {"api_error": str(exc)}
+    return await _hub_facts(client, row["url"], endpoint.token)
+
+
+async def _unsupervised(client: httpx.AsyncClient, state_dir: Path, row: dict[str, Any]) -> bool:
+    """A local hub that answers while no daemon runs."""
+    try:
+        url = hub_endpoint(state_dir, row["name"]).url
+    except (UserError, OSError):
+        url = row["url"]
+    return await _answers(client, url)
+
+
 async def collect_status(fleet: FleetConfig, state_dir: Path) -> dict[str, Any]:
     daemon = read_status(state_dir)
     recorded: dict[str, Any] = (daemon or {}).get("hubs", {})
@@ -54,17 +85,25 @@ async def collect_status(fleet: FleetConfig, state_dir: Path) -> dict[str, Any]:
                 "restarts": entry.get("restarts", 0),
                 "started_at": entry.get("started_at"),
                 "error": entry.get("error", ""),
+                "warnings": entry.get("warnings", []),
                 "version": None,
                 "users": None,
                 "running_servers": None,
             }
         )
     async with httpx.AsyncClient(timeout=5.0) as client:
-        running = [row for row in rows if row["state"] == "running"]
-        facts = await asyncio.gather(
-            *(_hub_facts(client, row["url"], hub_endpoint(state_dir, row["name"]).token) for row in running)
-        )
-    for row, fact in zip(running, facts, strict=True):
+        if daemon is None:
+            local = [row for row in rows if row["state"] == "stopped"]
+            answering = await asyncio.gather(*(_unsupervised(client, state_dir, row) for row in local))
+            for row, answers in zip(local, answering, strict=True):
+                if answers:
+                    row["state"] = "unsupervised"
+                    row["error"] = (
+                        "answers, but no hubfleet daemon runs: `hubfleet up` or `hubfleet down` stops it"
+                    )
+        asked = [row for row in rows if row["state"] in ("running", "unsupervised")]
+        facts = await asyncio.gather(*(_row_facts(client, state_dir, row) for row in asked))
+    for row, fact in zip(asked, facts, strict=True):
         row.update(fact)
     return {
         "daemon": {"pid": daemon["pid"], "started_at": daemon["started_at"]} if daemon else None,

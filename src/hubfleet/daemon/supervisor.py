@@ -31,13 +31,14 @@ from hubfleet.backends.local import (
 from hubfleet.clock import utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.daemon.broker import Broker
+from hubfleet.daemon.detached import stop_leftovers
 from hubfleet.daemon.hub_files import home_name, plain_env, prepare_hub, purge_hub
 from hubfleet.deploy.state import record
 from hubfleet.isolation.accounts import AccountError
 from hubfleet.isolation.cgroups import detect
 from hubfleet.runtime.layout import layout, make_state_private, migrate_hub
 from hubfleet.runtime.processes import process_tree, terminate_tree
-from hubfleet.runtime.status_file import write_status
+from hubfleet.runtime.status_file import read_recorded_status, write_status
 from hubfleet.store.api import Store
 
 log = logging.getLogger("hubfleet.supervisor")
@@ -199,6 +200,7 @@ class Supervisor:
 
     async def start_all(self) -> None:
         """Start every hub at once and wait until each is healthy or has failed."""
+        await self.recover()
         for name in self.hubs:  # before the state tree turns private, which would strip users' files' modes
             migrate_hub(self.layout, name, home_name)
         make_state_private(self.state_dir)
@@ -207,6 +209,34 @@ class Supervisor:
         self.ready = True
         self.write_status()
         del results
+
+    async def recover(self) -> None:
+        """Before any hub starts (under the daemon's lock, so no other daemon runs): stop whatever an earlier
+        daemon that did not stop cleanly (killed, crashed) left running, so there is never a second set."""
+        stale = read_recorded_status(self.state_dir)
+        if stale is not None and stale.get("pid") == os.getpid():
+            stale = None
+        leftovers = await asyncio.to_thread(stop_leftovers, self.state_dir, stale)
+        if not leftovers:
+            return
+        who = f"the previous daemon (pid {stale.get('pid')})" if stale else "a previous daemon"
+        lines = []
+        if leftovers.stopped:
+            servers = [line for line in leftovers.stopped if " jupyterhub-singleuser:" in line]
+            lines.append(
+                f"{who} did not stop cleanly; stopped what it left running first: {leftovers.summary()}"
+                + (
+                    f"; {len(servers)} user server(s) among them were stopped: their users start them "
+                    "again (homes and files are kept)"
+                    if servers
+                    else ""
+                )
+            )
+        if leftovers.failed:
+            lines.append("could not stop: " + "; ".join(leftovers.failed))
+        for line in lines:
+            log.warning("%s", line)
+        self.extra_status["recovered"] = lines
 
     async def _start_first(self, name: str) -> None:
         hub = self.fleet.hubs[name]
