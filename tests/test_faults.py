@@ -1,10 +1,11 @@
-"""Fault injection with real processes: a killed daemon, a killed proxy, two `up` at once. Each test asserts
-what the operator sees and that nothing of the fleet is left running."""
+"""Fault injection with real processes: a killed daemon, a killed proxy, a vanished hub directory, two `up` at
+once. Each test asserts what the operator sees and that nothing of the fleet is left running."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -30,6 +31,7 @@ from hubfleet.isolation.accounts import fleet_accounts
 pytestmark = pytest.mark.integration
 
 UNI_A = "communities/uni-a/hubs/staging.yaml"
+HACKWEEK = "communities/hackweek/hubs/staging.yaml"
 
 
 @pytest.fixture
@@ -189,3 +191,55 @@ def test_two_up_at_once_start_one_daemon(root: Path) -> None:
     assert daemons[0].pid == daemon_status(root)["pid"]
     assert len(hub_processes(root)) == 1
     assert status_of(root)["uni-a-staging"]["state"] == "running"
+
+
+def test_vanished_hub_directories(tmp_path: Path) -> None:
+    fleet = copy_demo_fleet(tmp_path / "fleet", keep={UNI_A, HACKWEEK})
+    try:
+        hubfleet("up", "--detach", fleet=fleet, check=True)
+        start_server_with_kernel(admin(fleet, "uni-a-staging"), "mo")
+        servers = [p for p in everything(fleet) if "jupyterhub-singleuser" in " ".join(p.cmdline())]
+        assert len(servers) == 1
+        shutil.rmtree(fleet / ".hubfleet/hubs/uni-a-staging")
+        shutil.rmtree(fleet / ".hubfleet-data/hubs/uni-a-staging")
+
+        # the rest of the fleet's status keeps working; the damaged hub says why it cannot be asked
+        hubs = status_of(fleet)
+        assert hubs["hackweek-staging"]["state"] == "running"
+        assert hubs["hackweek-staging"]["version"].startswith("6.")
+        assert "missing" in hubs["uni-a-staging"]["api_error"]
+        for command in (("token", "uni-a-staging"), ("check", "uni-a-staging")):
+            result = hubfleet(*command, fleet=fleet)
+            assert result.returncode == 1
+            assert "state files" in result.stderr and "missing" in result.stderr, result.stderr
+            assert "Traceback" not in result.stderr
+
+        # the hub restarts (as after a crash): the operator is told what was lost, the orphan is stopped
+        os.kill(daemon_status(fleet)["hubs"]["uni-a-staging"]["pid"], signal.SIGKILL)
+
+        def restarted():  # noqa: ANN202
+            hub = daemon_status(fleet)["hubs"]["uni-a-staging"]
+            return hub if hub["state"] == "running" and hub["warnings"] else None
+
+        hub = wait_for(restarted, timeout=90)
+        warnings = " ".join(hub["warnings"])
+        assert "database" in warnings and "users" in warnings and "orphaned" in warnings
+        assert not [p for p in servers if alive(p)], "the orphaned user server still runs"
+        assert "database" in (fleet / ".hubfleet/daemon.log").read_text()
+        hubs = status_of(fleet)
+        assert hubs["uni-a-staging"]["users"] is not None  # reachable again: token files written back
+        assert hubfleet("token", "uni-a-staging", fleet=fleet).returncode == 0
+
+        # down, then delete again while down: the next `up` says what is gone
+        hubfleet("down", fleet=fleet, check=True)
+        shutil.rmtree(fleet / ".hubfleet/hubs/uni-a-staging")
+        shutil.rmtree(fleet / ".hubfleet-data/hubs/uni-a-staging")
+        result = hubfleet("up", "--detach", fleet=fleet)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "database" in result.stderr and "state files" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        hubfleet("down", fleet=fleet)
+        leaks = kill_leftovers(fleet) + [str(p.pid) for p in account_processes(fleet)]
+        remove_accounts(fleet)
+        assert not leaks, f"processes left: {leaks}"

@@ -31,6 +31,7 @@ from hubfleet.render.local import (
 )
 from hubfleet.runtime.control_client import request as control_request
 from hubfleet.runtime.layout import Layout, layout, write_private
+from hubfleet.runtime.status_file import read_recorded_status
 from hubfleet.secrets.store import SecretResolver
 from hubfleet.settings import Settings, UserError
 
@@ -282,6 +283,15 @@ def hub_endpoint(state_dir: Path, hub_name: str, *, operator: bool = False) -> H
     runtime = _read_json(directory / "runtime.json")
     hub_tokens = _read_json(directory / "tokens.json")
     if "url" not in runtime or "control" not in hub_tokens:
+        recorded = (read_recorded_status(state_dir) or {}).get("hubs", {}).get(hub_name)
+        if recorded or directory.is_dir():
+            missing = [f for f in ("tokens.json", "runtime.json") if not (directory / f).is_file()]
+            what = ", ".join(missing) or "damaged"
+            raise UserError(
+                f"hub {hub_name}: its state files in {directory} are missing ({what}),"
+                " so hubfleet cannot reach it; they are made again when it restarts: `hubfleet down`, then "
+                "`hubfleet up` (which says what else was lost)"
+            )
         raise UserError(f"hub {hub_name}: never started in {state_dir}; run `hubfleet up` first")
     return HubEndpoint(
         name=hub_name, url=str(runtime["url"]), token=str(hub_tokens["operator" if operator else "control"])

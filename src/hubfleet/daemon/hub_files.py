@@ -4,7 +4,9 @@ account that owns them and the broker socket through which it asks for its users
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -23,7 +25,8 @@ from hubfleet.isolation.accounts import (
     remove_account,
 )
 from hubfleet.isolation.cgroups import Limits, parse_memory
-from hubfleet.runtime.layout import Layout, make_passable_dir, migrate_hub
+from hubfleet.render.local import CONTROL_TOKEN_ENV, OPERATOR_TOKEN_ENV
+from hubfleet.runtime.layout import Layout, make_passable_dir, migrate_hub, write_private
 
 PATH = f"{BIN_DIR}:/usr/local/bin:/usr/bin:/bin"
 
@@ -102,3 +105,57 @@ def purge_hub(where: Layout, name: str) -> None:
     for account in fleet_accounts(where.instance):
         if account.comment.split(" ")[2:3] == [name]:
             remove_account(account.name)
+
+
+def lost_state(where: Layout, name: str) -> list[str]:
+    """What the control plane's files about a hub that ran before no longer hold (checked before they are
+    made again): one sentence each, for the operator."""
+    directory = where.hub_state(name)
+    missing = [f for f in ("tokens.json", "runtime.json") if not (directory / f).exists()]
+    if not missing:
+        return []
+    return [
+        f"hub {name}: its state files in {directory} are gone ({', '.join(missing)}): new service tokens and "
+        "internal ports are made; its earlier hub.log is lost"
+    ]
+
+
+def lost_data(where: Layout, name: str) -> list[str]:
+    """What a hub that ran before lost from its data directory (checked before it starts again)."""
+    database = where.hub_data(name) / "jupyterhub.sqlite"
+    if database.exists():
+        return []
+    homes = where.homes(name)
+    kept = (
+        f"the homes in {homes} are kept"
+        if homes.is_dir() and any(homes.iterdir())
+        else f"no home is left in {homes}"
+    )
+    return [
+        f"hub {name}: its database {database} is gone: every user of this hub, their server records, API "
+        f"tokens and sign-in cookies are lost; the hub starts with an empty database ({kept})"
+    ]
+
+
+_PORTS = re.compile(
+    r"c\.JupyterHub\.hub_port = (\d+).*?ConfigurableHTTPProxy\.api_url = 'http://127\.0\.0\.1:(\d+)'", re.S
+)
+
+
+def restore_state_files(prepared: PreparedHub) -> list[str]:
+    """A running hub's tokens.json and runtime.json, written again from what it runs when they vanished
+    (so `status`, `token` and `check` reach it). Returns what was written."""
+    directory = prepared.log_path.parent
+    written = []
+    tokens_path = directory / "tokens.json"
+    if not tokens_path.exists() and {CONTROL_TOKEN_ENV, OPERATOR_TOKEN_ENV} <= prepared.env.keys():
+        tokens = {"control": prepared.env[CONTROL_TOKEN_ENV], "operator": prepared.env[OPERATOR_TOKEN_ENV]}
+        write_private(tokens_path, json.dumps(tokens, indent=2))
+        written.append(str(tokens_path))
+    runtime_path = directory / "runtime.json"
+    ports = _PORTS.search(prepared.rendered)
+    if not runtime_path.exists() and ports:
+        runtime = {"hub_port": int(ports[1]), "proxy_api_port": int(ports[2]), "url": prepared.url}
+        write_private(runtime_path, json.dumps(runtime, indent=2))
+        written.append(str(runtime_path))
+    return written

@@ -31,14 +31,23 @@ from hubfleet.backends.local import (
 from hubfleet.clock import utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.daemon.broker import Broker
-from hubfleet.daemon.detached import stop_leftovers
-from hubfleet.daemon.hub_files import home_name, plain_env, prepare_hub, purge_hub
+from hubfleet.daemon.detached import hub_user_pids, stop_leftovers
+from hubfleet.daemon.hub_files import (
+    home_name,
+    lost_data,
+    lost_state,
+    plain_env,
+    prepare_hub,
+    purge_hub,
+    restore_state_files,
+)
 from hubfleet.deploy.state import record
 from hubfleet.isolation.accounts import AccountError
 from hubfleet.isolation.cgroups import detect
 from hubfleet.runtime.layout import layout, make_state_private, migrate_hub
 from hubfleet.runtime.processes import process_tree, terminate_tree
 from hubfleet.runtime.status_file import read_recorded_status, write_status
+from hubfleet.settings import UserError
 from hubfleet.store.api import Store
 
 log = logging.getLogger("hubfleet.supervisor")
@@ -72,6 +81,8 @@ class HubState:
     error: str = ""
     log_tail: list[str] = field(default_factory=list)
     log_path: str = ""
+    warnings: list[str] = field(default_factory=list)
+    """What the operator must know about this hub, such as data lost since it last ran."""
 
 
 def read_log_tail(path: Path, lines: int = LOG_TAIL_LINES, since: int = 0) -> list[str]:
@@ -238,8 +249,27 @@ class Supervisor:
             log.warning("%s", line)
         self.extra_status["recovered"] = lines
 
+    def _warn(self, name: str, lines: list[str]) -> None:
+        """Tell the operator (daemon.log, the hub's log and state, `up`'s output) what happened to a hub."""
+        if not lines:
+            return
+        state = self.hubs[name]
+        with contextlib.suppress(OSError):
+            log_path = Path(state.log_path)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with log_path.open("a") as f:
+                f.writelines(f"---- hubfleet: WARNING: {line}\n" for line in lines)
+        for line in lines:
+            log.warning("%s", line)
+        self._set(name, warnings=[*state.warnings, *lines])
+
+    def _ran_before(self, name: str) -> bool:
+        return self.store.last_deployment(name, result="ok") is not None or bool(self.hubs[name].started_at)
+
     async def _start_first(self, name: str) -> None:
         hub = self.fleet.hubs[name]
+        if self._ran_before(name):
+            self._warn(name, lost_state(self.layout, name))
         prepared = self.backend.prepare(hub)
         ok = await self._launch(prepared)
         if ok:
@@ -343,7 +373,15 @@ class Supervisor:
                 f"stop that program or change `port` in {self.fleet.hub_files.get(name, 'the hub file')}",
             )
             return False
+        if self._ran_before(name) and (lost := lost_data(self.layout, name)):
+            orphans = process_tree(sorted(hub_user_pids(self.layout, name)))
+            if orphans:  # servers the new, empty database cannot know: nobody could reach or stop them
+                await asyncio.to_thread(terminate_tree, orphans)
+                lost.append(f"hub {name}: stopped {len(orphans)} process(es) of its users' orphaned servers")
+            self._warn(name, lost)
         prepared.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if restored := restore_state_files(prepared):
+            log.warning("hub %s: its state files had vanished; written again: %s", name, ", ".join(restored))
         try:
             account = await prepare_hub(self.layout, self.broker, prepared)
         except (AccountError, OSError) as exc:
@@ -464,7 +502,11 @@ class Supervisor:
 
     async def _shutdown_via_api(self, name: str) -> None:
         """JupyterHub's own shutdown: stops the user servers (and their kernels) and the proxy."""
-        endpoint = hub_endpoint(self.state_dir, name, operator=True)
+        try:
+            endpoint = hub_endpoint(self.state_dir, name, operator=True)
+        except UserError as exc:  # its state files vanished: it is stopped by pid instead
+            log.warning("%s", exc)
+            return
         with contextlib.suppress(httpx.HTTPError):
             async with httpx.AsyncClient(timeout=5.0) as client:
                 await client.post(
