@@ -126,6 +126,20 @@ def test_concurrent_wrong_passwords_lock_after_exactly_five(app: object) -> None
     assert _attempt(app, "lead-a", PASSWORDS["lead-a"]) == 303  # other accounts are not affected
 
 
+def test_consoles_sharing_a_store_count_failures_together(app: object, fleet: Path) -> None:
+    """Two console apps, each with its own engine on the same SQLite file (as two processes would have)."""
+    with open_store(fleet / ".hubfleet") as other_store:
+        other = create_app(other_store, load_fleet(fleet))
+        with ThreadPoolExecutor(32) as pool:
+            codes = list(
+                pool.map(lambda i: _attempt((app, other)[i % 2], "ops", "wrong password!"), range(32))
+            )
+        assert codes.count(401) == accounts.MAX_FAILURES and codes.count(429) == 32 - accounts.MAX_FAILURES
+        assert (
+            _attempt(other, "ops", PASSWORDS["ops"]) == 429 and _attempt(app, "ops", PASSWORDS["ops"]) == 429
+        )
+
+
 def test_console_password_lifts_a_lock(app: object, fleet: Path) -> None:
     for _ in range(accounts.MAX_FAILURES):
         assert _attempt(app, "ops", "wrong password!") == 401

@@ -123,11 +123,8 @@ def console_password(
             console.print(message + _signed_out(ended, revoked))
             return
         if unlock:
-            if not accounts.unlock(store, username):
-                raise UserError(
-                    f"'{username}' has no console password; set one with `hubfleet console-password`"
-                )
-            console.print(f"'{username}' may sign in again (failed sign-ins forgotten)")
+            forgotten = accounts.unlock(store, username)
+            console.print(f"'{username}' may sign in again ({forgotten} recent failed sign-in(s) forgotten)")
             return
         _require_account(config, username)
         if stdin:

@@ -1,7 +1,6 @@
 """Console credentials kept in the store: password hashes, browser sessions and API tokens; and the
-failed password sign-ins a console process remembers (in memory) to lock an account out for a while
-(`hubfleet console-password` lifts such a lock: failures older than the password row's `updated_at` no
-longer count).
+recent failed password sign-ins that lock an account out for a while (in the store too, so every console
+process sharing it counts them together, and `hubfleet console-password` can lift a lock).
 
 Accounts and their roles live in fleet.yaml (`console.accounts`); the store holds only what must not be
 in files. Session ids and tokens are random; the store keeps their SHA-256, so a copy of the database
@@ -14,12 +13,10 @@ import functools
 import hashlib
 import hmac
 import secrets
-import threading
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from hubfleet.clock import utcnow
@@ -83,21 +80,8 @@ def set_password(store: Store, username: str, password: str) -> int:
     row = ConsolePassword(username=username, password_hash=hash_password(password), updated_at=utcnow())
     with store.session() as session, session.begin():
         session.merge(row)
+        _forget_failures(session, username)
         return _revoke_tokens_of(session, username)
-
-
-def unlock(store: Store, username: str) -> bool:
-    """Lift a sign-in lock of `username` (failures before now stop counting); False if it has no password."""
-    query = update(ConsolePassword).where(ConsolePassword.username == username).values(updated_at=utcnow())
-    with store.session() as session, session.begin():
-        return bool(session.execute(query).rowcount)  # type: ignore[attr-defined]
-
-
-def unlocked_since(store: Store, username: str) -> float | None:
-    """When `username`'s password was last set or unlocked (a Unix time), or None."""
-    with store.session() as session:
-        row = session.get(ConsolePassword, username)
-        return row.updated_at.timestamp() if row else None
 
 
 def check_password(store: Store, username: str, password: str) -> bool:
@@ -121,6 +105,7 @@ def remove_password(store: Store, username: str) -> bool:
     """Remove `username`'s password and revoke the account's API tokens; False if it had no password."""
     with store.session() as session, session.begin():
         removed = session.execute(delete(ConsolePassword).where(ConsolePassword.username == username))
+        _forget_failures(session, username)
         _revoke_tokens_of(session, username)
         return bool(removed.rowcount)  # type: ignore[attr-defined]
 
@@ -135,51 +120,78 @@ def _dummy_hash() -> str:
 
 MAX_FAILURES = 5
 FAILURE_WINDOW = 15 * 60.0
-MAX_TRACKED = 10_000
-"""Names with recent failures kept in memory before expired ones are dropped (names are the caller's)."""
 
 
-@dataclass
-class FailedSignIns:
-    """Failed password sign-ins per account: five within 15 minutes lock it for the rest of the window.
+FAILED = "failed"
+"""The `method` of a console_sessions row that records a failed password sign-in: its id is random (no cookie
+hashes to it, and lookup_session skips such rows), it expires with the failure window, and no migration was
+needed to keep failures where every console process sees them."""
 
-    `begin` counts an attempt as a failure before its password is checked, under a lock, so that any
-    number of concurrent attempts gets at most MAX_FAILURES password checks; `succeeded` forgets them.
-    Times are Unix times, comparable with the password row's `updated_at` (see `unlocked_since`)."""
 
-    times: dict[str, deque[float]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def _recent(self, username: str, now: float, since: float | None) -> deque[float]:
-        recent = self.times.get(username)
-        if recent is None:
-            return deque(maxlen=MAX_FAILURES)
-        while recent and (now - recent[0] > FAILURE_WINDOW or (since is not None and recent[0] <= since)):
-            recent.popleft()
-        return recent
-
-    def locked_for(self, username: str, now: float, since: float | None = None) -> float:
-        """Seconds `username` stays locked (0: not locked); failures at or before `since` do not count."""
-        with self.lock:
-            recent = self._recent(username, now, since)
-            return FAILURE_WINDOW - (now - recent[0]) if len(recent) >= MAX_FAILURES else 0.0
-
-    def begin(self, username: str, now: float, since: float | None = None) -> float:
-        """Atomically: the seconds `username` stays locked, or 0 after counting this attempt as a failure
-        (call `succeeded` when the password was right)."""
-        with self.lock:
-            recent = self._recent(username, now, since)
-            if len(recent) >= MAX_FAILURES:
-                return FAILURE_WINDOW - (now - recent[0])
-            if len(self.times) >= MAX_TRACKED:  # many names tried: forget the ones whose window has passed
-                self.times = {k: v for k, v in self.times.items() if v and now - v[-1] <= FAILURE_WINDOW}
-            recent.append(now)
-            self.times[username] = recent
+def begin_sign_in(store: Store, username: str) -> float:
+    """Atomically: the seconds `username` stays locked, or 0 after recording this attempt as a failure
+    (`sign_in_succeeded` forgets it). One INSERT ... SELECT writes the failure only while fewer than
+    MAX_FAILURES are recent, so any number of concurrent attempts, from any number of console processes
+    sharing the store, gets MAX_FAILURES password checks at most (SQLite runs the statement under its write
+    lock; elsewhere the account's password row is locked first)."""
+    username = username[:255]  # what was typed: the column's length (longer names are no account anyway)
+    now = utcnow()
+    window_start = now - timedelta(seconds=FAILURE_WINDOW)
+    recent = (
+        select(func.count())
+        .select_from(ConsoleSession)
+        .where(
+            ConsoleSession.username == username,
+            ConsoleSession.method == FAILED,
+            ConsoleSession.created_at > window_start,
+        )
+        .scalar_subquery()
+    )
+    row = select(
+        literal(secrets.token_hex(32)),
+        literal(username),
+        literal(""),
+        literal(FAILED),
+        literal(now, ConsoleSession.created_at.type),
+        literal(now + timedelta(seconds=FAILURE_WINDOW), ConsoleSession.expires_at.type),
+    ).where(recent < MAX_FAILURES)
+    columns = ["id_hash", "username", "csrf_token", "method", "created_at", "expires_at"]
+    with store.session() as session, session.begin():
+        # failures of names tried and given up on: gone once their window has passed (expires_at is indexed)
+        session.execute(
+            delete(ConsoleSession).where(ConsoleSession.method == FAILED, ConsoleSession.expires_at < now)
+        )
+        if session.get_bind().dialect.name != "sqlite":
+            session.execute(
+                select(ConsolePassword.username).where(ConsolePassword.username == username).with_for_update()
+            )
+        if session.execute(insert(ConsoleSession).from_select(columns, row)).rowcount:  # type: ignore[attr-defined]
             return 0.0
+        oldest = session.scalar(
+            select(func.min(ConsoleSession.created_at)).where(
+                ConsoleSession.username == username,
+                ConsoleSession.method == FAILED,
+                ConsoleSession.created_at > window_start,
+            )
+        )
+    return max(FAILURE_WINDOW - (now - oldest).total_seconds(), 1.0) if oldest else 1.0
 
-    def succeeded(self, username: str) -> None:
-        with self.lock:
-            self.times.pop(username, None)
+
+def sign_in_succeeded(store: Store, username: str) -> None:
+    """The password was right: forget the account's failures."""
+    with store.session() as session, session.begin():
+        _forget_failures(session, username)
+
+
+def unlock(store: Store, username: str) -> int:
+    """Lift a sign-in lock of `username`; returns how many recent failures were forgotten."""
+    with store.session() as session, session.begin():
+        return _forget_failures(session, username)
+
+
+def _forget_failures(session: Session, username: str) -> int:
+    query = delete(ConsoleSession).where(ConsoleSession.username == username, ConsoleSession.method == FAILED)
+    return int(session.execute(query).rowcount or 0)  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- sessions
@@ -215,7 +227,7 @@ def create_session(store: Store, username: str, method: str, hours: float) -> tu
 def lookup_session(store: Store, session_id: str) -> SessionInfo | None:
     with store.session() as session:
         row = session.get(ConsoleSession, _sha256(session_id))
-        if row is None or row.expires_at <= utcnow():
+        if row is None or row.method == FAILED or row.expires_at <= utcnow():
             return None
         return SessionInfo(row.username, row.csrf_token, row.method, row.expires_at)
 
@@ -228,7 +240,10 @@ def end_session(store: Store, session_id: str) -> None:
 def end_sessions_of(store: Store, username: str) -> int:
     """Sign `username` out everywhere (after a password change or removal)."""
     with store.session() as session, session.begin():
-        result = session.execute(delete(ConsoleSession).where(ConsoleSession.username == username))
+        query = delete(ConsoleSession).where(
+            ConsoleSession.username == username, ConsoleSession.method != FAILED
+        )
+        result = session.execute(query)
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 

@@ -114,10 +114,9 @@ def login_submit(
             request, error="Password sign-in is turned off for this console.", next_url=next, status_code=400
         )
     username = username.strip()
-    failures = state.failed_sign_ins
-    # counted before the password is checked, atomically: concurrent guesses get MAX_FAILURES checks at most;
-    # failures before the password was last set (or unlocked) by `hubfleet console-password` do not count
-    wait = failures.begin(username, time.time(), accounts.unlocked_since(state.store, username))
+    # counted before the password is checked, atomically and in the store: concurrent guesses get
+    # MAX_FAILURES checks at most, across every console process sharing the store
+    wait = accounts.begin_sign_in(state.store, username)
     if wait > 0:
         return _login_page(
             request,
@@ -134,7 +133,7 @@ def login_submit(
         return _login_page(
             request, error="Wrong username or password.", next_url=next, username=username, status_code=401
         )
-    failures.succeeded(username)
+    accounts.sign_in_succeeded(state.store, username)
     response = RedirectResponse(safe_next(next), status_code=303)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     _set_session(request, response, username, "password")

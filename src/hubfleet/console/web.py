@@ -42,7 +42,6 @@ class ConsoleState:
     """`hubfleet console --public-url`, else fleet.yaml console.public_url."""
     secrets: Any = None
     """A SecretResolver for fleet-level secrets (the OIDC client secret); made on first use when None."""
-    failed_sign_ins: accounts.FailedSignIns = field(default_factory=accounts.FailedSignIns)
     pending_oidc: dict[str, Any] = field(default_factory=dict)
     """OIDC sign-ins under way: state -> what the callback needs (verifier, nonce, next URL)."""
     checks_running: set[str] = field(default_factory=set)
