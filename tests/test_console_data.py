@@ -492,6 +492,8 @@ def test_hub_detail(demo: FleetConfig, store: Store) -> None:
         "message": "second",
         "stage": "prod",
         "config_hash": "hash1",
+        "reasons": None,  # the audit trail (recorded by `deploy`; none given here)
+        "commit": None,
     }
     assert len(detail["checks"]) == 20
     newest = NOW - timedelta(hours=5) + timedelta(minutes=21)
