@@ -61,8 +61,10 @@ def _remove_test_accounts(tmp_path_factory: TempPathFactory) -> Iterator[None]:
         return
     base = tmp_path_factory.getbasetemp()
     root = next((p for p in base.parents if p.name.startswith("pytest-of-")), base)
-    for name in _test_accounts(root):  # left by a killed session: their homes are gone
-        if not Path(pwd.getpwnam(name).pw_dir).exists():
+    session = next((p for p in (base, *base.parents) if p.parent == root), base)  # this session's pytest-N
+    for name in _test_accounts(root):  # left by a killed session (not this one's workers): homes gone
+        home = Path(pwd.getpwnam(name).pw_dir)
+        if not home.is_relative_to(session) and not home.exists():
             remove_account(name)
     yield
     for name in _test_accounts(base):

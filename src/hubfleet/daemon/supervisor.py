@@ -41,6 +41,7 @@ from hubfleet.daemon.hub_files import (
     purge_hub,
     restore_state_files,
 )
+from hubfleet.deploy.audit import deploy_actor, fleet_commit
 from hubfleet.deploy.state import record
 from hubfleet.isolation.accounts import AccountError
 from hubfleet.isolation.cgroups import detect
@@ -151,6 +152,8 @@ class Supervisor:
         self._stopping = False
         self.ready = False
         self.started_at = now_iso()
+        self._audit: tuple[str, str | None] = ("hubfleet up", None)
+        """Who ran `up` and the fleet's commit, for the deployments it records (set when it starts)."""
         self.extra_status: dict[str, Any] = {}
         """More daemon facts for daemon.json, such as the `console` URL."""
 
@@ -215,6 +218,7 @@ class Supervisor:
         for name in self.hubs:  # before the state tree turns private, which would strip users' files' modes
             migrate_hub(self.layout, name, home_name)
         make_state_private(self.state_dir)
+        self._audit = (deploy_actor(self.fleet.root, "hubfleet up"), fleet_commit(self.fleet.root))
         self.write_status()
         results = await asyncio.gather(*(self._start_first(name) for name in self.hubs))
         self.ready = True
@@ -283,7 +287,8 @@ class Supervisor:
             rendered=prepared.rendered,
             result="ok" if ok else "failed",
             message=self.hubs[name].error,
-            actor="hubfleet up",
+            actor=self._audit[0],
+            commit=self._audit[1],
         )
 
     def _running(self, prepared: PreparedHub) -> None:
