@@ -76,7 +76,7 @@ def test_not_a_database_and_no_backup_says_how_to_go_on(tmp_path: Path) -> None:
     with pytest.raises(StoreDamaged) as caught:
         open_store(tmp_path)
     message = str(caught.value)
-    assert "is not a SQLite database" in message
+    assert "is damaged (file is not a database)" in message
     assert f"no backup in {tmp_path / 'backups'}" in message and "hubfleet store restore BACKUP" in message
 
 

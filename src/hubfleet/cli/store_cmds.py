@@ -43,7 +43,7 @@ def backup(
 
     db_path = _store_file(fleet, state_dir)
     made = safety.backup(db_path, out.expanduser().resolve()) if out else safety.take_backup(db_path)
-    console.print(f"store backed up to {made}", highlight=False)
+    console.print(f"store backed up to {made}", highlight=False, markup=False, soft_wrap=True)
 
 
 @store_app.command("backups")
@@ -107,5 +107,8 @@ def restore(
         open_store(state).close()  # brings an older backup's schema up to this hubfleet's
     kept = f"; the previous store is kept as {done.set_aside}" if done.set_aside else ""
     console.print(
-        f"store {done.store} restored from {done.source} (revision {done.revision}){kept}", highlight=False
+        f"store {done.store} restored from {done.source} (revision {done.revision}){kept}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
     )

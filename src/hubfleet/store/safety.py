@@ -91,22 +91,31 @@ def damaged(db_path: Path, what: str) -> StoreDamaged:
     return StoreDamaged(f"store {db_path} {what}; the file was left as it is; {way_back(db_path)}")
 
 
-def file_problem(db_path: Path) -> str | None:
-    """What is wrong with the file at a glance (empty, not SQLite), without opening it; None if nothing."""
+def file_problem(db_path: Path, *, header: bool = False) -> str | None:
+    """What is wrong with the file at a glance (empty; with `header`, not SQLite); None if nothing.
+
+    Only os.stat by default: opening and closing the file in a process that has a SQLite connection to it
+    would drop that process's POSIX locks on it, and another process could then remove the live -wal file.
+    `header` (which reads the file) is for files no connection of this process has open."""
     try:
-        with db_path.open("rb") as f:
-            header = f.read(len(SQLITE_HEADER))
+        size = db_path.stat().st_size
     except FileNotFoundError:
         return None
     except OSError as exc:
         return f"cannot be read ({exc.strerror})"
-    if not header:
+    if size == 0:
         return (
             "is empty (0 bytes) where a store was expected: hubfleet will not start an empty store over it "
             "(its console accounts, API tokens and history would be gone without a word)"
         )
-    if header != SQLITE_HEADER:
-        return "is not a SQLite database (damaged or overwritten)"
+    if header:
+        try:
+            with db_path.open("rb") as f:
+                start = f.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            return f"cannot be read ({exc.strerror})"
+        if start != SQLITE_HEADER:
+            return "is not a SQLite database (damaged or overwritten)"
     return None
 
 
@@ -332,7 +341,7 @@ def restore(db_path: Path, source: Path) -> Restored:
     source = source.expanduser().resolve()
     if not source.is_file():
         raise UserError(f"{source}: no such backup file")
-    if file_problem(source):
+    if file_problem(source, header=True):
         what = "is empty" if source.stat().st_size == 0 else "is not a SQLite database"
         raise UserError(f"{source} {what}: not a backup hubfleet can restore")
     stamp = _stamp()
