@@ -253,6 +253,35 @@ def test_a_leader_reads_their_hub_in_detail(api: dict[str, httpx.Client]) -> Non
     assert [c["email"] for c in hub["contacts"]] == ["grace@uni-a.example"]
 
 
+def test_the_hub_page_shows_who_deployed_why_and_uptime_without_planned_maintenance(
+    cf: ConsoleFleet, api: dict[str, httpx.Client]
+) -> None:
+    from hubfleet.monitor.uptime import ProbeResult, record_samples
+
+    now = datetime.now(UTC)
+    with open_store(cf.state_dir) as store:
+        store.record_deployment(
+            "uni-a", "c" * 64, "ok", actor="Ada <ada@x> via hubfleet deploy",
+            reasons=["max_users: 100 → 150"], commit="0123456789abcdef0123",
+        )  # fmt: skip
+        window = store.begin_maintenance("uni-a", reason="deploy (update)")
+        probes = [
+            ProbeResult("uni-a", "http://127.0.0.1:1", now - timedelta(minutes=m), ok, 200, 200, 1.0)
+            for m, ok in ((3, True), (2, False))
+        ]
+        record_samples(store, probes)  # the failure falls in the deploy's window
+        store.end_maintenance(window)
+    detail = api["ops"].get("/api/hubs/uni-a").json()
+    # the fixture's probes plus ours: only the failure during the deploy differs between the two figures
+    assert detail["uptime_unplanned"]["24h"] > detail["uptime"]["24h"]
+    assert detail["deploys"][0]["reasons"] == ["max_users: 100 → 150"]
+    assert detail["deploys"][0]["commit"] == "0123456789abcdef0123"
+    with contextlib.closing(signed_in_client(cf, "ops")) as browser:
+        page = browser.get("/hubs/uni-a").text
+    assert "why: max_users: 100 → 150" in page and ">0123456789ab</code>" in page
+    assert "w/o planned" in page
+
+
 def test_limit_events_on_the_hub_page_and_api_for_those_who_may_see_the_hub(
     cf: ConsoleFleet, api: dict[str, httpx.Client]
 ) -> None:

@@ -230,10 +230,11 @@ def test_up_with_a_cut_store_is_one_line_and_starts_nothing(fleet: Path) -> None
     state = fleet / ".hubfleet"
     _filled_store(state)
     damaged = _cut(state / store_db.DB_FILENAME, 0.5)
-    line = _one_error_line(hubfleet("up", fleet=fleet, timeout=120))  # foreground: the store is checked first
-    assert "is damaged" in line and "integrity check" in line
-    assert (state / store_db.DB_FILENAME).read_bytes() == damaged
-    assert not (state / "daemon.json").exists()
+    for detach in ([], ["--detach"]):  # checked before anything starts, so --detach is one line too
+        line = _one_error_line(hubfleet("up", *detach, fleet=fleet, timeout=120))
+        assert "is damaged" in line and "integrity check" in line
+        assert (state / store_db.DB_FILENAME).read_bytes() == damaged
+        assert not (state / "daemon.json").exists()
 
 
 def test_restore_refuses_while_the_daemon_runs(fleet: Path) -> None:

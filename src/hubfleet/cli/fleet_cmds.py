@@ -83,6 +83,7 @@ def up(
 ) -> None:
     """Validate the fleet, start every local hub, and supervise them (Ctrl-C stops everything)."""
     from hubfleet.daemon.detached import start_detached
+    from hubfleet.store import open_store
     from hubfleet.up import run_foreground
 
     fleet_dir = resolve_fleet_dir(fleet)
@@ -92,6 +93,8 @@ def up(
         raise UserError(f"fleet '{config.settings.name}' has no hubs on a local cluster; nothing to run here")
     # Decrypt the hubs' secrets now (in memory, then dropped) so a missing age identity is one clear error.
     SecretResolver(config).verify(config.local_hubs())
+    with open_store(state, check=True):  # a damaged store is one line here, not a detached daemon's log
+        pass
     console.print(
         f"starting {len(config.local_hubs())} hub(s) of fleet '{config.settings.name}' (state: {state})"
     )

@@ -221,6 +221,10 @@ class Uptime(Model):
 
 class HubDetail(HubRow):
     uptime: Uptime
+    uptime_unplanned: Uptime = Field(
+        description="The same windows with probes that failed during planned maintenance (deploys) not "
+        "counted as downtime."
+    )
     deploys: list[HubDeploy] = Field(description="The newest 20.")
     checks: list[HubCheck] = Field(description="The newest 20.")
     incidents: list[IncidentOut] = Field(description="The newest 50.")

@@ -238,9 +238,11 @@ def uptime_by_hub(
     return result
 
 
-def uptime(store: Store, hub: str, now: datetime | None = None) -> dict[str, float | None]:
+def uptime(
+    store: Store, hub: str, now: datetime | None = None, *, excluding_planned: bool = False
+) -> dict[str, float | None]:
     """{"24h": %, "7d": %, "30d": %} of ok probes of `hub` (None for a window without samples)."""
-    return uptime_by_hub(store, [hub], now)[hub]
+    return uptime_by_hub(store, [hub], now, excluding_planned=excluding_planned)[hub]
 
 
 def prune_samples(store: Store, now: datetime | None = None, keep: timedelta = SAMPLE_RETENTION) -> int:

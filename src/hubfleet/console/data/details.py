@@ -112,6 +112,7 @@ def hub_detail(source: ConsoleSource, hub: str, now: datetime | None = None) -> 
     return {
         **overview_rows(source, [found], now)[0],
         "uptime": uptime(store, hub, now),
+        "uptime_unplanned": uptime(store, hub, now, excluding_planned=True),
         "deploys": deploys,
         "checks": checks,
         "incidents": incidents(source, [hub], limit=50, now=now),
