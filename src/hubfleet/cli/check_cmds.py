@@ -35,17 +35,20 @@ def check(
     """Do what a user does on HUB (create user, start server, run code, stop) and time each step."""
     from hubfleet.backends.local import hub_endpoint
     from hubfleet.checks.synthetic import check_hub
+    from hubfleet.render.local import dummy_password
+    from hubfleet.secrets.store import SecretResolver
     from hubfleet.store import open_store
 
     fleet_dir = resolve_fleet_dir(fleet)
-    load_or_explain(fleet_dir).require_hub(hub)
+    config = load_or_explain(fleet_dir)
+    password = dummy_password(config.require_hub(hub), SecretResolver(config))
     state = resolve_state_dir(fleet_dir, state_dir)
     endpoint = hub_endpoint(state, hub)
     url, token = endpoint.url, endpoint.token
     with open_store(state) as store:
         if not as_json:
             console.print(f"checking [bold]{hub}[/bold] at {url} …", highlight=False)
-        result = asyncio.run(check_hub(hub, url, token, store, timeout=timeout))
+        result = asyncio.run(check_hub(hub, url, token, store, timeout=timeout, dummy_password=password))
     if as_json:
         typer.echo(result.to_json())
     else:

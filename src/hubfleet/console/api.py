@@ -214,13 +214,21 @@ async def run_hub_check(
     require_operator(principal)
     url, token = _check_target(state, found)
     from hubfleet.checks.synthetic import check_hub
+    from hubfleet.render.local import dummy_password
 
     running = state.checks_running
     if found.name in running:
         raise HTTPException(409, f"a check of hub '{found.name}' is running already; wait for its result")
     running.add(found.name)
+    if state.secrets is None:
+        from hubfleet.secrets.store import SecretResolver
+
+        state.secrets = SecretResolver(state.fleet)
+    password = dummy_password(found, state.secrets)
     try:
-        result = await check_hub(found.name, url, token, state.store, timeout=timeout)
+        result = await check_hub(
+            found.name, url, token, state.store, timeout=timeout, dummy_password=password
+        )
     finally:
         running.discard(found.name)
     return {**result.to_dict(), "error": result.error}

@@ -17,6 +17,8 @@ from hubfleet.checks.synthetic import check_hub
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.deploy.plan import HubPlan, Plan
 from hubfleet.deploy.state import record
+from hubfleet.render.local import dummy_password
+from hubfleet.secrets.store import SecretResolver
 from hubfleet.settings import UserError
 from hubfleet.store.api import Store
 
@@ -97,6 +99,8 @@ class Deployer:
         self.commit = commit
         self.check_timeout = check_timeout
         self.on_change = on_change or (lambda outcome: None)
+        self.secrets = SecretResolver(fleet)
+        """Decrypts a dummy hub's password, for the check's sign-in through the login form."""
 
     async def run(self, plan: Plan) -> Rollout:
         changes = plan.changes
@@ -184,7 +188,16 @@ class Deployer:
 
     async def _check(self, backend: Backend, name: str) -> str | None:
         endpoint = backend.endpoint(name)
-        result = await check_hub(name, endpoint.url, endpoint.token, self.store, timeout=self.check_timeout)
+        hub = self.fleet.hubs.get(name)
+        password = dummy_password(hub, self.secrets) if hub is not None else None
+        result = await check_hub(
+            name,
+            endpoint.url,
+            endpoint.token,
+            self.store,
+            timeout=self.check_timeout,
+            dummy_password=password,
+        )
         return None if result.ok else f"check failed: {result.error}"
 
     async def _remove(self, entry: HubPlan, outcome: HubOutcome) -> None:

@@ -85,6 +85,13 @@ def secret_env(hub: Hub, secrets: SecretResolver) -> dict[str, str]:
     }
 
 
+def dummy_password(hub: Hub, secrets: SecretResolver) -> str | None:
+    """A dummy-auth hub's shared password (decrypted in memory), so the synthetic check can sign in through
+    the login form as a person does; None for other auth types."""
+    password = getattr(hub.auth, "password", None) if hub.auth.type == "dummy" else None
+    return (secrets.resolve(hub, password) or None) if password is not None else None
+
+
 def _auth_lines(fleet: FleetConfig, hub: Hub) -> list[str]:
     auth = auth_config(fleet, hub)
     lines = [f"c.JupyterHub.authenticator_class = {auth.authenticator_class!r}"]
