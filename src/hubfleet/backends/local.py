@@ -36,6 +36,8 @@ from hubfleet.secrets.store import SecretResolver
 from hubfleet.settings import Settings, UserError
 
 BIN_DIR = Path(sys.executable).parent
+PATH = f"{BIN_DIR}:/usr/local/bin:/usr/bin:/bin"
+"""PATH of hubs and user servers: hubfleet's environment first, then the system's."""
 
 
 @dataclass(frozen=True)
@@ -239,7 +241,7 @@ class LocalBackend(Backend):
             **secret_env(hub, self.secrets),
             CONTROL_TOKEN_ENV: hub_tokens["control"],
             OPERATOR_TOKEN_ENV: hub_tokens["operator"],
-            "PATH": f"{BIN_DIR}:/usr/local/bin:/usr/bin:/bin",
+            "PATH": PATH,
         }
         blocked = ""
         if (

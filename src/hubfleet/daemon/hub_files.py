@@ -10,7 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
-from hubfleet.backends.local import BIN_DIR, PreparedHub, hub_dir
+from hubfleet.backends.local import BIN_DIR, PATH, PreparedHub, hub_dir
 from hubfleet.daemon.broker import Broker, HubPolicy
 from hubfleet.isolation.accounts import (
     Account,
@@ -27,8 +27,6 @@ from hubfleet.isolation.accounts import (
 from hubfleet.isolation.cgroups import Limits, parse_memory
 from hubfleet.render.local import CONTROL_TOKEN_ENV, OPERATOR_TOKEN_ENV
 from hubfleet.runtime.layout import Layout, make_passable_dir, migrate_hub, write_private
-
-PATH = f"{BIN_DIR}:/usr/local/bin:/usr/bin:/bin"
 
 
 async def prepare_hub(where: Layout, broker: Broker | None, prepared: PreparedHub) -> Account | None:
