@@ -24,11 +24,13 @@ from hubfleet.console.reload import FleetReloader
 from hubfleet.console.server import start_console
 from hubfleet.daemon.control import serve_control
 from hubfleet.daemon.detached import daemon_lock
+from hubfleet.daemon.front_door import FrontDoor
 from hubfleet.daemon.supervisor import Supervisor
 from hubfleet.monitor.alerts import Alerter
 from hubfleet.monitor.anomaly import AnomalyMonitor
 from hubfleet.monitor.collector import start_collector
 from hubfleet.monitor.prober import run_in_daemon
+from hubfleet.render.caddy import fleet_sites
 from hubfleet.runtime.control_client import SOCKET_FILE
 from hubfleet.runtime.status_file import remove_status
 from hubfleet.settings import UserError
@@ -60,6 +62,16 @@ async def serve(
     monitor: AnomalyMonitor | None = None
     try:
         await supervisor.start_all()
+        if fleet.settings.front_door is not None:  # once the hubs answer: nothing to proxy to before
+            supervisor.front_door = FrontDoor(
+                fleet,
+                supervisor.layout,
+                secrets,
+                fleet_sites(fleet, list(supervisor.hubs), console_port=http.port),
+                log_dir=state_dir / "front-door",
+            )
+            await supervisor.front_door.start()
+            supervisor.write_status()
         monitor = AnomalyMonitor(store, fleet, alerter=Alerter(fleet, store, secrets))
         tasks = [
             start_collector(fleet, store, supervisor.running_hub_urls, state_dir, stop),  # right away

@@ -61,6 +61,9 @@ class PreparedHub:
     """The hub's `resources`: the broker's limits for its user servers."""
     blocked: str = ""
     """Why this hub must not start in this mode (a prod hub without root and without the opt-in)."""
+    public_host: str = ""
+    """Where the fleet's front door serves it ('' without a front door), and at which path ('' or '/NAME')."""
+    public_path: str = ""
 
     def __repr__(self) -> str:  # env holds secrets
         return f"PreparedHub(name={self.name!r}, url={self.url!r}, data_dir={str(self.data_dir)!r})"
@@ -190,7 +193,7 @@ class LocalBackend(Backend):
             public = {h.port for h in self.fleet.hubs.values() if h.port}
             hub_port = free_port(public)
             data = {"hub_port": hub_port, "proxy_api_port": free_port(public | {hub_port})}
-        data["url"] = self.fleet.public_url(hub)
+        data["url"] = self.fleet.internal_url(hub)
         if data != stored:
             _write_private(path, data)
         where = self.layout
@@ -236,6 +239,7 @@ class LocalBackend(Backend):
         runtime = self.runtime(hub)
         directory = runtime.data_dir
         rendered = render_jupyterhub_config(self.fleet, hub, runtime)
+        site = self.fleet.front_door_site(hub)
         hub_tokens = tokens(self.state_dir, hub.name)
         env = {
             **secret_env(hub, self.secrets),
@@ -256,7 +260,7 @@ class LocalBackend(Backend):
             )
         return PreparedHub(
             name=hub.name,
-            url=str(self.fleet.public_url(hub)),
+            url=str(self.fleet.internal_url(hub)),
             port=hub.port,
             data_dir=directory,
             config_path=directory / "jupyterhub_config.py",
@@ -270,6 +274,8 @@ class LocalBackend(Backend):
             stage=hub.stage,
             resources=hub.resources.model_dump(),
             blocked=blocked,
+            public_host=site[0] if site else "",
+            public_path=site[1] if site else "",
         )
 
 

@@ -68,9 +68,44 @@ class FleetConfig:
     def local_hubs(self) -> list[Hub]:
         return [h for h in self.hubs.values() if self.clusters[h.cluster].kind == "local"]
 
+    def front_door_site(self, hub: Hub) -> tuple[str, str] | None:
+        """(host, path prefix) at which the front door serves a local hub: its own `domain` with no prefix,
+        else `/<hub name>` under the front door's domain; None without a front door and for kubernetes hubs."""
+        door = self.settings.front_door
+        if door is None or self.clusters[hub.cluster].kind != "local":
+            return None
+        if hub.domain:
+            return hub.domain, ""
+        return (door.domain, f"/{hub.name}") if door.domain else None
+
+    def base_path(self, hub: Hub) -> str:
+        """The hub's JupyterHub base_url without its trailing slash: `/<hub name>` when it is served at a path
+        under the front door's domain, else empty."""
+        site = self.front_door_site(hub)
+        return site[1] if site else ""
+
+    def internal_url(self, hub: Hub) -> str | None:
+        """Where the control plane reaches a local hub: http://127.0.0.1:PORT (plus its base path)."""
+        return f"http://127.0.0.1:{hub.port}{self.base_path(hub)}" if hub.port else None
+
+    def front_door_origin(self, host: str) -> str:
+        """https://HOST, with the front door's https_port when it is not 443."""
+        door = self.settings.front_door
+        port = door.https_port if door is not None else 443
+        return f"https://{host}" if port == 443 else f"https://{host}:{port}"
+
     def public_url(self, hub: Hub) -> str | None:
-        """The address users open (no trailing slash): http://127.0.0.1:PORT for a hub on a local cluster,
+        """The address users open (no trailing slash): through the front door when the fleet has one
+        (https://DOMAIN or https://FLEET-DOMAIN/HUB), else http://127.0.0.1:PORT for a hub on a local cluster;
         https://DOMAIN on kubernetes; None while the hub file names neither."""
         if self.clusters[hub.cluster].kind == "local":
-            return f"http://127.0.0.1:{hub.port}" if hub.port else None
+            site = self.front_door_site(hub)
+            return self.front_door_origin(site[0]) + site[1] if site else self.internal_url(hub)
         return f"https://{hub.domain}" if hub.domain else None
+
+    def console_url(self) -> str | None:
+        """The console's public address: the front door's console_domain, else `console.public_url`."""
+        door = self.settings.front_door
+        if door is not None and door.console_domain:
+            return self.front_door_origin(door.console_domain)
+        return self.settings.console.public_url

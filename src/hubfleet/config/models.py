@@ -14,6 +14,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from hubfleet.config.fields import URL_PATTERN, AwsAccountId, DomainName, Email, Name, Strict, Username
 from hubfleet.config.models_auth import Auth
+from hubfleet.config.models_front_door import FrontDoor
 from hubfleet.config.secret_refs import SecretOnly, SecretOrPlain
 
 MEMORY_PATTERN = re.compile(r"^(\d+(\.\d+)?)([KMGT]i?)?$")
@@ -276,7 +277,11 @@ class Hub(HubSettings):
     cluster: Name
     stage: Literal["staging", "prod"]
     port: int | None = Field(default=None, ge=1024, le=65535, description="Loopback port (local clusters).")
-    domain: DomainName | None = Field(default=None, description="DNS name (kubernetes clusters).")
+    domain: DomainName | None = Field(
+        default=None,
+        description="DNS name users open: required on kubernetes clusters; on a local cluster the fleet's "
+        "front door serves the hub there (without one, at https://<front_door.domain>/<hub name>/).",
+    )
     extra_config: str = Field(
         default="",
         description="Python appended to the generated jupyterhub_config.py (like z2jh hub.extraConfig).",
@@ -506,6 +511,10 @@ class FleetSettings(Strict):
     monitoring: Monitoring = Field(default_factory=Monitoring)
     console: Console = Field(default_factory=Console, description="The web console's accounts and sign-in.")
     isolation: Isolation = Field(default_factory=Isolation)
+    front_door: FrontDoor | None = Field(
+        default=None,
+        description="Public HTTPS for the local hubs and the console (Caddy); unset: they listen on 127.0.0.1 only.",
+    )
     ci_recipients: list[AgeRecipient] = Field(
         default_factory=list,
         description="Extra age public keys every hub secret is encrypted to, such as a CI deploy key.",

@@ -164,7 +164,7 @@ def logout(request: Request, csrf_token: str = Form("")) -> Response:
 
 def _redirect_uri(request: Request) -> str:
     state = console_state(request)
-    base = state.public_url or state.fleet.settings.console.public_url or str(request.base_url)
+    base = state.public_url or state.fleet.console_url() or str(request.base_url)
     return base.rstrip("/") + "/login/oidc/callback"
 
 

@@ -65,7 +65,7 @@ class ConsoleState:
 
     @property
     def secure_cookies(self) -> bool:
-        url = self.public_url or self.fleet.settings.console.public_url
+        url = self.public_url or self.fleet.console_url()
         return bool(url and url.startswith("https://"))
 
     @property

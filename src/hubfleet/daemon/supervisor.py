@@ -32,6 +32,7 @@ from hubfleet.clock import utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.daemon.broker import Broker
 from hubfleet.daemon.detached import hub_user_pids, stop_leftovers
+from hubfleet.daemon.front_door import FrontDoor
 from hubfleet.daemon.hub_files import (
     home_name,
     lost_data,
@@ -45,6 +46,7 @@ from hubfleet.deploy.audit import deploy_actor, fleet_commit
 from hubfleet.deploy.state import record
 from hubfleet.isolation.accounts import AccountError
 from hubfleet.isolation.cgroups import detect
+from hubfleet.render.caddy import Site
 from hubfleet.runtime.layout import layout, make_state_private, migrate_hub
 from hubfleet.runtime.processes import process_tree, terminate_tree
 from hubfleet.runtime.status_file import read_recorded_status, write_status
@@ -156,6 +158,8 @@ class Supervisor:
         """Who ran `up` and the fleet's commit, for the deployments it records (set when it starts)."""
         self.extra_status: dict[str, Any] = {}
         """More daemon facts for daemon.json, such as the `console` URL."""
+        self.front_door: FrontDoor | None = None
+        """The fleet's HTTPS front door when fleet.yaml has one (started by `up` once the hubs run)."""
 
     def _track(self, name: str, community: str, stage: str) -> None:
         self.hubs.setdefault(
@@ -199,6 +203,7 @@ class Supervisor:
             "ready": self.ready,
             "isolation": self.isolation(),
             **self.extra_status,
+            **({"front_door": self.front_door.snapshot()} if self.front_door is not None else {}),
             "hubs": {name: asdict(state) for name, state in self.hubs.items()},
         }
 
@@ -313,7 +318,22 @@ class Supervisor:
                 self._previous[prepared.name] = self._current.pop(prepared.name)
             if await self._launch(prepared):
                 self._running(prepared)
+            await self._serve_at_front_door(prepared)
             return self.hubs[prepared.name]
+
+    async def _serve_at_front_door(self, prepared: PreparedHub) -> None:
+        """A new or moved hub's address at the front door (a reload that keeps open connections)."""
+        if self.front_door is None:
+            return
+        site = (
+            Site(prepared.public_host, prepared.public_path, prepared.port, prepared.name)
+            if prepared.public_host
+            else None
+        )
+        if site is not None and self.front_door.sites.get((site.host, site.path)) == site:
+            return
+        await self.front_door.update(prepared.name, site)
+        self.write_status()
 
     async def rollback(self, name: str) -> HubState:
         """Go back to what the hub ran before its last apply."""
@@ -343,6 +363,8 @@ class Supervisor:
                 await self.broker.close(name)
             if purge:
                 await asyncio.to_thread(purge_hub, self.layout, name)
+            if self.front_door is not None:
+                await self.front_door.update(name, None)
             self.write_status()
             return state
 
@@ -484,6 +506,8 @@ class Supervisor:
         self._stopping = True
         for task in self._watchers.values():
             task.cancel()
+        if self.front_door is not None:
+            await self.front_door.stop()
         await asyncio.gather(*(self._stop_process(name, graceful=True) for name in self.hubs))
         if self.broker is not None:  # after the hubs: their shutdown asks it to stop the user servers
             await self.broker.close_all()

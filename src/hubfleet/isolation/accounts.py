@@ -24,6 +24,7 @@ from pathlib import Path
 
 USER_PREFIX = "hfu-"  # one per (fleet instance, hub, hub username)
 HUB_PREFIX = "hfh-"  # one per (fleet instance, hub): the hub's service account
+DOOR_PREFIX = "hfd-"  # one per fleet instance: the front door (Caddy)
 
 LOCK_PATH = Path("/run/lock/hubfleet-accounts.lock")
 NAME_MAX = 32  # useradd refuses longer names
@@ -33,7 +34,7 @@ HOME_NAME_MAX = 255  # NAME_MAX of Linux filesystems, in bytes
 
 _HUB_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")
 _INSTANCE_RE = re.compile(r"[a-z0-9]{1,16}")
-_ACCOUNT_RE = re.compile(r"(hfu|hfh)-[a-z0-9]+(-[a-z0-9]+)*")
+_ACCOUNT_RE = re.compile(r"(hfu|hfh|hfd)-[a-z0-9]+(-[a-z0-9]+)*")
 _PLAIN_HOME_RE = re.compile(r"[a-z0-9][a-z0-9._@+-]*")
 _HOME_KEEP = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789._@+-")
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
@@ -116,6 +117,12 @@ def hub_account(instance: str, hub: str) -> str:
     return f"{HUB_PREFIX}{hub_slug}-{_digest('hub', instance, hub)}"
 
 
+def door_account(instance: str) -> tuple[str, str]:
+    """hfd-<instance>: the front door's service account, and the comment that marks it."""
+    _check_instance(instance)
+    return f"{DOOR_PREFIX}{instance}", f"hubfleet {instance} front-door door"
+
+
 def home_dirname(username: str) -> str:
     """The directory name of a user's home: the username when plain, else percent-escaped so that distinct
     usernames never share a home (escaping is invertible; '%' and a leading non-alphanumeric are escaped too,
@@ -159,7 +166,9 @@ def comment_for(instance: str, hub: str, kind: str) -> str:
 def _check_account_name(name: object) -> str:
     if not isinstance(name, str) or len(name) > NAME_MAX or not _ACCOUNT_RE.fullmatch(name):
         shown = _show(name) if isinstance(name, str) else type(name).__name__
-        raise AccountError(f"account name {shown} is not one of ours ({USER_PREFIX}*, {HUB_PREFIX}*)")
+        raise AccountError(
+            f"account name {shown} is not one of ours ({USER_PREFIX}*, {HUB_PREFIX}*, {DOOR_PREFIX}*)"
+        )
     return name
 
 
@@ -260,7 +269,7 @@ def fleet_accounts(instance: str) -> list[Account]:
         (
             Account(e.pw_name, e.pw_uid, e.pw_gid, Path(e.pw_dir), e.pw_gecos)
             for e in pwd.getpwall()
-            if e.pw_gecos.startswith(marker) and e.pw_name.startswith((USER_PREFIX, HUB_PREFIX))
+            if e.pw_gecos.startswith(marker) and e.pw_name.startswith((USER_PREFIX, HUB_PREFIX, DOOR_PREFIX))
         ),
         key=lambda a: a.name,
     )

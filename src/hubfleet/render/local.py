@@ -142,6 +142,7 @@ def render_jupyterhub_config(fleet: FleetConfig, hub: Hub, runtime: LocalRuntime
         "# network: loopback only",
         "c.JupyterHub.ip = '127.0.0.1'",
         f"c.JupyterHub.port = {hub.port!r}",
+        *_front_door_lines(fleet, hub),
         "c.JupyterHub.hub_ip = '127.0.0.1'",
         f"c.JupyterHub.hub_port = {runtime.hub_port!r}",
         f"c.ConfigurableHTTPProxy.command = [{str(runtime.bin_dir / 'configurable-http-proxy')!r}]",
@@ -182,6 +183,17 @@ def render_jupyterhub_config(fleet: FleetConfig, hub: Hub, runtime: LocalRuntime
     if hub.extra_config.strip():
         lines += ["", "# ---- extra_config from the hub file ----", hub.extra_config.rstrip()]
     return "\n".join(lines) + "\n"
+
+
+def _front_door_lines(fleet: FleetConfig, hub: Hub) -> list[str]:
+    """Behind the fleet's front door: the hub's path under the fleet's domain, and the public address."""
+    site = fleet.front_door_site(hub)
+    if site is None:
+        return []
+    lines = [f"# the front door serves this hub at {fleet.public_url(hub)}/"]
+    if site[1]:
+        lines.append(f"c.JupyterHub.base_url = {site[1] + '/'!r}")
+    return lines
 
 
 def _spawner_lines(runtime: LocalRuntime) -> list[str]:
