@@ -45,9 +45,12 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def copy_demo_fleet(dest: Path, keep: set[str] | None = None) -> Path:
+def copy_demo_fleet(dest: Path, keep: set[str] | None = None, *, front_door: bool = False) -> Path:
     """The demo fleet in `dest` with every hub (and the console) on a free port; `keep` limits it to those
-    hub files (paths relative to the fleet, e.g. 'communities/uni-a/hubs/staging.yaml')."""
+    hub files (paths relative to the fleet, e.g. 'communities/uni-a/hubs/staging.yaml').
+
+    Without `front_door` the copy has none (hubs at http://127.0.0.1:PORT, as most tests want); with it, the
+    demo's front door listens on two free loopback ports."""
     shutil.copytree(DEMO, dest, ignore=NO_STATE)
     hub_files = sorted(dest.glob("communities/*/hubs/*.yaml"))
     for path in hub_files:
@@ -55,11 +58,19 @@ def copy_demo_fleet(dest: Path, keep: set[str] | None = None) -> Path:
             path.unlink()
     remaining = sorted(dest.glob("communities/*/hubs/*.yaml"))
     for path, port in zip(remaining, free_ports(len(remaining)), strict=True):
-        path.write_text(re.sub(r"(?m)^port: \d+$", f"port: {port}", path.read_text()))
+        text = re.sub(r"(?m)^port: \d+$", f"port: {port}", path.read_text())
+        path.write_text(text if front_door else re.sub(r"(?m)^domain: .*\n", "", text))
     # the demo's fixed console port would collide between tests (the copies take a free one), and its
     # console accounts name communities `keep` may drop (tests that need accounts write their own)
     fleet_yaml = dest / "fleet.yaml"
-    fleet_yaml.write_text(drop_section(drop_section(fleet_yaml.read_text(), "monitoring"), "console"))
+    text = drop_section(drop_section(fleet_yaml.read_text(), "monitoring"), "console")
+    if front_door:
+        http_port, https_port = free_ports(2)
+        text = re.sub(r"(?m)^  http_port: \d+$", f"  http_port: {http_port}", text)
+        text = re.sub(r"(?m)^  https_port: \d+$", f"  https_port: {https_port}", text)
+    else:
+        text = drop_section(text, "front_door")
+    fleet_yaml.write_text(text)
     for community in dest.glob("communities/*"):
         if not list(community.glob("hubs/*.yaml")):
             shutil.rmtree(community)
