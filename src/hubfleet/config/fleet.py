@@ -70,7 +70,7 @@ class FleetConfig:
 
     def front_door_site(self, hub: Hub) -> tuple[str, str] | None:
         """(host, path prefix) at which the front door serves a local hub: its own `domain` with no prefix,
-        else `/<hub name>` under the front door's domain; None without a front door and for kubernetes hubs."""
+        else `/<hub name>` under the front door's domain; None without a front door and on kubernetes."""
         door = self.settings.front_door
         if door is None or self.clusters[hub.cluster].kind != "local":
             return None

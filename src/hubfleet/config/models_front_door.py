@@ -1,8 +1,8 @@
 """fleet.yaml `front_door`: the HTTPS server (Caddy) in front of a fleet's local hubs and its console.
 
-Each local hub is served at its own `domain`, or at `/<hub name>/` under the front door's `domain`; the console
-at `console_domain`. Certificates come from an ACME CA (Let's Encrypt unless told otherwise), from Caddy's own
-local CA (`internal`: demos and tests), or from files the operator provides.
+Each local hub is served at its own `domain`, or at `/<hub name>/` under the front door's `domain`; the
+console at `console_domain`. Certificates come from an ACME CA (Let's Encrypt unless told otherwise), from
+Caddy's own local CA (`internal`: demos and tests), or from files the operator provides.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ class Acme(Strict):
         default=None,
         min_length=1,
         description="PEM file of a private ACME CA's root certificate (relative to the fleet directory), "
-        "so that Caddy trusts that CA's directory and the prober trusts what it issues. Unset for public CAs.",
+        "so that Caddy trusts that CA's directory and the prober what it issues. Unset for public CAs.",
     )
 
 
 class CertificateFile(Strict):
-    """A certificate the operator provides (renewing it is then the operator's job; the prober warns ahead)."""
+    """A certificate the operator provides (renewing it is the operator's job; the prober warns ahead)."""
 
     certificate: str | SecretRef = Field(
         description="The PEM certificate chain: a file path (relative to the fleet directory) or "
@@ -56,7 +56,7 @@ class Certificates(Strict):
     acme: Acme | None = None
     internal: bool = Field(
         default=False,
-        description="Caddy's own local CA: browsers warn until its root is trusted (demos, tests, intranets).",
+        description="Caddy's own local CA: browsers warn until its root is trusted (demos, tests).",
     )
     files: list[CertificateFile] = Field(
         default_factory=list,
@@ -73,7 +73,8 @@ class Certificates(Strict):
         ]
         if len(chosen) > 1:
             raise ValueError(
-                f"choose one source of certificates, not {' and '.join(chosen)}; keep one of acme, internal, files"
+                f"choose one source of certificates, not {' and '.join(chosen)}; "
+                "keep one of acme, internal, files"
             )
         return self
 
@@ -111,7 +112,7 @@ class FrontDoor(Strict):
     hsts_max_age: int = Field(
         default=31536000,
         ge=0,
-        description="Seconds browsers must keep to HTTPS for these names (Strict-Transport-Security); 0: off.",
+        description="Seconds browsers keep to HTTPS for these names (Strict-Transport-Security); 0: off.",
     )
     access_log: bool = Field(
         default=True,

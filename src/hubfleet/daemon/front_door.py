@@ -90,7 +90,7 @@ def port_problem(address: str, port: int) -> str | None:
 
 
 def read_pem(fleet: FleetConfig, value: str | SecretRef, secrets: SecretResolver, what: str) -> str:
-    """A PEM from a file (relative to the fleet) or a fleet-level secret; errors name the file, not the text."""
+    """A PEM from a file or a fleet-level secret; errors name the file, not its PEM."""
     if isinstance(value, SecretRef):
         try:
             return secrets.fleet_value(value.secret)
@@ -307,8 +307,9 @@ class FrontDoor:
             acme = door.certificates.acme_settings
             if problem := await acme_problem(acme.directory, self._ca_root_source()):
                 warnings.append(
-                    f"front door: the ACME directory {acme.directory} does not answer ({problem}): no certificate "
-                    "can be issued or renewed until it does; Caddy keeps trying. Hubs keep serving on 127.0.0.1"
+                    f"front door: the ACME directory {acme.directory} does not answer ({problem}): no "
+                    "certificate can be issued or renewed until it does; Caddy keeps trying. Hubs keep "
+                    "serving on 127.0.0.1"
                 )
         self.status.warnings = warnings
         for line in warnings:
@@ -347,9 +348,8 @@ class FrontDoor:
             "XDG_CONFIG_HOME": str(self.home),
         }
         with open(self.status.log_path, "ab") as logf:
-            logf.write(
-                f"---- hubfleet: starting the front door at {time.strftime('%Y-%m-%dT%H:%M:%S')} ----\n".encode()
-            )
+            started = time.strftime("%Y-%m-%dT%H:%M:%S")
+            logf.write(f"---- hubfleet: starting the front door at {started} ----\n".encode())
             logf.flush()
             self._proc = await asyncio.create_subprocess_exec(
                 *command,

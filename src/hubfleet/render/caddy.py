@@ -1,8 +1,8 @@
-"""The front door's Caddy configuration (JSON, loaded through Caddy's admin API), from the fleet's `front_door`.
+"""The front door's Caddy configuration (JSON, loaded through Caddy's admin API) from fleet.yaml `front_door`.
 
-Pure: the daemon passes in where Caddy keeps its files and the certificate PEMs it read, so this module can be
-printed, diffed and hashed. Only `Site`s and the front door settings decide the config: adding a hub changes one
-route, and Caddy's reload keeps open connections (websockets to kernels too: `stream_close_delay`).
+Pure: the daemon passes in where Caddy keeps its files and the certificate PEMs it read. Only `Site`s and the
+front door settings decide the config: adding a hub changes one route, and Caddy's reload keeps open
+connections (websockets to kernels too: `stream_close_delay`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ CREDENTIAL_PARAMETERS = (
     "password",
     "client_secret",
 )
-"""Query parameters that can carry a credential (JupyterHub API tokens, OAuth codes): removed from access logs."""
+"""Query parameters that can carry a credential (API tokens, OAuth codes): removed from access logs."""
 
 
 @dataclass(frozen=True, order=True)
@@ -51,7 +51,8 @@ class CaddyFiles:
     """Where Caddy keeps its state; absolute paths."""
 
     storage: Path
-    """Certificates, ACME accounts, the local CA (kept across restarts: ACME CAs limit how often they issue)."""
+    """Certificates, ACME accounts, the local CA (kept across restarts: ACME CAs limit how often they issue).
+    """
     admin_socket: Path
     access_log: Path
     ca_root: Path | None = None
@@ -61,7 +62,7 @@ class CaddyFiles:
 def fleet_sites(
     fleet: FleetConfig, hubs: list[str] | None = None, console_port: int | None = None
 ) -> list[Site]:
-    """The sites of the given local hubs (default: all) and of the console (when it has a domain and a port)."""
+    """The sites of the given local hubs (default: all) and the console's (with a domain and a port)."""
     sites = []
     for name in sorted(hubs if hubs is not None else [h.name for h in fleet.local_hubs()]):
         hub = fleet.hubs.get(name)
