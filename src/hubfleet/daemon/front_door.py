@@ -32,8 +32,10 @@ from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models_front_door import FrontDoor as FrontDoorSettings
 from hubfleet.config.secret_refs import SecretRef
 from hubfleet.isolation.accounts import Account, AccountError, door_account, ensure_account
+from hubfleet.ports import port_holder
 from hubfleet.render.caddy import CaddyFiles, Site, admin_only, config_digest, render_caddy_config
 from hubfleet.runtime.layout import BROKER_DIR, Layout
+from hubfleet.runtime.processes import STABLE_AFTER, backoff_delay
 from hubfleet.secrets.store import SecretResolver
 
 log = logging.getLogger("hubfleet.front_door")
@@ -79,8 +81,6 @@ def port_problem(address: str, port: int) -> str | None:
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                from hubfleet.daemon.supervisor import port_holder
-
                 return (
                     f"port {port} on {address} is already in use{port_holder(port)}; stop that program or "
                     "choose another port in fleet.yaml front_door"
@@ -427,8 +427,6 @@ class FrontDoor:
 
     async def _watch(self) -> None:
         """Restart Caddy with backoff when it dies (it never should); give up after MAX_RESTARTS in a row."""
-        from hubfleet.daemon.supervisor import STABLE_AFTER, backoff_delay
-
         failures = 0
         while not self._stopping and self._proc is not None:
             began = time.monotonic()

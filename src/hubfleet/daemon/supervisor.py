@@ -46,9 +46,10 @@ from hubfleet.deploy.audit import deploy_actor, fleet_commit
 from hubfleet.deploy.state import record
 from hubfleet.isolation.accounts import AccountError
 from hubfleet.isolation.cgroups import detect
+from hubfleet.ports import port_holder
 from hubfleet.render.caddy import Site
 from hubfleet.runtime.layout import layout, make_state_private, migrate_hub
-from hubfleet.runtime.processes import process_tree, terminate_tree
+from hubfleet.runtime.processes import STABLE_AFTER, backoff_delay, process_tree, terminate_tree
 from hubfleet.runtime.status_file import read_recorded_status, write_status
 from hubfleet.settings import UserError
 from hubfleet.store.api import Store
@@ -57,13 +58,7 @@ log = logging.getLogger("hubfleet.supervisor")
 
 HEALTH_TIMEOUT = 120.0
 MAX_CONSECUTIVE_FAILURES = 5
-STABLE_AFTER = 60.0
 LOG_TAIL_LINES = 15
-
-
-def backoff_delay(attempt: int) -> float:
-    """1, 2, 4, ... seconds, capped at one minute."""
-    return float(min(60, 2 ** max(0, attempt - 1)))
 
 
 def now_iso() -> str:
@@ -115,18 +110,6 @@ def hub_helpers(hub_pid: int) -> list[psutil.Process]:
             if not any("jupyterhub-singleuser" in part for part in child.cmdline()):
                 helpers.append(child)
     return helpers
-
-
-def port_holder(port: int) -> str:
-    """Who listens on a loopback port, for the error message (best effort)."""
-    with contextlib.suppress(psutil.Error, OSError):
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                try:
-                    return f" by pid {conn.pid} ({psutil.Process(conn.pid).name()})"
-                except psutil.Error:
-                    return f" by pid {conn.pid}"
-    return ""
 
 
 class Supervisor:

@@ -62,3 +62,12 @@ def wait_gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return not pid_alive(pid)
+
+
+STABLE_AFTER = 60.0
+"""A process that ran this long before it died starts its restart count afresh."""
+
+
+def backoff_delay(attempt: int) -> float:
+    """1, 2, 4, ... seconds, capped at one minute."""
+    return float(min(60, 2 ** max(0, attempt - 1)))
