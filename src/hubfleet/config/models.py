@@ -513,7 +513,7 @@ class FleetSettings(Strict):
     isolation: Isolation = Field(default_factory=Isolation)
     front_door: FrontDoor | None = Field(
         default=None,
-        description="Public HTTPS for the local hubs and the console (Caddy); unset: they listen on 127.0.0.1 only.",
+        description="Public HTTPS for the local hubs and the console (Caddy); unset: 127.0.0.1 only.",
     )
     ci_recipients: list[AgeRecipient] = Field(
         default_factory=list,
