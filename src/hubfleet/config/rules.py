@@ -2,8 +2,9 @@
 
 Rules see every hub that validated on its own (`SourcedFleetConfig.hub_entries`, duplicates included) and
 point at the offending key through `SourcedFleetConfig.hub_error` / `fleet_error`, so their errors carry the
-same `file:line:col` as schema errors. They live in three modules by subject: the hubs themselves
-(`rules_hubs`), who may log in (`rules_auth`) and secrets (`rules_secrets`).
+same `file:line:col` as schema errors. They live in four modules by subject: the hubs themselves
+(`rules_hubs`), who may log in (`rules_auth`), secrets (`rules_secrets`) and the HTTPS front door
+(`rules_front_door`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ from hubfleet.config.rules_auth import (
     oauth_client_secret_set,
     oidc_issuer_https_on_prod,
     someone_can_log_in,
+)
+from hubfleet.config.rules_front_door import (
+    certificate_files_exist,
+    console_has_one_address,
+    front_door_ports_free,
+    hub_domains_not_front_door_names,
+    local_hubs_have_a_site,
+    oauth_hubs_have_https,
 )
 from hubfleet.config.rules_hubs import (
     kubernetes_settings_on_kubernetes_hubs,
@@ -69,6 +78,12 @@ RULES: list[Rule] = [
     profiles_consistent,
     console_accounts_know_their_communities,
     console_oidc_issuer_https,
+    local_hubs_have_a_site,
+    hub_domains_not_front_door_names,
+    oauth_hubs_have_https,
+    front_door_ports_free,
+    certificate_files_exist,
+    console_has_one_address,
 ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from hubfleet.config.fleet import ConfigError
 from hubfleet.config.loader import HubEntry, SourcedFleetConfig
+from hubfleet.config.rules_front_door import FRONT_DOOR_DOC, front_door_declared
 from hubfleet.suggest import did_you_mean
 
 
@@ -91,6 +92,8 @@ def references_resolve(fleet: SourcedFleetConfig) -> list[ConfigError]:
 
 
 def port_or_domain_by_cluster_kind(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """Kubernetes hubs have a domain and no port; local hubs a port (their address on 127.0.0.1), and a
+    domain only when fleet.yaml has a front door to serve it."""
     errors = []
     for entry in fleet.hub_entries:
         hub = entry.hub
@@ -107,13 +110,14 @@ def port_or_domain_by_cluster_kind(fleet: SourcedFleetConfig) -> list[ConfigErro
                         "add `port: <1024-65535>`",
                     )
                 )
-            if hub.domain is not None:
+            if hub.domain is not None and not front_door_declared(fleet):
                 errors.append(
                     fleet.hub_error(
                         entry,
                         "domain",
-                        f"domain: hubs on local cluster '{cluster.name}' are served on 127.0.0.1:<port>; "
-                        "remove domain",
+                        f"domain: hubs on local cluster '{cluster.name}' are served on 127.0.0.1:<port> "
+                        f"only, as fleet.yaml has no front door; add a `front_door` block to fleet.yaml "
+                        f"(see {FRONT_DOOR_DOC}) to serve this hub at https://{hub.domain}, or remove domain",
                     )
                 )
         else:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from hubfleet.config.fleet import ConfigError
 from hubfleet.config.loader import SourcedFleetConfig
-from hubfleet.config.secret_refs import secret_refs
+from hubfleet.config.models import FleetSettings
+from hubfleet.config.secret_refs import SecretRef, secret_refs
 from hubfleet.suggest import did_you_mean
 
 
@@ -57,18 +58,25 @@ def secret_refs_are_set(fleet: SourcedFleetConfig) -> list[ConfigError]:
     return errors
 
 
+def fleet_level_refs(settings: FleetSettings) -> list[tuple[str, SecretRef]]:
+    """Every `{secret: KEY}` of fleet.yaml, each naming a key of secrets/fleet.yaml: in `monitoring` (alert
+    channels), `console` (OIDC client) and `front_door` (certificates and keys)."""
+    return [
+        *secret_refs(settings.monitoring, "monitoring"),
+        *secret_refs(settings.console, "console"),
+        *(secret_refs(settings.front_door, "front_door") if settings.front_door is not None else []),
+    ]
+
+
 def fleet_secret_refs_are_set(fleet: SourcedFleetConfig) -> list[ConfigError]:
-    """Every `{secret: KEY}` of fleet.yaml `monitoring` (alert channels) and `console` (OIDC client) names
-    a key of secrets/fleet.yaml."""
+    """Every `{secret: KEY}` of fleet.yaml `monitoring` (alert channels), `console` (OIDC client) and
+    `front_door` (certificates) names a key of secrets/fleet.yaml."""
     if fleet.fleet_source is None or fleet.settings is None:
         return []
     entry = fleet.fleet_secret_entry
     keys = set(entry.values) | entry.malformed if entry else set()
     errors = []
-    refs = [
-        *secret_refs(fleet.settings.monitoring, "monitoring"),
-        *secret_refs(fleet.settings.console, "console"),
-    ]
+    refs = fleet_level_refs(fleet.settings)
     for dotted, ref in refs:
         if ref.secret not in keys:
             errors.append(
@@ -87,7 +95,7 @@ def secrets_have_recipients(fleet: SourcedFleetConfig) -> list[ConfigError]:
         any(e.values for e in fleet.secret_entries)
         or any(secret_refs(e.hub) for e in fleet.hub_entries)
         or bool(fleet.fleet_secrets)
-        or (fleet.settings is not None and bool(secret_refs(fleet.settings.monitoring)))
+        or (fleet.settings is not None and bool(fleet_level_refs(fleet.settings)))
     )
     if not in_use or fleet.fleet_source is None or fleet.settings is None:
         return []  # fleet.yaml did not validate: its own errors are reported, its operators are unknown

@@ -20,6 +20,7 @@ from hubfleet.config.fields import pattern_hint
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.loader import SourcedFleetConfig, load_fleet_files
 from hubfleet.config.models import FleetSettings, Hub
+from hubfleet.config.rules_secrets import fleet_level_refs
 from hubfleet.config.secret_refs import SecretKey, SecretRef, is_secret_key, secret_refs
 from hubfleet.config.secrets_file import (
     FLEET_SECRETS_FILE,
@@ -123,7 +124,7 @@ def fleet_secret_keys(fleet_root: Path | str) -> list[tuple[str, bool, list[str]
     """(key, is set, the fleet.yaml settings that reference it) for every fleet-level secret."""
     config = _loaded(fleet_root)
     used: dict[str, list[str]] = {}
-    for path, ref in secret_refs(config.settings.monitoring, "monitoring"):
+    for path, ref in fleet_level_refs(config.settings):
         used.setdefault(ref.secret, []).append(path)
     stored = config.fleet_secrets
     return [(key, key in stored, used.get(key, [])) for key in sorted(set(stored) | set(used))]
