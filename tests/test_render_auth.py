@@ -110,7 +110,9 @@ def test_oidc_local_config(
     assert auth.userdata_url == f"{issuer}/userinfo"
     assert auth.client_id == "hub-client"
     assert auth.client_secret == "the-client-secret"
-    assert auth.oauth_callback_url == f"http://127.0.0.1:{hub.port}/hub/oauth_callback"
+    # the demo fleet's front door serves this hub at a path of its domain: the callback is that public URL
+    assert hub.name == "uni-a-staging"
+    assert auth.oauth_callback_url == "https://hubs.localhost:18443/uni-a-staging/hub/oauth_callback"
     assert auth.username_claim == "sub"
     assert auth.scope == ["openid", "profile", "email"]
     assert auth.manage_groups is True
