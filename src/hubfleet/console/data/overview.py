@@ -134,7 +134,7 @@ def _state_and_url(
         state = str(daemon.get("state") or "stopped") if daemon else "stopped"
     else:
         state = "unknown" if probe_ok is None else "up" if probe_ok else "down"
-    url = (daemon or {}).get("url") or fleet.public_url(hub)
+    url = fleet.public_url(hub) or (daemon or {}).get("url")  # the front door's address when it has one
     return state, str(url)
 
 
