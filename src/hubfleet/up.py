@@ -57,6 +57,7 @@ async def serve(
     app = create_app(store, FleetReloader(fleet), state_dir=state_dir, secrets=secrets)
     http = await start_console(app, port=fleet.settings.monitoring.metrics_port)
     supervisor.extra_status["console"] = http.url
+    supervisor.console_port = http.port
     control = await serve_control(supervisor, state_dir / SOCKET_FILE)
     tasks: list[asyncio.Task[Any]] = []  # monitoring: usage collector, uptime prober, anomaly rules
     monitor: AnomalyMonitor | None = None
@@ -67,7 +68,7 @@ async def serve(
                 fleet,
                 supervisor.layout,
                 secrets,
-                fleet_sites(fleet, list(supervisor.hubs), console_port=http.port),
+                fleet_sites(fleet, list(supervisor.hubs), http.port),
                 log_dir=state_dir / "front-door",
             )
             await supervisor.front_door.start()
@@ -76,7 +77,15 @@ async def serve(
         tasks = [
             start_collector(fleet, store, supervisor.running_hub_urls, state_dir, stop),  # right away
             asyncio.create_task(
-                run_in_daemon(fleet, state_dir, store, supervisor.hub_urls, secrets), name="prober"
+                run_in_daemon(
+                    fleet,
+                    state_dir,
+                    store,
+                    supervisor.hub_urls,
+                    secrets,
+                    lambda: supervisor.front_door.snapshot() if supervisor.front_door is not None else None,
+                ),
+                name="prober",
             ),
             asyncio.create_task(monitor.run(stop), name="anomalies"),
             asyncio.create_task(run_backups(store.engine, stop), name="backups"),  # now, then hourly

@@ -5,6 +5,11 @@ ProbeSample per hub (hubfleet.monitor.uptime) and feeds the IncidentTracker. For
 certificate's expiry is read on a separate TLS connection (cached for an hour per host) so that a certificate
 incident opens `certificate_warning_days` ahead.
 
+While the fleet's front door runs, a local hub is probed at its public URL: connected to the front door's
+own listen address with the hub's name as Host and SNI, verified against the system CAs plus the front door's
+local CA (or a private ACME CA's root), so that a bad route or an expiring public certificate is what the
+prober sees. Without a running front door (failed, stopped) local hubs are probed at their internal address.
+
 The daemon runs `Prober.run_forever()` as a task; `hubfleet probe` runs `Prober.probe_once()`.
 """
 
@@ -13,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -30,6 +36,7 @@ from hubfleet.config.fleet import FleetConfig
 from hubfleet.monitor.alerts import Alerter
 from hubfleet.monitor.incidents import IncidentAlerter, IncidentTracker
 from hubfleet.monitor.uptime import ProbeResult, prune_samples, record_samples
+from hubfleet.runtime.status_file import read_status
 from hubfleet.store.api import Store
 
 if TYPE_CHECKING:
@@ -45,7 +52,22 @@ CERT_CACHE_SECONDS = 3600.0
 PRUNE_EVERY = timedelta(hours=6)
 AUTO = "auto"
 
-Targets = Mapping[str, str] | Callable[[], Mapping[str, str]]
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """Where to probe a hub: `url` is what is requested (and recorded, and named in incidents); `connect`
+    ("HOST:PORT") is where to connect instead of the URL's host, which is then sent as Host and SNI and is the
+    name the certificate must carry, verified against the system CAs plus `cafiles`; `via` says in a failed
+    probe's error which address failed."""
+
+    url: str
+    connect: str = ""
+    cafiles: tuple[str, ...] = ()
+    via: str = ""
+
+
+Target = str | ProbeTarget
+Targets = Mapping[str, Target] | Callable[[], Mapping[str, Target]]
 
 
 class ProbeSettings(BaseSettings):
@@ -66,12 +88,22 @@ def _describe(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-async def certificate_expiry(url: str, timeout: float) -> datetime | None:
+def _split_connect(connect: str) -> tuple[str, int]:
+    """ "HOST:PORT" or "[V6]:PORT" -> (host, port)."""
+    host, _, port = connect.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+async def certificate_expiry(url: str, timeout: float, connect: str = "") -> datetime | None:
     """notAfter of the certificate an https URL presents (read without verifying it, so that an expired
-    or self-signed certificate still reports its date); None for http URLs or when unreachable."""
+    or self-signed certificate still reports its date); None for http URLs or when unreachable.
+
+    With `connect` ("HOST:PORT", e.g. the front door's listen address) the connection goes there and asks
+    for the URL's host name (SNI), as a browser resolving that name to the front door would."""
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
         return None
+    host, port = _split_connect(connect) if connect else (parts.hostname, parts.port or 443)
     from cryptography import x509
 
     context = ssl.create_default_context()
@@ -80,9 +112,7 @@ async def certificate_expiry(url: str, timeout: float) -> datetime | None:
     writer = None
     try:
         async with asyncio.timeout(timeout):
-            _, writer = await asyncio.open_connection(
-                parts.hostname, parts.port or 443, ssl=context, server_hostname=parts.hostname
-            )
+            _, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname=parts.hostname)
             der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
         return x509.load_der_x509_certificate(der).not_valid_after_utc if der else None
     except (OSError, TimeoutError, ssl.SSLError, ValueError) as exc:
@@ -102,9 +132,20 @@ async def probe_hub(
     *,
     hub: str = "",
     check_certificate: bool = True,
+    connect: str = "",
+    via: str = "",
 ) -> ProbeResult:
-    """GET <url>/hub/health and <url>/hub/api/ at once; ok when both answer 200 within `timeout`."""
+    """GET <url>/hub/health and <url>/hub/api/ at once; ok when both answer 200 within `timeout`.
+
+    With `connect` ("HOST:PORT") the requests go there, with the URL's host as Host and SNI (the front door
+    serving the hub's public name); `via` is added to a failed probe's error (which address failed)."""
     base = url.rstrip("/")
+    parts = urlsplit(base)
+    request_base, headers, extensions = base, None, None
+    if connect:
+        request_base = f"{parts.scheme}://{connect}{parts.path}"
+        headers = {"Host": parts.netloc}
+        extensions = {"sni_hostname": parts.hostname or ""}
     at = utcnow()
     started = time.perf_counter()
     statuses: list[int | None] = [None, None]
@@ -113,7 +154,9 @@ async def probe_hub(
 
     async def get(index: int, path: str) -> None:
         try:
-            response = await client.get(base + path, timeout=timeout)
+            response = await client.get(
+                request_base + path, timeout=timeout, headers=headers, extensions=extensions
+            )
             statuses[index] = response.status_code
             if path == "/hub/api/" and response.status_code == 200:
                 version[0] = _version(response)
@@ -123,7 +166,7 @@ async def probe_hub(
             errors.append(f"GET {path}: {_describe(exc)}")
 
     cert_task = (
-        asyncio.create_task(certificate_expiry(base, timeout))
+        asyncio.create_task(certificate_expiry(base, timeout, connect))
         if check_certificate and base.startswith("https://")
         else None
     )
@@ -135,6 +178,7 @@ async def probe_hub(
     latency = (time.perf_counter() - started) * 1000
     cert_expires_at = await cert_task if cert_task else None
     ok = not errors and statuses == [200, 200]
+    error = _merge(errors)
     return ProbeResult(
         hub=hub,
         url=base,
@@ -143,7 +187,7 @@ async def probe_hub(
         health_status=statuses[0],
         api_status=statuses[1],
         latency_ms=latency if statuses[0] is not None or statuses[1] is not None else None,
-        error=_merge(errors),
+        error=f"{error} ({via})" if error and via else error,
         cert_expires_at=cert_expires_at,
         version=version[0],
     )
@@ -167,19 +211,99 @@ def _merge(errors: list[str]) -> str:
     return "; ".join(errors)
 
 
-def hub_targets(fleet: FleetConfig, store: Store | None = None) -> dict[str, str]:
-    """Hub name -> URL: local hubs at http://127.0.0.1:PORT, kubernetes hubs at https://DOMAIN.
+def hub_targets(
+    fleet: FleetConfig, store: Store | None = None, door: Mapping[str, Any] | None = None
+) -> dict[str, Target]:
+    """Hub name -> where to probe it: local hubs through the running front door (`door`: daemon.json's
+    `front_door`) or at http://127.0.0.1:PORT, kubernetes hubs at https://DOMAIN.
 
     Kubernetes hubs are probed once deployed (per the store) so that a hub not yet applied raises no alarm.
     """
     deployed = set(store.deployed()) if store is not None else None
-    targets: dict[str, str] = {}
+    targets: dict[str, Target] = {}
+    internal: dict[str, str] = {}
     for name, hub in sorted(fleet.hubs.items()):
-        url = fleet.public_url(hub)
-        local = fleet.clusters[hub.cluster].kind == "local"
-        if url and (local or deployed is None or name in deployed):
+        if fleet.clusters[hub.cluster].kind == "local":
+            if url := fleet.internal_url(hub):
+                internal[name] = url
+        elif (url := fleet.public_url(hub)) and (deployed is None or name in deployed):
+            targets[name] = url
+    targets.update(local_targets(fleet, internal, door))
+    return dict(sorted(targets.items()))
+
+
+def local_targets(
+    fleet: FleetConfig, internal: Mapping[str, str], door: Mapping[str, Any] | None
+) -> dict[str, Target]:
+    """Where to probe the local hubs (`internal`: name -> loopback URL): at the public URL the front door
+    serves them at while it runs (`door`: daemon.json's `front_door`, None when no front door runs), else at
+    the internal URL, saying so in a failed probe's error when the fleet has a front door."""
+    settings = fleet.settings.front_door
+    state = str((door or {}).get("state") or "not running")
+    public: dict[str, str] = {}
+    if door is not None and settings is not None and state == "running":
+        public = {hub: url.rstrip("/") for url, hub in (door.get("sites") or {}).items()}
+    connect = front_door_connect(fleet) if public else ""
+    cafiles = front_door_cafiles(fleet, door) if public else ()
+    targets: dict[str, Target] = {}
+    for name, url in internal.items():
+        if name in public:
+            via = f"through the front door at {connect}"
+            targets[name] = ProbeTarget(public[name], connect, cafiles, via=via)
+        elif settings is not None:
+            targets[name] = ProbeTarget(url, via=f"internal address {url}; the front door is {state}")
+        else:
             targets[name] = url
     return targets
+
+
+def front_door_connect(fleet: FleetConfig) -> str:
+    """HOST:PORT at which the prober reaches the front door: its listen address (loopback for a wildcard)."""
+    door = fleet.settings.front_door
+    if door is None:
+        return ""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(door.address, door.address)
+    return f"[{host}]:{door.https_port}" if ":" in host else f"{host}:{door.https_port}"
+
+
+def front_door_cafiles(fleet: FleetConfig, door: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """What the prober trusts besides the system CAs at the front door: its local CA's root (daemon.json
+    `local_ca`) and a private ACME CA's root (`certificates.acme.ca_root`)."""
+    settings = fleet.settings.front_door
+    found: list[str] = []
+    if door is not None and door.get("local_ca"):
+        found.append(str(door["local_ca"]))
+    acme = settings.certificates.acme if settings is not None else None
+    if settings is not None and settings.certificates.source == "acme" and acme and acme.ca_root:
+        root = Path(acme.ca_root)
+        found.append(str(root if root.is_absolute() else fleet.root / root))
+    return tuple(found)
+
+
+def _trust(cafiles: tuple[str, ...]) -> ssl.SSLContext:
+    """The system CAs plus `cafiles` (one that cannot be read is logged and left out)."""
+    context = ssl.create_default_context()
+    for path in cafiles:
+        try:
+            context.load_verify_locations(cafile=path)
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("cannot trust %s for probes: %s", path, exc)
+    return context
+
+
+def _trust_key(cafiles: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    """cafiles with their modification times: a renewed CA file makes a new client."""
+    key = []
+    for path in cafiles:
+        try:
+            key.append((path, os.stat(path).st_mtime_ns))
+        except OSError:
+            key.append((path, 0))
+    return tuple(key)
+
+
+def _target(value: Target) -> ProbeTarget:
+    return value if isinstance(value, ProbeTarget) else ProbeTarget(value)
 
 
 def new_client(
@@ -196,31 +320,58 @@ async def probe_all(
     state_dir: Path | None,
     store: Store,
     *,
-    targets: Mapping[str, str] | None = None,
+    targets: Mapping[str, Target] | None = None,
     client: httpx.AsyncClient | None = None,
     tracker: IncidentTracker | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     timeout: float | None = None,
     cert_cache: dict[str, tuple[float, datetime | None]] | None = None,
+    trusted_clients: dict[tuple[str, ...], tuple[Any, httpx.AsyncClient]] | None = None,
 ) -> list[ProbeResult]:
     """Probe every hub once, concurrently; record the samples and run the incident logic.
 
-    `state_dir` is accepted for symmetry with the other monitors (hub URLs come from the fleet files).
+    Without `targets` the hubs come from the fleet files, local ones through the front door when
+    `state_dir`'s daemon runs one. Front-door targets (`connect`) are verified against the system CAs plus
+    their `cafiles`, with a client per set of files (kept in `trusted_clients` across passes when given, else
+    closed after the pass); the others with the shared `client`.
     """
-    del state_dir
     monitoring = fleet.settings.monitoring
     timeout = timeout or monitoring.probe_timeout
-    targets = dict(targets if targets is not None else hub_targets(fleet, store))
+    if targets is None:
+        targets = hub_targets(fleet, store, daemon_front_door(state_dir))
+    wanted = {name: _target(value) for name, value in targets.items()}
     owns_client = client is None
     client = client or new_client(concurrency)
+    owns_trusted = trusted_clients is None
+    trusted: dict[tuple[str, ...], tuple[Any, httpx.AsyncClient]] = (
+        trusted_clients if trusted_clients is not None else {}
+    )
+    stale: list[httpx.AsyncClient] = []
+    for cafiles in {t.cafiles for t in wanted.values() if t.connect}:
+        key = _trust_key(cafiles)
+        held = trusted.get(cafiles)
+        if held is None or held[0] != key:
+            if held is not None:
+                stale.append(held[1])
+            trusted[cafiles] = (key, new_client(concurrency, verify=_trust(cafiles)))
     cache = cert_cache if cert_cache is not None else {}
     semaphore = asyncio.Semaphore(concurrency)
 
-    async def one(name: str, url: str) -> ProbeResult:
+    async def one(name: str, target: ProbeTarget) -> ProbeResult:
+        url = target.url
+        use = trusted[target.cafiles][1] if target.connect else client
         async with semaphore:
             cached = cache.get(url)
             fresh = cached is not None and time.monotonic() - cached[0] < CERT_CACHE_SECONDS
-            result = await probe_hub(client, url, timeout, hub=name, check_certificate=not fresh)
+            result = await probe_hub(
+                use,
+                url,
+                timeout,
+                hub=name,
+                check_certificate=not fresh,
+                connect=target.connect,
+                via=target.via,
+            )
         if result.cert_expires_at is not None:
             cache[url] = (time.monotonic(), result.cert_expires_at)
         elif fresh and cached is not None:
@@ -228,10 +379,15 @@ async def probe_all(
         return result
 
     try:
-        results = list(await asyncio.gather(*(one(name, url) for name, url in targets.items())))
+        for old in stale:
+            await old.aclose()
+        results = list(await asyncio.gather(*(one(name, target) for name, target in wanted.items())))
     finally:
         if owns_client:
             await client.aclose()
+        if owns_trusted:
+            for _, extra in trusted.values():
+                await extra.aclose()
     record_samples(store, results)
     if tracker is None:
         tracker = IncidentTracker(
@@ -245,6 +401,13 @@ async def probe_all(
 
 def _with_cert(result: ProbeResult, expires: datetime | None) -> ProbeResult:
     return replace(result, cert_expires_at=expires)
+
+
+def daemon_front_door(state_dir: Path | None) -> dict[str, Any] | None:
+    """daemon.json's `front_door` of the daemon running for `state_dir` (None: no daemon or no front door)."""
+    daemon = read_status(state_dir) if state_dir is not None else None
+    door = (daemon or {}).get("front_door")
+    return door if isinstance(door, dict) else None
 
 
 class Prober:
@@ -278,6 +441,7 @@ class Prober:
         self._client = client
         self._owns_client = client is None
         self._cert_cache: dict[str, tuple[float, datetime | None]] = {}
+        self._trusted: dict[tuple[str, ...], tuple[Any, httpx.AsyncClient]] = {}
         self._last_prune: datetime | None = None
         self.passes = 0
 
@@ -287,9 +451,9 @@ class Prober:
             self._client = new_client(self.concurrency)
         return self._client
 
-    def current_targets(self) -> dict[str, str]:
+    def current_targets(self) -> dict[str, Target]:
         if self.targets is None:
-            return hub_targets(self.fleet, self.store)
+            return hub_targets(self.fleet, self.store, daemon_front_door(self.state_dir))
         return dict(self.targets() if callable(self.targets) else self.targets)
 
     async def probe_once(self) -> list[ProbeResult]:
@@ -304,6 +468,7 @@ class Prober:
             concurrency=self.concurrency,
             timeout=self.timeout,
             cert_cache=self._cert_cache,
+            trusted_clients=self._trusted,
         )
         self.passes += 1
         now = utcnow()
@@ -340,6 +505,9 @@ class Prober:
         if self._owns_client and self._client is not None:
             await self._client.aclose()
             self._client = None
+        for _, client in self._trusted.values():
+            await client.aclose()
+        self._trusted.clear()
 
 
 def probe_interval(fleet: FleetConfig) -> float:
@@ -353,16 +521,18 @@ async def run_in_daemon(
     store: Store,
     local_urls: Callable[[], dict[str, str]],
     resolver: SecretResolver | None,
+    front_door: Callable[[], Mapping[str, Any] | None] | None = None,
 ) -> None:
-    """The daemon's prober task: the supervised local hubs (`local_urls`: name -> URL) plus deployed
-    kubernetes hubs, alerts through the fleet's channels (secrets from `resolver`). Never raises (except
-    cancellation): the daemon must outlive any monitoring bug."""
+    """The daemon's prober task: the supervised local hubs (`local_urls`: name -> internal URL; probed
+    through the front door while `front_door()`, its status, says it runs) plus deployed kubernetes hubs,
+    alerts through the fleet's channels (secrets from `resolver`). Never raises (except cancellation): the
+    daemon must outlive any monitoring bug."""
     try:
 
-        def targets() -> dict[str, str]:
+        def targets() -> dict[str, Target]:
             remote = hub_targets(fleet, store).items()
             found = {n: u for n, u in remote if fleet.clusters[fleet.hubs[n].cluster].kind != "local"}
-            found.update(local_urls())
+            found.update(local_targets(fleet, local_urls(), front_door() if front_door else None))
             return found
 
         prober = Prober(fleet, state_dir, store, targets=targets, alerter=Alerter(fleet, store, resolver))
