@@ -9,6 +9,7 @@ from hubfleet.cli import (  # noqa: F401
     console_cmds,
     deploy_cmds,
     fleet_cmds,
+    front_door_cmds,
     monitor_cmds,
     monitor_export_cmds,
     render_cmds,

@@ -94,6 +94,9 @@ async def _dispatch(supervisor: Supervisor, request: dict[str, Any]) -> dict[str
         return {"ok": True, "state": asdict(state) if state else None}
     elif op == "status":
         return {"ok": True, "status": supervisor.snapshot()}
+    elif op == "front_door_reload":
+        door = await supervisor.reload_front_door()
+        return {"ok": door.get("state") in ("running", "off"), "front_door": door}
     else:
         return {"ok": False, "error": f"unknown op {op!r}"}
     return {"ok": state.state == "running", "state": asdict(state)}

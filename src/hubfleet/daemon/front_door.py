@@ -104,6 +104,13 @@ def read_pem(fleet: FleetConfig, value: str | SecretRef, secrets: SecretResolver
         raise FrontDoorError(f"cannot read the front door's {what} {path}: {reason}") from None
 
 
+def pem_source(fleet: FleetConfig, value: str | SecretRef) -> str:
+    """Where a PEM comes from, for messages: the file's path or `{secret: KEY}`."""
+    if isinstance(value, SecretRef):
+        return f"{{secret: {value.secret}}}"
+    return str(Path(value) if Path(value).is_absolute() else fleet.root / value)
+
+
 def certificate_pems(
     fleet: FleetConfig, secrets: SecretResolver, hosts: list[str]
 ) -> tuple[list[tuple[str, str]], list[str]]:
@@ -121,23 +128,28 @@ def certificate_pems(
         where = f"certificates.files[{i}]"
         chain = read_pem(fleet, item.certificate, secrets, f"{where}.certificate")
         key = read_pem(fleet, item.key, secrets, f"{where}.key")
+        cert_from, key_from = pem_source(fleet, item.certificate), pem_source(fleet, item.key)
         try:
             certs = x509.load_pem_x509_certificates(chain.encode())
         except ValueError:
-            raise FrontDoorError(f"front_door {where}.certificate is not a PEM certificate chain") from None
+            raise FrontDoorError(
+                f"front_door {where}.certificate {cert_from} is not a PEM certificate chain"
+            ) from None
         try:
             private = serialization.load_pem_private_key(key.encode(), password=None)
         except (ValueError, TypeError):
             raise FrontDoorError(
-                f"front_door {where}.key is not an unencrypted PEM private key (a key with a passphrase "
-                "must be decrypted first: openssl pkey -in KEY -out KEY.plain)"
+                f"front_door {where}.key {key_from} is not an unencrypted PEM private key (a key with a "
+                "passphrase must be decrypted first: openssl pkey -in KEY -out KEY.plain)"
             ) from None
         if private.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         ) != certs[0].public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         ):
-            raise FrontDoorError(f"front_door {where}: the key does not belong to the certificate")
+            raise FrontDoorError(
+                f"front_door {where}: the key {key_from} does not belong to the certificate {cert_from}"
+            )
         if certs[0].not_valid_after_utc.timestamp() < time.time():
             warnings.append(
                 f"front_door {where}: the certificate expired on {certs[0].not_valid_after_utc:%Y-%m-%d}; "
@@ -212,6 +224,7 @@ class FrontDoor:
         self._account: Account | None = None
         self._stopping = False
         self._lock = asyncio.Lock()
+        self._ca_task: asyncio.Task[bool] | None = None
 
     # ------------------------------------------------------------------ files
 
@@ -319,8 +332,10 @@ class FrontDoor:
         self.status.state = "running"
         self.status.error = ""
         self._watcher = asyncio.create_task(self._watch(), name="front-door")
-        if door.certificates.source == "internal":
-            asyncio.create_task(self._publish_local_ca(), name="front-door-ca")
+        # Caddy makes its local CA with the first certificate, right after the load: wait for it briefly, so
+        # that the status `up` writes next (daemon.json) names it; else keep looking in the background
+        if door.certificates.source == "internal" and self.sites and not await self._publish_local_ca(50):
+            self._ca_task = asyncio.create_task(self._publish_local_ca(), name="front-door-ca")
 
     async def _spawn(self) -> None:
         files = self.files()
@@ -412,18 +427,63 @@ class FrontDoor:
                     log.warning("front door reload failed: %s", exc)
             return self.status
 
-    async def _publish_local_ca(self) -> None:
-        """Copy the local CA's root where the operator finds it (Caddy makes it at its first certificate)."""
+    async def _publish_local_ca(self, attempts: int = 200) -> bool:
+        """Copy the local CA's root where the operator finds it (Caddy makes it at its first certificate);
+        whether it was there within `attempts` tenths of a second."""
         source = self.files().storage / LOCAL_CA
         target = self.log_dir / "local-ca.crt"
-        for _ in range(200):
+        for _ in range(attempts):
             if source.is_file():
                 with contextlib.suppress(OSError):
                     shutil.copyfile(source, target)
                     os.chmod(target, 0o644)
                     self.status.local_ca = str(target)
-                    return
+                    return True
             await asyncio.sleep(0.1)
+        return False
+
+    async def reconfigure(self, fleet: FleetConfig, sites: list[Site]) -> DoorStatus:
+        """New front door settings (fleet.yaml changed): certificates and names are reloaded in place, keeping
+        open connections; a new address or port, or a front door that was down, means a fresh start."""
+        settings = fleet.settings.front_door
+        assert settings is not None
+        async with self._lock:
+            old = self.settings
+            self.fleet, self.settings = fleet, settings
+            self.sites = {(s.host, s.path): s for s in sites}
+            self.status.certificates = settings.certificates.source
+            same_listen = (old.address, old.http_port, old.https_port, old.access_log) == (
+                settings.address,
+                settings.http_port,
+                settings.https_port,
+                settings.access_log,
+            )
+            in_place = self.status.state == "running" and same_listen
+            try:
+                if in_place:
+                    hosts = sorted({s.host for s in self.sites.values()})
+                    warnings: list[str] = []
+                    if settings.certificates.source == "files":
+                        self._pems, warnings = await asyncio.to_thread(
+                            certificate_pems, self.fleet, self.secrets, hosts
+                        )
+                    await asyncio.to_thread(self._prepare_files)
+                    await self._load()
+                    self.status.warnings = warnings
+                    return self.status
+                if self._watcher is not None:
+                    self._watcher.cancel()
+                await self._kill()
+                self.status.state = "starting"
+                await self._start()
+            except FrontDoorError as exc:
+                if in_place:  # the running config stays: say why the new one was not taken
+                    self.status.warnings = [f"front door settings not applied: {exc}"]
+                    log.warning("front door settings not applied: %s", exc)
+                else:
+                    await self._kill()
+                    self._fail(str(exc))
+            return self.status
 
     async def _watch(self) -> None:
         """Restart Caddy with backoff when it dies (it never should); give up after MAX_RESTARTS in a row."""
@@ -471,8 +531,9 @@ class FrontDoor:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for task in (self._watcher, self._ca_task):
+            if task is not None:
+                task.cancel()
         await self._kill()
         self.status.state = "stopped"
         self.status.pid = None

@@ -143,6 +143,8 @@ class Supervisor:
         """More daemon facts for daemon.json, such as the `console` URL."""
         self.front_door: FrontDoor | None = None
         """The fleet's HTTPS front door when fleet.yaml has one (started by `up` once the hubs run)."""
+        self.console_port: int | None = None
+        """The web console's loopback port (set by `up`), which the front door serves at console_domain."""
 
     def _track(self, name: str, community: str, stage: str) -> None:
         self.hubs.setdefault(
@@ -317,6 +319,27 @@ class Supervisor:
             return
         await self.front_door.update(prepared.name, site)
         self.write_status()
+
+    async def reload_front_door(self) -> dict[str, Any]:
+        """Read fleet.yaml again and give the front door its settings (certificates, names, ports): started,
+        reconfigured in place, or stopped when fleet.yaml no longer has one. Hubs are not touched."""
+        from hubfleet.config.validate import load_fleet
+        from hubfleet.render.caddy import fleet_sites
+
+        fleet = await asyncio.to_thread(load_fleet, self.fleet.root)
+        sites = fleet_sites(fleet, [n for n in self.hubs if n in fleet.hubs], self.console_port)
+        if fleet.settings.front_door is None:
+            if self.front_door is not None:
+                await self.front_door.stop()
+                self.front_door = None
+        elif self.front_door is None:
+            door_log = self.state_dir / "front-door"
+            self.front_door = FrontDoor(fleet, self.layout, self.backend.secrets, sites, log_dir=door_log)
+            await self.front_door.start()
+        else:
+            await self.front_door.reconfigure(fleet, sites)
+        self.write_status()
+        return self.front_door.snapshot() if self.front_door is not None else {"state": "off"}
 
     async def rollback(self, name: str) -> HubState:
         """Go back to what the hub ran before its last apply."""
