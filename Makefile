@@ -43,6 +43,7 @@ benchmarks: setup
 	$(VENV)/bin/python benchmarks/usage_year.py
 	$(VENV)/bin/python benchmarks/console_overview_200.py
 	$(VENV)/bin/python benchmarks/console_load.py
+	$(VENV)/bin/python benchmarks/front_door.py
 
 clean:
 	rm -rf $(VENV) examples/demo-fleet/.hubfleet
