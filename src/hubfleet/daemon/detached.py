@@ -151,6 +151,7 @@ KNOWN_PROGRAMS = (
     "ipykernel",
     "jupyterhub",
     "hubfleet.isolation.launch",
+    "caddy",  # the front door; as root it runs as the fleet's hfd- account and is found by that
 )
 
 

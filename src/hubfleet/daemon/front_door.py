@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from hubfleet.backends.local import BIN_DIR
+from hubfleet.backends.local import BIN_DIR, isolation_mode
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models_front_door import FrontDoor as FrontDoorSettings
 from hubfleet.config.secret_refs import SecretRef
@@ -309,7 +309,7 @@ class FrontDoor:
         warnings: list[str] = []
         if door.certificates.source == "files":
             self._pems, warnings = await asyncio.to_thread(certificate_pems, self.fleet, self.secrets, hosts)
-        if os.geteuid() == 0:
+        if isolation_mode() == "accounts":  # as root: an account of its own, as the hubs have
             name, comment = door_account(self.layout.instance)
             try:
                 self._account = await asyncio.to_thread(ensure_account, name, home=self.home, comment=comment)
