@@ -3,6 +3,7 @@ servers, with operator-provided certificates; and `up`/`status` of a real fleet 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
@@ -19,7 +20,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from fleet_helpers import copy_demo_fleet, wait_for
+from fleet_helpers import (
+    copy_demo_fleet,
+    daemon_status,
+    hubfleet,
+    kill_leftovers,
+    remove_accounts,
+    wait_for,
+)
 from hubfleet.backends.local import BIN_DIR
 from hubfleet.config.validate import load_fleet
 from hubfleet.monitor.incidents import list_incidents
@@ -255,3 +263,71 @@ async def test_certificate_incident_from_the_public_endpoint(
             caddy.terminate()
             caddy.wait(10)
         log.close()
+
+
+# --------------------------------------------------------------------------- a real fleet: daemon, up, status
+
+
+@contextlib.contextmanager
+def fleet_up(root: Path, env: dict[str, str]) -> Iterator[subprocess.CompletedProcess[str]]:
+    """`hubfleet up --detach` (its output for the block), then `down` and the leak check, as running_fleet."""
+    try:
+        yield hubfleet("up", "--detach", fleet=root, env=env, check=True)
+    finally:
+        hubfleet("down", fleet=root, env=env)
+        leaks = kill_leftovers(root)
+        remove_accounts(root)
+        assert not leaks, f"processes left after down: {leaks}"
+
+
+def test_daemon_probes_through_the_front_door_and_up_status_show_it(tmp_path: Path) -> None:
+    keep = {"communities/uni-a/hubs/prod.yaml", "communities/uni-a/hubs/staging.yaml"}
+    root = copy_demo_fleet(tmp_path / "fleet", keep=keep, front_door=True)
+    env = {"HUBFLEET_PROBE_INTERVAL": "1"}
+    with fleet_up(root, env) as up:
+        door = daemon_status(root)["front_door"]
+        assert door["state"] == "running", door
+        port = load_fleet(root).settings.front_door.https_port
+        public = {
+            f"https://uni-a.hubs.localhost:{port}/": "uni-a",
+            f"https://hubs.localhost:{port}/uni-a-staging/": "uni-a-staging",
+            f"https://console.hubs.localhost:{port}/": "console",
+        }
+        assert door["sites"] == public
+
+        # `up` and `status`: one block with the state, each address, the console's and the local CA
+        status = hubfleet("status", fleet=root, check=True)
+        for out in (up.stdout, status.stdout):
+            assert "front door: running (certificates: internal)" in out, out
+            assert f"  https://uni-a.hubs.localhost:{port}/ -> uni-a\n" in out
+            assert f"  https://hubs.localhost:{port}/uni-a-staging/ -> uni-a-staging\n" in out
+            assert f"  console: https://console.hubs.localhost:{port}/\n" in out
+        ca = wait_for(lambda: daemon_status(root)["front_door"]["local_ca"])
+        status = hubfleet("status", fleet=root, check=True).stdout
+        assert f"  local CA: {ca} (trust it, or: curl --cacert {ca} https://" in status, status
+        as_json = json.loads(hubfleet("status", "--json", fleet=root, check=True).stdout)
+        assert as_json["front_door"]["sites"] == public and as_json["front_door"]["local_ca"] == ca
+
+        # The daemon's prober asks Caddy, with each hub's public name: the front door's access log shows it.
+        access_log = Path(door["access_log"])
+
+        def probed_through_the_door() -> bool:
+            text = access_log.read_text() if access_log.exists() else ""
+            return '"host":"uni-a.hubs.localhost' in text and "/uni-a-staging/hub/health" in text
+
+        wait_for(probed_through_the_door, timeout=30)
+        with open_store(root / ".hubfleet") as store:
+            assert uptime_of(store, "uni-a") and uptime_of(store, "uni-a-staging")
+            # Caddy's local CA issues 12-hour certificates and renews them itself: no certificate incident
+            assert list_incidents(store) == []
+
+
+def uptime_of(store, hub: str) -> bool:  # noqa: ANN001
+    """The hub's latest probe sample is ok."""
+    from sqlalchemy import select
+
+    from hubfleet.store.models import ProbeSample
+
+    with store.session() as session:
+        query = select(ProbeSample.ok).where(ProbeSample.hub == hub).order_by(ProbeSample.at.desc())
+        return bool(session.scalars(query).first())

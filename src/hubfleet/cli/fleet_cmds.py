@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from hubfleet.cli.app import app
@@ -63,6 +64,54 @@ def report_failures(hubs: list[dict[str, Any]]) -> int:
     return len(failed)
 
 
+def print_front_door(door: dict[str, Any] | None) -> None:
+    """The front door's block of `up` and `status`: its state, each public URL and what it serves, the local
+    CA to trust (a curl hint), or why it does not serve; its warnings, one line each (on stderr)."""
+    if not door:
+        return
+    state = str(door.get("state") or "unknown")
+    colour = {"running": "green", "failed": "red"}.get(state, "yellow")
+    certificates = f" (certificates: {door['certificates']})" if door.get("certificates") else ""
+    console.print(f"front door: [{colour}]{state}[/]{escape(certificates)}", highlight=False)
+    sites: dict[str, str] = door.get("sites") or {}
+    for url, served in sorted(sites.items(), key=lambda item: (item[1] == "console", item[1], item[0])):
+        line = f"  console: {url}" if served == "console" else f"  {url} -> {served}"
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    if door.get("error"):
+        console.print(f"  error: {door['error']}", highlight=False, markup=False, soft_wrap=True)
+    elif door.get("local_ca"):
+        example = next((url for url, served in sorted(sites.items()) if served != "console"), "")
+        target = f" {example}hub/health" if example else ""
+        console.print(
+            f"  local CA: {door['local_ca']} (trust it, or: curl --cacert {door['local_ca']}{target})",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    for line in door.get("warnings") or []:
+        err_console.print(f"warning: {line}", style="yellow", highlight=False, markup=False, soft_wrap=True)
+
+
+def _front_door_started(state: Path, daemon: dict[str, Any], timeout: float = 45) -> dict[str, Any]:
+    """daemon.json once its front door has started (or failed to), for `up --detach` to show it; as it was
+    when the daemon stops or the front door takes longer than `timeout` s."""
+    import time
+
+    from hubfleet.runtime.status_file import read_status
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        door = daemon.get("front_door") or {}
+        if door.get("state") not in (None, "starting"):
+            return daemon
+        time.sleep(0.2)
+        current = read_status(state)
+        if current is None or current.get("pid") != daemon.get("pid"):
+            return daemon
+        daemon = current
+    return daemon
+
+
 def report_warnings(status: dict[str, Any]) -> None:
     """What the daemon found before starting (a previous daemon's leftovers) and what hubs lost."""
     for line in status.get("recovered", []):
@@ -103,12 +152,15 @@ def up(
         from hubfleet.daemon.status import collect_status
 
         daemon = start_detached(fleet_dir, state)
+        if config.settings.front_door is not None:  # the daemon starts it once the hubs are ready
+            daemon = _front_door_started(state, daemon)
         hubs = asyncio.run(collect_status(config, state))["hubs"]
         print_hub_table(hubs, f"fleet '{config.settings.name}' is up (daemon pid {daemon['pid']})")
         console.print(f"isolation: {daemon.get('isolation', 'unknown')}", highlight=False)
         if daemon.get("console"):
             url = daemon["console"]
             console.print(f"console: {url}  (metrics: {url}/metrics)", highlight=False)
+        print_front_door(daemon.get("front_door"))
         report_warnings(daemon)
         if report_failures(list(daemon["hubs"].values())):
             raise typer.Exit(1)
@@ -121,6 +173,7 @@ def up(
         if status.get("console"):
             url = status["console"]
             console.print(f"console: {url}  (metrics: {url}/metrics)", highlight=False)
+        print_front_door(status.get("front_door"))
         report_warnings(status)
         report_failures(hubs)
         console.print("supervising; press Ctrl-C to stop every hub")
@@ -185,6 +238,7 @@ def status(
     print_hub_table(result["hubs"], title)
     if result.get("console"):
         console.print(f"console: {result['console']}", highlight=False)
+    print_front_door(result.get("front_door"))
     for hub in result["hubs"]:
         notes = [*hub.get("warnings", [])]
         if hub.get("state") == "unsupervised":
@@ -207,6 +261,7 @@ def _status_of_an_invalid_fleet(state: Path, errors: list[str], json_output: boo
         result = {
             "daemon": {"pid": daemon["pid"], "started_at": daemon["started_at"]} if daemon else None,
             "console": daemon.get("console") if daemon else None,
+            "front_door": daemon.get("front_door") if daemon else None,
             "hubs": hubs,
             "fleet_errors": errors,
         }
@@ -218,6 +273,7 @@ def _status_of_an_invalid_fleet(state: Path, errors: list[str], json_output: boo
         print_hub_table(hubs, title)
         if daemon and daemon.get("console"):
             console.print(f"console: {daemon['console']}", highlight=False)
+        print_front_door((daemon or {}).get("front_door"))
     for error in errors:
         err_console.print(f"warning: {error}", style="yellow", highlight=False, markup=False, soft_wrap=True)
     err_console.print(

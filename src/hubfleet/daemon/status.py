@@ -108,5 +108,6 @@ async def collect_status(fleet: FleetConfig, state_dir: Path) -> dict[str, Any]:
     return {
         "daemon": {"pid": daemon["pid"], "started_at": daemon["started_at"]} if daemon else None,
         "console": daemon.get("console") if daemon else None,
+        "front_door": daemon.get("front_door") if daemon else None,
         "hubs": rows,
     }
