@@ -295,3 +295,30 @@ def test_console_has_one_address(tmp_path: Path) -> None:
     edit(root / "fleet.yaml", "https://console.example.org/", "https://hubfleet.example.org")
     assert errors(root) == []
     assert load_fleet(root).console_url() == "https://hubfleet.example.org"
+
+
+def test_kubernetes_hub_domain_differs_from_front_door_names(tmp_path: Path) -> None:
+    """A kubernetes hub is not served by the front door, but its name cannot be the front door's too."""
+    root = make_fleet(tmp_path)
+    (root / "clusters/k8s.yaml").write_text(
+        "name: k8s\nkind: kubernetes\ncredentials:\n  provider: kubeconfig\n  path: kubeconfig\n"
+    )
+    for name, stage, domain in (
+        ("k8s-staging", "staging", "staging.k8s.example.org"),
+        ("k8s", "prod", "hubs.example.org"),
+    ):
+        text = hub_yaml(name, stage, 1, NATIVE_AUTH, domain).replace("cluster: local", "cluster: k8s")
+        (root / f"communities/uni/hubs/{name}.yaml").write_text(text.replace("port: 1\n", ""))
+    assert errors(root) == [
+        "communities/uni/hubs/k8s.yaml:5:1: domain: hubs.example.org is fleet.yaml `front_door.domain`, where "
+        "hubs without a domain are served (https://hubs.example.org/<hub name>/); give hub 'k8s' a domain of "
+        "its own"
+    ]
+    # with a name of its own it is valid, and served by its cluster: no front door port, no base path
+    edit(root / "communities/uni/hubs/k8s.yaml", "domain: hubs.example.org", "domain: k8s.example.org")
+    edit(root / "fleet.yaml", "  certificates:", "  https_port: 8443\n  http_port: 8080\n  certificates:")
+    fleet = load_fleet(root)
+    k8s = fleet.hubs["k8s"]
+    assert fleet.front_door_site(k8s) is None
+    assert fleet.public_url(k8s) == "https://k8s.example.org"
+    assert fleet.base_path(k8s) == ""

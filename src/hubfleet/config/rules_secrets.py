@@ -64,8 +64,12 @@ def fleet_level_refs(settings: FleetSettings) -> list[tuple[str, SecretRef]]:
     return [
         *secret_refs(settings.monitoring, "monitoring"),
         *secret_refs(settings.console, "console"),
-        *(secret_refs(settings.front_door, "front_door") if settings.front_door is not None else []),
+        *_front_door_refs(settings),
     ]
+
+
+def _front_door_refs(settings: FleetSettings) -> list[tuple[str, SecretRef]]:
+    return secret_refs(settings.front_door, "front_door") if settings.front_door is not None else []
 
 
 def fleet_secret_refs_are_set(fleet: SourcedFleetConfig) -> list[ConfigError]:
@@ -95,7 +99,10 @@ def secrets_have_recipients(fleet: SourcedFleetConfig) -> list[ConfigError]:
         any(e.values for e in fleet.secret_entries)
         or any(secret_refs(e.hub) for e in fleet.hub_entries)
         or bool(fleet.fleet_secrets)
-        or (fleet.settings is not None and bool(fleet_level_refs(fleet.settings)))
+        or (
+            fleet.settings is not None
+            and bool(secret_refs(fleet.settings.monitoring) or _front_door_refs(fleet.settings))
+        )
     )
     if not in_use or fleet.fleet_source is None or fleet.settings is None:
         return []  # fleet.yaml did not validate: its own errors are reported, its operators are unknown
