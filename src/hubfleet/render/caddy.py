@@ -215,11 +215,28 @@ def _to_https(https_port: int) -> dict[str, Any]:
     return {"handle": [_redirect(f"https://{{http.request.host}}{port}{{http.request.uri}}", 308)]}
 
 
+def _without_credentials() -> dict[str, Any]:
+    """A JSON log encoder that drops what could carry a credential: request and response headers (cookies,
+    Authorization) and credential query parameters."""
+    return {
+        "format": "filter",
+        "wrap": {"format": "json"},
+        "fields": {
+            "request>headers": {"filter": "delete"},
+            "resp_headers": {"filter": "delete"},
+            "request>uri": {
+                "filter": "query",
+                "actions": [{"type": "delete", "parameter": p} for p in CREDENTIAL_PARAMETERS],
+            },
+        },
+    }
+
+
 def _logging(door: FrontDoor, files: CaddyFiles) -> dict[str, Any]:
-    """Caddy's own log to stderr (the daemon's front-door log); requests to access.log without what could
-    carry a credential: request and response headers (cookies, Authorization) and credential parameters."""
+    """Caddy's own log to stderr (the daemon's front-door log) and requests to access.log, both without what
+    could carry a credential (Caddy's error entries, e.g. for a hub that is down, hold the request too)."""
     logs: dict[str, Any] = {
-        "default": {"writer": {"output": "stderr"}, "encoder": {"format": "json"}, "level": "INFO"}
+        "default": {"writer": {"output": "stderr"}, "encoder": _without_credentials(), "level": "INFO"}
     }
     if door.access_log:
         logs["default"]["exclude"] = [f"http.log.access.{ACCESS_LOGGER}"]
@@ -231,18 +248,7 @@ def _logging(door: FrontDoor, files: CaddyFiles) -> dict[str, Any]:
                 "roll_keep": 5,
                 "mode": "0600",
             },
-            "encoder": {
-                "format": "filter",
-                "wrap": {"format": "json"},
-                "fields": {
-                    "request>headers": {"filter": "delete"},
-                    "resp_headers": {"filter": "delete"},
-                    "request>uri": {
-                        "filter": "query",
-                        "actions": [{"type": "delete", "parameter": p} for p in CREDENTIAL_PARAMETERS],
-                    },
-                },
-            },
+            "encoder": _without_credentials(),
             "include": [f"http.log.access.{ACCESS_LOGGER}"],
         }
     return {"logs": logs}
