@@ -96,6 +96,9 @@ def plan(
             console.print(f"            {escape(reason)}", highlight=False)
         if diff and entry.diff and entry.action != "create":
             console.print(escape(entry.diff), highlight=False, markup=True, style="dim")
+    if result.front_door is not None:
+        for line in result.front_door.lines():
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
     waves = result.waves()
     console.print(
         f"{len(result.changes)} to change of {len(result.hubs)} hub(s) in fleet '{config.settings.name}'; "

@@ -13,17 +13,21 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from hubfleet.backends import backends_for
 from hubfleet.backends.base import Backend
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.deploy.state import settings_snapshot, source_files
+from hubfleet.render.caddy import fleet_sites
+from hubfleet.runtime.status_file import read_status
 from hubfleet.settings import UserError
 from hubfleet.store.api import DeploymentRecord, Store
 
 Action = Literal["create", "update", "unchanged", "remove"]
 STAGES = ("staging", "prod")
 LONG_VALUE = 60
+NEXT_UP = "takes effect at the next `hubfleet up`"
 
 
 @dataclass
@@ -52,8 +56,122 @@ class HubPlan:
 
 
 @dataclass
+class FrontDoorPlan:
+    """What the front door would serve per the fleet files against what the running daemon's serves.
+
+    Hub addresses change with the deploy of their hub (the daemon reloads the front door); the console's
+    address and the front door's own settings only at the next `hubfleet up`."""
+
+    wanted: dict[str, str]
+    """Public URL -> what it serves (a hub's name, or `console`), from the fleet files."""
+    daemon: bool
+    """Whether a daemon runs (without one nothing is compared)."""
+    state: str | None = None
+    """The running front door's state (None: the daemon runs none)."""
+    error: str = ""
+    add: list[tuple[str, str]] = field(default_factory=list)
+    remove: list[tuple[str, str]] = field(default_factory=list)
+    change: list[tuple[str, str, str, str]] = field(default_factory=list)
+    """(setting, running, wanted, when it takes effect)."""
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.add or self.remove or self.change)
+
+    def lines(self) -> list[str]:
+        if not self.daemon:
+            return [
+                f"front door: would serve {len(self.wanted)} address(es) (no daemon runs; `hubfleet up` "
+                "starts it)"
+            ]
+        lines = []
+        if self.state not in (None, "running"):
+            lines.append(f"front door: ! the running front door is {self.state}: {self.error or 'no error'}")
+        lines += [f"front door: + {url} -> {served}" + _console_note(served) for url, served in self.add]
+        lines += [f"front door: - {url} -> {served}" + _console_note(served) for url, served in self.remove]
+        lines += [f"front door: ~ {key}: {old} -> {new} ({when})" for key, old, new, when in self.change]
+        return lines or ["front door: no changes"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "daemon": self.daemon,
+            "state": self.state,
+            "would_serve": self.wanted,
+            "add": [{"url": url, "serves": served} for url, served in self.add],
+            "remove": [{"url": url, "serves": served} for url, served in self.remove],
+            "change": [
+                {"setting": key, "running": old, "wanted": new, "when": when}
+                for key, old, new, when in self.change
+            ],
+            "lines": self.lines(),
+        }
+
+
+def _console_note(served: str) -> str:
+    return f" ({NEXT_UP})" if served == "console" else ""
+
+
+def plan_front_door(
+    fleet: FleetConfig, daemon: dict[str, Any] | None, hubs: set[str] | None = None
+) -> FrontDoorPlan | None:
+    """The front door's changes (`daemon`: daemon.json of the running daemon, None when none runs); None
+    when neither the fleet files nor the running daemon have a front door. `hubs` narrows the addresses."""
+    settings = fleet.settings.front_door
+    running = (daemon or {}).get("front_door")
+    running = running if isinstance(running, dict) else None
+    if settings is None and running is None:
+        return None
+    wanted: dict[str, str] = {}
+    if settings is not None:
+        for site in fleet_sites(fleet):
+            wanted[fleet.front_door_origin(site.host) + site.path + "/"] = site.hub
+        if settings.console_domain:
+            wanted[fleet.front_door_origin(settings.console_domain) + "/"] = "console"
+    if hubs is not None:
+        wanted = {url: served for url, served in wanted.items() if served in hubs}
+    result = FrontDoorPlan(dict(sorted(wanted.items())), daemon=daemon is not None)
+    if daemon is None:
+        return result
+    if running is None:
+        result.change.append(("front door", "none", f"{len(wanted)} address(es)", NEXT_UP))
+        result.add = sorted(wanted.items())
+        return result
+    result.state = str(running.get("state") or "unknown")
+    result.error = str(running.get("error") or "")
+    serving: dict[str, str] = {str(k): str(v) for k, v in (running.get("sites") or {}).items()}
+    if hubs is not None:
+        serving = {url: served for url, served in serving.items() if served in hubs}
+    if settings is None:
+        result.change.append(("front door", f"{len(serving)} address(es)", "none", NEXT_UP))
+        result.remove = sorted(serving.items())
+        return result
+    # compared without the port: a new https_port is one line, not every address twice
+    now = {_without_port(url): (url, served) for url, served in serving.items()}
+    then = {_without_port(url): (url, served) for url, served in wanted.items()}
+    for key in sorted(then.keys() | now.keys()):
+        if key in now and (key not in then or then[key][1] != now[key][1]):
+            result.remove.append(now[key])
+        if key in then and (key not in now or then[key][1] != now[key][1]):
+            result.add.append(then[key])
+    ports = sorted({urlsplit(url).port or 443 for url in serving})
+    if ports and ports != [settings.https_port]:
+        old = ", ".join(str(p) for p in ports)
+        result.change.append(("https_port", old, str(settings.https_port), NEXT_UP))
+    certificates = str(running.get("certificates") or "")
+    if certificates and certificates != settings.certificates.source:
+        result.change.append(("certificates", certificates, settings.certificates.source, NEXT_UP))
+    return result
+
+
+def _without_port(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{parts.path}"
+
+
+@dataclass
 class Plan:
     hubs: list[HubPlan]
+    front_door: FrontDoorPlan | None = None
 
     @property
     def changes(self) -> list[HubPlan]:
@@ -64,7 +182,11 @@ class Plan:
         return [[h.name for h in self.changes if h.stage == stage] for stage in STAGES]
 
     def to_json(self) -> dict[str, Any]:
-        return {"hubs": [h.to_json() for h in self.hubs], "waves": self.waves()}
+        return {
+            "hubs": [h.to_json() for h in self.hubs],
+            "waves": self.waves(),
+            "front_door": self.front_door.to_json() if self.front_door is not None else None,
+        }
 
     def github_matrix(self) -> str:
         """Lines for $GITHUB_OUTPUT: one matrix per wave (`fromJSON(needs.plan.outputs.staging)`)."""
@@ -141,7 +263,7 @@ def make_plan(
         )
     order = {"staging": 0, "prod": 1}
     entries.sort(key=lambda e: (order.get(e.stage, 2), e.community, e.name))
-    return Plan(entries)
+    return Plan(entries, front_door=plan_front_door(fleet, read_status(state_dir), hubs))
 
 
 def reasons(last: DeploymentRecord, now: dict[str, Any], rendered: str) -> list[str]:
