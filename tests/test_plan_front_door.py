@@ -60,6 +60,8 @@ def test_plan_compares_the_fleet_files_with_the_running_front_door(tmp_path: Pat
             f"front door: ~ certificates: internal -> acme {NEXT_UP}",
         ], plan
         assert "create    uni-c (uni-a, prod)" in plan
+        moved = f"front door address: https://hubs.localhost:{port}/uni-a-staging/ → https://fleet.localhost:{port}"
+        assert f"update    uni-a-staging (uni-a, staging)\n            {moved}/uni-a-staging/\n" in plan, plan
         door = json.loads(hubfleet("plan", "--json", fleet=root, check=True).stdout)["front_door"]
         assert door["add"] == [
             {"url": f"https://fleet.localhost:{port}/uni-a-staging/", "serves": "uni-a-staging"},

@@ -331,3 +331,32 @@ def uptime_of(store, hub: str) -> bool:  # noqa: ANN001
     with store.session() as session:
         query = select(ProbeSample.ok).where(ProbeSample.hub == hub).order_by(ProbeSample.at.desc())
         return bool(session.scalars(query).first())
+
+
+def test_a_failed_front_door_is_one_line_and_hubs_are_probed_inside(tmp_path: Path) -> None:
+    root = copy_demo_fleet(tmp_path / "fleet", keep={"communities/uni-a/hubs/staging.yaml"}, front_door=True)
+    port = load_fleet(root).settings.front_door.https_port
+    with socket.socket() as taken:  # another program holds the front door's https port
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        with fleet_up(root, {"HUBFLEET_PROBE_INTERVAL": "1"}) as up:
+            door = daemon_status(root)["front_door"]
+            assert door["state"] == "failed" and f"port {port}" in door["error"], door
+            status = hubfleet("status", fleet=root, check=True).stdout
+            for out in (up.stdout, status):
+                assert "front door: failed (certificates: internal)\n" in out, out
+                [error] = [line for line in out.splitlines() if line.startswith("  error: ")]
+                assert f"port {port} on 127.0.0.1 is already in use" in error
+                assert "hubs keep serving on their internal addresses" in error
+            assert (
+                json.loads(hubfleet("status", "--json", fleet=root).stdout)["front_door"]["state"] == "failed"
+            )
+
+            # the daemon probes the hub at its internal address, which serves: no incident
+            with open_store(root / ".hubfleet") as store:
+                wait_for(lambda: uptime_of(store, "uni-a-staging"), timeout=30)
+                assert list_incidents(store) == []
+            # and a one-off probe says where it asked
+            [result] = json.loads(hubfleet("probe", "--json", fleet=root, check=True).stdout)["hubs"]
+            assert result["ok"] and result["url"] == daemon_status(root)["hubs"]["uni-a-staging"]["url"]

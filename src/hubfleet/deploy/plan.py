@@ -78,6 +78,11 @@ class FrontDoorPlan:
     def changed(self) -> bool:
         return bool(self.add or self.remove or self.change)
 
+    def moves(self) -> dict[str, tuple[str, str]]:
+        """Hub -> (address it is served at now, address it would be served at) for hubs that move."""
+        now = {served: url for url, served in self.remove}
+        return {served: (now[served], url) for url, served in self.add if served in now}
+
     def lines(self) -> list[str]:
         if not self.daemon:
             return [
@@ -263,7 +268,14 @@ def make_plan(
         )
     order = {"staging": 0, "prod": 1}
     entries.sort(key=lambda e: (order.get(e.stage, 2), e.community, e.name))
-    return Plan(entries, front_door=plan_front_door(fleet, read_status(state_dir), hubs))
+    door = plan_front_door(fleet, read_status(state_dir), hubs)
+    if door is not None:  # fleet.yaml's front_door moved a hub: say so rather than "rendered ... changed"
+        moved = door.moves()
+        for entry in entries:
+            if entry.action == "update" and entry.name in moved and entry.reasons[-1].startswith("rendered"):
+                old, new = moved[entry.name]
+                entry.reasons[-1] = f"front door address: {old} → {new}"
+    return Plan(entries, front_door=door)
 
 
 def reasons(last: DeploymentRecord, now: dict[str, Any], rendered: str) -> list[str]:
