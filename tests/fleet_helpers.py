@@ -77,6 +77,19 @@ def copy_demo_fleet(dest: Path, keep: set[str] | None = None, *, front_door: boo
     return dest
 
 
+def copy_demo_without_front_door(dest: Path) -> Path:
+    """The demo fleet without its front door: no `front_door` in fleet.yaml, no `domain` lines in the prod
+    hubs (their files' last lines, so every other line keeps its number); for tests of config errors."""
+    shutil.copytree(DEMO, dest, ignore=NO_STATE)
+    fleet_yaml = dest / "fleet.yaml"
+    fleet_yaml.write_text(drop_section(fleet_yaml.read_text(), "front_door"))
+    for path in dest.glob("communities/*/hubs/*.yaml"):
+        path.write_text(
+            re.sub(r"(?m)^(# served by the fleet's front door.*\n)?domain: .*\n", "", path.read_text())
+        )
+    return dest
+
+
 def drop_section(yaml_text: str, key: str) -> str:
     """`yaml_text` without the top-level `key:` and its indented (or comment) lines."""
     return re.sub(rf"(?m)^{re.escape(key)}:.*\n(?:(?:[ \t#].*)?\n)*", "", yaml_text)

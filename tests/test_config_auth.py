@@ -7,6 +7,7 @@ GitHub has no provider here: GitHub hubs are covered by validation (here) and re
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -28,6 +29,10 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo fleet with an age key for Ada and a `client_secret` set for hubs uni-a and uni-a-staging."""
     root = tmp_path_factory.mktemp("auth") / "fleet"
     shutil.copytree(DEMO, root, ignore=shutil.ignore_patterns(".hubfleet"))
+    # the cases append to the hub files: without its `domain` (its last lines) a hub is served at a path of
+    # the front door, which OAuth hubs need
+    for path in root.glob("communities/*/hubs/*.yaml"):
+        path.write_text(re.sub(r"(?m)^(# served by the fleet's front door.*\n)?domain: .*\n", "", path.read_text()))
     recipient = str(x25519.Identity.generate().to_public())
     fleet = root / "fleet.yaml"
     fleet.write_text(
@@ -38,9 +43,6 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     for hub in ("uni-a", "uni-a-staging"):
         set_secret(root, hub, "client_secret", "the-client-secret")
-    # the cases name lines of the hub files: without `domain` the hub is served at a path of the front door
-    for path in root.glob("communities/*/hubs/*.yaml"):
-        path.write_text("".join(ln for ln in path.read_text().splitlines(True) if not ln.startswith("domain:")))
     return root
 
 

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from fleet_helpers import DEMO, NO_STATE
+from fleet_helpers import copy_demo_without_front_door
 from hubfleet.config.fleet import FleetInvalid
 from hubfleet.config.validate import load_fleet, validate_fleet
 
@@ -16,7 +15,7 @@ from hubfleet.config.validate import load_fleet, validate_fleet
 def broken_fleet(tmp_path: Path, rel: str, change: tuple[str, str] | str | bytes) -> Path:
     """A copy of the demo fleet with `rel` changed: (old, new) replaces text once; str/bytes is the new content."""
     root = tmp_path / "fleet"
-    shutil.copytree(DEMO, root, ignore=NO_STATE)
+    copy_demo_without_front_door(root)
     path = root / rel
     if isinstance(change, tuple):
         text = path.read_text()
@@ -396,7 +395,9 @@ CASES = [
         "communities/uni-a/hubs/prod.yaml",
         ("port: 18002", "port: 18002\ndomain: hub.example.org"),
         [
-            "communities/uni-a/hubs/prod.yaml:8:1: domain: hubs on local cluster 'local' are served on 127.0.0.1:<port>; remove domain",
+            "communities/uni-a/hubs/prod.yaml:8:1: domain: hubs on local cluster 'local' are served on "
+            "127.0.0.1:<port> only, as fleet.yaml has no front door; add a `front_door` block to fleet.yaml "
+            "(see docs/front-door.md) to serve this hub at https://hub.example.org, or remove domain",
         ],
         id="local hub with domain",
     ),

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from fleet_helpers import DEMO, NO_STATE, edit
+from fleet_helpers import DEMO, copy_demo_without_front_door, edit
 from hubfleet.config.defaults import merge_defaults
 from hubfleet.config.models import Culling, FleetSettings, Hub, Resources
 from hubfleet.config.models_auth import DummyAuth, NativeAuth
@@ -18,7 +17,7 @@ from hubfleet.config.validate import load_fleet, validate_fleet
 @pytest.fixture
 def demo(tmp_path: Path) -> Path:
     root = tmp_path / "fleet"
-    shutil.copytree(DEMO, root, ignore=NO_STATE)
+    copy_demo_without_front_door(root)
     return root
 
 
@@ -80,7 +79,8 @@ def test_locate_hub_file_then_defaults_then_first_key() -> None:
     cpu_line = (DEMO / "fleet.yaml").read_text().splitlines().index("    cpu_limit: 1") + 1
     assert config.locate("uni-a", "resources.cpu_limit") == ("fleet.yaml", cpu_line, 5)
     assert config.locate("uni-a", "auth.admin_users") == ("communities/uni-a/hubs/prod.yaml", 10, 3)
-    assert config.locate("uni-a", "domain") == ("communities/uni-a/hubs/prod.yaml", 2, 1)
+    assert config.locate("uni-a", "extra_config") == ("communities/uni-a/hubs/prod.yaml", 2, 1)
+    assert config.locate("uni-a", "domain") == ("communities/uni-a/hubs/prod.yaml", 15, 1)
     assert config.locate("uni-a", "auth.allowed_users") == ("communities/uni-a/hubs/prod.yaml", 8, 1)
 
 

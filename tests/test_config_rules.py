@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from fleet_helpers import DEMO, NO_STATE, edit
+from fleet_helpers import DEMO, copy_demo_without_front_door, edit
 from hubfleet.config import rules, rules_auth, rules_hubs
 from hubfleet.config.defaults import merge_rule
 from hubfleet.config.loader import SourcedFleetConfig, load_fleet_files
@@ -31,7 +30,7 @@ def load_unchecked(root: Path) -> SourcedFleetConfig:
 @pytest.fixture
 def demo(tmp_path: Path) -> Path:
     root = tmp_path / "fleet"
-    shutil.copytree(DEMO, root, ignore=NO_STATE)
+    copy_demo_without_front_door(root)
     return root
 
 

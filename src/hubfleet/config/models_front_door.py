@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from hubfleet.config.fields import DomainName, Email, Strict
-from hubfleet.config.secret_refs import SecretRef
+from hubfleet.config.secret_refs import PathOrSecret
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
@@ -40,11 +40,11 @@ class Acme(Strict):
 class CertificateFile(Strict):
     """A certificate the operator provides (renewing it is the operator's job; the prober warns ahead)."""
 
-    certificate: str | SecretRef = Field(
+    certificate: PathOrSecret = Field(
         description="The PEM certificate chain: a file path (relative to the fleet directory) or "
         "{secret: KEY}, a fleet-level secret holding the PEM text."
     )
-    key: str | SecretRef = Field(
+    key: PathOrSecret = Field(
         description="Its private key: preferably {secret: KEY} (a fleet-level secret set with "
         "`hubfleet secrets set --fleet-level KEY < key.pem`), or a file path readable by hubfleet."
     )

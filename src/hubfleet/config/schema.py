@@ -70,6 +70,8 @@ def _secret_type_name(tp: Any) -> str | None:
     members = [unwrap(a) for a in get_args(tp)] if get_origin(tp) in (Union, types.UnionType) else []
     if SecretRef in members and SecretStr in members:
         return "text (secret) or secret reference `{secret: KEY}`"
+    if SecretRef in members and str in members:
+        return "file path or secret reference `{secret: KEY}`"
     return None
 
 

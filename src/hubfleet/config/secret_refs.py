@@ -58,6 +58,18 @@ SecretOrPlain = Annotated[
 """A secret-bearing field that also accepts the value in plain text (for non-sensitive staging values)."""
 
 
+PathOrSecret = Annotated[
+    Annotated[str, Tag("text"), Field(min_length=1)] | Annotated[SecretRef, Tag("ref")],
+    Discriminator(
+        _secret_kind,
+        custom_error_type="path_or_secret_type",
+        custom_error_message="expected a file path or a secret reference such as {secret: KEY}",
+    ),
+]
+"""A file (path relative to the fleet directory) or a fleet-level secret holding its content: PEM certificates
+and keys."""
+
+
 def _no_plain_secret(value: Any, info: ValidationInfo) -> Any:
     if isinstance(value, str | SecretStr):
         key = info.field_name or "KEY"
