@@ -78,6 +78,13 @@ class PreparedHub:
         return cls(**{k: Path(v) if kinds[k] == "Path" else v for k, v in data.items() if k in kinds})
 
 
+def fixed_ports(fleet: FleetConfig) -> set[int]:
+    """Ports fleet.yaml names beyond the hubs' (the console's, the front door's): no hub's internal port."""
+    door = fleet.settings.front_door
+    ports = {door.http_port, door.https_port} if door is not None else set()
+    return ports | ({fleet.settings.monitoring.metrics_port} - {None})  # type: ignore[operator]
+
+
 def hub_dir(state_dir: Path, hub_name: str) -> Path:
     """The control plane's files about a hub (private to the daemon's account)."""
     return state_dir / "hubs" / hub_name
@@ -190,7 +197,7 @@ class LocalBackend(Backend):
         stored = _read_json(path)
         data = dict(stored)
         if not (isinstance(data.get("hub_port"), int) and isinstance(data.get("proxy_api_port"), int)):
-            public = {h.port for h in self.fleet.hubs.values() if h.port}
+            public = {h.port for h in self.fleet.hubs.values() if h.port} | fixed_ports(self.fleet)
             hub_port = free_port(public)
             data = {"hub_port": hub_port, "proxy_api_port": free_port(public | {hub_port})}
         data["url"] = self.fleet.internal_url(hub)
