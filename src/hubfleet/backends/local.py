@@ -82,7 +82,9 @@ def fixed_ports(fleet: FleetConfig) -> set[int]:
     """Ports fleet.yaml names beyond the hubs' (the console's, the front door's): no hub's internal port."""
     door = fleet.settings.front_door
     ports = {door.http_port, door.https_port} if door is not None else set()
-    return ports | ({fleet.settings.monitoring.metrics_port} - {None})  # type: ignore[operator]
+    if fleet.settings.monitoring.metrics_port:
+        ports.add(fleet.settings.monitoring.metrics_port)
+    return ports
 
 
 def hub_dir(state_dir: Path, hub_name: str) -> Path:
