@@ -11,7 +11,7 @@ from fleet_helpers import copy_demo_fleet, edit, free_ports, hubfleet, running_f
 from hubfleet.config.validate import load_fleet
 
 KEEP = {"communities/uni-a/hubs/prod.yaml", "communities/uni-a/hubs/staging.yaml"}
-NEXT_UP = "(takes effect at the next `hubfleet up`)"
+NEXT_UP = "(takes effect at `hubfleet front-door reload` or the next `hubfleet up`)"
 
 
 def front_door_lines(out: str) -> list[str]:
@@ -90,7 +90,7 @@ def test_plan_compares_the_fleet_files_with_the_running_front_door(tmp_path: Pat
             "prod-count",
         ]
 
-        # The console moved and a new https_port: both wait for the next `hubfleet up`.
+        # The console moved and a new https_port: both wait for a reload of the front door.
         edit(
             root / "fleet.yaml",
             "console_domain: console.hubs.localhost",

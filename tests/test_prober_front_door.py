@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +24,7 @@ from cryptography.x509.oid import NameOID
 from fleet_helpers import (
     copy_demo_fleet,
     daemon_status,
+    free_ports,
     hubfleet,
     kill_leftovers,
     remove_accounts,
@@ -319,6 +321,20 @@ def test_daemon_probes_through_the_front_door_and_up_status_show_it(tmp_path: Pa
         with open_store(root / ".hubfleet") as store:
             assert uptime_of(store, "uni-a") and uptime_of(store, "uni-a-staging")
             # Caddy's local CA issues 12-hour certificates and renews them itself: no certificate incident
+            assert list_incidents(store) == []
+
+        # A new https_port applied by `front-door reload`: the daemon's prober follows it.
+        new_port = free_ports(1)[0]
+        text = (root / "fleet.yaml").read_text()
+        (root / "fleet.yaml").write_text(
+            re.sub(r"(?m)^  https_port: \d+$", f"  https_port: {new_port}", text)
+        )
+        hubfleet("front-door", "reload", fleet=root, check=True)
+        assert f"https://uni-a.hubs.localhost:{new_port}/" in daemon_status(root)["front_door"]["sites"]
+        wait_for(lambda: f'"host":"uni-a.hubs.localhost:{new_port}"' in access_log.read_text(), timeout=30)
+        time.sleep(2.5)  # two more passes
+        with open_store(root / ".hubfleet") as store:
+            assert uptime_of(store, "uni-a") and uptime_of(store, "uni-a-staging")
             assert list_incidents(store) == []
 
 

@@ -83,7 +83,7 @@ async def serve(
                     store,
                     supervisor.hub_urls,
                     secrets,
-                    lambda: supervisor.front_door.snapshot() if supervisor.front_door is not None else None,
+                    lambda: (door.fleet, door.snapshot()) if (door := supervisor.front_door) else None,
                 ),
                 name="prober",
             ),

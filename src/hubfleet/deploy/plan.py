@@ -27,7 +27,7 @@ from hubfleet.store.api import DeploymentRecord, Store
 Action = Literal["create", "update", "unchanged", "remove"]
 STAGES = ("staging", "prod")
 LONG_VALUE = 60
-NEXT_UP = "takes effect at the next `hubfleet up`"
+NEXT_UP = "takes effect at `hubfleet front-door reload` or the next `hubfleet up`"
 
 
 @dataclass
@@ -60,7 +60,7 @@ class FrontDoorPlan:
     """What the front door would serve per the fleet files against what the running daemon's serves.
 
     Hub addresses change with the deploy of their hub (the daemon reloads the front door); the console's
-    address and the front door's own settings only at the next `hubfleet up`."""
+    address and the front door's own settings at `hubfleet front-door reload` or the next `hubfleet up`."""
 
     wanted: dict[str, str]
     """Public URL -> what it serves (a hub's name, or `console`), from the fleet files."""

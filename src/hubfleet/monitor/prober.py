@@ -245,12 +245,12 @@ def local_targets(
     public: dict[str, str] = {}
     if door is not None and settings is not None and state == "running":
         public = {hub: url.rstrip("/") for url, hub in (door.get("sites") or {}).items()}
-    connect = front_door_connect(fleet) if public else ""
     cafiles = front_door_cafiles(fleet, door) if public else ()
     internal_ca = settings is not None and settings.certificates.source == "internal"
     targets: dict[str, Target] = {}
     for name, url in internal.items():
-        if name in public:
+        if name in public:  # the port the front door serves it at (fleet.yaml may have changed since)
+            connect = front_door_connect(fleet, urlsplit(public[name]).port or 443)
             via = f"through the front door at {connect}"
             targets[name] = ProbeTarget(public[name], connect, cafiles, via=via, expiry=not internal_ca)
         elif settings is not None:
@@ -260,13 +260,15 @@ def local_targets(
     return targets
 
 
-def front_door_connect(fleet: FleetConfig) -> str:
-    """HOST:PORT at which the prober reaches the front door: its listen address (loopback for a wildcard)."""
+def front_door_connect(fleet: FleetConfig, port: int | None = None) -> str:
+    """HOST:PORT at which the prober reaches the front door: its listen address (loopback for a wildcard)
+    and `port` (default: its https_port)."""
     door = fleet.settings.front_door
     if door is None:
         return ""
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(door.address, door.address)
-    return f"[{host}]:{door.https_port}" if ":" in host else f"{host}:{door.https_port}"
+    port = port or door.https_port
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def front_door_cafiles(fleet: FleetConfig, door: Mapping[str, Any] | None) -> tuple[str, ...]:
@@ -524,18 +526,21 @@ async def run_in_daemon(
     store: Store,
     local_urls: Callable[[], dict[str, str]],
     resolver: SecretResolver | None,
-    front_door: Callable[[], Mapping[str, Any] | None] | None = None,
+    front_door: Callable[[], tuple[FleetConfig, Mapping[str, Any]] | None] | None = None,
 ) -> None:
     """The daemon's prober task: the supervised local hubs (`local_urls`: name -> internal URL; probed
-    through the front door while `front_door()`, its status, says it runs) plus deployed kubernetes hubs,
-    alerts through the fleet's channels (secrets from `resolver`). Never raises (except cancellation): the
-    daemon must outlive any monitoring bug."""
+    through the front door while `front_door()` says it runs: the fleet it was last configured from, which
+    `hubfleet front-door reload` renews, and its status) plus deployed kubernetes hubs, alerts through the
+    fleet's channels (secrets from `resolver`). Never raises (except cancellation): the daemon must outlive
+    any monitoring bug."""
     try:
 
         def targets() -> dict[str, Target]:
             remote = hub_targets(fleet, store).items()
             found = {n: u for n, u in remote if fleet.clusters[fleet.hubs[n].cluster].kind != "local"}
-            found.update(local_targets(fleet, local_urls(), front_door() if front_door else None))
+            door = front_door() if front_door is not None else None
+            door_fleet, status = door if door is not None else (fleet, None)
+            found.update(local_targets(door_fleet, local_urls(), status))
             return found
 
         prober = Prober(fleet, state_dir, store, targets=targets, alerter=Alerter(fleet, store, resolver))
