@@ -375,6 +375,7 @@ def expect_failed_door(root: Path, env: dict[str, str], names: str, key_body: st
         assert door["state"] == "failed", door
         assert names in door["error"], door["error"]
         assert "\n" not in door["error"]
+        assert f"  error: {door['error']}" in up.stdout.splitlines(), up.stdout
         hub_answers_internally(root)
         for text in (json.dumps(status), daemon_log(root)):
             assert "-----BEGIN" not in text
@@ -401,6 +402,8 @@ def test_acme_directory_that_does_not_answer(tmp_path: Path) -> None:
         warnings = [w for w in door["warnings"] if directory in w]
         assert len(warnings) == 1 and "does not answer" in warnings[0], door["warnings"]
         assert directory in daemon_log(root)
+        said = [line for line in up.stderr.splitlines() if directory in line]
+        assert said == [f"warning: {warnings[0]}"], up.stderr
         hub_answers_internally(root)
 
 
