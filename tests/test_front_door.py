@@ -392,6 +392,8 @@ def test_sign_in_through_the_login_form_lands_on_the_users_lab(door: Door) -> No
     assert right.status_code == 302, right.text[:500]
     assert right.headers["location"].startswith(f"/{PATH_HUB}/hub/"), right.headers
     assert any(c.name == "jupyterhub-hub-login" and c.domain == FLEET_DOMAIN for c in alice.cookies.jar)
+    # the hub knows it was reached over https (its proxy passes the front door's X-Forwarded-Proto on)
+    assert all(c.secure for c in alice.cookies.jar if c.name.startswith("jupyterhub-")), alice.cookies.jar
 
     started = time.monotonic()
     lab = open_lab(alice, base, "alice")

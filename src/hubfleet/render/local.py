@@ -145,7 +145,7 @@ def render_jupyterhub_config(fleet: FleetConfig, hub: Hub, runtime: LocalRuntime
         *_front_door_lines(fleet, hub),
         "c.JupyterHub.hub_ip = '127.0.0.1'",
         f"c.JupyterHub.hub_port = {runtime.hub_port!r}",
-        f"c.ConfigurableHTTPProxy.command = [{str(runtime.bin_dir / 'configurable-http-proxy')!r}]",
+        f"c.ConfigurableHTTPProxy.command = {_proxy_command(fleet, hub, runtime)!r}",
         f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{runtime.proxy_api_port}'",
         f"c.ConfigurableHTTPProxy.pid_file = {str(data_dir / 'proxy.pid')!r}",
         "",
@@ -183,6 +183,13 @@ def render_jupyterhub_config(fleet: FleetConfig, hub: Hub, runtime: LocalRuntime
     if hub.extra_config.strip():
         lines += ["", "# ---- extra_config from the hub file ----", hub.extra_config.rstrip()]
     return "\n".join(lines) + "\n"
+
+
+def _proxy_command(fleet: FleetConfig, hub: Hub, runtime: LocalRuntime) -> list[str]:
+    """The hub's proxy. Behind the front door it passes on the front door's X-Forwarded-Proto (https) instead
+    of appending its own (http), which the hub would read last: its cookies are then Secure."""
+    proxy = [str(runtime.bin_dir / "configurable-http-proxy")]
+    return [*proxy, "--no-x-forward"] if fleet.front_door_site(hub) else proxy
 
 
 def _front_door_lines(fleet: FleetConfig, hub: Hub) -> list[str]:
