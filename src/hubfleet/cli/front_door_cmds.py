@@ -41,7 +41,8 @@ def reload(
         for url, what in door.get("sites", {}).items():
             console.print(f"  {url} -> {what}", highlight=False)
     if not reply.get("ok"):
-        err_console.print(f"[red]front door: {door.get('error') or reply.get('error')}[/]", highlight=False)
+        problem = door.get("reload_error") or door.get("error") or reply.get("error")
+        err_console.print(f"[red]front door: {problem}[/]", highlight=False)
     for line in door.get("warnings", []):
         err_console.print(f"[yellow]warning:[/] {line}", highlight=False)
     if not reply.get("ok"):

@@ -67,7 +67,7 @@ def set_(
     fleet_level: FleetLevelOption = False,
 ) -> None:
     """Encrypt a value (read from stdin, or prompted for twice) as KEY of HUB's secrets file;
-    `set --fleet-level KEY`: as KEY of the fleet-level secrets/fleet.yaml (alert channels)."""
+    `set --fleet-level KEY`: as KEY of the fleet-level secrets/fleet.yaml (alert channels, certificates)."""
     from hubfleet.secrets.store import set_fleet_secret, set_secret
 
     fleet_dir = resolve_fleet_dir(fleet)
@@ -81,7 +81,8 @@ def set_(
         path = set_fleet_secret(fleet_dir, hub, value)
         typer.echo(
             f"set fleet-level secret '{hub}' in {path.relative_to(fleet_dir)}; "
-            f"use it in fleet.yaml `monitoring.alerts` as {{secret: {hub}}}"
+            f"use it in fleet.yaml (`monitoring.alerts`, `console.oidc`, `front_door.certificates`) as "
+            f"{{secret: {hub}}}"
         )
         return
     if key is None:

@@ -116,7 +116,7 @@ class FrontDoor(Strict):
     )
     access_log: bool = Field(
         default=True,
-        description="Log each request to <state>/front-door/access.log (credentials and tokens removed).",
+        description="Log each request to <data>/front-door/access.log (credentials and tokens removed).",
     )
 
     @model_validator(mode="after")

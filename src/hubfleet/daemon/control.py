@@ -96,7 +96,8 @@ async def _dispatch(supervisor: Supervisor, request: dict[str, Any]) -> dict[str
         return {"ok": True, "status": supervisor.snapshot()}
     elif op == "front_door_reload":
         door = await supervisor.reload_front_door()
-        return {"ok": door.get("state") in ("running", "off"), "front_door": door}
+        ok = door.get("state") in ("running", "off") and not door.get("reload_error")
+        return {"ok": ok, "front_door": door}
     else:
         return {"ok": False, "error": f"unknown op {op!r}"}
     return {"ok": state.state == "running", "state": asdict(state)}

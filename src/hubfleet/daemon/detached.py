@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -257,6 +258,7 @@ def stop_leftovers(
     for sock in BROKER_DIR.glob(f"{where.instance}-*.sock"):
         with contextlib.suppress(OSError):
             sock.unlink()
+    shutil.rmtree(BROKER_DIR / f"{where.instance}-door", ignore_errors=True)  # the front door's admin socket
     return result
 
 

@@ -63,6 +63,8 @@ class DoorStatus:
     local_ca: str = ""
     """The local CA's root certificate (certificates: internal), for `curl --cacert` or a browser's trust."""
     config_digest: str = ""
+    reload_error: str = ""
+    """Why the last `front-door reload` was not applied (the running configuration stayed)."""
     log_path: str = ""
     access_log: str = ""
 
@@ -449,40 +451,43 @@ class FrontDoor:
         assert settings is not None
         async with self._lock:
             old = self.settings
+            kept = (self.fleet, self.settings, self.secrets, self.sites, self._pems)
             self.fleet, self.settings = fleet, settings
+            self.secrets = SecretResolver(fleet)  # decrypt afresh: a renewed certificate may be a secret
             self.sites = {(s.host, s.path): s for s in sites}
-            self.status.certificates = settings.certificates.source
-            same_listen = (old.address, old.http_port, old.https_port, old.access_log) == (
-                settings.address,
-                settings.http_port,
-                settings.https_port,
-                settings.access_log,
+            self.status.reload_error = ""
+            listen = ("address", "http_port", "https_port", "access_log")
+            in_place = self.status.state == "running" and all(
+                getattr(old, key) == getattr(settings, key) for key in listen
             )
-            in_place = self.status.state == "running" and same_listen
             try:
-                if in_place:
-                    hosts = sorted({s.host for s in self.sites.values()})
-                    warnings: list[str] = []
-                    if settings.certificates.source == "files":
-                        self._pems, warnings = await asyncio.to_thread(
-                            certificate_pems, self.fleet, self.secrets, hosts
-                        )
-                    await asyncio.to_thread(self._prepare_files)
-                    await self._load()
-                    self.status.warnings = warnings
+                if not in_place:
+                    if self._watcher is not None:
+                        self._watcher.cancel()
+                    await self._kill()
+                    self.status.state = "starting"
+                    self.status.certificates = settings.certificates.source
+                    await self._start()
                     return self.status
-                if self._watcher is not None:
-                    self._watcher.cancel()
-                await self._kill()
-                self.status.state = "starting"
-                await self._start()
+                warnings: list[str] = []
+                if settings.certificates.source == "files":
+                    hosts = sorted({s.host for s in self.sites.values()})
+                    self._pems, warnings = await asyncio.to_thread(
+                        certificate_pems, self.fleet, self.secrets, hosts
+                    )
+                await asyncio.to_thread(self._prepare_files)
+                await self._load()
+                self.status.warnings = warnings
+                self.status.certificates = settings.certificates.source
             except FrontDoorError as exc:
-                if in_place:  # the running config stays: say why the new one was not taken
-                    self.status.warnings = [f"front door settings not applied: {exc}"]
-                    log.warning("front door settings not applied: %s", exc)
-                else:
+                if not in_place:
                     await self._kill()
                     self._fail(str(exc))
+                    return self.status
+                # Caddy still serves what it served: keep that, and say why the new settings were not taken
+                self.fleet, self.settings, self.secrets, self.sites, self._pems = kept
+                self.status.reload_error = f"settings not applied, the running ones kept: {exc}"
+                log.warning("front door: %s", self.status.reload_error)
             return self.status
 
     async def _watch(self) -> None:
@@ -535,6 +540,8 @@ class FrontDoor:
             if task is not None:
                 task.cancel()
         await self._kill()
+        if self.socket_dir != self.log_dir:  # /run/hubfleet/<instance>-door: nothing of it outlives Caddy
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
         self.status.state = "stopped"
         self.status.pid = None
 
