@@ -61,18 +61,12 @@ async def serve(
     control = await serve_control(supervisor, state_dir / SOCKET_FILE)
     tasks: list[asyncio.Task[Any]] = []  # monitoring: usage collector, uptime prober, anomaly rules
     monitor: AnomalyMonitor | None = None
+    if fleet.settings.front_door is not None:  # started by start_all once the hubs answer
+        sites = fleet_sites(fleet, list(supervisor.hubs), http.port)
+        door_log = state_dir / "front-door"
+        supervisor.front_door = FrontDoor(fleet, supervisor.layout, secrets, sites, log_dir=door_log)
     try:
         await supervisor.start_all()
-        if fleet.settings.front_door is not None:  # once the hubs answer: nothing to proxy to before
-            supervisor.front_door = FrontDoor(
-                fleet,
-                supervisor.layout,
-                secrets,
-                fleet_sites(fleet, list(supervisor.hubs), http.port),
-                log_dir=state_dir / "front-door",
-            )
-            await supervisor.front_door.start()
-            supervisor.write_status()
         monitor = AnomalyMonitor(store, fleet, alerter=Alerter(fleet, store, secrets))
         tasks = [
             start_collector(fleet, store, supervisor.running_hub_urls, state_dir, stop),  # right away

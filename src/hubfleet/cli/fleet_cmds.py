@@ -92,26 +92,6 @@ def print_front_door(door: dict[str, Any] | None) -> None:
         err_console.print(f"warning: {line}", style="yellow", highlight=False, markup=False, soft_wrap=True)
 
 
-def _front_door_started(state: Path, daemon: dict[str, Any], timeout: float = 45) -> dict[str, Any]:
-    """daemon.json once its front door has started (or failed to), for `up --detach` to show it; as it was
-    when the daemon stops or the front door takes longer than `timeout` s."""
-    import time
-
-    from hubfleet.runtime.status_file import read_status
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        door = daemon.get("front_door") or {}
-        if door.get("state") not in (None, "starting"):
-            return daemon
-        time.sleep(0.2)
-        current = read_status(state)
-        if current is None or current.get("pid") != daemon.get("pid"):
-            return daemon
-        daemon = current
-    return daemon
-
-
 def report_warnings(status: dict[str, Any]) -> None:
     """What the daemon found before starting (a previous daemon's leftovers) and what hubs lost."""
     for line in status.get("recovered", []):
@@ -151,9 +131,7 @@ def up(
     if detach:
         from hubfleet.daemon.status import collect_status
 
-        daemon = start_detached(fleet_dir, state)
-        if config.settings.front_door is not None:  # the daemon starts it once the hubs are ready
-            daemon = _front_door_started(state, daemon)
+        daemon = start_detached(fleet_dir, state)  # ready: hubs and front door started (or failed)
         hubs = asyncio.run(collect_status(config, state))["hubs"]
         print_hub_table(hubs, f"fleet '{config.settings.name}' is up (daemon pid {daemon['pid']})")
         console.print(f"isolation: {daemon.get('isolation', 'unknown')}", highlight=False)

@@ -211,6 +211,8 @@ class Supervisor:
         self._audit = (deploy_actor(self.fleet.root, "hubfleet up"), fleet_commit(self.fleet.root))
         self.write_status()
         results = await asyncio.gather(*(self._start_first(name) for name in self.hubs))
+        if self.front_door is not None:  # after the hubs: nothing to proxy to before
+            await self.front_door.start()
         self.ready = True
         self.write_status()
         del results
