@@ -64,7 +64,9 @@ async def serve(
     if fleet.settings.front_door is not None:  # started by start_all once the hubs answer
         sites = fleet_sites(fleet, list(supervisor.hubs), http.port)
         door_log = state_dir / "front-door"
-        supervisor.front_door = FrontDoor(fleet, supervisor.layout, secrets, sites, log_dir=door_log)
+        supervisor.front_door = FrontDoor(
+            fleet, supervisor.layout, secrets, sites, log_dir=door_log, on_change=supervisor.write_status
+        )
     try:
         await supervisor.start_all()
         monitor = AnomalyMonitor(store, fleet, alerter=Alerter(fleet, store, secrets))

@@ -21,6 +21,7 @@ import signal
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,7 @@ class FrontDoor:
         sites: list[Site],
         *,
         log_dir: Path,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         settings = fleet.settings.front_door
         assert settings is not None
@@ -227,6 +229,8 @@ class FrontDoor:
         self._stopping = False
         self._lock = asyncio.Lock()
         self._ca_task: asyncio.Task[bool] | None = None
+        self._on_change = on_change
+        """Called when the status changes on its own (a restart, the local CA found): daemon.json follows."""
 
     # ------------------------------------------------------------------ files
 
@@ -440,6 +444,7 @@ class FrontDoor:
                     shutil.copyfile(source, target)
                     os.chmod(target, 0o644)
                     self.status.local_ca = str(target)
+                    self._on_change()
                     return True
             await asyncio.sleep(0.1)
         return False
@@ -502,15 +507,18 @@ class FrontDoor:
             log.warning("the front door (Caddy) exited with code %s; restart attempt %d", code, failures)
             self.status.state = "restarting"
             self.status.pid = None
+            self._on_change()
             await asyncio.sleep(backoff_delay(failures))
             try:
                 async with self._lock:
                     await self._spawn()
                     await self._load()
                 self.status.state = "running"
+                self._on_change()
             except FrontDoorError as exc:
                 if failures >= MAX_RESTARTS:
                     self._fail(str(exc))
+                    self._on_change()
                     return
 
     def _fail(self, reason: str) -> None:

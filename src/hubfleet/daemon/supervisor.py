@@ -336,7 +336,9 @@ class Supervisor:
                 self.front_door = None
         elif self.front_door is None:
             door_log = self.state_dir / "front-door"
-            self.front_door = FrontDoor(fleet, self.layout, self.backend.secrets, sites, log_dir=door_log)
+            self.front_door = FrontDoor(
+                fleet, self.layout, self.backend.secrets, sites, log_dir=door_log, on_change=self.write_status
+            )
             await self.front_door.start()
         else:
             await self.front_door.reconfigure(fleet, sites)
