@@ -134,8 +134,9 @@ def _state_and_url(
         state = str(daemon.get("state") or "stopped") if daemon else "stopped"
     else:
         state = "unknown" if probe_ok is None else "up" if probe_ok else "down"
-    url = fleet.public_url(hub) or (daemon or {}).get("url")  # the front door's address when it has one
-    return state, str(url)
+    if fleet.front_door_site(hub) is not None:  # the address people open, not the daemon's loopback one
+        return state, str(fleet.public_url(hub))
+    return state, str((daemon or {}).get("url") or fleet.public_url(hub))
 
 
 def overview_rows(
