@@ -30,10 +30,10 @@ from fleet_helpers import (
     remove_accounts,
     wait_for,
 )
-from hubfleet.backends.local import BIN_DIR
+from hubfleet.backends.local import BIN_DIR, front_door_connect
 from hubfleet.config.validate import load_fleet
 from hubfleet.monitor.incidents import list_incidents
-from hubfleet.monitor.prober import Prober, ProbeTarget, front_door_connect, local_targets
+from hubfleet.monitor.prober import Prober, ProbeTarget, local_targets
 from hubfleet.render.caddy import CaddyFiles, fleet_sites, render_caddy_config
 from hubfleet.store import open_store
 

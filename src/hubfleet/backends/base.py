@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from hubfleet.checks.synthetic import Via
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
 
@@ -18,6 +19,8 @@ class HubEndpoint:
     name: str
     url: str
     token: str
+    via: Via | None = None
+    """Set when `url` is the hub's public name reached at the fleet's front door (the synthetic check)."""
 
     def __repr__(self) -> str:  # never print the token
         return f"HubEndpoint(name={self.name!r}, url={self.url!r}, token='***')"
@@ -53,6 +56,10 @@ class Backend(ABC):
     @abstractmethod
     def endpoint(self, hub_name: str) -> HubEndpoint:
         """URL and control-plane token of a deployed hub."""
+
+    def check_endpoint(self, hub_name: str) -> HubEndpoint:
+        """Where the synthetic check reaches the hub: where its users do (default: `endpoint`)."""
+        return self.endpoint(hub_name)
 
     @abstractmethod
     async def apply(self, hub: Hub) -> ApplyResult:

@@ -10,14 +10,17 @@ import secrets
 import socket
 import sqlite3
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jupyterhub
 import psutil
 
 from hubfleet.backends.base import ApplyResult, Backend, HubEndpoint
+from hubfleet.checks.synthetic import Via
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
 from hubfleet.ports import free_port
@@ -31,7 +34,7 @@ from hubfleet.render.local import (
 )
 from hubfleet.runtime.control_client import request as control_request
 from hubfleet.runtime.layout import Layout, layout, write_private
-from hubfleet.runtime.status_file import read_recorded_status
+from hubfleet.runtime.status_file import read_recorded_status, read_status
 from hubfleet.secrets.store import SecretResolver
 from hubfleet.settings import Settings, UserError
 
@@ -227,6 +230,9 @@ class LocalBackend(Backend):
     def endpoint(self, hub_name: str) -> HubEndpoint:
         return hub_endpoint(self.state_dir, hub_name)
 
+    def check_endpoint(self, hub_name: str) -> HubEndpoint:
+        return check_endpoint(self.fleet, self.state_dir, hub_name)
+
     # Local hubs run under the `hubfleet up` daemon: deploy operations are requests to it.
 
     async def apply(self, hub: Hub) -> ApplyResult:
@@ -313,3 +319,50 @@ def hub_endpoint(state_dir: Path, hub_name: str, *, operator: bool = False) -> H
     return HubEndpoint(
         name=hub_name, url=str(runtime["url"]), token=str(hub_tokens["operator" if operator else "control"])
     )
+
+
+def daemon_front_door(state_dir: Path | None) -> dict[str, Any] | None:
+    """daemon.json's `front_door` of the daemon running for `state_dir` (None: no daemon or no front door)."""
+    daemon = read_status(state_dir) if state_dir is not None else None
+    door = (daemon or {}).get("front_door")
+    return door if isinstance(door, dict) else None
+
+
+def front_door_connect(fleet: FleetConfig, port: int | None = None) -> str:
+    """HOST:PORT at which the prober reaches the front door: its listen address (loopback for a wildcard)
+    and `port` (default: its https_port)."""
+    door = fleet.settings.front_door
+    if door is None:
+        return ""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(door.address, door.address)
+    port = port or door.https_port
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def front_door_cafiles(fleet: FleetConfig, door: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """What the prober trusts besides the system CAs at the front door: its local CA's root (daemon.json
+    `local_ca`) and a private ACME CA's root (`certificates.acme.ca_root`)."""
+    settings = fleet.settings.front_door
+    found: list[str] = []
+    if door is not None and door.get("local_ca"):
+        found.append(str(door["local_ca"]))
+    acme = settings.certificates.acme if settings is not None else None
+    if settings is not None and settings.certificates.source == "acme" and acme and acme.ca_root:
+        root = Path(acme.ca_root)
+        found.append(str(root if root.is_absolute() else fleet.root / root))
+    return tuple(found)
+
+
+def check_endpoint(fleet: FleetConfig, state_dir: Path, hub_name: str) -> HubEndpoint:
+    """Where the synthetic check reaches a local hub: at its public URL through the fleet's front door while
+    that serves it (what its users open), else at its internal address."""
+    endpoint = hub_endpoint(state_dir, hub_name)
+    door = daemon_front_door(state_dir)
+    if door is None or door.get("state") != "running":
+        return endpoint
+    public = next((url for url, hub in (door.get("sites") or {}).items() if hub == hub_name), None)
+    if public is None:
+        return endpoint
+    port = urlsplit(public).port or 443
+    via = Via(front_door_connect(fleet, port), front_door_cafiles(fleet, door))
+    return HubEndpoint(name=hub_name, url=public.rstrip("/"), token=endpoint.token, via=via)

@@ -26,6 +26,7 @@ import html
 import json
 import re
 import secrets
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -136,13 +137,63 @@ def _http_error(what: str, response: httpx.Response) -> StepFailed:
     return StepFailed(f"{what}: HTTP {response.status_code}: {_excerpt(str(body))}")
 
 
+@dataclass(frozen=True)
+class Via:
+    """Reach a hub's public name at another address, as DNS sends its users there: the fleet's front door
+    (`connect`, HOST:PORT) asked for the name as Host and TLS server name, trusting the system CAs and
+    `cafiles` (the front door's local CA, a private ACME CA)."""
+
+    connect: str
+    cafiles: tuple[str, ...] = ()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.connect.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        for path in self.cafiles:
+            context.load_verify_locations(cafile=path)
+        return context
+
+
+class _ViaTransport(httpx.AsyncBaseTransport):
+    """Sends each request to `via`'s address with its URL's name as Host and SNI; cookies stay the name's."""
+
+    def __init__(self, via: Via) -> None:
+        self.via = via
+        self.inner = httpx.AsyncHTTPTransport(verify=via.ssl_context(), trust_env=False)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host, port = self.via.address
+        sent = httpx.Request(
+            request.method,
+            request.url.copy_with(host=host, port=port),
+            headers=request.headers,  # Host: the public name, set from the original URL
+            stream=request.stream,
+            extensions={**request.extensions, "sni_hostname": request.url.host},
+        )
+        return await self.inner.handle_async_request(sent)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 class _Check:
     """One run of the check; holds the client, the timings and the clean-up state."""
 
     def __init__(
-        self, hub_url: str, token: str, username: str, timeout: float, dummy_password: str | None = None
+        self,
+        hub_url: str,
+        token: str,
+        username: str,
+        timeout: float,
+        dummy_password: str | None = None,
+        via: Via | None = None,
     ) -> None:
         self.hub_url = hub_url.rstrip("/")
+        self.via = via
         self.token = token
         self.dummy_password = dummy_password
         self.password: str | None = None
@@ -154,6 +205,7 @@ class _Check:
             headers={"Authorization": f"token {token}"},
             timeout=httpx.Timeout(30.0, connect=10.0),
             follow_redirects=False,
+            **self._through(),
         )
         self.kernel_id: str | None = None
 
@@ -163,6 +215,10 @@ class _Check:
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+    def _through(self) -> dict[str, Any]:
+        """httpx.AsyncClient arguments that send its requests through `via` (none without it)."""
+        return {"transport": _ViaTransport(self.via)} if self.via is not None else {}
 
     async def step(self, name: str, action: Callable[[], Awaitable[str]], *, cleanup: bool = False) -> bool:
         budget = self.deadline - time.monotonic()
@@ -223,7 +279,10 @@ class _Check:
         cookie: what a person does, in a client of its own (cookies, no token)."""
         assert self.password is not None
         async with httpx.AsyncClient(
-            base_url=self.hub_url, timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False
+            base_url=self.hub_url,
+            timeout=httpx.Timeout(30.0, connect=10.0),
+            follow_redirects=False,
+            **self._through(),
         ) as browser:
             page = await browser.get("/hub/login")
             if page.status_code != 200:
@@ -320,8 +379,17 @@ class _Check:
         reply: dict[str, Any] | None = None
         idle = False
         try:
+            through: dict[str, Any] = {}
+            if self.via is not None:  # to the front door's address, asking for the hub's name
+                host, port = self.via.address
+                name = httpx.URL(self.hub_url).host
+                through = {"host": host, "port": port, "ssl": self.via.ssl_context(), "server_hostname": name}
             websocket_cm = ws_connect(
-                url, additional_headers={"Authorization": f"token {self.token}"}, open_timeout=30, proxy=None
+                url,
+                additional_headers={"Authorization": f"token {self.token}"},
+                open_timeout=30,
+                proxy=None,
+                **through,
             )
             async with websocket_cm as ws:
                 await ws.send(json.dumps(request))
@@ -381,6 +449,7 @@ async def run_check(
     expect: str | None = None,
     timeout: float = 120,
     dummy_password: str | None = None,
+    via: Via | None = None,
 ) -> CheckResult:
     """Run the synthetic user check against the hub at `hub_url` (its public URL, e.g. http://127.0.0.1:8000).
 
@@ -388,13 +457,14 @@ async def run_check(
     contains `expect` (default: the product a*b) and the kernel replies `ok`. Never raises for a hub
     problem: the result names the failing step. The server is stopped whenever the start was attempted.
     `dummy_password`: the hub's shared password, for signing in through a dummy hub's login form.
+    `via`: reach `hub_url` (a public https URL) at the fleet's front door, as its users do.
     """
     a, b = secrets.randbelow(10**6) + 1000, secrets.randbelow(10**6) + 1000
     source = code.replace("{a}", str(a)).replace("{b}", str(b))
     expected = str(a * b) if expect is None else expect
     started_at = utcnow()
     start = time.perf_counter()
-    check = _Check(hub_url, api_token, username, timeout, dummy_password)
+    check = _Check(hub_url, api_token, username, timeout, dummy_password, via)
     try:
         with contextlib.suppress(httpx.HTTPError, ValueError, AttributeError):
             check.password = await check.login_password()  # unknown: the REST path alone, as before

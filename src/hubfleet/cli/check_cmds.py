@@ -33,7 +33,7 @@ def check(
     timeout: Annotated[float, typer.Option("--timeout", help="Give up after this many seconds.")] = 120.0,
 ) -> None:
     """Do what a user does on HUB (create user, start server, run code, stop) and time each step."""
-    from hubfleet.backends.local import hub_endpoint
+    from hubfleet.backends.local import check_endpoint
     from hubfleet.checks.synthetic import check_hub
     from hubfleet.render.local import dummy_password
     from hubfleet.secrets.store import SecretResolver
@@ -43,12 +43,14 @@ def check(
     config = load_or_explain(fleet_dir)
     password = dummy_password(config.require_hub(hub), SecretResolver(config))
     state = resolve_state_dir(fleet_dir, state_dir)
-    endpoint = hub_endpoint(state, hub)
+    endpoint = check_endpoint(config, state, hub)  # through the front door while it serves the hub
     url, token = endpoint.url, endpoint.token
     with open_store(state) as store:
         if not as_json:
             console.print(f"checking [bold]{hub}[/bold] at {url} …", highlight=False)
-        result = asyncio.run(check_hub(hub, url, token, store, timeout=timeout, dummy_password=password))
+        result = asyncio.run(
+            check_hub(hub, url, token, store, timeout=timeout, dummy_password=password, via=endpoint.via)
+        )
     if as_json:
         typer.echo(result.to_json())
     else:

@@ -187,7 +187,7 @@ class Deployer:
             self._record(entry, "failed", message)
 
     async def _check(self, backend: Backend, name: str) -> str | None:
-        endpoint = backend.endpoint(name)
+        endpoint = backend.check_endpoint(name)  # where its users reach it (the front door)
         hub = self.fleet.hubs.get(name)
         password = dummy_password(hub, self.secrets) if hub is not None else None
         result = await check_hub(
@@ -197,6 +197,7 @@ class Deployer:
             self.store,
             timeout=self.check_timeout,
             dummy_password=password,
+            via=endpoint.via,
         )
         return None if result.ok else f"check failed: {result.error}"
 

@@ -31,12 +31,12 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hubfleet.backends.local import daemon_front_door, front_door_cafiles, front_door_connect
 from hubfleet.clock import utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.monitor.alerts import Alerter
 from hubfleet.monitor.incidents import IncidentAlerter, IncidentTracker
 from hubfleet.monitor.uptime import ProbeResult, prune_samples, record_samples
-from hubfleet.runtime.status_file import read_status
 from hubfleet.store.api import Store
 
 if TYPE_CHECKING:
@@ -260,31 +260,6 @@ def local_targets(
     return targets
 
 
-def front_door_connect(fleet: FleetConfig, port: int | None = None) -> str:
-    """HOST:PORT at which the prober reaches the front door: its listen address (loopback for a wildcard)
-    and `port` (default: its https_port)."""
-    door = fleet.settings.front_door
-    if door is None:
-        return ""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(door.address, door.address)
-    port = port or door.https_port
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def front_door_cafiles(fleet: FleetConfig, door: Mapping[str, Any] | None) -> tuple[str, ...]:
-    """What the prober trusts besides the system CAs at the front door: its local CA's root (daemon.json
-    `local_ca`) and a private ACME CA's root (`certificates.acme.ca_root`)."""
-    settings = fleet.settings.front_door
-    found: list[str] = []
-    if door is not None and door.get("local_ca"):
-        found.append(str(door["local_ca"]))
-    acme = settings.certificates.acme if settings is not None else None
-    if settings is not None and settings.certificates.source == "acme" and acme and acme.ca_root:
-        root = Path(acme.ca_root)
-        found.append(str(root if root.is_absolute() else fleet.root / root))
-    return tuple(found)
-
-
 def _trust(cafiles: tuple[str, ...]) -> ssl.SSLContext:
     """The system CAs plus `cafiles` (one that cannot be read is logged and left out)."""
     context = ssl.create_default_context()
@@ -406,13 +381,6 @@ async def probe_all(
 
 def _with_cert(result: ProbeResult, expires: datetime | None) -> ProbeResult:
     return replace(result, cert_expires_at=expires)
-
-
-def daemon_front_door(state_dir: Path | None) -> dict[str, Any] | None:
-    """daemon.json's `front_door` of the daemon running for `state_dir` (None: no daemon or no front door)."""
-    daemon = read_status(state_dir) if state_dir is not None else None
-    door = (daemon or {}).get("front_door")
-    return door if isinstance(door, dict) else None
 
 
 class Prober:
