@@ -348,8 +348,7 @@ def front_door_cafiles(fleet: FleetConfig, door: Mapping[str, Any] | None) -> tu
         found.append(str(door["local_ca"]))
     acme = settings.certificates.acme if settings is not None else None
     if settings is not None and settings.certificates.source == "acme" and acme and acme.ca_root:
-        root = Path(acme.ca_root)
-        found.append(str(root if root.is_absolute() else fleet.root / root))
+        found.append(str(fleet.file(acme.ca_root)))
     return tuple(found)
 
 

@@ -54,6 +54,10 @@ class FleetConfig:
     """Fleet-level secrets (alert channels' webhook URLs, SMTP passwords), from secrets/fleet.yaml:
     key -> ASCII-armored age ciphertext, like the hub secrets files."""
 
+    def file(self, value: str) -> Path:
+        """A path a fleet file names: absolute as it is, else relative to the fleet directory."""
+        return Path(value) if Path(value).is_absolute() else self.root / value
+
     def require_hub(self, name: str) -> Hub:
         """The hub called `name`; a UserError naming the closest hub (or every hub) when there is none."""
         hub = self.hubs.get(name)

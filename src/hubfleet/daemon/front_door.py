@@ -99,7 +99,7 @@ def read_pem(fleet: FleetConfig, value: str | SecretRef, secrets: SecretResolver
             return secrets.fleet_value(value.secret)
         except Exception as exc:  # UserError from the resolver: which key, why
             raise FrontDoorError(f"front_door {what} {{secret: {value.secret}}}: {exc}") from None
-    path = Path(value) if Path(value).is_absolute() else fleet.root / value
+    path = fleet.file(value)
     try:
         return path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -111,7 +111,7 @@ def pem_source(fleet: FleetConfig, value: str | SecretRef) -> str:
     """Where a PEM comes from, for messages: the file's path or `{secret: KEY}`."""
     if isinstance(value, SecretRef):
         return f"{{secret: {value.secret}}}"
-    return str(Path(value) if Path(value).is_absolute() else fleet.root / value)
+    return str(fleet.file(value))
 
 
 def certificate_pems(
@@ -258,8 +258,7 @@ class FrontDoor:
         acme = self.settings.certificates.acme
         if self.settings.certificates.source != "acme" or acme is None or acme.ca_root is None:
             return None
-        path = Path(acme.ca_root)
-        return path if path.is_absolute() else self.fleet.root / path
+        return self.fleet.file(acme.ca_root)
 
     def config(self) -> dict[str, Any]:
         return render_caddy_config(self.settings, sorted(self.sites.values()), self.files(), self._pems)
