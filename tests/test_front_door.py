@@ -7,11 +7,14 @@ console at https://console.hubs.localhost:PORT/. Names do not resolve here, so e
 CA for that name, as a browser that trusts the CA would. Covered: routing by name and path, redirects (HTTP to
 HTTPS, /hub to /hub/), HSTS; sign-in through the login form up to the user's JupyterLab; a kernel's websocket
 that stays open while a hub is added and removed (a Caddy reload, not a restart); the console without its
-/metrics; an access log (and Caddy's own log) without tokens, cookies or Authorization headers.
+/metrics; an access log (and Caddy's own log) without tokens, cookies or Authorization headers; and Debian's
+Chromium (driven by Playwright, skipped without it) signing in at the public address and running a cell.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 import re
@@ -30,6 +33,8 @@ import psutil
 import pytest
 import websockets.exceptions
 import websockets.sync.client
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from console_helpers import write_accounts
 from fleet_helpers import (
@@ -69,6 +74,17 @@ auth:
 """
 NO_HUB = "No hub is served at this address."
 CONSOLE_PASSWORD = "a-long-console-password-7"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [  # as tests/test_console_browser.py: what Chromium needs on this machine (root, no GPU)
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+BROWSER_USER = "carol"  # nobody else in this module signs in as carol
 
 
 def dummy_password() -> str:
@@ -561,3 +577,116 @@ def test_logs_hold_requests_but_no_credentials(door: Door) -> None:
         assert secret not in caddy_log, f"{secret} in Caddy's log"
     # the hub brings its proxy back (JupyterHub checks it), and the front door serves it again
     wait_for(lambda: fetch(door, NAMED_DOMAIN, "/hub/health").status_code == 200, timeout=60, interval=1)
+
+
+# --------------------------------------------------------------------------- a real browser
+
+
+def door_spki_sha256(door: Door, host: str) -> str:
+    """The base64 SHA-256 of the SubjectPublicKeyInfo of the certificate the front door presents for `host`,
+    verified against the fleet's local CA (the format of Chromium's --ignore-certificate-errors-spki-list)."""
+    with door.context().wrap_socket(
+        socket.create_connection(("127.0.0.1", door.https_port), timeout=10), server_hostname=host
+    ) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der
+    key = x509.load_der_x509_certificate(der).public_key()
+    return base64.b64encode(
+        hashlib.sha256(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).digest()
+    ).decode()
+
+
+def test_a_browser_signs_in_and_runs_code_through_the_front_door(door: Door, tmp_path: Path) -> None:
+    """Chromium, trusting only the front door's certificate for the name (checked against the fleet's local
+    CA), opens the dummy hub's public address, signs in through the form, waits for JupyterLab and runs a
+    cell: the page's requests and its kernel websocket all go through the front door over HTTPS (never plain
+    HTTP, never a loopback port)."""
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (scripts/install-debian-deps.sh)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    started = time.monotonic()
+    origin = door.url(FLEET_DOMAIN, "").rstrip("/")
+    start_url = f"{origin}/{PATH_HUB}/"
+    lab_url = f"{origin}/{PATH_HUB}/user/{BROWSER_USER}/lab"
+    # Chromium accepts a certificate whose chain holds a key of this list (honoured only with a
+    # user-data-dir): the key of the certificate the local CA issued for the name, checked against that CA
+    # here. (The CA's root is no use in the list: the front door does not send it, and Chromium hashes the
+    # chain it was sent.)
+    trusted = door_spki_sha256(door, FLEET_DOMAIN)
+    requests: list[str] = []
+    sockets: list[str] = []
+    with sync_api.sync_playwright() as p:
+        # without the local CA's key, Chromium refuses the front door's certificate: it is verified
+        untrusting = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            with pytest.raises(sync_api.Error, match="ERR_CERT_AUTHORITY_INVALID"):
+                untrusting.new_page().goto(start_url)
+        finally:
+            untrusting.close()
+
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={trusted}"],
+            viewport={"width": 1400, "height": 900},
+        )
+        context.set_default_timeout(30_000)
+        context.on("request", lambda request: requests.append(request.url))
+        page = context.pages[0] if context.pages else context.new_page()
+        failed_sockets: list[str] = []
+
+        def opened(ws: Any) -> None:
+            sockets.append(ws.url)
+            ws.on("socketerror", lambda error: failed_sockets.append(f"{error}: {ws.url}"))
+
+        page.on("websocket", opened)
+        try:
+            page.goto(start_url)
+            page.wait_for_url(re.compile(re.escape(f"{origin}/{PATH_HUB}/hub/login")))
+            page.locator("#username_input").fill(BROWSER_USER)
+            page.locator("#password_input").fill(dummy_password())
+            page.locator("#login_submit").click()
+            # the hub spawns carol's server (its progress page) and sends the browser on to JupyterLab
+            page.wait_for_url(re.compile(re.escape(lab_url)), timeout=90_000)
+            print(f"signed in, JupyterLab at {page.url} after {time.monotonic() - started:.1f} s")
+            # a new notebook from the launcher, as a person would, then one cell run on its kernel
+            page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
+            # the kernel's state comes over its websocket: Idle once connected (a cell run before may not run)
+            page.get_by_text(re.compile(r"ipykernel\) \| Idle")).wait_for(timeout=60_000)
+            cell = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+            cell.click()
+            page.keyboard.type("print(6*7)")
+            page.keyboard.press("Shift+Enter")
+            page.locator(".jp-OutputArea-output").filter(has_text="42").first.wait_for(timeout=60_000)
+            print(f"42 in the output area after {time.monotonic() - started:.1f} s")
+        except BaseException:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print(f"screenshot: {tmp_path / 'failure.png'}")
+            raise
+        finally:
+            context.close()
+
+    # the kernel's websocket went through the front door, by name, over TLS
+    channels = re.compile(
+        re.escape(f"wss://{FLEET_DOMAIN}:{door.https_port}/{PATH_HUB}/user/{BROWSER_USER}/api/kernels/")
+        + r"[0-9a-f-]+/channels"
+    )
+    assert any(channels.match(url) for url in sockets), sockets
+    # JupyterLab's first try fails in Chromium ("Sent non-empty 'Sec-WebSocket-Protocol' header but no
+    # response was received": the user's server answers 101 without the kernel subprotocol JupyterLab offers,
+    # on its loopback port as well, without the front door) and JupyterLab tries again; one try must connect
+    channel_failures = [f for f in failed_sockets if "/channels" in f]
+    assert len(channel_failures) < len([u for u in sockets if channels.match(u)]), failed_sockets
+    print("websocket failures:", failed_sockets)
+    # and so did every request: HTTPS to the front door's name and port, nothing to plain HTTP or loopback
+    hub_port = load_fleet(door.root).hubs[PATH_HUB].port
+    elsewhere = [
+        u
+        for u in requests + sockets
+        if not u.startswith((f"{origin}/", f"wss://{FLEET_DOMAIN}:{door.https_port}/"))
+    ]
+    assert not [u for u in elsewhere if not u.startswith(("data:", "blob:"))], elsewhere
+    assert not [u for u in requests if u.startswith("http:") or "127.0.0.1" in u or f":{hub_port}/" in u]
+    print(f"{len(requests)} requests and {len(sockets)} websockets, all through the front door; "
+          f"{time.monotonic() - started:.1f} s in all")  # fmt: skip
