@@ -690,3 +690,21 @@ def test_a_browser_signs_in_and_runs_code_through_the_front_door(door: Door, tmp
     assert not [u for u in requests if u.startswith("http:") or "127.0.0.1" in u or f":{hub_port}/" in u]
     print(f"{len(requests)} requests and {len(sockets)} websockets, all through the front door; "
           f"{time.monotonic() - started:.1f} s in all")  # fmt: skip
+
+
+def test_the_synthetic_check_goes_through_the_front_door(door: Door) -> None:
+    """`hubfleet check` (and so every deploy's gate) signs in, starts a server and runs code on a kernel at
+    the hub's public name through Caddy, as the hub's users do: the access log holds its kernel websocket."""
+    check = hubfleet("check", NAMED_HUB, fleet=door.root, timeout=240)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"at https://{NAMED_DOMAIN}:{door.https_port} " in check.stdout, check.stdout
+    assert "signed in through the login form" in check.stdout
+    entries = [json.loads(line) for line in Path(door.status()["access_log"]).read_text().splitlines()]
+    channels = [
+        e
+        for e in entries
+        if e["request"]["host"] == f"{NAMED_DOMAIN}:{door.https_port}"
+        and e["request"]["uri"].startswith("/user/hubfleet-check/api/kernels/")
+        and "/channels" in e["request"]["uri"]
+    ]
+    assert channels and all(e["status"] == 101 for e in channels), channels
