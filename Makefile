@@ -46,4 +46,4 @@ benchmarks: setup
 	$(VENV)/bin/python benchmarks/front_door.py
 
 clean:
-	rm -rf $(VENV) examples/demo-fleet/.hubfleet
+	rm -rf $(VENV) examples/demo-fleet/.hubfleet examples/demo-fleet/.hubfleet-data
