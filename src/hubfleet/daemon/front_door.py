@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import ssl
 import time
@@ -36,7 +35,7 @@ from hubfleet.isolation.accounts import Account, AccountError, door_account, ens
 from hubfleet.ports import port_holder
 from hubfleet.render.caddy import CaddyFiles, Site, admin_only, config_digest, render_caddy_config
 from hubfleet.runtime.layout import BROKER_DIR, Layout
-from hubfleet.runtime.processes import STABLE_AFTER, backoff_delay
+from hubfleet.runtime.processes import STABLE_AFTER, backoff_delay, stop_group
 from hubfleet.secrets.store import SecretResolver
 
 log = logging.getLogger("hubfleet.front_door")
@@ -553,17 +552,8 @@ class FrontDoor:
         self.status.pid = None
 
     async def _kill(self) -> None:
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=10)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
+        if self._proc is not None:
+            await stop_group(self._proc, timeout=10)
 
     def snapshot(self) -> dict[str, Any]:
         return asdict(self.status)

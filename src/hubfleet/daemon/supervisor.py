@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,7 +48,13 @@ from hubfleet.isolation.cgroups import detect
 from hubfleet.ports import port_holder
 from hubfleet.render.caddy import Site
 from hubfleet.runtime.layout import layout, make_state_private, migrate_hub
-from hubfleet.runtime.processes import STABLE_AFTER, backoff_delay, process_tree, terminate_tree
+from hubfleet.runtime.processes import (
+    STABLE_AFTER,
+    backoff_delay,
+    process_tree,
+    stop_group,
+    terminate_tree,
+)
 from hubfleet.runtime.status_file import read_recorded_status, write_status
 from hubfleet.settings import UserError
 from hubfleet.store.api import Store
@@ -384,15 +389,8 @@ class Supervisor:
         if watcher:
             watcher.cancel()
         proc = self._procs.get(name)
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout=30)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+        if proc is not None:
+            await stop_group(proc, timeout=30)
         terminate_tree([p for p in self._helpers.pop(name, []) if p.is_running()])
 
     async def _launch(self, prepared: PreparedHub) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -71,3 +73,18 @@ STABLE_AFTER = 60.0
 def backoff_delay(attempt: int) -> float:
     """1, 2, 4, ... seconds, capped at one minute."""
     return float(min(60, 2 ** max(0, attempt - 1)))
+
+
+async def stop_group(proc: asyncio.subprocess.Process, timeout: float) -> None:
+    """SIGTERM to the process group a child leads (started with start_new_session), SIGKILL after `timeout`
+    s; returns once the child is reaped."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
