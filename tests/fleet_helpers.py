@@ -25,6 +25,16 @@ DEMO = REPO / "examples" / "demo-fleet"
 NO_STATE = shutil.ignore_patterns(".hubfleet", ".hubfleet-data")
 """copytree ignore for DEMO: after `make demo` it holds its state dir, which no copy may take along."""
 HUBFLEET = Path(sys.executable).parent / "hubfleet"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [  # what Debian's Chromium needs on these machines (as root, no GPU, a closed network)
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 90, interval: float = 0.3) -> Any:
@@ -217,3 +227,13 @@ def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
     path.write_text(text.replace(old, new, 1))
+
+
+def new_identity(path: Path) -> str:
+    """A throwaway age identity file; returns its public recipient."""
+    from pyrage import x25519
+
+    key = x25519.Identity.generate()
+    path.write_text(f"# test identity\n{key}\n")
+    path.chmod(0o600)
+    return str(key.to_public())

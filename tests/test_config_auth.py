@@ -32,7 +32,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # the cases append to the hub files: without its `domain` (its last lines) a hub is served at a path of
     # the front door, which OAuth hubs need
     for path in root.glob("communities/*/hubs/*.yaml"):
-        path.write_text(re.sub(r"(?m)^(# served by the fleet's front door.*\n)?domain: .*\n", "", path.read_text()))
+        path.write_text(
+            re.sub(r"(?m)^(# served by the fleet's front door.*\n)?domain: .*\n", "", path.read_text())
+        )
     recipient = str(x25519.Identity.generate().to_public())
     fleet = root / "fleet.yaml"
     fleet.write_text(

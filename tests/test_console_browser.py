@@ -19,19 +19,10 @@ from pathlib import Path
 import pytest
 
 from console_helpers import ConsoleFleet, console_fleet
+from fleet_helpers import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CHART_TIMEOUT_MS = 30_000
 
 pytestmark = pytest.mark.skipif(

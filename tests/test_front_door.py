@@ -38,6 +38,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from console_helpers import write_accounts
 from fleet_helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
     DEMO,
     alive,
     copy_demo_fleet,
@@ -74,16 +76,6 @@ auth:
 """
 NO_HUB = "No hub is served at this address."
 CONSOLE_PASSWORD = "a-long-console-password-7"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [  # as tests/test_console_browser.py: what Chromium needs on this machine (root, no GPU)
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 BROWSER_USER = "carol"  # nobody else in this module signs in as carol
 
 

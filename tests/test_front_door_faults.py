@@ -40,7 +40,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from pyrage import x25519
 
 from fleet_helpers import (
     copy_demo_fleet,
@@ -49,6 +48,7 @@ from fleet_helpers import (
     free_ports,
     hubfleet,
     kill_leftovers,
+    new_identity,
     remove_accounts,
     wait_for,
 )
@@ -164,14 +164,6 @@ def caddy_log(door: dict[str, Any]) -> list[str]:
 
 def daemon_log(root: Path) -> str:
     return (root / ".hubfleet" / "daemon.log").read_text(errors="replace")
-
-
-def new_identity(path: Path) -> str:
-    """A throwaway age identity file; returns its public recipient."""
-    key = x25519.Identity.generate()
-    path.write_text(f"# test identity\n{key}\n")
-    path.chmod(0o600)
-    return str(key.to_public())
 
 
 def add_recipient(root: Path, recipient: str) -> None:

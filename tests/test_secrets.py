@@ -12,9 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import BaseModel, ValidationError
-from pyrage import x25519
 
-from fleet_helpers import HUBFLEET, copy_demo_fleet, daemon_status, hubfleet, kill_leftovers
+from fleet_helpers import HUBFLEET, copy_demo_fleet, daemon_status, hubfleet, kill_leftovers, new_identity
 from hubfleet.backends.local import LocalBackend
 from hubfleet.config.secret_refs import SecretOnly, SecretRef
 from hubfleet.config.validate import load_fleet, validate_fleet
@@ -24,14 +23,6 @@ from hubfleet.settings import UserError
 
 STAGING = "communities/uni-a/hubs/staging.yaml"
 SECRETS = "communities/uni-a/secrets/uni-a-staging.yaml"
-
-
-def new_identity(path: Path) -> str:
-    """A throwaway age identity file; returns its public recipient."""
-    key = x25519.Identity.generate()
-    path.write_text(f"# test identity\n{key}\n")
-    path.chmod(0o600)
-    return str(key.to_public())
 
 
 def add_recipient(root: Path, recipient: str) -> None:
