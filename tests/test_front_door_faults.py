@@ -104,9 +104,13 @@ def door_ports(root: Path) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def fleet_up(root: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.CompletedProcess[str]]:
+def fleet_up(
+    root: Path, env: dict[str, str] | None = None, *, keep_accounts: bool = False
+) -> Iterator[subprocess.CompletedProcess[str]]:
     """`hubfleet up --detach` for the block (its result is yielded, whatever it is); `down`, a leak check
-    and the fleet's accounts removed afterwards, even when the block fails."""
+    and the fleet's accounts removed afterwards, even when the block fails. `keep_accounts` when the same
+    fleet comes up again in the test: a deleted account's uid may go to another test's new account at once,
+    and hubfleet rightly refuses a data directory owned by someone else's account."""
     began = time.monotonic()
     try:
         up = hubfleet("up", "--detach", fleet=root, env=env)
@@ -117,7 +121,8 @@ def fleet_up(root: Path, env: dict[str, str] | None = None) -> Iterator[subproce
         down = hubfleet("down", fleet=root, env=env)
         print(f"down: {time.monotonic() - began:.1f} s")
         leaks = kill_leftovers(root)
-        remove_accounts(root)
+        if not keep_accounts:
+            remove_accounts(root)
         assert down.returncode == 0, down.stdout + down.stderr
         assert not leaks, f"processes left after down: {leaks}"
 
@@ -312,7 +317,7 @@ def test_operator_certificate_files(tmp_path: Path) -> None:
     _, https_port = door_ports(root)
     key_body = "".join(key_text.splitlines()[1:-1])
 
-    with fleet_up(root, env) as up:
+    with fleet_up(root, env, keep_accounts=True) as up:
         assert up.returncode == 0, up.stdout + up.stderr
         door = daemon_status(root)["front_door"]
         assert door["state"] == "running", door
