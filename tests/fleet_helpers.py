@@ -146,11 +146,19 @@ def fleet_processes(fleet: Path) -> list[psutil.Process]:
         try:
             cmd = " ".join(proc.info["cmdline"] or [])
             cwd = proc.info["cwd"] or ""
-        except psutil.Error:
+        except (psutil.Error, OSError):
             continue
         if proc.pid != os.getpid() and (root in cmd or cwd.startswith(root)) and alive(proc):
             found.append(proc)
     return found
+
+
+def command_of(proc: psutil.Process) -> str:
+    """The command line, or "" once the process has gone (it may exit between a scan and a look)."""
+    try:
+        return " ".join(proc.cmdline())
+    except (psutil.Error, OSError):
+        return ""
 
 
 def alive(proc: psutil.Process) -> bool:

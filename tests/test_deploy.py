@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from fleet_helpers import (
+    command_of,
     copy_demo_fleet,
     daemon_status,
     edit,
@@ -56,7 +57,7 @@ def test_changed_hub_deploys_and_nothing_else_restarts_and_user_work_survives(fl
     server_pid = next(
         p.pid
         for p in fleet_processes(fleet)
-        if "jupyterhub-singleuser" in " ".join(p.cmdline()) and p.cwd().endswith("/homes/uni-a/student")
+        if "jupyterhub-singleuser" in command_of(p) and (p.info["cwd"] or "").endswith("/homes/uni-a/student")
     )
     before = pids(fleet)
     edit(fleet / "communities/uni-a/hubs/prod.yaml", "max_users: 100", "max_users: 150")

@@ -94,14 +94,15 @@ def test_local_bundle_runs_without_hubfleet(tmp_path: Path) -> None:
         assert (out / "jupyterhub.sqlite").exists() and (out / "jupyterhub_cookie_secret").exists()
     finally:
         try:
+            # JupyterHub stops its services (SIGINT, 10 s, SIGTERM, 5 s) and then the proxy: give it that
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
+            proc.wait(timeout=60)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         log.close()
         leftovers = kill_leftovers(out)  # the proxy runs in its own session
-    assert leftovers == []
+    assert leftovers == [], (out / "hub.log").read_text()[-3000:]
 
 
 def test_kubernetes_bundle(tmp_path: Path) -> None:

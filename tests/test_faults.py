@@ -18,6 +18,7 @@ import pytest
 from fleet_helpers import (
     HUBFLEET,
     alive,
+    command_of,
     copy_demo_fleet,
     daemon_status,
     fleet_processes,
@@ -72,10 +73,7 @@ def hub_processes(fleet: Path) -> list[psutil.Process]:
     """The JupyterHub processes (not servers, not the proxy) of the fleet."""
     found = []
     for proc in everything(fleet):
-        try:
-            cmd = proc.cmdline()
-        except psutil.Error:
-            continue
+        cmd = command_of(proc).split()
         if any(part.endswith("/jupyterhub") for part in cmd[:2]) and "-f" in cmd:
             found.append(proc)
     return found
@@ -100,7 +98,7 @@ def start_server_with_kernel(client: httpx.Client, user: str) -> None:
 
 
 def kinds(procs: list[psutil.Process]) -> str:
-    return " | ".join(" ".join(p.cmdline())[:100] for p in procs if alive(p))
+    return " | ".join(command_of(p)[:100] for p in procs if alive(p))
 
 
 def status_of(fleet: Path) -> dict[str, dict]:
@@ -114,7 +112,7 @@ def test_killed_daemon_then_up_runs_one_set_and_down_leaves_nothing(root: Path) 
     hubfleet("up", "--detach", fleet=root, check=True)
     start_server_with_kernel(admin(root, "uni-a-staging"), "kim")
     first = everything(root)
-    assert any("ipykernel" in " ".join(p.cmdline()) for p in first)
+    assert any("ipykernel" in command_of(p) for p in first)
     daemon = daemon_status(root)["pid"]
     os.kill(daemon, signal.SIGKILL)
     wait_for(lambda: not psutil.pid_exists(daemon) or not alive(psutil.Process(daemon)), timeout=10)
@@ -186,7 +184,7 @@ def test_two_up_at_once_start_one_daemon(root: Path) -> None:
     assert codes == [0, 1], results
     loser = next(err for code, _, err in results if code == 1)
     assert "already up" in loser and "Traceback" not in loser
-    daemons = [p for p in fleet_processes(root) if "hubfleet.up" in " ".join(p.cmdline())]
+    daemons = [p for p in fleet_processes(root) if "hubfleet.up" in command_of(p)]
     assert len(daemons) == 1
     assert daemons[0].pid == daemon_status(root)["pid"]
     assert len(hub_processes(root)) == 1
@@ -198,7 +196,7 @@ def test_vanished_hub_directories(tmp_path: Path) -> None:
     try:
         hubfleet("up", "--detach", fleet=fleet, check=True)
         start_server_with_kernel(admin(fleet, "uni-a-staging"), "mo")
-        servers = [p for p in everything(fleet) if "jupyterhub-singleuser" in " ".join(p.cmdline())]
+        servers = [p for p in everything(fleet) if "jupyterhub-singleuser" in command_of(p)]
         assert len(servers) == 1
         shutil.rmtree(fleet / ".hubfleet/hubs/uni-a-staging")
         shutil.rmtree(fleet / ".hubfleet-data/hubs/uni-a-staging")

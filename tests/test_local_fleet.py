@@ -15,6 +15,7 @@ import pytest
 from fleet_helpers import (
     HUBFLEET,
     alive,
+    command_of,
     copy_demo_fleet,
     daemon_status,
     fleet_processes,
@@ -102,7 +103,7 @@ def test_killed_hub_is_restarted_and_user_server_survives(fleet: Path) -> None:
     server_pids = [
         p.pid
         for p in fleet_processes(fleet)
-        if "jupyterhub-singleuser" in " ".join(p.cmdline()) and str(home) in p.cwd()
+        if "jupyterhub-singleuser" in command_of(p) and str(home) in (p.info["cwd"] or "")
     ]
     assert len(server_pids) == 1
     old_pid = daemon_status(fleet)["hubs"]["uni-a"]["pid"]
@@ -144,7 +145,7 @@ def test_down_stops_everything_and_up_keeps_users_and_files(tmp_path: Path) -> N
             json={"type": "file", "format": "text", "content": "keep me"},
         )
         before = fleet_processes(root)
-        assert any("ipykernel" in " ".join(p.cmdline()) for p in before)
+        assert any("ipykernel" in command_of(p) for p in before)
 
         result = hubfleet("down", fleet=root, check=True)
         assert "stopped 1 hub" in result.stdout
