@@ -47,4 +47,4 @@ benchmarks: setup
 	$(VENV)/bin/python benchmarks/front_door.py
 
 clean:
-	rm -rf $(VENV) examples/demo-fleet/.hubfleet examples/demo-fleet/.hubfleet-data
+	rm -rf $(VENV) examples/demo-fleet/.hubfleet examples/demo-fleet/.hubfleet-data examples/demo-fleet/.hubfleet-backups

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-MERGED_PER_FIELD = ("resources", "culling", "kubernetes", "anomalies")
+MERGED_PER_FIELD = ("resources", "culling", "kubernetes", "anomalies", "backup")
 """Merged field by field with fleet.yaml `defaults`; every other key (auth too) is replaced whole."""
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hubfleet.config.models import Cluster, Community, FleetSettings, Hub
+from hubfleet.config.models_backup import BackupPolicy, backup_policy
 from hubfleet.settings import UserError
 from hubfleet.suggest import suggestion
 
@@ -106,6 +107,10 @@ class FleetConfig:
             site = self.front_door_site(hub)
             return self.front_door_origin(site[0]) + site[1] if site else self.internal_url(hub)
         return f"https://{hub.domain}" if hub.domain else None
+
+    def backup_policy(self, hub: Hub) -> BackupPolicy | None:
+        """The hub's backup schedule and retention; None when it is not backed up."""
+        return backup_policy(self.settings.backups, hub.backup)
 
     def console_url(self) -> str | None:
         """The console's public address: the front door's console_domain, else `console.public_url`."""

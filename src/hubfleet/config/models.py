@@ -14,6 +14,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from hubfleet.config.fields import URL_PATTERN, AwsAccountId, DomainName, Email, Name, Strict, Username
 from hubfleet.config.models_auth import Auth
+from hubfleet.config.models_backup import Backups, HomeQuota, HubBackup
 from hubfleet.config.models_front_door import FrontDoor
 from hubfleet.config.secret_refs import SecretOnly, SecretOrPlain
 
@@ -266,6 +267,12 @@ class HubSettings(Strict):
         default=None, description="Hubs on kubernetes clusters: image, profiles, storage, chart values."
     )
     anomalies: Anomalies = Field(default_factory=Anomalies)
+    backup: HubBackup = Field(
+        default_factory=HubBackup, description="This hub's backups: on or off, schedule and retention."
+    )
+    home_quota: HomeQuota | None = Field(
+        default=None, description="How much each user's home may hold, with warnings at thresholds."
+    )
 
 
 class Hub(HubSettings):
@@ -514,6 +521,11 @@ class FleetSettings(Strict):
     front_door: FrontDoor | None = Field(
         default=None,
         description="Public HTTPS for the local hubs and the console (Caddy); unset: 127.0.0.1 only.",
+    )
+    backups: Backups | None = Field(
+        default=None,
+        description="Backups of every hub's homes and database with restic; unset: no backups (status and "
+        "the console say so).",
     )
     ci_recipients: list[AgeRecipient] = Field(
         default_factory=list,

@@ -72,7 +72,12 @@ def request_problem(request: object) -> str | None:
         if request.get("stage") not in STAGES:
             return f"stage {request.get('stage')!r} is not one of {', '.join(STAGES)}"
         return name_problem(prepared.get("name")) or name_problem(request.get("community"), "community")
-    if op in ("rollback", "remove"):
+    if op in ("rollback", "remove", "release"):
+        return name_problem(request.get("hub"))
+    if op == "hold":
+        reason = request.get("reason")
+        if not isinstance(reason, str) or len(reason) > 500:
+            return "hold needs `reason`, text of at most 500 characters"
         return name_problem(request.get("hub"))
     return None
 
@@ -94,6 +99,13 @@ async def _dispatch(supervisor: Supervisor, request: dict[str, Any]) -> dict[str
         return {"ok": True, "state": asdict(state) if state else None}
     elif op == "status":
         return {"ok": True, "status": supervisor.snapshot()}
+    elif op in ("hold", "release"):
+        if request["hub"] not in supervisor.hubs:
+            return {"ok": False, "error": f"hub {request['hub']!r} is not run by this daemon"}
+        if op == "hold":
+            state = await supervisor.hold(request["hub"], request["reason"])
+            return {"ok": state.state == "held", "state": asdict(state)}
+        state = await supervisor.release(request["hub"])
     elif op == "front_door_reload":
         door = await supervisor.reload_front_door()
         ok = door.get("state") in ("running", "off") and not door.get("reload_error")

@@ -76,7 +76,7 @@ class HubState:
     community: str
     stage: str
     url: str
-    state: str = "stopped"  # starting | running | restarting | failed | stopped
+    state: str = "stopped"  # starting | running | restarting | failed | stopped | held
     pid: int | None = None
     restarts: int = 0
     started_at: str | None = None
@@ -382,6 +382,27 @@ class Supervisor:
                 await self.front_door.update(name, None)
             self.write_status()
             return state
+
+    async def hold(self, name: str, reason: str) -> HubState:
+        """Stop a hub with its servers and keep it stopped until `release`: while its database is restored,
+        or once it is retired. Its files and its place in the front door stay."""
+        async with self._lock(name):
+            watcher = self._watchers.pop(name, None)
+            if watcher:
+                watcher.cancel()
+            await self._stop_process(name, graceful=True)
+            self._set(name, state="held", pid=None, error=reason)
+            log.info("hub %s held: %s", name, reason)
+            return self.hubs[name]
+
+    async def release(self, name: str) -> HubState:
+        """Start a held hub again, with what it ran before (or what its file says when it never ran)."""
+        async with self._lock(name):
+            prepared = self._current.get(name) or self.backend.prepare(self.fleet.hubs[name])
+            self._set(name, error="")
+            if await self._launch(prepared):
+                self._running(prepared)
+            return self.hubs[name]
 
     async def _halt(self, name: str) -> None:
         """Stop only the hub process (and its proxy and services): its user servers survive."""

@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, DateTime, Float, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy import false as sa_false
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -237,6 +249,58 @@ class LimitEvent(Base):
     count: Mapped[int] = mapped_column(Integer, default=1)
     """How many kills (memory) or refused forks (pids) this event stands for."""
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+# --------------------------------------------------------------------------- backups, disk use, retirement
+
+
+class BackupRun(Base):
+    """One backup of a hub (a restic snapshot of its homes and database), good or failed."""
+
+    __tablename__ = "backup_runs"
+    __table_args__ = (Index("ix_backup_runs_hub_started", "hub", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hub: Mapped[str] = mapped_column(String(200))
+    trigger: Mapped[str] = mapped_column(String(20))  # schedule | manual | retire
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    ok: Mapped[bool | None] = mapped_column(Boolean)
+    """None while it runs."""
+    snapshot_id: Mapped[str | None] = mapped_column(String(64))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    """What the snapshot holds (homes and database), before deduplication."""
+    added_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    """What this backup added to the repository (after deduplication and compression)."""
+    files: Mapped[int | None]
+    error: Mapped[str] = mapped_column(Text, default="")
+
+
+class HomeUsage(Base):
+    """Bytes in one user's home at one collection (`username` "" is the hub's total, database included)."""
+
+    __tablename__ = "home_usage"
+    __table_args__ = (Index("ix_home_usage_hub_at", "hub", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hub: Mapped[str] = mapped_column(String(200))
+    username: Mapped[str] = mapped_column(String(255))
+    at: Mapped[datetime]
+    bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class Retirement(Base):
+    """A hub handed back to its community: stopped, archived and kept until `purge_after`."""
+
+    __tablename__ = "retirements"
+
+    hub: Mapped[str] = mapped_column(String(200), primary_key=True)
+    community: Mapped[str] = mapped_column(String(200))
+    retired_at: Mapped[datetime]
+    purge_after: Mapped[datetime]
+    archive_dir: Mapped[str] = mapped_column(Text)
+    snapshot_id: Mapped[str | None] = mapped_column(String(64))
+    purged_at: Mapped[datetime | None]
 
 
 # --------------------------------------------------------------------------- web console

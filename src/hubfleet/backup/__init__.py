@@ -1,0 +1,1 @@
+"""Backups of hubs (restic), restores, disk use and retiring a hub."""

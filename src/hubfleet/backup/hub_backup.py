@@ -1,0 +1,387 @@
+"""Backing up a hub, listing its snapshots and restoring from them.
+
+One restic repository per fleet; snapshots are grouped by the fleet's name as restic's host (stable when the
+fleet moves to another machine) and tagged `hub:<name>`. restic runs in the data directory with relative
+paths, so a snapshot's tree is the same wherever the fleet lives:
+
+    /homes/<hub>/<home>/...            the users' files
+    /backup/<hub>/jupyterhub.sqlite    a consistent copy of the hub's database (dumps.py)
+
+Every command that writes to the repository or into a home holds the fleet's backup lock, so a scheduled
+backup, a manual one and a restore never interleave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+from hubfleet.backup import records
+from hubfleet.backup.dumps import HUB_DATABASE, hub_dumps
+from hubfleet.backup.restic import BackupSummary, Repository, ResticError, Snapshot
+from hubfleet.clock import utcnow
+from hubfleet.config.fleet import FleetConfig
+from hubfleet.config.models import Hub
+from hubfleet.isolation.accounts import AccountError, check_username, home_dirname
+from hubfleet.runtime.layout import Layout, layout
+from hubfleet.secrets.store import SecretResolver
+from hubfleet.settings import UserError
+from hubfleet.store import Store
+
+DUMP_DIR = "backup"
+"""`<data>/backup/<hub>/`: the databases' consistent copies, root's alone (0700)."""
+TAG = "hubfleet"
+RESTORE_PREFIX = ".hubfleet-restore-"
+
+
+@dataclass(frozen=True)
+class BackupSetup:
+    """What every backup operation of a fleet needs."""
+
+    config: FleetConfig
+    layout: Layout
+    repository: Repository
+    state_dir: Path
+
+    @property
+    def host(self) -> str:
+        return self.config.settings.name
+
+    def hub_tag(self, hub: str) -> str:
+        return f"hub:{hub}"
+
+
+def backup_setup(config: FleetConfig, state_dir: Path, resolver: SecretResolver | None = None) -> BackupSetup:
+    """The fleet's repository with its password and credentials decrypted; UserError without `backups`."""
+    settings = config.settings.backups
+    if settings is None:
+        raise UserError(
+            "this fleet has no backups: add a `backups:` block to fleet.yaml (repository and password; "
+            "see docs/operator-guide.md, 'Backups')"
+        )
+    resolver = resolver or SecretResolver(config)
+    location = settings.repository
+    if not location.startswith("s3:"):
+        location = str(config.file(location).resolve())
+    password = resolver.resolve_fleet(settings.password) or ""
+    s3 = settings.s3
+    repository = Repository(
+        location=location,
+        password=password,
+        cache_dir=state_dir / "restic-cache",
+        s3_key_id=resolver.resolve_fleet(s3.access_key_id) if s3 else None,
+        s3_secret=resolver.resolve_fleet(s3.secret_access_key) if s3 else None,
+        s3_region=s3.region if s3 else "",
+    )
+    return BackupSetup(config=config, layout=layout(state_dir), repository=repository, state_dir=state_dir)
+
+
+@contextlib.contextmanager
+def fleet_lock(state_dir: Path) -> Iterator[None]:
+    """One backup operation of a fleet at a time (across processes: the daemon's schedule and commands)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / "backup.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def ensure_repository(setup: BackupSetup, store: Store, *, new: bool = False) -> None:
+    """Make the repository on the fleet's first backup. Later, a missing one is an error, never silently
+    made afresh: that would hide that every earlier backup is gone."""
+    if setup.repository.exists():
+        return
+    if records.latest_good_runs(store) and not new:
+        raise ResticError(
+            f"backup repository {setup.repository.location}: no repository there, but this fleet has backed "
+            "up to it before (it is missing or was moved); restore it, or run `hubfleet backup "
+            "--new-repository` to start a new, empty one"
+        )
+    setup.repository.init()
+
+
+def back_up_hub(
+    setup: BackupSetup, store: Store, hub: Hub, trigger: str, *, new: bool = False
+) -> BackupSummary:
+    """Snapshot the hub's homes and databases, then forget what its retention no longer keeps. The run is
+    recorded good or failed; a failure raises ResticError (or OSError) after it is recorded."""
+    run_id = records.start_run(store, hub.name, trigger)
+    try:
+        with fleet_lock(setup.state_dir):
+            ensure_repository(setup, store, new=new)
+            setup.repository.unlock()
+            paths = write_dumps(setup.layout, hub.name)
+            if setup.layout.homes(hub.name).is_dir():
+                paths.insert(0, f"homes/{hub.name}")
+            summary = setup.repository.backup(
+                setup.layout.data_dir,
+                [*paths, f"--exclude=/homes/{hub.name}/{RESTORE_PREFIX}*"],
+                host=setup.host,
+                tags=[TAG, setup.hub_tag(hub.name)],
+            )
+            policy = setup.config.backup_policy(hub)
+            if policy is not None:
+                setup.repository.forget(host=setup.host, tag=setup.hub_tag(hub.name), keep=policy.keep)
+    except (ResticError, OSError, sqlite3.Error) as exc:
+        records.finish_run(store, run_id, None, error=str(exc))
+        raise
+    records.finish_run(store, run_id, summary)
+    return summary
+
+
+def write_dumps(where: Layout, hub: str) -> list[str]:
+    """Write the hub's database copies; the snapshot paths (relative to the data directory) holding them."""
+    dump_dir = where.data_dir / DUMP_DIR / hub
+    dump_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(where.data_dir / DUMP_DIR, 0o700)
+    for dump in hub_dumps(where, hub):
+        if not dump.write(dump_dir / dump.name):
+            (dump_dir / dump.name).unlink(missing_ok=True)
+    return [f"{DUMP_DIR}/{hub}"]
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def hub_snapshots(setup: BackupSetup, hub: str) -> list[Snapshot]:
+    """The hub's snapshots, oldest first; a clear error when there is no repository yet."""
+    if not setup.repository.exists():
+        raise ResticError(
+            f"backup repository {setup.repository.location}: no repository there yet; run `hubfleet backup`"
+        )
+    return setup.repository.snapshots(host=setup.host, tag=setup.hub_tag(hub))
+
+
+def pick_snapshot(snapshots: list[Snapshot], hub: str, at: str | None) -> Snapshot:
+    """The newest snapshot, the newest taken at or before `at` (ISO date or time, UTC unless it says), or
+    the one whose id starts with `at`."""
+    if not snapshots:
+        raise UserError(f"hub {hub} has no backups yet; take one with `hubfleet backup {hub}`")
+    if at is None:
+        return snapshots[-1]
+    if re.fullmatch(r"[0-9a-f]{8,64}", at):
+        match = [s for s in snapshots if s.id.startswith(at)]
+        if match:
+            return match[0]
+    when = parse_time(at)
+    earlier = [s for s in snapshots if s.time <= when]
+    if not earlier:
+        first = snapshots[0].time.strftime("%Y-%m-%d %H:%M UTC")
+        raise UserError(f"hub {hub} has no backup from {at} or earlier; its oldest is from {first}")
+    return earlier[-1]
+
+
+def parse_time(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
+    except ValueError:
+        raise UserError(
+            f"--at {text!r} is neither a time (2026-11-30, 2026-11-30T14:00, 2026-11-30T14:00+01:00) nor "
+            "a snapshot id from `hubfleet backups list`"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if len(text) == 10:  # a date alone: the end of that day
+        when = when.replace(hour=23, minute=59, second=59)
+    return when
+
+
+# --------------------------------------------------------------------------- restoring a user's files
+
+
+def relative_path(path: str | None) -> str:
+    """A path inside a home, checked: relative, no `..`, no empty parts."""
+    if not path:
+        return ""
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or ".." in pure.parts or str(pure) in ("", "."):
+        raise UserError(
+            f"--path {path!r}: give a path inside the user's home, such as work/analysis.ipynb (no '/' at "
+            "the start, no '..')"
+        )
+    return str(pure)
+
+
+def restore_user(
+    setup: BackupSetup, hub: str, username: str, *, path: str | None = None, at: str | None = None
+) -> tuple[Path, Snapshot]:
+    """Restore a user's files (all, or `path`) as of a snapshot into a new folder in their home, owned by
+    them; nothing in the home is overwritten and no other home is touched. Returns (folder, snapshot)."""
+    try:
+        home_name = home_dirname(check_username(username))
+    except AccountError as exc:
+        raise UserError(f"--user {username!r}: {exc}") from None
+    inside = relative_path(path)
+    homes = setup.layout.homes(hub)
+    home = homes / home_name
+    if not home.is_dir() or home.is_symlink():
+        raise UserError(
+            f"user {username} has no home on hub {hub} now (never signed in, or it was removed); "
+            f"restore to a folder of your own instead with --to DIR"
+        )
+    snapshot = pick_snapshot(hub_snapshots(setup, hub), hub, at)
+    with fleet_lock(setup.state_dir):
+        staging = homes / f"{RESTORE_PREFIX}{secrets.token_hex(6)}"
+        staging.mkdir(mode=0o700)
+        try:
+            restored = _restore_home_into(setup, snapshot, hub, home_name, inside, staging, username)
+            folder = _move_into_home(restored, home, snapshot)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder, snapshot
+
+
+def restore_user_to(
+    setup: BackupSetup, hub: str, username: str, dest: Path, *, path: str | None = None, at: str | None = None
+) -> tuple[Path, Snapshot]:
+    """Restore a user's files into `dest` (a new directory of the operator's), for a home that is gone."""
+    try:
+        home_name = home_dirname(check_username(username))
+    except AccountError as exc:
+        raise UserError(f"--user {username!r}: {exc}") from None
+    inside = relative_path(path)
+    if dest.exists():
+        raise UserError(f"--to {dest}: exists already; name a new directory (nothing is overwritten)")
+    snapshot = pick_snapshot(hub_snapshots(setup, hub), hub, at)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = dest.parent / f"{RESTORE_PREFIX}{secrets.token_hex(6)}"
+    staging.mkdir(mode=0o700)
+    try:
+        restored = _restore_home_into(setup, snapshot, hub, home_name, inside, staging, username)
+        restored.rename(dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest, snapshot
+
+
+def _restore_home_into(
+    setup: BackupSetup,
+    snapshot: Snapshot,
+    hub: str,
+    home_name: str,
+    inside: str,
+    staging: Path,
+    username: str,
+) -> Path:
+    """restic-restore one home (or one path in it) into `staging`; the restored home directory there."""
+    include = f"/homes/{hub}/{home_name}" + (f"/{inside}" if inside else "")
+    setup.repository.restore(snapshot.id, staging, [include])
+    restored = staging / "homes" / hub / home_name
+    if not (staging / include.lstrip("/")).exists():
+        taken = snapshot.time.strftime("%Y-%m-%d %H:%M UTC")
+        what = f"{inside} of user {username} is not" if inside else f"no files of user {username} are"
+        raise UserError(
+            f"{what} in the backup of hub {hub} from {taken} ({snapshot.short_id}); "
+            f"see `hubfleet backups list {hub}` for other times"
+        )
+    return restored
+
+
+def _move_into_home(restored: Path, home: Path, snapshot: Snapshot) -> Path:
+    """Give the restored tree to the home's owner and move it in under a new name, through a descriptor of
+    the home so that no link the user planted is followed."""
+    owner = home.lstat()
+    for root, dirs, files in os.walk(restored):
+        for name in [*dirs, *files]:
+            os.lchown(Path(root) / name, owner.st_uid, owner.st_gid)
+    os.lchown(restored, owner.st_uid, owner.st_gid)
+    stamp = snapshot.time.astimezone(UTC).strftime("%Y-%m-%d-%H%M%S")
+    home_fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for attempt in range(100):
+            name = f"restored-{stamp}" + (f"-{attempt}" if attempt else "")
+            try:
+                os.lstat(name, dir_fd=home_fd)
+            except FileNotFoundError:
+                os.rename(restored, name, dst_dir_fd=home_fd)
+                return home / name
+        raise UserError(f"{home}: 100 restore folders of {stamp} exist already; remove some")
+    finally:
+        os.close(home_fd)
+
+
+# --------------------------------------------------------------------------- restoring the hub's database
+
+
+def restore_database(
+    setup: BackupSetup,
+    hub: str,
+    *,
+    at: str | None = None,
+    hold: Callable[[], None] | None = None,
+    release: Callable[[], None] | None = None,
+) -> tuple[Path | None, Snapshot]:
+    """Put the hub's database back as of a snapshot: checked first, the hub held while it is swapped in
+    (`hold`/`release`: through the daemon when it runs the hub), the current file kept beside it.
+    Returns (where the replaced database was kept, or None, snapshot)."""
+    snapshot = pick_snapshot(hub_snapshots(setup, hub), hub, at)
+    data = setup.layout.hub_data(hub)
+    with fleet_lock(setup.state_dir):
+        staging = setup.layout.data_dir / DUMP_DIR / f"{RESTORE_PREFIX}{secrets.token_hex(6)}"
+        staging.mkdir(parents=True, mode=0o700)
+        try:
+            setup.repository.restore(snapshot.id, staging, [f"/{DUMP_DIR}/{hub}/{HUB_DATABASE}"])
+            restored = staging / DUMP_DIR / hub / HUB_DATABASE
+            if not restored.exists():
+                raise UserError(
+                    f"the backup of hub {hub} from {snapshot.time:%Y-%m-%d %H:%M} UTC holds no database"
+                )
+            _check_database(restored)
+            if hold is not None:
+                hold()
+            try:
+                kept = _swap_database(restored, data)
+            finally:
+                if release is not None:
+                    release()
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return kept, snapshot
+
+
+def _check_database(path: Path) -> None:
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        result = connection.execute("PRAGMA integrity_check").fetchone()[0]
+        connection.execute("SELECT count(*) FROM users").fetchone()
+    except sqlite3.Error as exc:
+        raise UserError(
+            f"the database in the backup does not open ({exc}); try an earlier one with --at"
+        ) from None
+    finally:
+        connection.close()
+    if result != "ok":
+        raise UserError(f"the database in the backup is damaged ({result}); try an earlier one with --at")
+
+
+def _swap_database(restored: Path, data: Path) -> Path | None:
+    """Move the restored file into the hub's data directory as its database, owned like the directory;
+    the database it replaces (and its journal files) kept under a dated name."""
+    data.mkdir(parents=True, exist_ok=True)
+    owner = data.stat()
+    target = data / HUB_DATABASE
+    kept = None
+    stamp = utcnow().strftime("%Y%m%d-%H%M%S")
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        current = data / (HUB_DATABASE + suffix)
+        if current.exists():
+            moved = data / f"{HUB_DATABASE}{suffix}.before-restore-{stamp}"
+            current.rename(moved)
+            kept = kept or moved
+    tmp = data / f".{HUB_DATABASE}.restoring"
+    shutil.copyfile(restored, tmp)
+    os.chown(tmp, owner.st_uid, owner.st_gid)
+    os.chmod(tmp, 0o600)
+    tmp.rename(target)
+    return kept

@@ -1,0 +1,228 @@
+"""`hubfleet backup`, `hubfleet backups list` and `hubfleet restore`: users' files and hub databases."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hubfleet.backup import records
+from hubfleet.backup.hub_backup import (
+    back_up_hub,
+    backup_setup,
+    hub_snapshots,
+    restore_database,
+    restore_user,
+    restore_user_to,
+)
+from hubfleet.backup.restic import ResticError
+from hubfleet.cli.app import app
+from hubfleet.cli.common import (
+    FleetOption,
+    JsonOption,
+    StateDirOption,
+    console,
+    err_console,
+    friendly_errors,
+    load_or_explain,
+)
+from hubfleet.runtime.control_client import request
+from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
+from hubfleet.store import open_store
+
+backups_app = typer.Typer(help="The fleet's backups (restic snapshots).", no_args_is_help=True)
+app.add_typer(backups_app, name="backups")
+
+
+def human_bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{value} B"
+
+
+@app.command()
+@friendly_errors
+def backup(
+    hub: Annotated[
+        str | None, typer.Argument(help="One hub (default: every hub whose backups are on).")
+    ] = None,
+    new_repository: Annotated[
+        bool,
+        typer.Option(
+            "--new-repository", help="Make a new, empty repository where the configured one has gone missing."
+        ),
+    ] = False,
+    fleet: FleetOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Back up hubs now: their users' homes and a consistent copy of each hub's database."""
+    fleet_dir = resolve_fleet_dir(fleet)
+    config = load_or_explain(fleet_dir)
+    state = resolve_state_dir(fleet_dir, state_dir)
+    setup = backup_setup(config, state)
+    if hub is not None:
+        hubs = [config.require_hub(hub)]
+        if config.backup_policy(hubs[0]) is None:
+            raise UserError(f"hub {hub} has `backup: {{enabled: false}}` in its file; it is not backed up")
+    else:
+        hubs = [h for h in config.local_hubs() if config.backup_policy(h) is not None]
+        if not hubs:
+            raise UserError("no local hub has backups on")
+    failed = []
+    with open_store(state) as store:
+        for item in hubs:
+            try:
+                summary = back_up_hub(setup, store, item, "manual", new=new_repository)
+            except (ResticError, OSError) as exc:
+                err_console.print(f"{item.name}: backup failed: {exc}", highlight=False, markup=False)
+                failed.append(item.name)
+                continue
+            console.print(
+                f"{item.name}: snapshot {summary.snapshot_id[:8]}, {summary.files} files, "
+                f"{human_bytes(summary.size_bytes)} ({human_bytes(summary.added_bytes)} new)",
+                highlight=False,
+            )
+    if failed:
+        raise UserError(f"{len(failed)} of {len(hubs)} backup(s) failed: {', '.join(failed)}")
+
+
+@backups_app.command("list")
+@friendly_errors
+def backups_list(
+    hub: Annotated[str, typer.Argument(help="The hub.")],
+    as_json: JsonOption = False,
+    fleet: FleetOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """A hub's snapshots (newest last) and its last backup runs."""
+    fleet_dir = resolve_fleet_dir(fleet)
+    config = load_or_explain(fleet_dir)
+    config.require_hub(hub)
+    state = resolve_state_dir(fleet_dir, state_dir)
+    setup = backup_setup(config, state)
+    snapshots = hub_snapshots(setup, hub)
+    with open_store(state) as store:
+        runs = {r.snapshot_id[:8]: r for r in records.hub_runs(store, hub, limit=500) if r.snapshot_id}
+    if as_json:
+        rows = []
+        for snap in snapshots:
+            run = runs.get(snap.id[:8])
+            rows.append(
+                {
+                    **snap.to_json(),
+                    "size_bytes": run.size_bytes if run else None,
+                    "files": run.files if run else None,
+                    "trigger": run.trigger if run else None,
+                }
+            )
+        typer.echo(
+            json.dumps({"hub": hub, "repository": setup.repository.location, "snapshots": rows}, indent=2)
+        )
+        return
+    if not snapshots:
+        console.print(f"hub {hub} has no backups yet; take one with `hubfleet backup {hub}`")
+        return
+    table = Table(title=f"backups of {hub} in {setup.repository.location}", title_justify="left")
+    for column in ("snapshot", "taken (UTC)", "files", "size", "by"):
+        table.add_column(column)
+    for snap in snapshots:
+        run = runs.get(snap.id[:8])
+        table.add_row(
+            snap.short_id,
+            snap.time.strftime("%Y-%m-%d %H:%M:%S"),
+            str(run.files) if run and run.files is not None else "-",
+            human_bytes(run.size_bytes) if run else "-",
+            run.trigger if run else "-",
+        )
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def restore(
+    hub: Annotated[str, typer.Argument(help="The hub.")],
+    user: Annotated[str | None, typer.Option("--user", help="Restore this user's files.")] = None,
+    path: Annotated[
+        str | None, typer.Option("--path", help="Only this file or folder of the home (relative to it).")
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="The backup at or before this time (2026-11-30T14:00, UTC unless it says), "
+            "or a snapshot id; default: the newest.",
+        ),
+    ] = None,
+    to: Annotated[
+        Path | None, typer.Option("--to", help="Restore into this new directory instead of the user's home.")
+    ] = None,
+    database: Annotated[
+        bool, typer.Option("--database", help="Bring back the hub's database (its users, groups, tokens).")
+    ] = False,
+    fleet: FleetOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Restore one user's files into a new folder in their home (nothing there is overwritten), or the hub's
+    database."""
+    if database == (user is not None):
+        raise UserError("say what to restore: --user NAME (their files) or --database (the hub's users)")
+    if database and (path or to):
+        raise UserError("--path and --to go with --user, not --database")
+    fleet_dir = resolve_fleet_dir(fleet)
+    config = load_or_explain(fleet_dir)
+    config.require_hub(hub)
+    state = resolve_state_dir(fleet_dir, state_dir)
+    setup = backup_setup(config, state)
+    if user is not None:
+        if to is not None:
+            folder, snapshot = restore_user_to(setup, hub, user, to.resolve(), path=path, at=at)
+        else:
+            folder, snapshot = restore_user(setup, hub, user, path=path, at=at)
+        console.print(
+            f"restored {path or 'the home'} of {user} as of {snapshot.time:%Y-%m-%d %H:%M:%S} UTC "
+            f"(snapshot {snapshot.short_id}) into {folder}",
+            highlight=False,
+        )
+        return
+    held = _daemon_runs(state, hub)
+    kept, snapshot = restore_database(
+        setup,
+        hub,
+        at=at,
+        hold=(lambda: _control(state, {"op": "hold", "hub": hub, "reason": "database restore"}))
+        if held
+        else None,
+        release=(lambda: _control(state, {"op": "release", "hub": hub})) if held else None,
+    )
+    console.print(
+        f"restored the database of {hub} as of {snapshot.time:%Y-%m-%d %H:%M:%S} UTC (snapshot "
+        f"{snapshot.short_id})"
+        + (f"; the one it replaced is kept as {kept}" if kept else "")
+        + ("; the hub was restarted" if held else ""),
+        highlight=False,
+    )
+
+
+def _daemon_runs(state: Path, hub: str) -> bool:
+    """Whether the fleet's daemon runs this hub (it is held while its database is swapped)."""
+    try:
+        reply = asyncio.run(request(state, {"op": "status"}, timeout=30))
+    except UserError:
+        return False
+    return hub in (reply.get("status") or {}).get("hubs", {})
+
+
+def _control(state: Path, payload: dict[str, object]) -> None:
+    reply = asyncio.run(request(state, payload, timeout=300))
+    if not reply.get("ok"):
+        error = reply.get("error") or (reply.get("state") or {}).get("error") or "no reason given"
+        raise UserError(f"the daemon could not {payload['op']} hub {payload['hub']}: {error}")
