@@ -12,7 +12,7 @@ import re
 from pydantic import Field, field_validator, model_validator
 
 from hubfleet.config.fields import Strict
-from hubfleet.config.secret_refs import SecretOnly, SecretOrPlain
+from hubfleet.config.secret_refs import FleetSecretOnly, SecretOrPlain
 
 SIZE_PATTERN = re.compile(r"^(\d+(?:\.\d+)?)([KMGT])$")
 _UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -43,10 +43,10 @@ class Keep(Strict):
 class S3Credentials(Strict):
     """Access to an S3-compatible bucket (AWS S3, MinIO, Ceph, a cloud's S3 interface)."""
 
-    access_key_id: SecretOnly = Field(
+    access_key_id: FleetSecretOnly = Field(
         description="{secret: KEY}: a fleet-level secret with the access key id."
     )
-    secret_access_key: SecretOnly = Field(
+    secret_access_key: FleetSecretOnly = Field(
         description="{secret: KEY}: a fleet-level secret with the secret key."
     )
     region: str = Field(default="", description="The bucket's region, where the service needs one.")
@@ -87,7 +87,7 @@ class Backups(Strict):
     @field_validator("repository")
     @classmethod
     def _repository(cls, value: str) -> str:
-        if value.startswith("s3:") and not re.match(r"^s3:https?://[^/\s]+/[^/\s]+(/\S*)?$", value):
+        if value.startswith("s3:") and not re.match(r"^s3:https?://[^/\s@]+/[^/\s]+(/\S*)?$", value):
             raise ValueError(f"'{value}' is not an S3 repository; write s3:https://HOST/BUCKET[/PREFIX]")
         if re.match(r"^[a-z0-9]+:", value) and not value.startswith("s3:"):
             raise ValueError(
@@ -110,8 +110,10 @@ class HubBackup(Strict):
     enabled: bool = Field(
         default=True, description="false: this hub is never backed up (say why in a comment)."
     )
-    every_hours: float | None = Field(default=None, ge=0.01, le=24 * 31)
-    keep: Keep | None = None
+    every_hours: float | None = Field(default=None, ge=0.01, le=24 * 31, description="Hours between backups.")
+    keep: Keep | None = Field(
+        default=None, description="Replaces the fleet's `keep` whole (numbers it leaves out: their defaults)."
+    )
 
 
 class HomeQuota(Strict):

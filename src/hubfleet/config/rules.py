@@ -3,8 +3,8 @@
 Rules see every hub that validated on its own (`SourcedFleetConfig.hub_entries`, duplicates included) and
 point at the offending key through `SourcedFleetConfig.hub_error` / `fleet_error`, so their errors carry the
 same `file:line:col` as schema errors. They live in four modules by subject: the hubs themselves
-(`rules_hubs`), who may log in (`rules_auth`), secrets (`rules_secrets`) and the HTTPS front door
-(`rules_front_door`).
+(`rules_hubs`), who may log in (`rules_auth`), secrets (`rules_secrets`), the HTTPS front door
+(`rules_front_door`) and backups (`rules_backups`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from hubfleet.config.rules_auth import (
     oidc_issuer_https_on_prod,
     someone_can_log_in,
 )
+from hubfleet.config.rules_backups import hub_backup_needs_fleet_backups, repository_outside_the_data
 from hubfleet.config.rules_front_door import (
     certificate_files_exist,
     console_has_one_address,
@@ -84,6 +85,8 @@ RULES: list[Rule] = [
     front_door_ports_free,
     certificate_files_exist,
     console_has_one_address,
+    repository_outside_the_data,
+    hub_backup_needs_fleet_backups,
 ]
 
 

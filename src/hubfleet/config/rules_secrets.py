@@ -60,21 +60,23 @@ def secret_refs_are_set(fleet: SourcedFleetConfig) -> list[ConfigError]:
 
 def fleet_level_refs(settings: FleetSettings) -> list[tuple[str, SecretRef]]:
     """Every `{secret: KEY}` of fleet.yaml, each naming a key of secrets/fleet.yaml: in `monitoring` (alert
-    channels), `console` (OIDC client) and `front_door` (certificates and keys)."""
+    channels), `console` (OIDC client), `front_door` (certificates and keys) and `backups` (the repository's
+    password and storage credentials)."""
     return [
         *secret_refs(settings.monitoring, "monitoring"),
         *secret_refs(settings.console, "console"),
-        *_front_door_refs(settings),
+        *_optional_refs(settings),
     ]
 
 
-def _front_door_refs(settings: FleetSettings) -> list[tuple[str, SecretRef]]:
-    return secret_refs(settings.front_door, "front_door") if settings.front_door is not None else []
+def _optional_refs(settings: FleetSettings) -> list[tuple[str, SecretRef]]:
+    """The references of the optional blocks `front_door` and `backups`."""
+    found = secret_refs(settings.front_door, "front_door") if settings.front_door is not None else []
+    return found + (secret_refs(settings.backups, "backups") if settings.backups is not None else [])
 
 
 def fleet_secret_refs_are_set(fleet: SourcedFleetConfig) -> list[ConfigError]:
-    """Every `{secret: KEY}` of fleet.yaml `monitoring` (alert channels), `console` (OIDC client) and
-    `front_door` (certificates) names a key of secrets/fleet.yaml."""
+    """Every `{secret: KEY}` of fleet.yaml (fleet_level_refs) names a key of secrets/fleet.yaml."""
     if fleet.fleet_source is None or fleet.settings is None:
         return []
     entry = fleet.fleet_secret_entry
@@ -101,7 +103,7 @@ def secrets_have_recipients(fleet: SourcedFleetConfig) -> list[ConfigError]:
         or bool(fleet.fleet_secrets)
         or (
             fleet.settings is not None
-            and bool(secret_refs(fleet.settings.monitoring) or _front_door_refs(fleet.settings))
+            and bool(secret_refs(fleet.settings.monitoring) or _optional_refs(fleet.settings))
         )
     )
     if not in_use or fleet.fleet_source is None or fleet.settings is None:

@@ -81,8 +81,21 @@ def _no_plain_secret(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
+def _no_plain_fleet_secret(value: Any, info: ValidationInfo) -> Any:
+    if isinstance(value, str | SecretStr):
+        key = info.field_name or "KEY"
+        raise ValueError(
+            "must be a secret reference such as {secret: KEY}, never the value itself; "
+            f"write `{key}: {{secret: {key}}}`, store the value with "
+            f"`hubfleet secrets set --fleet-level {key}` and, as it was in plain text, rotate it at the provider"
+        )
+    return value
+
+
 SecretOnly = Annotated[SecretRef, BeforeValidator(_no_plain_secret)]
-"""A secret-bearing field that accepts only a reference `{secret: KEY}` (client secrets, tokens)."""
+"""A secret-bearing field of a hub that accepts only a reference `{secret: KEY}` (client secrets, tokens)."""
+FleetSecretOnly = Annotated[SecretRef, BeforeValidator(_no_plain_fleet_secret)]
+"""The same in fleet.yaml, whose references name fleet-level secrets (secrets/fleet.yaml)."""
 
 
 def secret_refs(model: BaseModel, prefix: str = "") -> list[tuple[str, SecretRef]]:
