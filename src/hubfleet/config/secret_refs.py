@@ -87,7 +87,8 @@ def _no_plain_fleet_secret(value: Any, info: ValidationInfo) -> Any:
         raise ValueError(
             "must be a secret reference such as {secret: KEY}, never the value itself; "
             f"write `{key}: {{secret: {key}}}`, store the value with "
-            f"`hubfleet secrets set --fleet-level {key}` and, as it was in plain text, rotate it at the provider"
+            f"`hubfleet secrets set --fleet-level {key}` and, as it was in plain text, "
+            "rotate it at the provider"
         )
     return value
 
