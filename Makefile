@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
+	bash scripts/install-debian-deps.sh demo
 	@# demo console passwords (loopback only): <account>-demo-password, e.g. ada / ada-demo-password
 	@for account in ada uni-a-lead hackweek-lead; do \
 	  echo "$$account-demo-password" | $(VENV)/bin/hubfleet console-password "$$account" --stdin \

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Debian packages the test suite uses beyond Python, installed only when missing:
-#   prometheus -> promtool checks the exported Prometheus config and alert rules;
+# Debian packages hubfleet uses beyond Python, installed only when missing:
+#   restic     -> backups of hubs (the demo fleet backs up on a schedule; `make demo` and `make test`);
+#   prometheus -> promtool checks the exported Prometheus config and alert rules (tests only);
 #   chromium   -> the console's browser tests (Playwright drives /usr/bin/chromium; it downloads no browser).
+# `install-debian-deps.sh demo` installs only what the demo fleet needs.
 # A machine without apt or network still runs the suite; the tests that need these say they were skipped.
 set -u
 missing=()
-command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v restic >/dev/null 2>&1 || missing+=(restic)
+if [ "${1:-test}" != demo ]; then
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "apt-get not found: ${missing[*]} not installed; the tests that need them will be skipped" >&2
