@@ -46,6 +46,7 @@ benchmarks: setup
 	$(VENV)/bin/python benchmarks/console_overview_200.py
 	$(VENV)/bin/python benchmarks/console_load.py
 	$(VENV)/bin/python benchmarks/front_door.py
+	$(VENV)/bin/python benchmarks/backup_restore.py
 
 clean:
 	rm -rf $(VENV) examples/demo-fleet/.hubfleet examples/demo-fleet/.hubfleet-data examples/demo-fleet/.hubfleet-backups
