@@ -29,6 +29,7 @@ from hubfleet.daemon.supervisor import Supervisor
 from hubfleet.monitor.alerts import Alerter
 from hubfleet.monitor.anomaly import AnomalyMonitor
 from hubfleet.monitor.collector import start_collector
+from hubfleet.monitor.disk_usage import start_disk_monitor
 from hubfleet.monitor.prober import run_in_daemon
 from hubfleet.render.caddy import fleet_sites
 from hubfleet.runtime.control_client import SOCKET_FILE
@@ -85,6 +86,7 @@ async def serve(
             ),
             asyncio.create_task(monitor.run(stop), name="anomalies"),
             asyncio.create_task(run_backups(store.engine, stop), name="backups"),  # now, then hourly
+            start_disk_monitor(fleet, store, supervisor.layout, Alerter(fleet, store, secrets), stop),
         ]
         if supervisor.broker is not None:  # kills at the memory limit, forks refused at the process limit
             tasks.append(asyncio.create_task(supervisor.broker.watch(stop), name="limits"))

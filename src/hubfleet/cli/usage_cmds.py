@@ -147,3 +147,57 @@ def usage(
             else f"fleet {config.settings.name}"
         )
         _print_tables(report, f"usage of {scope}, {first} to {last} (UTC days)")
+
+
+@app.command()
+@friendly_errors
+def disk(
+    hub: Annotated[str | None, typer.Argument(help="Only this hub (default: every local hub).")] = None,
+    fleet: FleetOption = None,
+    state_dir: StateDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Disk use of each local hub and its users (largest first) from the daemon's newest measurement
+    (every monitoring.disk_interval), with each user's share of the hub's home_quota."""
+    from hubfleet.monitor.disk_usage import disk_summary, homes_locator, human_bytes
+    from hubfleet.store import open_store
+
+    fleet_dir = resolve_fleet_dir(fleet)
+    config = load_or_explain(fleet_dir)
+    if hub is not None:
+        config.require_hub(hub)
+        if config.clusters[config.hubs[hub].cluster].kind != "local":
+            raise UserError(
+                f"hub '{hub}' runs on kubernetes: its homes are the cloud's volumes, not measured"
+            )
+        hubs = [config.hubs[hub]]
+    else:
+        hubs = [h for _, h in sorted(config.hubs.items()) if config.clusters[h.cluster].kind == "local"]
+    state = resolve_state_dir(fleet_dir, state_dir)
+    with open_store(state) as store:
+        summary = disk_summary(store, hubs, homes_locator(state))
+    if json_output:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    for name, row in summary.items():
+        quota = row["quota"]
+        if row["at"] is None:
+            console.print(f"[bold]{name}[/]: not measured yet (the daemon measures every disk_interval)")
+            continue
+        title = f"{name}: {human_bytes(row['total_bytes'] or 0)} in total at {row['at']}"
+        if quota:
+            title += f"; home_quota {quota['limit']} (warn at {', '.join(map(str, quota['warn_at']))}%)"
+        table = Table(title=title, title_justify="left")
+        table.add_column("user")
+        table.add_column("size", justify="right")
+        if quota:
+            table.add_column("of quota", justify="right")
+        for user in row["users"]:
+            cells = [user["username"], human_bytes(user["bytes"])]
+            if quota:
+                mark = " !" if user["warning"] else ""
+                cells.append(f"{user['quota_percent']:.0f}%{mark}")
+            table.add_row(*cells)
+        console.print(table)
+        if quota and row["enforcement"]:
+            console.print(f"  {row['enforcement']}")

@@ -397,6 +397,12 @@ class Monitoring(Strict):
         default=21, ge=1, description="Warn this long before a TLS cert expires."
     )
     collect_interval: float = Field(default=60, ge=5, description="Seconds between usage collections.")
+    disk_interval: float = Field(
+        default=900,
+        ge=60,
+        description="Seconds between measurements of each local hub's disk use (homes and database), "
+        "which also check home_quota.",
+    )
     exclude_staff: bool = Field(default=True, description="Leave the fleet's operators out of usage counts.")
     exclude_users: list[Username] = Field(
         default_factory=list,

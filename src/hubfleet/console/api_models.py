@@ -219,6 +219,30 @@ class Uptime(Model):
     d30: float | None = Field(alias="30d")
 
 
+class UserDisk(Model):
+    username: str
+    bytes: int = Field(description="Allocated bytes of the user's home.")
+    quota_percent: float | None = Field(description="Percent of home_quota's limit (null: no quota).")
+    warning: int | None = Field(description="The highest warn_at percentage reached (null: none).")
+
+
+class DiskQuota(Model):
+    limit: str
+    limit_bytes: int
+    warn_at: list[int]
+
+
+class HubDisk(Model):
+    """The newest measurement of hubfleet.monitor.disk_usage."""
+
+    at: datetime | None = Field(description="When it was measured (null: not yet).")
+    total_bytes: int | None = Field(description="Homes plus the hub's data directory (its database).")
+    homes_bytes: int
+    users: list[UserDisk] = Field(description="Largest first.")
+    quota: DiskQuota | None = Field(description="The hub's home_quota (null: none).")
+    enforcement: str | None = Field(description="Whether the filesystem enforces the quota, and why not.")
+
+
 class HubDetail(HubRow):
     uptime: Uptime
     uptime_unplanned: Uptime = Field(
@@ -230,6 +254,7 @@ class HubDetail(HubRow):
     incidents: list[IncidentOut] = Field(description="The newest 50.")
     restarts: list[HubRestart] = Field(description="The newest 20.")
     limit_events: list[HubLimitEvent] = Field(description="The newest 20.")
+    disk: HubDisk | None = Field(description="Disk use of a local hub (null on kubernetes).")
     auth_type: str
     contacts: list[ContactOut] = Field(description="The community's contacts.")
 

@@ -11,6 +11,7 @@ from typing import Any
 from jinja2 import Environment
 
 from hubfleet.clock import parse_time, utcnow
+from hubfleet.monitor.disk_usage import human_bytes
 
 DASH = "—"
 
@@ -129,6 +130,7 @@ FILTERS = {
     "number": number,
     "seconds": seconds,
     "dash": dash,
+    "human_bytes": lambda value: DASH if value is None else human_bytes(value),
 }
 
 

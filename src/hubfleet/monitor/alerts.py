@@ -99,6 +99,8 @@ def _what(incident: IncidentLike) -> str:
         return "TLS certificate expiring"
     if incident.kind == "anomaly":
         return f"abnormal activity ({rule})" if rule else "abnormal activity"
+    if incident.kind == "quota":
+        return f"home quota warning ({rule})" if rule else "home quota warning"
     return incident.kind + (f" ({rule})" if rule else "")
 
 

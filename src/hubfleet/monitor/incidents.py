@@ -29,7 +29,7 @@ from hubfleet.store.models import Incident
 
 log = logging.getLogger("hubfleet.incidents")
 
-KINDS = ("down", "certificate", "anomaly")
+KINDS = ("down", "certificate", "anomaly", "quota")  # quota: hubfleet.monitor.disk_usage
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from hubfleet.clock import require_aware
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.console.data.overview import overview_rows
 from hubfleet.console.data.source import ConsoleSource
+from hubfleet.monitor.disk_usage import hub_disk
 from hubfleet.monitor.incidents import IncidentRecord, incident_record
 from hubfleet.monitor.uptime import uptime
 from hubfleet.monitor.usage import active_counts, auth_type
@@ -118,6 +119,7 @@ def hub_detail(source: ConsoleSource, hub: str, now: datetime | None = None) -> 
         "incidents": incidents(source, [hub], limit=50, now=now),
         "restarts": restarts,
         "limit_events": limit_events,
+        "disk": hub_disk(fleet, store, found, source.state_dir),
         "auth_type": auth_type(found),
         "contacts": _contacts(fleet, found.community),
     }
