@@ -2,7 +2,8 @@
 # Debian packages hubfleet uses beyond Python, installed only when missing:
 #   restic     -> backups of hubs (the demo fleet backs up on a schedule; `make demo` and `make test`);
 #   prometheus -> promtool checks the exported Prometheus config and alert rules (tests only);
-#   chromium   -> the console's browser tests (Playwright drives /usr/bin/chromium; it downloads no browser).
+#   chromium   -> the console's browser tests (Playwright drives /usr/bin/chromium; it downloads no browser);
+#   btrfs-progs -> home_quota enforced by btrfs qgroups on a loop-mounted image (tests only).
 # `install-debian-deps.sh demo` installs only what the demo fleet needs.
 # A machine without apt or network still runs the suite; the tests that need these say they were skipped.
 set -u
@@ -11,6 +12,7 @@ command -v restic >/dev/null 2>&1 || missing+=(restic)
 if [ "${1:-test}" != demo ]; then
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v mkfs.btrfs >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.btrfs ] || missing+=(btrfs-progs)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then

@@ -9,8 +9,10 @@ servers. Alerts have no channel here (the demo fleet has none); the incident is 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,16 +22,22 @@ import pytest
 from console_helpers import write_accounts
 from fleet_helpers import copy_demo_fleet, hubfleet, running_fleet, wait_for
 from hubfleet.config.models_backup import HomeQuota
+from hubfleet.config.validate import load_fleet
 from hubfleet.isolation.accounts import comment_for, ensure_account, ensure_home, home_dirname, user_account
+from hubfleet.isolation.quotas import make_home_volume, quota_support
 from hubfleet.monitor.disk_usage import (
     NOTICE_FILE,
+    DiskMonitor,
     allocated_bytes,
+    disk_summary,
     home_username,
     quota_level,
     quota_rule,
     tree_bytes,
     update_notice,
 )
+from hubfleet.runtime.layout import Layout
+from hubfleet.store import open_store
 
 HUB = "uni-a-staging"
 MIB = 1024 * 1024
@@ -154,3 +162,66 @@ def test_the_daemon_measures_homes_and_warns_at_the_quota(tmp_path: Path) -> Non
         wait_for(lambda: not warned(), timeout=60)
         wait_for(lambda: not (carol / NOTICE_FILE).exists())
         assert (carol / "escape").is_symlink()
+
+
+@pytest.fixture
+def btrfs_with_qgroups(tmp_path: Path):  # noqa: ANN201 - Iterator[Path]
+    """A real btrfs filesystem (a loop-mounted image) with qgroups on; skipped where it cannot be made."""
+    if os.geteuid() != 0 or not shutil.which("mkfs.btrfs"):
+        pytest.skip("needs root and btrfs-progs")
+    image, mount = tmp_path / "btrfs.img", tmp_path / "btrfs"
+    mount.mkdir()
+    with image.open("wb") as f:
+        f.truncate(160 * MIB)
+    subprocess.run(["mkfs.btrfs", "-q", "-f", str(image)], check=True, capture_output=True)
+    if subprocess.run(["mount", "-o", "loop", str(image), str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot loop-mount btrfs here")
+    try:
+        subprocess.run(["btrfs", "quota", "enable", str(mount)], check=True, capture_output=True)
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def _fill(path: Path, mib: int) -> None:
+    with path.open("wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(MIB))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def test_btrfs_qgroups_enforce_the_quota_on_subvolume_homes(tmp_path: Path, btrfs_with_qgroups: Path) -> None:
+    """The disk monitor's collection (run directly, as the daemon runs it in a thread) on homes the
+    broker's make_home_volume created: the kernel refuses writes past the limit, and the limit goes with
+    the quota. A home made as a plain directory is only warned about."""
+    root = copy_demo_fleet(tmp_path / "fleet", keep={"communities/uni-a/hubs/staging.yaml"})
+    hub_file = root / "communities" / "uni-a" / "hubs" / "staging.yaml"
+    hub_file.write_text(hub_file.read_text() + "home_quota:\n  limit: 4M\n")
+    fleet = load_fleet(root)
+    layout = Layout(root / ".hubfleet", btrfs_with_qgroups, "t")
+    homes = layout.homes(HUB)
+    homes.mkdir(parents=True, mode=0o711)
+    assert make_home_volume(homes / "erin") and not make_home_volume(homes / "erin")
+    (homes / "frank").mkdir(mode=0o700)  # a home from before qgroups were on
+    for name in ("erin", "frank"):
+        os.chown(homes / name, 4321, 4321)
+    assert quota_support(homes).enforced and not quota_support(tmp_path).enforced
+    with open_store(layout.state_dir) as store:
+        monitor = DiskMonitor(fleet, store, layout, lambda: [HUB])
+        monitor.collect_once()
+        with pytest.raises(OSError) as refused:
+            _fill(homes / "erin" / "big.bin", 8)
+        assert refused.value.errno == errno.EDQUOT
+        _fill(homes / "frank" / "big.bin", 6)  # not limited, but warned
+        (homes / "erin" / "big.bin").unlink()
+        disk, changes = monitor.collect_once()
+        assert [i.rule for event, i in changes if event == "opened"] == ["warn-95:frank"]
+        summary = disk_summary(store, fleet.hubs.values(), layout.homes)[HUB]
+        assert summary["enforcement"].startswith("enforced: btrfs qgroups")
+        assert {u["username"]: u["limited"] for u in summary["users"]} == {"erin": True, "frank": False}
+
+        fleet.hubs[HUB] = fleet.hubs[HUB].model_copy(update={"home_quota": None})
+        monitor.collect_once()  # the quota is gone: so is the limit, and the warning
+        _fill(homes / "erin" / "big.bin", 8)
+        assert not (homes / "frank" / NOTICE_FILE).exists()

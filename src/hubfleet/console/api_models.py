@@ -224,6 +224,9 @@ class UserDisk(Model):
     bytes: int = Field(description="Allocated bytes of the user's home.")
     quota_percent: float | None = Field(description="Percent of home_quota's limit (null: no quota).")
     warning: int | None = Field(description="The highest warn_at percentage reached (null: none).")
+    limited: bool | None = Field(
+        description="The filesystem enforces the quota on this home (null: it enforces none on this hub)."
+    )
 
 
 class DiskQuota(Model):

@@ -41,6 +41,7 @@ from hubfleet.isolation.accounts import (
 )
 from hubfleet.isolation.cgroups import CgroupDriver, Group, Limits
 from hubfleet.isolation.launch import launcher_argv
+from hubfleet.isolation.quotas import make_home_volume
 from hubfleet.runtime.layout import Layout, make_passable_dir
 from hubfleet.store.api import Store
 
@@ -203,6 +204,10 @@ class Broker:
         comment = comment_for(self.layout.instance, policy.hub, "user")
         account = await asyncio.to_thread(ensure_account, name, home=home, comment=comment)
         make_passable_dir(policy.homes)
+        try:  # on btrfs with qgroups on, a new home is a subvolume: home_quota's limit can hold it
+            await asyncio.to_thread(make_home_volume, home)
+        except OSError as exc:
+            log.warning("hub %s: user %s: home made as a plain directory: %s", policy.hub, user, exc)
         await asyncio.to_thread(ensure_home, home, account)
         group = self._group(policy, name)
         procs: list[str] = []

@@ -16,10 +16,9 @@ With a hub's `home_quota`, a user over one of its `warn_at` percentages is warne
 below) and the user through `QUOTA-WARNING.txt` in their home (visible in JupyterLab's file browser),
 rewritten at each collection and removed once they are below every threshold.
 
-Enforcement needs filesystem project quotas (XFS mounted with prjquota, ext4 with the project feature) or
-btrfs qgroups with one subvolume per home; hubfleet sets none yet. `quota_support` says why, per hub, in
-`hubfleet disk` and the console: on a kernel without quota formats (CONFIG_QFMT_V2) or XFS quota support,
-not even the filesystem could.
+Where the homes are on btrfs with qgroups on, the limit is also enforced: each home the broker created as a
+subvolume gets `home_quota.limit` as its qgroup limit (hubfleet.isolation.quotas, which also says why other
+filesystems are not enforced; `hubfleet disk` and the console's hub page show that line).
 """
 
 from __future__ import annotations
@@ -44,6 +43,7 @@ from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
 from hubfleet.config.models_backup import HomeQuota
 from hubfleet.isolation.accounts import AccountError, home_dirname
+from hubfleet.isolation.quotas import is_subvolume, quota_support, set_home_limit
 from hubfleet.monitor.incidents import IncidentRecord, open_incident, open_keys, resolve_incident
 from hubfleet.runtime.layout import LAYOUT_FILE, Layout, layout
 from hubfleet.store.api import Store
@@ -333,53 +333,27 @@ def update_notice(homes: Path, dirname: str, text: str | None) -> None:
 # --------------------------------------------------------------------------- enforcement
 
 
-@dataclass(frozen=True)
-class QuotaSupport:
-    """What the filesystem holding a hub's homes could enforce, and what hubfleet does there."""
-
-    filesystem: str
-    mount: str
-    enforced: bool
-    note: str
-
-
-def _mount_of(path: Path) -> tuple[str, str, set[str]] | None:
-    """(mount point, filesystem type, mount and super options) of the mount holding `path`."""
-    target = Path(os.path.realpath(path))
-    best: tuple[str, str, set[str]] | None = None
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        head, _, tail = line.partition(" - ")
-        fields, rest = head.split(), tail.split()
-        if len(fields) < 6 or len(rest) < 3:
+def enforce_quota(
+    homes: Path, disk: HubDisk, quota: HomeQuota | None, applied: dict[tuple[str, str], int | None]
+) -> None:
+    """Set each subvolume home's btrfs limit to the quota (lift it without one), where qgroups are on.
+    `applied` remembers what was set ((hub, home dir) -> bytes), so a limit is set once, not at every
+    collection; a fresh daemon sets each once again."""
+    if not quota_support(homes).enforced:
+        return
+    limit = None if quota is None else quota.limit_bytes
+    for dirname in disk.homes.values():
+        key = (disk.hub, dirname)
+        if key in applied and applied[key] == limit:
             continue
-        point = fields[4].encode().decode("unicode_escape")  # \040 for a space
-        if target != Path(point) and Path(point) not in target.parents:
-            continue
-        if best is None or len(point) >= len(best[0]):
-            best = (point, rest[0], set(fields[5].split(",")) | set(rest[2].split(",")))
-    return best
-
-
-def quota_support(path: Path) -> QuotaSupport:
-    """Whether home_quota is enforced for homes under `path` (never, today), and why not, in one line."""
-    found = _mount_of(path)
-    if found is None:
-        return QuotaSupport("unknown", "", False, "not enforced: the filesystem of the homes is unknown")
-    mount, fstype, options = found
-    project = bool(options & {"prjquota", "pquota", "pqnoenforce", "prjjquota"})
-    if fstype in ("xfs", "ext4") and project:
-        note = f"not enforced: {fstype} at {mount} has project quotas on, but hubfleet does not set them"
-    elif fstype == "xfs":
-        note = f"not enforced: xfs at {mount} is mounted without prjquota (no project quotas)"
-    elif fstype == "btrfs":
-        note = f"not enforced: btrfs at {mount}: homes are plain directories, not subvolumes with qgroups"
-    else:
-        note = f"not enforced: {fstype} at {mount} has no project quotas"
-    return QuotaSupport(fstype, mount, False, note)
+        home = homes / dirname
+        if not is_subvolume(home):
+            continue  # made before qgroups were on: only warned about
+        try:
+            set_home_limit(home, limit)
+            applied[key] = limit
+        except OSError as exc:
+            log.warning("disk: %s", exc)
 
 
 # --------------------------------------------------------------------------- console and CLI
@@ -393,6 +367,7 @@ def disk_summary(
     A hub never measured has `at` None and no users."""
     chosen = list(hubs)
     latest = latest_disk(store, (h.name for h in chosen))
+    supports = {h.name: quota_support(homes_of(h.name)) for h in chosen} if homes_of else {}
     summary: dict[str, dict[str, Any]] = {}
     for hub in chosen:
         at, sizes = latest.get(hub.name, (None, {}))
@@ -403,6 +378,9 @@ def disk_summary(
                 "bytes": size,
                 "quota_percent": None if quota is None else round(100 * size / quota.limit_bytes, 1),
                 "warning": quota_level(size, quota),
+                "limited": is_subvolume(homes_of(hub.name) / _dirname(name))
+                if homes_of and supports[hub.name].enforced
+                else None,
             }
             for name, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))
             if name
@@ -415,9 +393,14 @@ def disk_summary(
             "quota": None
             if quota is None
             else {"limit": quota.limit, "limit_bytes": quota.limit_bytes, "warn_at": quota.warn_at},
-            "enforcement": quota_support(homes_of(hub.name)).note if homes_of else None,
+            "enforcement": supports[hub.name].note if homes_of else None,
         }
     return summary
+
+
+def _dirname(username: str) -> str:
+    """home_username inverted: a hashed home's name stands for its username ('~' is always escaped)."""
+    return username if "~" in username else home_dirname(username)
 
 
 def homes_locator(state_dir: Path | None) -> Callable[[str], Path] | None:
@@ -494,6 +477,7 @@ class DiskMonitor:
         self.hubs = hubs
         self.alerter = alerter
         self.interval = interval if interval is not None else disk_interval(fleet)
+        self._limits: dict[tuple[str, str], int | None] = {}
 
     def collect_once(self) -> tuple[list[HubDisk], list[tuple[str, IncidentRecord]]]:
         """Measure, store and check every hub (blocking); a hub that fails is logged and skipped."""
@@ -507,6 +491,7 @@ class DiskMonitor:
                 disk = measure_hub(self.layout, name)
                 record_disk(self.store, disk)
                 changes += check_quota(self.store, hub, disk, self.layout.homes(name))
+                enforce_quota(self.layout.homes(name), disk, hub.home_quota, self._limits)
                 done.append(disk)
             except Exception:  # noqa: BLE001 - one hub's trouble must not stop the others
                 log.exception("disk: measuring %s failed", name)
