@@ -296,6 +296,7 @@ def test_overview_rows_of_local_hubs(demo: FleetConfig, store: Store, state: Pat
         "dau": 1,
         "wau": 2,
         "mau": 3,
+        "disk_bytes": None,  # never measured
         "open_incidents": 1,
         "last_deploy": {"at": (NOW - timedelta(days=1)).isoformat(), "result": "failed", "actor": "bob",
                         "message": "second"},

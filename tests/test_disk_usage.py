@@ -152,6 +152,8 @@ def test_the_daemon_measures_homes_and_warns_at_the_quota(tmp_path: Path) -> Non
         assert disk["total_bytes"] > disk["homes_bytes"] >= disk["users"][0]["bytes"]
         assert disk["quota"]["limit"] == "4M"
         assert disk["enforcement"].startswith("not enforced: ")
+        (row,) = ops.get("/api/hubs").json()["hubs"]
+        assert row["disk_bytes"] >= disk["homes_bytes"]
         page = ops.get(f"/hubs/{HUB}").text
         assert 'data-disk-user="carol"' in page and "Disk use" in page
         shown = json.loads(hubfleet("disk", HUB, "--json", fleet=root, check=True).stdout)[HUB]

@@ -125,6 +125,9 @@ class HubRow(Model):
     dau: int = Field(description="Distinct active users today (UTC).")
     wau: int = Field(description="Distinct active users over 7 days.")
     mau: int = Field(description="Distinct active users over 30 days.")
+    disk_bytes: int | None = Field(
+        default=None, description="Homes plus database, newest measurement (null: not measured, kubernetes)."
+    )
     open_incidents: int
     last_deploy: LastDeploy | None
     last_probe_at: datetime | None

@@ -21,6 +21,7 @@ from hubfleet.clock import require_aware
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
 from hubfleet.console.data.source import ConsoleSource
+from hubfleet.monitor.disk_usage import latest_disk
 from hubfleet.monitor.uptime import probe_day_totals, uptime_percent
 from hubfleet.store.models import Deployment, HubSample, Incident, ProbeSample, UserDay, UTCDateTime
 
@@ -142,7 +143,7 @@ def _state_and_url(
 def overview_rows(
     source: ConsoleSource, hubs: Sequence[Hub], now: datetime | None = None
 ) -> list[dict[str, Any]]:
-    """One row per hub, in the given order, from five queries whatever the number of hubs."""
+    """One row per hub, in the given order, from six queries whatever the number of hubs."""
     if not hubs:
         return []
     now = require_aware(now, "now")
@@ -155,6 +156,7 @@ def overview_rows(
         active = _active_by_hub(session, names, today)
         incidents_open = _open_incidents(session, names)
         probes = probe_day_totals(session, today - timedelta(days=29), today, names)
+    disk = latest_disk(source.store, names)
     rows = []
     for hub in hubs:
         newest = latest.get(hub.name) or {}
@@ -176,6 +178,7 @@ def overview_rows(
                 "dau": dau,
                 "wau": wau,
                 "mau": mau,
+                "disk_bytes": disk[hub.name][1].get("") if hub.name in disk else None,
                 "open_incidents": incidents_open.get(hub.name, 0),
                 "last_deploy": newest.get("last_deploy"),
                 "last_probe_at": _iso(newest.get("probe_at")),
