@@ -185,8 +185,11 @@ class HubDisk:
         return sum(self.users.values()) + self.data_bytes
 
 
-def measure_hub(layout: Layout, hub: str, now: datetime | None = None) -> HubDisk:
-    """Measure every home of `hub` and its data directory (blocking: run it in a thread)."""
+def measure_hub(
+    layout: Layout, hub: str, now: datetime | None = None, stopping: Callable[[], bool] = lambda: False
+) -> HubDisk:
+    """Measure every home of `hub` and its data directory (blocking: run it in a thread). `stopping()`
+    true ends it early (the daemon is shutting down and waits for this thread)."""
     disk = HubDisk(hub=hub, at=now or utcnow())
     try:
         homes = os.open(layout.homes(hub), _DIR_FLAGS)
@@ -197,6 +200,8 @@ def measure_hub(layout: Layout, hub: str, now: datetime | None = None) -> HubDis
             with os.scandir(homes) as entries:
                 names = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
             for name in names:
+                if stopping():
+                    break
                 username = home_username(name)
                 if username is None:
                     continue
@@ -428,6 +433,8 @@ class Alerting(Protocol):
 
     async def incident_resolved(self, incident: IncidentRecord, *, wait: bool = False) -> None: ...
 
+    async def drain(self, timeout: float | None = None) -> None: ...
+
 
 def check_quota(store: Store, hub: Hub, disk: HubDisk, homes: Path) -> list[tuple[str, IncidentRecord]]:
     """Open and resolve the hub's `quota` incidents and write or remove each user's notice (blocking)."""
@@ -479,7 +486,9 @@ class DiskMonitor:
         self.interval = interval if interval is not None else disk_interval(fleet)
         self._limits: dict[tuple[str, str], int | None] = {}
 
-    def collect_once(self) -> tuple[list[HubDisk], list[tuple[str, IncidentRecord]]]:
+    def collect_once(
+        self, stopping: Callable[[], bool] = lambda: False
+    ) -> tuple[list[HubDisk], list[tuple[str, IncidentRecord]]]:
         """Measure, store and check every hub (blocking); a hub that fails is logged and skipped."""
         done: list[HubDisk] = []
         changes: list[tuple[str, IncidentRecord]] = []
@@ -488,7 +497,9 @@ class DiskMonitor:
             if hub is None:
                 continue
             try:
-                disk = measure_hub(self.layout, name)
+                disk = measure_hub(self.layout, name, stopping=stopping)
+                if stopping():  # a cut-short measurement is not stored
+                    break
                 record_disk(self.store, disk)
                 changes += check_quota(self.store, hub, disk, self.layout.homes(name))
                 enforce_quota(self.layout.homes(name), disk, hub.home_quota, self._limits)
@@ -500,19 +511,24 @@ class DiskMonitor:
     async def run(self, stop: asyncio.Event) -> None:
         """Measure shortly after start, then every interval until `stop` is set. Never raises."""
         delay = min(FIRST_DELAY, self.interval)
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            if stop.is_set():
-                return
-            delay = self.interval
-            try:
-                _, changes = await asyncio.to_thread(self.collect_once)
-            except Exception:  # noqa: BLE001 - the daemon must outlive any collection error
-                log.exception("disk: collection failed")
-                continue
-            for event, incident in changes:
-                await self._alert(event, incident)
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return
+                delay = self.interval
+                try:
+                    _, changes = await asyncio.to_thread(self.collect_once, stop.is_set)
+                except Exception:  # noqa: BLE001 - the daemon must outlive any collection error
+                    log.exception("disk: collection failed")
+                    continue
+                for event, incident in changes:
+                    await self._alert(event, incident)
+        finally:  # also when cancelled at shutdown: alerts already handed over still go out
+            if self.alerter is not None:
+                with contextlib.suppress(Exception):
+                    await self.alerter.drain(5)
 
     async def _alert(self, event: str, incident: IncidentRecord) -> None:
         log.info("incident %s: quota %s of hub %s: %s", event, incident.id, incident.hub, incident.cause)
