@@ -84,6 +84,7 @@ SLOWEST_FIRST = (
     "test_prober_front_door.py",
     "test_store_faults.py",
     "test_broker_hostile.py",
+    "test_backup_schedule.py",
 )
 """The test files that take longest (`pytest --durations=0`, 2026-11-30: 235 s down to 60 s each), started
 first so that `-n 4 --dist loadfile` does not end with one worker still on a long file; the rest keep their

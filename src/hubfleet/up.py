@@ -22,6 +22,7 @@ from hubfleet.config.validate import load_fleet
 from hubfleet.console.app import create_app
 from hubfleet.console.reload import FleetReloader
 from hubfleet.console.server import start_console
+from hubfleet.daemon.backup_schedule import start_backup_schedule
 from hubfleet.daemon.control import serve_control
 from hubfleet.daemon.detached import daemon_lock
 from hubfleet.daemon.front_door import FrontDoor
@@ -87,6 +88,15 @@ async def serve(
             asyncio.create_task(monitor.run(stop), name="anomalies"),
             asyncio.create_task(run_backups(store.engine, stop), name="backups"),  # now, then hourly
             start_disk_monitor(fleet, store, supervisor.layout, Alerter(fleet, store, secrets), stop),
+            start_backup_schedule(
+                fleet,
+                state_dir,
+                store,
+                lambda: list(supervisor.hubs),
+                secrets,
+                Alerter(fleet, store, secrets),
+                stop,
+            ),
         ]
         if supervisor.broker is not None:  # kills at the memory limit, forks refused at the process limit
             tasks.append(asyncio.create_task(supervisor.broker.watch(stop), name="limits"))

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,23 @@ from hubfleet.settings import UserError
 RESTIC = "restic"
 TIMEOUT = 6 * 3600
 """A backup of a large hub to a slow bucket takes hours; a hung one still ends."""
+
+_running: dict[int, subprocess.Popen[str]] = {}
+_stopped: set[int] = set()
+_running_lock = threading.Lock()
+
+
+def stop_running() -> int:
+    """Ask every restic this process runs to stop (SIGTERM: restic ends its snapshot cleanly; a stale lock
+    is removed by the next backup's `unlock`). The daemon calls this when it stops, since a backup runs in a
+    thread that asyncio cannot cancel. Returns how many were asked."""
+    with _running_lock:
+        procs = list(_running.values())
+        _stopped.update(proc.pid for proc in procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    return len(procs)
 
 
 class ResticError(UserError):
@@ -93,18 +111,14 @@ class Repository:
             str(self.cache_dir),
         ]
         command = [part for part in command if part] + list(args)
-        try:
-            result = subprocess.run(
-                command,
-                cwd=cwd,
-                env=self.env(),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired:
-            raise ResticError(f"restic {args[0]} did not finish within {timeout:.0f} s") from None
+        result = _run(command, cwd, self.env(), timeout)
+        if result is None:
+            raise ResticError(f"restic {args[0]} did not finish within {timeout:.0f} s")
+        with _running_lock:
+            stopped = result.pid in _stopped
+            _stopped.discard(result.pid)
+        if stopped:
+            raise ResticError(f"restic {args[0]} was stopped: hubfleet stopped (the next backup runs again)")
         if result.returncode == 3 and args[0] == "backup":
             raise ResticError(
                 "backup incomplete: some files could not be read "
@@ -220,6 +234,39 @@ class Repository:
         if prune:
             args.append("--prune")
         self.run(*args)
+
+
+def _run(command: list[str], cwd: Path | None, env: dict[str, str], timeout: float) -> _Result | None:
+    """Run restic, known to stop_running while it runs; None when it timed out (and was killed)."""
+    with subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        with _running_lock:
+            _running[proc.pid] = proc
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return None
+        finally:
+            with _running_lock:
+                _running.pop(proc.pid, None)
+    return _Result(proc.pid, proc.returncode, stdout, stderr)
+
+
+@dataclass(frozen=True)
+class _Result:
+    pid: int
+    returncode: int
+    stdout: str
+    stderr: str
 
 
 def _json_line(line: str) -> dict | None:

@@ -27,8 +27,11 @@ from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
 
 def print_hub_table(hubs: list[dict[str, Any]], title: str) -> None:
     table = Table(title=title, title_justify="left")
+    backups = any("backup" in hub for hub in hubs)  # `status` has them, `up` not
     for column in ("hub", "community", "stage", "state", "url", "version", "users", "servers", "restarts"):
         table.add_column(column)
+    if backups:
+        table.add_column("backup")
     colours = {
         "running": "green",
         "failed": "red",
@@ -48,8 +51,22 @@ def print_hub_table(hubs: list[dict[str, Any]], title: str) -> None:
             "" if hub.get("users") is None else str(hub["users"]),
             "" if hub.get("running_servers") is None else str(hub["running_servers"]),
             str(hub.get("restarts", 0)),
+            *([backup_cell(hub.get("backup"))] if backups else []),
         )
     console.print(table)
+
+
+def backup_cell(backup: dict[str, Any] | None) -> str:
+    """The status table's backup column: age and size of the last good one, never, off, failed or late
+    (a failure's reason is printed under the table)."""
+    if not backup:
+        return ""
+    state = backup.get("state", "")
+    if state == "failed":
+        return "[red]failed[/]"
+    if state == "late":
+        return f"[yellow]{escape(backup.get('summary', 'late'))}[/]"
+    return escape(backup.get("summary") or state)
 
 
 def report_failures(hubs: list[dict[str, Any]]) -> int:
@@ -223,6 +240,9 @@ def status(
             notes.append(f"hub {hub['name']}: {hub['error']}")
         if hub.get("api_error"):
             notes.append(f"hub {hub['name']}: its API could not be asked: {hub['api_error']}")
+        failure = (hub.get("backup") or {}).get("last_failure")
+        if (hub.get("backup") or {}).get("state") == "failed" and failure:
+            notes.append(f"hub {hub['name']}: last backup failed: {failure['error']}")
         for line in notes:
             err_console.print(f"[yellow]warning:[/] {line}", highlight=False)
 

@@ -109,7 +109,8 @@ def incidents(
     limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most this many.")] = 100,
     as_json: JsonOption = False,
 ) -> None:
-    """Hub outages, certificate warnings and anomalies, newest first, with duration and cause."""
+    """Hub outages, certificate warnings, anomalies, quota warnings and failed or late backups, newest
+    first, with duration and cause."""
     from hubfleet.monitor.incidents import list_incidents
     from hubfleet.store import open_store
 

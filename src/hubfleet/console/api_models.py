@@ -249,6 +249,34 @@ class HubDisk(Model):
     enforcement: str | None = Field(description="Whether the filesystem enforces the quota, and why not.")
 
 
+class BackupLast(Model):
+    started_at: datetime
+    finished_at: datetime | None
+    age_seconds: float = Field(description="Seconds since it started.")
+    size_bytes: int | None = Field(description="What the snapshot holds, before deduplication.")
+    added_bytes: int | None = Field(description="What it added to the repository.")
+    files: int | None
+    snapshot_id: str | None = Field(description="The restic snapshot (`hubfleet backups list`).")
+    trigger: str = Field(description="schedule, manual or retire.")
+
+
+class BackupFailure(Model):
+    finished_at: datetime | None
+    error: str = Field(description="Why it failed, on one line.")
+    trigger: str
+
+
+class HubBackup(Model):
+    """hubfleet.backup.status: the newest good backup and, when the newest run failed, that failure."""
+
+    state: Literal["off", "never", "ok", "failed", "late"]
+    summary: str = Field(description="One line, as `hubfleet status` prints it.")
+    every_hours: float | None
+    late_after_hours: float | None
+    last: BackupLast | None = Field(description="The newest good backup (null: none).")
+    last_failure: BackupFailure | None = Field(description="The newest run, when it failed.")
+
+
 class HubDetail(HubRow):
     uptime: Uptime
     uptime_unplanned: Uptime = Field(
@@ -261,6 +289,7 @@ class HubDetail(HubRow):
     restarts: list[HubRestart] = Field(description="The newest 20.")
     limit_events: list[HubLimitEvent] = Field(description="The newest 20.")
     disk: HubDisk | None = Field(description="Disk use of a local hub (null on kubernetes).")
+    backup: HubBackup | None = Field(description="Backups of a local hub (null on kubernetes).")
     auth_type: str
     contacts: list[ContactOut] = Field(description="The community's contacts.")
 

@@ -12,9 +12,13 @@ from typing import Any
 import httpx
 
 from hubfleet.backends.local import hub_endpoint
+from hubfleet.backup.status import backup_states
+from hubfleet.clock import parse_time
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.runtime.status_file import read_status
 from hubfleet.settings import UserError
+from hubfleet.store import open_store
+from hubfleet.store.db import DB_FILENAME
 
 UNSUPERVISED = "answers, but no hubfleet daemon runs: `hubfleet up` or `hubfleet down` stops it first"
 PAGINATED = {"Accept": "application/jupyterhub-pagination+json"}
@@ -66,6 +70,23 @@ async def _unsupervised(client: httpx.AsyncClient, state_dir: Path, row: dict[st
     return await _answers(client, url)
 
 
+def backup_rows(fleet: FleetConfig, state_dir: Path, up_since: str | None) -> dict[str, dict[str, Any]]:
+    """Each local hub's backup state (hubfleet.backup.status); a store that cannot be read says so."""
+    names = [hub.name for hub in fleet.local_hubs()]
+    if not (state_dir / DB_FILENAME).exists():  # never up: no store to make just for a status
+        off = {name: fleet.backup_policy(fleet.hubs[name]) is None for name in names}
+        return {
+            name: {"state": "off" if off[name] else "never", "summary": "off" if off[name] else "never"}
+            for name in names
+        }
+    try:
+        with open_store(state_dir) as store:
+            states = backup_states(fleet, store, names, up_since=parse_time(up_since))
+    except UserError as exc:
+        return {name: {"state": "unknown", "summary": f"unknown: {exc}"} for name in names}
+    return {name: state.to_json() for name, state in states.items()}
+
+
 async def collect_status(fleet: FleetConfig, state_dir: Path) -> dict[str, Any]:
     daemon = read_status(state_dir)
     recorded: dict[str, Any] = (daemon or {}).get("hubs", {})
@@ -105,6 +126,9 @@ async def collect_status(fleet: FleetConfig, state_dir: Path) -> dict[str, Any]:
         facts = await asyncio.gather(*(_row_facts(client, state_dir, row) for row in asked))
     for row, fact in zip(asked, facts, strict=True):
         row.update(fact)
+    backups = backup_rows(fleet, state_dir, daemon["started_at"] if daemon else None)
+    for row in rows:
+        row["backup"] = backups.get(row["name"])
     return {
         "daemon": {"pid": daemon["pid"], "started_at": daemon["started_at"]} if daemon else None,
         "console": daemon.get("console") if daemon else None,

@@ -101,6 +101,8 @@ def _what(incident: IncidentLike) -> str:
         return f"abnormal activity ({rule})" if rule else "abnormal activity"
     if incident.kind == "quota":
         return f"home quota warning ({rule})" if rule else "home quota warning"
+    if incident.kind == "backup":
+        return {"failed": "backup failed", "late": "backup late"}.get(rule or "", "backup")
     return incident.kind + (f" ({rule})" if rule else "")
 
 

@@ -29,7 +29,8 @@ from hubfleet.store.models import Incident
 
 log = logging.getLogger("hubfleet.incidents")
 
-KINDS = ("down", "certificate", "anomaly", "quota")  # quota: hubfleet.monitor.disk_usage
+KINDS = ("down", "certificate", "anomaly", "quota", "backup")
+"""quota: hubfleet.monitor.disk_usage; backup (rules `failed`, `late`): hubfleet.daemon.backup_schedule."""
 
 
 @dataclass(frozen=True)

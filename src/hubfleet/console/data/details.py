@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from hubfleet.backup.status import hub_backup_json
 from hubfleet.clock import require_aware
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.console.data.overview import overview_rows
@@ -120,6 +121,7 @@ def hub_detail(source: ConsoleSource, hub: str, now: datetime | None = None) -> 
         "restarts": restarts,
         "limit_events": limit_events,
         "disk": hub_disk(fleet, store, found, source.state_dir),
+        "backup": hub_backup_json(fleet, store, hub, now),
         "auth_type": auth_type(found),
         "contacts": _contacts(fleet, found.community),
     }

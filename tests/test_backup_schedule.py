@@ -1,0 +1,188 @@
+"""Scheduled backups: the `hubfleet up` daemon backs a hub up by itself, `status` and the console show it; a
+failed run opens a `backup/failed` incident that is alerted to a webhook and resolved by the next good run;
+a hub whose last good backup is too old is `backup/late`.
+
+Real daemons, real restic repositories in tmp, a real webhook receiver on loopback; the `late` rules are
+checked on a real SQLite store with backdated runs (waiting hours for a backup to age is not possible)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from alert_receivers import webhook_receiver
+from console_helpers import sign_in, write_accounts
+from fleet_helpers import copy_demo_fleet, drop_section, hubfleet, running_fleet, wait_for
+from hubfleet.backup import records
+from hubfleet.backup.restic import BackupSummary
+from hubfleet.backup.status import backup_states
+from hubfleet.clock import utcnow
+from hubfleet.config.validate import load_fleet
+from hubfleet.daemon.backup_schedule import check_incidents
+from hubfleet.monitor.incidents import list_incidents, open_incident
+from hubfleet.store import open_store
+
+HUB = "uni-a-staging"
+KEEP = {"communities/uni-a/hubs/staging.yaml"}
+ENV = {"HUBFLEET_BACKUP_DELAY": "0"}
+REPO_PASSWORD = "repo-made-with-this-one-7Qx"
+WRONG_PASSWORD = "fleet-says-this-one-K9z"
+
+
+def _fleet(tmp_path: Path, password: str, webhook: str | None = None) -> Path:
+    root = copy_demo_fleet(tmp_path / "fleet", keep=KEEP)
+    text = drop_section((root / "fleet.yaml").read_text(), "backups").rstrip("\n") + "\n"
+    text += f"backups:\n  repository: {tmp_path / 'repo'}\n  password: {password}\n  every_hours: 0.01\n"
+    if webhook:
+        text += (
+            "monitoring:\n  alerts:\n    retry_attempts: 3\n    webhooks:\n"
+            f"      - name: ops-hook\n        url: {webhook}\n"
+        )
+    (root / "fleet.yaml").write_text(text)
+    return root
+
+
+def _summary(n: int = 1) -> BackupSummary:
+    return BackupSummary(snapshot_id=f"{n:064x}", size_bytes=4096 * n, added_bytes=100, files=3)
+
+
+# --------------------------------------------------------------------------- unit level: late and failed
+
+
+def test_late_opens_for_an_old_or_missing_backup_and_a_good_run_resolves_it(tmp_path: Path) -> None:
+    fleet = load_fleet(copy_demo_fleet(tmp_path / "fleet", keep=KEEP))  # every_hours 6: late after 12 h
+    now = utcnow()
+    with open_store(tmp_path / "state") as store:
+        # never backed up: late only once the daemon has been up longer than late_after_hours
+        assert check_incidents(fleet, store, [HUB], now=now, up_since=now - timedelta(hours=1)) == []
+        assert backup_states(fleet, store, [HUB], now=now)[HUB].state == "never"
+        [(event, incident)] = check_incidents(
+            fleet, store, [HUB], now=now, up_since=now - timedelta(hours=13)
+        )
+        assert (event, incident.kind, incident.rule) == ("opened", "backup", "late")
+        assert "no good backup yet" in incident.cause
+
+        # a good run 13 h old is still late (the open incident stays, nothing new opens)
+        run = records.start_run(store, HUB, "manual", at=now - timedelta(hours=13))
+        records.finish_run(store, run, _summary())
+        assert check_incidents(fleet, store, [HUB], now=now, up_since=now) == []
+        state = backup_states(fleet, store, [HUB], now=now)[HUB]
+        assert state.state == "late" and state.summary().startswith("late: 13h 00m ago, 4.0 KiB")
+
+        # a newer good run resolves it; a failed run after it makes the state `failed`, not late
+        run = records.start_run(store, HUB, "schedule", at=now - timedelta(minutes=5))
+        records.finish_run(store, run, _summary(2))
+        [(event, incident)] = check_incidents(fleet, store, [HUB], now=now, up_since=now)
+        assert (event, incident.rule, incident.open) == ("resolved", "late", False)
+        assert backup_states(fleet, store, [HUB], now=now)[HUB].summary() == "5m ago, 8.0 KiB"
+
+        run = records.start_run(store, HUB, "schedule", at=now - timedelta(minutes=1))
+        records.finish_run(store, run, None, error="backup repository /x: wrong password (...)")
+        open_incident(store, HUB, "backup", "wrong password", rule="failed", at=now)
+        state = backup_states(fleet, store, [HUB], now=now)[HUB]
+        assert state.state == "failed" and state.summary().startswith("failed: backup repository /x: wrong")
+        assert state.to_json()["last"]["snapshot_id"] == f"{2:064x}"  # the last good one, still shown
+        assert check_incidents(fleet, store, [HUB], now=now, up_since=now) == []  # failed stays open
+
+        # a good run (say a manual `hubfleet backup`) resolves `failed`
+        records.finish_run(store, records.start_run(store, HUB, "manual", at=now), _summary(3))
+        [(event, incident)] = check_incidents(fleet, store, [HUB], now=now, up_since=now)
+        assert (event, incident.rule) == ("resolved", "failed")
+        assert list_incidents(store, kind="backup", open_only=True) == []
+
+
+# --------------------------------------------------------------------------- a real daemon
+
+
+@pytest.mark.integration
+def test_the_daemon_backs_up_by_itself_and_status_and_console_show_it(tmp_path: Path) -> None:
+    root = _fleet(tmp_path, REPO_PASSWORD)
+    write_accounts(root, {"ops": "operator"})
+    hubfleet("console-password", "ops", "--stdin", fleet=root, input="ops-password-1\n", check=True)
+    token = hubfleet("console-token", "create", "ops", fleet=root, check=True).stdout.strip()
+    state = root / ".hubfleet"
+    with running_fleet(root, env=ENV):
+
+        def good_run() -> records.BackupRunRecord | None:
+            with open_store(state) as store:
+                return records.latest_good_runs(store).get(HUB)
+
+        run = wait_for(good_run, timeout=120)
+        assert run.trigger == "schedule" and run.snapshot_id and run.size_bytes and run.files
+
+        listed = json.loads(hubfleet("backups", "list", HUB, "--json", fleet=root, check=True).stdout)
+        assert any(s["id"].startswith(run.snapshot_id) for s in listed["snapshots"])  # restic 0.14: short id
+
+        status = json.loads(hubfleet("status", "--json", fleet=root, check=True).stdout)
+        backup = next(h for h in status["hubs"] if h["name"] == HUB)["backup"]
+        assert backup["state"] == "ok" and backup["every_hours"] == 0.01
+        assert backup["last"]["snapshot_id"] and backup["last"]["size_bytes"] > 0
+        assert re.fullmatch(r"\d+(s|m) ago, [\d.]+ (B|KiB|MiB)", backup["summary"]), backup["summary"]
+        table = hubfleet("status", fleet=root, check=True).stdout
+        assert "backup" in table and " ago, " in table
+
+        url = status["console"]
+        api = httpx.get(f"{url}/api/hubs/{HUB}", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert api.status_code == 200, api.text
+        shown = api.json()["backup"]
+        assert shown["state"] == "ok" and shown["last_failure"] is None
+        assert shown["last"]["files"] > 0 and shown["last"]["trigger"] == "schedule"
+        with httpx.Client(base_url=url, timeout=30) as client:
+            assert sign_in(client, "ops", "ops-password-1").status_code == 303
+            page = client.get(f"/hubs/{HUB}").text
+        assert "Last backup" in page and shown["last"]["snapshot_id"][:8] in page
+        assert 'data-backup-state="ok"' in page
+
+
+@pytest.mark.integration
+def test_a_failed_backup_is_an_alerted_incident_that_the_next_good_one_resolves(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    env = {"PATH": "/usr/bin:/bin", "RESTIC_REPOSITORY": str(repo), "RESTIC_PASSWORD": REPO_PASSWORD}
+    subprocess.run(["restic", "init"], env=env, check=True, capture_output=True)
+    with webhook_receiver() as hook:
+        root = _fleet(tmp_path, WRONG_PASSWORD, webhook=hook.url)
+        state = root / ".hubfleet"
+        with running_fleet(root, env=ENV):
+
+            def failed() -> list:
+                with open_store(state) as store:
+                    return list_incidents(store, kind="backup", open_only=True)
+
+            [incident] = wait_for(failed, timeout=120)
+            assert (incident.hub, incident.rule) == (HUB, "failed")
+            assert "wrong password" in incident.cause and WRONG_PASSWORD not in incident.cause
+            assert "\n" not in incident.cause
+
+            texts = wait_for(lambda: [r["body"]["text"] for r in hook.requests], timeout=30)
+            assert f"OPEN: hub {HUB} backup failed: " in texts[0] and "wrong password" in texts[0]
+            assert "Kind: backup / failed" in texts[0]
+
+            status = json.loads(hubfleet("status", "--json", fleet=root, check=True).stdout)
+            backup = next(h for h in status["hubs"] if h["name"] == HUB)["backup"]
+            assert backup["state"] == "failed" and backup["last"] is None
+            assert "wrong password" in backup["last_failure"]["error"]
+            shown = hubfleet("status", fleet=root, check=True)
+            assert "failed" in shown.stdout and "last backup failed: " in shown.stderr
+            listed = hubfleet("incidents", "--open", fleet=root, check=True).stdout
+            assert "backup (failed)" in listed
+
+            # the operator sets the right password: the next daemon's first run is good and resolves it
+            hubfleet("down", fleet=root, check=True)
+            fleet_yaml = root / "fleet.yaml"
+            fleet_yaml.write_text(fleet_yaml.read_text().replace(WRONG_PASSWORD, REPO_PASSWORD))
+            hubfleet("up", "--detach", fleet=root, env=ENV, check=True)
+            assert wait_for(lambda: not failed(), timeout=120)
+            wait_for(lambda: any("RESOLVED" in r["body"]["text"] for r in hook.requests), timeout=30)
+            status = json.loads(hubfleet("status", "--json", fleet=root, check=True).stdout)
+            assert next(h for h in status["hubs"] if h["name"] == HUB)["backup"]["state"] == "ok"
+
+        everything = "\n".join(
+            [*(json.dumps(r["body"]) for r in hook.requests), (state / "daemon.log").read_text()]
+        )
+        assert WRONG_PASSWORD not in everything and REPO_PASSWORD not in everything
