@@ -4,7 +4,8 @@ The walk runs over real files: sparse files, hard links and a planted symlink to
 counted), checked against `du -sx`. The daemon test runs a real one-hub fleet (`hubfleet up --detach`) with
 a small home_quota; the user's account and home are made the way the broker makes them (ensure_account,
 ensure_home) instead of spawning a server, which would only add time: the daemon measures homes, not
-servers. Alerts have no channel here (the demo fleet has none); the incident is what the Alerter gets.
+servers. The operators' alerts go to a real webhook receiver on loopback. The btrfs test loop-mounts a real
+btrfs image with qgroups on and runs one collection directly (skipped without root or btrfs-progs).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from alert_receivers import WebhookReceiver, webhook_receiver
 from console_helpers import write_accounts
 from fleet_helpers import copy_demo_fleet, hubfleet, running_fleet, wait_for
 from hubfleet.config.models_backup import HomeQuota
@@ -116,14 +119,22 @@ def _home(root: Path, username: str) -> Path:
     return home
 
 
+@pytest.fixture
+def hook() -> Iterator[WebhookReceiver]:
+    with webhook_receiver() as receiver:
+        yield receiver
+
+
 @pytest.mark.integration
 @pytest.mark.skipif(os.geteuid() != 0, reason="user accounts need root")
-def test_the_daemon_measures_homes_and_warns_at_the_quota(tmp_path: Path) -> None:
+def test_the_daemon_measures_homes_and_warns_at_the_quota(tmp_path: Path, hook: WebhookReceiver) -> None:
     root = copy_demo_fleet(tmp_path / "fleet", keep={"communities/uni-a/hubs/staging.yaml"})
     hub_file = root / "communities" / "uni-a" / "hubs" / "staging.yaml"
     hub_file.write_text(hub_file.read_text() + "home_quota:\n  limit: 4M\n  warn_at: [80, 95]\n")
     write_accounts(root, {"ops": "operator"})
     token = hubfleet("console-token", "create", "ops", fleet=root, check=True).stdout.strip()
+    with (root / "fleet.yaml").open("a") as f:
+        f.write(f"monitoring:\n  alerts:\n    webhooks:\n      - name: ops\n        url: {hook.url}\n")
     with running_fleet(root, env={"HUBFLEET_DISK_INTERVAL": "1"}):
         url = json.loads(hubfleet("status", "--json", fleet=root, check=True).stdout)["console"]
         ops = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
@@ -164,6 +175,9 @@ def test_the_daemon_measures_homes_and_warns_at_the_quota(tmp_path: Path) -> Non
         wait_for(lambda: not warned(), timeout=60)
         wait_for(lambda: not (carol / NOTICE_FILE).exists())
         assert (carol / "escape").is_symlink()
+        # the operators heard of both, through the fleet's alert webhook
+        texts = wait_for(lambda: len(hook.requests) >= 2 and [json.dumps(r["body"]) for r in hook.requests])
+        assert all("warn-80:carol" in text for text in texts), texts
 
 
 @pytest.fixture
