@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from hubfleet.cli.app import app
@@ -184,10 +185,13 @@ def disk(
         if row["at"] is None:
             console.print(f"[bold]{name}[/]: not measured yet (the daemon measures every disk_interval)")
             continue
-        title = f"{name}: {human_bytes(row['total_bytes'] or 0)} in total at {row['at']}"
+        at = datetime.fromisoformat(row["at"])
+        total = human_bytes(row["total_bytes"] or 0)
+        head = f"[bold]{escape(name)}[/]: {total} in total, {at:%Y-%m-%d %H:%M} UTC"
         if quota:
-            title += f"; home_quota {quota['limit']} (warn at {', '.join(map(str, quota['warn_at']))}%)"
-        table = Table(title=title, title_justify="left")
+            head += f"; home_quota {quota['limit']}, warnings at {', '.join(map(str, quota['warn_at']))}%"
+        console.print(head)
+        table = Table()
         table.add_column("user")
         table.add_column("size", justify="right")
         if quota:
@@ -195,9 +199,9 @@ def disk(
         for user in row["users"]:
             cells = [user["username"], human_bytes(user["bytes"])]
             if quota:
-                mark = " !" if user["warning"] else ""
-                cells.append(f"{user['quota_percent']:.0f}%{mark}")
-            table.add_row(*cells)
+                mark = f" (past {user['warning']}%)" if user["warning"] else ""
+                cells.append(f"{user['quota_percent']:.1f}%{mark}")
+            table.add_row(*map(escape, cells))
         console.print(table)
         if quota and row["enforcement"]:
             console.print(f"  {row['enforcement']}")
