@@ -88,7 +88,9 @@ def percent(value: Any, digits: int = 2) -> str:
         figure = float(value)
     except (TypeError, ValueError):
         return DASH
-    text = f"{figure:.{digits}f}".rstrip("0").rstrip(".")
+    text = f"{figure:.{digits}f}"
+    if "." in text:  # trailing zeros of the decimals only: 80 stays 80
+        text = text.rstrip("0").rstrip(".")
     return f"{text} %"
 
 
