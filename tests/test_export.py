@@ -4,9 +4,11 @@ names; the kubernetes bundle is checked for its files and commands (no cluster h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,8 +19,9 @@ import pytest
 import yaml
 
 from fleet_helpers import copy_demo_fleet, free_ports, hubfleet, kill_leftovers
+from hubfleet.backup.dumps import copy_sqlite
 from hubfleet.config.validate import load_fleet
-from hubfleet.deploy.export import HUB_PORT_ENV, PORT_ENV, PROXY_API_PORT_ENV, export_hub
+from hubfleet.deploy.export import HUB_PORT_ENV, PORT_ENV, PROXY_API_PORT_ENV, HubData, export_hub
 from hubfleet.settings import UserError
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "k8s-fleet"
@@ -213,3 +216,113 @@ def test_local_bundle_refuses_to_start_without_its_secret(tmp_path: Path, value:
     assert not (out / "jupyterhub.sqlite").exists()  # stopped before it set anything up
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/hub/health", timeout=2)
+
+
+@contextlib.contextmanager
+def running_bundle(out: Path, env: dict[str, str]):  # noqa: ANN201 - Iterator[None]
+    """The bundle's JupyterHub, from its directory, until the block ends; nothing of it left after."""
+    log = (out / "hub.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "jupyterhub"), "-f", "jupyterhub_config.py"],
+        cwd=out,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{env[PORT_ENV]}"
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, (out / "hub.log").read_text()[-3000:]
+            try:
+                healthy = httpx.get(f"{url}/hub/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                healthy = False
+            if healthy and "JupyterHub is now running" in (out / "hub.log").read_text():
+                break
+            assert time.monotonic() < deadline, (out / "hub.log").read_text()[-3000:]
+            time.sleep(0.3)
+        yield
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+        leftovers = kill_leftovers(out)
+    assert leftovers == [], (out / "hub.log").read_text()[-3000:]
+
+
+@pytest.mark.integration
+def test_local_bundle_with_data_knows_its_users_and_their_files(tmp_path: Path) -> None:
+    """`--with-data`: the hub's database (made here by JupyterHub's own ORM, as a hub that ran would have
+    it) and its homes go into the bundle, which starts elsewhere, still knows the user, and starts their
+    server in their home from the bundle, where their file is. The fleet's tokens and the records of
+    servers running here are left out; a symlink in a home stays a link and is never followed."""
+    from jupyterhub import orm
+
+    fleet_dir = copy_demo_fleet(tmp_path / "fleet", keep={STAGING})
+    config = load_fleet(fleet_dir)
+    database, homes = tmp_path / "hub" / "jupyterhub.sqlite", tmp_path / "homes"
+    database.parent.mkdir()
+    session = orm.new_session_factory(f"sqlite:///{database}")()
+    kim = orm.User(name="kim")
+    session.add(kim)
+    session.add(orm.Service(name="hubfleet-operator"))
+    session.add(orm.OAuthClient(identifier="jupyterhub"))
+    session.commit()
+    session.add(orm.Server(ip="127.0.0.1", port=1))
+    session.commit()
+    spawner = orm.Spawner(user=kim, name="", server=session.query(orm.Server).one(), state={"pid": 1})
+    session.add(spawner)
+    session.commit()
+    operator = session.query(orm.Service).one()
+    operator.new_api_token("fleet-operator-token-0123456789")
+    session.close()
+    (homes / "kim" / "work").mkdir(parents=True)
+    (homes / "kim" / "work" / "notes.txt").write_text("kim's notes\n")
+    (homes / "kim" / "outside").symlink_to("/etc")
+
+    out = tmp_path / "bundle"
+    result = export_hub(config, config.hubs["uni-a-staging"], out, data=HubData(database, homes, copy_sqlite))
+    assert result.users == ["kim"]
+    assert (out / "homes" / "kim" / "work" / "notes.txt").read_text() == "kim's notes\n"
+    assert os.readlink(out / "homes" / "kim" / "outside") == "/etc"  # a link, not a copy of /etc
+    copy = sqlite3.connect(out / "data" / "jupyterhub.sqlite")
+    assert copy.execute("SELECT count(*) FROM api_tokens").fetchone() == (0,)
+    assert copy.execute("SELECT count(*) FROM servers").fetchone() == (0,)
+    copy.close()
+    for path in out.rglob("*"):  # the dummy password is named, never copied
+        assert path.is_symlink() or not path.is_file() or b"demo-staging" not in path.read_bytes()
+    assert "'/data/jupyterhub.sqlite'" in (out / "jupyterhub_config.py").read_text()
+
+    port, hub_port, api_port = free_ports(3)
+    token = secrets.token_hex(16)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBFLEET_", "JUPYTERHUB_"))}
+    env |= {
+        "HUBFLEET_CONTROL_TOKEN": secrets.token_hex(16),
+        "HUBFLEET_OPERATOR_TOKEN": token,
+        "HUBFLEET_SECRET_DUMMY_PASSWORD": "a-password-of-our-own",
+        PORT_ENV: str(port),
+        HUB_PORT_ENV: str(hub_port),
+        PROXY_API_PORT_ENV: str(api_port),
+    }
+    url = f"http://127.0.0.1:{port}"
+    with (
+        running_bundle(out, env),
+        httpx.Client(base_url=url, headers={"Authorization": f"token {token}"}, timeout=30) as client,
+    ):
+        assert client.get("/hub/api/users/kim").status_code == 200
+        assert client.get("/hub/api/users/kim").json()["servers"] == {}  # none left from the old place
+        client.post("/hub/api/users/kim/server")
+        deadline = time.monotonic() + 90
+        while not (client.get("/hub/api/users/kim").json()["servers"].get("") or {}).get("ready"):
+            assert time.monotonic() < deadline, (out / "hub.log").read_text()[-3000:]
+            time.sleep(0.3)
+        reply = client.get("/user/kim/api/contents/work/notes.txt")
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["content"] == "kim's notes\n"
+        client.delete("/hub/api/users/kim/server")

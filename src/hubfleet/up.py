@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hubfleet.backup.retire import run_purges
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.validate import load_fleet
 from hubfleet.console.app import create_app
@@ -88,11 +89,12 @@ async def serve(
             asyncio.create_task(monitor.run(stop), name="anomalies"),
             asyncio.create_task(run_backups(store.engine, stop), name="backups"),  # now, then hourly
             start_disk_monitor(fleet, store, supervisor.layout, Alerter(fleet, store, secrets), stop),
+            asyncio.create_task(run_purges(fleet, state_dir, store, stop), name="retired-purges"),  # daily
             start_backup_schedule(
                 fleet,
                 state_dir,
                 store,
-                lambda: list(supervisor.hubs),
+                lambda: [name for name, hub in supervisor.hubs.items() if hub.state != "retired"],
                 secrets,
                 Alerter(fleet, store, secrets),
                 stop,

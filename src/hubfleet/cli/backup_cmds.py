@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Annotated
@@ -30,7 +29,7 @@ from hubfleet.cli.common import (
     friendly_errors,
     load_or_explain,
 )
-from hubfleet.runtime.control_client import request
+from hubfleet.cli.daemon_ops import control, daemon_runs
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
 from hubfleet.store import open_store
 
@@ -193,15 +192,15 @@ def restore(
             highlight=False,
         )
         return
-    held = _daemon_runs(state, hub)
+    held = daemon_runs(state, hub)
     kept, snapshot = restore_database(
         setup,
         hub,
         at=at,
-        hold=(lambda: _control(state, {"op": "hold", "hub": hub, "reason": "database restore"}))
+        hold=(lambda: control(state, {"op": "hold", "hub": hub, "reason": "database restore"}))
         if held
         else None,
-        release=(lambda: _control(state, {"op": "release", "hub": hub})) if held else None,
+        release=(lambda: control(state, {"op": "release", "hub": hub})) if held else None,
     )
     console.print(
         f"restored the database of {hub} as of {snapshot.time:%Y-%m-%d %H:%M:%S} UTC (snapshot "
@@ -210,19 +209,3 @@ def restore(
         + ("; the hub was restarted" if held else ""),
         highlight=False,
     )
-
-
-def _daemon_runs(state: Path, hub: str) -> bool:
-    """Whether the fleet's daemon runs this hub (it is held while its database is swapped)."""
-    try:
-        reply = asyncio.run(request(state, {"op": "status"}, timeout=30))
-    except UserError:
-        return False
-    return hub in (reply.get("status") or {}).get("hubs", {})
-
-
-def _control(state: Path, payload: dict[str, object]) -> None:
-    reply = asyncio.run(request(state, payload, timeout=300))
-    if not reply.get("ok"):
-        error = reply.get("error") or (reply.get("state") or {}).get("error") or "no reason given"
-        raise UserError(f"the daemon could not {payload['op']} hub {payload['hub']}: {error}")

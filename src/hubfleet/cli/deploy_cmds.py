@@ -34,7 +34,7 @@ SinceOption = Annotated[
     str | None, typer.Option("--since", help="Git ref: plan only hubs built from files changed since it.")
 ]
 HubOption = Annotated[list[str] | None, typer.Option("--hub", help="Only this hub (repeatable).")]
-COLOURS = {"create": "green", "update": "yellow", "remove": "red", "unchanged": "dim"}
+COLOURS = {"create": "green", "update": "yellow", "remove": "red", "unchanged": "dim", "retired": "magenta"}
 
 
 def _plan(
@@ -128,6 +128,10 @@ def deploy(
     from hubfleet.store import open_store
 
     config, state, result = _plan(resolve_fleet_dir(fleet), state_dir, changed_files, since, hub)
+    for entry in result.retired:  # never started again: the operator removes its file
+        if hub and entry.name in hub:
+            raise UserError(f"hub {entry.name} is {entry.reasons[0]}")
+        err_console.print(f"{entry.name}: not deployed: {entry.reasons[0]}", highlight=False, markup=False)
     if not result.changes:
         if json_output:
             typer.echo(json.dumps(Rollout({}).to_json(), indent=2))

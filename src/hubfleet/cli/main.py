@@ -14,6 +14,7 @@ from hubfleet.cli import (  # noqa: F401
     monitor_cmds,
     monitor_export_cmds,
     render_cmds,
+    retire_cmds,
     secrets_cmds,
     store_cmds,
     usage_cmds,

@@ -45,14 +45,29 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the bundle into.")],
     fleet: FleetOption = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite files in a non-empty --out.")] = False,
+    with_data: Annotated[
+        bool,
+        typer.Option("--with-data", help="Put the hub's users and their files in the bundle too."),
+    ] = False,
+    state_dir: StateDirOption = None,
 ) -> None:
     """Write a standalone bundle of HUB that runs without hubfleet (config, README with the exact
-    commands; secrets named as placeholders, never copied)."""
-    from hubfleet.deploy.export import export_hub
+    commands; secrets named as placeholders, never copied); with --with-data its users and their files."""
+    from hubfleet.deploy.export import HubData, export_hub
 
-    config = load_or_explain(resolve_fleet_dir(fleet))
+    fleet_dir = resolve_fleet_dir(fleet)
+    config = load_or_explain(fleet_dir)
     config.require_hub(hub)
-    result = export_hub(config, config.hubs[hub], out, force=force)
+    data = None
+    if with_data:
+        from hubfleet.backup.dumps import HUB_DATABASE, copy_sqlite
+        from hubfleet.runtime.layout import layout
+
+        where = layout(resolve_state_dir(fleet_dir, state_dir))
+        data = HubData(where.hub_data(hub) / HUB_DATABASE, where.homes(hub), copy_sqlite)
+    result = export_hub(config, config.hubs[hub], out, force=force, data=data)
     for path in result.files:
         typer.echo(f"wrote {path}")
+    if with_data:
+        typer.echo(f"with {len(result.users)} user(s) and the homes in {result.out / 'homes'}")
     typer.echo(f"see {result.out / 'README.md'} for how to run it")

@@ -104,7 +104,7 @@ async def _dispatch(supervisor: Supervisor, request: dict[str, Any]) -> dict[str
             return {"ok": False, "error": f"hub {request['hub']!r} is not run by this daemon"}
         if op == "hold":
             state = await supervisor.hold(request["hub"], request["reason"])
-            return {"ok": state.state == "held", "state": asdict(state)}
+            return {"ok": state.state in ("held", "retired"), "state": asdict(state)}
         state = await supervisor.release(request["hub"])
     elif op == "front_door_reload":
         door = await supervisor.reload_front_door()

@@ -7,10 +7,9 @@ import asyncio
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
-from hubfleet.backends.local import BIN_DIR, PATH, PreparedHub, hub_dir
+from hubfleet.backends.local import BIN_DIR, PATH, PreparedHub
 from hubfleet.daemon.broker import Broker, HubPolicy
 from hubfleet.isolation.accounts import (
     Account,
@@ -19,10 +18,8 @@ from hubfleet.isolation.accounts import (
     comment_for,
     ensure_account,
     ensure_home,
-    fleet_accounts,
     home_dirname,
     hub_account,
-    remove_account,
 )
 from hubfleet.isolation.cgroups import Limits, parse_memory
 from hubfleet.render.local import CONTROL_TOKEN_ENV, OPERATOR_TOKEN_ENV
@@ -94,15 +91,6 @@ def write_owned(path: Path, text: str, account: Account) -> None:
         f.write(text)
         os.fchown(fd, account.uid, account.gid)
     os.replace(tmp, path)
-
-
-def purge_hub(where: Layout, name: str) -> None:
-    """A removed hub's files, homes and OS accounts."""
-    for directory in (hub_dir(where.state_dir, name), where.hub_data(name), where.homes(name)):
-        shutil.rmtree(directory, ignore_errors=True)
-    for account in fleet_accounts(where.instance):
-        if account.comment.split(" ")[2:3] == [name]:
-            remove_account(account.name)
 
 
 def lost_state(where: Layout, name: str) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import psutil
 
+from hubfleet.backends.hub_data import purge_hub
 from hubfleet.backends.local import (
     LocalBackend,
     PreparedHub,
@@ -38,7 +39,6 @@ from hubfleet.daemon.hub_files import (
     lost_state,
     plain_env,
     prepare_hub,
-    purge_hub,
     restore_state_files,
 )
 from hubfleet.deploy.audit import deploy_actor, fleet_commit
@@ -58,6 +58,7 @@ from hubfleet.runtime.processes import (
 from hubfleet.runtime.status_file import read_recorded_status, write_status
 from hubfleet.settings import UserError
 from hubfleet.store.api import Store
+from hubfleet.store.retirements import retirement
 
 log = logging.getLogger("hubfleet.supervisor")
 
@@ -76,7 +77,7 @@ class HubState:
     community: str
     stage: str
     url: str
-    state: str = "stopped"  # starting | running | restarting | failed | stopped | held
+    state: str = "stopped"  # starting | running | restarting | failed | stopped | held | retired
     pid: int | None = None
     restarts: int = 0
     started_at: str | None = None
@@ -215,7 +216,9 @@ class Supervisor:
         make_state_private(self.state_dir)
         self._audit = (deploy_actor(self.fleet.root, "hubfleet up"), fleet_commit(self.fleet.root))
         self.write_status()
-        results = await asyncio.gather(*(self._start_first(name) for name in self.hubs))
+        results = await asyncio.gather(
+            *(self._start_first(name) for name in self.hubs if not self._keep_retired(name))
+        )
         if self.front_door is not None:  # after the hubs: nothing to proxy to before
             await self.front_door.start()
         self.ready = True
@@ -264,6 +267,14 @@ class Supervisor:
             log.warning("%s", line)
         self._set(name, warnings=[*state.warnings, *lines])
 
+    def _keep_retired(self, name: str) -> bool:
+        """A retired hub stays stopped (at `up`, at a deploy, at a release): marked so, True."""
+        retired = retirement(self.store, name)
+        if retired is None:
+            return False
+        self._set(name, state="retired", pid=None, url="", error=retired.describe())
+        return True
+
     def _ran_before(self, name: str) -> bool:
         return self.store.last_deployment(name, result="ok") is not None or bool(self.hubs[name].started_at)
 
@@ -305,6 +316,8 @@ class Supervisor:
         """Run a new configuration of a hub (or start a new hub). User servers keep running."""
         async with self._lock(prepared.name):
             self._track(prepared.name, community, stage)
+            if self._keep_retired(prepared.name):
+                return self.hubs[prepared.name]
             await self._halt(prepared.name)
             if prepared.name in self._current:
                 self._previous[prepared.name] = self._current.pop(prepared.name)
@@ -391,13 +404,16 @@ class Supervisor:
             if watcher:
                 watcher.cancel()
             await self._stop_process(name, graceful=True)
-            self._set(name, state="held", pid=None, error=reason)
+            if not self._keep_retired(name):
+                self._set(name, state="held", pid=None, error=reason)
             log.info("hub %s held: %s", name, reason)
             return self.hubs[name]
 
     async def release(self, name: str) -> HubState:
         """Start a held hub again, with what it ran before (or what its file says when it never ran)."""
         async with self._lock(name):
+            if self._keep_retired(name):
+                return self.hubs[name]
             prepared = self._current.get(name) or self.backend.prepare(self.fleet.hubs[name])
             self._set(name, error="")
             if await self._launch(prepared):

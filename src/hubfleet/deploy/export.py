@@ -5,15 +5,23 @@
   README.md with the exact helm and kubectl commands.
 - local hub: jupyterhub_config.py (the config hubfleet runs, rewritten to keep its state next to itself
   and to read ports and secrets from environment variables), requirements.txt pinning the versions
-  installed here, and a README.md with the exact commands.
+  installed here, and a README.md with the exact commands. `--with-data` adds the hub's users and files:
+  data/jupyterhub.sqlite (a consistent copy, without the fleet's own service tokens and without the records
+  of running servers) and homes/<home>/ (every user's files), which the config then uses.
 
-No secret value is ever written: secrets are named, never copied.
+No secret value is ever written: secrets are named, never copied (the cookie secret is not in the bundle:
+a new one is made at the first start, and users sign in again).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shlex
+import sqlite3
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -23,9 +31,12 @@ from hubfleet.backends.kubernetes import helm_upgrade_command, rollout_commands
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub, KubernetesCluster
 from hubfleet.config.models_auth import OAUTH_TYPES
+from hubfleet.isolation.accounts import AccountError, home_dirname
 from hubfleet.render.common import (
     AUTH_PACKAGES,
+    CHECK_USERNAME,
     CLIENT_SECRET_ENV,
+    CONTROL_SERVICE,
     DUMMY_PASSWORD_ENV,
     auth_secrets,
     oauth_callback_url,
@@ -33,6 +44,7 @@ from hubfleet.render.common import (
 from hubfleet.render.kubernetes import secret_placeholders, to_yaml, values_yaml
 from hubfleet.render.local import (
     CONTROL_TOKEN_ENV,
+    OPERATOR_SERVICE,
     OPERATOR_TOKEN_ENV,
     LocalRuntime,
     render_jupyterhub_config,
@@ -55,16 +67,37 @@ PINNED_PACKAGES = (
 )
 
 
+DATA_DIR = "data"
+HOMES_DIR = "homes"
+DATABASE = "jupyterhub.sqlite"
+
+
+@dataclass(frozen=True)
+class HubData:
+    """Where a local hub's users and files are, for `--with-data`."""
+
+    database: Path
+    homes: Path | None
+    """None: the bundle gets the database alone (a retired hub's homes are in its archives)."""
+    copy_database: Callable[[Path, Path], None]
+    """A consistent copy of a live SQLite database (the caller passes the backup package's)."""
+
+
 @dataclass
 class ExportResult:
     out: Path
     files: list[Path]
     env_vars: dict[str, str] = field(default_factory=dict)
     """Environment variables the bundle reads -> what to set them to (as the README says)."""
+    users: list[str] = field(default_factory=list)
+    """With data: the users whose homes the bundle holds."""
 
 
-def export_hub(fleet: FleetConfig, hub: Hub, out: Path, *, force: bool = False) -> ExportResult:
-    """Write the hub's standalone bundle into `out`; refuse a non-empty `out` unless `force`."""
+def export_hub(
+    fleet: FleetConfig, hub: Hub, out: Path, *, force: bool = False, data: HubData | None = None
+) -> ExportResult:
+    """Write the hub's standalone bundle into `out`; refuse a non-empty `out` unless `force`. With `data`
+    (local hubs only), its database and homes go into the bundle too."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a directory; choose another --out")
@@ -73,15 +106,26 @@ def export_hub(fleet: FleetConfig, hub: Hub, out: Path, *, force: bool = False) 
     out.mkdir(parents=True, exist_ok=True)
     cluster = fleet.cluster_of(hub)
     if isinstance(cluster, KubernetesCluster):
+        if data is not None:
+            raise UserError(
+                f"hub {hub.name} runs on Kubernetes: its homes are on the cluster's volumes; --with-data is "
+                "for local hubs (see docs/backups.md for the volume snapshot route)"
+            )
         files, env = _kubernetes_bundle(fleet, hub, cluster)
     else:
-        files, env = _local_bundle(fleet, hub)
+        files, env = _local_bundle(fleet, hub, data)
     written = []
+    users: list[str] = []
+    if data is not None:
+        users, homes = write_data(data, out)
+        written += [out / DATA_DIR / DATABASE] if (out / DATA_DIR / DATABASE).exists() else []
+        written += [out / HOMES_DIR]
+        files["jupyterhub_config.py"] = with_data_config(files["jupyterhub_config.py"], homes)
     for name, text in files.items():
         path = out / name
         path.write_text(text)
         written.append(path)
-    return ExportResult(out=out, files=written, env_vars=env)
+    return ExportResult(out=out, files=written, env_vars=env, users=users)
 
 
 # --------------------------------------------------------------------------- kubernetes
@@ -290,7 +334,9 @@ def requirements(hub: Hub) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _local_bundle(fleet: FleetConfig, hub: Hub) -> tuple[dict[str, str], dict[str, str]]:
+def _local_bundle(
+    fleet: FleetConfig, hub: Hub, data: HubData | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
     env = local_env_vars(hub)
     exports = "\n".join(f"export {name}={value}" for name, value in env.items())
     dummy = (
@@ -305,6 +351,7 @@ def _local_bundle(fleet: FleetConfig, hub: Hub) -> tuple[dict[str, str], dict[st
             f"`{hub.auth.client_id}` registered at the provider with the callback URL "  # type: ignore[union-attr]
             f"`{oauth_callback_url(fleet, hub)}`."
         )
+    database = f"{DATA_DIR}/{DATABASE}" if data else DATABASE
     readme = f"""# {hub.display_name or hub.name}: standalone JupyterHub
 
 Exported by hubfleet {__version__} from fleet `{fleet.settings.name}` (hub `{hub.name}`, community
@@ -335,13 +382,118 @@ Then open http://127.0.0.1:{hub.port}/ (or the port in `{PORT_ENV}`).
 
 ## State
 
-The hub database (`jupyterhub.sqlite`), cookie secret (`jupyterhub_cookie_secret`), proxy pid file and
+The hub database (`{database}`), cookie secret (`jupyterhub_cookie_secret`), proxy pid file and
 users' home directories (`homes/`) are created next to `jupyterhub_config.py`. User servers keep running
 when the hub restarts; stop them from the admin page before deleting this directory.
-"""
+{DATA_README if data else ""}"""
     files = {
         "jupyterhub_config.py": standalone_config(fleet, hub),
         "requirements.txt": requirements(hub),
         "README.md": readme,
     }
     return files, env
+
+
+# --------------------------------------------------------------------------- --with-data
+
+DATA_README = f"""
+## Users and their files
+
+This bundle holds the hub's users: `{DATA_DIR}/{DATABASE}` is its database (users, groups, their API tokens,
+hashed; the records of servers that were running are left out) and `{HOMES_DIR}/<user>/` every user's files,
+which each user's server opens as its home. Users sign in again (the cookie secret is not exported). The files
+belong to whoever unpacked the bundle: as root, give each home to its user's account if you run one per user.
+"""
+
+
+def write_data(data: HubData, out: Path) -> tuple[list[str], dict[str, str]]:
+    """The database copy and the homes into the bundle. Returns (usernames, {username: home dir name})."""
+    users: list[str] = []
+    if data.database.exists():
+        (out / DATA_DIR).mkdir(mode=0o700, exist_ok=True)
+        copy = out / DATA_DIR / DATABASE
+        data.copy_database(data.database, copy)
+        users = scrub_database(copy)
+    homes_out = out / HOMES_DIR
+    homes_out.mkdir(mode=0o711, exist_ok=True)
+    dirs: dict[str, str] = {}
+    for user in users:
+        with contextlib.suppress(AccountError):
+            dirs[user] = home_dirname(user)
+    if data.homes is not None and data.homes.is_dir():
+        wanted = {home: user for user, home in dirs.items() if user != CHECK_USERNAME}
+        for home in sorted(data.homes.iterdir(), key=lambda p: p.name):
+            if home.name in wanted and home.is_dir() and not home.is_symlink():
+                copy_tree(home, homes_out / home.name)
+    return users, dirs
+
+
+def scrub_database(path: Path) -> list[str]:
+    """Remove from the copy what belongs to this fleet, not to the community: the fleet's service tokens,
+    and the records of servers running here (their pids and ports mean nothing elsewhere). Its users."""
+    connection = sqlite3.connect(path)
+    try:
+        with connection:
+            connection.execute(
+                "DELETE FROM api_tokens WHERE service_id IN (SELECT id FROM services WHERE name IN (?, ?))",
+                (CONTROL_SERVICE, OPERATOR_SERVICE),
+            )
+            connection.execute("UPDATE spawners SET server_id = NULL, state = NULL")
+            connection.execute("DELETE FROM servers")
+        connection.execute("VACUUM")  # no deleted token hash left in free pages
+        return [row[0] for row in connection.execute("SELECT name FROM users ORDER BY name")]
+    finally:
+        connection.close()
+
+
+def copy_tree(source: Path, dest: Path) -> None:
+    """Copy a home without following any symlink (a symlink is copied as one), through descriptors of its
+    own directories so nothing outside it is read; sockets, pipes and devices are left out."""
+    top = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        dest.mkdir(mode=stat.S_IMODE(os.fstat(top).st_mode) | 0o700)
+    finally:
+        os.close(top)
+    for root, dirs, names, dir_fd in os.fwalk(source, follow_symlinks=False):
+        target = dest / os.path.relpath(root, source)
+        for name in sorted([*dirs, *names]):
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(name, dir_fd=dir_fd), target / name)
+            elif stat.S_ISDIR(st.st_mode):
+                (target / name).mkdir(mode=stat.S_IMODE(st.st_mode) | 0o700)
+            elif stat.S_ISREG(st.st_mode):
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+                with os.fdopen(fd, "rb") as src:
+                    out_fd = os.open(target / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(out_fd, "wb") as dst:
+                        while block := src.read(1 << 20):
+                            dst.write(block)
+                    os.chmod(target / name, stat.S_IMODE(os.fstat(src.fileno()).st_mode))
+
+
+def with_data_config(text: str, homes: dict[str, str]) -> str:
+    """The standalone config using the bundle's database and homes (each user's server starts in theirs)."""
+    text = _replace_line(
+        text,
+        r"^c\.JupyterHub\.db_url = .*$",
+        f"c.JupyterHub.db_url = 'sqlite:///' + HERE + '/{DATA_DIR}/{DATABASE}'",
+    )
+    escaped = {user: home for user, home in homes.items() if user != home}
+    if not escaped:  # every home is named by its username: the spawner's template finds it
+        return text
+    hook = f"""
+# homes whose directory name is not the username (escaped by hubfleet): each user's server starts there
+HOME_DIRS = {escaped!r}
+
+
+def _home_dir(spawner):
+    name = spawner.user.name
+    spawner.home_dir = os.path.join(HERE, {HOMES_DIR!r}, HOME_DIRS.get(name, name))
+
+
+c.Spawner.pre_spawn_hook = _home_dir
+"""
+    marker = "c.Spawner.cmd = "
+    index = text.index(marker)
+    return text[:index] + hook.lstrip("\n") + text[index:]

@@ -20,11 +20,14 @@ from hubfleet.backends.base import Backend
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.deploy.state import settings_snapshot, source_files
 from hubfleet.render.caddy import fleet_sites
+from hubfleet.runtime.layout import LAYOUT_FILE, layout
 from hubfleet.runtime.status_file import read_status
 from hubfleet.settings import UserError
 from hubfleet.store.api import DeploymentRecord, Store
+from hubfleet.store.retirements import RetirementRecord, retirements
 
-Action = Literal["create", "update", "unchanged", "remove"]
+Action = Literal["create", "update", "unchanged", "remove", "retired"]
+"""`retired`: the hub is retired (`hubfleet retire`) and is never deployed again, though its file is there."""
 STAGES = ("staging", "prod")
 LONG_VALUE = 60
 NEXT_UP = "takes effect at `hubfleet front-door reload` or the next `hubfleet up`"
@@ -43,6 +46,8 @@ class HubPlan:
     config_hash: str | None = None
     rendered: str | None = None
     diff: str = ""
+    data: dict[str, Any] | None = None
+    """For a removed or retired hub: what happens to its data (`retirement`, `kept_in`, `note`)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,6 +57,7 @@ class HubPlan:
             "cluster": self.cluster,
             "action": self.action,
             "reasons": self.reasons,
+            **({"data": self.data} if self.data is not None else {}),
         }
 
 
@@ -180,7 +186,12 @@ class Plan:
 
     @property
     def changes(self) -> list[HubPlan]:
-        return [h for h in self.hubs if h.action != "unchanged"]
+        """What a deploy does: a retired hub is never deployed."""
+        return [h for h in self.hubs if h.action not in ("unchanged", "retired")]
+
+    @property
+    def retired(self) -> list[HubPlan]:
+        return [h for h in self.hubs if h.action == "retired"]
 
     def waves(self) -> list[list[str]]:
         """Rollout order: every changed staging hub, then every changed prod hub."""
@@ -219,6 +230,7 @@ def make_plan(
     """Every hub's action. `changed_files` (relative to the fleet) and `hubs` narrow the plan."""
     backends = backends or backends_for(fleet, state_dir)
     deployed = store.deployed()
+    retired = retirements(store)
     entries: list[HubPlan] = []
     for hub in fleet.hubs.values():
         if hubs is not None and hub.name not in hubs:
@@ -239,7 +251,11 @@ def make_plan(
             rendered=rendered,
         )
         last = deployed.get(hub.name)
-        if last is None:
+        if hub.name in retired:
+            entry.action = "retired"
+            entry.reasons = [f"{retired[hub.name].describe()}; not deployed: remove its hub file"]
+            entry.data = {"retirement": retired[hub.name].to_json()}
+        elif last is None:
             entry.action = "create"
             entry.reasons = ["not deployed yet"]
             entry.diff = _diff("", rendered, hub.name)
@@ -254,16 +270,19 @@ def make_plan(
         if changed_files is not None and not changed_files & set((last.settings or {}).get("files", [])):
             continue
         settings = last.settings or {}
+        kind = str(settings.get("cluster", {}).get("kind", "local"))
+        note, data = removed_data(state_dir, name, kind, retired.get(name))
         entries.append(
             HubPlan(
                 name,
                 last.community or "",
                 last.stage or "prod",
                 str(settings.get("hub", {}).get("cluster", "")),
-                str(settings.get("cluster", {}).get("kind", "local")),
+                kind,
                 "remove",
-                reasons=["no longer in the fleet files"],
+                reasons=["no longer in the fleet files", note],
                 diff=_diff(last.rendered or "", "", name),
+                data=data,
             )
         )
     order = {"staging": 0, "prod": 1}
@@ -276,6 +295,28 @@ def make_plan(
                 old, new = moved[entry.name]
                 entry.reasons[-1] = f"front door address: {old} → {new}"
     return Plan(entries, front_door=door)
+
+
+def removed_data(
+    state_dir: Path, name: str, kind: str, retired: RetirementRecord | None
+) -> tuple[str, dict[str, Any]]:
+    """What happens to a removed hub's data, in one line and as JSON."""
+    if retired is not None:
+        return retired.describe(), {"retirement": retired.to_json()}
+    if kind != "local":
+        note = (
+            "its volumes stay on the cluster until deleted there; not retired (no archives for its community)"
+        )
+        return note, {"retirement": None, "kept_in": [], "note": note}
+    kept = ["the fleet's data directory"]
+    if (state_dir / LAYOUT_FILE).exists():  # never made by a plan: it only reads
+        where = layout(state_dir)
+        kept = [str(where.hub_data(name)), str(where.homes(name))]
+    note = (
+        f"data kept in {' and '.join(kept)} (deleted by `hubfleet deploy --purge`); not retired: run "
+        f"`hubfleet retire {name}` to archive it for its community"
+    )
+    return note, {"retirement": None, "kept_in": kept, "note": note}
 
 
 def reasons(last: DeploymentRecord, now: dict[str, Any], rendered: str) -> list[str]:

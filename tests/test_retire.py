@@ -1,0 +1,144 @@
+"""`hubfleet retire`: a real one-hub daemon with a user who has files, retired for real. The hub stops
+with its users' servers and stays stopped across `down` + `up`; each user's archive opens with tarfile and
+holds every file of theirs and only theirs (a link stays a link); the manifest's sha256 match; a final restic
+snapshot exists; `plan` and `deploy` say it is retired; `--purge-now` removes its data, snapshots and
+archives."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tarfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fleet_helpers import copy_demo_fleet, daemon_status, hubfleet, running_fleet, wait_for
+
+pytestmark = pytest.mark.integration
+HUB = "uni-a-staging"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory):
+    root = copy_demo_fleet(
+        tmp_path_factory.mktemp("retire") / "demo", keep={"communities/uni-a/hubs/staging.yaml"}
+    )
+    with running_fleet(root) as running:
+        yield running
+
+
+def admin(fleet: Path) -> httpx.Client:
+    token = hubfleet("token", HUB, fleet=fleet, check=True).stdout.strip()
+    url = daemon_status(fleet)["hubs"][HUB]["url"]
+    return httpx.Client(base_url=url, headers={"Authorization": f"token {token}"}, timeout=30)
+
+
+def hub_state(fleet: Path) -> dict:
+    result = hubfleet("status", "--json", fleet=fleet, check=True)
+    return {h["name"]: h for h in json.loads(result.stdout)["hubs"]}[HUB]
+
+
+def members(archive: Path) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(archive) as tar:
+        return {m.name: m for m in tar.getmembers()}
+
+
+def test_retire_archives_every_users_files_stays_stopped_and_purges(fleet: Path) -> None:
+    layout = json.loads((fleet / ".hubfleet" / "layout.json").read_text())
+    homes = Path(layout["data_dir"]) / "homes" / HUB
+    client = admin(fleet)
+    # kim signs in and runs a server (their home and account are made); lee exists with files of their own
+    client.post("/hub/api/users/kim")
+    client.post("/hub/api/users/kim/server")
+    server = wait_for(lambda: (client.get("/hub/api/users/kim").json()["servers"].get("") or {}).get("ready"))
+    assert server
+    kim = homes / "kim"
+    owner = kim.stat()
+    (kim / "work").mkdir()
+    (kim / "work" / "analysis.ipynb").write_text('{"cells": []}')
+    (kim / "notes.txt").write_text("kim's notes\n")
+    (kim / "passwords").symlink_to("/etc/shadow")  # a link out of the home: kept as a link, never read
+    for path in (kim / "work", kim / "work" / "analysis.ipynb", kim / "notes.txt", kim / "passwords"):
+        os.lchown(path, owner.st_uid, owner.st_gid)
+    client.post("/hub/api/users/lee")
+    (homes / "lee").mkdir(mode=0o700)
+    (homes / "lee" / "lee.txt").write_text("lee's file\n")
+    server_pids = {p for p in _pids_of(owner.st_uid)}
+    assert server_pids
+
+    refused = hubfleet("retire", HUB, fleet=fleet)  # no terminal, no --yes: nothing happens
+    assert refused.returncode == 1 and "--yes" in refused.stderr
+    assert hub_state(fleet)["state"] == "running"
+
+    retired = hubfleet("retire", HUB, "--yes", fleet=fleet)
+    assert retired.returncode == 0, retired.stdout + retired.stderr
+    assert "final backup: snapshot" in retired.stdout
+    assert hub_state(fleet)["state"] == "retired"
+    assert not _pids_of(owner.st_uid)  # kim's server stopped with the hub
+    again = hubfleet("retire", HUB, "--yes", fleet=fleet)
+    assert again.returncode == 1 and "retired already" in again.stderr and "kept until" in again.stderr
+
+    where = fleet / ".hubfleet" / "retired" / HUB
+    manifest = json.loads((where / "manifest.json").read_text())
+    assert manifest["contacts"] == [
+        {"name": "Grace Teacher", "email": "grace@uni-a.example", "role": "teacher"}
+    ]
+    users = {u["username"]: u for u in manifest["users"]}
+    assert set(users) == {"kim", "lee"}  # the hub's check user is the fleet's, not the community's
+    for user in users.values():
+        archive = where / user["archive"]
+        assert hashlib.sha256(archive.read_bytes()).hexdigest() == user["sha256"]
+        assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+    kim_files = members(where / users["kim"]["archive"])
+    assert {n for n, m in kim_files.items() if m.isfile()} >= {"kim/notes.txt", "kim/work/analysis.ipynb"}
+    assert all(name == "kim" or name.startswith("kim/") for name in kim_files)
+    assert kim_files["kim/passwords"].issym() and kim_files["kim/passwords"].linkname == "/etc/shadow"
+    with tarfile.open(where / users["kim"]["archive"]) as tar:
+        assert tar.extractfile("kim/notes.txt").read() == b"kim's notes\n"  # type: ignore[union-attr]
+    assert set(members(where / users["lee"]["archive"])) == {"lee", "lee/lee.txt"}
+    assert users["lee"]["files"] == 1 and users["lee"]["bytes"] == len("lee's file\n")
+    assert (where / "database" / "jupyterhub.sqlite").exists() and (where / "bundle" / "data").is_dir()
+    readme = (where / "README.md").read_text()
+    assert "grace@uni-a.example" in readme and users["kim"]["sha256"] in readme
+    assert stat.S_IMODE(where.stat().st_mode) == 0o700
+    assert b"demo-staging" not in (where / "bundle" / "jupyterhub_config.py").read_bytes()
+
+    listed = json.loads(hubfleet("backups", "list", HUB, "--json", fleet=fleet, check=True).stdout)
+    assert [s["trigger"] for s in listed["snapshots"]][-1] == "retire"
+
+    plan = json.loads(hubfleet("plan", "--json", fleet=fleet, check=True).stdout)
+    assert [(h["name"], h["action"]) for h in plan["hubs"]] == [(HUB, "retired")]
+    assert plan["waves"] == [[], []]
+    deploy = hubfleet("deploy", "--hub", HUB, fleet=fleet)
+    assert deploy.returncode == 1 and "remove its hub file" in deploy.stderr
+
+    # a retired hub stays stopped when the daemon starts again
+    hubfleet("down", fleet=fleet, check=True)
+    hubfleet("up", "--detach", fleet=fleet, check=True)
+    state = hub_state(fleet)
+    assert state["state"] == "retired" and "kept until" in daemon_status(fleet)["hubs"][HUB]["error"]
+    assert (homes / "kim" / "notes.txt").exists()  # kept until the purge
+
+    purged = hubfleet("retire", HUB, "--purge-now", "--yes", fleet=fleet)
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    assert not homes.exists() and not where.exists()
+    assert not (Path(layout["data_dir"]) / "hubs" / HUB).exists()
+    listed = json.loads(hubfleet("backups", "list", HUB, "--json", fleet=fleet, check=True).stdout)
+    assert listed["snapshots"] == []
+    plan = json.loads(hubfleet("plan", "--json", fleet=fleet, check=True).stdout)
+    assert plan["hubs"][0]["data"]["retirement"]["purged_at"]
+
+
+def _pids_of(uid: int) -> set[int]:
+    import psutil
+
+    found = set()
+    for proc in psutil.process_iter(["uids"]):
+        uids = proc.info["uids"]
+        if uids is not None and uids.real == uid:
+            found.add(proc.pid)
+    return found
