@@ -24,6 +24,7 @@ from hubfleet.backup.restic import BackupSummary
 from hubfleet.backup.status import backup_states
 from hubfleet.clock import utcnow
 from hubfleet.config.validate import load_fleet
+from hubfleet.console import accounts
 from hubfleet.daemon.backup_schedule import check_incidents
 from hubfleet.monitor.incidents import list_incidents, open_incident
 from hubfleet.store import open_store
@@ -104,9 +105,10 @@ def test_late_opens_for_an_old_or_missing_backup_and_a_good_run_resolves_it(tmp_
 def test_the_daemon_backs_up_by_itself_and_status_and_console_show_it(tmp_path: Path) -> None:
     root = _fleet(tmp_path, REPO_PASSWORD)
     write_accounts(root, {"ops": "operator"})
-    hubfleet("console-password", "ops", "--stdin", fleet=root, input="ops-password-1\n", check=True)
-    token = hubfleet("console-token", "create", "ops", fleet=root, check=True).stdout.strip()
     state = root / ".hubfleet"
+    with open_store(state) as store:  # as `console-password` and `console-token create` do (tested elsewhere)
+        accounts.set_password(store, "ops", "ops-password-1")
+        token = accounts.create_token(store, "ops", "tests")[0]
     with running_fleet(root, env=ENV):
 
         def good_run() -> records.BackupRunRecord | None:
@@ -136,8 +138,15 @@ def test_the_daemon_backs_up_by_itself_and_status_and_console_show_it(tmp_path: 
         with httpx.Client(base_url=url, timeout=30) as client:
             assert sign_in(client, "ops", "ops-password-1").status_code == 303
             page = client.get(f"/hubs/{HUB}").text
+            overview = client.get("/").text
         assert "Last backup" in page and shown["last"]["snapshot_id"][:8] in page
         assert 'data-backup-state="ok"' in page
+        assert 'data-backup-state="ok"' in overview  # the overview's backup column
+        rows = httpx.get(f"{url}/api/hubs", headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+        [row] = [r for r in rows["hubs"] if r["name"] == HUB]
+        assert row["backup_state"] == "ok" and row["last_backup_at"].startswith(
+            shown["last"]["started_at"][:19]
+        )
 
 
 @pytest.mark.integration

@@ -297,6 +297,8 @@ def test_overview_rows_of_local_hubs(demo: FleetConfig, store: Store, state: Pat
         "wau": 2,
         "mau": 3,
         "disk_bytes": None,  # never measured
+        "backup_state": "never",
+        "last_backup_at": None,
         "open_incidents": 1,
         "last_deploy": {"at": (NOW - timedelta(days=1)).isoformat(), "result": "failed", "actor": "bob",
                         "message": "second"},
@@ -349,7 +351,7 @@ def test_overview_query_count_does_not_grow_with_hubs(demo: FleetConfig, store: 
     one = len(statements)
     statements.clear()
     overview_rows(source, list(demo.hubs.values()), NOW)
-    assert len(statements) == one <= 6
+    assert len(statements) == one <= 7
 
 
 def test_kubernetes_hub_state_comes_from_the_newest_probe(store: Store) -> None:

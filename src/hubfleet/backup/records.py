@@ -42,7 +42,8 @@ class BackupRunRecord:
         }
 
 
-def _record(row: BackupRun) -> BackupRunRecord:
+def record(row: BackupRun) -> BackupRunRecord:
+    """A store row as a record (what leaves this module)."""
     return BackupRunRecord(
         id=row.id,
         hub=row.hub,
@@ -101,7 +102,7 @@ def _newest(store: Store, condition: object) -> dict[str, BackupRunRecord]:
             .subquery()
         )
         rows = session.scalars(select(BackupRun).join(newest, BackupRun.id == newest.c.id)).all()
-        return {row.hub: _record(row) for row in rows}
+        return {row.hub: record(row) for row in rows}
 
 
 def hub_runs(store: Store, hub: str, limit: int = 50) -> list[BackupRunRecord]:
@@ -110,4 +111,4 @@ def hub_runs(store: Store, hub: str, limit: int = 50) -> list[BackupRunRecord]:
         rows = session.scalars(
             select(BackupRun).where(BackupRun.hub == hub).order_by(BackupRun.id.desc()).limit(limit)
         ).all()
-        return [_record(row) for row in rows]
+        return [record(row) for row in rows]

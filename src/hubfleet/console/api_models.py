@@ -128,6 +128,10 @@ class HubRow(Model):
     disk_bytes: int | None = Field(
         default=None, description="Homes plus database, newest measurement (null: not measured, kubernetes)."
     )
+    backup_state: Literal["off", "never", "ok", "failed", "late"] | None = Field(
+        default=None, description="hubfleet.backup.status of a local hub (null: kubernetes)."
+    )
+    last_backup_at: datetime | None = Field(default=None, description="When the last good backup started.")
     open_incidents: int
     last_deploy: LastDeploy | None
     last_probe_at: datetime | None

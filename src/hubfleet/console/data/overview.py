@@ -17,7 +17,8 @@ from sqlalchemy import Boolean, Integer, String, case, column, func, select, tex
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import TextualSelect
 
-from hubfleet.clock import require_aware
+from hubfleet.backup.status import HubBackupState, backup_states
+from hubfleet.clock import as_utc, require_aware
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
 from hubfleet.console.data.source import ConsoleSource
@@ -143,7 +144,7 @@ def _state_and_url(
 def overview_rows(
     source: ConsoleSource, hubs: Sequence[Hub], now: datetime | None = None
 ) -> list[dict[str, Any]]:
-    """One row per hub, in the given order, from six queries whatever the number of hubs."""
+    """One row per hub, in the given order, from seven queries whatever the number of hubs."""
     if not hubs:
         return []
     now = require_aware(now, "now")
@@ -157,6 +158,8 @@ def overview_rows(
         incidents_open = _open_incidents(session, names)
         probes = probe_day_totals(session, today - timedelta(days=29), today, names)
     disk = latest_disk(source.store, names)
+    local = [hub.name for hub in hubs if fleet.clusters[hub.cluster].kind == "local"]
+    backups = backup_states(fleet, source.store, local, now=now) if local else {}
     rows = []
     for hub in hubs:
         newest = latest.get(hub.name) or {}
@@ -179,6 +182,7 @@ def overview_rows(
                 "wau": wau,
                 "mau": mau,
                 "disk_bytes": disk[hub.name][1].get("") if hub.name in disk else None,
+                **_backup(backups.get(hub.name)),
                 "open_incidents": incidents_open.get(hub.name, 0),
                 "last_deploy": newest.get("last_deploy"),
                 "last_probe_at": _iso(newest.get("probe_at")),
@@ -186,6 +190,15 @@ def overview_rows(
             }
         )
     return rows
+
+
+def _backup(state: HubBackupState | None) -> dict[str, Any]:
+    """The overview's backup cell: the hub's backup state and when its last good backup started."""
+    last = state.last_good if state else None
+    return {
+        "backup_state": state.state if state else None,
+        "last_backup_at": _iso(as_utc(last.started_at)) if last else None,
+    }
 
 
 def fleet_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
