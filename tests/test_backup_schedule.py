@@ -156,7 +156,10 @@ def test_a_failed_backup_is_an_alerted_incident_that_the_next_good_one_resolves(
     subprocess.run(["restic", "init"], env=env, check=True, capture_output=True)
     with webhook_receiver() as hook:
         root = _fleet(tmp_path, WRONG_PASSWORD, webhook=hook.url)
+        write_accounts(root, {"ops": "operator"})
         state = root / ".hubfleet"
+        with open_store(state) as store:
+            accounts.set_password(store, "ops", "ops-password-1")
         with running_fleet(root, env=ENV):
 
             def failed() -> list:
@@ -180,6 +183,13 @@ def test_a_failed_backup_is_an_alerted_incident_that_the_next_good_one_resolves(
             assert "failed" in shown.stdout and "last backup failed: " in shown.stderr
             listed = hubfleet("incidents", "--open", fleet=root, check=True).stdout
             assert "backup (failed)" in listed
+            with httpx.Client(base_url=status["console"], timeout=30) as client:
+                assert sign_in(client, "ops", "ops-password-1").status_code == 303
+                page = client.get(f"/hubs/{HUB}").text
+                listing = client.get("/incidents", params={"kind": "backup", "state": "open"}).text
+            assert 'data-backup-state="failed"' in page and "Last backup failure" in page
+            assert "wrong password" in page and WRONG_PASSWORD not in page
+            assert "backup" in listing and "failed" in listing
 
             # the operator sets the right password: the next daemon's first run is good and resolves it
             hubfleet("down", fleet=root, check=True)

@@ -247,6 +247,7 @@ class BackupScheduler:
     @staticmethod
     async def _stop_thread(work: asyncio.Future[str | None]) -> None:
         """The daemon stops: stop restic (again, for one started meanwhile) until the thread ends."""
+        log.info("the daemon stops: stopping the backup that runs")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STOP_WAIT
         while not work.done() and loop.time() < deadline:
