@@ -28,6 +28,7 @@ from hubfleet.console import accounts
 from hubfleet.daemon.backup_schedule import check_incidents
 from hubfleet.monitor.incidents import list_incidents, open_incident
 from hubfleet.store import open_store
+from hubfleet.store.retirements import record_retirement
 
 HUB = "uni-a-staging"
 KEEP = {"communities/uni-a/hubs/staging.yaml"}
@@ -96,6 +97,21 @@ def test_late_opens_for_an_old_or_missing_backup_and_a_good_run_resolves_it(tmp_
         [(event, incident)] = check_incidents(fleet, store, [HUB], now=now, up_since=now)
         assert (event, incident.rule) == ("resolved", "failed")
         assert list_incidents(store, kind="backup", open_only=True) == []
+
+
+def test_a_retired_hub_is_off_and_its_backup_incidents_resolve(tmp_path: Path) -> None:
+    fleet = load_fleet(copy_demo_fleet(tmp_path / "fleet", keep=KEEP))
+    now = utcnow()
+    with open_store(tmp_path / "state") as store:
+        [(event, _)] = check_incidents(fleet, store, [HUB], now=now, up_since=now - timedelta(days=1))
+        assert event == "opened"
+        record_retirement(
+            store, HUB, "uni-a", retired_at=now, purge_after=now + timedelta(days=90), archive_dir="/x",
+            snapshot_id=None,
+        )  # fmt: skip
+        assert backup_states(fleet, store, [HUB], now=now)[HUB].state == "off"
+        [(event, incident)] = check_incidents(fleet, store, [HUB], now=now, up_since=now - timedelta(days=1))
+        assert (event, incident.rule) == ("resolved", "late")
 
 
 # --------------------------------------------------------------------------- a real daemon

@@ -351,7 +351,7 @@ def test_overview_query_count_does_not_grow_with_hubs(demo: FleetConfig, store: 
     one = len(statements)
     statements.clear()
     overview_rows(source, list(demo.hubs.values()), NOW)
-    assert len(statements) == one <= 7
+    assert len(statements) == one <= 8
 
 
 def test_kubernetes_hub_state_comes_from_the_newest_probe(store: Store) -> None:

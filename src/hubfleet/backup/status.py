@@ -1,6 +1,6 @@
 """Each hub's backup state as `hubfleet status`, the console and the daemon's `late` check see it.
 
-    off     the fleet has no `backups`, or the hub's `backup.enabled` is false
+    off     the fleet has no `backups`, the hub's `backup.enabled` is false, or it is retired
     never   no good backup yet (and not late: the daemon has not been up `late_after_hours`)
     ok      the newest finished run was good and is younger than `late_after_hours`
     failed  the newest finished run failed (its error says why)
@@ -24,6 +24,7 @@ from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models_backup import BackupPolicy
 from hubfleet.store import Store
 from hubfleet.store.models import BackupRun
+from hubfleet.store.retirements import retirements
 
 ERROR_MAX = 300
 """Characters of a failed run's error that a status line or an incident's cause keeps."""
@@ -112,9 +113,10 @@ def backup_states(
     now: datetime | None = None,
     up_since: datetime | None = None,
 ) -> dict[str, HubBackupState]:
-    """The backup state of each of `hubs` (names in the fleet; others are left out), from one query."""
+    """The backup state of each of `hubs` (names in the fleet; others are left out), from two queries."""
     now = require_aware(now, "now")
     finished, good = newest_runs(store)
+    retired = set(retirements(store))
     found: dict[str, HubBackupState] = {}
     for name in hubs:
         hub = fleet.hubs.get(name)
@@ -124,7 +126,7 @@ def backup_states(
         newest = finished.get(name)
         failure = newest if newest is not None and newest.ok is False else None
         last_good = good.get(name)
-        if policy is None:
+        if policy is None or name in retired:
             state = "off"
         elif failure is not None:
             state = "failed"

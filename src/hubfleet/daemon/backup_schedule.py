@@ -49,6 +49,7 @@ from hubfleet.monitor.incidents import (
 from hubfleet.secrets.store import SecretResolver
 from hubfleet.settings import UserError
 from hubfleet.store.api import Store
+from hubfleet.store.retirements import retirements
 
 log = logging.getLogger("hubfleet.backup")
 
@@ -87,7 +88,8 @@ def check_incidents(
     up_since: datetime | None = None,
 ) -> list[tuple[str, IncidentRecord]]:
     """Open `backup/late` for hubs that are late, resolve it for those that are not; resolve
-    `backup/failed` of hubs whose newest finished run is good (or that are no longer backed up here).
+    `backup/failed` of hubs whose newest finished run is good (or that are no longer backed up here: gone
+    from the fleet, backups turned off, retired).
     Returns ("opened"|"resolved", incident) for each change; alerting is the caller's."""
     now = now or utcnow()
     names = list(hubs)
@@ -139,9 +141,12 @@ class BackupScheduler:
     def due(self, now: datetime) -> tuple[list[str], datetime]:
         """The hubs due now (longest waiting first) and when the next one will be."""
         good = latest_good_runs(self.store)
+        retired = set(retirements(self.store))  # its final backup was `hubfleet retire`'s
         due: list[tuple[datetime, str]] = []
         soonest = now + timedelta(seconds=INTERVAL)
         for name in self.hubs():
+            if name in retired:
+                continue
             hub = self.fleet.hubs.get(name)
             policy = self.fleet.backup_policy(hub) if hub is not None else None
             if policy is None:

@@ -144,7 +144,7 @@ def _state_and_url(
 def overview_rows(
     source: ConsoleSource, hubs: Sequence[Hub], now: datetime | None = None
 ) -> list[dict[str, Any]]:
-    """One row per hub, in the given order, from seven queries whatever the number of hubs."""
+    """One row per hub, in the given order, from eight queries whatever the number of hubs."""
     if not hubs:
         return []
     now = require_aware(now, "now")
