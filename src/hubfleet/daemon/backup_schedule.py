@@ -55,9 +55,9 @@ log = logging.getLogger("hubfleet.backup")
 
 KIND = "backup"
 DELAY_ENV = "HUBFLEET_BACKUP_DELAY"
-FIRST_DELAY = 120.0
-"""Seconds after the hubs started before the first look: the fleet settles first, and a test fleet that is
-up for a minute is not backed up."""
+FIRST_DELAY = 300.0
+"""Seconds after the hubs started before the first look (anacron's usual delay): the fleet settles first, and
+a daemon up for a few minutes (a test's, a quick restart) takes no backup."""
 INTERVAL = 60.0
 """Longest sleep between two looks when nothing is due (manual runs and `late` are noticed this often)."""
 RETRY_FIRST = 3600.0
