@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from fleet_helpers import copy_demo_fleet, edit, hubfleet, mark_deployed
+from hubfleet.clock import utcnow
 from hubfleet.config.validate import load_fleet
 from hubfleet.deploy.plan import files_changed_since, make_plan, read_changed_files
 from hubfleet.store import open_store
+from hubfleet.store.retirements import record_retirement
 
 
 def plan_of(root: Path, **kwargs):  # noqa: ANN003, ANN201
@@ -79,6 +82,35 @@ def test_removed_hub_is_planned_for_removal(fleet: Path) -> None:
     plan = plan_of(fleet)
     [change] = plan.changes
     assert (change.name, change.action, change.stage) == ("hackweek", "remove", "prod")
+    assert "not retired: run `hubfleet retire hackweek`" in change.reasons[1]
+    assert change.to_json()["data"]["retirement"] is None
+
+
+def test_retired_hubs_are_never_deployed_and_say_where_their_data_is(fleet: Path) -> None:
+    """A retired hub still in the files is `retired` (in no wave); a removed one says when it is purged."""
+    now = utcnow()
+    with open_store(fleet / ".hubfleet") as store:
+        for hub in ("uni-a-staging", "hackweek"):
+            record_retirement(
+                store,
+                hub,
+                "c",
+                retired_at=now,
+                purge_after=now + timedelta(days=90),
+                archive_dir="/a",
+                snapshot_id=None,
+            )
+    (fleet / "communities/hackweek/hubs/prod.yaml").unlink()
+    plan = plan_of(fleet)
+    hubs = {h.name: h for h in plan.hubs}
+    assert (
+        hubs["uni-a-staging"].action == "retired"
+        and "remove its hub file" in hubs["uni-a-staging"].reasons[0]
+    )
+    assert hubs["hackweek"].action == "remove" and "archives at /a" in hubs["hackweek"].reasons[1]
+    assert plan.waves() == [[], ["hackweek"]]
+    shown = hubfleet("plan", fleet=fleet, check=True).stdout
+    assert "retired   uni-a-staging" in shown and "purged after" in shown
 
 
 def test_changed_files_narrow_the_plan(fleet: Path, tmp_path: Path) -> None:

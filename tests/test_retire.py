@@ -11,12 +11,16 @@ import json
 import os
 import stat
 import tarfile
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
 from fleet_helpers import copy_demo_fleet, daemon_status, hubfleet, running_fleet, wait_for
+from hubfleet.clock import utcnow
+from hubfleet.store import open_store
+from hubfleet.store.retirements import record_retirement, retirement
 
 pytestmark = pytest.mark.integration
 HUB = "uni-a-staging"
@@ -116,12 +120,30 @@ def test_retire_archives_every_users_files_stays_stopped_and_purges(fleet: Path)
     deploy = hubfleet("deploy", "--hub", HUB, fleet=fleet)
     assert deploy.returncode == 1 and "remove its hub file" in deploy.stderr
 
-    # a retired hub stays stopped when the daemon starts again
+    # a retired hub stays stopped when the daemon starts again; the daemon purges (at start) what is due
     hubfleet("down", fleet=fleet, check=True)
+    old = fleet / ".hubfleet" / "retired" / "old-hub"
+    (old / "users").mkdir(parents=True)
+    (old / "users" / "someone.tar.gz").write_bytes(b"")
+    with open_store(fleet / ".hubfleet") as store:
+        long_ago = utcnow() - timedelta(days=100)
+        record_retirement(
+            store,
+            "old-hub",
+            "uni-a",
+            retired_at=long_ago,
+            purge_after=long_ago + timedelta(days=90),
+            archive_dir=str(old),
+            snapshot_id=None,
+        )
     hubfleet("up", "--detach", fleet=fleet, check=True)
     state = hub_state(fleet)
     assert state["state"] == "retired" and "kept until" in daemon_status(fleet)["hubs"][HUB]["error"]
-    assert (homes / "kim" / "notes.txt").exists()  # kept until the purge
+    wait_for(lambda: not old.exists(), timeout=60)
+    with open_store(fleet / ".hubfleet") as store:
+        assert retirement(store, "old-hub").purged_at is not None  # type: ignore[union-attr]
+        assert retirement(store, HUB).purged_at is None  # not due: kept
+    assert (homes / "kim" / "notes.txt").exists()
 
     purged = hubfleet("retire", HUB, "--purge-now", "--yes", fleet=fleet)
     assert purged.returncode == 0, purged.stdout + purged.stderr

@@ -24,7 +24,7 @@ import sqlite3
 import stat
 import tarfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote
@@ -35,6 +35,7 @@ from hubfleet.backup.hub_backup import DUMP_DIR, RESTORE_PREFIX, back_up_hub, ba
 from hubfleet.clock import utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
+from hubfleet.config.models_backup import HubBackup
 from hubfleet.isolation.accounts import AccountError, check_username, home_dirname
 from hubfleet.render.common import CHECK_USERNAME
 from hubfleet.runtime.layout import Layout, layout
@@ -73,6 +74,17 @@ class Retired:
     """What became of the final backup, in one line."""
 
 
+@dataclass(frozen=True)
+class RemovedHub:
+    """A hub whose file is gone while its data is still here (`plan` says so): it is retired all the same,
+    named as its last deployment names it, backed up with the fleet's policy, without a bundle."""
+
+    name: str
+    community: str
+    display_name: str = ""
+    backup: HubBackup = field(default_factory=HubBackup)
+
+
 def retired_dir(state_dir: Path, hub: str) -> Path:
     return state_dir / RETIRED_DIR / hub
 
@@ -92,7 +104,7 @@ def retire_hub(
     config: FleetConfig,
     state_dir: Path,
     store: Store,
-    hub: Hub,
+    hub: Hub | RemovedHub,
     *,
     hold: Callable[[], object] | None = None,
     bundle: Callable[[Path], object] | None = None,
@@ -131,10 +143,13 @@ def retire_hub(
     return Retired(record=record, archives=archives, backup=backup)
 
 
-def _final_backup(config: FleetConfig, state_dir: Path, store: Store, hub: Hub) -> tuple[str | None, str]:
+def _final_backup(
+    config: FleetConfig, state_dir: Path, store: Store, hub: Hub | RemovedHub
+) -> tuple[str | None, str]:
     if config.settings.backups is None:
         return None, "this fleet has no backups: no final snapshot was taken; the archives are the only copy"
-    summary = back_up_hub(backup_setup(config, state_dir), store, hub, "retire")
+    # back_up_hub reads a hub's name and its backup settings, which a RemovedHub has too
+    summary = back_up_hub(backup_setup(config, state_dir), store, hub, "retire")  # type: ignore[arg-type]
     return summary.snapshot_id, f"final backup: snapshot {summary.snapshot_id[:8]}, {summary.files} files"
 
 
@@ -258,7 +273,7 @@ def _make_private(directory: Path) -> None:
 
 def write_manifest(
     config: FleetConfig,
-    hub: Hub,
+    hub: Hub | RemovedHub,
     target: Path,
     archives: list[UserArchive],
     retired_at: datetime,
@@ -310,14 +325,25 @@ def readme(manifest: dict) -> str:
         'for a in users/*.tar.gz; do tar -xzf "$a" -C bundle/homes; done\n'
         "```"
         if manifest["bundle"]
-        else f"While the hub's file is still in the fleet, `hubfleet export {hub} --with-data --out DIR` "
-        "writes a standalone bundle with its users and their files."
+        else "No standalone bundle is here: the hub's file had left the fleet when it was retired. The "
+        "database and the homes above are all of its data; any JupyterHub can use them."
     )
+    database = (
+        f"The hub's database (its users, groups and API tokens, hashed) is `database/{HUB_DATABASE}`, a "
+        "consistent copy taken when the hub was stopped."
+        if manifest["database"]
+        else "The hub had no database (it never ran)."
+    )
+    when = {
+        key: datetime.fromisoformat(manifest[key]).strftime("%Y-%m-%d %H:%M UTC")
+        for key in ("retired_at", "purge_after")
+    }
+    backup = manifest["backup"][:1].upper() + manifest["backup"][1:]
     return f"""# Hub {hub} ({manifest["display_name"] or hub}): retired
 
 Community: {manifest["community"]} ({manifest["community_display_name"]}), fleet {manifest["fleet"]}.
-Retired on {manifest["retired_at"]} UTC. **Everything here, the hub's data and its backups are purged after
-{manifest["purge_after"]} UTC.**
+Retired on {when["retired_at"]}. **Everything here, the hub's data and its backups are purged after
+{when["purge_after"]}.**
 
 ## Contacts
 
@@ -326,14 +352,13 @@ Retired on {manifest["retired_at"]} UTC. **Everything here, the hub's data and i
 ## Users
 
 Each user's home is one archive (`tar -xzf ARCHIVE` unpacks it into a folder named after them); check it
-with `sha256sum`. {manifest["backup"]}.
+with `sha256sum`. {backup}.
 
 | user | archive | files | bytes | sha256 |
 |---|---|---|---|---|
 {users or "| (no user has a home) | | | | |"}
 
-The hub's database (its users, groups and their API tokens, hashed) is `database/{HUB_DATABASE}`, a
-consistent copy taken when the hub was stopped.
+{database}
 
 ## Running the hub elsewhere
 

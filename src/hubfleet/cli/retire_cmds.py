@@ -8,11 +8,13 @@ from typing import Annotated
 
 import typer
 
+from hubfleet.backup.retire import RemovedHub
 from hubfleet.cli.app import app
 from hubfleet.cli.common import FleetOption, StateDirOption, console, friendly_errors, load_or_explain
 from hubfleet.cli.daemon_ops import control, daemon_runs
+from hubfleet.config.models import Hub
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
-from hubfleet.store import open_store
+from hubfleet.store import Store, open_store
 
 
 @app.command()
@@ -49,8 +51,8 @@ def retire(
             done = purge_retired(config, state, store, hub)
             console.print(f"{hub}: purged {', '.join(done)}", highlight=False)
             return
-        the_hub = config.require_hub(hub)
-        if config.cluster_of(the_hub).kind != "local":
+        the_hub = config.hubs.get(hub) or _removed_hub(store, hub)
+        if isinstance(the_hub, Hub) and config.cluster_of(the_hub).kind != "local":
             raise UserError(
                 f"hub {hub} runs on Kubernetes: retire it there (its homes are on the cluster's volumes; see "
                 "docs/backups.md for the snapshot route); `hubfleet export` writes its bundle"
@@ -70,12 +72,15 @@ def retire(
                 console.print(f"{hub}: stopped (with its users' servers)", highlight=False)
 
         def bundle(dest: Path) -> None:
+            assert isinstance(the_hub, Hub)
             database = retired_dir(state, hub) / "database" / HUB_DATABASE
             data = HubData(database, None, copy_sqlite) if database.exists() else None
             export_hub(config, the_hub, dest, data=data)
 
         try:
-            retired = retire_hub(config, state, store, the_hub, hold=hold, bundle=bundle)
+            retired = retire_hub(
+                config, state, store, the_hub, hold=hold, bundle=bundle if isinstance(the_hub, Hub) else None
+            )
         except BaseException:
             if held:  # nothing was recorded: the hub runs again as before
                 control(state, {"op": "release", "hub": hub})
@@ -91,9 +96,26 @@ def retire(
         )
     console.print(
         f"{hub}: retired; archives and a manifest for the community's contacts in {record.archive_dir} "
-        f"(README.md, manifest.json); its data is kept until {record.purge_after:%Y-%m-%d} and purged after. "
-        "Remove its hub file from the fleet.",
+        f"(README.md, manifest.json); its data is kept until {record.purge_after:%Y-%m-%d} and purged after."
+        + (" Remove its hub file from the fleet." if hub in config.hubs else ""),
         highlight=False,
+    )
+
+
+def _removed_hub(store: Store, name: str) -> RemovedHub:
+    """A hub whose file is gone, as its last deployment knew it; UserError when the fleet never ran it."""
+    last = store.last_deployment(name)
+    if last is None:
+        raise UserError(f"no hub named {name!r} in the fleet's files or its deployments; check the name")
+    kind = str(((last.settings or {}).get("cluster") or {}).get("kind", "local"))
+    if kind != "local":
+        raise UserError(
+            f"hub {name} ran on Kubernetes: its homes are on the cluster's volumes; retire it there"
+        )
+    return RemovedHub(
+        name=name,
+        community=last.community or "",
+        display_name=last.settings and str((last.settings.get("hub") or {}).get("display_name", "")) or "",
     )
 
 
