@@ -134,8 +134,6 @@ def test_the_daemon_backs_up_by_itself_and_status_and_console_show_it(tmp_path: 
         run = wait_for(good_run, timeout=120)
         assert run.trigger == "schedule" and run.snapshot_id and run.size_bytes and run.files
 
-        listed = json.loads(hubfleet("backups", "list", HUB, "--json", fleet=root, check=True).stdout)
-        assert any(s["id"].startswith(run.snapshot_id) for s in listed["snapshots"])  # restic 0.14: short id
 
         status = json.loads(hubfleet("status", "--json", fleet=root, check=True).stdout)
         backup = next(h for h in status["hubs"] if h["name"] == HUB)["backup"]
