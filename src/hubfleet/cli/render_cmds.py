@@ -9,7 +9,7 @@ import typer
 
 from hubfleet.cli.app import app
 from hubfleet.cli.common import FleetOption, StateDirOption, friendly_errors, load_or_explain
-from hubfleet.settings import resolve_fleet_dir, resolve_state_dir
+from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
 
 
 @app.command()
@@ -65,6 +65,11 @@ def export(
 
         where = layout(resolve_state_dir(fleet_dir, state_dir))
         data = HubData(where.hub_data(hub) / HUB_DATABASE, where.homes(hub), copy_sqlite)
+        if not data.database.exists():
+            raise UserError(
+                f"hub {hub} has no database in {where.hub_data(hub)} (it never ran here, or its data was "
+                "purged); export it without --with-data"
+            )
     result = export_hub(config, config.hubs[hub], out, force=force, data=data)
     for path in result.files:
         typer.echo(f"wrote {path}")
