@@ -271,6 +271,7 @@ def test_local_bundle_with_data_knows_its_users_and_their_files(tmp_path: Path) 
     session = orm.new_session_factory(f"sqlite:///{database}")()
     kim = orm.User(name="kim")
     session.add(kim)
+    session.add(orm.User(name="hubfleet-check"))  # the fleet's synthetic check: not the community's
     session.add(orm.Service(name="hubfleet-operator"))
     session.add(orm.OAuthClient(identifier="jupyterhub"))
     session.commit()

@@ -429,11 +429,14 @@ def write_data(data: HubData, out: Path) -> tuple[list[str], dict[str, str]]:
 
 
 def scrub_database(path: Path) -> list[str]:
-    """Remove from the copy what belongs to this fleet, not to the community: the fleet's service tokens,
-    and the records of servers running here (their pids and ports mean nothing elsewhere). Its users."""
+    """Remove from the copy what belongs to this fleet, not to the community: the fleet's service tokens, its
+    synthetic check user, and the records of servers running here (their pids and ports mean nothing
+    elsewhere). Its users."""
     connection = sqlite3.connect(path)
     try:
+        connection.execute("PRAGMA foreign_keys = ON")  # a user's spawners, tokens and roles go with it
         with connection:
+            connection.execute("DELETE FROM users WHERE name = ?", (CHECK_USERNAME,))
             connection.execute(
                 "DELETE FROM api_tokens WHERE service_id IN (SELECT id FROM services WHERE name IN (?, ?))",
                 (CONTROL_SERVICE, OPERATOR_SERVICE),
