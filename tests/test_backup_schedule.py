@@ -7,6 +7,7 @@ checked on a real SQLite store with backdated runs (waiting hours for a backup t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -14,19 +15,21 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from alert_receivers import webhook_receiver
 from console_helpers import sign_in, write_accounts
-from fleet_helpers import copy_demo_fleet, drop_section, hubfleet, running_fleet, wait_for
+from fleet_helpers import command_of, copy_demo_fleet, drop_section, hubfleet, running_fleet, wait_for
 from hubfleet.backup import records
 from hubfleet.backup.restic import BackupSummary
 from hubfleet.backup.status import backup_states
 from hubfleet.clock import utcnow
 from hubfleet.config.validate import load_fleet
 from hubfleet.console import accounts
-from hubfleet.daemon.backup_schedule import check_incidents
+from hubfleet.daemon.backup_schedule import BackupScheduler, check_incidents
 from hubfleet.monitor.incidents import list_incidents, open_incident
+from hubfleet.runtime.layout import layout
 from hubfleet.store import open_store
 from hubfleet.store.retirements import record_retirement
 
@@ -114,6 +117,39 @@ def test_a_retired_hub_is_off_and_its_backup_incidents_resolve(tmp_path: Path) -
         assert (event, incident.rule) == ("resolved", "late")
 
 
+def test_a_stopping_daemon_stops_the_backup_that_runs(tmp_path: Path) -> None:
+    """The daemon's task is cancelled mid-backup: restic is stopped (a sparse 64 GiB file, which uses no disk,
+    keeps it reading long enough) and the run is recorded as stopped, not left running or taken in full."""
+    root = _fleet(tmp_path, REPO_PASSWORD)
+    state = root / ".hubfleet"
+    home = layout(state).homes(HUB) / "kim"
+    home.mkdir(parents=True)
+    with (home / "zeros.bin").open("wb") as big:
+        big.truncate(64 << 30)
+
+    def restic_backups() -> list[psutil.Process]:
+        children = psutil.Process().children(recursive=True)
+        return [
+            p for p in children if command_of(p).startswith("restic ") and "backup" in command_of(p).split()
+        ]
+
+    async def scenario(scheduler: BackupScheduler) -> None:
+        task = asyncio.create_task(scheduler.back_up(HUB))
+        while not restic_backups() and not task.done():
+            await asyncio.sleep(0.05)
+        assert not task.done(), "the backup ended before it could be stopped"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with open_store(state) as store:
+        asyncio.run(scenario(BackupScheduler(load_fleet(root), state, store, lambda: [HUB])))
+        [run] = records.hub_runs(store, HUB)
+    assert run.ok is False and run.finished_at is not None
+    assert "restic backup was stopped" in run.error
+    assert restic_backups() == []
+
+
 # --------------------------------------------------------------------------- a real daemon
 
 
@@ -133,7 +169,6 @@ def test_the_daemon_backs_up_by_itself_and_status_and_console_show_it(tmp_path: 
 
         run = wait_for(good_run, timeout=120)
         assert run.trigger == "schedule" and run.snapshot_id and run.size_bytes and run.files
-
 
         status = json.loads(hubfleet("status", "--json", fleet=root, check=True).stdout)
         backup = next(h for h in status["hubs"] if h["name"] == HUB)["backup"]
