@@ -117,6 +117,24 @@ def test_a_retired_hub_is_off_and_its_backup_incidents_resolve(tmp_path: Path) -
         assert (event, incident.rule) == ("resolved", "late")
 
 
+def test_due_hubs_and_the_back_off_after_failures(tmp_path: Path) -> None:
+    fleet = load_fleet(copy_demo_fleet(tmp_path / "fleet"))  # four hubs, every_hours 6
+    now = utcnow()
+    with open_store(tmp_path / "state") as store:
+        for hub, hours in (("uni-a", 7), ("hackweek", 2), ("uni-a-staging", 9)):
+            records.finish_run(
+                store, records.start_run(store, hub, "schedule", at=now - timedelta(hours=hours)), _summary()
+            )
+        scheduler = BackupScheduler(fleet, tmp_path / "state", store, lambda: sorted(fleet.hubs))
+        due, soonest = scheduler.due(now)
+        assert due == ["hackweek-staging", "uni-a-staging", "uni-a"]  # never backed up first, then oldest
+        assert soonest == now + timedelta(seconds=60)  # hackweek is due in 4 h: look again in a minute
+        assert [scheduler._backoff("uni-a", n) / 3600 for n in range(1, 7)] == [1, 2, 4, 6, 6, 6]
+        scheduler._retry["uni-a"] = (1, now + timedelta(hours=1))
+        assert scheduler.due(now)[0] == ["hackweek-staging", "uni-a-staging"]
+        assert scheduler.due(now + timedelta(hours=1))[0] == ["hackweek-staging", "uni-a-staging", "uni-a"]
+
+
 def test_a_stopping_daemon_stops_the_backup_that_runs(tmp_path: Path) -> None:
     """The daemon's task is cancelled mid-backup: restic is stopped (a sparse 64 GiB file, which uses no disk,
     keeps it reading long enough) and the run is recorded as stopped, not left running or taken in full."""
