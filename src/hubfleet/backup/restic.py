@@ -230,7 +230,10 @@ class Repository:
                 f"--keep-weekly={keep.weekly}",
                 f"--keep-monthly={keep.monthly}",
             ]
-            args += ["--keep-last=1"]  # never forget the newest backup, whatever the policy says
+            # never forget the newest backup, whatever the policy says; and every backup of the last day
+            # stays, or `keep.daily` (the newest of each day) would drop this morning's before a restore of
+            # a file deleted since then could use it
+            args += ["--keep-last=1", "--keep-within=1d"]
         if prune:
             args.append("--prune")
         self.run(*args)

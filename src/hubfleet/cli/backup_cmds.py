@@ -82,13 +82,18 @@ def backup(
             try:
                 summary = back_up_hub(setup, store, item, "manual", new=new_repository)
             except (ResticError, OSError) as exc:
-                err_console.print(f"{item.name}: backup failed: {exc}", highlight=False, markup=False)
+                if len(hubs) == 1:  # one line says it all
+                    raise UserError(f"{item.name}: backup failed: {exc}") from None
+                err_console.print(
+                    f"{item.name}: backup failed: {exc}", highlight=False, markup=False, soft_wrap=True
+                )
                 failed.append(item.name)
                 continue
             console.print(
                 f"{item.name}: snapshot {summary.snapshot_id[:8]}, {summary.files} files, "
                 f"{human_bytes(summary.size_bytes)} ({human_bytes(summary.added_bytes)} new)",
                 highlight=False,
+                soft_wrap=True,
             )
     if failed:
         raise UserError(f"{len(failed)} of {len(hubs)} backup(s) failed: {', '.join(failed)}")
@@ -190,6 +195,8 @@ def restore(
             f"restored {path or 'the home'} of {user} as of {snapshot.time:%Y-%m-%d %H:%M:%S} UTC "
             f"(snapshot {snapshot.short_id}) into {folder}",
             highlight=False,
+            markup=False,
+            soft_wrap=True,
         )
         return
     held = daemon_runs(state, hub)
@@ -208,4 +215,6 @@ def restore(
         + (f"; the one it replaced is kept as {kept}" if kept else "")
         + ("; the hub was restarted" if held else ""),
         highlight=False,
+        markup=False,
+        soft_wrap=True,
     )

@@ -1,0 +1,206 @@
+"""What goes wrong with backups, as the operator sees it: a wrong repository password, a repository that went
+missing after good backups, a full disk, no restic, no `backups` block. Each is one line on stderr and exit
+1, no traceback, no secret, and the failed run recorded in the store with its error (the daemon turns that
+into an incident: tests/test_backup_schedule.py).
+
+No hub needs to run for restic to read a home, so these fleets stay down: a user's home is written where the
+fleet's layout puts it. The full disk is a 2 MiB tmpfs mounted on the repository's directory in a private
+mount namespace (`unshare --mount`) of the one `hubfleet backup` run; nothing else on the machine sees it.
+
+S3: restic talks to moto's S3 server on loopback (`moto[server]` from PyPI), which stands in for cloud
+storage (no bucket is reachable from here); the password and keys are fleet-level age-encrypted secrets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fleet_helpers import HUBFLEET, copy_demo_fleet, drop_section, hubfleet, new_identity
+from hubfleet.backup import records
+from hubfleet.runtime.layout import layout
+from hubfleet.store import open_store
+from test_secrets import add_recipient
+
+HUB = "uni-a-staging"
+KEEP = {"communities/uni-a/hubs/staging.yaml"}
+PASSWORD = "the-repo-password-Zq81"
+
+
+def make_fleet(tmp_path: Path, backups: str | None) -> Path:
+    """A down one-hub fleet with `backups` (None: without the block) and kim's home holding a notebook."""
+    root = copy_demo_fleet(tmp_path / "fleet", keep=KEEP)
+    text = drop_section((root / "fleet.yaml").read_text(), "backups").rstrip("\n") + "\n"
+    (root / "fleet.yaml").write_text(text + (backups or ""))
+    home = layout(root / ".hubfleet").homes(HUB) / "kim"
+    (home / "work").mkdir(parents=True)
+    (home / "work" / "analysis.ipynb").write_text('{"cells": []}\n')
+    return root
+
+
+def local(repo: Path, password: str = PASSWORD) -> str:
+    return f"backups:\n  repository: {repo}\n  password: {password}\n"
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def last_run(root: Path) -> records.BackupRunRecord:
+    with open_store(root / ".hubfleet") as store:
+        return records.hub_runs(store, HUB, limit=1)[0]
+
+
+def test_wrong_password(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    env = {
+        "PATH": os.environ["PATH"],
+        "RESTIC_REPOSITORY": str(repo),
+        "RESTIC_PASSWORD": "made-with-this-one",
+    }
+    subprocess.run(["restic", "init"], env=env, capture_output=True, check=True)
+    root = make_fleet(tmp_path, local(repo))
+
+    failed = hubfleet("backup", HUB, fleet=root)
+    assert error_line(failed) == (
+        f"error: {HUB}: backup failed: backup repository {repo}: wrong password (backups.password does "
+        "not open it); set the password the repository was made with, or point backups.repository at a "
+        "new location"
+    )
+    assert PASSWORD not in failed.stdout + failed.stderr
+    run = last_run(root)
+    assert run.ok is False and "wrong password" in run.error and PASSWORD not in run.error
+    listed = hubfleet("backups", "list", HUB, fleet=root)
+    assert "wrong password" in error_line(listed)
+
+
+def test_missing_repository_is_not_made_afresh_silently(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    root = make_fleet(tmp_path, local(repo))
+    hubfleet("backup", HUB, fleet=root, check=True)
+    shutil.rmtree(repo)
+
+    failed = hubfleet("backup", HUB, fleet=root)
+    line = error_line(failed)
+    assert f"backup repository {repo}: no repository there, but this fleet has backed up to it before" in line
+    assert "`hubfleet backup --new-repository` to start a new, empty one" in line
+    assert not repo.exists()
+    assert last_run(root).ok is False and "backed up to it before" in last_run(root).error
+    restore = hubfleet("restore", HUB, "--user", "kim", fleet=root)
+    assert "no repository there" in error_line(restore)
+
+    again = hubfleet("backup", HUB, "--new-repository", fleet=root)
+    assert again.returncode == 0, again.stderr
+    assert last_run(root).ok is True and (repo / "config").exists()
+
+
+def unshare_refused() -> str | None:
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, text=True)
+    return None if probe.returncode == 0 else f"unshare --mount refused: {probe.stderr.strip()}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare")
+def test_full_disk(tmp_path: Path) -> None:
+    if reason := unshare_refused():
+        pytest.skip(reason)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    root = make_fleet(tmp_path, local(disk / "repo"))
+    home = layout(root / ".hubfleet").homes(HUB) / "kim"
+    (home / "data.bin").write_bytes(os.urandom(10 * 1024 * 1024))  # incompressible, 5 times the disk
+
+    script = 'mount -t tmpfs -o size=2m hubfleet-test "$0" && exec "$1" backup "$2" --fleet "$3"'
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")}
+    failed = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script, str(disk), str(HUBFLEET), HUB, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    line = error_line(failed)
+    assert line == (
+        f"error: {HUB}: backup failed: backup repository {disk / 'repo'}: the disk holding it is full; free "
+        "space there or move the repository"
+    )
+    assert last_run(root).ok is False and "is full" in last_run(root).error
+    assert list(disk.iterdir()) == []  # the tmpfs went with its namespace
+
+
+def test_no_restic_and_no_backups_block(tmp_path: Path) -> None:
+    root = make_fleet(tmp_path, local(tmp_path / "repo"))
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    failed = hubfleet("backup", HUB, fleet=root, env={"PATH": str(empty)})
+    assert error_line(failed) == (
+        f"error: {HUB}: backup failed: restic is not installed; install Debian's restic package (make setup "
+        "does, as root)"
+    )
+    assert last_run(root).ok is False
+
+    (root / "fleet.yaml").write_text(drop_section((root / "fleet.yaml").read_text(), "backups"))
+    for command in (["backup"], ["backups", "list", HUB], ["restore", HUB, "--database"]):
+        result = hubfleet(*command, fleet=root)
+        assert error_line(result) == (
+            "error: this fleet has no backups: add a `backups:` block to fleet.yaml (repository and "
+            "password; see docs/operator-guide.md, 'Backups')"
+        ), command
+
+
+def test_s3_backup_and_restore_with_keys_as_fleet_secrets(tmp_path: Path) -> None:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        _, port = server.get_host_and_port()
+        backups = (
+            f"backups:\n  repository: s3:http://127.0.0.1:{port}/hubfleet-backups/uni-a\n"
+            "  password: {secret: backup_password}\n"
+            "  s3:\n    access_key_id: {secret: s3_key_id}\n    secret_access_key: {secret: s3_secret}\n"
+            "    region: us-east-1\n"
+        )
+        root = make_fleet(tmp_path, backups)
+        identity = tmp_path / "ada.txt"
+        add_recipient(root, new_identity(identity))
+        env = {"HUBFLEET_AGE_IDENTITY": str(identity)}
+        values = {
+            "backup_password": PASSWORD,
+            "s3_key_id": "AKIAHUBFLEETTEST",
+            "s3_secret": "s3-secret-Wm4Rk",
+        }
+        for key, value in values.items():
+            hubfleet(
+                "secrets", "set", "--fleet-level", key, fleet=root, env=env, input=f"{value}\n", check=True
+            )
+
+        done = hubfleet("backup", HUB, fleet=root, env=env, check=True)
+        assert done.stdout.startswith(f"{HUB}: snapshot ")
+        restored = hubfleet("restore", HUB, "--user", "kim", fleet=root, env=env, check=True)
+        folder = Path(restored.stdout.split(" into ")[-1].strip())
+        assert (folder / "work" / "analysis.ipynb").read_text() == '{"cells": []}\n'
+        listed = hubfleet("backups", "list", HUB, fleet=root, env=env, check=True)
+        everything = done.stdout + done.stderr + restored.stdout + restored.stderr + listed.stdout
+        assert "s3:http://127.0.0.1" in listed.stdout
+        assert not [v for v in values.values() if v in everything]
+
+        import boto3
+
+        bucket = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            aws_access_key_id="any",
+            aws_secret_access_key="any",
+            region_name="us-east-1",
+        )
+        keys = [o["Key"] for o in bucket.list_objects_v2(Bucket="hubfleet-backups")["Contents"]]
+        assert "uni-a/config" in keys and any(k.startswith("uni-a/snapshots/") for k in keys)
+    finally:
+        server.stop()
