@@ -93,8 +93,10 @@ def test_retire_archives_every_users_files_stays_stopped_and_purges(fleet: Path)
         {"name": "Grace Teacher", "email": "grace@uni-a.example", "role": "teacher"}
     ]
     users = {u["username"]: u for u in manifest["users"]}
-    assert set(users) == {"kim", "lee"}  # the hub's check user is the fleet's, not the community's
-    for user in users.values():
+    # the hub's admins never signed in: listed without a home; the check user is the fleet's, not listed
+    assert {name for name, user in users.items() if user["archive"]} == {"kim", "lee"}
+    assert {name for name, user in users.items() if not user["archive"]} == {"ada", "grace"}
+    for user in (users["kim"], users["lee"]):
         archive = where / user["archive"]
         assert hashlib.sha256(archive.read_bytes()).hexdigest() == user["sha256"]
         assert stat.S_IMODE(archive.stat().st_mode) == 0o600

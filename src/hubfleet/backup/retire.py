@@ -59,11 +59,11 @@ PURGE_EVERY = 24 * 3600.0
 @dataclass(frozen=True)
 class UserArchive:
     username: str
-    archive: str
-    """Relative to the retirement's directory: users/<home>.tar.gz."""
+    archive: str | None
+    """Relative to the retirement's directory: users/<home>.tar.gz; None for a user without a home."""
     files: int
     bytes: int
-    sha256: str
+    sha256: str | None
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def write_archives(where: Layout, hub: str, target: Path) -> list[UserArchive]:
         copy_sqlite(database, copy)
         users = database_users(copy)
     homes = where.homes(hub)
-    names = {home_dirname(user): user for user in users if _plain(user)}
+    names = {home_dirname(user): user for user in users if _valid(user)}
     found = []
     if homes.is_dir():
         for home in sorted(homes.iterdir(), key=lambda p: p.name):
@@ -178,10 +178,14 @@ def write_archives(where: Layout, hub: str, target: Path) -> list[UserArchive]:
             if username == CHECK_USERNAME:  # the control plane's synthetic check user, not the community's
                 continue
             found.append(archive_home(home, username, target / "users" / f"{home.name}.tar.gz", target))
+    archived = {a.username for a in found}
+    for user in users:  # never signed in here, or their home was removed: listed, with nothing to archive
+        if user not in archived and user != CHECK_USERNAME:
+            found.append(UserArchive(username=user, archive=None, files=0, bytes=0, sha256=None))
     return found
 
 
-def _plain(username: str) -> bool:
+def _valid(username: str) -> bool:
     try:
         check_username(username)
     except AccountError:
@@ -314,6 +318,8 @@ def readme(manifest: dict) -> str:
     )
     users = "\n".join(
         f"| {u['username']} | `{u['archive']}` | {u['files']} | {u['bytes']} | `{u['sha256']}` |"
+        if u["archive"]
+        else f"| {u['username']} | (no home) | 0 | 0 | |"
         for u in manifest["users"]
     )
     hub = manifest["hub"]

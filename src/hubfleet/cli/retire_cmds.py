@@ -90,6 +90,8 @@ def retire(
     record = retired.record
     console.print(f"{hub}: {retired.backup}", highlight=False)
     for archive in retired.archives:
+        if archive.archive is None:
+            continue
         console.print(
             f"{hub}: {archive.username}: {archive.files} files, {archive.bytes} bytes in {archive.archive}",
             highlight=False,
