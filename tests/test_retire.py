@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from fleet_helpers import copy_demo_fleet, daemon_status, hubfleet, running_fleet, wait_for
+from fleet_helpers import copy_demo_fleet, daemon_status, drop_section, hubfleet, running_fleet, wait_for
 from hubfleet.clock import utcnow
 from hubfleet.store import open_store
 from hubfleet.store.retirements import record_retirement, retirement
@@ -166,3 +166,35 @@ def _pids_of(uid: int) -> set[int]:
         if uids is not None and uids.real == uid:
             found.add(proc.pid)
     return found
+
+
+def test_retire_without_backups_archives_all_the_same(tmp_path: Path) -> None:
+    """A fleet without `backups:` says so and still archives (no daemon: the hub's file is gone, as `plan`
+    suggests retiring it then). A link to a directory outside the home, a pipe and a socket are not followed
+    or archived; the purge after it needs no repository."""
+    from hubfleet.backup.retire import RemovedHub, purge_retired, retire_hub
+    from hubfleet.config.validate import load_fleet
+    from hubfleet.runtime.layout import layout
+
+    root = copy_demo_fleet(tmp_path / "demo", keep={"communities/uni-a/hubs/staging.yaml"})
+    fleet_yaml = root / "fleet.yaml"
+    fleet_yaml.write_text(drop_section(fleet_yaml.read_text(), "backups"))
+    config = load_fleet(root)
+    state = root / ".hubfleet"
+    home = layout(state).homes("gone") / "kim"
+    (home / "deep" / "er").mkdir(parents=True)
+    (home / "deep" / "er" / "f.txt").write_text("f")
+    (home / "etc").symlink_to("/etc", target_is_directory=True)
+    os.mkfifo(home / "pipe")
+    with open_store(state) as store:
+        retired = retire_hub(config, state, store, RemovedHub(name="gone", community="uni-a"))
+        assert "no backups" in retired.backup and retired.record.snapshot_id is None
+        assert (retired.record.purge_after - retired.record.retired_at).days == 90
+        [kim] = retired.archives
+        names = members(Path(retired.record.archive_dir) / str(kim.archive))
+        assert set(names) == {"kim", "kim/deep", "kim/deep/er", "kim/deep/er/f.txt", "kim/etc"}
+        assert names["kim/etc"].issym() and kim.files == 1
+        assert not (Path(retired.record.archive_dir) / "bundle").exists()  # no hub file, no bundle
+        assert "No standalone bundle" in (Path(retired.record.archive_dir) / "README.md").read_text()
+        assert purge_retired(config, state, store, "gone")[-1].startswith("its archives")
+        assert not home.exists() and not Path(retired.record.archive_dir).exists()
