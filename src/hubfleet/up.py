@@ -91,7 +91,7 @@ async def serve(
             start_disk_monitor(fleet, store, supervisor.layout, Alerter(fleet, store, secrets), stop),
             asyncio.create_task(run_purges(fleet, state_dir, store, stop), name="retired-purges"),  # daily
             start_backup_schedule(
-                fleet,
+                FleetReloader(fleet),  # a hub deployed meanwhile, a changed schedule or password
                 state_dir,
                 store,
                 lambda: [name for name, hub in supervisor.hubs.items() if hub.state != "retired"],

@@ -6,7 +6,9 @@ after the hubs started (`HUBFLEET_BACKUP_DELAY` overrides it, for tests), so a f
 backup time is backed up soon after `up`, and a restart loop does not back up every time (a good run is
 younger than `every_hours`). Due hubs are backed up one at a time, the one waiting longest first, each with
 `back_up_hub` (trigger "schedule") in a thread: restic runs for minutes to hours and must not block the
-daemon. A fleet without `backups` runs nothing (one log line).
+daemon. A fleet without `backups` runs nothing (one log line). The fleet's files are read again when they
+change (as the console does): a hub deployed while the daemon runs is backed up, and a changed schedule,
+`backup.enabled` or password applies without a restart.
 
 A failed run is not retried in a tight loop: the hub waits min(every_hours, 1 h) before its next try, twice
 that after a second failure in a row, and so on up to every_hours; a good run (also a manual `hubfleet
@@ -126,20 +128,31 @@ def _late_cause(state: HubBackupState) -> str:
 class BackupScheduler:
     """Backs up due hubs one at a time and keeps their `backup` incidents; see the module docstring."""
 
-    fleet: FleetConfig
+    source: FleetConfig | Callable[[], FleetConfig]
+    """The fleet, or a callable giving it as it is now (hubfleet.console.reload.FleetReloader: a hub deployed
+    while the daemon runs, a changed schedule or password, are used without a restart)."""
     state_dir: Path
     store: Store
     hubs: Callable[[], Iterable[str]]
     """The local hubs the daemon runs now."""
     resolver: SecretResolver | None = None
+    """Decrypts the password of the fleet as the daemon started (a changed fleet gets a new resolver)."""
     alerter: IncidentAlerter | None = None
     started_at: datetime = field(default_factory=utcnow)
     _retry: dict[str, tuple[int, datetime]] = field(default_factory=dict)
     """hub -> (failures in a row, not before)."""
     _alerts: set[asyncio.Task[None]] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        self._started_with = self.fleet
+
+    @property
+    def fleet(self) -> FleetConfig:
+        return self.source if isinstance(self.source, FleetConfig) else self.source()
+
     def due(self, now: datetime) -> tuple[list[str], datetime]:
         """The hubs due now (longest waiting first) and when the next one will be."""
+        fleet = self.fleet
         good = latest_good_runs(self.store)
         retired = set(retirements(self.store))  # its final backup was `hubfleet retire`'s
         due: list[tuple[datetime, str]] = []
@@ -147,8 +160,8 @@ class BackupScheduler:
         for name in self.hubs():
             if name in retired:
                 continue
-            hub = self.fleet.hubs.get(name)
-            policy = self.fleet.backup_policy(hub) if hub is not None else None
+            hub = fleet.hubs.get(name)
+            policy = fleet.backup_policy(hub) if hub is not None else None
             if policy is None:
                 continue
             last = good.get(name)
@@ -171,13 +184,18 @@ class BackupScheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` is set (or the task is cancelled)."""
-        if self.fleet.settings.backups is None:
-            log.info("this fleet has no `backups` in fleet.yaml: no scheduled backups")
-            return
+        said = False
         try:
             if await _stopped(stop, first_delay()):
                 return
             while not stop.is_set():
+                if self.fleet.settings.backups is None:  # nothing to do, until fleet.yaml gets a `backups:`
+                    if not said:
+                        log.info("this fleet has no `backups` in fleet.yaml: no scheduled backups")
+                        said = True
+                    if await _stopped(stop, INTERVAL):
+                        return
+                    continue
                 try:
                     self.check()
                     now = utcnow()
@@ -198,7 +216,7 @@ class BackupScheduler:
     async def back_up(self, name: str) -> bool:
         """One scheduled backup of hub `name` in a thread; True when it was good."""
         log.info("backing up hub %s (scheduled)", name)
-        work = asyncio.ensure_future(asyncio.to_thread(self._back_up, name))
+        work = asyncio.ensure_future(asyncio.to_thread(self._back_up, self.fleet, name))
         try:
             error = await asyncio.shield(work)
         except asyncio.CancelledError:
@@ -224,12 +242,13 @@ class BackupScheduler:
         every = policy.every_hours * 3600 if policy else RETRY_FIRST
         return min(every, min(every, RETRY_FIRST) * 2 ** (failures - 1))
 
-    def _back_up(self, name: str) -> str | None:
+    def _back_up(self, fleet: FleetConfig, name: str) -> str | None:
         """In a thread: the backup; None when good, else its error on one line without a secret."""
-        hub = self.fleet.hubs[name]
+        hub = fleet.hubs[name]
         secrets: list[str] = []
+        resolver = self.resolver if fleet is self._started_with else None  # None: a new one for `fleet`
         try:
-            setup = backup_setup(self.fleet, self.state_dir, self.resolver)
+            setup = backup_setup(fleet, self.state_dir, resolver)
         except UserError as exc:  # e.g. the password's secret cannot be decrypted: recorded like a failure
             error = one_line(str(exc))
             finish_run(self.store, start_run(self.store, name, "schedule"), None, error=error)
@@ -298,7 +317,7 @@ async def _deliver(method: Callable[[IncidentRecord], Awaitable[None]], incident
 
 
 def start_backup_schedule(
-    fleet: FleetConfig,
+    fleet: FleetConfig | Callable[[], FleetConfig],
     state_dir: Path,
     store: Store,
     hubs: Callable[[], Iterable[str]],
