@@ -4,8 +4,7 @@ again and deleted, and one `hubfleet restore` brings back the first version into
 that they read through their server; a backup taken while users are being created restores a consistent
 hub database; a hub whose database file is lost gets its users back with `hubfleet restore --database`.
 
-The S3 test runs restic against moto's S3 server on loopback (from PyPI), which stands in for cloud storage
-(no real bucket is reachable from here); its keys are fleet-level secrets decrypted with an age identity."""
+Faults (wrong password, missing repository, full disk) and S3 storage: tests/test_backup_faults.py."""
 
 from __future__ import annotations
 
@@ -258,11 +257,3 @@ def answers(client: httpx.Client, path: str) -> int | None:
 def is_hub(proc: psutil.Process) -> bool:
     cmd = command_of(proc).split()
     return any(part.endswith("/jupyterhub") for part in cmd[:2]) and "-f" in cmd
-
-
-def test_backups_list_json_without_backups_says_so(tmp_path: Path) -> None:
-    root = copy_demo_fleet(tmp_path / "fleet", keep=KEEP)
-    use_repository(root, f"backups:\n  repository: {tmp_path / 'repo'}\n  password: pw-for-nothing\n")
-    listed = hubfleet("backups", "list", HUB, "--json", fleet=root)
-    assert "no repository there yet; run `hubfleet backup`" in error_line(listed)
-    assert not (tmp_path / "repo").exists()

@@ -81,6 +81,16 @@ def test_wrong_password(tmp_path: Path) -> None:
     assert "wrong password" in error_line(listed)
 
 
+def test_no_repository_yet(tmp_path: Path) -> None:
+    root = make_fleet(tmp_path, local(tmp_path / "repo"))
+    listed = hubfleet("backups", "list", HUB, "--json", fleet=root)
+    assert (
+        f"backup repository {tmp_path / 'repo'}: no repository there; before the first backup"
+        in error_line(listed)
+    )
+    assert not (tmp_path / "repo").exists()
+
+
 def test_missing_repository_is_not_made_afresh_silently(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     root = make_fleet(tmp_path, local(repo))
@@ -94,7 +104,10 @@ def test_missing_repository_is_not_made_afresh_silently(tmp_path: Path) -> None:
     assert not repo.exists()
     assert last_run(root).ok is False and "backed up to it before" in last_run(root).error
     restore = hubfleet("restore", HUB, "--user", "kim", fleet=root)
-    assert "no repository there" in error_line(restore)
+    assert (
+        "no repository there; before the first backup that is expected (run `hubfleet backup`), after one "
+        "it is missing or was moved (restore it)" in error_line(restore)
+    )
 
     again = hubfleet("backup", HUB, "--new-repository", fleet=root)
     assert again.returncode == 0, again.stderr

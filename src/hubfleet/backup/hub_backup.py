@@ -14,6 +14,7 @@ backup, a manual one and a restore never interleave.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -99,9 +100,15 @@ def fleet_lock(state_dir: Path) -> Iterator[None]:
 
 def ensure_repository(setup: BackupSetup, store: Store, *, new: bool = False) -> None:
     """Make the repository on the fleet's first backup. Later, a missing one is an error, never silently
-    made afresh: that would hide that every earlier backup is gone."""
-    if setup.repository.exists():
+    made afresh: that would hide that every earlier backup is gone. Opening it also removes stale locks (a
+    restic killed mid-backup leaves one; live locks stay): one restic run, not two, since each derives the
+    key from the password anew."""
+    try:
+        setup.repository.unlock()
         return
+    except ResticError as exc:
+        if "no repository there" not in str(exc):
+            raise
     if records.latest_good_runs(store) and not new:
         raise ResticError(
             f"backup repository {setup.repository.location}: no repository there, but this fleet has backed "
@@ -120,7 +127,6 @@ def back_up_hub(
     try:
         with fleet_lock(setup.state_dir):
             ensure_repository(setup, store, new=new)
-            setup.repository.unlock()
             paths = write_dumps(setup.layout, hub.name)
             if setup.layout.homes(hub.name).is_dir():
                 paths.insert(0, f"homes/{hub.name}")
@@ -155,12 +161,16 @@ def write_dumps(where: Layout, hub: str) -> list[str]:
 
 
 def hub_snapshots(setup: BackupSetup, hub: str) -> list[Snapshot]:
-    """The hub's snapshots, oldest first; a clear error when there is no repository yet."""
-    if not setup.repository.exists():
-        raise ResticError(
-            f"backup repository {setup.repository.location}: no repository there yet; run `hubfleet backup`"
-        )
-    return setup.repository.snapshots(host=setup.host, tag=setup.hub_tag(hub))
+    """The hub's snapshots, oldest first; a clear error when there is no repository."""
+    try:
+        return setup.repository.snapshots(host=setup.host, tag=setup.hub_tag(hub))
+    except ResticError as exc:
+        if "no repository there" not in str(exc):
+            raise
+    raise ResticError(
+        f"backup repository {setup.repository.location}: no repository there; before the first backup "
+        "that is expected (run `hubfleet backup`), after one it is missing or was moved (restore it)"
+    )
 
 
 def pick_snapshot(snapshots: list[Snapshot], hub: str, at: str | None) -> Snapshot:
@@ -278,7 +288,7 @@ def _restore_home_into(
     include = f"/homes/{hub}/{home_name}" + (f"/{inside}" if inside else "")
     setup.repository.restore(snapshot.id, staging, [include])
     restored = staging / "homes" / hub / home_name
-    if not (staging / include.lstrip("/")).exists():
+    if not os.path.lexists(staging / include.lstrip("/")):  # a link restored is there, wherever it points
         taken = snapshot.time.strftime("%Y-%m-%d %H:%M UTC")
         what = f"{inside} of user {username} is not" if inside else f"no files of user {username} are"
         raise UserError(
@@ -303,9 +313,16 @@ def _move_into_home(restored: Path, home: Path, snapshot: Snapshot) -> Path:
             name = f"restored-{stamp}" + (f"-{attempt}" if attempt else "")
             try:
                 os.lstat(name, dir_fd=home_fd)
+                continue
             except FileNotFoundError:
+                pass
+            try:
                 os.rename(restored, name, dst_dir_fd=home_fd)
-                return home / name
+            except OSError as exc:  # the user made that name since: rename replaces no link, no folder
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                    continue
+                raise
+            return home / name
         raise UserError(f"{home}: 100 restore folders of {stamp} exist already; remove some")
     finally:
         os.close(home_fd)

@@ -140,8 +140,8 @@ class Repository:
             )
         if "Is there a repository at the following location" in text or "does not exist" in text:
             return (
-                f"{where}: no repository there (it is missing or was moved); restore it, or run "
-                "`hubfleet backup` to make a new, empty one"
+                f"{where}: no repository there (it is missing or was moved); restore it, or start a new, "
+                "empty one with `hubfleet backup --new-repository`"
             )
         if "no space left on device" in text.lower() or "disk quota exceeded" in text.lower():
             return f"{where}: the disk holding it is full; free space there or move the repository"
