@@ -21,6 +21,8 @@ import pytest
 
 from fleet_helpers import HUBFLEET, copy_demo_fleet, drop_section, hubfleet, new_identity
 from hubfleet.backup import records
+from hubfleet.backup.hub_backup import backup_setup
+from hubfleet.config.validate import load_fleet
 from hubfleet.runtime.layout import layout
 from hubfleet.store import open_store
 from test_secrets import add_recipient
@@ -94,7 +96,12 @@ def test_no_repository_yet(tmp_path: Path) -> None:
 def test_missing_repository_is_not_made_afresh_silently(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     root = make_fleet(tmp_path, local(repo))
+    leftover = layout(root / ".hubfleet").homes(HUB) / ".hubfleet-restore-0a1b2c"  # of a killed restore
+    (leftover / "homes").mkdir(parents=True)
     hubfleet("backup", HUB, fleet=root, check=True)
+    setup = backup_setup(load_fleet(root), root / ".hubfleet")
+    listed = setup.repository.run("ls", "latest").splitlines()
+    assert f"/homes/{HUB}/kim/work/analysis.ipynb" in listed and not [p for p in listed if "restore" in p]
     shutil.rmtree(repo)
 
     failed = hubfleet("backup", HUB, fleet=root)

@@ -132,7 +132,10 @@ def back_up_hub(
                 paths.insert(0, f"homes/{hub.name}")
             summary = setup.repository.backup(
                 setup.layout.data_dir,
-                [*paths, f"--exclude=/homes/{hub.name}/{RESTORE_PREFIX}*"],
+                [
+                    *paths,
+                    f"--exclude={_glob_escape(setup.layout.homes(hub.name).resolve())}/{RESTORE_PREFIX}*",
+                ],
                 host=setup.host,
                 tags=[TAG, setup.hub_tag(hub.name)],
             )
@@ -144,6 +147,12 @@ def back_up_hub(
         raise
     records.finish_run(store, run_id, summary)
     return summary
+
+
+def _glob_escape(path: Path) -> str:
+    """`path` as a restic pattern matching itself only: restic matches excludes against the absolute path
+    on disk (not the snapshot's relative one), component by component as filepath.Match does."""
+    return re.sub(r"([*?\[\\])", r"\\\1", str(path))
 
 
 def write_dumps(where: Layout, hub: str) -> list[str]:
