@@ -15,15 +15,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from fleet_helpers import HUBFLEET, copy_demo_fleet, drop_section, hubfleet, new_identity
 from hubfleet.backup import records
-from hubfleet.backup.hub_backup import backup_setup
+from hubfleet.backup.hub_backup import backup_setup, pick_snapshot
+from hubfleet.backup.restic import Snapshot
 from hubfleet.config.validate import load_fleet
 from hubfleet.runtime.layout import layout
+from hubfleet.settings import UserError
 from hubfleet.store import open_store
 from test_secrets import add_recipient
 
@@ -224,3 +227,19 @@ def test_s3_backup_and_restore_with_keys_as_fleet_secrets(tmp_path: Path) -> Non
         assert "uni-a/config" in keys and any(k.startswith("uni-a/snapshots/") for k in keys)
     finally:
         server.stop()
+
+
+def test_at_picks_the_newest_backup_at_or_before_it() -> None:
+    def snap(hex_id: str, when: str) -> Snapshot:
+        return Snapshot(hex_id * 8, hex_id, datetime.fromisoformat(when), (), ())
+
+    taken = [snap("aaaaaaaa", "2026-11-29T22:00:00+00:00"), snap("bbbbbbbb", "2026-11-30T23:59:59.5+00:00")]
+    assert pick_snapshot(taken, HUB, None).short_id == "bbbbbbbb"
+    assert pick_snapshot(taken, HUB, "bbbbbbbb").short_id == "bbbbbbbb"  # an id
+    for day in ("2026-11-30", "20261130"):  # a date alone: up to the end of that day
+        assert pick_snapshot(taken, HUB, day).short_id == "bbbbbbbb"
+    assert pick_snapshot(taken, HUB, "2026-11-30T00:30+01:00").short_id == "aaaaaaaa"
+    with pytest.raises(UserError, match="has no backup from 2026-11-29T21:00 or earlier; its oldest is from"):
+        pick_snapshot(taken, HUB, "2026-11-29T21:00")
+    with pytest.raises(UserError, match="is neither a time"):
+        pick_snapshot(taken, HUB, "yesterday")

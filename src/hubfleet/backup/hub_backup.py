@@ -211,8 +211,8 @@ def parse_time(text: str) -> datetime:
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    if len(text) == 10:  # a date alone: the end of that day
-        when = when.replace(hour=23, minute=59, second=59)
+    if re.fullmatch(r"\d{4}-?\d{2}-?\d{2}", text.strip()):  # a date alone: the end of that day
+        when = when.replace(hour=23, minute=59, second=59, microsecond=999999)
     return when
 
 
