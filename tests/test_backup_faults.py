@@ -101,10 +101,17 @@ def test_missing_repository_is_not_made_afresh_silently(tmp_path: Path) -> None:
     root = make_fleet(tmp_path, local(repo))
     leftover = layout(root / ".hubfleet").homes(HUB) / ".hubfleet-restore-0a1b2c"  # of a killed restore
     (leftover / "homes").mkdir(parents=True)
+    kim = layout(root / ".hubfleet").homes(HUB) / "kim"
+    (kim / "work" / "a[1].ipynb").write_text("brackets")
+    (kim / "work" / "a1.ipynb").write_text("no brackets")
     hubfleet("backup", HUB, fleet=root, check=True)
     setup = backup_setup(load_fleet(root), root / ".hubfleet")
     listed = setup.repository.run("ls", "latest").splitlines()
     assert f"/homes/{HUB}/kim/work/analysis.ipynb" in listed and not [p for p in listed if "restore" in p]
+    # a path is a name, not a pattern: a[1].ipynb restores that file alone
+    one = hubfleet("restore", HUB, "--user", "kim", "--path", "work/a[1].ipynb", fleet=root, check=True)
+    folder = Path(one.stdout.split(" into ")[-1].strip())
+    assert [p.name for p in (folder / "work").iterdir()] == ["a[1].ipynb"]
     shutil.rmtree(repo)
 
     failed = hubfleet("backup", HUB, fleet=root)

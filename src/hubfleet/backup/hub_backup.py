@@ -294,10 +294,11 @@ def _restore_home_into(
     username: str,
 ) -> Path:
     """restic-restore one home (or one path in it) into `staging`; the restored home directory there."""
-    include = f"/homes/{hub}/{home_name}" + (f"/{inside}" if inside else "")
-    setup.repository.restore(snapshot.id, staging, [include])
+    wanted = f"homes/{hub}/{home_name}" + (f"/{inside}" if inside else "")
+    # restic reads an include as a pattern: escaped, a[1].ipynb is that file, not a1.ipynb
+    setup.repository.restore(snapshot.id, staging, [f"/{_glob_escape(Path(wanted))}"])
     restored = staging / "homes" / hub / home_name
-    if not os.path.lexists(staging / include.lstrip("/")):  # a link restored is there, wherever it points
+    if not os.path.lexists(staging / wanted):  # a link restored is there, wherever it points
         taken = snapshot.time.strftime("%Y-%m-%d %H:%M UTC")
         what = f"{inside} of user {username} is not" if inside else f"no files of user {username} are"
         raise UserError(
