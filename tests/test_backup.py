@@ -67,20 +67,25 @@ def homes(root: Path) -> Path:
     return Path(layout["data_dir"]) / "homes" / HUB
 
 
-def user_client(client: httpx.Client, user: str) -> tuple[httpx.Client, str]:
-    """The user with a running server: a client with a token of their own, and their server's URL."""
-    client.post(f"/hub/api/users/{user}")
-    token = client.post(f"/hub/api/users/{user}/tokens", json={"note": "test"}).json()["token"]
-    client.post(f"/hub/api/users/{user}/server")
+def user_clients(client: httpx.Client, *users: str) -> list[tuple[httpx.Client, str]]:
+    """The users with running servers (started together): a client with a token of each user's own, and
+    their server's URL."""
+    tokens = {}
+    for user in users:
+        client.post(f"/hub/api/users/{user}")
+        tokens[user] = client.post(f"/hub/api/users/{user}/tokens", json={"note": "test"}).json()["token"]
+        client.post(f"/hub/api/users/{user}/server")
+    found = []
+    for user in users:
 
-    def ready() -> str | None:
-        server = client.get(f"/hub/api/users/{user}").json().get("servers", {}).get("")
-        return server["url"] if server and server.get("ready") else None
+        def ready(user: str = user) -> str | None:
+            server = client.get(f"/hub/api/users/{user}").json().get("servers", {}).get("")
+            return server["url"] if server and server.get("ready") else None
 
-    url = wait_for(ready, timeout=90)
-    return httpx.Client(
-        base_url=client.base_url, headers={"Authorization": f"token {token}"}, timeout=30
-    ), url
+        url = wait_for(ready, timeout=90)
+        headers = {"Authorization": f"token {tokens[user]}"}
+        found.append((httpx.Client(base_url=client.base_url, headers=headers, timeout=30), url))
+    return found
 
 
 def notebook(text: str) -> dict:
@@ -121,8 +126,7 @@ def error_line(result) -> str:  # noqa: ANN001 - CompletedProcess
 
 def test_a_deleted_notebook_comes_back_as_of_an_earlier_backup(fleet: Path, tmp_path: Path) -> None:
     client = admin(fleet)
-    kim, kim_server = user_client(client, "kim")
-    lee, lee_server = user_client(client, "lee")
+    (kim, kim_server), (lee, lee_server) = user_clients(client, "kim", "lee")
     save(lee, lee_server, "lee's own notebook")
     save(kim, kim_server, "first version")
 
@@ -203,7 +207,7 @@ def test_a_backup_taken_while_users_are_created_restores_a_consistent_database(
         with httpx.Client(base_url=client.base_url, headers=client.headers, timeout=30) as writer:
             while not stop.is_set():
                 name = f"u{len(created):04d}"
-                if writer.post(f"/hub/api/users/{name}").status_code == 201:
+                if writer.post(f"/hub/api/users/{name}").status_code in (201, 409):  # 409: made, reply lost
                     created.append(name)
 
     thread = threading.Thread(target=create)
