@@ -164,7 +164,7 @@ def test_full_disk(tmp_path: Path) -> None:
     assert list(disk.iterdir()) == []  # the tmpfs went with its namespace
 
 
-def test_no_restic_and_no_backups_block(tmp_path: Path) -> None:
+def test_no_restic_a_damaged_database_and_no_backups_block(tmp_path: Path) -> None:
     root = make_fleet(tmp_path, local(tmp_path / "repo"))
     empty = tmp_path / "bin"
     empty.mkdir()
@@ -174,6 +174,17 @@ def test_no_restic_and_no_backups_block(tmp_path: Path) -> None:
         "does, as root)"
     )
     assert last_run(root).ok is False
+
+    database = layout(root / ".hubfleet").hub_data(HUB) / "jupyterhub.sqlite"
+    database.parent.mkdir(parents=True)
+    database.write_bytes(b"not a database, the first page overwritten" * 100)
+    damaged = hubfleet("backup", HUB, fleet=root)
+    assert error_line(damaged) == (
+        f"error: {HUB}: backup failed: the database {database} could not be copied (file is not a "
+        "database); check it with sqlite3's `PRAGMA integrity_check`, or bring back a good one with "
+        f"`hubfleet restore {HUB} --database`"
+    )
+    assert "could not be copied" in last_run(root).error
 
     (root / "fleet.yaml").write_text(drop_section((root / "fleet.yaml").read_text(), "backups"))
     for command in (["backup"], ["backups", "list", HUB], ["restore", HUB, "--database"]):

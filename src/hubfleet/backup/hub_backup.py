@@ -122,7 +122,8 @@ def back_up_hub(
     setup: BackupSetup, store: Store, hub: Hub, trigger: str, *, new: bool = False
 ) -> BackupSummary:
     """Snapshot the hub's homes and databases, then forget what its retention no longer keeps. The run is
-    recorded good or failed; a failure raises ResticError (or OSError) after it is recorded."""
+    recorded good or failed; a failure raises ResticError, UserError (a database that cannot be copied) or
+    OSError after it is recorded."""
     run_id = records.start_run(store, hub.name, trigger)
     try:
         with fleet_lock(setup.state_dir):
@@ -142,9 +143,17 @@ def back_up_hub(
             policy = setup.config.backup_policy(hub)
             if policy is not None:
                 setup.repository.forget(host=setup.host, tag=setup.hub_tag(hub.name), keep=policy.keep)
-    except (ResticError, OSError, sqlite3.Error) as exc:
+    except (ResticError, OSError) as exc:
         records.finish_run(store, run_id, None, error=str(exc))
         raise
+    except sqlite3.Error as exc:  # a damaged database, or one locked for a minute: no traceback, one line
+        error = (
+            f"the database {setup.layout.hub_data(hub.name) / HUB_DATABASE} could not be copied ({exc}); "
+            "check it with sqlite3's `PRAGMA integrity_check`, or bring back a good one with "
+            f"`hubfleet restore {hub.name} --database`"
+        )
+        records.finish_run(store, run_id, None, error=error)
+        raise UserError(error) from None
     records.finish_run(store, run_id, summary)
     return summary
 

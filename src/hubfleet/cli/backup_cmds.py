@@ -18,7 +18,6 @@ from hubfleet.backup.hub_backup import (
     restore_user,
     restore_user_to,
 )
-from hubfleet.backup.restic import ResticError
 from hubfleet.cli.app import app
 from hubfleet.cli.common import (
     FleetOption,
@@ -81,7 +80,7 @@ def backup(
         for item in hubs:
             try:
                 summary = back_up_hub(setup, store, item, "manual", new=new_repository)
-            except (ResticError, OSError) as exc:
+            except (UserError, OSError) as exc:
                 if len(hubs) == 1:  # one line says it all
                     raise UserError(f"{item.name}: backup failed: {exc}") from None
                 err_console.print(
