@@ -23,7 +23,7 @@ import pytest
 from fleet_helpers import HUBFLEET, copy_demo_fleet, drop_section, hubfleet, new_identity
 from hubfleet.backup import records
 from hubfleet.backup.hub_backup import backup_setup, pick_snapshot
-from hubfleet.backup.restic import Snapshot
+from hubfleet.backup.restic import Repository, Snapshot
 from hubfleet.config.validate import load_fleet
 from hubfleet.runtime.layout import layout
 from hubfleet.settings import UserError
@@ -245,6 +245,55 @@ def test_s3_backup_and_restore_with_keys_as_fleet_secrets(tmp_path: Path) -> Non
         assert "uni-a/config" in keys and any(k.startswith("uni-a/snapshots/") for k in keys)
     finally:
         server.stop()
+    # the storage gone (a network outage) is not a missing repository to start afresh
+    for command in (["backup", HUB], ["backups", "list", HUB]):
+        line = error_line(hubfleet(*command, fleet=root, env=env))
+        assert f"s3:http://127.0.0.1:{port}/hubfleet-backups/uni-a: not reachable (" in line, line
+        assert "check the address and the network" in line and "new-repository" not in line
+
+
+REPOSITORY = "s3:https://s3.example.org/bucket/p"
+OPEN = "Fatal: unable to open config file: "
+ASKS = f"\nIs there a repository at the following location?\n{REPOSITORY}\n"
+
+
+@pytest.mark.parametrize(
+    ("stderr", "says"),
+    [
+        (
+            OPEN + "Stat: The specified bucket does not exist" + ASKS,
+            "no repository",
+        ),
+        (
+            OPEN + "Stat: The specified key does not exist." + ASKS,
+            "no repository",
+        ),
+        (
+            OPEN + "stat /b/config: no such file or directory" + ASKS,
+            "no repository",
+        ),
+        (
+            OPEN + "Stat: The AWS Access Key Id you provided does not exist in our records." + ASKS,
+            "the storage refused the credentials",
+        ),
+        (
+            OPEN + "Stat: Access Denied." + ASKS,
+            "the storage refused the credentials",
+        ),
+        (
+            OPEN
+            + 'Stat: Get "https://s3.example.org/bucket/?location=": dial tcp: lookup: no such host'
+            + ASKS,
+            "not reachable",
+        ),
+        (OPEN + "stat /b/config: permission denied" + ASKS, "cannot be opened"),
+    ],
+)
+def test_why_a_repository_does_not_open(stderr: str, says: str) -> None:
+    """restic adds 'Is there a repository...?' to every failure to open one; only a missing file or bucket is
+    a missing repository (the text is restic 0.14's and S3's own)."""
+    explained = Repository(REPOSITORY, "pw", Path("/nonexistent")).explain("snapshots", stderr)
+    assert explained.startswith(f"backup repository {REPOSITORY}: {says}"), explained
 
 
 def test_at_picks_the_newest_backup_at_or_before_it() -> None:

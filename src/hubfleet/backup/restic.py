@@ -20,6 +20,14 @@ RESTIC = "restic"
 TIMEOUT = 6 * 3600
 """A backup of a large hub to a slow bucket takes hours; a hung one still ends."""
 
+_UNREACHABLE = re.compile(
+    r"connection refused|no such host|dial tcp|i/o timeout|network is unreachable", re.I
+)
+_REFUSED = re.compile(
+    r"access denied|forbidden|signature.*does not match|invalidaccesskeyid|does not exist in our records",
+    re.I,
+)
+
 _running: dict[int, subprocess.Popen[str]] = {}
 _stopped: set[int] = set()
 _running_lock = threading.Lock()
@@ -138,19 +146,24 @@ class Repository:
                 f"{where}: wrong password (backups.password does not open it); set the password the "
                 "repository was made with, or point backups.repository at a new location"
             )
-        if "Is there a repository at the following location" in text or "does not exist" in text:
-            return (
-                f"{where}: no repository there (it is missing or was moved); restore it, or start a new, "
-                "empty one with `hubfleet backup --new-repository`"
-            )
+        # before the missing repository: restic asks "Is there a repository...?" whenever it cannot open
+        # one, also when the network or the credentials are the cause
+        if _UNREACHABLE.search(text):
+            return f"{where}: not reachable ({_first_line(text)}); check the address and the network"
+        if _REFUSED.search(text):
+            return f"{where}: the storage refused the credentials ({_first_line(text)}); check backups.s3"
         if "no space left on device" in text.lower() or "disk quota exceeded" in text.lower():
             return f"{where}: the disk holding it is full; free space there or move the repository"
         if "already locked" in text:
             return f"{where}: locked by another restic ({_first_line(text)}); wait for it, or `restic unlock`"
-        if re.search(r"(connection refused|no such host|dial tcp|i/o timeout)", text, re.I):
-            return f"{where}: not reachable ({_first_line(text)}); check the address and the network"
-        if re.search(r"(access denied|forbidden|signature.*does not match|invalidaccesskeyid)", text, re.I):
-            return f"{where}: the storage refused the credentials ({_first_line(text)}); check backups.s3"
+        opening = "Is there a repository at the following location" in text
+        if opening and re.search(r"(no such file or directory|does not exist)", text, re.I):
+            return (
+                f"{where}: no repository there (it is missing or was moved); restore it, or start a new, "
+                "empty one with `hubfleet backup --new-repository`"
+            )
+        if opening:
+            return f"{where}: cannot be opened ({_first_line(text)})"
         return f"restic {command} failed: {_first_line(text) or 'no message'}"
 
     def _scrub(self, text: str) -> str:
