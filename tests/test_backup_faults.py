@@ -82,8 +82,6 @@ def test_wrong_password(tmp_path: Path) -> None:
     assert PASSWORD not in failed.stdout + failed.stderr
     run = last_run(root)
     assert run.ok is False and "wrong password" in run.error and PASSWORD not in run.error
-    listed = hubfleet("backups", "list", HUB, fleet=root)
-    assert "wrong password" in error_line(listed)
 
 
 def test_no_repository_yet(tmp_path: Path) -> None:
@@ -120,12 +118,6 @@ def test_missing_repository_is_not_made_afresh_silently(tmp_path: Path) -> None:
     assert "`hubfleet backup --new-repository` to start a new, empty one" in line
     assert not repo.exists()
     assert last_run(root).ok is False and "backed up to it before" in last_run(root).error
-    restore = hubfleet("restore", HUB, "--user", "kim", fleet=root)
-    assert (
-        "no repository there; before the first backup that is expected (run `hubfleet backup`), after one "
-        "it is missing or was moved (restore it)" in error_line(restore)
-    )
-
     again = hubfleet("backup", HUB, "--new-repository", fleet=root)
     assert again.returncode == 0, again.stderr
     assert last_run(root).ok is True and (repo / "config").exists()
@@ -187,7 +179,7 @@ def test_no_restic_a_damaged_database_and_no_backups_block(tmp_path: Path) -> No
     assert "could not be copied" in last_run(root).error
 
     (root / "fleet.yaml").write_text(drop_section((root / "fleet.yaml").read_text(), "backups"))
-    for command in (["backup"], ["backups", "list", HUB], ["restore", HUB, "--database"]):
+    for command in (["backup"], ["restore", HUB, "--database"]):
         result = hubfleet(*command, fleet=root)
         assert error_line(result) == (
             "error: this fleet has no backups: add a `backups:` block to fleet.yaml (repository and "
