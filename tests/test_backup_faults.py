@@ -22,7 +22,7 @@ import pytest
 
 from fleet_helpers import HUBFLEET, copy_demo_fleet, drop_section, hubfleet, new_identity
 from hubfleet.backup import records
-from hubfleet.backup.hub_backup import backup_setup, pick_snapshot
+from hubfleet.backup.hub_backup import backup_setup, fleet_lock, pick_snapshot
 from hubfleet.backup.restic import Repository, Snapshot
 from hubfleet.config.validate import load_fleet
 from hubfleet.runtime.layout import layout
@@ -118,8 +118,19 @@ def test_missing_repository_is_not_made_afresh_silently(tmp_path: Path) -> None:
     assert "`hubfleet backup --new-repository` to start a new, empty one" in line
     assert not repo.exists()
     assert last_run(root).ok is False and "backed up to it before" in last_run(root).error
-    again = hubfleet("backup", HUB, "--new-repository", fleet=root)
-    assert again.returncode == 0, again.stderr
+    # while another backup holds the fleet's lock (here: this test), the command says it waits
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")}
+    with fleet_lock(root / ".hubfleet"):
+        again = subprocess.Popen(
+            [str(HUBFLEET), "backup", HUB, "--new-repository", "--fleet", str(root)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert again.stderr is not None
+        assert again.stderr.readline().startswith("waiting for another backup or restore of this fleet")
+    assert again.wait(timeout=120) == 0, again.communicate()
     assert last_run(root).ok is True and (repo / "config").exists()
 
 

@@ -52,6 +52,8 @@ class BackupSetup:
     layout: Layout
     repository: Repository
     state_dir: Path
+    on_wait: Callable[[], None] | None = None
+    """Called when another backup or restore holds the fleet's lock and this one waits (the CLI says so)."""
 
     @property
     def host(self) -> str:
@@ -87,12 +89,18 @@ def backup_setup(config: FleetConfig, state_dir: Path, resolver: SecretResolver 
 
 
 @contextlib.contextmanager
-def fleet_lock(state_dir: Path) -> Iterator[None]:
-    """One backup operation of a fleet at a time (across processes: the daemon's schedule and commands)."""
+def fleet_lock(state_dir: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """One backup operation of a fleet at a time (across processes: the daemon's schedule and commands);
+    `on_wait` is called first when this one has to wait."""
     state_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(state_dir / "backup.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
@@ -126,7 +134,7 @@ def back_up_hub(
     OSError after it is recorded."""
     run_id = records.start_run(store, hub.name, trigger)
     try:
-        with fleet_lock(setup.state_dir):
+        with fleet_lock(setup.state_dir, setup.on_wait):
             ensure_repository(setup, store, new=new)
             paths = write_dumps(setup.layout, hub.name)
             if setup.layout.homes(hub.name).is_dir():
@@ -259,7 +267,7 @@ def restore_user(
             f"restore to a folder of your own instead with --to DIR"
         )
     snapshot = pick_snapshot(hub_snapshots(setup, hub), hub, at)
-    with fleet_lock(setup.state_dir):
+    with fleet_lock(setup.state_dir, setup.on_wait):
         staging = homes / f"{RESTORE_PREFIX}{secrets.token_hex(6)}"
         staging.mkdir(mode=0o700)
         try:
@@ -363,7 +371,7 @@ def restore_database(
     Returns (where the replaced database was kept, or None, snapshot)."""
     snapshot = pick_snapshot(hub_snapshots(setup, hub), hub, at)
     data = setup.layout.hub_data(hub)
-    with fleet_lock(setup.state_dir):
+    with fleet_lock(setup.state_dir, setup.on_wait):
         staging = setup.layout.data_dir / DUMP_DIR / f"{RESTORE_PREFIX}{secrets.token_hex(6)}"
         staging.mkdir(parents=True, mode=0o700)
         try:

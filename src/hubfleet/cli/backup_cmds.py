@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from hubfleet.backup import records
 from hubfleet.backup.hub_backup import (
+    BackupSetup,
     back_up_hub,
     backup_setup,
     hub_snapshots,
@@ -29,11 +31,28 @@ from hubfleet.cli.common import (
     load_or_explain,
 )
 from hubfleet.cli.daemon_ops import control, daemon_runs
+from hubfleet.config.fleet import FleetConfig
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
 from hubfleet.store import open_store
 
 backups_app = typer.Typer(help="The fleet's backups (restic snapshots).", no_args_is_help=True)
 app.add_typer(backups_app, name="backups")
+
+
+def set_up(config: FleetConfig, state: Path) -> BackupSetup:
+    """The fleet's backup setup, saying so on stderr when it waits for another backup or restore (the daemon's
+    schedule may be in the middle of one)."""
+
+    def waiting() -> None:
+        err_console.print(
+            "waiting for another backup or restore of this fleet to finish (a scheduled one, or another "
+            "command)...",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+
+    return dataclasses.replace(backup_setup(config, state), on_wait=waiting)
 
 
 def human_bytes(value: int | None) -> str:
@@ -66,7 +85,7 @@ def backup(
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
     state = resolve_state_dir(fleet_dir, state_dir)
-    setup = backup_setup(config, state)
+    setup = set_up(config, state)
     if hub is not None:
         hubs = [config.require_hub(hub)]
         if config.backup_policy(hubs[0]) is None:
@@ -111,7 +130,7 @@ def backups_list(
     config = load_or_explain(fleet_dir)
     config.require_hub(hub)
     state = resolve_state_dir(fleet_dir, state_dir)
-    setup = backup_setup(config, state)
+    setup = set_up(config, state)
     snapshots = hub_snapshots(setup, hub)
     with open_store(state) as store:
         runs = {r.snapshot_id[:8]: r for r in records.hub_runs(store, hub, limit=500) if r.snapshot_id}
@@ -184,7 +203,7 @@ def restore(
     config = load_or_explain(fleet_dir)
     config.require_hub(hub)
     state = resolve_state_dir(fleet_dir, state_dir)
-    setup = backup_setup(config, state)
+    setup = set_up(config, state)
     if user is not None:
         if to is not None:
             folder, snapshot = restore_user_to(setup, hub, user, to.resolve(), path=path, at=at)
