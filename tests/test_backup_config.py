@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet_helpers import edit
+from fleet_helpers import edit, hubfleet
 from hubfleet.config.models_backup import size_bytes
 from hubfleet.config.validate import load_fleet
 from hubfleet.secrets.store import set_fleet_secret
@@ -119,3 +119,17 @@ def test_home_quota(tmp_path: Path) -> None:
     quota = load_fleet(root).hubs["uni"].home_quota
     assert quota is not None and quota.warn_at == [80, 95] and quota.limit_bytes == int(1.5 * 1024**3)
     assert size_bytes("512M") == 512 * 1024**2
+
+
+def test_commands_refuse_kubernetes_hubs_and_print_names_as_they_are() -> None:
+    """A Kubernetes hub's homes are the cloud's volumes; a name with markup characters is printed as is."""
+    fixture = Path(__file__).resolve().parent / "fixtures" / "k8s-fleet"
+    for command in (["backup", "physics-staging"], ["restore", "physics-staging", "--database"]):
+        result = hubfleet(*command, fleet=fixture)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert "hub physics-staging runs on kubernetes cluster" in result.stderr
+        assert (
+            "back them up with the provider's snapshots (docs/backups.md, 'Kubernetes hubs')" in result.stderr
+        )
+    odd = hubfleet("backups", "list", "x[/b]", fleet=fixture)
+    assert odd.returncode == 1 and "error: no hub named 'x[/b]'" in odd.stderr, odd.stderr

@@ -167,6 +167,40 @@ def test_full_disk(tmp_path: Path) -> None:
     assert list(disk.iterdir()) == []  # the tmpfs went with its namespace
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare")
+def test_restore_into_a_home_on_a_filesystem_of_its_own(tmp_path: Path) -> None:
+    """A home that is its own filesystem (a btrfs subvolume with a quota, a mount): the restored tree cannot
+    be renamed in, so it is copied in as the home's owner (here uid 65534), never by root. The home is a
+    tmpfs in a private mount namespace of the one `hubfleet restore` run."""
+    if reason := unshare_refused():
+        pytest.skip(reason)
+    root = make_fleet(tmp_path, local(tmp_path / "repo"))
+    home = layout(root / ".hubfleet").homes(HUB) / "kim"
+    for path in [home, *home.rglob("*")]:
+        os.lchown(path, 65534, 65534)
+    hubfleet("backup", HUB, fleet=root, check=True)
+    script = (
+        'mount -t tmpfs -o size=8m,uid=65534,gid=65534,mode=0700 hubfleet-test "$0" && '
+        '"$1" restore "$2" --user kim --path work/analysis.ipynb --fleet "$3" && '
+        'stat -c "%u %n" "$0"/restored-*/work/analysis.ipynb "$0"/restored-* && cat "$0"/restored-*/work/*'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")}
+    result = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script, str(home), str(HUBFLEET), HUB, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("restored work/analysis.ipynb of kim as of ")
+    owners = [line.split()[0] for line in lines[1:3]]
+    assert owners == ["65534", "65534"] and lines[3] == '{"cells": []}', lines
+    assert not [p for p in home.parent.iterdir() if p.name.startswith(".hubfleet-restore-")]
+    assert not list(home.glob("restored-*"))  # the copy went to the tmpfs, not under it
+
+
 def test_no_restic_a_damaged_database_and_no_backups_block(tmp_path: Path) -> None:
     root = make_fleet(tmp_path, local(tmp_path / "repo"))
     empty = tmp_path / "bin"

@@ -21,6 +21,8 @@ import re
 import secrets
 import shutil
 import sqlite3
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +44,9 @@ DUMP_DIR = "backup"
 """`<data>/backup/<hub>/`: the databases' consistent copies, root's alone (0700)."""
 TAG = "hubfleet"
 RESTORE_PREFIX = ".hubfleet-restore-"
+PRUNE_MARK = "backup-pruned"
+"""`<state>/backup-pruned`: its modification time is when the repository was last pruned."""
+PRUNE_EVERY = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,12 @@ def back_up_hub(
             )
             policy = setup.config.backup_policy(hub)
             if policy is not None:
-                setup.repository.forget(host=setup.host, tag=setup.hub_tag(hub.name), keep=policy.keep)
+                prune = prune_due(setup.state_dir)
+                setup.repository.forget(
+                    host=setup.host, tag=setup.hub_tag(hub.name), keep=policy.keep, prune=prune
+                )
+                if prune:
+                    (setup.state_dir / PRUNE_MARK).touch()
     except (ResticError, OSError) as exc:
         records.finish_run(store, run_id, None, error=str(exc))
         raise
@@ -164,6 +174,16 @@ def back_up_hub(
         raise UserError(error) from None
     records.finish_run(store, run_id, summary)
     return summary
+
+
+def prune_due(state_dir: Path) -> bool:
+    """Whether the repository's unreferenced data is due to be freed: `restic prune` reads every index and
+    may rewrite packs, so it runs at most once a day per fleet, while `forget` (cheap) runs after every
+    backup. Forgotten snapshots are gone from the list at once; their space returns at the next prune."""
+    try:
+        return time.time() - (state_dir / PRUNE_MARK).stat().st_mtime > PRUNE_EVERY
+    except FileNotFoundError:
+        return True
 
 
 def _glob_escape(path: Path) -> str:
@@ -348,11 +368,40 @@ def _move_into_home(restored: Path, home: Path, snapshot: Snapshot) -> Path:
             except OSError as exc:  # the user made that name since: rename replaces no link, no folder
                 if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
                     continue
+                if exc.errno == errno.EXDEV:  # the home is a filesystem of its own (btrfs subvolume, mount)
+                    _copy_in_as_owner(restored, home, name, owner)
+                    return home / name
                 raise
             return home / name
         raise UserError(f"{home}: 100 restore folders of {stamp} exist already; remove some")
     finally:
         os.close(home_fd)
+
+
+def _copy_in_as_owner(restored: Path, home: Path, name: str, owner: os.stat_result) -> None:
+    """Copy the restored tree into the home as the home's owner (setpriv when root): a process that writes
+    into a directory the user controls must not be root, or a link they plant there mid-copy could send its
+    writes anywhere. The owner reaches the tree through staging directories made passable (0711)."""
+    for parent in restored.parents:
+        if parent == home.parent:
+            break
+        os.chmod(parent, 0o711)
+    command = ["cp", "-a", "--no-preserve=ownership", "-T", str(restored), str(home / name)]
+    if os.geteuid() == 0 and owner.st_uid != 0:
+        command = [
+            "setpriv",
+            f"--reuid={owner.st_uid}",
+            f"--regid={owner.st_gid}",
+            "--clear-groups",
+            "--",
+            *command,
+        ]
+    result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    if result.returncode != 0:
+        raise UserError(
+            f"could not copy the restored files into {home / name}: {result.stderr.strip()[:300]}; the home "
+            "is on a filesystem of its own and its owner could not write there (is it full?)"
+        )
 
 
 # --------------------------------------------------------------------------- restoring the hub's database

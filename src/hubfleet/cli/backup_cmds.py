@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 from rich.table import Table
 
@@ -32,6 +33,7 @@ from hubfleet.cli.common import (
 )
 from hubfleet.cli.daemon_ops import control, daemon_runs
 from hubfleet.config.fleet import FleetConfig
+from hubfleet.config.models import Hub
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
 from hubfleet.store import open_store
 
@@ -53,6 +55,27 @@ def set_up(config: FleetConfig, state: Path) -> BackupSetup:
         )
 
     return dataclasses.replace(backup_setup(config, state), on_wait=waiting)
+
+
+def local_hub(config: FleetConfig, name: str) -> Hub:
+    """The hub, when hubfleet backs it up: on Kubernetes the homes are the cloud's volumes."""
+    hub = config.require_hub(name)
+    cluster = config.cluster_of(hub)
+    if cluster.kind != "local":
+        raise UserError(
+            f"hub {name} runs on {cluster.kind} cluster {cluster.name}: its homes and database are the "
+            "cloud's volumes; back them up with the provider's snapshots (docs/backups.md, 'Kubernetes hubs')"
+        )
+    return hub
+
+
+def runs_unsupervised(config: FleetConfig, hub: Hub) -> bool:
+    """Whether the hub answers on its port though no daemon runs it (a daemon killed without `down`)."""
+    url = config.internal_url(hub)
+    try:
+        return url is not None and httpx.get(f"{url}/hub/health", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def human_bytes(value: int | None) -> str:
@@ -84,16 +107,16 @@ def backup(
     """Back up hubs now: their users' homes and a consistent copy of each hub's database."""
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
-    state = resolve_state_dir(fleet_dir, state_dir)
-    setup = set_up(config, state)
     if hub is not None:
-        hubs = [config.require_hub(hub)]
-        if config.backup_policy(hubs[0]) is None:
+        hubs = [local_hub(config, hub)]
+        if config.settings.backups is not None and config.backup_policy(hubs[0]) is None:
             raise UserError(f"hub {hub} has `backup: {{enabled: false}}` in its file; it is not backed up")
     else:
         hubs = [h for h in config.local_hubs() if config.backup_policy(h) is not None]
-        if not hubs:
-            raise UserError("no local hub has backups on")
+    state = resolve_state_dir(fleet_dir, state_dir)
+    setup = set_up(config, state)
+    if not hubs:
+        raise UserError("no local hub has backups on")
     failed = []
     with open_store(state) as store:
         for item in hubs:
@@ -128,7 +151,7 @@ def backups_list(
     """A hub's snapshots (newest last) and its last backup runs."""
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
-    config.require_hub(hub)
+    local_hub(config, hub)
     state = resolve_state_dir(fleet_dir, state_dir)
     setup = set_up(config, state)
     snapshots = hub_snapshots(setup, hub)
@@ -201,7 +224,7 @@ def restore(
         raise UserError("--path and --to go with --user, not --database")
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
-    config.require_hub(hub)
+    hub_settings = local_hub(config, hub)
     state = resolve_state_dir(fleet_dir, state_dir)
     setup = set_up(config, state)
     if user is not None:
@@ -218,6 +241,12 @@ def restore(
         )
         return
     held = daemon_runs(state, hub)
+    if not held and runs_unsupervised(config, hub_settings):
+        raise UserError(
+            f"hub {hub} is running without its daemon (it was killed without `hubfleet down`): its database "
+            "cannot be swapped under it; run `hubfleet up --detach` (which stops what the old daemon left) "
+            "and restore again"
+        )
     kept, snapshot = restore_database(
         setup,
         hub,

@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hubfleet.config.fleet import FleetConfig, FleetInvalid
 from hubfleet.config.validate import load_fleet
@@ -52,7 +53,10 @@ def friendly_errors(func: F) -> F:
         except UserError as exc:
             if DEBUG["on"]:
                 raise
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
+            # the message is text, not markup: a path or pattern such as a[1] or [/b] must print as it is
+            err_console.print(
+                f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True
+            )
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
