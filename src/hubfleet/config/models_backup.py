@@ -27,7 +27,8 @@ def size_bytes(text: str) -> int:
 
 
 class Keep(Strict):
-    """How many snapshots of each hub `restic forget` keeps: the newest of each day, week and month."""
+    """How many snapshots of each hub `restic forget` keeps: the newest of each day, week and month (and,
+    whatever these say, every snapshot of the last 24 hours and the newest one)."""
 
     daily: int = Field(default=7, ge=0, le=3660, description="Newest snapshot of each of the last N days.")
     weekly: int = Field(default=4, ge=0, le=520, description="Newest snapshot of each of the last N weeks.")
