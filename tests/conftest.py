@@ -75,6 +75,8 @@ SLOWEST_FIRST = (
     "test_faults.py",
     "test_local_fleet.py",
     "test_deploy.py",
+    "test_backup.py",
+    "test_backup_faults.py",
     "test_front_door.py",
     "test_front_door_faults.py",
     "test_login_forms.py",
@@ -85,6 +87,7 @@ SLOWEST_FIRST = (
     "test_store_faults.py",
     "test_broker_hostile.py",
     "test_backup_schedule.py",
+    "test_retire.py",
 )
 """The test files that take longest (`pytest --durations=0`, 2026-11-30: 235 s down to 60 s each), started
 first so that `-n 4 --dist loadfile` does not end with one worker still on a long file; the rest keep their
