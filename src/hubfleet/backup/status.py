@@ -25,6 +25,7 @@ from hubfleet.config.models_backup import BackupPolicy
 from hubfleet.store import Store
 from hubfleet.store.models import BackupRun
 from hubfleet.store.retirements import retirements
+from hubfleet.units import human_bytes
 
 ERROR_MAX = 300
 """Characters of a failed run's error that a status line or an incident's cause keeps."""
@@ -171,14 +172,7 @@ def age_text(seconds: float) -> str:
 
 def size_text(size: int | None) -> str:
     """1536 -> `1.5 KiB` (binary units, as restic and `du -h` print them)."""
-    if size is None:
-        return "size unknown"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    return "size unknown" if size is None else human_bytes(size)
 
 
 def hub_backup_json(

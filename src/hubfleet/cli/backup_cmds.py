@@ -36,6 +36,7 @@ from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
 from hubfleet.store import open_store
+from hubfleet.units import human_bytes
 
 backups_app = typer.Typer(help="The fleet's backups (restic snapshots).", no_args_is_help=True)
 app.add_typer(backups_app, name="backups")
@@ -76,17 +77,6 @@ def runs_unsupervised(config: FleetConfig, hub: Hub) -> bool:
         return url is not None and httpx.get(f"{url}/hub/health", timeout=3).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def human_bytes(value: int | None) -> str:
-    if value is None:
-        return "-"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{value} B"
 
 
 @app.command()
@@ -185,7 +175,7 @@ def backups_list(
             snap.short_id,
             snap.time.strftime("%Y-%m-%d %H:%M:%S"),
             str(run.files) if run and run.files is not None else "-",
-            human_bytes(run.size_bytes) if run else "-",
+            human_bytes(run.size_bytes) if run and run.size_bytes is not None else "-",
             run.trigger if run else "-",
         )
     console.print(table)

@@ -160,8 +160,9 @@ def disk(
 ) -> None:
     """Disk use of each local hub and its users (largest first) from the daemon's newest measurement
     (every monitoring.disk_interval), with each user's share of the hub's home_quota."""
-    from hubfleet.monitor.disk_usage import disk_summary, homes_locator, human_bytes
+    from hubfleet.monitor.disk_usage import disk_summary, homes_locator
     from hubfleet.store import open_store
+    from hubfleet.units import human_bytes
 
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)

@@ -11,7 +11,7 @@ from typing import Any
 from jinja2 import Environment
 
 from hubfleet.clock import parse_time, utcnow
-from hubfleet.monitor.disk_usage import human_bytes
+from hubfleet.units import human_bytes
 
 DASH = "—"
 

@@ -48,6 +48,7 @@ from hubfleet.monitor.incidents import IncidentRecord, open_incident, open_keys,
 from hubfleet.runtime.layout import LAYOUT_FILE, Layout, layout
 from hubfleet.store.api import Store
 from hubfleet.store.models import HomeUsage
+from hubfleet.units import human_bytes
 
 log = logging.getLogger("hubfleet.disk")
 
@@ -70,16 +71,6 @@ def disk_interval(fleet: FleetConfig) -> float:
         except ValueError:
             log.warning("ignoring %s=%r: not a number of seconds", INTERVAL_ENV, raw)
     return fleet.settings.monitoring.disk_interval
-
-
-def human_bytes(size: int | float) -> str:
-    """1536 -> '1.5 KiB' (binary units, as home_quota's limit is written)."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------- measuring
