@@ -65,47 +65,13 @@ def test_local_bundle_runs_without_hubfleet(tmp_path: Path) -> None:
     assert set(result.env_vars) == set(values)  # the README's variables, each given a value here
     env.update(values)
     env.update({HUB_PORT_ENV: str(hub_port), PROXY_API_PORT_ENV: str(api_port)})
-    log = (out / "hub.log").open("w")
-    proc = subprocess.Popen(
-        [str(BIN / "jupyterhub"), "-f", "jupyterhub_config.py"],
-        cwd=out,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (out / "hub.log").read_text()[-3000:]
-            # health answers before JupyterHub has started its services; stopping it in between would
-            # leave them behind, so wait for the line it logs once everything runs
-            try:
-                healthy = httpx.get(f"{url}/hub/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                healthy = False
-            if healthy and "JupyterHub is now running" in (out / "hub.log").read_text():
-                break
-            assert time.monotonic() < deadline, (out / "hub.log").read_text()[-3000:]
-            time.sleep(0.3)
+    with running_bundle(out, env):
         # the control token from the environment works: the service exists with its scopes
         headers = {"Authorization": f"token {values['HUBFLEET_CONTROL_TOKEN']}"}
-        reply = httpx.get(f"{url}/hub/api/users", headers=headers, timeout=10)
+        reply = httpx.get(f"http://127.0.0.1:{port}/hub/api/users", headers=headers, timeout=10)
         assert reply.status_code == 200, reply.text
         # state lives next to the config
         assert (out / "jupyterhub.sqlite").exists() and (out / "jupyterhub_cookie_secret").exists()
-    finally:
-        try:
-            # JupyterHub stops its services (SIGINT, 10 s, SIGTERM, 5 s) and then the proxy: give it that
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=60)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
-        leftovers = kill_leftovers(out)  # the proxy runs in its own session
-    assert leftovers == [], (out / "hub.log").read_text()[-3000:]
 
 
 def test_kubernetes_bundle(tmp_path: Path) -> None:
@@ -235,6 +201,8 @@ def running_bundle(out: Path, env: dict[str, str]):  # noqa: ANN201 - Iterator[N
         deadline = time.monotonic() + 90
         while True:
             assert proc.poll() is None, (out / "hub.log").read_text()[-3000:]
+            # health answers before JupyterHub has started its services; stopping it in between would
+            # leave them behind, so wait for the line it logs once everything runs
             try:
                 healthy = httpx.get(f"{url}/hub/health", timeout=2).status_code == 200
             except httpx.HTTPError:
@@ -246,13 +214,14 @@ def running_bundle(out: Path, env: dict[str, str]):  # noqa: ANN201 - Iterator[N
         yield
     finally:
         try:
+            # JupyterHub stops its services (SIGINT, 10 s, SIGTERM, 5 s) and then the proxy: give it that
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=60)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         log.close()
-        leftovers = kill_leftovers(out)
+        leftovers = kill_leftovers(out)  # the proxy runs in its own session
     assert leftovers == [], (out / "hub.log").read_text()[-3000:]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -48,3 +50,15 @@ def resolve_state_dir(fleet_dir: Path, flag: Path | None = None) -> Path:
     """--state-dir, else $HUBFLEET_STATE_DIR, else <fleet>/.hubfleet."""
     chosen = flag or Settings().state_dir or fleet_dir / ".hubfleet"
     return Path(chosen).expanduser().resolve()
+
+
+def seconds_from_env(name: str, default: float, minimum: float = 0.0) -> float:
+    """$NAME in seconds (tests shorten the daemon's intervals with it), at least `minimum`, else `default`;
+    a value that is not a number is logged and ignored."""
+    raw = os.environ.get(name, "").strip()
+    if raw:
+        try:
+            return max(minimum, float(raw))
+        except ValueError:
+            logging.getLogger("hubfleet").warning("ignoring %s=%r: not a number of seconds", name, raw)
+    return default

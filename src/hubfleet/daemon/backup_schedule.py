@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -49,7 +48,7 @@ from hubfleet.monitor.incidents import (
     resolve_incident,
 )
 from hubfleet.secrets.store import SecretResolver
-from hubfleet.settings import UserError
+from hubfleet.settings import UserError, seconds_from_env
 from hubfleet.store.api import Store
 from hubfleet.store.retirements import retirements
 
@@ -69,13 +68,7 @@ STOP_WAIT = 20.0
 
 
 def first_delay() -> float:
-    raw = os.environ.get(DELAY_ENV, "").strip()
-    if raw:
-        try:
-            return max(0.0, float(raw))
-        except ValueError:
-            log.warning("ignoring %s=%r: not a number of seconds", DELAY_ENV, raw)
-    return FIRST_DELAY
+    return seconds_from_env(DELAY_ENV, FIRST_DELAY)
 
 
 # --------------------------------------------------------------------------- incidents

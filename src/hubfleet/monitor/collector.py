@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time as time_
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +36,7 @@ from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
 from hubfleet.monitor.usage import auth_type, identity
 from hubfleet.render.local import CHECK_USERNAME
+from hubfleet.settings import seconds_from_env
 from hubfleet.store.api import Store
 from hubfleet.store.models import HubSample, ServerSession, UserDay
 
@@ -65,13 +65,7 @@ def excluded_usernames(fleet: FleetConfig, hub: Hub) -> frozenset[str]:
 
 def collect_interval(fleet: FleetConfig) -> float:
     """`HUBFLEET_COLLECT_INTERVAL` (seconds, for tests) over fleet.yaml `monitoring.collect_interval`."""
-    raw = os.environ.get(INTERVAL_ENV, "").strip()
-    if raw:
-        try:
-            return max(0.5, float(raw))
-        except ValueError:
-            log.warning("ignoring %s=%r: not a number of seconds", INTERVAL_ENV, raw)
-    return fleet.settings.monitoring.collect_interval
+    return seconds_from_env(INTERVAL_ENV, fleet.settings.monitoring.collect_interval, minimum=0.5)
 
 
 # --------------------------------------------------------------------------- /hub/metrics

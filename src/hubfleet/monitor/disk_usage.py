@@ -46,6 +46,7 @@ from hubfleet.isolation.accounts import AccountError, home_dirname
 from hubfleet.isolation.quotas import is_subvolume, quota_support, set_home_limit
 from hubfleet.monitor.incidents import IncidentRecord, open_incident, open_keys, resolve_incident
 from hubfleet.runtime.layout import LAYOUT_FILE, Layout, layout
+from hubfleet.settings import seconds_from_env
 from hubfleet.store.api import Store
 from hubfleet.store.models import HomeUsage
 from hubfleet.units import human_bytes
@@ -64,13 +65,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O
 
 def disk_interval(fleet: FleetConfig) -> float:
     """`HUBFLEET_DISK_INTERVAL` (seconds, for tests) over fleet.yaml `monitoring.disk_interval`."""
-    raw = os.environ.get(INTERVAL_ENV, "").strip()
-    if raw:
-        try:
-            return max(0.5, float(raw))
-        except ValueError:
-            log.warning("ignoring %s=%r: not a number of seconds", INTERVAL_ENV, raw)
-    return fleet.settings.monitoring.disk_interval
+    return seconds_from_env(INTERVAL_ENV, fleet.settings.monitoring.disk_interval, minimum=0.5)
 
 
 # --------------------------------------------------------------------------- measuring
