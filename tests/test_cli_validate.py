@@ -73,3 +73,16 @@ def test_schema_command_writes_schemas(tmp_path: Path) -> None:
     assert written == ["cluster.schema.json", "community.schema.json", "fleet.schema.json", "hub.schema.json"]
     assert json.loads((tmp_path / "out/hub.schema.json").read_text())["additionalProperties"] is False
     assert result.stdout.count("wrote ") == 4
+
+
+def test_the_cli_starts_without_the_store_or_restic_modules() -> None:
+    """Every `hubfleet` command imports every command module: those import the store (SQLAlchemy, Alembic),
+    the backup modules and the daemon inside the commands that use them, so that a command starts in about
+    a third of the time (0.45 s instead of 1.5 s here)."""
+    probe = (
+        "import sys, hubfleet.cli.main; "
+        "print(sorted(m for m in ('sqlalchemy', 'alembic', 'hubfleet.store', 'hubfleet.backup.restic') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout

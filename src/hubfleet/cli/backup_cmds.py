@@ -5,22 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
 import typer
 from rich.table import Table
 
-from hubfleet.backup import records
-from hubfleet.backup.hub_backup import (
-    BackupSetup,
-    back_up_hub,
-    backup_setup,
-    hub_snapshots,
-    restore_database,
-    restore_user,
-    restore_user_to,
-)
 from hubfleet.cli.app import app
 from hubfleet.cli.common import (
     FleetOption,
@@ -35,8 +24,11 @@ from hubfleet.cli.daemon_ops import control, daemon_runs
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
-from hubfleet.store import open_store
 from hubfleet.units import human_bytes
+
+if TYPE_CHECKING:  # the store and restic's modules are imported by the commands that use them: every
+    # `hubfleet` command would otherwise pay for SQLAlchemy and Alembic at start
+    from hubfleet.backup.hub_backup import BackupSetup
 
 backups_app = typer.Typer(help="The fleet's backups (restic snapshots).", no_args_is_help=True)
 app.add_typer(backups_app, name="backups")
@@ -55,6 +47,8 @@ def set_up(config: FleetConfig, state: Path) -> BackupSetup:
             soft_wrap=True,
         )
 
+    from hubfleet.backup.hub_backup import backup_setup
+
     return dataclasses.replace(backup_setup(config, state), on_wait=waiting)
 
 
@@ -72,6 +66,8 @@ def local_hub(config: FleetConfig, name: str) -> Hub:
 
 def runs_unsupervised(config: FleetConfig, hub: Hub) -> bool:
     """Whether the hub answers on its port though no daemon runs it (a daemon killed without `down`)."""
+    import httpx
+
     url = config.internal_url(hub)
     try:
         return url is not None and httpx.get(f"{url}/hub/health", timeout=3).status_code == 200
@@ -95,6 +91,9 @@ def backup(
     state_dir: StateDirOption = None,
 ) -> None:
     """Back up hubs now: their users' homes and a consistent copy of each hub's database."""
+    from hubfleet.backup.hub_backup import back_up_hub
+    from hubfleet.store import open_store
+
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
     if hub is not None:
@@ -139,6 +138,10 @@ def backups_list(
     state_dir: StateDirOption = None,
 ) -> None:
     """A hub's snapshots (newest last) and its last backup runs."""
+    from hubfleet.backup import records
+    from hubfleet.backup.hub_backup import hub_snapshots
+    from hubfleet.store import open_store
+
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
     local_hub(config, hub)
@@ -208,6 +211,8 @@ def restore(
 ) -> None:
     """Restore one user's files into a new folder in their home (nothing there is overwritten), or the hub's
     database."""
+    from hubfleet.backup.hub_backup import restore_database, restore_user, restore_user_to
+
     if database == (user is not None):
         raise UserError("say what to restore: --user NAME (their files) or --database (the hub's users)")
     if database and (path or to):

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hubfleet.backup.retire import RemovedHub
 from hubfleet.cli.app import app
 from hubfleet.cli.common import FleetOption, StateDirOption, console, friendly_errors, load_or_explain
 from hubfleet.cli.daemon_ops import control, daemon_runs
 from hubfleet.config.models import Hub
 from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
-from hubfleet.store import Store, open_store
+
+if TYPE_CHECKING:  # imported by the command itself: every `hubfleet` command would pay for the store
+    from hubfleet.backup.retire import RemovedHub
+    from hubfleet.store import Store
 
 
 @app.command()
@@ -37,6 +39,7 @@ def retire(
     from hubfleet.backup.dumps import HUB_DATABASE, copy_sqlite
     from hubfleet.backup.retire import purge_retired, refuse_if_retired, retire_hub, retired_dir
     from hubfleet.deploy.export import HubData, export_hub
+    from hubfleet.store import open_store
 
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
@@ -106,6 +109,8 @@ def retire(
 
 def _removed_hub(store: Store, name: str) -> RemovedHub:
     """A hub whose file is gone, as its last deployment knew it; UserError when the fleet never ran it."""
+    from hubfleet.backup.retire import RemovedHub
+
     last = store.last_deployment(name)
     if last is None:
         raise UserError(f"no hub named {name!r} in the fleet's files or its deployments; check the name")
