@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,12 +49,37 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 90, interval: float 
     raise AssertionError(f"condition not met within {timeout} s")
 
 
+WORKER_PORTS = 1000
+"""Each pytest-xdist worker picks fleet ports from its own slice of 20000-29999."""
+_picked = itertools.count()
+
+
 def free_ports(count: int) -> list[int]:
-    """`count` different free loopback ports."""
+    """`count` different loopback ports, free now, for the hubs and front doors of a fleet a test writes.
+
+    They come from this worker's own slice of 20000-29999, below the kernel's ephemeral range (32768-60999
+    here), from which every bind to port 0 and every outgoing connection draws: a port picked from there
+    and written into a hub file was, with six workers, taken by another worker's hub before this one
+    started. Here no other worker picks it, and nothing else is handed it."""
+    worker = int(re.sub(r"\D", "", os.environ.get("PYTEST_XDIST_WORKER", "")) or 0)
+    base = 20000 + (worker % 10) * WORKER_PORTS
     ports: list[int] = []
-    for _ in range(count):
-        ports.append(free_port(set(ports)))
-    return ports
+    for _ in range(WORKER_PORTS):
+        port = base + next(_picked) % WORKER_PORTS
+        if port not in ports and _free(port):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    return ports + [free_port(set(ports)) for _ in range(count - len(ports))]
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def copy_demo_fleet(dest: Path, keep: set[str] | None = None, *, front_door: bool = False) -> Path:
