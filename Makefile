@@ -31,9 +31,9 @@ test: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	# the layers of src/hubfleet ([tool.importlinter] in pyproject.toml): names any import against them
 	$(VENV)/bin/lint-imports
-	# six workers, one test file each: the integration tests mostly wait on hubs (the suite used 45 % of 2 cores
-	# with four); the slowest files start first (tests/conftest.py)
-	$(VENV)/bin/pytest -q -n 6 --dist loadfile
+	# four workers, one test file each: the integration tests mostly wait on hubs (the suite used 41 % of 2 cores
+	# with three; six made ports taken between choosing and binding likelier); the slowest files start first
+	$(VENV)/bin/pytest -q -n 4 --dist loadfile
 
 benchmarks: setup
 	$(VENV)/bin/python benchmarks/validate_500.py
