@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from _pytest.tmpdir import TempPathFactory
 
+import fleet_helpers  # noqa: F401  (gives this worker its own range of internal ports)
 from hubfleet.isolation.accounts import DOOR_PREFIX, HUB_PREFIX, USER_PREFIX, remove_account
 
 AS_ROOT = os.geteuid() == 0

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from fleet_helpers import HUBFLEET, copy_demo_fleet, drop_section, free_ports
+from fleet_helpers import HUBFLEET, copy_demo_fleet, drop_section, free_ports, hubfleet_env
 
 ACCOUNTS = {"ops": "operator", "lead-a": "uni-a", "lead-h": "hackweek"}
 """username -> "operator", or the one community the leader leads."""
@@ -229,7 +229,7 @@ def start_console(
 ) -> subprocess.Popen[str]:
     """`hubfleet console` on `port` (and `args`), in a session of its own, its output in
     <state_dir>/console.log."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")} | (env or {})
+    env = hubfleet_env() | (env or {})
     log = (state_dir / "console.log").open("a")  # two consoles of one state dir share it
     process = subprocess.Popen(
         [

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from hubfleet.isolation.accounts import fleet_accounts, remove_account
-from hubfleet.ports import free_port
+from hubfleet.ports import RANGE_ENV, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "examples" / "demo-fleet"
@@ -49,9 +49,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 90, interval: float 
     raise AssertionError(f"condition not met within {timeout} s")
 
 
-WORKER_PORTS = 1000
-"""Each pytest-xdist worker picks fleet ports from its own slice of 20000-29999."""
+WORKER_PORTS = 500
+"""Each pytest-xdist worker has its own 1,000 ports of 20000-29999: the first half for the ports the tests
+write into hub files, the second for the internal ports its fleets pick (HUBFLEET_INTERNAL_PORTS)."""
+WORKER = int(re.sub(r"\D", "", os.environ.get("PYTEST_XDIST_WORKER", "")) or 0)
+WORKER_BASE = 20000 + (WORKER % 10) * 2 * WORKER_PORTS
+os.environ[RANGE_ENV] = f"{WORKER_BASE + WORKER_PORTS}-{WORKER_BASE + 2 * WORKER_PORTS - 1}"
 _picked = itertools.count()
+
+
+def hubfleet_env() -> dict[str, str]:
+    """This environment without the caller's HUBFLEET_* settings, but with the worker's port range."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_") or k == RANGE_ENV}
 
 
 def free_ports(count: int) -> list[int]:
@@ -61,11 +70,9 @@ def free_ports(count: int) -> list[int]:
     here), from which every bind to port 0 and every outgoing connection draws: a port picked from there
     and written into a hub file was, with six workers, taken by another worker's hub before this one
     started. Here no other worker picks it, and nothing else is handed it."""
-    worker = int(re.sub(r"\D", "", os.environ.get("PYTEST_XDIST_WORKER", "")) or 0)
-    base = 20000 + (worker % 10) * WORKER_PORTS
     ports: list[int] = []
     for _ in range(WORKER_PORTS):
-        port = base + next(_picked) % WORKER_PORTS
+        port = WORKER_BASE + next(_picked) % WORKER_PORTS
         if port not in ports and _free(port):
             ports.append(port)
             if len(ports) == count:
@@ -142,8 +149,7 @@ def hubfleet(
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `hubfleet` command, without the caller's HUBFLEET_* variables but with `env` added
     (e.g. HUBFLEET_AGE_IDENTITY) and `input` on stdin."""
-    extra = env or {}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")} | extra
+    env = hubfleet_env() | (env or {})
     result = subprocess.run(
         [str(HUBFLEET), *args, "--fleet", str(fleet)],
         capture_output=True,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet_helpers import HUBFLEET, copy_demo_fleet, drop_section, hubfleet, new_identity
+from fleet_helpers import HUBFLEET, copy_demo_fleet, drop_section, hubfleet, hubfleet_env, new_identity
 from hubfleet.backup import records
 from hubfleet.backup.hub_backup import backup_setup, fleet_lock, pick_snapshot
 from hubfleet.backup.restic import Repository, Snapshot
@@ -119,7 +119,7 @@ def test_missing_repository_is_not_made_afresh_silently(tmp_path: Path) -> None:
     assert not repo.exists()
     assert last_run(root).ok is False and "backed up to it before" in last_run(root).error
     # while another backup holds the fleet's lock (here: this test), the command says it waits
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")}
+    env = hubfleet_env()
     with fleet_lock(root / ".hubfleet"):
         again = subprocess.Popen(
             [str(HUBFLEET), "backup", HUB, "--new-repository", "--fleet", str(root)],
@@ -150,7 +150,7 @@ def test_full_disk(tmp_path: Path) -> None:
     (home / "data.bin").write_bytes(os.urandom(10 * 1024 * 1024))  # incompressible, 5 times the disk
 
     script = 'mount -t tmpfs -o size=2m hubfleet-test "$0" && exec "$1" backup "$2" --fleet "$3"'
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")}
+    env = hubfleet_env()
     failed = subprocess.run(
         ["unshare", "--mount", "sh", "-c", script, str(disk), str(HUBFLEET), HUB, str(root)],
         capture_output=True,
@@ -184,7 +184,7 @@ def test_restore_into_a_home_on_a_filesystem_of_its_own(tmp_path: Path) -> None:
         '"$1" restore "$2" --user kim --path work/analysis.ipynb --fleet "$3" && '
         'stat -c "%u %n" "$0"/restored-*/work/analysis.ipynb "$0"/restored-* && cat "$0"/restored-*/work/*'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")}
+    env = hubfleet_env()
     result = subprocess.run(
         ["unshare", "--mount", "sh", "-c", script, str(home), str(HUBFLEET), HUB, str(root)],
         capture_output=True,

@@ -23,6 +23,7 @@ from fleet_helpers import (
     daemon_status,
     fleet_processes,
     hubfleet,
+    hubfleet_env,
     kill_leftovers,
     remove_accounts,
     wait_for,
@@ -168,7 +169,7 @@ def test_killed_proxy_then_down_leaves_nothing(root: Path) -> None:
 
 
 def test_two_up_at_once_start_one_daemon(root: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")}
+    env = hubfleet_env()
     procs = [
         subprocess.Popen(
             [str(HUBFLEET), "up", "--detach", "--fleet", str(root)],

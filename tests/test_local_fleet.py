@@ -20,6 +20,7 @@ from fleet_helpers import (
     daemon_status,
     fleet_processes,
     hubfleet,
+    hubfleet_env,
     kill_leftovers,
     running_fleet,
     wait_for,
@@ -212,7 +213,7 @@ def test_failing_hubs_are_named_with_their_log_and_others_keep_running(tmp_path:
 
 def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     root = copy_demo_fleet(tmp_path / "fleet", keep={"communities/hackweek/hubs/staging.yaml"})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")}
+    env = hubfleet_env()
     proc = subprocess.Popen(
         [str(HUBFLEET), "up", "--fleet", str(root)],
         stdout=subprocess.PIPE,

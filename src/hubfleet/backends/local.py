@@ -202,9 +202,10 @@ class LocalBackend(Backend):
         stored = _read_json(path)
         data = dict(stored)
         if not (isinstance(data.get("hub_port"), int) and isinstance(data.get("proxy_api_port"), int)):
-            public = {h.port for h in self.fleet.hubs.values() if h.port} | fixed_ports(self.fleet)
-            hub_port = free_port(public)
-            data = {"hub_port": hub_port, "proxy_api_port": free_port(public | {hub_port})}
+            taken = {h.port for h in self.fleet.hubs.values() if h.port} | fixed_ports(self.fleet)
+            taken |= self._internal_ports_of_other_hubs(hub.name)
+            hub_port = free_port(taken)
+            data = {"hub_port": hub_port, "proxy_api_port": free_port(taken | {hub_port})}
         data["url"] = self.fleet.internal_url(hub)
         if data != stored:
             _write_private(path, data)
@@ -218,6 +219,15 @@ class LocalBackend(Backend):
             as_root=os.geteuid() == 0,
             broker_socket=where.broker_socket(hub.name) if isolation_mode() == "accounts" else None,
         )
+
+    def _internal_ports_of_other_hubs(self, name: str) -> set[int]:
+        """Ports written down for the other hubs: a stopped hub does not hold them now but will want them."""
+        ports: set[int] = set()
+        for path in (self.state_dir / "hubs").glob("*/runtime.json"):
+            if path.parent.name != name:
+                data = _read_json(path)
+                ports |= {data[k] for k in ("hub_port", "proxy_api_port") if isinstance(data.get(k), int)}
+        return ports
 
     def render(self, hub: Hub) -> str:
         return render_jupyterhub_config(self.fleet, hub, self.runtime(hub))

@@ -22,6 +22,7 @@ from hubfleet.isolation.accounts import (
     hub_account,
 )
 from hubfleet.isolation.cgroups import Limits, parse_memory
+from hubfleet.ports import RANGE_ENV
 from hubfleet.render.local import CONTROL_TOKEN_ENV, OPERATOR_TOKEN_ENV
 from hubfleet.runtime.layout import Layout, make_passable_dir, migrate_hub, write_private
 
@@ -78,7 +79,7 @@ def home_name(username: str) -> str:
 
 def plain_env() -> dict[str, str]:
     """What a hub inherits from the daemon: nothing that could carry a secret (an age identity, tokens)."""
-    keep = ("LANG", "LC_ALL", "TZ", "PYTHONPATH")
+    keep = ("LANG", "LC_ALL", "TZ", "PYTHONPATH", RANGE_ENV)
     return {key: os.environ[key] for key in keep if key in os.environ}
 
 

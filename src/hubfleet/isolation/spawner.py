@@ -13,8 +13,9 @@ import json
 from typing import Any
 
 from jupyterhub.spawner import Spawner
-from jupyterhub.utils import random_port
 from traitlets import Integer, Unicode
+
+from hubfleet.ports import free_port
 
 REPLY_LIMIT = 1 << 16
 
@@ -64,7 +65,7 @@ class BrokerSpawner(Spawner):
 
     async def start(self) -> tuple[str, int]:
         if not self.port:
-            self.port = random_port()
+            self.port = free_port()
         reply = await self._call({"op": "start", "env": self.get_env(), "args": self.get_args()})
         self.pid = int(reply["pid"])
         self.log.info(
