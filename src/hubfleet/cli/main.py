@@ -6,6 +6,7 @@ from __future__ import annotations
 from hubfleet.cli import (  # noqa: F401
     backup_cmds,
     check_cmds,
+    cluster_cmds,
     config_cmds,
     console_cmds,
     deploy_cmds,

@@ -343,3 +343,23 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+# --------------------------------------------------------------------------- clusters
+
+
+class ClusterVersionReading(Base):
+    """One live reading of a Kubernetes cluster's versions (`hubfleet clusters --refresh`)."""
+
+    __tablename__ = "cluster_versions"
+    __table_args__ = (Index("ix_cluster_versions_cluster_read_at", "cluster", "read_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cluster: Mapped[str] = mapped_column(String(200))
+    read_at: Mapped[datetime]
+    provider: Mapped[str] = mapped_column(String(20))
+    region: Mapped[str] = mapped_column(String(100))
+    control_plane: Mapped[str] = mapped_column(String(20))
+    control_plane_version: Mapped[str] = mapped_column(String(100))
+    node_pools: Mapped[dict[str, Any]] = mapped_column(JSON)
+    chart_versions: Mapped[dict[str, Any]] = mapped_column(JSON)
