@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 
 from hubfleet.cli.app import app
-from hubfleet.cli.common import FleetOption, friendly_errors
+from hubfleet.cli.common import FleetOption, StateDirOption, friendly_errors
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.validate import validate_fleet
-from hubfleet.settings import Settings, resolve_fleet_dir
+from hubfleet.settings import Settings, UserError, resolve_fleet_dir, resolve_state_dir
 
 
 def _fleet_dir(flag: Path | None) -> Path:
@@ -25,7 +25,26 @@ def _fleet_dir(flag: Path | None) -> Path:
 
 @app.command()
 @friendly_errors
-def validate(fleet: FleetOption = None) -> None:
+def validate(
+    fleet: FleetOption = None,
+    chart: Annotated[
+        bool,
+        typer.Option(
+            "--chart",
+            help="Also run every Kubernetes hub's values through `helm template` with the real z2jh chart "
+            "(results cached in the state directory: unchanged hubs are not run again).",
+        ),
+    ] = False,
+    charts_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--charts-dir",
+            help="Directory of jupyterhub-<version>.tgz charts (default: fleet.yaml kubernetes.charts_dir).",
+            show_default=False,
+        ),
+    ] = None,
+    state_dir: StateDirOption = None,
+) -> None:
     """Check every fleet file and cross-file rule; print each error as file:line:col: message."""
     root = _fleet_dir(fleet)
     config, errors = validate_fleet(root)
@@ -35,6 +54,57 @@ def validate(fleet: FleetOption = None) -> None:
         typer.echo(f"{len(errors)} error(s) in {root}", err=True)
         raise typer.Exit(1)
     typer.echo(summary(config))
+    if chart:
+        check_charts(config, charts_dir, resolve_state_dir(root.resolve(), state_dir))
+
+
+def check_charts(config: FleetConfig, charts_dir: Path | None, state_dir: Path) -> None:
+    """`validate --chart`: one line per Kubernetes hub (OK, failed with the errors, or not checked and why);
+    exit 1 when a hub failed or no helm or charts directory is there to check with."""
+    from hubfleet.render.chart_check import (
+        INSTALL_HINT,
+        ChartCheckError,
+        check_fleet_charts,
+        helm_binary,
+        helm_version_label,
+        kubernetes_hubs,
+    )
+
+    if not kubernetes_hubs(config):
+        typer.echo("chart check: no Kubernetes hubs in this fleet")
+        return
+    setting = config.settings.kubernetes.charts_dir
+    directory = charts_dir if charts_dir is not None else (config.file(setting) if setting else None)
+    if directory is None:
+        raise UserError(
+            "--chart needs the charts: set `kubernetes: {charts_dir: DIR}` in fleet.yaml or pass "
+            "--charts-dir DIR (a directory of jupyterhub-<version>.tgz, e.g. from `helm pull jupyterhub "
+            "--repo https://hub.jupyter.org/helm-chart/ --version VERSION`)"
+        )
+    if not directory.is_dir():
+        raise UserError(
+            f"charts directory {directory} not found (--charts-dir or fleet.yaml kubernetes.charts_dir)"
+        )
+    try:
+        helm = helm_binary()
+        if helm is None:
+            raise UserError(f"--chart: {INSTALL_HINT}")
+        checks = check_fleet_charts(config, charts_dir=directory, state_dir=state_dir, helm=helm)
+    except ChartCheckError as exc:
+        raise UserError(f"--chart: {exc}") from None
+    typer.echo(f"chart check ({helm_version_label(state_dir) or 'helm'}, charts from {directory}):")
+    for check in checks:
+        if check.status == "failed":
+            typer.echo(f"  {check.hub}: FAILED")
+            for error in check.errors:
+                typer.echo(str(error))
+        else:
+            label = "OK" if check.status == "ok" else "not checked"
+            typer.echo(f"  {check.hub}: {label}: {check.detail}")
+    failed = [c.hub for c in checks if c.status == "failed"]
+    if failed:
+        typer.echo(f"{len(failed)} hub(s) failed the chart check: {', '.join(failed)}", err=True)
+        raise typer.Exit(1)
 
 
 def summary(config: FleetConfig) -> str:

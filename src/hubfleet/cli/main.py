@@ -18,6 +18,7 @@ from hubfleet.cli import (  # noqa: F401
     retire_cmds,
     secrets_cmds,
     store_cmds,
+    upgrade_cmds,
     usage_cmds,
 )
 from hubfleet.cli.app import app

@@ -7,19 +7,15 @@ Every model forbids unknown keys so that a misspelt key is an error, never silen
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from hubfleet.config.fields import URL_PATTERN, AwsAccountId, DomainName, Email, Name, Strict, Username
-from hubfleet.config.models_auth import Auth
 from hubfleet.config.models_backup import Backups, HomeQuota, HubBackup
 from hubfleet.config.models_front_door import FrontDoor
+from hubfleet.config.quantities import CpuCores, MemorySize
 from hubfleet.config.secret_refs import SecretOnly, SecretOrPlain
-
-MEMORY_PATTERN = re.compile(r"^(\d+(\.\d+)?)([KMGT]i?)?$")
-
 
 # --------------------------------------------------------------------------- clusters
 
@@ -124,15 +120,19 @@ class Resources(Strict):
     """Per-user limits. Enforced by Kubernetes; on local clusters by the kernel's control groups when hubfleet
     runs as root (each user server and its kernels in a group of their own)."""
 
-    memory_limit: str | None = Field(
-        default=None, description="Per-user memory limit such as 512M, 2G or 1Gi.", examples=["2G"]
+    memory_limit: MemorySize | None = Field(
+        default=None,
+        description="Per-user memory limit such as 512M, 2G or 4Gi (K, M, G, T are powers of 1024, like Gi).",
+        examples=["2G"],
     )
-    cpu_limit: float | None = Field(default=None, gt=0, le=256, description="Per-user CPU limit in cores.")
-    memory_guarantee: str | None = Field(
+    cpu_limit: CpuCores | None = Field(
+        default=None, description="Per-user CPU limit in cores, such as 2, 0.5 or 500m."
+    )
+    memory_guarantee: MemorySize | None = Field(
         default=None, description="Memory reserved for each user (kubernetes clusters only), such as 1G."
     )
-    cpu_guarantee: float | None = Field(
-        default=None, gt=0, le=256, description="CPU cores reserved for each user (kubernetes clusters only)."
+    cpu_guarantee: CpuCores | None = Field(
+        default=None, description="CPU cores reserved for each user (kubernetes clusters only), such as 0.5."
     )
     process_limit: int = Field(
         default=512,
@@ -141,17 +141,6 @@ class Resources(Strict):
         description="Processes and threads one user's server and kernels may run at once (local clusters; "
         "stops a fork bomb).",
     )
-
-    @field_validator("memory_limit", "memory_guarantee")
-    @classmethod
-    def _memory(cls, value: str | None) -> str | None:
-        return _memory_size(value)
-
-
-def _memory_size(value: str | None) -> str | None:
-    if value is not None and not MEMORY_PATTERN.match(value):
-        raise ValueError(f"'{value}' is not a memory size; write a number with K, M, G or T, such as 2G")
-    return value
 
 
 class KubernetesImage(Strict):
@@ -169,15 +158,10 @@ class KubernetesProfile(Strict):
     description: str = ""
     default: bool = Field(default=False, description="Preselected option; at most one profile sets it.")
     image: KubernetesImage | None = Field(default=None, description="Image for this option only.")
-    memory_limit: str | None = None
-    memory_guarantee: str | None = None
-    cpu_limit: float | None = Field(default=None, gt=0, le=256)
-    cpu_guarantee: float | None = Field(default=None, gt=0, le=256)
-
-    @field_validator("memory_limit", "memory_guarantee")
-    @classmethod
-    def _memory(cls, value: str | None) -> str | None:
-        return _memory_size(value)
+    memory_limit: MemorySize | None = None
+    memory_guarantee: MemorySize | None = None
+    cpu_limit: CpuCores | None = None
+    cpu_guarantee: CpuCores | None = None
 
 
 class KubernetesSettings(Strict):
@@ -511,6 +495,18 @@ class Isolation(Strict):
     )
 
 
+class FleetKubernetes(Strict):
+    """fleet.yaml `kubernetes`: fleet-wide settings of the Kubernetes hubs (a hub's own are in `defaults`)."""
+
+    charts_dir: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Directory of packaged Zero to JupyterHub charts (jupyterhub-<version>.tgz, as `helm "
+        "package` names them), relative to the fleet: `hubfleet validate --chart` checks every Kubernetes "
+        "hub with the chart of its cluster's chart_version from there.",
+    )
+
+
 class FleetSettings(Strict):
     """fleet.yaml: the fleet's name, its operators and the defaults every hub inherits."""
 
@@ -524,6 +520,9 @@ class FleetSettings(Strict):
     monitoring: Monitoring = Field(default_factory=Monitoring)
     console: Console = Field(default_factory=Console, description="The web console's accounts and sign-in.")
     isolation: Isolation = Field(default_factory=Isolation)
+    kubernetes: FleetKubernetes = Field(
+        default_factory=FleetKubernetes, description="Fleet-wide settings of the Kubernetes hubs."
+    )
     front_door: FrontDoor | None = Field(
         default=None,
         description="Public HTTPS for the local hubs and the console (Caddy); unset: 127.0.0.1 only.",

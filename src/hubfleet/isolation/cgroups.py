@@ -24,16 +24,15 @@ import signal
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
+
+from hubfleet.units import parse_bytes
 
 PERIOD_US = 100_000
 CONTROLLERS = ("memory", "cpu", "pids")
 ENABLE = "+memory +cpu +pids"  # for cgroup.subtree_control (v2)
 V1_CPU_NAMES = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_MEMORY = re.compile(r"(\d+(?:\.\d+)?)([KMGT]i?)?")
-_UNITS = {"K": 1, "M": 2, "G": 3, "T": 4}
 # Writes raced by a concurrent remove() of a shared ancestor are retried this many times.
 _CREATE_ATTEMPTS = 5
 
@@ -62,16 +61,11 @@ class Limits:
 def parse_memory(text: str) -> int:
     """'512M', '2G', '1Gi', '100K', '3T', '1.5G', plain bytes '1048576' -> bytes.
 
-    K/M/G/T are powers of 1024, as JupyterHub's mem_limit reads them, so one config value means the same
-    limit to the hub and to the cgroup.
+    K/M/G/T are powers of 1024, as JupyterHub's mem_limit reads them; the one parser of memory sizes
+    (`hubfleet.units.parse_bytes`, also behind the fleet files' validation and rendering), so one config value
+    means the same limit to the hub, to KubeSpawner and to the cgroup.
     """
-    match = _MEMORY.fullmatch(text.strip())
-    if match is None or (match[2] is None and "." in match[1]):
-        raise ValueError(
-            f"memory size {text!r}: expected bytes, or a number with K, M, G, T, Ki, Mi, Gi or Ti: 512M"
-        )
-    number = Decimal(match[1])  # not float: '1.1G' must not depend on binary rounding
-    return int(number * 1024 ** _UNITS[match[2][0]]) if match[2] else int(number)
+    return parse_bytes(text)
 
 
 def _check_parts(parts: tuple[str, ...]) -> tuple[str, ...]:

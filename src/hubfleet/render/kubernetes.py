@@ -20,6 +20,7 @@ import yaml
 
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub, KubernetesProfile, KubernetesSettings
+from hubfleet.config.quantities import spawner_memory
 from hubfleet.render.common import auth_config, auth_secrets
 from hubfleet.render.local import (
     CONTROL_SCOPES,
@@ -144,7 +145,9 @@ def _update_singleuser(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> 
     if settings.image is not None:
         singleuser["image"] = {"name": settings.image.name, "tag": settings.image.tag}
     res = hub.resources
-    memory = {k: v for k, v in (("limit", res.memory_limit), ("guarantee", res.memory_guarantee)) if v}
+    # KubeSpawner reads memory as JupyterHub's ByteSpecification does: `4Gi` is written `4G` (quantities.py)
+    sizes = (("limit", res.memory_limit), ("guarantee", res.memory_guarantee))
+    memory = {k: spawner_memory(v) for k, v in sizes if v}
     cpu = {k: v for k, v in (("limit", res.cpu_limit), ("guarantee", res.cpu_guarantee)) if v}
     if memory:
         singleuser["memory"] = memory
@@ -176,7 +179,7 @@ def _profile(profile: KubernetesProfile) -> dict[str, Any]:
     ):
         value = getattr(profile, ours)
         if value is not None:
-            override[kubespawner] = value
+            override[kubespawner] = spawner_memory(value) if ours.startswith("memory") else value
     if override:
         entry["kubespawner_override"] = override
     return entry

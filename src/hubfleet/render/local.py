@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
+from hubfleet.config.quantities import spawner_memory
 from hubfleet.render.common import (
     CHECK_USERNAME,
     CONTROL_SERVICE,
@@ -169,7 +170,7 @@ def render_jupyterhub_config(fleet: FleetConfig, hub: Hub, runtime: LocalRuntime
         "c.Spawner.http_timeout = 120",
     ]
     if hub.resources.memory_limit:
-        lines.append(f"c.Spawner.mem_limit = {hub.resources.memory_limit!r}")
+        lines.append(f"c.Spawner.mem_limit = {spawner_memory(hub.resources.memory_limit)!r}")
     if hub.resources.cpu_limit:
         lines.append(f"c.Spawner.cpu_limit = {hub.resources.cpu_limit!r}")
     if hub.max_users:
