@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from hubfleet.config.fields import URL_PATTERN, AwsAccountId, DomainName, Email, Name, Strict, Username
+from hubfleet.config.models_auth import Auth
 from hubfleet.config.models_backup import Backups, HomeQuota, HubBackup
 from hubfleet.config.models_front_door import FrontDoor
 from hubfleet.config.quantities import CpuCores, MemorySize
