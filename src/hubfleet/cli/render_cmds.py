@@ -18,15 +18,28 @@ def render(
     hub: Annotated[str, typer.Argument(help="Name of the hub.")],
     fleet: FleetOption = None,
     state_dir: StateDirOption = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Print every effective setting of HUB with the layer and file:line it came from instead.",
+        ),
+    ] = False,
 ) -> None:
     """Print what would be applied to HUB: jupyterhub_config.py (local) or z2jh values YAML (kubernetes).
 
     No secret values are printed: local configs read them from the environment, kubernetes secrets go
-    to a separate values file at deploy time."""
+    to a separate values file at deploy time. With --explain: each setting and where it came from (fleet
+    defaults, cluster defaults, community defaults, the hub file, or a built-in default)."""
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
     config.require_hub(hub)
     the_hub = config.hubs[hub]
+    if explain:
+        from hubfleet.config.layers import explain_hub
+
+        typer.echo(explain_hub(config, the_hub), nl=False)
+        return
     state = resolve_state_dir(fleet_dir, state_dir)
     if config.cluster_of(the_hub).kind == "kubernetes":
         from hubfleet.backends.kubernetes import KubernetesBackend

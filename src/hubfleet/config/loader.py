@@ -1,9 +1,12 @@
 """The fleet directory read into models, file by file, keeping where every value came from.
 
-Each file is parsed (`yaml_source`) and validated against its model on its own (`pydantic_errors`); hubs are
-merged over fleet.yaml `defaults` first (`defaults`). The result, `SourcedFleetConfig`, is the `FleetConfig`
-plus what the cross-file rules need to point at the right line: every source file, every hub that validated
-(duplicates included) and every secrets file. The rules themselves run in `validate`, above this module.
+Each file is parsed (`yaml_source`) and validated against its model on its own (`pydantic_errors`).
+Clusters are read before communities, so each hub is merged over its layers (`layers`, merged by
+`defaults`): fleet.yaml `defaults`, its cluster's `defaults` (the cluster its file names, else its
+community's `defaults.cluster`), its community's `defaults`, then its own file. The result,
+`SourcedFleetConfig`, is the `FleetConfig` plus what the cross-file rules need to point at the right line:
+every source file, every hub that validated (duplicates included, each with its layers) and every secrets
+file. The rules themselves run in `validate`, above this module.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hubfleet.config.defaults import MERGED_PER_FIELD, merge_defaults
+from hubfleet.config.defaults import LAYER_NAMES, merge_layers
 from hubfleet.config.fleet import ConfigError, FleetConfig
+from hubfleet.config.layers import HubLayers, Layer
 from hubfleet.config.models import Cluster, Community, FleetSettings, Hub
 from hubfleet.config.pydantic_errors import required_keys, validate_model
 from hubfleet.config.secrets_file import (
@@ -38,6 +42,8 @@ class HubEntry:
     source: Source
     directory: str
     """The community directory the file is in."""
+    layers: HubLayers | None = None
+    """Where each of its effective settings came from (fleet, cluster, community defaults, hub file)."""
 
 
 @dataclass
@@ -53,19 +59,28 @@ class SourcedFleetConfig(FleetConfig):
     """Names read from files that failed validation: references to them are not reported again."""
     broken_hub_dirs: set[str] = field(default_factory=set)
     """Community directories holding a hub file that failed validation (its stage is unknown)."""
+    fleet_layer: Layer | None = None
+    cluster_layers: dict[str, Layer] = field(default_factory=dict)
+    """Cluster name -> the `defaults` of its file (clusters whose file validated)."""
+    community_layers: dict[str, Layer] = field(default_factory=dict)
+    """Community directory -> the `defaults` of its community.yaml (communities whose file validated)."""
+    broken_layers: set[str] = field(default_factory=set)
+    """Files whose `defaults` had errors (reported there): hub errors from them are not reported again."""
+
+    def entry(self, hub_name: str) -> HubEntry:
+        return next(e for e in self.hub_entries if e.hub.name == hub_name)
 
     def locate(self, hub_name: str, dotted_path: str) -> tuple[str, int, int]:
         """Where `dotted_path` of a hub's effective settings comes from: (file, line, col).
 
-        The hub file if it sets the key, else fleet.yaml `defaults` if that sets it, else the nearest
-        enclosing key set in the hub file (or its first key).
+        The lowest layer that sets the key (the hub file, its community's, its cluster's or fleet.yaml's
+        `defaults`), else the one that sets the nearest enclosing key, else the hub file's first key.
         """
-        entry = next(e for e in self.hub_entries if e.hub.name == hub_name)
-        return locate_in(entry.source, self.fleet_source, dotted_path)
+        return _layers(self.entry(hub_name)).locate(dotted_path)
 
     def hub_error(self, entry: HubEntry, dotted_path: str, message: str) -> ConfigError:
-        """An error about `dotted_path` of a hub's effective settings, where that comes from (`locate_in`)."""
-        return ConfigError(*locate_in(entry.source, self.fleet_source, dotted_path), message)
+        """An error about `dotted_path` of a hub's effective settings, where that comes from (`locate`)."""
+        return ConfigError(*_layers(entry).locate(dotted_path), message)
 
     def fleet_error(self, dotted_path: str, message: str) -> ConfigError:
         """An error about `dotted_path` of fleet.yaml, at that key or the nearest enclosing one it sets."""
@@ -74,20 +89,24 @@ class SourcedFleetConfig(FleetConfig):
         _, key_pos, _ = self.fleet_source.find(path)
         return ConfigError(self.fleet_source.file, *key_pos, message)
 
+    def layers_of(self, directory: str, plain: dict[str, Any], source: Source) -> HubLayers:
+        """The layers of a hub file (read from `directory`), fleet.yaml's `defaults` first."""
+        community = self.community_layers.get(directory)
+        cluster = plain.get("cluster")
+        if not isinstance(cluster, str) and community is not None:
+            cluster = community.data.get("cluster")
+        found = [
+            self.fleet_layer,
+            self.cluster_layers.get(cluster) if isinstance(cluster, str) else None,
+            community,
+        ]
+        return HubLayers(
+            [*(layer for layer in found if layer is not None), Layer(LAYER_NAMES[3], source, plain, ())]
+        )
 
-def locate_in(hub_source: Source, fleet_source: Source | None, dotted_path: str) -> tuple[str, int, int]:
-    """Where `dotted_path` (`auth.admin_users`, `kubernetes.profiles.1.slug`) of the hub whose file is
-    `hub_source` comes from, following the same inheritance as `merge_defaults`."""
-    path = [int(p) if p.isdigit() else p for p in dotted_path.split(".")]
-    depth, key_pos, _ = hub_source.find(path)
-    if depth == len(path):
-        return (hub_source.file, *key_pos)
-    hub_sets_top = depth > 0
-    if fleet_source is not None and not (hub_sets_top and path[0] not in MERGED_PER_FIELD):
-        fdepth, fkey_pos, _ = fleet_source.find(["defaults", *path])
-        if fdepth == len(path) + 1:
-            return (fleet_source.file, *fkey_pos)
-    return (hub_source.file, *key_pos)
+
+def _layers(entry: HubEntry) -> HubLayers:
+    return entry.layers or HubLayers([Layer(LAYER_NAMES[3], entry.source, {}, ())])
 
 
 def load_fleet_files(root: Path) -> tuple[SourcedFleetConfig | None, list[ConfigError]]:
@@ -115,18 +134,20 @@ def load_fleet_files(root: Path) -> tuple[SourcedFleetConfig | None, list[Config
         parsed = read_yaml(root, fleet_file, _FLEET_KEYS, errors)
         fleet_source, plain = parsed if parsed is not None else (None, None)
     fleet: FleetSettings | None = None
-    defaults: dict[str, Any] = {}
+    layer: Layer | None = None
     if fleet_source is not None:
         # fleet.yaml is read from ruamel's tree even when the fast path accepted it: the rules look up
         # positions in it anyway, and where the two parsers disagree this is what validation has always seen.
         plain = plain_data(fleet_source.tree)
-        fleet = validate_model(FleetSettings, plain, fleet_source, errors)
-        if isinstance(plain.get("defaults"), dict):
-            defaults = plain["defaults"]
+        fleet, layer = _validate_layered(FleetSettings, plain, fleet_source, errors, LAYER_NAMES[0])
 
     config = SourcedFleetConfig(root=root, settings=fleet, fleet_source=fleet_source)  # type: ignore[arg-type]
+    if fleet_source is not None:
+        config.fleet_layer = layer
+        if layer is None:
+            config.broken_layers.add(fleet_source.file)
     _load_clusters(root, config, errors)
-    _load_communities(root, config, defaults, errors)
+    _load_communities(root, config, errors)
     for entry in config.secret_entries:
         config.secrets.setdefault(entry.hub_name, entry.values)
     if (root / FLEET_SECRETS_FILE).is_file():
@@ -147,7 +168,9 @@ def _load_clusters(root: Path, config: SourcedFleetConfig, errors: list[ConfigEr
         if parsed is None:
             continue
         source, plain = parsed
-        cluster = validate_model(Cluster, plain, source, errors)
+        cluster, layer = _validate_layered(Cluster, plain, source, errors, LAYER_NAMES[1])
+        if layer is None:
+            config.broken_layers.add(source.file)
         if cluster is None:
             _remember_name(config, plain)
             continue
@@ -162,6 +185,8 @@ def _load_clusters(root: Path, config: SourcedFleetConfig, errors: list[ConfigEr
             continue
         config.clusters[cluster.name] = cluster
         config.cluster_files[cluster.name] = source.file
+        if layer is not None:
+            config.cluster_layers[cluster.name] = layer
     if not found:
         errors.append(
             ConfigError(
@@ -174,9 +199,7 @@ def _load_clusters(root: Path, config: SourcedFleetConfig, errors: list[ConfigEr
         )
 
 
-def _load_communities(
-    root: Path, config: SourcedFleetConfig, defaults: dict[str, Any], errors: list[ConfigError]
-) -> None:
+def _load_communities(root: Path, config: SourcedFleetConfig, errors: list[ConfigError]) -> None:
     communities_dir = root / "communities"
     try:
         entries = sorted(p for p in communities_dir.iterdir() if not p.name.startswith("."))
@@ -195,14 +218,13 @@ def _load_communities(
                     )
                 )
             continue
-        _load_community(root, directory, config, defaults, errors)
+        _load_community(root, directory, config, errors)
 
 
 def _load_community(
     root: Path,
     directory: Path,
     config: SourcedFleetConfig,
-    defaults: dict[str, Any],
     errors: list[ConfigError],
 ) -> None:
     name = directory.name
@@ -226,7 +248,11 @@ def _load_community(
         source = None
         if parsed is not None:
             source, plain = parsed
-            community = validate_model(Community, plain, source, errors)
+            community, layer = _validate_layered(Community, plain, source, errors, LAYER_NAMES[2])
+            if layer is None:
+                config.broken_layers.add(source.file)
+            elif community is not None:
+                config.community_layers[name] = layer
             if community is not None and community.name != name:
                 errors.append(
                     source.at_value(
@@ -257,12 +283,17 @@ def _load_community(
         if parsed is None:
             continue
         source, plain = parsed
-        hub = validate_model(Hub, merge_defaults(defaults, plain), source, errors, drop_outside=True)
+        layers = config.layers_of(name, plain, source)
+        merged = merge_layers([layer.data for layer in layers.layers])
+        found: list[ConfigError] = []
+        hub = validate_model(Hub, merged, layers, found)
+        # an error in a layer whose own errors were reported (once, in its file) is not reported per hub
+        errors.extend(e for e in found if e.file not in config.broken_layers)
         if hub is None:
             _remember_name(config, plain)
             config.broken_hub_dirs.add(name)
             continue
-        config.hub_entries.append(HubEntry(hub=hub, source=source, directory=name))
+        config.hub_entries.append(HubEntry(hub=hub, source=source, directory=name, layers=layers))
         if hub.name not in config.hubs:
             config.hubs[hub.name] = hub
             config.hub_files[hub.name] = Path(source.file)
@@ -270,6 +301,22 @@ def _load_community(
         entry = read_secrets_file(root, path, name, path.stem, errors)
         if entry is not None:
             config.secret_entries.append(entry)
+
+
+def _validate_layered(
+    model: Any, plain: dict[str, Any], source: Source, errors: list[ConfigError], layer_name: str
+) -> tuple[Any, Layer | None]:
+    """Validate a file that holds a layer of `defaults`: (its model or None, its layer or None when the
+    layer has errors). Required keys the layer leaves out are for a later layer (or the hub) to give."""
+    found: list[ConfigError] = []
+    result = validate_model(model, plain, source, found, partial="defaults")
+    errors.extend(found)
+    defaults = plain.get("defaults")
+    if result is None and not found:  # only keys left to a later layer are missing
+        result = validate_model(model, {k: v for k, v in plain.items() if k != "defaults"}, source, errors)
+    if any(e.message.startswith("defaults") for e in found):
+        return result, None
+    return result, Layer(layer_name, source, defaults if isinstance(defaults, dict) else {})
 
 
 def _remember_name(config: SourcedFleetConfig, plain: Any) -> None:

@@ -17,6 +17,7 @@ from hubfleet.config.models_backup import Backups, HomeQuota, HubBackup
 from hubfleet.config.models_front_door import FrontDoor
 from hubfleet.config.quantities import CpuCores, MemorySize
 from hubfleet.config.secret_refs import SecretOnly, SecretOrPlain
+from hubfleet.config.values_secrets import refs_in_values
 
 # --------------------------------------------------------------------------- clusters
 
@@ -27,6 +28,11 @@ class LocalCluster(Strict):
     name: Name
     kind: Literal["local"]
     description: str = ""
+    defaults: HubSettings = Field(
+        default_factory=lambda: HubSettings(),
+        description="Settings every hub on this cluster inherits: merged over fleet.yaml `defaults`, under "
+        "the community's and the hub's own (see Layers of configuration in docs/kubernetes.md).",
+    )
 
 
 class GCPCredentials(Strict):
@@ -75,6 +81,11 @@ class KubernetesCluster(Strict):
     name: Name
     kind: Literal["kubernetes"]
     description: str = ""
+    defaults: HubSettings = Field(
+        default_factory=lambda: HubSettings(),
+        description="Settings every hub on this cluster inherits: merged over fleet.yaml `defaults`, under "
+        "the community's and the hub's own (see Layers of configuration in docs/kubernetes.md).",
+    )
     credentials: ClusterCredentials
     chart_version: str = Field(
         default=Z2JH_CHART_VERSION,
@@ -188,8 +199,15 @@ class KubernetesSettings(Strict):
     )
     extra_values: dict[str, Any] = Field(
         default_factory=dict,
-        description="Raw z2jh chart values deep-merged last over what hubfleet renders (escape hatch).",
+        description="Raw z2jh chart values deep-merged last over what hubfleet renders (escape hatch). A "
+        "`{secret: KEY}` mapping at any depth is the hub's secret KEY: it goes to helm in the secret values "
+        "file only, never into the public values.",
     )
+
+    @field_validator("extra_values")
+    @classmethod
+    def _secret_refs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return refs_in_values(value)
 
 
 class Culling(Strict):
@@ -278,6 +296,12 @@ class Hub(HubSettings):
         default="",
         description="Python appended to the generated jupyterhub_config.py (like z2jh hub.extraConfig).",
     )
+    allow_overrides: list[Literal["authenticator", "spawner"]] = Field(
+        default_factory=list,
+        description="On a prod hub, let `extra_config` or `kubernetes.extra_values` replace the "
+        "authenticator or the spawner hubfleet configures (refused otherwise); only in the hub file, never "
+        "inherited.",
+    )
 
     @field_validator("extra_config")
     @classmethod
@@ -301,11 +325,24 @@ class Contact(Strict):
     )
 
 
+class CommunityDefaults(HubSettings):
+    """Settings every hub of the community inherits, over fleet.yaml's and its cluster's `defaults`."""
+
+    cluster: Name | None = Field(
+        default=None, description="The cluster of every hub of the community whose file names none."
+    )
+
+
 class Community(Strict):
     """A community: communities/<name>/community.yaml."""
 
     name: Name
     display_name: str = ""
+    defaults: CommunityDefaults = Field(
+        default_factory=CommunityDefaults,
+        description="Settings every hub of the community inherits (its own file's win); see Layers of "
+        "configuration in docs/kubernetes.md.",
+    )
     contacts: list[Contact] = Field(
         default_factory=list, description="Who to talk to about this community's hubs."
     )

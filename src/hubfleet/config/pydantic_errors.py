@@ -25,13 +25,22 @@ _adapters: dict[int, TypeAdapter[Any]] = {}
 
 
 def validate_model(
-    model: Any, data: Any, source: Source, errors: list[ConfigError], drop_outside: bool = False
+    model: Any,
+    data: Any,
+    source: Source,
+    errors: list[ConfigError],
+    drop_outside: bool = False,
+    partial: str | None = None,
 ) -> Any:
     """Validate plain data; on failure append one ConfigError per pydantic error and return None.
 
     `model` is a model class or an annotated union of models (such as `Cluster`). drop_outside: skip errors
     whose key is not in this file (they come from fleet.yaml `defaults`, which is validated and reported on
-    its own).
+    its own). partial: the top-level key of a layer of defaults (`defaults`), whose mappings may leave out
+    required keys (and an auth block its `type`) for a later layer to give; errors about them are skipped
+    outside lists. `source` may be
+    any object with Source's `file`, `find` and `first_key`; one with a `where(path)` method (the layers of a
+    hub) says itself which file holds a path.
     """
     try:
         if isinstance(model, type) and issubclass(model, BaseModel):
@@ -42,6 +51,8 @@ def validate_model(
         return adapter.validate_python(data)
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
+            if partial is not None and _left_to_a_later_layer(model, err, partial):
+                continue
             converted = _convert(model, err, source, drop_outside)
             if converted is not None:
                 errors.append(converted)
@@ -70,47 +81,64 @@ def dotted_path(path: Iterable[str | int]) -> str:
     return out
 
 
+def _left_to_a_later_layer(model: Any, err: Any, under: str) -> bool:
+    """A required key (or tag) missing from a mapping under `under` that a later layer may complete (not
+    from a list item: lists are replaced whole)."""
+    if err["type"] not in ("missing", "union_tag_not_found"):
+        return False
+    path, _, _, _ = _resolve(model, err["loc"])
+    return len(path) > 1 and path[0] == under and not any(isinstance(p, int) for p in path)
+
+
+def _where(source: Any, path: list[str | int]) -> tuple[str, int, tuple[int, int], tuple[int, int]]:
+    """(file, depth reached, key pos, value pos) of `path`: Source.find in one file, or where the layers of a
+    hub say it comes from."""
+    where = getattr(source, "where", None)
+    if where is not None:
+        return where(path)  # type: ignore[no-any-return]
+    depth, key_pos, value_pos = source.find(path)
+    return source.file, depth, key_pos, value_pos
+
+
 def _convert(model: Any, err: Any, source: Source, drop_outside: bool) -> ConfigError | None:
     kind = err["type"]
     path, holder, leaf, on_key = _resolve(model, err["loc"])
     dotted = dotted_path(path)
     if kind == "missing":
-        depth, key_pos, _ = source.find(path[:-1])
+        file, depth, key_pos, _ = _where(source, path[:-1])
         if depth < len(path) - 1:
             if drop_outside:
                 return None
             key_pos = source.first_key() if depth == 0 else key_pos
-        return ConfigError(source.file, *key_pos, f"{dotted}: required key missing{_hint_for(leaf)}")
+        return ConfigError(file, *key_pos, f"{dotted}: required key missing{_hint_for(leaf)}")
     if kind == "union_tag_not_found":
-        depth, key_pos, _ = source.find(path)
+        file, depth, key_pos, _ = _where(source, path)
         if drop_outside and depth < len(path):
             return None
         tag, tags = discriminator(leaf)
         tag_path = dotted_path([*path, tag])
-        return ConfigError(
-            source.file, *key_pos, f"{tag_path}: required key missing; one of: {', '.join(tags)}"
-        )
+        return ConfigError(file, *key_pos, f"{tag_path}: required key missing; one of: {', '.join(tags)}")
     if kind == "union_tag_invalid":
         tag, tags = discriminator(leaf)
-        depth, _, value_pos = source.find([*path, tag])
+        file, depth, _, value_pos = _where(source, [*path, tag])
         if drop_outside and depth < len(path) + 1:
             return None
         value = err.get("ctx", {}).get("tag")
         return ConfigError(
-            source.file,
+            file,
             *value_pos,
             f"{dotted_path([*path, tag])}: '{value}' is not one of: {', '.join(tags)}",
         )
-    depth, key_pos, value_pos = source.find(path)
+    file, depth, key_pos, value_pos = _where(source, path)
     if drop_outside and depth < len(path):
         return None
     if kind == "extra_forbidden" or on_key:
         allowed = list(holder.model_fields) if is_model(holder) else []
         name = str(path[-1]) if path else ""
         hint = suggestion(name, allowed, "allowed keys", "remove it")
-        return ConfigError(source.file, *key_pos, f"{dotted}: unknown key; {hint}")
+        return ConfigError(file, *key_pos, f"{dotted}: unknown key; {hint}")
     message = _message(err, leaf)
-    return ConfigError(source.file, *value_pos, f"{dotted}: {message}" if dotted else message)
+    return ConfigError(file, *value_pos, f"{dotted}: {message}" if dotted else message)
 
 
 def _resolve(model: Any, loc: tuple[Any, ...]) -> tuple[list[str | int], Any, Any, bool]:

@@ -27,6 +27,10 @@ from hubfleet.config.rules_auth import (
     someone_can_log_in,
 )
 from hubfleet.config.rules_backups import hub_backup_needs_fleet_backups, repository_outside_the_data
+from hubfleet.config.rules_escape_hatch import (
+    no_kubernetes_defaults_on_local_clusters,
+    no_replaced_authenticator_or_spawner_on_prod,
+)
 from hubfleet.config.rules_front_door import (
     certificate_files_exist,
     console_has_one_address,
@@ -87,6 +91,8 @@ RULES: list[Rule] = [
     console_has_one_address,
     repository_outside_the_data,
     hub_backup_needs_fleet_backups,
+    no_replaced_authenticator_or_spawner_on_prod,
+    no_kubernetes_defaults_on_local_clusters,
 ]
 
 

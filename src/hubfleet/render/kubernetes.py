@@ -21,6 +21,7 @@ import yaml
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub, KubernetesProfile, KubernetesSettings
 from hubfleet.config.quantities import spawner_memory
+from hubfleet.config.values_secrets import secret_paths, without_secrets
 from hubfleet.render.common import auth_config, auth_secrets
 from hubfleet.render.local import (
     CONTROL_SCOPES,
@@ -81,7 +82,8 @@ def render_z2jh_values(
         _update_ingress,
     ):
         update(values, fleet, hub)
-    return deep_merge(values, kubernetes_settings(hub).extra_values)
+    # a {secret: KEY} of extra_values is only in secret_values (at the same path)
+    return deep_merge(values, without_secrets(kubernetes_settings(hub).extra_values))
 
 
 def _at(values: dict[str, Any], *path: str) -> dict[str, Any]:
@@ -250,6 +252,10 @@ def secret_values(
         text = secret_text(hub, secret.value, resolver)
         if text:
             _at(values, "hub", "config", secret.class_name)[secret.trait] = text
+    for path, ref in secret_paths(kubernetes_settings(hub).extra_values):
+        text = secret_text(hub, ref, resolver)
+        if text:
+            _at(values, *path[:-1])[path[-1]] = text
     if tokens is not None:
         services = _at(values, "hub", "services")
         for name, key in ((CONTROL_SERVICE, "control"), (OPERATOR_SERVICE, "operator")):
@@ -264,6 +270,8 @@ def secret_placeholders(fleet: FleetConfig, hub: Hub) -> dict[str, Any]:
     for secret in auth_secrets(hub):
         if secret.value is not None:
             _at(values, "hub", "config", secret.class_name)[secret.trait] = f"<set: {secret.label}>"
+    for path, ref in secret_paths(kubernetes_settings(hub).extra_values):
+        _at(values, *path[:-1])[path[-1]] = f"<set: secret '{ref.secret}' of hub {hub.name}>"
     services = _at(values, "hub", "services")
     for name in (CONTROL_SERVICE, OPERATOR_SERVICE):
         services[name] = {
