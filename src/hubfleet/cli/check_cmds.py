@@ -67,13 +67,15 @@ def check(
 @app.command()
 @friendly_errors
 def history(
-    hub: Annotated[str | None, typer.Argument(help="Only this hub (default: every hub).")] = None,
+    hub: Annotated[
+        str | None, typer.Argument(help="Only this hub, or a cluster's upgrade steps (default: everything).")
+    ] = None,
     fleet: FleetOption = None,
     state_dir: StateDirOption = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most this many events.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
-    """Deployments, restarts and synthetic checks, newest first."""
+    """Deployments, restarts, synthetic checks and cluster upgrade steps, newest first."""
     from hubfleet.store import open_store
 
     state = resolve_state_dir(resolve_fleet_dir(fleet), state_dir)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from hubfleet.clock import require_aware, utcnow
 from hubfleet.store import db, safety
 from hubfleet.store.models import Check, Deployment, LimitEvent, Maintenance, Restart
+from hubfleet.store.upgrades import UpgradeStep, failed_probe_seconds
 
 DeploymentResult = Literal["ok", "failed", "rolled_back", "skipped", "removed"]
 DEPLOYMENT_RESULTS: tuple[str, ...] = ("ok", "failed", "rolled_back", "skipped", "removed")
@@ -80,7 +81,8 @@ class CheckRecord:
 
 @dataclass(frozen=True)
 class Event:
-    """One line of `hubfleet history`: kind is 'deployment', 'restart' or 'check'."""
+    """One line of `hubfleet history`: kind is 'deployment', 'restart', 'check' or 'upgrade' (a step of a
+    cluster upgrade; `hub` is then the cluster's name)."""
 
     kind: str
     hub: str
@@ -350,7 +352,8 @@ class Store:
 
     # -- history ---------------------------------------------------------------------------------
     def history(self, hub: str | None = None, limit: int = 50) -> list[Event]:
-        """Deployments, restarts and checks as one list of events, newest first."""
+        """Deployments, restarts, checks and cluster upgrade steps as one list of events, newest first
+        (`hub`: a hub's events, or a cluster's upgrade steps)."""
         events: list[tuple[datetime, int, Event]] = []
         with self._session() as session:
             sources = ((Deployment, Deployment.started_at), (Restart, Restart.at), (Check, Check.at))
@@ -362,6 +365,14 @@ class Store:
                 for row in session.scalars(query):
                     event = _event(row)
                     events.append((event.at, row.id, event))
+            steps = select(UpgradeStep).where(UpgradeStep.started_at.is_not(None))
+            if hub is not None:
+                steps = steps.where(UpgradeStep.cluster == hub)
+            steps = steps.order_by(UpgradeStep.started_at.desc(), UpgradeStep.id.desc()).limit(limit)
+            upgrade_rows = list(session.scalars(steps))
+        for step in upgrade_rows:
+            event = _upgrade_event(self, step)
+            events.append((event.at, step.id, event))
         events.sort(key=lambda item: (item[0], item[1]), reverse=True)
         return [event for _, _, event in events[:limit]]
 
@@ -418,6 +429,30 @@ def _limit_event(row: LimitEvent) -> LimitEventRecord:
 
 def _check(row: Check) -> CheckRecord:
     return CheckRecord(row.id, row.hub, row.at, row.ok, row.failed_step, row.total_seconds, list(row.steps))
+
+
+def _upgrade_event(store: Store, row: UpgradeStep) -> Event:
+    """A cluster upgrade step, with each checked hub's failed-probe seconds during the step."""
+    assert row.started_at is not None
+    hubs = [str(c.get("hub")) for c in row.checks or [] if c.get("hub")]
+    down = failed_probe_seconds(store, hubs, row.started_at, row.finished_at or utcnow()) if hubs else {}
+    summary = f"upgrade step {row.number} (run {row.run_id}): {row.description}: {row.status}"
+    outage = ", ".join(f"{h} {s:g}s" for h, s in down.items() if s)
+    if outage:
+        summary += f"; probes failed: {outage}"
+    if row.message:
+        summary += f" — {row.message[:200]}"
+    details = {
+        "run_id": row.run_id,
+        "number": row.number,
+        "status": row.status,
+        "commands": row.commands,
+        "finished_at": _iso(row.finished_at),
+        "checks": row.checks,
+        "interruption_seconds": down,
+        "message": row.message,
+    }
+    return Event("upgrade", row.cluster, row.started_at, summary, row.status == "ok", details)
 
 
 def _event(row: Deployment | Restart | Check) -> Event:
