@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.validate import load_fleet
 from hubfleet.settings import UserError
 from hubfleet.store import open_store
+from postgres_helpers import PostgresServer, postgres_server
 
 FIXTURE = Path(__file__).parent / "fixtures" / "k8s-fleet"
 CHART = Path(__file__).resolve().parents[2] / "shared" / "charts" / "jupyterhub-4.4.0.tgz"
@@ -318,18 +320,35 @@ def test_cli_answering_json_of_the_wrong_shape_is_refused(
 # --------------------------------------------------------------------------- store
 
 
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer | str]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A state directory (SQLite) or a new database on a real PostgreSQL (migration 0009 on both)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state")
+    server = request.getfixturevalue("postgres")
+    if isinstance(server, str):
+        pytest.skip(f"PostgreSQL could not start: {server}")
+    return server.new_database()
+
+
 def _reading(cluster: str, control_plane: str, at: datetime, **pools: str) -> ClusterVersions:
     return ClusterVersions(cluster, "aws", "us-west-2", control_plane, pools, {"astro": "4.4.0"}, at)
 
 
-def test_readings_round_trip_in_the_store(tmp_path: Path) -> None:
+def test_readings_round_trip_in_the_store(where: str) -> None:
     t0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-    with open_store(tmp_path / "state") as store:
+    with open_store(where) as store:
         assert latest_versions(store, "eks") is None
         record_versions(store, _reading("eks", "1.31", t0, general="1.31"))
         record_versions(store, _reading("eks", "1.32", t0 + timedelta(days=2), general="1.32", gpu="1.28"))
         record_versions(store, _reading("gke", "1.35", t0 + timedelta(days=5)))
-    with open_store(tmp_path / "state") as store:
+    with open_store(where) as store:
         latest = latest_versions(store, "eks")
         assert latest == _reading("eks", "1.32", t0 + timedelta(days=2), general="1.32", gpu="1.28")
         assert latest is not None and latest.read_at.tzinfo == UTC
