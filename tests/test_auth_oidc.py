@@ -123,7 +123,7 @@ def write_fleet(
                 "client_secret": {"secret": "client_secret"},
                 "admin_users": ["grace"],
                 "allowed_idps": {
-                    UNI_IDP: {"username_claim": "eppn", "strip_domain": "uni-a.example"},
+                    UNI_IDP: {"username_claim": "eppn", "strip_domain": "uni-a.example", "allow_all": True},
                     GOOGLE_IDP: {"username_claim": "email", "allowed_domains": ["uni-a.example"]},
                 },
             },

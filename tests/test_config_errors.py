@@ -89,7 +89,7 @@ CASES = [
         "communities/uni-a/hubs/prod.yaml",
         ("type: native", "type: gitlab"),
         [
-            "communities/uni-a/hubs/prod.yaml:9:9: auth.type: 'gitlab' is not one of: dummy, native, cilogon, github, oidc",
+            "communities/uni-a/hubs/prod.yaml:9:9: auth.type: 'gitlab' is not one of: dummy, native, cilogon, github, oidc, tmp",
         ],
         id="unknown auth type",
     ),
@@ -97,7 +97,7 @@ CASES = [
         "communities/uni-a/hubs/prod.yaml",
         ("  type: native\n", ""),
         [
-            "communities/uni-a/hubs/prod.yaml:8:1: auth.type: required key missing; one of: dummy, native, cilogon, github, oidc",
+            "communities/uni-a/hubs/prod.yaml:8:1: auth.type: required key missing; one of: dummy, native, cilogon, github, oidc, tmp",
         ],
         id="missing auth type",
     ),
@@ -405,7 +405,7 @@ CASES = [
         "communities/uni-a/hubs/staging.yaml",
         ("cluster: local", "cluster: other"),
         [
-            "communities/uni-a/hubs/prod.yaml:6:1: stage: prod hub 'uni-a' needs a staging hub of community 'uni-a' on cluster 'local' to deploy to first; add one in communities/uni-a/hubs/",
+            "communities/uni-a/hubs/prod.yaml:6:1: stage: prod hub 'uni-a' needs a staging hub of community 'uni-a' on cluster 'local' to deploy to first; add one in communities/uni-a/hubs/, or name a staging hub of the cluster in clusters/local.yaml (`staging_hub: NAME`)",
             "communities/uni-a/hubs/staging.yaml:5:1: cluster: unknown cluster 'other'; known clusters: local",
         ],
         id="prod without staging on same cluster",

@@ -79,7 +79,8 @@ def test_prod_needs_staging_on_same_cluster(demo: Path) -> None:
     (demo / "communities/uni-a/hubs/staging.yaml").unlink()
     assert [str(e) for e in rules_hubs.prod_has_staging(load_unchecked(demo))] == [
         f"{UNI}:6:1: stage: prod hub 'uni-a' needs a staging hub of community 'uni-a' on cluster 'local' "
-        "to deploy to first; add one in communities/uni-a/hubs/"
+        "to deploy to first; add one in communities/uni-a/hubs/, or name a staging hub of the cluster in "
+        "clusters/local.yaml (`staging_hub: NAME`)"
     ]
 
 

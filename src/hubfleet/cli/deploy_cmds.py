@@ -94,6 +94,12 @@ def plan(
         )
         for reason in entry.reasons:
             console.print(f"            {escape(reason)}", highlight=False)
+        if entry.cluster_gate and entry.action not in ("unchanged", "retired", "remove"):
+            console.print(
+                f"            gated by {entry.cluster_gate}, the staging hub of cluster {entry.cluster}: "
+                "deployed (when changed) and checked first",
+                highlight=False,
+            )
         if diff and entry.diff and entry.action != "create":
             console.print(escape(entry.diff), highlight=False, markup=True, style="dim")
     if result.front_door is not None:

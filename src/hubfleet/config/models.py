@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from hubfleet.config.fields import URL_PATTERN, AwsAccountId, DomainName, Email, Name, Strict, Username
-from hubfleet.config.models_auth import Auth
+from hubfleet.config.models_auth import Auth, StaffUsernameKey
 from hubfleet.config.models_backup import Backups, HomeQuota, HubBackup
 from hubfleet.config.models_front_door import FrontDoor
 from hubfleet.config.quantities import CpuCores, MemorySize
@@ -32,6 +32,11 @@ class LocalCluster(Strict):
         default_factory=lambda: HubSettings(),
         description="Settings every hub on this cluster inherits: merged over fleet.yaml `defaults`, under "
         "the community's and the hub's own (see Layers of configuration in docs/kubernetes.md).",
+    )
+    staging_hub: Name | None = Field(
+        default=None,
+        description="A staging hub on this cluster that gates the prod hubs of every community on it: it is "
+        "deployed (when changed) and checked before any prod hub of the cluster changes.",
     )
 
 
@@ -69,6 +74,31 @@ ClusterCredentials = Annotated[
 ]
 
 
+class ClusterIngress(Strict):
+    """How hubs of a kubernetes cluster are reached: the ingress class and the cert-manager issuer of their
+    TLS certificates (each hub's ingress gets its own certificate, in the secret `<hub>-tls`)."""
+
+    class_name: str | None = Field(
+        default=None,
+        min_length=1,
+        description="IngressClass of the hubs' ingresses (ingressClassName), such as nginx; unset: the "
+        "cluster's default class.",
+    )
+    cert_manager_issuer: str | None = Field(
+        default=None,
+        min_length=1,
+        description="cert-manager issuer that signs each hub's certificate, such as letsencrypt-prod; unset: "
+        "no cert-manager annotation (the `<hub>-tls` secret is provided otherwise).",
+    )
+    issuer_kind: Literal["ClusterIssuer", "Issuer"] = Field(
+        default="ClusterIssuer",
+        description="ClusterIssuer (one for the whole cluster) or Issuer (one in each hub's namespace).",
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="More annotations on every hub's ingress of this cluster."
+    )
+
+
 Z2JH_CHART_VERSION = "4.4.0"
 """Pinned Zero to JupyterHub chart: 4.4.0 (2026-06-10, JupyterHub 5.5.0), the latest stable release in
 the z2jh changelog (jupyterhub/zero-to-jupyterhub-k8s docs/source/changelog.md); none ships JupyterHub 6."""
@@ -87,6 +117,11 @@ class KubernetesCluster(Strict):
         "the community's and the hub's own (see Layers of configuration in docs/kubernetes.md).",
     )
     credentials: ClusterCredentials
+    staging_hub: Name | None = Field(
+        default=None,
+        description="A staging hub on this cluster that gates the prod hubs of every community on it: it is "
+        "deployed (when changed) and checked before any prod hub of the cluster changes.",
+    )
     chart_version: str = Field(
         default=Z2JH_CHART_VERSION,
         min_length=1,
@@ -96,6 +131,9 @@ class KubernetesCluster(Strict):
         default=Z2JH_CHART_REPO,
         pattern=r"^(https?|oci)://\S+$",
         description="Helm repository holding the `jupyterhub` chart.",
+    )
+    ingress: ClusterIngress = Field(
+        default_factory=ClusterIngress, description="Ingress class and cert-manager issuer of every hub."
     )
 
 
@@ -353,11 +391,13 @@ class Operator(Strict):
 
     name: str = Field(min_length=1)
     email: Email
-    usernames: dict[Literal["dummy", "native", "cilogon", "github", "oidc"], Username] = Field(
+    usernames: dict[StaffUsernameKey, Username] = Field(
         default_factory=dict,
         description="The operator's hub username per auth type, for example {github: alice-gh, "
         "cilogon: alice@uni.edu}; they are admins on every hub of that auth type (unless it sets "
-        "`auth.staff_admins: false`).",
+        "`auth.staff_admins: false`). An operator with several usernames for one type adds keys "
+        "`TYPE:LABEL` (cilogon:google: 'staff:alice@service.org'); a hub picks one with "
+        "`auth.staff_username_key`.",
     )
     age_recipient: AgeRecipient | None = Field(
         default=None,

@@ -8,10 +8,22 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from hubfleet.config.fields import URL_PATTERN, Strict, Username
 from hubfleet.config.secret_refs import SecretOnly, SecretOrPlain
+
+AUTH_TYPES = ("dummy", "native", "cilogon", "github", "oidc", "tmp")
+
+StaffUsernameKey = Annotated[
+    str,
+    Field(
+        pattern=r"^(dummy|native|cilogon|github|oidc|tmp)(:[a-z0-9][a-z0-9-]*)?$",
+        description="An auth type, optionally with a label after a colon: cilogon, cilogon:google.",
+    ),
+]
+"""A key of an operator's `usernames`: the auth type, or `TYPE:LABEL` when staff have several usernames for
+one type (one per identity provider of a CILogon hub, say)."""
 
 
 class AuthBase(Strict):
@@ -28,6 +40,12 @@ class AuthBase(Strict):
     staff_admins: bool = Field(
         default=True,
         description="Make the fleet's operators (fleet.yaml `operators[].usernames`) admins on this hub.",
+    )
+    staff_username_key: StaffUsernameKey | None = Field(
+        default=None,
+        description="Which of the operators' usernames (fleet.yaml `operators[].usernames`) this hub's staff "
+        "admins are, for operators with several for one auth type: a key such as `cilogon:google`. Unset: "
+        "the key named by the auth type (`cilogon`). An operator without that key is no admin here.",
     )
 
 
@@ -80,9 +98,33 @@ class CILogonIdP(Strict):
         description="Only users whose username_claim ends in @ one of these domains "
         "(empty: everyone of the IdP).",
     )
+    allow_all: bool | None = Field(
+        default=None,
+        description="true: every user of this IdP may log in; false: only the hub's `allowed_users` (and "
+        "admins) of it. Required unless `allowed_domains` is set (an IdP never admits everyone silently).",
+    )
     strip_domain: str | None = Field(
         default=None, description="Remove @this-domain from usernames, e.g. uni.edu: alice@uni.edu -> alice."
     )
+    username_prefix: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Prefix usernames of this IdP with `PREFIX:` (e.g. staff: staff:alice@service.org), so "
+        "that they never collide with users of another IdP; not with strip_domain.",
+    )
+
+    @model_validator(mode="after")
+    def _one_username_action(self) -> CILogonIdP:
+        if self.strip_domain and self.username_prefix:
+            raise ValueError(
+                "strip_domain and username_prefix both change the username; CILogon applies one: keep one"
+            )
+        if self.allow_all and self.allowed_domains:
+            raise ValueError(
+                "allow_all: true admits every user of this IdP, so allowed_domains would restrict nothing; "
+                "remove one"
+            )
+        return self
 
 
 class CILogonAuth(OAuthBase):
@@ -127,5 +169,20 @@ class OIDCAuth(OAuthBase):
     allowed_groups: list[str] = Field(default_factory=list, description="Members of these groups may log in.")
 
 
-Auth = Annotated[DummyAuth | NativeAuth | CILogonAuth | GitHubAuth | OIDCAuth, Field(discriminator="type")]
+class TmpAuth(AuthBase):
+    """Temporary anonymous users for workshops: every visitor gets a fresh user and a server at once
+    (JupyterHub's TmpAuthenticator). Nobody signs in, so `admin_users` only name who may use the API; refused
+    on prod hubs unless `allow_on_prod: true`."""
+
+    type: Literal["tmp"]
+    allow_on_prod: bool = Field(
+        default=False,
+        description="Let a prod hub hand out anonymous users (a public workshop hub); anyone who opens it "
+        "gets a server, so set `max_users` and culling.",
+    )
+
+
+Auth = Annotated[
+    DummyAuth | NativeAuth | CILogonAuth | GitHubAuth | OIDCAuth | TmpAuth, Field(discriminator="type")
+]
 """A hub's `auth`: one of the models above, chosen by `type`."""

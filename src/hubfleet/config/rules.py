@@ -17,6 +17,7 @@ from hubfleet.config.rules_auth import (
     admins_not_empty,
     allow_all_without_allow_lists,
     cilogon_has_idps,
+    cilogon_idps_say_who,
     console_accounts_know_their_communities,
     console_oidc_issuer_https,
     github_allow_lists_consistent,
@@ -25,6 +26,8 @@ from hubfleet.config.rules_auth import (
     oauth_client_secret_set,
     oidc_issuer_https_on_prod,
     someone_can_log_in,
+    staff_username_key_known,
+    tmp_auth_where_allowed,
 )
 from hubfleet.config.rules_backups import hub_backup_needs_fleet_backups, repository_outside_the_data
 from hubfleet.config.rules_escape_hatch import (
@@ -40,6 +43,7 @@ from hubfleet.config.rules_front_door import (
     oauth_hubs_have_https,
 )
 from hubfleet.config.rules_hubs import (
+    cluster_staging_hub_valid,
     kubernetes_settings_on_kubernetes_hubs,
     port_or_domain_by_cluster_kind,
     prod_has_staging,
@@ -66,6 +70,7 @@ RULES: list[Rule] = [
     references_resolve,
     port_or_domain_by_cluster_kind,
     prod_has_staging,
+    cluster_staging_hub_valid,
     has_auth,
     admins_not_empty,
     no_dummy_auth_on_prod,
@@ -75,6 +80,9 @@ RULES: list[Rule] = [
     oidc_issuer_https_on_prod,
     cilogon_has_idps,
     someone_can_log_in,
+    cilogon_idps_say_who,
+    tmp_auth_where_allowed,
+    staff_username_key_known,
     secrets_files_match_hubs,
     secret_refs_are_set,
     fleet_secret_refs_are_set,

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from hubfleet.config.fleet import ConfigError
 from hubfleet.config.loader import HubEntry, SourcedFleetConfig
-from hubfleet.config.models_auth import CILogonAuth, GitHubAuth, OAuthBase, OIDCAuth
+from hubfleet.config.models_auth import CILogonAuth, GitHubAuth, OAuthBase, OIDCAuth, TmpAuth
 from hubfleet.suggest import did_you_mean
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -38,7 +38,8 @@ def admins_not_empty(fleet: SourcedFleetConfig) -> list[ConfigError]:
             f"auth.admin_users: hub '{e.hub.name}' has no admin users; list at least one",
         )
         for e in fleet.hub_entries
-        if e.hub.auth is not None and not e.hub.auth.admin_users
+        # a tmp hub's visitors are anonymous and nobody signs in as an admin: its admins are optional
+        if e.hub.auth is not None and not e.hub.auth.admin_users and e.hub.auth.type != "tmp"
     ]
 
 
@@ -243,3 +244,109 @@ def console_oidc_issuer_https(fleet: SourcedFleetConfig) -> list[ConfigError]:
             f"'{fleet.settings.console.oidc.issuer}' (http only for 127.0.0.1, localhost or ::1)",
         )
     ]
+
+
+def tmp_auth_where_allowed(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """Anonymous users (`type: tmp`) hand a server to whoever opens the hub: staging hubs, or a prod hub that
+    says `allow_on_prod: true`. Nobody signs in, so an allow list would restrict nothing."""
+    errors = []
+    for entry in fleet.hub_entries:
+        auth = entry.hub.auth
+        if not isinstance(auth, TmpAuth):
+            continue
+        if entry.hub.stage == "prod" and not auth.allow_on_prod:
+            errors.append(
+                fleet.hub_error(
+                    entry,
+                    "auth.type",
+                    f"auth.type: tmp auth gives anyone who opens prod hub '{entry.hub.name}' a server; "
+                    "set `allow_on_prod: true` under auth if this is a public workshop hub (with max_users "
+                    "and culling), or use another auth type",
+                )
+            )
+        if auth.allowed_users or auth.allow_existing_users:
+            key = "allowed_users" if auth.allowed_users else "allow_existing_users"
+            errors.append(
+                fleet.hub_error(
+                    entry,
+                    f"auth.{key}",
+                    f"auth.{key}: tmp hub '{entry.hub.name}' logs every visitor in as a new random user, so "
+                    f"`{key}` would restrict nothing; remove it",
+                )
+            )
+    return errors
+
+
+def cilogon_idps_say_who(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """Each CILogon IdP says whom of its users it admits: `allowed_domains`, `allow_all: true` (everyone) or
+    `allow_all: false` (only `allowed_users` and the admins); never everyone by omission. A hub-wide
+    `allow_all: true` admits everyone of every IdP, so a restricted IdP next to it would restrict nothing."""
+    errors = []
+    for entry, auth in _oauth_entries(fleet):
+        if not isinstance(auth, CILogonAuth):
+            continue
+        for entity_id, idp in auth.allowed_idps.items():
+            dotted = "auth.allowed_idps"  # entity IDs hold dots: the error points at the block
+            if not idp.allowed_domains and idp.allow_all is None:
+                errors.append(
+                    fleet.hub_error(
+                        entry,
+                        dotted,
+                        f"auth.allowed_idps['{entity_id}']: say whom of this IdP hub '{entry.hub.name}' "
+                        "admits: `allowed_domains: [uni.edu]` (users of those domains), `allow_all: true` "
+                        "(every user of the IdP) or `allow_all: false` (only auth.allowed_users and the "
+                        "admins)",
+                    )
+                )
+            restricted = idp.allowed_domains or idp.allow_all is False
+            if auth.allow_all and restricted:
+                errors.append(
+                    fleet.hub_error(
+                        entry,
+                        "auth.allow_all",
+                        f"auth.allow_all: true admits every user of every IdP into hub '{entry.hub.name}', "
+                        f"so the restrictions of IdP '{entity_id}' would restrict nothing; remove "
+                        "`allow_all` (each IdP says whom it admits)",
+                    )
+                )
+            listed = auth.allowed_users or auth.allow_existing_users or auth.allow_all
+            if idp.allow_all is False and not idp.allowed_domains and not listed:
+                errors.append(
+                    fleet.hub_error(
+                        entry,
+                        dotted,
+                        f"auth.allowed_idps['{entity_id}']: allow_all: false admits only auth.allowed_users "
+                        f"of this IdP, and hub '{entry.hub.name}' lists none: list them in "
+                        "`allowed_users`, or set `allowed_domains` or `allow_all: true`",
+                    )
+                )
+    return errors
+
+
+def staff_username_key_known(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """A hub's `auth.staff_username_key` is of its auth type and some operator has a username under it (a
+    typo would silently leave the staff without admin rights there)."""
+    if fleet.settings is None:
+        return []
+    keys = {key for operator in fleet.settings.operators for key in operator.usernames}
+    errors = []
+    for entry in fleet.hub_entries:
+        auth = entry.hub.auth
+        if auth is None or auth.staff_username_key is None:
+            continue
+        key = auth.staff_username_key
+        if key.split(":", 1)[0] != auth.type:
+            message = (
+                f"'{key}' is not a key of {auth.type} usernames; write `{auth.type}` or "
+                f"`{auth.type}:LABEL` (as in fleet.yaml operators[].usernames)"
+            )
+        elif key not in keys and auth.staff_admins:
+            known = sorted(k for k in keys if k.split(":", 1)[0] == auth.type)
+            hint = f"operators have: {', '.join(known)}" if known else "none has a username of this type"
+            message = f"no operator has a username under '{key}' in fleet.yaml ({hint})"
+        else:
+            continue
+        errors.append(
+            fleet.hub_error(entry, "auth.staff_username_key", f"auth.staff_username_key: {message}")
+        )
+    return errors

@@ -6,6 +6,8 @@ Each rule is a small function of the loaded fleet returning ConfigErrors; `confi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hubfleet.config.fleet import ConfigError
 from hubfleet.config.loader import HubEntry, SourcedFleetConfig
 from hubfleet.config.rules_front_door import FRONT_DOOR_DOC, front_door_declared
@@ -143,6 +145,8 @@ def port_or_domain_by_cluster_kind(fleet: SourcedFleetConfig) -> list[ConfigErro
 
 
 def prod_has_staging(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """Every prod hub has a staging hub to deploy to first: its community's on its cluster, or the
+    cluster's `staging_hub`."""
     staging = {(e.hub.community, e.hub.cluster) for e in fleet.hub_entries if e.hub.stage == "staging"}
     errors = []
     for entry in fleet.hub_entries:
@@ -152,17 +156,52 @@ def prod_has_staging(fleet: SourcedFleetConfig) -> list[ConfigError]:
             and hub.community == entry.directory
             and entry.directory not in fleet.broken_hub_dirs
         )
-        if hub.stage == "prod" and known and (hub.community, hub.cluster) not in staging:
+        gated = known and fleet.clusters[hub.cluster].staging_hub is not None
+        if hub.stage == "prod" and known and not gated and (hub.community, hub.cluster) not in staging:
             errors.append(
                 fleet.hub_error(
                     entry,
                     "stage",
                     f"stage: prod hub '{hub.name}' needs a staging hub of community '{hub.community}' "
                     f"on cluster '{hub.cluster}' to deploy to first; "
-                    f"add one in communities/{entry.directory}/hubs/",
+                    f"add one in communities/{entry.directory}/hubs/, or name a staging hub of the cluster "
+                    f"in {fleet.cluster_files.get(hub.cluster, 'its cluster file')} (`staging_hub: NAME`)",
                 )
             )
     return errors
+
+
+def cluster_staging_hub_valid(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """A cluster's `staging_hub` is a hub of the fleet, on that cluster, and a staging hub."""
+    hubs = {e.hub.name: e.hub for e in fleet.hub_entries}
+    errors = []
+    for name, cluster in sorted(fleet.clusters.items()):
+        wanted = cluster.staging_hub
+        if wanted is None or wanted in fleet.broken_names:
+            continue
+        file = fleet.cluster_files.get(name, f"clusters/{name}.yaml")
+        hub = hubs.get(wanted)
+        if hub is None:
+            problem = f"hub '{wanted}' does not exist; {did_you_mean(wanted, hubs, 'hubs')}"
+        elif hub.cluster != name:
+            problem = f"hub '{wanted}' runs on cluster '{hub.cluster}', not on '{name}'; name one of '{name}'"
+        elif hub.stage != "staging":
+            problem = f"hub '{wanted}' is a {hub.stage} hub; name a hub with `stage: staging`"
+        else:
+            continue
+        line = _line_of(fleet.root / file, "staging_hub:")
+        message = f"staging_hub: {problem} (it gates the prod hubs of cluster '{name}')"
+        errors.append(ConfigError(file, line, 1, message))
+    return errors
+
+
+def _line_of(path: Path, prefix: str) -> int:
+    """The 1-based line of the top-level key `prefix` in `path` (1 when it cannot be read)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return 1
+    return next((i for i, line in enumerate(lines, 1) if line.startswith(prefix)), 1)
 
 
 def kubernetes_settings_on_kubernetes_hubs(fleet: SourcedFleetConfig) -> list[ConfigError]:

@@ -48,6 +48,8 @@ class HubPlan:
     diff: str = ""
     data: dict[str, Any] | None = None
     """For a removed or retired hub: what happens to its data (`retirement`, `kept_in`, `note`)."""
+    cluster_gate: str | None = None
+    """For a prod hub: its cluster's `staging_hub`, deployed (when changed) and checked before it changes."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +60,7 @@ class HubPlan:
             "action": self.action,
             "reasons": self.reasons,
             **({"data": self.data} if self.data is not None else {}),
+            **({"cluster_gate": self.cluster_gate} if self.cluster_gate is not None else {}),
         }
 
 
@@ -197,10 +200,19 @@ class Plan:
         """Rollout order: every changed staging hub, then every changed prod hub."""
         return [[h.name for h in self.changes if h.stage == stage] for stage in STAGES]
 
+    def cluster_gates(self) -> dict[str, list[str]]:
+        """Cluster staging hub -> the changed prod hubs it gates (it is checked before they change)."""
+        gates: dict[str, list[str]] = {}
+        for entry in self.changes:
+            if entry.stage == "prod" and entry.cluster_gate is not None and entry.action != "remove":
+                gates.setdefault(entry.cluster_gate, []).append(entry.name)
+        return gates
+
     def to_json(self) -> dict[str, Any]:
         return {
             "hubs": [h.to_json() for h in self.hubs],
             "waves": self.waves(),
+            **({"cluster_gates": self.cluster_gates()} if self.cluster_gates() else {}),
             "front_door": self.front_door.to_json() if self.front_door is not None else None,
         }
 
@@ -210,6 +222,7 @@ class Plan:
         for stage in STAGES:
             include = [
                 {"hub": h.name, "community": h.community, "cluster": h.cluster, "action": h.action}
+                | ({"cluster_gate": h.cluster_gate} if h.cluster_gate is not None else {})
                 for h in self.changes
                 if h.stage == stage
             ]
@@ -285,6 +298,7 @@ def make_plan(
                 data=data,
             )
         )
+    _add_cluster_gates(fleet, entries, deployed, backends, set(retired))
     order = {"staging": 0, "prod": 1}
     entries.sort(key=lambda e: (order.get(e.stage, 2), e.community, e.name))
     door = plan_front_door(fleet, read_status(state_dir), hubs)
@@ -295,6 +309,50 @@ def make_plan(
                 old, new = moved[entry.name]
                 entry.reasons[-1] = f"front door address: {old} → {new}"
     return Plan(entries, front_door=door)
+
+
+def _add_cluster_gates(
+    fleet: FleetConfig,
+    entries: list[HubPlan],
+    deployed: dict[str, DeploymentRecord],
+    backends: dict[str, Backend],
+    retired: set[str],
+) -> None:
+    """Mark each prod hub of a cluster with a `staging_hub` as gated by it, and put a changed gate into the
+    plan when a narrowed plan (`--hub`, `--since`) left it out: it deploys before its prod hubs change."""
+    planned = {entry.name for entry in entries}
+    for entry in list(entries):
+        cluster = fleet.clusters.get(entry.cluster)
+        gate = cluster.staging_hub if cluster is not None else None
+        if entry.stage != "prod" or gate is None or gate not in fleet.hubs:
+            continue
+        entry.cluster_gate = gate
+        if gate in planned or gate in retired or entry.action in ("unchanged", "retired", "remove"):
+            continue
+        hub = fleet.hubs[gate]
+        backend = backends[fleet.clusters[hub.cluster].kind]
+        desired = backend.config_hash(hub)
+        last = deployed.get(gate)
+        if last is not None and last.config_hash == desired:
+            continue  # unchanged: the rollout checks it before the prod hubs
+        rendered = backend.render(hub)
+        action: Action = "create" if last is None else "update"
+        why = "not deployed yet" if last is None else "its configuration changed"
+        entries.append(
+            HubPlan(
+                gate,
+                hub.community,
+                hub.stage,
+                hub.cluster,
+                fleet.clusters[hub.cluster].kind,
+                action,
+                reasons=[f"staging hub of cluster {hub.cluster}, deployed before its prod hubs: {why}"],
+                config_hash=desired,
+                rendered=rendered,
+                diff=_diff((last.rendered or "") if last is not None else "", rendered, gate),
+            )
+        )
+        planned.add(gate)
 
 
 def removed_data(

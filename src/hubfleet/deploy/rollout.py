@@ -1,7 +1,9 @@
 """Rollout: apply a plan wave by wave (staging, then prod), the hubs of a wave in parallel, each gated by
 the synthetic check and rolled back to its last good configuration when its deploy or check fails.
 
-A community's prod hub is touched only when its staging hub did not fail in this rollout.
+A community's prod hub is touched only when its staging hub did not fail in this rollout, and a prod hub of a
+cluster with a `staging_hub` only when that hub passed: deployed and checked in the staging wave when it
+changed, else checked (as it runs) before the prod wave.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class HubOutcome:
 @dataclass
 class Rollout:
     outcomes: dict[str, HubOutcome]
+    gate_checks: dict[str, str | None] = field(default_factory=dict)
+    """Cluster staging hubs not deployed in this rollout, checked before the prod wave: name -> None when the
+    check passed, else why it failed."""
 
     def by_result(self, result: Result) -> list[str]:
         return [o.name for o in self.outcomes.values() if o.result == result]
@@ -69,6 +74,7 @@ class Rollout:
             "ok": self.ok,
             "hubs": [o.to_json() for o in self.outcomes.values()],
             **{r: self.by_result(r) for r in results},
+            **({"gate_checks": self.gate_checks} if self.gate_checks else {}),
         }
 
 
@@ -109,8 +115,21 @@ class Deployer:
         limit = asyncio.Semaphore(self.parallel)
         for stage in ("staging", "prod"):
             wave = [h for h in changes if h.stage == stage]
+            if stage == "prod":
+                await self._check_cluster_gates(plan, rollout)
             await asyncio.gather(*(self._one(h, rollout, limit) for h in wave))
         return rollout
+
+    async def _check_cluster_gates(self, plan: Plan, rollout: Rollout) -> None:
+        """Check each cluster staging hub that gates a prod change and was not deployed in this rollout (it
+        runs unchanged): the prod hubs of its cluster wait for it as for a deployed one."""
+        for gate in plan.cluster_gates():
+            if gate not in rollout.outcomes and gate in self.fleet.hubs:
+                kind = self.fleet.clusters[self.fleet.hubs[gate].cluster].kind
+                try:
+                    rollout.gate_checks[gate] = await self._check(self.backends[kind], gate)
+                except UserError as exc:  # it cannot be reached at all (never started, state lost)
+                    rollout.gate_checks[gate] = f"check failed: {exc}"
 
     def _set(self, outcome: HubOutcome, **changes: Any) -> None:
         for key, value in changes.items():
@@ -120,8 +139,13 @@ class Deployer:
     async def _one(self, entry: HubPlan, rollout: Rollout, limit: asyncio.Semaphore) -> None:
         outcome = rollout.outcomes[entry.name]
         blocker = self._failed_staging(entry, rollout)
-        if blocker:
-            message = f"not touched: staging hub {blocker} of community {entry.community} failed"
+        gate = self._failed_cluster_gate(entry, rollout)
+        if blocker or gate:
+            message = (
+                f"not touched: staging hub {blocker} of community {entry.community} failed"
+                if blocker
+                else f"not touched: staging hub {entry.cluster_gate} of cluster {entry.cluster} {gate}"
+            )
             self._set(outcome, status="skipped", result="skipped", message=message)
             self._record(entry, "skipped", message)
             return
@@ -153,6 +177,17 @@ class Deployer:
             if other.stage == "staging" and other.community == entry.community and other.result in FAILED:
                 return other.name
         return None
+
+    def _failed_cluster_gate(self, entry: HubPlan, rollout: Rollout) -> str | None:
+        """Why the prod hub's cluster staging hub did not pass (None: it passed, or there is none)."""
+        gate = entry.cluster_gate
+        if entry.stage != "prod" or entry.action == "remove" or gate is None:
+            return None
+        if gate in rollout.outcomes:
+            other = rollout.outcomes[gate]
+            return f"failed ({other.result})" if other.result in FAILED else None
+        failure = rollout.gate_checks.get(gate)
+        return f"did not pass its check: {failure}" if failure else None
 
     async def _deploy(self, entry: HubPlan, outcome: HubOutcome) -> None:
         hub = self.fleet.hubs[entry.name]

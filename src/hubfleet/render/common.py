@@ -17,7 +17,15 @@ from typing import Any
 
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
-from hubfleet.config.models_auth import CILogonAuth, DummyAuth, GitHubAuth, NativeAuth, OAuthBase, OIDCAuth
+from hubfleet.config.models_auth import (
+    CILogonAuth,
+    DummyAuth,
+    GitHubAuth,
+    NativeAuth,
+    OAuthBase,
+    OIDCAuth,
+    TmpAuth,
+)
 
 NATIVE_AUTHENTICATOR = "nativeauthenticator.NativeAuthenticator"
 CHECK_USERNAME = "hubfleet-check"
@@ -178,6 +186,9 @@ a no-op `statsd` for its login handler on JupyterHub 6 (docs/auth/native.md says
 reserved; the synthetic check's user kept by hubfleet."""
 
 
+TMP_AUTHENTICATOR = "tmpauthenticator.TmpAuthenticator"
+"""jupyterhub-tmpauthenticator (in the z2jh hub image's requirements, and a dependency of hubfleet for local
+hubs); it serves /hub/tmplogin and logs every visitor in as a new uuid user."""
 CILOGON_AUTHENTICATOR = "oauthenticator.cilogon.CILogonOAuthenticator"
 GITHUB_AUTHENTICATOR = "oauthenticator.github.GitHubOAuthenticator"
 GENERIC_AUTHENTICATOR = "oauthenticator.generic.GenericOAuthenticator"
@@ -227,15 +238,23 @@ c.GenericOAuthenticator.userdata_url = _oidc["userinfo_endpoint"]
 document itself and refuses to start, naming the issuer, when it cannot."""
 
 
+def staff_username_key(hub: Hub) -> str:
+    """Which key of the operators' `usernames` is the staff's username on this hub: the hub's
+    `auth.staff_username_key`, else its auth type."""
+    assert hub.auth is not None
+    return hub.auth.staff_username_key or hub.auth.type
+
+
 def effective_admins(fleet: FleetConfig, hub: Hub) -> list[str]:
-    """The hub's admins plus the fleet's staff who have a username for this auth type (unless the hub sets
-    `auth.staff_admins: false`)."""
+    """The hub's admins plus the fleet's staff who have a username under this hub's key (its auth type, or
+    `auth.staff_username_key`), unless the hub sets `auth.staff_admins: false`."""
     assert hub.auth is not None
     admins = list(hub.auth.admin_users)
     if not hub.auth.staff_admins:
         return admins
+    key = staff_username_key(hub)
     for operator in fleet.settings.operators:
-        name = operator.usernames.get(hub.auth.type)
+        name = operator.usernames.get(key)
         if name and name not in admins:
             admins.append(name)
     return admins
@@ -282,6 +301,7 @@ class AuthConfig:
 
 AUTH_PACKAGES = {
     "native": ("jupyterhub-nativeauthenticator",),
+    "tmp": ("jupyterhub-tmpauthenticator",),
     "cilogon": ("oauthenticator",),
     "github": ("oauthenticator",),
     "oidc": ("oauthenticator",),
@@ -334,7 +354,8 @@ def _allow_traits(auth: Any) -> dict[str, Any]:
 
 
 def _cilogon_idps(auth: CILogonAuth) -> dict[str, Any]:
-    """CILogonOAuthenticator's per-IdP dict: username_derivation, and allowed_domains or allow_all."""
+    """CILogonOAuthenticator's per-IdP dict: username_derivation, and allowed_domains, allow_all or neither
+    (then CILogonOAuthenticator.check_allowed admits only `allowed_users` and the admins from that IdP)."""
     idps: dict[str, Any] = {}
     for entity_id in sorted(auth.allowed_idps):
         idp = auth.allowed_idps[entity_id]
@@ -342,11 +363,17 @@ def _cilogon_idps(auth: CILogonAuth) -> dict[str, Any]:
         if idp.strip_domain:
             derivation["action"] = "strip_idp_domain"
             derivation["domain"] = idp.strip_domain
+        elif idp.username_prefix:
+            derivation["action"] = "prefix"
+            derivation["prefix"] = idp.username_prefix
         entry: dict[str, Any] = {"username_derivation": derivation}
         if idp.allowed_domains:
             entry["allowed_domains"] = sorted(idp.allowed_domains)
-        else:
-            entry["allow_all"] = True  # the model: no allowed_domains means everyone of that IdP
+        elif idp.allow_all is not False:
+            # validation requires `allow_all` when there are no domains; unset is only seen by models built
+            # in code, which keep the old meaning (everyone of the IdP)
+            entry["allow_all"] = True
+        # allow_all: false: neither key, so only `allowed_users` and the admins of this IdP get in
         idps[entity_id] = entry
     return idps
 
@@ -389,6 +416,10 @@ def auth_config(fleet: FleetConfig, hub: Hub) -> AuthConfig:
     traits.update(_allow_traits(auth))
     if isinstance(auth, DummyAuth):
         return AuthConfig("dummy", "DummyAuthenticator", traits, auth_secrets(hub))
+    if isinstance(auth, TmpAuth):
+        # every visitor is a fresh uuid user: nobody to list, so everyone is allowed (JupyterHub 5+ would
+        # refuse them all without allow_all)
+        return AuthConfig(TMP_AUTHENTICATOR, "TmpAuthenticator", traits)
     if isinstance(auth, NativeAuth):
         traits["open_signup"] = auth.open_signup
         traits["minimum_password_length"] = auth.minimum_password_length

@@ -209,15 +209,42 @@ def _update_scheduling(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> 
         _at(values, "scheduling")["userPlaceholder"] = {"enabled": True, "replicas": replicas}
 
 
+CERT_MANAGER_ANNOTATIONS = {
+    "ClusterIssuer": "cert-manager.io/cluster-issuer",
+    "Issuer": "cert-manager.io/issuer",
+}
+"""cert-manager's ingress-shim reads one of these on an Ingress and keeps a certificate for each of its `tls`
+entries in the secret that entry names."""
+
+
+def tls_secret_name(hub: Hub) -> str:
+    """The secret holding the hub's certificate, in the hub's namespace (cert-manager writes it)."""
+    return f"{hub.name}-tls"
+
+
 def _update_ingress(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
-    """Traffic reaches the proxy through an Ingress on the hub's domain, with TLS (cert in <hub>-tls)."""
+    """Traffic reaches the proxy through an Ingress on the hub's domain, with TLS: the certificate is in
+    `<hub>-tls`, issued by cert-manager when the cluster file names an issuer (`ingress.cert_manager_issuer`),
+    and the ingress class is the cluster's (`ingress.class_name`). Validation requires a domain on
+    kubernetes hubs (a host-less ingress would take every name the controller serves); `.invalid` is only
+    seen by models built in code."""
     _at(values, "proxy", "service")["type"] = "ClusterIP"
     domain = hub.domain or f"{hub.name}.invalid"
-    values["ingress"] = {
-        "enabled": True,
-        "hosts": [domain],
-        "tls": [{"hosts": [domain], "secretName": f"{hub.name}-tls"}],
-    }
+    ingress: dict[str, Any] = {"enabled": True}
+    cluster = fleet.clusters.get(hub.cluster)
+    settings = getattr(cluster, "ingress", None)
+    annotations: dict[str, str] = {}
+    if settings is not None:
+        annotations.update(settings.annotations)
+        if settings.cert_manager_issuer:
+            annotations[CERT_MANAGER_ANNOTATIONS[settings.issuer_kind]] = settings.cert_manager_issuer
+        if settings.class_name:
+            ingress["ingressClassName"] = settings.class_name
+    if annotations:
+        ingress["annotations"] = dict(sorted(annotations.items()))
+    ingress["hosts"] = [domain]
+    ingress["tls"] = [{"hosts": [domain], "secretName": tls_secret_name(hub)}]
+    values["ingress"] = ingress
 
 
 # --------------------------------------------------------------------------- secret values
