@@ -288,9 +288,12 @@ def _support(row: InventoryRow, calendar: Calendar, today: date) -> None:
     if release.extended_cost_per_hour is not None:
         row.extra_monthly_cost = round(release.extended_cost_per_hour * HOURS_PER_MONTH, 2)
     cost = f", about ${row.extra_monthly_cost:,.2f} a month extra" if row.extra_monthly_cost else ""
+    entry = calendar.providers.get(row.provider)
+    note = f" ({entry.note.rstrip('.')})" if entry and entry.note else ""
     row.warnings.append(
         f"{row.control_plane} is in paid extended support since {release.end_of_standard} (until "
         f"{release.end_of_extended}){cost}: upgrade to stop paying (`hubfleet upgrade-plan {row.cluster}`)"
+        f"{note}"
     )
 
 
