@@ -208,10 +208,10 @@ class KubernetesProfile(Strict):
     description: str = ""
     default: bool = Field(default=False, description="Preselected option; at most one profile sets it.")
     image: KubernetesImage | None = Field(default=None, description="Image for this option only.")
-    memory_limit: MemorySize | None = None
-    memory_guarantee: MemorySize | None = None
-    cpu_limit: CpuCores | None = None
-    cpu_guarantee: CpuCores | None = None
+    memory_limit: MemorySize | None = Field(default=None, description="Memory limit, such as 8G or 8Gi.")
+    memory_guarantee: MemorySize | None = Field(default=None, description="Memory reserved, such as 4Gi.")
+    cpu_limit: CpuCores | None = Field(default=None, description="CPU limit in cores, such as 4 or 500m.")
+    cpu_guarantee: CpuCores | None = Field(default=None, description="CPU cores reserved, such as 0.5.")
 
 
 class KubernetesSettings(Strict):

@@ -40,20 +40,26 @@ def spawner_memory(value: str | int) -> str | int:
 
 def cpu_cores(value: str | int | float) -> float:
     """Cores as a float from `2`, `0.5`, '1.5' or Kubernetes' millicores '500m'; ValueError otherwise."""
+    cores = _cpu_number(value)
+    if not 0 < cores <= MAX_CPU:
+        raise ValueError(f"{value!r} CPU cores: must be more than 0 and at most {MAX_CPU:g}; {CPU_HINT}")
+    return cores
+
+
+def _cpu_number(value: Any) -> float:
+    """The number of cores written, range unchecked (the model's Field says what is out of range)."""
     if isinstance(value, bool):
-        raise ValueError(f"cpu {value!r}: {CPU_HINT}")
+        raise ValueError(f"{value!r} is not a number of CPU cores; {CPU_HINT}")
     if isinstance(value, (int, float)):
         cores = float(value)
     elif isinstance(value, str):
         match = _CPU.fullmatch(value.strip())
         if match is None:
             hint = "m (lower case) is millicores: " if value.strip().endswith("M") else ""
-            raise ValueError(f"cpu {value!r}: {hint}{CPU_HINT}")
+            raise ValueError(f"{value!r} is not a number of CPU cores; {hint}{CPU_HINT}")
         cores = float(match[1]) / (1000 if match[2] else 1)
     else:
-        raise ValueError(f"cpu {value!r}: {CPU_HINT}")
-    if not 0 < cores <= MAX_CPU:
-        raise ValueError(f"cpu {value!r}: must be more than 0 and at most {MAX_CPU:g} cores; {CPU_HINT}")
+        raise ValueError(f"{value!r} is not a number of CPU cores; {CPU_HINT}")
     return cores
 
 
@@ -85,7 +91,7 @@ MemorySize = Annotated[
 
 CpuCores = Annotated[
     float,
-    BeforeValidator(cpu_cores),
+    BeforeValidator(_cpu_number),
     Field(gt=0, le=MAX_CPU),
     WithJsonSchema(
         {
