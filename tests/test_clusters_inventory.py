@@ -445,10 +445,10 @@ def _clusters(tmp_path: Path, env: dict[str, str], *args: str) -> Any:
 
 def test_cli_reads_stores_and_reports_every_cluster(tmp_path: Path, clouds: dict[str, Any]) -> None:
     env = clouds["env"]
-    result = _clusters(tmp_path, env, "--json")
+    result = _clusters(tmp_path, env, "--json", "--date", TODAY.isoformat())  # the inventory as of that day
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    today = date.fromisoformat(data["today"])
+    assert data["today"] == "2026-11-30" and data["warnings"] == []
     assert data["read_errors"] == {}
     rows = {row["cluster"]: row for row in data["clusters"]}
     assert {name: row["control_plane"] for name, row in rows.items()} == {
@@ -464,7 +464,11 @@ def test_cli_reads_stores_and_reports_every_cluster(tmp_path: Path, clouds: dict
         "extended",
         365.0,
     )
-    assert eks["days_left"] == (date(2026, 3, 23) - today).days
+    assert (eks["end_of_standard"], eks["days_left"], eks["end_of_extended"]) == (
+        "2026-03-23",
+        -252,
+        "2027-03-23",
+    )
     assert eks["node_pools"] == {"general": "1.32", "gpu": "1.28"}
     assert (eks["chart_version"], eks["hub_count"]) == ("4.4.0", 4)
     assert rows["gke"]["support"] == "standard" and rows["gke"]["end_of_standard"] == "2027-04-11"
@@ -472,8 +476,11 @@ def test_cli_reads_stores_and_reports_every_cluster(tmp_path: Path, clouds: dict
     first_calls = len(fake_clouds.calls(clouds["log"]))
     assert first_calls > 0
 
-    # stored: a second run shows the same versions without calling any CLI; --refresh reads them again
+    # stored: a second run shows the same versions without calling any CLI; --refresh reads them again.
+    # Without --date the inventory is as of today (UTC).
+    before = datetime.now(UTC).date()
     again = json.loads(_clusters(tmp_path, env, "--json").stdout)
+    assert before <= date.fromisoformat(again["today"]) <= datetime.now(UTC).date()
     assert [r["read_at"] for r in again["clusters"]] == [r["read_at"] for r in data["clusters"]]
     assert len(fake_clouds.calls(clouds["log"])) == first_calls
     refreshed = json.loads(_clusters(tmp_path, env, "--json", "--refresh").stdout)
@@ -484,7 +491,7 @@ def test_cli_reads_stores_and_reports_every_cluster(tmp_path: Path, clouds: dict
     with open_store(tmp_path / "state") as store:
         assert len(version_history(store, "eks")) == 2
 
-    table = _clusters(tmp_path, env)
+    table = _clusters(tmp_path, env, "--date", "2026-11-30")
     assert table.returncode == 0, table.stderr
     for text in ("eks", "us-west-2", "extended", "$365.00", "westeurope", "ended", "standard", "2027-04-11"):
         assert text in table.stdout
@@ -533,6 +540,11 @@ def test_cli_replacement_calendar_and_chart_table(tmp_path: Path, clouds: dict[s
     result = _clusters(tmp_path, clouds["env"], "--calendar", str(bad))
     assert result.returncode == 1 and result.stdout == ""
     assert f"error: {bad}: key 'providers.aws.minors.1.30.end_of_standard' is missing" in result.stderr
+    result = _clusters(tmp_path, clouds["env"], "--date", "30/11/2026")
+    assert (
+        result.returncode == 1
+        and "error: --date '30/11/2026' is not a day such as 2026-11-30" in result.stderr
+    )
     result = _clusters(tmp_path, clouds["env"], "--chart-table", str(tmp_path / "nope.yaml"))
     assert result.returncode == 1
     assert "nope.yaml: file not found; check the path given to --calendar/--chart-table" in result.stderr

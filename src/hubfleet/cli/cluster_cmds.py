@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,6 +44,10 @@ def clusters(
         Path | None,
         typer.Option("--chart-table", help="z2jh chart table to use instead of the shipped one."),
     ] = None,
+    on: Annotated[
+        str | None,
+        typer.Option("--date", help="Report support, days left and costs as of this day (YYYY-MM-DD)."),
+    ] = None,
 ) -> None:
     """Kubernetes clusters: versions, chart, hubs, end of standard support, extra cost of extended support.
 
@@ -53,6 +58,7 @@ def clusters(
     from hubfleet.settings import UserError
     from hubfleet.store import open_store
 
+    today = _day(on)
     calendar = load_calendar(calendar_file)
     chart_table = load_chart_table(chart_table_file)
     fleet_dir = resolve_fleet_dir(fleet)
@@ -66,7 +72,7 @@ def clusters(
                 record_versions(store, read_versions(config, name))
             except UserError as err:
                 read_errors[name] = str(err)
-        inventory = build_inventory(config, store, calendar=calendar, chart_table=chart_table)
+        inventory = build_inventory(config, store, calendar=calendar, chart_table=chart_table, today=today)
     if json_output:
         typer.echo(json.dumps({**inventory.to_json(), "read_errors": read_errors}, indent=2))
     else:
@@ -82,6 +88,17 @@ def clusters(
         err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     if read_errors:
         raise typer.Exit(1)
+
+
+def _day(text: str | None) -> date | None:
+    from hubfleet.settings import UserError
+
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise UserError(f"--date '{text}' is not a day such as 2026-11-30") from None
 
 
 def _print_table(data: dict[str, Any], fleet_name: str) -> None:
