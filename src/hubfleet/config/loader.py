@@ -142,10 +142,7 @@ def load_fleet_files(root: Path) -> tuple[SourcedFleetConfig | None, list[Config
         fleet, layer = _validate_layered(FleetSettings, plain, fleet_source, errors, LAYER_NAMES[0])
 
     config = SourcedFleetConfig(root=root, settings=fleet, fleet_source=fleet_source)  # type: ignore[arg-type]
-    if fleet_source is not None:
-        config.fleet_layer = layer
-        if layer is None:
-            config.broken_layers.add(fleet_source.file)
+    config.fleet_layer = _usable(config, layer)
     _load_clusters(root, config, errors)
     _load_communities(root, config, errors)
     for entry in config.secret_entries:
@@ -169,8 +166,6 @@ def _load_clusters(root: Path, config: SourcedFleetConfig, errors: list[ConfigEr
             continue
         source, plain = parsed
         cluster, layer = _validate_layered(Cluster, plain, source, errors, LAYER_NAMES[1])
-        if layer is None:
-            config.broken_layers.add(source.file)
         if cluster is None:
             _remember_name(config, plain)
             continue
@@ -185,8 +180,8 @@ def _load_clusters(root: Path, config: SourcedFleetConfig, errors: list[ConfigEr
             continue
         config.clusters[cluster.name] = cluster
         config.cluster_files[cluster.name] = source.file
-        if layer is not None:
-            config.cluster_layers[cluster.name] = layer
+        if (usable := _usable(config, layer)) is not None:
+            config.cluster_layers[cluster.name] = usable
     if not found:
         errors.append(
             ConfigError(
@@ -249,10 +244,8 @@ def _load_community(
         if parsed is not None:
             source, plain = parsed
             community, layer = _validate_layered(Community, plain, source, errors, LAYER_NAMES[2])
-            if layer is None:
-                config.broken_layers.add(source.file)
-            elif community is not None:
-                config.community_layers[name] = layer
+            if (usable := _usable(config, layer)) is not None:
+                config.community_layers[name] = usable
             if community is not None and community.name != name:
                 errors.append(
                     source.at_value(
@@ -303,20 +296,38 @@ def _load_community(
             config.secret_entries.append(entry)
 
 
+@dataclass
+class _CheckedLayer:
+    layer: Layer
+    broken: bool
+    """Its own errors were reported: errors of hubs about its values are not reported again."""
+
+
 def _validate_layered(
     model: Any, plain: dict[str, Any], source: Source, errors: list[ConfigError], layer_name: str
-) -> tuple[Any, Layer | None]:
-    """Validate a file that holds a layer of `defaults`: (its model or None, its layer or None when the
-    layer has errors). Required keys the layer leaves out are for a later layer (or the hub) to give."""
+) -> tuple[Any, _CheckedLayer | None]:
+    """Validate a file that holds a layer of `defaults`: (its model or None, its layer or None when
+    `defaults` is not a mapping). Required keys the layer leaves out are for a later layer (or the hub) to
+    give, so they are no error here."""
     found: list[ConfigError] = []
     result = validate_model(model, plain, source, found, partial="defaults")
     errors.extend(found)
-    defaults = plain.get("defaults")
     if result is None and not found:  # only keys left to a later layer are missing
         result = validate_model(model, {k: v for k, v in plain.items() if k != "defaults"}, source, errors)
-    if any(e.message.startswith("defaults") for e in found):
+    defaults = plain.get("defaults", {})
+    if not isinstance(defaults, dict):
         return result, None
-    return result, Layer(layer_name, source, defaults if isinstance(defaults, dict) else {})
+    broken = any(e.message.startswith("defaults") for e in found)
+    return result, _CheckedLayer(Layer(layer_name, source, defaults), broken)
+
+
+def _usable(config: SourcedFleetConfig, checked: _CheckedLayer | None) -> Layer | None:
+    """The layer hubs merge over; a broken one still (its hubs' errors in it are not reported again)."""
+    if checked is None:
+        return None
+    if checked.broken:
+        config.broken_layers.add(checked.layer.source.file)
+    return checked.layer
 
 
 def _remember_name(config: SourcedFleetConfig, plain: Any) -> None:

@@ -316,6 +316,11 @@ class HubSettings(Strict):
     )
 
 
+# The clusters' `defaults` are HubSettings, defined after them: resolve that now (error positions read it).
+LocalCluster.model_rebuild()
+KubernetesCluster.model_rebuild()
+
+
 class Hub(HubSettings):
     """One JupyterHub: a file in communities/<community>/hubs/."""
 
