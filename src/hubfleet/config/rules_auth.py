@@ -279,7 +279,8 @@ def tmp_auth_where_allowed(fleet: SourcedFleetConfig) -> list[ConfigError]:
 
 def cilogon_idps_say_who(fleet: SourcedFleetConfig) -> list[ConfigError]:
     """Each CILogon IdP says whom of its users it admits: `allowed_domains`, `allow_all: true` (everyone) or
-    `allow_all: false` (only `allowed_users` and the admins); never everyone by omission. A hub-wide
+    `allow_all: false` (only `allowed_users` and the admins: an IdP for the staff alone, who are admins, is
+    that); never everyone by omission. A hub-wide
     `allow_all: true` admits everyone of every IdP, so a restricted IdP next to it would restrict nothing."""
     errors = []
     for entry, auth in _oauth_entries(fleet):
@@ -307,17 +308,6 @@ def cilogon_idps_say_who(fleet: SourcedFleetConfig) -> list[ConfigError]:
                         f"auth.allow_all: true admits every user of every IdP into hub '{entry.hub.name}', "
                         f"so the restrictions of IdP '{entity_id}' would restrict nothing; remove "
                         "`allow_all` (each IdP says whom it admits)",
-                    )
-                )
-            listed = auth.allowed_users or auth.allow_existing_users or auth.allow_all
-            if idp.allow_all is False and not idp.allowed_domains and not listed:
-                errors.append(
-                    fleet.hub_error(
-                        entry,
-                        dotted,
-                        f"auth.allowed_idps['{entity_id}']: allow_all: false admits only auth.allowed_users "
-                        f"of this IdP, and hub '{entry.hub.name}' lists none: list them in "
-                        "`allowed_users`, or set `allowed_domains` or `allow_all: true`",
                     )
                 )
     return errors
