@@ -194,15 +194,15 @@ elif NAME == "az":
         print(f"fake az: unexpected {{argv}}", file=sys.stderr); sys.exit(2)
 """
 
-# The k8s-fleet fixture's clusters at different versions on 2026-11-30: EKS 1.31 (standard support ended
-# 2025-11-26: in extended support), GKE 1.32, AKS 1.33.
+# The k8s-fleet fixture's clusters at different versions on 2026-11-30: EKS 1.32 (standard support ended
+# 2026-03-23: in paid extended support), GKE 1.32, AKS 1.33.
 DEFAULT_STATE: dict[str, Any] = {
     "clusters": {
         "eks": {
             "context": "arn:aws:eks:us-west-2:123456789012:cluster/fleet-two",
             "provider_name": "fleet-two",
-            "control_plane": "1.31.9-eks-5da6378",
-            "pools": {"users": "1.30.8", "core": "1.31.9"},
+            "control_plane": "1.32.5-eks-5da6378",
+            "pools": {"users": "1.31.9", "core": "1.32.5"},
             "releases": {"astro": "4.4.0", "bio": "4.4.0", "bio-staging": "4.4.0"},
             "suffix": "-eks-5da6378",
         },

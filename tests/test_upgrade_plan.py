@@ -4,8 +4,8 @@ manifests rendered by the real helm with the real z2jh chart, and `hubfleet upgr
 No Kubernetes API server or cloud account exists here: kubectl, gcloud, aws and az are the fakes of
 tests/fake_clouds_upgrade.py on PATH (JSON shapes from the CLIs' documentation, see that module), while
 `helm template` is the real helm (.cache/helm/helm) with ../shared/charts/jupyterhub-4.4.0.tgz. The fleet is
-tests/fixtures/k8s-fleet: EKS at 1.31 (its standard support ended 2025-11-26: past it on 2026-11-30), GKE at
-1.32, AKS at 1.33. `hubfleet upgrade-plan` runs as a real subprocess.
+tests/fixtures/k8s-fleet: EKS at 1.32 (its standard support ended 2026-03-23: past it on 2026-11-30, in paid
+extended support), GKE at 1.32, AKS at 1.33. `hubfleet upgrade-plan` runs as a real subprocess.
 """
 
 from __future__ import annotations
@@ -209,22 +209,25 @@ def test_upgrade_plan_for_an_eks_a_gke_and_an_aks_cluster(clouds: dict[str, Any]
     assert set(plans) == {"eks", "gke", "aks", "kube"}
 
     eks = plans["eks"]
-    assert eks["current"] == {"control_plane": "1.31", "node_pools": {"core": "1.31", "users": "1.30"}}
-    assert eks["crossed"] == ["1.32", "1.33", "1.34"]
-    assert [s["description"] for s in eks["steps"][:4]] == [
-        "node pool users 1.30 -> 1.31",  # EKS: node groups at the cluster's version first
-        "control plane 1.31 -> 1.32",
-        "node pool core 1.31 -> 1.32",
-        "node pool users 1.31 -> 1.32",
+    assert eks["current"] == {"control_plane": "1.32", "node_pools": {"core": "1.32", "users": "1.31"}}
+    assert eks["crossed"] == ["1.33", "1.34"]
+    assert [s["description"] for s in eks["steps"]] == [
+        "node pool users 1.31 -> 1.32",  # EKS: node groups at the cluster's version first
+        "control plane 1.32 -> 1.33",
+        "node pool core 1.32 -> 1.33",
+        "node pool users 1.32 -> 1.33",
+        "control plane 1.33 -> 1.34",
+        "node pool core 1.33 -> 1.34",
+        "node pool users 1.33 -> 1.34",
     ]
     assert eks["steps"][1]["commands"] == [
-        ["aws", "eks", "update-cluster-version", "--name", "fleet-two", "--kubernetes-version", "1.32",
+        ["aws", "eks", "update-cluster-version", "--name", "fleet-two", "--kubernetes-version", "1.33",
          "--region", "us-west-2"],
         ["aws", "eks", "wait", "cluster-active", "--name", "fleet-two", "--region", "us-west-2"],
     ]  # fmt: skip
     assert eks["steps"][0]["commands"][0] == [
         "aws", "eks", "update-nodegroup-version", "--cluster-name", "fleet-two", "--nodegroup-name", "users",
-        "--kubernetes-version", "1.31", "--region", "us-west-2",
+        "--kubernetes-version", "1.32", "--region", "us-west-2",
     ]  # fmt: skip
     assert eks["chart"] == {"current": "4.4.0", "supports_target": True, "recommended": "4.4.0",
                             "table_compiled": "2026-11-30"}  # fmt: skip
@@ -236,7 +239,7 @@ def test_upgrade_plan_for_an_eks_a_gke_and_an_aks_cluster(clouds: dict[str, Any]
     assert notices["astro"]["contacts"] == ["Vera Rubin <vera@astro.example.org>"]
     assert notices["astro"]["hubs"] == ["astro", "astro-staging"]
     text = notices["astro"]["text"]
-    assert "Window: Sat 5 Dec 08:00-12:00 UTC." in text and "1.31 to 1.34" in text
+    assert "Window: Sat 5 Dec 08:00-12:00 UTC." in text and "1.32 to 1.34" in text
     assert "no restart of user servers" in text and "every user server on the pool is stopped" in text
     assert "lists no contacts" in notices["bio"]["text"]
 

@@ -101,7 +101,7 @@ def test_a_failed_eks_step_stops_the_run_and_resume_continues_it(clouds: dict[st
     first = upgrade(clouds, "eks", "--to", "1.33", extra_env=failing)
     assert first.returncode == 1
     assert (
-        "upgrade of eks to 1.33 stopped at step 5 (control plane 1.32 -> 1.33): "
+        "upgrade of eks to 1.33 stopped at step 2 (control plane 1.32 -> 1.33): "
         "`aws eks update-cluster-version --name fleet-two --kubernetes-version 1.33 --region us-west-2` "
         "failed (exit 1)"
     ) in first.stderr
@@ -110,14 +110,14 @@ def test_a_failed_eks_step_stops_the_run_and_resume_continues_it(clouds: dict[st
     with open_store(clouds["state"]) as store:
         (run,) = runs(store, "eks")
         assert run.status == "failed"
-        assert [s.status for s in run.steps] == ["ok", "ok", "ok", "ok", "failed", "pending", "pending"]
-        failed = run.steps[4]
+        assert [s.status for s in run.steps] == ["ok", "failed", "pending", "pending"]
+        failed = run.steps[1]
         assert "quota exceeded" in failed.output and "quota exceeded" in failed.message
     assert cloud_state(clouds, "eks")["control_plane"].startswith("1.32.")
 
     again = upgrade(clouds, "eks", "--to", "1.33")
     assert again.returncode == 1
-    assert "upgrade run #1 of cluster 'eks' to 1.33 stopped at step 5" in again.stderr
+    assert "upgrade run #1 of cluster 'eks' to 1.33 stopped at step 2" in again.stderr
     assert "--resume" in again.stderr
     wrong = upgrade(clouds, "eks", "--to", "1.34", "--resume")
     assert wrong.returncode == 1 and "goes to 1.33, not 1.34" in wrong.stderr
@@ -126,9 +126,9 @@ def test_a_failed_eks_step_stops_the_run_and_resume_continues_it(clouds: dict[st
     resumed = upgrade(clouds, "eks", "--to", "1.33", "--resume", "--json")
     assert resumed.returncode == 0, resumed.stderr
     run_data = json.loads(resumed.stdout)["run"]
-    assert run_data["status"] == "done" and [s["status"] for s in run_data["steps"]] == ["ok"] * 7
+    assert run_data["status"] == "done" and [s["status"] for s in run_data["steps"]] == ["ok"] * 4
     new_calls = provider_calls(clouds, "aws", "update-nodegroup-version")[nodegroup_calls:]
-    assert [argv[argv.index("--nodegroup-name") + 1] for argv in new_calls] == ["core", "users"]  # steps 6, 7
+    assert [argv[argv.index("--nodegroup-name") + 1] for argv in new_calls] == ["core", "users"]  # steps 3, 4
     assert cloud_state(clouds, "eks")["control_plane"].startswith("1.33.")
     nothing = upgrade(clouds, "eks", "--resume")
     assert nothing.returncode == 1 and "no unfinished upgrade of cluster 'eks' to resume" in nothing.stderr

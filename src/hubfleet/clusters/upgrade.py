@@ -2,7 +2,8 @@
 
 Each step: read the versions live (a step the cluster already shows as done is not run again, so a resumed
 run after a crash never repeats a provider upgrade), run the provider's commands inside the cluster's
-credentials (the same login code as deploys), read the versions again to confirm the step took, then check
+credentials (the same login code as deploys), read the versions again to confirm the step took (and keep
+that reading in the store, so `hubfleet clusters` and the console show the cluster as it is), then check
 every hub on the cluster. The first failure stops the run; every step is recorded in the store with its
 status, times, the end of its output and its hub checks, and `--resume` continues at the first step not ok.
 
@@ -136,6 +137,7 @@ async def start_or_resume(
 ) -> records.RunRecord | None:
     """The run to execute: the unfinished one (resume) or a new one from a fresh plan (None: nothing to
     do)."""
+    from hubfleet.clusters.inventory import record_versions
     from hubfleet.clusters.versions import aread_versions
 
     cluster = kubernetes_cluster(fleet, cluster_name)
@@ -172,6 +174,7 @@ async def start_or_resume(
             f"continue it with `hubfleet upgrade {cluster_name} --to {existing.target} --resume`"
         )
     versions = await aread_versions(fleet, cluster_name, runner)
+    record_versions(store, versions)
     plan = plan_for_cluster(
         fleet,
         cluster_name,
@@ -212,6 +215,7 @@ async def execute(
     report: Report = lambda _line: None,
 ) -> records.RunRecord:
     """Run the steps of `run` from its first unfinished one; raise UpgradeFailed at the first failure."""
+    from hubfleet.clusters.inventory import record_versions
     from hubfleet.clusters.versions import aread_versions
 
     cluster = kubernetes_cluster(fleet, run.cluster)
@@ -225,7 +229,9 @@ async def execute(
             store, step.id, status="running", started_at=utcnow(), finished_at=None, message=""
         )
         try:
-            output, checks = await _run_step(fleet, cluster, step, runner, report, aread_versions)
+            output, checks = await _run_step(
+                fleet, cluster, step, runner, report, aread_versions, lambda v: record_versions(store, v)
+            )
         except UserError as exc:
             _fail(store, run, step, str(exc), getattr(exc, "output", ""), getattr(exc, "checks", []))
         records.update_step(
@@ -272,6 +278,7 @@ async def _run_step(
     runner: Runner,
     report: Report,
     read: Any,
+    record: Callable[[Any], None],
 ) -> tuple[str, list[HubCheck]]:
     before = await read(fleet, cluster.name, runner)
     lines: list[str] = []
@@ -290,6 +297,7 @@ async def _run_step(
                         "\n".join(lines),
                     )
     after = await read(fleet, cluster.name, runner)
+    record(after)
     if not _reached(step, after):
         what = (
             after.control_plane

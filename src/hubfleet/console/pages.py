@@ -21,6 +21,7 @@ from hubfleet.console.access import (
     Principal,
     community_or_404,
     hub_or_404,
+    require_operator,
     visible_communities,
     visible_hubs,
 )
@@ -173,6 +174,15 @@ def incidents_page(
         "since_choices": (1, 7, 30, 90, 365),
     }
     return render(request, "incidents.html", context)
+
+
+@router.get("/clusters")
+def clusters_page(request: Request, principal: PagePrincipal) -> Response:
+    """Kubernetes clusters, their upgrade plans and runs: operators only (clusters span communities)."""
+    from hubfleet.console.data.clusters import clusters_page as clusters_context
+
+    require_operator(principal)
+    return render(request, "clusters.html", clusters_context(console_state(request).source))
 
 
 # --------------------------------------------------------------------------- API tokens
