@@ -160,6 +160,8 @@ def test_schema_problems_of_helm_4_and_helm_3() -> None:
         (("hubb",), True),
     ]
     assert three[1].message == "Invalid type. Expected: object, given: integer"
+    dropped = schema_problems(f"- dropped 'hub.config.JupyterHub': {chart_check.DROPPED_MESSAGE}")
+    assert [(p.path, p.unknown_key) for p in dropped] == [(("hub", "config", "JupyterHub"), False)]
 
 
 # --------------------------------------------------------------------------- the backend's helm commands
