@@ -21,14 +21,10 @@ import pytest
 import fake_clouds_upgrade as fakes
 from fleet_helpers import hubfleet
 from hubfleet.clock import utcnow
-from hubfleet.clusters.removed_apis import (
-    helm_template,
-    load_removed_apis,
-    manifest_objects,
-    scan,
-)
+from hubfleet.clusters.removed_apis import load_removed_apis, manifest_objects, scan
 from hubfleet.clusters.skew import MAX_NODE_SKEW, check_steps, skew_steps
 from hubfleet.config.validate import load_fleet
+from hubfleet.render.chart_check import ChartCheckError, helm_template
 from hubfleet.render.kubernetes import secret_placeholders, to_yaml, values_yaml
 from hubfleet.settings import UserError
 
@@ -154,18 +150,21 @@ def test_a_broken_table_names_the_file(tmp_path: Path) -> None:
 
 
 @needs_helm
-def test_scan_of_a_hub_rendered_by_the_real_chart(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scan_of_a_hub_rendered_by_the_real_chart(tmp_path: Path) -> None:
     """The chart 4.4.0 uses only current API versions; an object appended to its output with a removed one
     (policy/v1beta1 PodDisruptionBudget, as older charts rendered) is found, with where it came from."""
-    monkeypatch.setenv("PATH", f"{fakes.REAL_HELM.parent}:/usr/bin:/bin")
     fleet = load_fleet(FIXTURE)
     hub = fleet.hubs["physics"]
+    values, placeholders = tmp_path / "values.yaml", tmp_path / "placeholders.yaml"
+    values.write_text(values_yaml(fleet, hub))
+    placeholders.write_text(to_yaml(secret_placeholders(fleet, hub)))
     rendered = helm_template(
         CHART,
-        [values_yaml(fleet, hub), to_yaml(secret_placeholders(fleet, hub))],
+        [values, placeholders],
         release="physics",
         namespace="physics",
         kube_version="1.33.0",
+        helm=fakes.REAL_HELM,
     )
     objects = manifest_objects(rendered)
     kinds = {(o.api_version, o.kind) for o in objects}
@@ -185,15 +184,19 @@ def test_scan_of_a_hub_rendered_by_the_real_chart(monkeypatch: pytest.MonkeyPatc
 
 
 @needs_helm
-def test_helm_refuses_a_kubernetes_version_below_the_charts_kube_version(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("PATH", f"{fakes.REAL_HELM.parent}:/usr/bin:/bin")
+def test_helm_refuses_a_kubernetes_version_below_the_charts_kube_version(tmp_path: Path) -> None:
+    """What the scan says for a target below the chart's kubeVersion (>=1.28.0-0): helm's own refusal."""
     fleet = load_fleet(FIXTURE)
-    hub = fleet.hubs["physics"]
-    with pytest.raises(UserError, match="kubeVersion"):
+    values = tmp_path / "values.yaml"
+    values.write_text(values_yaml(fleet, fleet.hubs["physics"]))
+    with pytest.raises(ChartCheckError, match="kubeVersion"):
         helm_template(
-            CHART, [values_yaml(fleet, hub)], release="physics", namespace="physics", kube_version="1.27.0"
+            CHART,
+            [values],
+            release="physics",
+            namespace="physics",
+            kube_version="1.27.0",
+            helm=fakes.REAL_HELM,
         )
 
 
@@ -338,3 +341,13 @@ def test_bad_input_is_one_clear_line(clouds: dict[str, Any]) -> None:
         result = hubfleet("upgrade-plan", *args, fleet=clouds["fleet"], env=clouds["env"])
         assert result.returncode == 1, result.stdout
         assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@needs_helm
+def test_the_charts_come_from_the_fleets_charts_dir(clouds: dict[str, Any]) -> None:
+    fleet_yaml = clouds["fleet"] / "fleet.yaml"
+    fleet_yaml.write_text(fleet_yaml.read_text() + f"kubernetes:\n  charts_dir: {fakes.CHARTS}\n")
+    (plan,) = plan_json(clouds, "gke", "--to", "1.33")["plans"]
+    assert [(s["hub"], s["scanned"]) for s in plan["scans"]] == [("physics", True), ("physics-staging", True)]
+    (unscanned,) = plan_json(clouds, "aks", "--to", "1.34")["plans"]
+    assert "jupyterhub-4.3.5.tgz is not in" in unscanned["scans"][0]["note"]

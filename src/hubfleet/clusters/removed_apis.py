@@ -1,15 +1,12 @@
 """API versions removed by Kubernetes releases, and the scan of a hub's rendered manifests for them.
 
 The table ships as data (clusters/data/removed_apis.yaml, from the Kubernetes deprecation guide) so that a
-newer guide is a data change. Manifests come from `helm template` with the real chart: what the cluster
-would be asked to create, not what the values look like.
+newer guide is a data change. The manifests scanned are `helm template`'s output with the real chart
+(render.chart_check): what the cluster would be asked to create, not what the values look like.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -21,7 +18,6 @@ import yaml
 from hubfleet.settings import UserError
 
 DEFAULT_TABLE = Path(__file__).parent / "data" / "removed_apis.yaml"
-HELM_TIMEOUT = 120.0
 
 
 def minor_key(version: str) -> tuple[int, int]:
@@ -143,35 +139,3 @@ class Finding:
 def scan(objects: Iterable[ManifestObject], removed: Iterable[RemovedApi]) -> list[Finding]:
     table = {(r.api_version, r.kind): r for r in removed}
     return [Finding(o, table[(o.api_version, o.kind)]) for o in objects if (o.api_version, o.kind) in table]
-
-
-def helm_binary() -> Path | None:
-    """helm on PATH (the project's install script puts one in .cache/helm for the tests)."""
-    found = shutil.which("helm")
-    return Path(found) if found else None
-
-
-def helm_template(
-    chart: Path, values: Iterable[str], *, release: str, namespace: str, kube_version: str | None = None
-) -> str:
-    """`helm template` of `chart` with values documents (texts); helm's message in a UserError on failure.
-    Flags valid for helm 3 and 4."""
-    helm = helm_binary()
-    if helm is None:
-        raise UserError("helm not found on PATH: install Helm 3 (https://helm.sh/docs/intro/install/)")
-    with tempfile.TemporaryDirectory(prefix="hubfleet-scan-") as tmp:
-        argv = [str(helm), "template", release, str(chart), "--namespace", namespace]
-        for n, text in enumerate(values):
-            path = Path(tmp) / f"values-{n}.yaml"
-            path.write_text(text)
-            argv += ["-f", str(path)]
-        if kube_version:
-            argv += ["--kube-version", kube_version]
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=HELM_TIMEOUT, check=False)
-        except subprocess.TimeoutExpired:
-            raise UserError(f"helm template of {release} timed out after {HELM_TIMEOUT:g} s") from None
-    if done.returncode != 0:
-        last = "\n".join(done.stderr.strip().splitlines()[-5:])
-        raise UserError(f"helm template of {release} with chart {chart.name} failed: {last}")
-    return done.stdout

@@ -17,7 +17,6 @@ from typing import Any, Protocol
 from hubfleet.clusters.removed_apis import (
     Finding,
     RemovedApiTable,
-    helm_template,
     load_removed_apis,
     manifest_objects,
     minor_key,
@@ -390,25 +389,40 @@ def helm_scanner(
     """Render each hub with `helm template` (the cluster's chart from `charts_dir`, `--kube-version` the
     target, so helm also enforces the chart's kubeVersion) and look for API versions removed between the
     control plane's current version and the target."""
+    import tempfile
+
+    from hubfleet.render.chart_check import ChartCheckError, helm_template
     from hubfleet.render.kubernetes import secret_placeholders, to_yaml, values_yaml
 
     def scanner(hub: Hub, target: str) -> HubScan:
         if charts_dir is None:
             return HubScan(
-                hub.name, hub.community, False, note="not scanned: no charts directory given (--charts)"
+                hub.name,
+                hub.community,
+                False,
+                note="not scanned: no charts directory (fleet.yaml kubernetes.charts_dir, or --charts DIR)",
             )
         chart = chart_path(charts_dir, cluster.chart_version)
         if not chart.is_file():
             return HubScan(
                 hub.name, hub.community, False, note=f"not scanned: chart {chart.name} is not in {charts_dir}"
             )
-        values = [values_yaml(fleet, hub), to_yaml(secret_placeholders(fleet, hub))]
-        try:
-            rendered = helm_template(
-                chart, values, release=hub.name, namespace=hub.name, kube_version=f"{target}.0"
-            )
-        except UserError as exc:
-            return HubScan(hub.name, hub.community, False, note=str(exc))
+        with tempfile.TemporaryDirectory(prefix="hubfleet-scan-") as tmp:
+            public, placeholders = Path(tmp) / "values.yaml", Path(tmp) / "secret-placeholders.yaml"
+            public.write_text(values_yaml(fleet, hub))
+            placeholders.write_text(to_yaml(secret_placeholders(fleet, hub)))
+            try:
+                rendered = helm_template(
+                    chart,
+                    [public, placeholders],
+                    release=hub.name,
+                    namespace=hub.name,
+                    kube_version=f"{target}.0",
+                )
+            except ChartCheckError as exc:
+                return HubScan(
+                    hub.name, hub.community, False, note=f"not scanned: helm template failed: {exc}"
+                )
         objects = manifest_objects(rendered)
         found = scan(objects, removed.removed_between(current, target))
         return HubScan(hub.name, hub.community, True, len(objects), tuple(found))
@@ -439,6 +453,8 @@ def plan_for_cluster(
     removed = load_removed_apis(removed_file)
     if versions is None:
         versions = read_versions(fleet, cluster_name)
+    if charts_dir is None and fleet.settings.kubernetes.charts_dir:
+        charts_dir = fleet.file(fleet.settings.kubernetes.charts_dir)
     goal = minor_of(target) if target else default_target(calendar, cluster.credentials.provider, today)
     scanner = helm_scanner(fleet, cluster, charts_dir, removed, minor_of(versions.control_plane))
     plan = build_plan(
