@@ -198,6 +198,14 @@ def test_each_hub_picks_its_staff_username(fleet: FleetConfig) -> None:
     assert effective_admins(fleet, fleet.hubs["service-staging"]) == ["ada", "ben"]
     # no operator has a `tmp` username: the workshop's admins are its own
     assert effective_admins(fleet, fleet.hubs["ocean-workshop"]) == ["omar"]
+    # usage counts leave the same staff usernames out
+    from hubfleet.monitor.collector import excluded_usernames
+
+    assert excluded_usernames(fleet, fleet.hubs["uni-west"]) == {
+        "hubfleet-check",
+        "staff:ada@service.example.org",
+        "staff:ben@service.example.org",
+    }
 
 
 # --------------------------------------------------------------------------- tmp

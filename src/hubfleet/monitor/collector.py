@@ -35,6 +35,7 @@ from hubfleet.clock import parse_time, utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
 from hubfleet.monitor.usage import auth_type, identity
+from hubfleet.render.common import staff_username_key
 from hubfleet.render.local import CHECK_USERNAME
 from hubfleet.settings import seconds_from_env
 from hubfleet.store.api import Store
@@ -53,13 +54,14 @@ PAGINATED = {"Accept": "application/jupyterhub-pagination+json"}
 
 
 def excluded_usernames(fleet: FleetConfig, hub: Hub) -> frozenset[str]:
-    """Who is never counted on `hub`: the check user, staff (operators' usernames for the hub's auth
-    type, when `monitoring.exclude_staff`) and `monitoring.exclude_users`."""
+    """Who is never counted on `hub`: the check user, staff (operators' usernames under the hub's key: its
+    auth type or `auth.staff_username_key`, when `monitoring.exclude_staff`) and
+    `monitoring.exclude_users`."""
     monitoring = fleet.settings.monitoring
     names = {CHECK_USERNAME, *monitoring.exclude_users}
     if monitoring.exclude_staff:
-        kind = auth_type(hub)
-        names.update(op.usernames[kind] for op in fleet.settings.operators if kind in op.usernames)  # type: ignore[index]
+        key = staff_username_key(hub) if hub.auth is not None else auth_type(hub)
+        names.update(op.usernames[key] for op in fleet.settings.operators if key in op.usernames)
     return frozenset(names)
 
 
