@@ -387,3 +387,6 @@ def test_validate_chart_without_helm_or_charts_says_what_to_do(
     flag = _validate(fleet, env, "--charts-dir", str(CHARTS))
     assert flag.returncode == 0, flag.stderr
     assert f"charts from {CHARTS}" in flag.stdout
+    old_kube = _validate(fleet, env, "--charts-dir", str(CHARTS), "--kube-version", "1.27.0")
+    assert old_kube.returncode == 1  # the chart wants >= 1.28; the cached passes were for helm's default
+    assert "incompatible with Kubernetes v1.27.0" in old_kube.stdout

@@ -43,6 +43,15 @@ def validate(
             show_default=False,
         ),
     ] = None,
+    kube_version: Annotated[
+        str | None,
+        typer.Option(
+            "--kube-version",
+            help="Kubernetes version helm renders the chart for, such as 1.33.0 (default: helm's own; older "
+            "helm 3 releases default to a version below what chart 4.x requires).",
+            show_default=False,
+        ),
+    ] = None,
     state_dir: StateDirOption = None,
 ) -> None:
     """Check every fleet file and cross-file rule; print each error as file:line:col: message."""
@@ -55,10 +64,12 @@ def validate(
         raise typer.Exit(1)
     typer.echo(summary(config))
     if chart:
-        check_charts(config, charts_dir, resolve_state_dir(root.resolve(), state_dir))
+        check_charts(config, charts_dir, resolve_state_dir(root.resolve(), state_dir), kube_version)
 
 
-def check_charts(config: FleetConfig, charts_dir: Path | None, state_dir: Path) -> None:
+def check_charts(
+    config: FleetConfig, charts_dir: Path | None, state_dir: Path, kube_version: str | None = None
+) -> None:
     """`validate --chart`: one line per Kubernetes hub (OK, failed with the errors, or not checked and why);
     exit 1 when a hub failed or no helm or charts directory is there to check with."""
     from hubfleet.render.chart_check import (
@@ -89,7 +100,9 @@ def check_charts(config: FleetConfig, charts_dir: Path | None, state_dir: Path) 
         helm = helm_binary()
         if helm is None:
             raise UserError(f"--chart: {INSTALL_HINT}")
-        checks = check_fleet_charts(config, charts_dir=directory, state_dir=state_dir, helm=helm)
+        checks = check_fleet_charts(
+            config, charts_dir=directory, state_dir=state_dir, helm=helm, kube_version=kube_version
+        )
     except ChartCheckError as exc:
         raise UserError(f"--chart: {exc}") from None
     typer.echo(f"chart check ({helm_version_label(state_dir) or 'helm'}, charts from {directory}):")
