@@ -265,7 +265,7 @@ def locate_problems(fleet: FleetConfig, hub: Hub, helm_message: str, chart: Path
                     f"{what} (as hubfleet rendered it from this hub's settings: `hubfleet render`)",
                 )
             )
-    return sorted(errors)
+    return sorted(set(errors))  # helm 4 may repeat a complaint
 
 
 _CHART_KEYS: dict[Path, dict[tuple[str, ...], list[str]]] = {}
