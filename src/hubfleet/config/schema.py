@@ -18,7 +18,7 @@ from pydantic_core import PydanticUndefined
 
 from hubfleet.config.defaults import merge_rule
 from hubfleet.config.introspect import annotations_of, discriminator, is_model, union_models, unwrap
-from hubfleet.config.models import Cluster, Community, FleetSettings, Hub
+from hubfleet.config.models import Cluster, Community, FleetSettings, Hub, HubSettings
 from hubfleet.config.secret_refs import SecretRef
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -158,6 +158,10 @@ def _rows(
         path = f"{prefix}{name}"
         tp = unwrap(info.annotation)
         description = info.description or ""
+        layer = is_model(tp) and issubclass(tp, HubSettings) and model is not FleetSettings
+        if layer:  # the keys of a cluster's or a community's `defaults` are listed once, under fleet.yaml
+            more = ", and:" if tp is not HubSettings else "."
+            description += f" Same keys as fleet.yaml `defaults`{more}"
         rows.append(
             (f"`{path}`{applies}", _type_name(tp), _default(info), _cell(description), _cell(_allowed(info)))
         )
@@ -166,6 +170,10 @@ def _rows(
             pass  # described in the Secrets section rather than row by row
         elif members:
             rows.extend(_union_rows(members, tp, f"{path}."))
+        elif layer:
+            own = [n for n in tp.model_fields if n not in HubSettings.model_fields]
+            for extra in own:
+                rows.extend(_rows(tp, f"{path}.", only=extra))
         elif is_model(tp):
             rows.extend(_rows(tp, f"{path}."))
         elif get_origin(tp) in (list, dict) and is_model(unwrap(get_args(tp)[-1])):
@@ -212,7 +220,8 @@ def render_reference() -> str:
         "",
         "A fleet is a directory: `fleet.yaml`, one file per cluster in `clusters/`, and one directory per",
         "community in `communities/` holding `community.yaml` and one file per hub in `hubs/`.",
-        "Unknown keys are errors. Hubs inherit `defaults` from fleet.yaml:",
+        "Unknown keys are errors. Hubs inherit `defaults` from fleet.yaml, their cluster file and their",
+        "community.yaml:",
         f"{merge_rule()}.",
         "JSON Schemas for editors are in [schema/](schema/) (`hubfleet schema` writes them).",
         "",
