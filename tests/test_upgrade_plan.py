@@ -351,3 +351,26 @@ def test_the_charts_come_from_the_fleets_charts_dir(clouds: dict[str, Any]) -> N
     assert [(s["hub"], s["scanned"]) for s in plan["scans"]] == [("physics", True), ("physics-staging", True)]
     (unscanned,) = plan_json(clouds, "aks", "--to", "1.34")["plans"]
     assert "jupyterhub-4.3.5.tgz is not in" in unscanned["scans"][0]["note"]
+
+
+def test_a_chart_that_does_not_support_the_target_blocks_the_upgrade(clouds: dict[str, Any]) -> None:
+    """A chart table in which 4.3.5 (the AKS cluster's chart, and what helm reports for its hub) stops at
+    1.33."""
+    table = clouds["tmp"] / "charts.yaml"
+    table.write_text(
+        "compiled: 2026-11-30\nversions:\n"
+        "  4.3.5: {released: 2026-05-06, kube_version: '>=1.28.0-0 <1.34.0-0', jupyterhub: 5.4.6}\n"
+        "  4.4.0: {released: 2026-06-01, kube_version: '>=1.28.0-0', jupyterhub: 5.5.0}\n"
+    )
+    (plan,) = plan_json(clouds, "aks", "--to", "1.34", "--chart-table", str(table))["plans"]
+    assert plan["chart"]["supports_target"] is False and plan["chart"]["recommended"] == "4.4.0"
+    assert plan["blocked"] == [
+        "chart 4.3.5 does not support Kubernetes 1.34; move the cluster's chart_version to 4.4.0 first",
+        "hub chem-staging runs chart 4.3.5 (helm list), which does not support Kubernetes 1.34: deploy it "
+        "with a chart that does before the upgrade",
+    ]
+    result = hubfleet(
+        "upgrade", "aks", "--to", "1.34", "--chart-table", str(table),
+        "--state-dir", str(clouds["tmp"] / "st"), fleet=clouds["fleet"], env=clouds["env"],
+    )  # fmt: skip
+    assert result.returncode == 1 and "move the cluster's chart_version to 4.4.0 first" in result.stderr

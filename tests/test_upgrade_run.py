@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 import fake_clouds_upgrade as fakes
 from fleet_helpers import hubfleet
 from hubfleet.store import open_store
-from hubfleet.store.models import ProbeSample
+from hubfleet.store.models import Maintenance, ProbeSample
 from hubfleet.store.upgrades import runs
 
 FIXTURE = Path(__file__).parent / "fixtures" / "k8s-fleet"
@@ -90,6 +91,15 @@ def test_a_gke_cluster_is_upgraded_step_by_step_with_hub_checks(clouds: dict[str
     history = hubfleet("history", "gke", "--json", "--state-dir", str(clouds["state"]), fleet=clouds["fleet"])
     events = json.loads(history.stdout)["events"]
     assert [e["kind"] for e in events] == ["upgrade"] * 5
+    # each step was a window of planned maintenance of both hubs, closed at its end
+    with open_store(clouds["state"]) as store, store.session() as session:
+        windows = session.scalars(select(Maintenance).order_by(Maintenance.id)).all()
+        assert [(w.hub, w.reason) for w in windows[:2]] == [
+            ("physics", "upgrade of cluster gke to 1.34, step 1: control plane 1.32 -> 1.33"),
+            ("physics-staging", "upgrade of cluster gke to 1.34, step 1: control plane 1.32 -> 1.33"),
+        ]
+        assert len(windows) == 10 and all(w.finished_at is not None for w in windows)
+        assert windows[0].actor == "ada via hubfleet upgrade"
     assert events[0]["summary"] == "upgrade step 5 (run 1): node pool user-pool 1.33 -> 1.34: ok"
     assert events[-1]["details"]["commands"][0][:4] == ["gcloud", "container", "clusters", "upgrade"]
 

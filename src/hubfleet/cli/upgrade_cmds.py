@@ -190,7 +190,7 @@ def upgrade(
         if run is None:
             return None, None
         try:
-            return await execute(config, store, run, report=report), None
+            return await execute(config, store, run, report=report, actor=options.actor), None
         except UpgradeFailed as exc:
             from hubfleet.store.upgrades import get_run
 

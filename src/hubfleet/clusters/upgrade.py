@@ -4,8 +4,9 @@ Each step: read the versions live (a step the cluster already shows as done is n
 run after a crash never repeats a provider upgrade), run the provider's commands inside the cluster's
 credentials (the same login code as deploys), read the versions again to confirm the step took (and keep
 that reading in the store, so `hubfleet clusters` and the console show the cluster as it is), then check
-every hub on the cluster. The first failure stops the run; every step is recorded in the store with its
-status, times, the end of its output and its hub checks, and `--resume` continues at the first step not ok.
+every hub on the cluster. Each step is planned maintenance of the cluster's hubs. The first failure stops
+the run; every step is recorded in the store with its status, times, the end of its output and its hub
+checks, and `--resume` continues at the first step not ok.
 
 The hub check after a step is what can be asked of the cluster without a user's browser: the hub and proxy
 deployments rolled out (`kubectl rollout status`, as deploys wait for them), and the hub answering its REST
@@ -213,8 +214,11 @@ async def execute(
     *,
     runner: Runner = run_command,
     report: Report = lambda _line: None,
+    actor: str = "",
 ) -> records.RunRecord:
-    """Run the steps of `run` from its first unfinished one; raise UpgradeFailed at the first failure."""
+    """Run the steps of `run` from its first unfinished one; raise UpgradeFailed at the first failure.
+    Each step is a window of planned maintenance of every hub on the cluster (as deploys open one), so the
+    prober's failures during it count as planned downtime, not as unplanned outages."""
     from hubfleet.clusters.inventory import record_versions
     from hubfleet.clusters.versions import aread_versions
 
@@ -228,12 +232,21 @@ async def execute(
         records.update_step(
             store, step.id, status="running", started_at=utcnow(), finished_at=None, message=""
         )
+        # planned maintenance of every hub on the cluster: the prober's failures in it are planned downtime
+        reason = f"upgrade of cluster {run.cluster} to {run.target}, step {step.number}: {step.description}"
+        windows = [
+            store.begin_maintenance(hub.name, reason=reason, actor=actor)
+            for hub in cluster_hubs(fleet, run.cluster)
+        ]
         try:
             output, checks = await _run_step(
                 fleet, cluster, step, runner, report, aread_versions, lambda v: record_versions(store, v)
             )
         except UserError as exc:
             _fail(store, run, step, str(exc), getattr(exc, "output", ""), getattr(exc, "checks", []))
+        finally:
+            for window in windows:
+                store.end_maintenance(window)
         records.update_step(
             store, step.id, status="ok", finished_at=utcnow(), output=output,
             checks=[c.to_json() for c in checks], message="",

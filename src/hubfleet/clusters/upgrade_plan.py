@@ -157,6 +157,8 @@ class UpgradePlan:
     crossed: list[str] = field(default_factory=list)
     """The minor versions the control plane passes through after the current one, target included."""
     warnings: list[str] = field(default_factory=list)
+    installed_charts: list[str] = field(default_factory=list)
+    """Hubs whose installed chart (as helm reported it) does not support the target."""
 
     @property
     def blocked(self) -> list[str]:
@@ -164,7 +166,7 @@ class UpgradePlan:
         reasons = [f"hub {s.hub}: {f.describe()}" for s in self.scans for f in s.findings]
         if self.chart.supports_target is False:
             reasons.append(self.chart.describe(self.target))
-        return reasons
+        return reasons + self.installed_charts
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -320,6 +322,13 @@ def build_plan(
             f"cluster {cluster.name} is reached through a kubeconfig file: hubfleet knows no provider "
             "command to upgrade it; run the steps with your cluster's own tooling"
         )
+    for hub_name, chart in sorted(getattr(versions, "chart_versions", {}).items()):
+        installed = chart_table.get(chart)
+        if installed is not None and not installed.supports(target):
+            plan.installed_charts.append(
+                f"hub {hub_name} runs chart {chart} (helm list), which does not support Kubernetes {target}: "
+                "deploy it with a chart that does before the upgrade"
+            )
     if not steps:
         plan.warnings.append(
             f"cluster {cluster.name} already runs {target} on its control plane and node pools"
