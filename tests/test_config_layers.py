@@ -447,3 +447,20 @@ def test_extra_values_replacing_the_spawner_on_prod_is_refused(layered: Path) ->
     ]
     edit(layered / UNI_PROD_FILE, "stage: prod", "stage: prod\nallow_overrides: [authenticator, spawner]")
     assert errors_of(layered) == []
+
+
+def test_inherited_kubernetes_settings_mean_nothing_on_local_hubs(layered: Path) -> None:
+    """A `{secret: KEY}` in fleet.yaml's extra_values is needed by the kubernetes hubs only."""
+    edit(
+        layered / "fleet.yaml",
+        '          fleet.example.org/a: "1"',
+        "          fleet.example.org/a: {secret: tok}",
+    )
+    unset = [e for e in errors_of(layered) if "is not set for hub" in e]
+    line = line_of(layered / "fleet.yaml", "{secret: tok}")
+    assert sorted(e.split("for hub ")[1].split(";")[0] for e in unset) == ["'uni'", "'uni-staging'"]
+    assert all(
+        e.startswith(f"fleet.yaml:{line}:11: kubernetes.extra_values.ingress.annotations.") for e in unset
+    )
+    config, _ = load_fleet_files(layered)
+    assert config is not None and config.hubs["lab"].kubernetes is None

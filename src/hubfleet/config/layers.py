@@ -86,9 +86,25 @@ class HubLayers:
 
     def locate(self, dotted_path: str) -> tuple[str, int, int]:
         """(file, line, col) of the key `dotted_path` (`auth.admin_users`, `kubernetes.profiles.1.slug`)."""
-        path: list[str | int] = [int(p) if p.isdigit() else p for p in dotted_path.split(".")]
-        file, _, key_pos, _ = self.where(path)
+        file, _, key_pos, _ = self.where(self.split(dotted_path))
         return (file, *key_pos)
+
+    def split(self, dotted_path: str) -> list[str | int]:
+        """`dotted_path` as a path of keys, keys with dots in them (`fleet.example.org/a`) kept whole when the
+        layers set such a key."""
+        parts = dotted_path.split(".")
+        origins = self.origins
+        path: list[str | int] = []
+        i = 0
+        while i < len(parts):
+            for j in range(len(parts), i, -1):
+                key = ".".join(parts[i:j])
+                elem: str | int = int(key) if key.isdigit() else key
+                if j == i + 1 or (*path, elem) in origins:
+                    path.append(elem)
+                    i = j
+                    break
+        return path
 
 
 # --------------------------------------------------------------------------- --explain

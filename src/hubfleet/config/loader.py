@@ -134,7 +134,7 @@ def load_fleet_files(root: Path) -> tuple[SourcedFleetConfig | None, list[Config
         parsed = read_yaml(root, fleet_file, _FLEET_KEYS, errors)
         fleet_source, plain = parsed if parsed is not None else (None, None)
     fleet: FleetSettings | None = None
-    layer: Layer | None = None
+    layer: _CheckedLayer | None = None
     if fleet_source is not None:
         # fleet.yaml is read from ruamel's tree even when the fast path accepted it: the rules look up
         # positions in it anyway, and where the two parsers disagree this is what validation has always seen.
@@ -278,6 +278,9 @@ def _load_community(
         source, plain = parsed
         layers = config.layers_of(name, plain, source)
         merged = merge_layers([layer.data for layer in layers.layers])
+        if "kubernetes" in merged and "kubernetes" not in plain and _on_local_cluster(config, merged):
+            # inherited kubernetes settings mean nothing on a local hub (its own are an error, see the rules)
+            merged = {k: v for k, v in merged.items() if k != "kubernetes"}
         found: list[ConfigError] = []
         hub = validate_model(Hub, merged, layers, found)
         # an error in a layer whose own errors were reported (once, in its file) is not reported per hub
@@ -328,6 +331,12 @@ def _usable(config: SourcedFleetConfig, checked: _CheckedLayer | None) -> Layer 
     if checked.broken:
         config.broken_layers.add(checked.layer.source.file)
     return checked.layer
+
+
+def _on_local_cluster(config: SourcedFleetConfig, merged: dict[str, Any]) -> bool:
+    name = merged.get("cluster")
+    cluster = config.clusters.get(name) if isinstance(name, str) else None
+    return cluster is not None and cluster.kind == "local"
 
 
 def _remember_name(config: SourcedFleetConfig, plain: Any) -> None:
