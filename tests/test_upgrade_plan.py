@@ -374,3 +374,13 @@ def test_a_chart_that_does_not_support_the_target_blocks_the_upgrade(clouds: dic
         "--state-dir", str(clouds["tmp"] / "st"), fleet=clouds["fleet"], env=clouds["env"],
     )  # fmt: skip
     assert result.returncode == 1 and "move the cluster's chart_version to 4.4.0 first" in result.stderr
+
+
+def test_a_cluster_that_cannot_be_read_does_not_hide_the_others_plans(clouds: dict[str, Any]) -> None:
+    env = clouds["env"] | {"FAKE_FAIL": "node-pools list"}  # GKE's node pools cannot be listed
+    result = hubfleet("upgrade-plan", "--to", "1.34", "--json", fleet=clouds["fleet"], env=env)
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert sorted(p["cluster"] for p in data["plans"]) == ["aks", "eks", "kube"]
+    assert set(data["errors"]) == {"gke"} and "node-pools list" in data["errors"]["gke"]
+    assert "error:" in result.stderr and "Traceback" not in result.stderr

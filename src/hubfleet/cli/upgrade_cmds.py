@@ -69,28 +69,39 @@ def upgrade_plan(
     from hubfleet.clock import utcnow
     from hubfleet.clusters.upgrade_plan import plan_for_cluster
     from hubfleet.clusters.versions import kubernetes_cluster_names
+    from hubfleet.settings import UserError
 
     config = load_or_explain(resolve_fleet_dir(fleet))
     names = [cluster] if cluster else kubernetes_cluster_names(config)
-    plans = [
-        plan_for_cluster(
-            config,
-            name,
-            to,
-            today=utcnow().date(),
-            calendar_file=calendar_file,
-            chart_table_file=chart_table_file,
-            removed_file=removed_file,
-            charts_dir=charts_dir,
-            window=window,
-        )
-        for name in names
-    ]
+    plans, errors = [], {}
+    for name in names:
+        try:
+            plans.append(
+                plan_for_cluster(
+                    config,
+                    name,
+                    to,
+                    today=utcnow().date(),
+                    calendar_file=calendar_file,
+                    chart_table_file=chart_table_file,
+                    removed_file=removed_file,
+                    charts_dir=charts_dir,
+                    window=window,
+                )
+            )
+        except UserError as exc:
+            if cluster:  # the one cluster asked for: its error is the answer
+                raise
+            errors[name] = str(exc)  # every cluster: the others are still planned
     if as_json:
-        typer.echo(json.dumps({"plans": [p.to_json() for p in plans]}, indent=2))
-        return
-    for plan in plans:
-        _print_plan(plan.to_json())
+        typer.echo(json.dumps({"plans": [p.to_json() for p in plans], "errors": errors}, indent=2))
+    else:
+        for plan in plans:
+            _print_plan(plan.to_json())
+    for message in errors.values():
+        err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    if errors:
+        raise typer.Exit(1)
 
 
 def _print_plan(plan: dict[str, Any]) -> None:
