@@ -208,6 +208,18 @@ def test_each_hub_picks_its_staff_username(fleet: FleetConfig) -> None:
     }
 
 
+def test_operator_username_key_that_is_no_auth_type(tmp_path: Path) -> None:
+    root = tmp_path / "fleet"
+    shutil.copytree(REAL, root)
+    edit(root / "fleet.yaml", "      dummy: ada\n", "      gitlab: ada\n")
+    result = hubfleet("validate", fleet=root)
+    assert result.returncode == 1
+    assert (
+        "operators[0].usernames: 'gitlab' is not an auth type: write one of dummy, native, cilogon, github, "
+        "oidc, tmp, or TYPE:LABEL such as cilogon:google"
+    ) in result.stdout + result.stderr, result.stdout
+
+
 # --------------------------------------------------------------------------- tmp
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from hubfleet.config.fields import URL_PATTERN, AwsAccountId, DomainName, Email, Name, Strict, Username
-from hubfleet.config.models_auth import Auth, StaffUsernameKey
+from hubfleet.config.models_auth import Auth, StaffUsernameKey, check_staff_username_keys
 from hubfleet.config.models_backup import Backups, HomeQuota, HubBackup
 from hubfleet.config.models_front_door import FrontDoor
 from hubfleet.config.quantities import CpuCores, MemorySize
@@ -408,6 +408,11 @@ class Operator(Strict):
         default=None,
         description="The operator's age public key (age1...): every hub secret is encrypted to it.",
     )
+
+    @field_validator("usernames", mode="before")
+    @classmethod
+    def _username_keys(cls, value: object) -> object:
+        return check_staff_username_keys(value)
 
 
 class WebhookChannel(Strict):

@@ -26,6 +26,19 @@ StaffUsernameKey = Annotated[
 one type (one per identity provider of a CILogon hub, say)."""
 
 
+def check_staff_username_keys(usernames: object) -> object:
+    """A clear error for a key of `usernames` that is no auth type (before the pattern's terse one)."""
+    if isinstance(usernames, dict):
+        for key in usernames:
+            kind = str(key).split(":", 1)[0]
+            if kind not in AUTH_TYPES:
+                raise ValueError(
+                    f"'{key}' is not an auth type: write one of {', '.join(AUTH_TYPES)}, or TYPE:LABEL such "
+                    "as cilogon:google for staff with several usernames of one type"
+                )
+    return usernames
+
+
 class AuthBase(Strict):
     admin_users: list[Username] = Field(
         default_factory=list, description="Users who are admins of the hub. Must not be empty."
