@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
+from hubfleet.clusters.calendar import Calendar, ChartTable
 from hubfleet.clusters.removed_apis import (
     Finding,
     RemovedApiTable,
@@ -247,7 +248,7 @@ def step_commands(cluster: KubernetesCluster, step: VersionStep) -> list[list[st
 # --------------------------------------------------------------------------- the plan
 
 
-def default_target(calendar: Any, provider: str, today: date) -> str:
+def default_target(calendar: Calendar, provider: str, today: date) -> str:
     """The newest minor the provider's calendar has in standard support today."""
     supported = [m for m in calendar.minors(provider) if m.released <= today <= m.end_of_standard]
     if not supported:
@@ -258,7 +259,7 @@ def default_target(calendar: Any, provider: str, today: date) -> str:
     return max((m.version for m in supported), key=minor_key)
 
 
-def chart_advice(cluster: KubernetesCluster, chart_table: Any, target: str) -> ChartAdvice:
+def chart_advice(cluster: KubernetesCluster, chart_table: ChartTable, target: str) -> ChartAdvice:
     """Whether the cluster's chart version supports `target` (the chart table's kube_min/kube_max, from each
     chart's `kubeVersion`), and the newest chart version that does."""
     current = chart_table.get(cluster.chart_version)
@@ -284,8 +285,7 @@ def build_plan(
     versions: VersionsLike,
     target: str,
     *,
-    chart_table: Any,
-    removed: RemovedApiTable,
+    chart_table: ChartTable,
     scanner: Callable[[Hub, str], HubScan] | None = None,
     window: str = "",
 ) -> UpgradePlan:
@@ -472,7 +472,6 @@ def plan_for_cluster(
         versions,
         goal,
         chart_table=chart_table,
-        removed=removed,
         scanner=scanner,
         window=window,
     )

@@ -9,7 +9,6 @@ from typing import Any
 
 from hubfleet.clock import utcnow
 from hubfleet.clusters.inventory import build_inventory, latest_versions
-from hubfleet.clusters.removed_apis import load_removed_apis
 from hubfleet.clusters.upgrade import run_json
 from hubfleet.clusters.upgrade_plan import build_plan, default_target
 from hubfleet.config.models import KubernetesCluster
@@ -24,7 +23,6 @@ def clusters_page(source: ConsoleSource) -> dict[str, Any]:
     fleet, store = source.fleet, source.store
     today = utcnow().date()
     inventory = build_inventory(fleet, store, today=today)
-    removed = load_removed_apis()
     plans: dict[str, dict[str, Any]] = {}
     for row in inventory.rows:
         cluster = fleet.clusters.get(row.cluster)
@@ -33,9 +31,7 @@ def clusters_page(source: ConsoleSource) -> dict[str, Any]:
             continue
         try:
             target = default_target(inventory.calendar, cluster.credentials.provider, today)
-            plan = build_plan(
-                fleet, cluster, versions, target, chart_table=inventory.chart_table, removed=removed
-            )
+            plan = build_plan(fleet, cluster, versions, target, chart_table=inventory.chart_table)
         except UserError as exc:
             plans[row.cluster] = {"error": str(exc)}
             continue
