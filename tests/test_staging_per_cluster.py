@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from fleet_helpers import copy_demo_fleet, edit, hubfleet, mark_deployed, running_fleet
 from hubfleet.backends import backends_for
+from hubfleet.clock import utcnow
 from hubfleet.config.validate import load_fleet
 from hubfleet.deploy.plan import make_plan
 from hubfleet.deploy.rollout import Deployer
 from hubfleet.store import open_store
+from hubfleet.store.retirements import record_retirement
 
 KEEP = {
     "communities/hackweek/hubs/staging.yaml",
@@ -126,6 +129,29 @@ def test_narrowed_plan_deploys_a_changed_gate_first(tmp_path: Path) -> None:
     assert gate["reasons"] == [
         "staging hub of cluster local, deployed before its prod hubs: its configuration changed"
     ]
+
+
+def test_retired_gate_is_named_in_the_plan(tmp_path: Path) -> None:
+    root = gated_fleet(tmp_path / "fleet")
+    mark_deployed(root)
+    edit(root / UNI_A, "max_users: 100", "max_users: 150")
+    now = utcnow()
+    with open_store(root / ".hubfleet") as store:
+        record_retirement(
+            store,
+            "hackweek-staging",
+            "c",
+            retired_at=now,
+            purge_after=now + timedelta(days=90),
+            archive_dir="/a",
+            snapshot_id=None,
+        )
+    plan = json.loads(hubfleet("plan", "--json", fleet=root, check=True).stdout)
+    uni_a = next(h for h in plan["hubs"] if h["name"] == "uni-a")
+    assert uni_a["reasons"][-1] == (
+        "its cluster's staging hub hackweek-staging is retired, so its check fails and this hub waits: name "
+        "another staging hub in clusters/local.yaml"
+    )
 
 
 def test_unchanged_gate_that_fails_its_check_stops_the_prod_hubs(tmp_path: Path) -> None:

@@ -327,6 +327,11 @@ def _add_cluster_gates(
         if entry.stage != "prod" or gate is None or gate not in fleet.hubs:
             continue
         entry.cluster_gate = gate
+        if gate in retired and entry.action not in ("unchanged", "retired", "remove"):
+            entry.reasons.append(
+                f"its cluster's staging hub {gate} is retired, so its check fails and this hub waits: name "
+                f"another staging hub in {fleet.cluster_files.get(entry.cluster, 'the cluster file')}"
+            )
         if gate in planned or gate in retired or entry.action in ("unchanged", "retired", "remove"):
             continue
         hub = fleet.hubs[gate]
