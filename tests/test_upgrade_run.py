@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 import fake_clouds_upgrade as fakes
 from fleet_helpers import hubfleet
+from hubfleet.clusters.upgrade import cluster_lock
 from hubfleet.store import open_store
 from hubfleet.store.models import Maintenance, ProbeSample
 from hubfleet.store.upgrades import runs
@@ -197,3 +198,16 @@ def test_a_kubeconfig_cluster_and_bad_arguments_are_refused(clouds: dict[str, An
     no_target = upgrade(clouds, "gke")
     assert no_target.returncode != 0 and "--to" in no_target.stderr
     assert provider_calls(clouds, "gcloud", "upgrade") == []
+
+
+def test_one_upgrade_of_a_cluster_at_a_time(clouds: dict[str, Any]) -> None:
+    """While another `hubfleet upgrade gke` holds the cluster's lock (here this test process, as a second
+    process would), a new run or a --resume is refused before anything runs."""
+    clouds["state"].mkdir(parents=True)
+    with cluster_lock(clouds["state"], "gke"):
+        busy = upgrade(clouds, "gke", "--to", "1.33")
+        assert busy.returncode == 1
+        assert "another `hubfleet upgrade gke` is running from this state directory" in busy.stderr
+        assert upgrade(clouds, "eks", "--to", "1.33").returncode == 0  # other clusters are not held
+    assert provider_calls(clouds, "gcloud", "upgrade") == []
+    assert upgrade(clouds, "gke", "--to", "1.33").returncode == 0

@@ -174,7 +174,14 @@ def upgrade(
     import asyncio
 
     from hubfleet.clock import utcnow
-    from hubfleet.clusters.upgrade import UpgradeFailed, UpgradeOptions, execute, run_json, start_or_resume
+    from hubfleet.clusters.upgrade import (
+        UpgradeFailed,
+        UpgradeOptions,
+        cluster_lock,
+        execute,
+        run_json,
+        start_or_resume,
+    )
     from hubfleet.deploy.audit import deploy_actor
     from hubfleet.store import open_store
 
@@ -207,7 +214,8 @@ def upgrade(
 
             return get_run(store, run.id), str(exc)
 
-    with open_store(resolve_state_dir(fleet_dir, state_dir)) as store:
+    state = resolve_state_dir(fleet_dir, state_dir)
+    with cluster_lock(state, cluster), open_store(state) as store:
         run, failure = asyncio.run(go(store))
         data = run_json(store, config, run) if run is not None else None
     if as_json:

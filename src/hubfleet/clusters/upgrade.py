@@ -18,9 +18,12 @@ probes during each step's window are each hub's interruption (`step_interruption
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -54,6 +57,26 @@ class HubCheck:
 
     def to_json(self) -> dict[str, Any]:
         return {"hub": self.hub, "ok": self.ok, "detail": self.detail}
+
+
+@contextlib.contextmanager
+def cluster_lock(state_dir: Path, cluster: str) -> Iterator[None]:
+    """One `hubfleet upgrade` of a cluster at a time (a second one, or a --resume while the first still runs,
+    would run provider upgrades twice): an exclusive lock on <state>/upgrade-<cluster>.lock."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / f"upgrade-{cluster}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"another `hubfleet upgrade {cluster}` is running from this state directory ({path} is "
+                f"locked); wait for it to finish (its steps: `hubfleet history {cluster}`)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def hub_api_command(hub: Hub, cluster: KubernetesCluster) -> list[str]:
