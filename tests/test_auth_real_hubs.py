@@ -78,8 +78,12 @@ def google(email: str) -> dict[str, Any]:
 def test_cilogon_university_hub_admits_exactly_what_its_file_says(fleet: FleetConfig) -> None:
     """uni-west: the university IdP admits its own domain only; Google admits nobody but the staff (admins
     under their `cilogon:google` usernames, prefixed `staff:`)."""
+    from oauthenticator.cilogon import _get_select_idp_param
+
     values = render_z2jh_values(fleet, fleet.hubs["uni-west"])
     auth = cilogon_from_values(values)
+    # CILogon's page offers only the hub's IdPs, the first of the hub file pre-selected
+    assert _get_select_idp_param(auth.idps) == f"{UNI_IDP},{GOOGLE}"
 
     student = sign_in(auth, uni("alice@uni-west.example.edu"))
     assert student is not None and student["name"] == "alice@uni-west.example.edu"

@@ -355,9 +355,10 @@ def _allow_traits(auth: Any) -> dict[str, Any]:
 
 def _cilogon_idps(auth: CILogonAuth) -> dict[str, Any]:
     """CILogonOAuthenticator's per-IdP dict: username_derivation, and allowed_domains, allow_all or neither
-    (then CILogonOAuthenticator.check_allowed admits only `allowed_users` and the admins from that IdP)."""
+    (then CILogonOAuthenticator.check_allowed admits only `allowed_users` and the admins from that IdP).
+    In the hub file's order: CILogon's login page offers these IdPs and pre-selects the first."""
     idps: dict[str, Any] = {}
-    for entity_id in sorted(auth.allowed_idps):
+    for entity_id in auth.allowed_idps:
         idp = auth.allowed_idps[entity_id]
         derivation: dict[str, Any] = {"username_claim": idp.username_claim}
         if idp.strip_domain:
