@@ -54,7 +54,8 @@ WORKER_PORTS = 500
 write into hub files, the second for the internal ports its fleets pick (HUBFLEET_INTERNAL_PORTS)."""
 WORKER = int(re.sub(r"\D", "", os.environ.get("PYTEST_XDIST_WORKER", "")) or 0)
 WORKER_BASE = 20000 + (WORKER % 10) * 2 * WORKER_PORTS
-os.environ[RANGE_ENV] = f"{WORKER_BASE + WORKER_PORTS}-{WORKER_BASE + 2 * WORKER_PORTS - 1}"
+if "PYTEST_XDIST_WORKER" in os.environ:  # benchmarks and single runs keep the default (4,500 ports)
+    os.environ[RANGE_ENV] = f"{WORKER_BASE + WORKER_PORTS}-{WORKER_BASE + 2 * WORKER_PORTS - 1}"
 _picked = itertools.count()
 
 
