@@ -61,14 +61,14 @@ def test_kubernetes_defaults_are_ignored_on_local_hubs(tmp_path: Path) -> None:
     assert validate_fleet(root)[1] == []
 
 
-def test_profile_slugs_unique_and_one_default(k8s: Path) -> None:
-    edit(k8s / PHYSICS, "slug: large", "slug: small\n      default: true")
-    errors = rules_hubs.profiles_consistent(load_fleet_files(k8s)[0])  # type: ignore[arg-type]
+def test_environment_slugs_unique_and_one_default(k8s: Path) -> None:
+    edit(k8s / PHYSICS, "slug: large", "slug: small\n  default: true")
+    errors = rules_hubs.environments_consistent(load_fleet_files(k8s)[0])  # type: ignore[arg-type]
     assert [str(e) for e in errors] == [
-        f"{PHYSICS}:24:7: kubernetes.profiles[1].slug: 'small' is already used by profiles[0]; "
-        "give each profile its own slug",
-        f"{PHYSICS}:25:7: kubernetes.profiles[1].default: profiles[0] is already the default; "
-        "at most one profile may set `default: true`",
+        f"{PHYSICS}:19:3: environments[1].slug: 'small' is already used by environments[0]; "
+        "give each environment its own slug",
+        f"{PHYSICS}:20:3: environments[1].default: environments[0] is already the default; "
+        "at most one environment may set `default: true`",
     ]
     _, all_errors = validate_fleet(k8s)
     assert len(all_errors) == 2
@@ -81,9 +81,9 @@ def test_profile_slugs_unique_and_one_default(k8s: Path) -> None:
         (
             "memory_limit: 8G",
             "memory_limit: lots",
-            "kubernetes.profiles[1].memory_limit: 'lots' is not a memory",
+            "environments[1].resources.memory_limit: 'lots' is not a memory",
         ),
-        ("slug: gpu", "slug: GPU", "kubernetes.profiles[2].slug: 'GPU' is not a valid name"),
+        ("slug: gpu", "slug: GPU", "environments[2].slug: 'GPU' is not a valid name"),
         ("placeholders: 3", "placeholders: 3\n  storage: big", "kubernetes.storage: 'big' does not match"),
         ("placeholders: 3", "placeholders: 3\n  replicas: 2", "kubernetes.replicas: unknown key"),
     ],
@@ -93,3 +93,20 @@ def test_model_errors_point_at_the_key(k8s: Path, old: str, new: str, message: s
     _, errors = validate_fleet(k8s)
     assert len(errors) == 1 and errors[0].file == PHYSICS
     assert errors[0].message.startswith(message), errors[0].message
+
+
+def test_old_profiles_key_prints_the_environments_lines(k8s: Path) -> None:
+    """A fleet still on `kubernetes.profiles` is told what to write instead, line for line."""
+    edit(
+        k8s / PHYSICS,
+        "kubernetes:\n",
+        "kubernetes:\n  profiles:\n    - {display_name: Big, slug: big, memory_limit: 8G, "
+        "image: {name: quay.io/x/y, tag: '1'}}\n",
+    )
+    _, errors = validate_fleet(k8s)
+    (error,) = [e for e in errors if "profiles" in e.message]
+    assert error.file == PHYSICS
+    assert "`kubernetes.profiles` was replaced by `environments`" in error.message
+    assert "- slug: big\n  display_name: Big\n  image: quay.io/x/y:1\n  resources:\n    memory_limit: 8G" in (
+        error.message
+    )

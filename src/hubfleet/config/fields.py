@@ -52,6 +52,11 @@ Username = Annotated[
     Field(min_length=1, max_length=255, pattern=r"^[^\s/]+$"),
     PatternHint("is not a valid username; no spaces or '/'"),
 ]
+GroupName = Annotated[
+    str,
+    Field(min_length=1, max_length=255, pattern=r"^[^\s/]+$"),
+    PatternHint("is not a valid group name; no spaces or '/' (a GitHub team is written org:team)"),
+]
 Email = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"), PatternHint("is not an email address")]
 DomainName = Annotated[
     str,

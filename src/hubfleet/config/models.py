@@ -14,6 +14,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from hubfleet.config.fields import URL_PATTERN, AwsAccountId, DomainName, Email, Name, Strict, Username
 from hubfleet.config.models_auth import Auth, StaffUsernameKey, check_staff_username_keys
 from hubfleet.config.models_backup import Backups, HomeQuota, HubBackup
+from hubfleet.config.models_environments import Branding, Environment, UserDatabase, reject_profiles
 from hubfleet.config.models_front_door import FrontDoor
 from hubfleet.config.quantities import CpuCores, MemorySize
 from hubfleet.config.secret_refs import SecretOnly, SecretOrPlain
@@ -200,29 +201,12 @@ class KubernetesImage(Strict):
     tag: str = Field(min_length=1, pattern=r"^\S+$", description="Image tag; pin it, never `latest`.")
 
 
-class KubernetesProfile(Strict):
-    """A server option users pick at spawn time (z2jh `singleuser.profileList`)."""
-
-    display_name: str = Field(min_length=1)
-    slug: Name = Field(description="Stable identifier of the option; unique within the hub.")
-    description: str = ""
-    default: bool = Field(default=False, description="Preselected option; at most one profile sets it.")
-    image: KubernetesImage | None = Field(default=None, description="Image for this option only.")
-    memory_limit: MemorySize | None = Field(default=None, description="Memory limit, such as 8G or 8Gi.")
-    memory_guarantee: MemorySize | None = Field(default=None, description="Memory reserved, such as 4Gi.")
-    cpu_limit: CpuCores | None = Field(default=None, description="CPU limit in cores, such as 4 or 500m.")
-    cpu_guarantee: CpuCores | None = Field(default=None, description="CPU cores reserved, such as 0.5.")
-
-
 class KubernetesSettings(Strict):
     """Settings for hubs on kubernetes clusters (rendered into the z2jh values); an error on a local hub's
     own file, ignored on local hubs when inherited from fleet.yaml `defaults`."""
 
     image: KubernetesImage | None = Field(
         default=None, description="User server image; the chart's default if unset."
-    )
-    profiles: list[KubernetesProfile] = Field(
-        default_factory=list, description="Server options offered at spawn time; none: no choice."
     )
     placeholders: int = Field(
         default=0, ge=0, le=1000, description="User placeholder pods keeping room for that many users."
@@ -241,6 +225,11 @@ class KubernetesSettings(Strict):
         "`{secret: KEY}` mapping at any depth is the hub's secret KEY: it goes to helm in the secret values "
         "file only, never into the public values.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_profiles(cls, data: Any) -> Any:
+        return reject_profiles(data)
 
     @field_validator("extra_values")
     @classmethod
@@ -305,7 +294,21 @@ class HubSettings(Strict):
         default=None, description="Pinned JupyterHub version; informational for local hubs."
     )
     kubernetes: KubernetesSettings | None = Field(
-        default=None, description="Hubs on kubernetes clusters: image, profiles, storage, chart values."
+        default=None, description="Hubs on kubernetes clusters: image, storage, chart values."
+    )
+    environments: list[Environment] = Field(
+        default_factory=list,
+        description="Environments users pick from when they start a server (Python, R, images, sizes), "
+        "with who may pick what; none: one environment (the hub's defaults). See docs/environments.md.",
+    )
+    user_database: UserDatabase | None = Field(
+        default=None,
+        description="Give every user a PostgreSQL database of their own; see docs/user-databases.md.",
+    )
+    branding: Branding = Field(
+        default_factory=Branding,
+        description="The community's logo, colour, URL and 'funded by' line on the hub's pages; see "
+        "docs/branding.md.",
     )
     anomalies: Anomalies = Field(default_factory=Anomalies)
     backup: HubBackup = Field(

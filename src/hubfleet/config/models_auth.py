@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from hubfleet.config.fields import URL_PATTERN, Strict, Username
+from hubfleet.config.fields import URL_PATTERN, GroupName, Strict, Username
 from hubfleet.config.secret_refs import SecretOnly, SecretOrPlain
 
 AUTH_TYPES = ("dummy", "native", "cilogon", "github", "oidc", "tmp")
@@ -71,6 +71,10 @@ class DummyAuth(AuthBase):
         description="Shared password, in plain text or as {secret: KEY}. "
         "Without it any password is accepted (staging only).",
     )
+    groups: dict[GroupName, list[Username]] = Field(
+        default_factory=dict,
+        description="Hub groups and their members, for environments and choices limited to groups.",
+    )
 
 
 class NativeAuth(AuthBase):
@@ -79,6 +83,10 @@ class NativeAuth(AuthBase):
     type: Literal["native"]
     open_signup: bool = Field(default=False, description="Approve sign-ups without an admin.")
     minimum_password_length: int = Field(default=8, ge=1, le=128)
+    groups: dict[GroupName, list[Username]] = Field(
+        default_factory=dict,
+        description="Hub groups and their members, for environments and choices limited to groups.",
+    )
 
 
 OAUTH_TYPES = ("cilogon", "github", "oidc")

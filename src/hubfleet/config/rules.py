@@ -44,10 +44,10 @@ from hubfleet.config.rules_front_door import (
 )
 from hubfleet.config.rules_hubs import (
     cluster_staging_hub_valid,
+    environments_consistent,
     kubernetes_settings_on_kubernetes_hubs,
     port_or_domain_by_cluster_kind,
     prod_has_staging,
-    profiles_consistent,
     references_resolve,
     unique_domains,
     unique_hub_names,
@@ -88,7 +88,7 @@ RULES: list[Rule] = [
     fleet_secret_refs_are_set,
     secrets_have_recipients,
     kubernetes_settings_on_kubernetes_hubs,
-    profiles_consistent,
+    environments_consistent,
     console_accounts_know_their_communities,
     console_oidc_issuer_https,
     local_hubs_have_a_site,

@@ -225,37 +225,44 @@ def kubernetes_settings_on_kubernetes_hubs(fleet: SourcedFleetConfig) -> list[Co
     return errors
 
 
-def profiles_consistent(fleet: SourcedFleetConfig) -> list[ConfigError]:
-    """Profile slugs are unique within a hub and at most one profile is the default."""
+def environments_consistent(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """Environment slugs are unique within a hub, and at most one environment (and one choice of each
+    option) is the default."""
     errors = []
     for entry in fleet.hub_entries:
-        settings = entry.hub.kubernetes
-        if settings is None:
-            continue
+        environments = entry.hub.environments
         seen: dict[str, int] = {}
-        first_default: int | None = None
-        for i, profile in enumerate(settings.profiles):
-            if profile.slug in seen:
+        defaults = [i for i, env in enumerate(environments) if env.default]
+        for i, env in enumerate(environments):
+            if env.slug in seen:
                 errors.append(
                     fleet.hub_error(
                         entry,
-                        f"kubernetes.profiles.{i}.slug",
-                        f"kubernetes.profiles[{i}].slug: '{profile.slug}' is already used by "
-                        f"profiles[{seen[profile.slug]}]; give each profile its own slug",
+                        f"environments.{i}.slug",
+                        f"environments[{i}].slug: '{env.slug}' is already used by "
+                        f"environments[{seen[env.slug]}]; "
+                        "give each environment its own slug",
                     )
                 )
-            else:
-                seen[profile.slug] = i
-            if profile.default:
-                if first_default is None:
-                    first_default = i
-                else:
+            seen.setdefault(env.slug, i)
+            for option_slug, option in env.options.items():
+                chosen = [slug for slug, choice in option.choices.items() if choice.default]
+                if len(chosen) > 1:
                     errors.append(
                         fleet.hub_error(
                             entry,
-                            f"kubernetes.profiles.{i}.default",
-                            f"kubernetes.profiles[{i}].default: profiles[{first_default}] is already the "
-                            "default; at most one profile may set `default: true`",
+                            f"environments.{i}.options.{option_slug}",
+                            f"environments[{i}].options.{option_slug}: choices {', '.join(chosen)} all set "
+                            "`default: true`; keep it on one",
                         )
                     )
+        for i in defaults[1:]:
+            errors.append(
+                fleet.hub_error(
+                    entry,
+                    f"environments.{i}.default",
+                    f"environments[{i}].default: environments[{defaults[0]}] is already the default; at most "
+                    "one environment may set `default: true`",
+                )
+            )
     return errors

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 import yaml
 
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.config.models import Hub, KubernetesProfile, KubernetesSettings
+from hubfleet.config.models import Hub, KubernetesSettings
+from hubfleet.config.models_environments import Environment
 from hubfleet.config.quantities import spawner_memory
 from hubfleet.config.values_secrets import secret_paths, without_secrets
 from hubfleet.render.common import auth_config, auth_secrets
@@ -164,22 +165,22 @@ def _update_singleuser(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> 
         singleuser["nodeSelector"] = dict(settings.node_selector)
 
 
-def _profile(profile: KubernetesProfile) -> dict[str, Any]:
-    entry: dict[str, Any] = {"display_name": profile.display_name, "slug": profile.slug}
-    if profile.description:
-        entry["description"] = profile.description
-    if profile.default:
+def _profile(env: Environment) -> dict[str, Any]:
+    entry: dict[str, Any] = {"display_name": env.display_name, "slug": env.slug}
+    if env.description:
+        entry["description"] = env.description
+    if env.default:
         entry["default"] = True
     override: dict[str, Any] = {}
-    if profile.image is not None:
-        override["image"] = f"{profile.image.name}:{profile.image.tag}"
+    if env.image is not None:
+        override["image"] = env.image
     for ours, kubespawner in (
         ("memory_limit", "mem_limit"),
         ("memory_guarantee", "mem_guarantee"),
         ("cpu_limit", "cpu_limit"),
         ("cpu_guarantee", "cpu_guarantee"),
     ):
-        value = getattr(profile, ours)
+        value = getattr(env.resources, ours)
         if value is not None:
             override[kubespawner] = spawner_memory(value) if ours.startswith("memory") else value
     if override:
@@ -188,9 +189,8 @@ def _profile(profile: KubernetesProfile) -> dict[str, Any]:
 
 
 def _update_profiles(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
-    profiles = kubernetes_settings(hub).profiles
-    if profiles:
-        _at(values, "singleuser")["profileList"] = [_profile(p) for p in profiles]
+    if hub.environments:
+        _at(values, "singleuser")["profileList"] = [_profile(e) for e in hub.environments]
 
 
 def _update_culling(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
