@@ -24,6 +24,7 @@ from hubfleet.checks.synthetic import Via
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
 from hubfleet.ports import free_port
+from hubfleet.render.branding import local_files
 from hubfleet.render.local import (
     CONTROL_TOKEN_ENV,
     OPERATOR_TOKEN_ENV,
@@ -67,6 +68,9 @@ class PreparedHub:
     public_host: str = ""
     """Where the fleet's front door serves it ('' without a front door), and at which path ('' or '/NAME')."""
     public_path: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+    """Files the hub reads beside its config, relative to its data directory -> their bytes in base64 (the
+    community's logo and page templates, render/branding.py); the supervisor writes them as the hub's."""
 
     def __repr__(self) -> str:  # env holds secrets
         return f"PreparedHub(name={self.name!r}, url={self.url!r}, data_dir={str(self.data_dir)!r})"
@@ -301,6 +305,7 @@ class LocalBackend(Backend):
             blocked=blocked,
             public_host=site[0] if site else "",
             public_path=site[1] if site else "",
+            files=local_files(self.fleet, hub),
         )
 
 

@@ -4,7 +4,7 @@ Rules see every hub that validated on its own (`SourcedFleetConfig.hub_entries`,
 point at the offending key through `SourcedFleetConfig.hub_error` / `fleet_error`, so their errors carry the
 same `file:line:col` as schema errors. They live in four modules by subject: the hubs themselves
 (`rules_hubs`), who may log in (`rules_auth`), secrets (`rules_secrets`), the HTTPS front door
-(`rules_front_door`) and backups (`rules_backups`).
+(`rules_front_door`), backups (`rules_backups`) and the hubs' logos (`rules_branding`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from hubfleet.config.rules_auth import (
     tmp_auth_where_allowed,
 )
 from hubfleet.config.rules_backups import hub_backup_needs_fleet_backups, repository_outside_the_data
+from hubfleet.config.rules_branding import logos_are_images
 from hubfleet.config.rules_escape_hatch import (
     no_kubernetes_defaults_on_local_clusters,
     no_replaced_authenticator_or_spawner_on_prod,
@@ -89,6 +90,7 @@ RULES: list[Rule] = [
     secrets_have_recipients,
     kubernetes_settings_on_kubernetes_hubs,
     environments_consistent,
+    logos_are_images,
     console_accounts_know_their_communities,
     console_oidc_issuer_https,
     local_hubs_have_a_site,

@@ -4,6 +4,8 @@ account that owns them and the broker socket through which it asks for its users
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
 import os
 import re
@@ -37,6 +39,7 @@ async def prepare_hub(where: Layout, broker: Broker | None, prepared: PreparedHu
     if broker is None:
         prepared.data_dir.mkdir(mode=0o700, exist_ok=True)
         prepared.config_path.write_text(prepared.rendered)
+        write_hub_files(prepared, None)
         return None
     comment = comment_for(where.instance, name, "hub")
     account = await asyncio.to_thread(
@@ -44,6 +47,7 @@ async def prepare_hub(where: Layout, broker: Broker | None, prepared: PreparedHu
     )
     await asyncio.to_thread(ensure_home, prepared.data_dir, account)
     write_owned(prepared.config_path, prepared.rendered, account)
+    await asyncio.to_thread(write_hub_files, prepared, account)
     await broker.serve(broker_policy(where, prepared, account))
     return account
 
@@ -92,6 +96,56 @@ def write_owned(path: Path, text: str, account: Account) -> None:
         f.write(text)
         os.fchown(fd, account.uid, account.gid)
     os.replace(tmp, path)
+
+
+def write_hub_files(prepared: PreparedHub, account: Account | None) -> None:
+    """The files the hub reads beside its config (`PreparedHub.files`: its branding), owned by its account.
+
+    The data directory is the hub's own, so a link it planted is never followed: each directory is opened
+    relative to its parent's descriptor with O_NOFOLLOW (a link or file in a directory's place is removed
+    first), and each file is written to a fresh temporary name and renamed over the old one."""
+    for relative, encoded in sorted(prepared.files.items()):
+        parts = [p for p in relative.split("/") if p]
+        if not parts or any(p in (".", "..") for p in parts):
+            raise ValueError(f"hub {prepared.name}: refusing hub file path {relative!r}")
+        fd = os.open(prepared.data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            for part in parts[:-1]:
+                fd = _enter_dir(fd, part, account)
+            _write_at(fd, parts[-1], base64.b64decode(encoded), account)
+        finally:
+            os.close(fd)
+
+
+def _enter_dir(parent: int, name: str, account: Account | None) -> int:
+    """Directory `name` under `parent`, opened (made if missing; a link or file there replaced).
+    Closes `parent`."""
+    try:
+        try:
+            return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+        except FileNotFoundError:
+            pass
+        except OSError:  # a link (ELOOP) or a file (ENOTDIR) in its place
+            os.unlink(name, dir_fd=parent)
+        os.mkdir(name, 0o755, dir_fd=parent)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+        if account is not None:
+            os.fchown(fd, account.uid, account.gid)
+        return fd
+    finally:
+        os.close(parent)
+
+
+def _write_at(directory: int, name: str, data: bytes, account: Account | None) -> None:
+    tmp = f".{name}.hubfleet-tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp, dir_fd=directory)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=directory)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        if account is not None:
+            os.fchown(fd, account.uid, account.gid)
+    os.replace(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
 
 
 def lost_state(where: Layout, name: str) -> list[str]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
 from hubfleet.config.quantities import spawner_memory
+from hubfleet.render.branding import branding_lines
 from hubfleet.render.common import (
     CHECK_USERNAME,
     CONTROL_SERVICE,
@@ -158,6 +159,7 @@ def render_jupyterhub_config(fleet: FleetConfig, hub: Hub, runtime: LocalRuntime
         "",
         "# authentication",
         *_auth_lines(fleet, hub),
+        *branding_lines(fleet, hub, data_dir),
         "",
         "# user servers",
         *_spawner_lines(runtime),
