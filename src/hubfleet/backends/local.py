@@ -71,6 +71,8 @@ class PreparedHub:
     files: dict[str, str] = field(default_factory=dict)
     """Files the hub reads beside its config, relative to its data directory -> their bytes in base64 (the
     community's logo and page templates, render/branding.py); the supervisor writes them as the hub's."""
+    user_database: bool = False
+    """Each user gets their own PostgreSQL server, started by the broker (isolation/user_postgres.py)."""
 
     def __repr__(self) -> str:  # env holds secrets
         return f"PreparedHub(name={self.name!r}, url={self.url!r}, data_dir={str(self.data_dir)!r})"
@@ -287,6 +289,12 @@ class LocalBackend(Backend):
                 "and user would share one OS account and no limit would hold): run `hubfleet up` as root, "
                 "or accept this with `isolation: {single_account_prod: true}` in fleet.yaml"
             )
+        if hub.user_database is not None and isolation_mode() == "single" and not blocked:
+            blocked = (
+                f"hub {hub.name} has `user_database`, which gives each user a PostgreSQL server running as "
+                "their own OS account: that needs hubfleet running as root (per-user accounts, the broker); "
+                "run `hubfleet up` as root, or remove `user_database` from the hub"
+            )
         return PreparedHub(
             name=hub.name,
             url=str(self.fleet.internal_url(hub)),
@@ -306,6 +314,7 @@ class LocalBackend(Backend):
             public_host=site[0] if site else "",
             public_path=site[1] if site else "",
             files=local_files(self.fleet, hub),
+            user_database=hub.user_database is not None,
         )
 
 

@@ -1,8 +1,8 @@
 """Consistent copies of the databases a hub's snapshot holds, written before restic reads anything.
 
 A database file being written is never copied as a file: SQLite's online backup API copies a consistent
-state under a read lock. Each kind of database is one `Dump`; per-user databases (a later capability) add a
-dump of their own to `hub_dumps` and are then backed up, listed and restored like the hub's database.
+state under a read lock; each user's PostgreSQL database (a hub's `user_database`) is a `pg_dump` run as the
+user's account (backup/user_dbs.py). Each database is one `Dump` in `hub_dumps`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from hubfleet.backup.user_dbs import hub_user_dumps
 from hubfleet.runtime.layout import Layout
 
 HUB_DATABASE = "jupyterhub.sqlite"
@@ -65,4 +66,4 @@ def copy_sqlite(source: Path, dest: Path) -> None:
 
 def hub_dumps(layout: Layout, hub: str) -> list[Dump]:
     """Every database of `hub` that its snapshot holds a copy of."""
-    return [SqliteDump(HUB_DATABASE, layout.hub_data(hub) / HUB_DATABASE)]
+    return [SqliteDump(HUB_DATABASE, layout.hub_data(hub) / HUB_DATABASE), *hub_user_dumps(layout, hub)]

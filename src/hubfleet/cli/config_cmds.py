@@ -63,6 +63,8 @@ def validate(
         typer.echo(f"{len(errors)} error(s) in {root}", err=True)
         raise typer.Exit(1)
     typer.echo(summary(config))
+    for note in user_database_notes(config):
+        typer.echo(note, err=True)
     if chart:
         check_charts(config, charts_dir, resolve_state_dir(root.resolve(), state_dir), kube_version)
 
@@ -118,6 +120,20 @@ def check_charts(
     if failed:
         typer.echo(f"{len(failed)} hub(s) failed the chart check: {', '.join(failed)}", err=True)
         raise typer.Exit(1)
+
+
+def user_database_notes(config: FleetConfig) -> list[str]:
+    """Local hubs whose per-user databases cannot run here: they need root (per-user accounts)."""
+    from hubfleet.backends.local import isolation_mode
+
+    if isolation_mode() != "single":
+        return []
+    return [
+        f"note: hub {hub.name} has `user_database`, which needs hubfleet running as root (each user's "
+        "PostgreSQL server runs as their own OS account); `hubfleet up` without root refuses to start it"
+        for hub in config.local_hubs()
+        if hub.user_database is not None
+    ]
 
 
 def summary(config: FleetConfig) -> str:

@@ -20,6 +20,7 @@ from hubfleet.cli import (  # noqa: F401
     store_cmds,
     upgrade_cmds,
     usage_cmds,
+    user_db_cmds,
 )
 from hubfleet.cli.app import app
 

@@ -42,6 +42,9 @@ from hubfleet.isolation.accounts import (
 from hubfleet.isolation.cgroups import CgroupDriver, Group, Limits
 from hubfleet.isolation.launch import launcher_argv
 from hubfleet.isolation.quotas import make_home_volume
+from hubfleet.isolation.user_postgres import UserDb, UserDbError, server_pids
+from hubfleet.isolation.user_postgres import start as start_user_db
+from hubfleet.isolation.user_postgres import stop as stop_user_db
 from hubfleet.runtime.layout import Layout, make_passable_dir
 from hubfleet.store.api import Store
 
@@ -75,6 +78,8 @@ class HubPolicy:
     log_path: Path
     command: list[str]
     path_env: str
+    user_database: bool = False
+    """Each user's own PostgreSQL server, started with theirs (isolation/user_postgres.py)."""
 
 
 @dataclass
@@ -180,7 +185,7 @@ class Broker:
         if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
             raise Refused("pid must be a process id")
         if op == "poll":
-            return self._poll(served, user, pid)
+            return await self._poll(served, user, pid)
         if op == "stop":
             return await self._stop(served, user, pid, now=bool(request.get("now")))
         raise Refused(f"unknown op {op!r}; the broker answers start, poll and stop")
@@ -212,12 +217,20 @@ class Broker:
         group = self._group(policy, name)
         procs: list[str] = []
         if group is not None:
+            if policy.user_database and group.pids():  # the lost server's database: stopped cleanly first
+                await asyncio.to_thread(stop_user_db, self._user_db(policy, user))
             if group.pids():  # a lost server's kernels: never two servers of one user in one group
                 await asyncio.to_thread(group.kill_all)
             group.create(policy.limits)
             procs = [str(p) for p in group.procs_files()]
             served.seen[name] = (group.oom_kills(), group.pids_refused())
         served.users[name] = user
+        if policy.user_database:
+            try:
+                env = {**env, **await asyncio.to_thread(start_user_db, self._user_db(policy, user), procs)}
+            except (UserDbError, OSError, subprocess.SubprocessError) as exc:
+                log.warning("hub %s: user %s: database not started: %s", policy.hub, user, exc)
+                raise Refused(f"your database could not be started ({exc}); ask the hub's admins") from None
         spec = {
             "uid": account.uid,
             "gid": account.gid,
@@ -250,7 +263,11 @@ class Broker:
         log.info("hub %s: started %s's server as %s (pid %d)", policy.hub, user, name, proc.pid)
         return {"ok": True, "pid": proc.pid, "account": name}
 
-    def _poll(self, served: _Served, user: str, pid: int) -> dict[str, Any]:
+    def _user_db(self, policy: HubPolicy, user: str) -> UserDb:
+        layout = self.layout
+        return UserDb.at(layout.data_dir, layout.state_dir, layout.instance, policy.hub, user)
+
+    async def _poll(self, served: _Served, user: str, pid: int) -> dict[str, Any]:
         policy = served.policy
         name = self._account_name(policy, user)
         ours = pid in served.children
@@ -260,7 +277,11 @@ class Broker:
             return {"ok": True, "running": True}
         self._limit_events(served, user, name)
         group = self._group(policy, name)
-        if ours or group is None or not group.pids():  # a wrong pid must not take a live server down
+        db = self._user_db(policy, user) if policy.user_database else None
+        others = set(group.pids()) - (server_pids(db) if db else set()) if group else set()
+        if ours or not others:  # a wrong pid must not take a live server down
+            if db is not None:
+                await asyncio.to_thread(stop_user_db, db)
             self._cleanup(served, name)
         return {"ok": True, "running": False, "exit_status": status}
 
@@ -296,6 +317,8 @@ class Broker:
                 if self._exit_status(served, name, pid) is not None:
                     break
         self._limit_events(served, user, name)
+        if policy.user_database:  # cleanly, before the group is killed
+            await asyncio.to_thread(stop_user_db, self._user_db(policy, user))
         await asyncio.to_thread(self._kill_leftovers, policy, name, uid)
         self._exit_status(served, name, pid)  # reap
         self._cleanup(served, name)

@@ -70,6 +70,7 @@ def broker_policy(where: Layout, prepared: PreparedHub, account: Account) -> Hub
         log_path=prepared.log_path,
         command=[str(BIN_DIR / "jupyterhub-singleuser")],
         path_env=PATH,
+        user_database=prepared.user_database,
     )
 
 
