@@ -6,12 +6,16 @@
 #   btrfs-progs -> home_quota enforced by btrfs qgroups on a loop-mounted image (tests only);
 #   postgresql-15 -> each user's own database server on hubs with `user_database` (demo and tests): only the
 #                 binaries in /usr/lib/postgresql/15/bin; no default cluster is made and no service started.
+#   r-base-core, r-cran-irkernel -> the R environment of local hubs (its IR kernel in
+#                 /usr/share/jupyter/kernels/ir; demo and tests).
 # `install-debian-deps.sh demo` installs only what the demo fleet needs.
 # A machine without apt or network still runs the suite; the tests that need these say they were skipped.
 set -u
 missing=()
 command -v restic >/dev/null 2>&1 || missing+=(restic)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)
+command -v R >/dev/null 2>&1 || missing+=(r-base-core)
+[ -f /usr/share/jupyter/kernels/ir/kernel.json ] || missing+=(r-cran-irkernel)
 if [ "${1:-test}" != demo ]; then
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
