@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -396,11 +397,26 @@ def reasons(last: DeploymentRecord, now: dict[str, Any], rendered: str) -> list[
         else:
             found.append(f"{key}: {_show(old)} → {_show(new)}")
     if not found:
-        if last.rendered is not None and last.rendered != rendered:
+        logo = _logo_change(last.rendered, rendered)
+        if logo:
+            found.append(logo)
+        elif last.rendered is not None and last.rendered != rendered:
             found.append("rendered configuration changed (a new hubfleet release renders it differently)")
         else:
             found.append("secret values changed")
     return found
+
+
+_LOGO_SHA = re.compile(r"hubfleet_logo_sha256'?:\s*'?([0-9a-f]{64})")
+
+
+def _logo_change(before: str | None, after: str) -> str | None:
+    """The community's logo file changed (its content is not a setting: the rendered config holds its
+    sha256, render/branding.py)."""
+    old, new = (_LOGO_SHA.search(text or "") for text in (before, after))
+    if old is None or new is None or old[1] == new[1]:
+        return None
+    return f"branding.logo: the logo file's content changed (sha256 {old[1][:12]}… → {new[1][:12]}…)"
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -53,6 +53,8 @@ class HubBranding:
             "hubfleet_url": self.url or "",
             "hubfleet_funded_by": self.funded_by,
             "hubfleet_page_parent": NATIVE_PAGE if self.native else JUPYTERHUB_PAGE,
+            # the logo's URL carries it (no stale logo from a browser's cache) and `plan` names the change
+            "hubfleet_logo_sha256": self.logo_sha256 or "",
         }
 
     def templates(self) -> dict[str, str]:
@@ -72,8 +74,8 @@ class HubBranding:
         return found
 
     def digest_comment(self) -> str:
-        logo = f"logo sha256 {self.logo_sha256}" if self.logo is not None else "no logo"
-        return f"# branding: {logo}; templates sha256 {self.templates_sha256()}"
+        """The templates' sha256 (the logo's is in the template variables)."""
+        return f"# branding templates sha256 {self.templates_sha256()}"
 
 
 def display_name(fleet: FleetConfig, hub: Hub) -> str:
@@ -134,7 +136,9 @@ def branding_lines(fleet: FleetConfig, hub: Hub, data_dir: Path) -> list[str]:
         "",
         "# branding: the community's name, logo and colour on the hub's pages (docs/branding.md)",
         branding.digest_comment(),
-        f"c.JupyterHub.template_vars = {branding.template_vars()!r}",
+        "c.JupyterHub.template_vars = {",
+        *(f"    {key!r}: {value!r}," for key, value in branding.template_vars().items()),
+        "}",
     ]
     if branding.logo_name is not None:
         lines.append(f"c.JupyterHub.logo_file = {str(directory / branding.logo_name)!r}")
