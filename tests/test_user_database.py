@@ -21,6 +21,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect as ws_connect
 
+from console_helpers import write_accounts
 from fleet_helpers import (
     copy_demo_fleet,
     daemon_status,
@@ -41,7 +42,9 @@ pytestmark = [
 
 HUB = "uni-a-staging"
 KEEP = {"communities/uni-a/hubs/staging.yaml"}
-NO_SCHEDULE = {"HUBFLEET_BACKUP_DELAY": "100000"}
+NO_SCHEDULE = {"HUBFLEET_BACKUP_DELAY": "100000", "HUBFLEET_COLLECT_INTERVAL": "1"}
+"""No scheduled backup (every snapshot is one a test took); the usage collector, which sees who left the hub,
+every second."""
 REPO_PASSWORD = "a-test-repo-password"
 PSQL = str(PG_BIN / "psql")
 SQL_HELPER = (
@@ -63,6 +66,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     fleet_yaml = root / "fleet.yaml"
     text = drop_section(fleet_yaml.read_text(), "backups").rstrip("\n") + "\n"
     fleet_yaml.write_text(text + f"backups:\n  repository: {base / 'repo'}\n  password: {REPO_PASSWORD}\n")
+    write_accounts(root, {"ops": "operator"})
+    token = hubfleet("console-token", "create", "ops", fleet=root, check=True).stdout.strip()
+    (base / "console-token").write_text(token)
     with running_fleet(root, env=NO_SCHEDULE) as running:
         yield running
 
@@ -274,3 +280,47 @@ def test_the_hub_backup_holds_each_users_database(fleet: Path, hub: Hub, tmp_pat
     assert dumped.read_bytes().startswith(b"PGDMP")
     hubfleet("user-db", "restore", HUB, "alice", str(dumped), "--yes", fleet=fleet, check=True)
     assert hub.run("alice", "print(sql('SELECT v FROM snap'))") == "in the snapshot"
+
+
+def test_usage_and_the_console_show_each_users_database_size(fleet: Path, hub: Hub) -> None:
+    hub.start("alice")
+    hub.run("alice", "sql('CREATE TABLE big AS SELECT g, md5(g::text) FROM generate_series(1, 200000) g')")
+    report = json.loads(hubfleet("usage", "--hub", HUB, "--json", fleet=fleet, check=True).stdout)
+    sizes = report["user_databases"][HUB]
+    assert sizes["alice"] > 20_000_000 and sizes["alice"] > sizes["bob"] > 0, sizes
+    table = hubfleet("usage", "--hub", HUB, fleet=fleet, check=True).stdout
+    assert f"user databases of {HUB}" in table and "alice" in table
+    console = daemon_status(fleet)["console"]
+    token = (fleet.parent / "console-token").read_text()
+    ops = httpx.Client(base_url=console, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    detail = ops.get(f"/api/hubs/{HUB}").json()
+    shown = {row["username"]: row["bytes"] for row in detail["user_databases"]}
+    assert shown["alice"] > 20_000_000 and set(shown) >= {"alice", "bob"}, shown
+    page = ops.get(f"/hubs/{HUB}")
+    if page.status_code == 200:  # pages take a session cookie; where a token is enough, the table is there
+        assert 'data-userdb-user="alice"' in page.text
+
+
+def test_a_user_who_left_keeps_a_dump_and_their_database_goes(fleet: Path, hub: Hub) -> None:
+    """retention_days is 0 here: the collector notes bob gone, the next collection dumps and removes."""
+    from hubfleet.store import open_store
+    from hubfleet.store.user_dbs import gone
+
+    hub.start("bob")
+    hub.run("bob", "sql('CREATE TABLE IF NOT EXISTS leaving (x int); INSERT INTO leaving VALUES (9)')")
+    bob = user_db(fleet, "bob")
+    assert bob.exists()
+    hub.stop("bob")
+    assert hub.client.delete("/hub/api/users/bob").status_code == 204
+    wait_for(lambda: not bob.root.exists(), timeout=120)
+    with open_store(fleet / ".hubfleet") as store:
+        [record] = gone(store, HUB, removed=True)
+    assert record.username == "bob" and record.removed_at is not None and record.last_dump
+    last = Path(record.last_dump)
+    assert last.read_bytes().startswith(b"PGDMP") and last.stat().st_mode & 0o077 == 0
+    listed = subprocess.run(
+        [str(PG_BIN / "pg_restore"), "--list", str(last)], capture_output=True, text=True, check=True
+    )
+    assert "leaving" in listed.stdout
+    # alice stays: her database is untouched
+    assert user_db(fleet, "alice").exists()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hubfleet.backup.retire import run_purges
+from hubfleet.backup.user_dbs import sweep_departed
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.validate import load_fleet
 from hubfleet.console.app import create_app
@@ -74,7 +75,18 @@ async def serve(
         await supervisor.start_all()
         monitor = AnomalyMonitor(store, fleet, alerter=Alerter(fleet, store, secrets))
         tasks = [
-            start_collector(fleet, store, supervisor.running_hub_urls, state_dir, stop),  # right away
+            start_collector(  # right away; databases of users who left the hub kept, dumped, removed
+                fleet,
+                store,
+                supervisor.running_hub_urls,
+                state_dir,
+                stop,
+                on_users=lambda hub, names: (
+                    sweep_departed(supervisor.layout, store, hub, names)
+                    if supervisor.broker is not None
+                    else None
+                ),
+            ),
             asyncio.create_task(
                 run_in_daemon(
                     fleet,

@@ -110,7 +110,7 @@ def usage(
 ) -> None:
     """Daily, weekly and monthly active users (distinct people; staff and the check user left out),
     server-hours and peak concurrent servers per day, per hub and fleet-wide."""
-    from hubfleet.monitor.usage import usage_report
+    from hubfleet.monitor.usage import usage_report, user_database_sizes
     from hubfleet.store import open_store
 
     if json_output and csv_output:
@@ -133,8 +133,13 @@ def usage(
     first = _day(from_, "--from") or last - timedelta(days=DEFAULT_DAYS - 1)
     if first > last:
         raise UserError(f"--from {first} is after --to {last}")
-    with open_store(resolve_state_dir(fleet_dir, state_dir)) as store:
+    state = resolve_state_dir(fleet_dir, state_dir)
+    with open_store(state) as store:
         report = usage_report(store, names, first, last, now=now)
+    local = [config.hubs[n] for n in names if config.cluster_of(config.hubs[n]).kind == "local"]
+    databases = user_database_sizes(state, local)
+    if databases:
+        report["user_databases"] = databases
     if json_output:
         typer.echo(json.dumps(report, indent=2))
     elif csv_output:
@@ -148,6 +153,22 @@ def usage(
             else f"fleet {config.settings.name}"
         )
         _print_tables(report, f"usage of {scope}, {first} to {last} (UTC days)")
+        _print_databases(databases)
+
+
+def _print_databases(databases: dict[str, dict[str, int]]) -> None:
+    """Each user's database size (bytes of its data directory, measured now)."""
+    from hubfleet.units import human_bytes
+
+    for name, sizes in databases.items():
+        table = Table(title=f"user databases of {name} (on disk now)", title_justify="left")
+        table.add_column("user")
+        table.add_column("size", justify="right")
+        for user, size in sorted(sizes.items(), key=lambda item: -item[1]):
+            table.add_row(escape(user), human_bytes(size))
+        if not sizes:
+            table.add_row("(none yet)", "")
+        console.print(table)
 
 
 @app.command()

@@ -253,6 +253,11 @@ class HubDisk(Model):
     enforcement: str | None = Field(description="Whether the filesystem enforces the quota, and why not.")
 
 
+class UserDatabaseSize(Model):
+    username: str
+    bytes: int = Field(description="Bytes on disk of the user's database directory, measured now.")
+
+
 class BackupLast(Model):
     started_at: datetime
     finished_at: datetime | None
@@ -293,6 +298,11 @@ class HubDetail(HubRow):
     restarts: list[HubRestart] = Field(description="The newest 20.")
     limit_events: list[HubLimitEvent] = Field(description="The newest 20.")
     disk: HubDisk | None = Field(description="Disk use of a local hub (null on kubernetes).")
+    user_databases: list[UserDatabaseSize] | None = Field(
+        default=None,
+        description="Each user's own database on a local hub with `user_database`, largest first (null: "
+        "the hub gives none).",
+    )
     backup: HubBackup | None = Field(description="Backups of a local hub (null on kubernetes).")
     auth_type: str
     contacts: list[ContactOut] = Field(description="The community's contacts.")

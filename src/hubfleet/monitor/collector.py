@@ -338,7 +338,10 @@ class UsageCollector:
         targets: Callable[[], Iterable[HubTarget]],
         interval: float | None = None,
         timeout: float = 30.0,
+        on_users: Callable[[Hub, set[str]], object] | None = None,
     ) -> None:
+        self.on_users = on_users
+        """Told every user name a hub with `user_database` has (their databases outlive them only so long)."""
         self.fleet = fleet
         self.store = store
         self.targets = targets
@@ -371,6 +374,12 @@ class UsageCollector:
                 metrics=metrics,
             )
         self._previous[target.name] = now
+        if self.on_users is not None and hub.user_database is not None:
+            names = {str(u["name"]) for u in users if u.get("name")}
+            try:
+                await asyncio.to_thread(self.on_users, hub, names)
+            except Exception:  # noqa: BLE001 - the usage figures are recorded; the sweep runs again next time
+                log.exception("usage: %s: the databases of users who left were not swept", target.name)
         return result
 
     async def collect_once(self) -> list[CollectionResult]:
@@ -448,7 +457,8 @@ def start_collector(
     running_urls: Callable[[], dict[str, str]],
     state_dir: Path,
     stop: asyncio.Event,
+    on_users: Callable[[Hub, set[str]], object] | None = None,
 ) -> asyncio.Task[None]:
     """The daemon's usage task: first collection right away, then every collect_interval."""
-    collector = UsageCollector(fleet, store, supervised_targets(running_urls, state_dir))
+    collector = UsageCollector(fleet, store, supervised_targets(running_urls, state_dir), on_users=on_users)
     return asyncio.create_task(collector.run(stop), name="usage")

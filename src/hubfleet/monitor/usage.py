@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
 from hubfleet.clock import utcnow
 from hubfleet.config.models import Hub
+from hubfleet.isolation.user_postgres import hub_users, size_bytes
+from hubfleet.runtime.layout import layout
 from hubfleet.store.api import Store
 from hubfleet.store.models import HubSample, ServerSession, UserDay
 
@@ -246,3 +249,17 @@ def usage_report(
         "hubs": hub_rows,
         "days": days,
     }
+
+
+def user_database_sizes(state_dir: Path, hubs: Sequence[Hub]) -> dict[str, dict[str, int]]:
+    """Bytes on disk of each user's database of the local hubs with `user_database`, measured now (the
+    directories are their users' own: complete as root, empty otherwise)."""
+    if not any(hub.user_database is not None for hub in hubs) or not (state_dir / "layout.json").exists():
+        return {}
+    where = layout(state_dir)
+    sizes: dict[str, dict[str, int]] = {}
+    for hub in hubs:
+        if hub.user_database is not None:
+            found = hub_users(where.data_dir, where.state_dir, hub.name)
+            sizes[hub.name] = {user: size_bytes(root) for user, root in sorted(found.items())}
+    return sizes

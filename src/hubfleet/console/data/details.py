@@ -18,7 +18,7 @@ from hubfleet.console.data.source import ConsoleSource
 from hubfleet.monitor.disk_usage import hub_disk
 from hubfleet.monitor.incidents import IncidentRecord, incident_record
 from hubfleet.monitor.uptime import uptime
-from hubfleet.monitor.usage import active_counts, auth_type
+from hubfleet.monitor.usage import active_counts, auth_type, user_database_sizes
 from hubfleet.store.models import Incident
 
 
@@ -121,7 +121,23 @@ def hub_detail(source: ConsoleSource, hub: str, now: datetime | None = None) -> 
         "restarts": restarts,
         "limit_events": limit_events,
         "disk": hub_disk(fleet, store, found, source.state_dir),
+        "user_databases": _user_databases(fleet, found.name, source),
         "backup": hub_backup_json(fleet, store, hub, now),
         "auth_type": auth_type(found),
         "contacts": _contacts(fleet, found.community),
     }
+
+
+def _user_databases(fleet: FleetConfig, hub: str, source: ConsoleSource) -> list[dict[str, Any]] | None:
+    """Each user's database size on a local hub with `user_database`, largest first (None: no databases)."""
+    found = fleet.hubs[hub]
+    if (
+        found.user_database is None
+        or fleet.clusters[found.cluster].kind != "local"
+        or source.state_dir is None
+    ):
+        return None
+    sizes = user_database_sizes(source.state_dir, [found]).get(hub, {})
+    return [
+        {"username": u, "bytes": b} for u, b in sorted(sizes.items(), key=lambda item: (-item[1], item[0]))
+    ]
