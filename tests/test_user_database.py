@@ -324,3 +324,18 @@ def test_a_user_who_left_keeps_a_dump_and_their_database_goes(fleet: Path, hub: 
     assert "leaving" in listed.stdout
     # alice stays: her database is untouched
     assert user_db(fleet, "alice").exists()
+
+
+def test_without_root_accounts_validate_and_up_say_it_needs_root(tmp_path: Path) -> None:
+    """HUBFLEET_ISOLATION=single is the single-account mode a non-root daemon runs in."""
+    root = copy_demo_fleet(tmp_path / "demo", keep=KEEP)
+    edit(root / "communities/uni-a/hubs/staging.yaml", "auth:", "user_database:\n  engine: postgres\nauth:")
+    single = {"HUBFLEET_ISOLATION": "single"}
+    validated = hubfleet("validate", fleet=root, env=single, check=True)
+    assert f"hub {HUB} has `user_database`, which needs hubfleet running as root" in validated.stderr
+    try:
+        started = hubfleet("up", "--detach", fleet=root, env=single)
+        said = started.stdout + started.stderr
+        assert started.returncode != 0 and "needs hubfleet running as root" in said, said
+    finally:
+        hubfleet("down", fleet=root, env=single)
