@@ -20,10 +20,11 @@ import yaml
 
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub, KubernetesSettings
-from hubfleet.config.models_environments import Environment
 from hubfleet.config.quantities import spawner_memory
 from hubfleet.config.values_secrets import secret_paths, without_secrets
 from hubfleet.render.common import auth_config, auth_secrets
+from hubfleet.render.environments_k8s import EXTRA_CONFIG_KEY as ENVIRONMENTS_CONFIG_KEY
+from hubfleet.render.environments_k8s import gate_config, load_groups, profile_list
 from hubfleet.render.local import (
     CONTROL_SCOPES,
     CONTROL_SERVICE,
@@ -165,32 +166,15 @@ def _update_singleuser(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> 
         singleuser["nodeSelector"] = dict(settings.node_selector)
 
 
-def _profile(env: Environment) -> dict[str, Any]:
-    entry: dict[str, Any] = {"display_name": env.display_name, "slug": env.slug}
-    if env.description:
-        entry["description"] = env.description
-    if env.default:
-        entry["default"] = True
-    override: dict[str, Any] = {}
-    if env.image is not None:
-        override["image"] = env.image
-    for ours, kubespawner in (
-        ("memory_limit", "mem_limit"),
-        ("memory_guarantee", "mem_guarantee"),
-        ("cpu_limit", "cpu_limit"),
-        ("cpu_guarantee", "cpu_guarantee"),
-    ):
-        value = getattr(env.resources, ours)
-        if value is not None:
-            override[kubespawner] = spawner_memory(value) if ours.startswith("memory") else value
-    if override:
-        entry["kubespawner_override"] = override
-    return entry
-
-
 def _update_profiles(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
+    """`environments` as KubeSpawner's profile list, with the gate that enforces their groups
+    (render/environments_k8s.py); a dummy or native hub's `auth.groups` as JupyterHub groups."""
+    groups = load_groups(hub)
+    if groups:
+        _at(values, "hub", "config", "JupyterHub")["load_groups"] = groups
     if hub.environments:
-        _at(values, "singleuser")["profileList"] = [_profile(e) for e in hub.environments]
+        _at(values, "singleuser")["profileList"] = profile_list(hub)
+        _at(values, "hub", "extraConfig")[ENVIRONMENTS_CONFIG_KEY] = gate_config(hub)
 
 
 def _update_culling(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
