@@ -188,8 +188,12 @@ def _private_dir(path: Path, uid: int, gid: int) -> None:
 
 def postmaster_pid(db: UserDb) -> int | None:
     """The running postmaster of the database (as the user's account), or None."""
-    try:
-        first = (db.data / "postmaster.pid").read_text().split("\n", 1)[0]
+    try:  # the directory is the user's: never follow a link or block on a fifo planted there
+        fd = os.open(db.data / "postmaster.pid", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            first = os.read(fd, 64).decode().split("\n", 1)[0]
+        finally:
+            os.close(fd)
         proc = psutil.Process(int(first))
         if proc.uids().real != pwd.getpwnam(db.account).pw_uid or proc.status() == psutil.STATUS_ZOMBIE:
             return None
@@ -348,9 +352,9 @@ def restore(db: UserDb, source: Path) -> None:
         uid, gid = _ids(db)
         fd, name = tempfile.mkstemp(prefix=".restore-", suffix=".pgdump", dir=db.root)
         try:
+            os.fchown(fd, uid, gid)  # through the descriptor: the user may swap the name for a link
             with os.fdopen(fd, "wb") as out, source.open("rb") as src:
                 shutil.copyfileobj(src, out)
-            os.chown(name, uid, gid)
             _recreate(db)
             run_as(
                 db,
