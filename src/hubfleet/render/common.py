@@ -238,6 +238,41 @@ c.GenericOAuthenticator.userdata_url = _oidc["userinfo_endpoint"]
 document itself and refuses to start, naming the issuer, when it cannot."""
 
 
+GITHUB_TEAMS_AS_GROUPS = '''\
+def _hubfleet_github_teams(auth_state):
+    """The user's GitHub teams (auth_state["teams"], GitHub's /user/teams at login) as group names
+    `org:team`, written as `allowed_organizations` and the environments' `groups` write them."""
+    names = set()
+    for team in (auth_state or {}).get("teams") or []:
+        org = (team.get("organization") or {}).get("login")
+        if org and team.get("slug"):
+            names.add(f"{org}:{team['slug']}")
+    return sorted(names)
+
+
+c.GitHubOAuthenticator.auth_state_groups_key = _hubfleet_github_teams
+'''
+"""Start-up code of a GitHub hub whose environments are limited to groups: a callable, so not a value."""
+
+
+def environments_use_groups(hub: Hub) -> bool:
+    """Does any environment, choice or `other` answer of the hub name groups?
+
+    Only then do OAuth hubs take their users' groups from the provider (`manage_groups`): with it on,
+    JupyterHub replaces a user's groups with the provider's at every login, so groups that admins manage on
+    the hub (its admin page or API) would be emptied for nothing on hubs that do not need them. The groups
+    arrive in the login's auth model, so no auth_state is stored and no crypt key is needed for them."""
+    for env in hub.environments:
+        if env.groups:
+            return True
+        for option in env.options.values():
+            if option.other is not None and option.other.groups:
+                return True
+            if any(choice.groups for choice in option.choices.values()):
+                return True
+    return False
+
+
 def staff_username_key(hub: Hub) -> str:
     """Which key of the operators' `usernames` is the staff's username on this hub: the hub's
     `auth.staff_username_key`, else its auth type."""
@@ -392,18 +427,28 @@ def _oauth_config(fleet: FleetConfig, hub: Hub, auth: OAuthBase, traits: dict[st
     if isinstance(auth, GitHubAuth):
         if auth.allowed_organizations:
             traits["allowed_organizations"] = sorted(auth.allowed_organizations)
+        if auth.allowed_organizations or environments_use_groups(hub):
             # read:org: membership of private orgs and of teams is visible only with it
             traits["scope"] = ["read:org"]
+        if environments_use_groups(hub):
+            # the user's teams (GitHub's /user/teams, fetched at login) become JupyterHub groups `org:team`
+            traits["manage_groups"] = True
+            traits["populate_teams_in_auth_state"] = True
+            return AuthConfig(
+                GITHUB_AUTHENTICATOR, "GitHubOAuthenticator", traits, secrets, GITHUB_TEAMS_AS_GROUPS
+            )
         return AuthConfig(GITHUB_AUTHENTICATOR, "GitHubOAuthenticator", traits, secrets)
     if isinstance(auth, OIDCAuth):
         traits["login_service"] = "OpenID Connect"
         traits["username_claim"] = auth.username_claim
         traits["scope"] = list(auth.scopes)
-        if auth.allowed_groups:
+        if auth.allowed_groups or environments_use_groups(hub):
             # 17.x: groups come from auth_state (the userinfo response is under `oauth_user`) and count only
-            # with manage_groups; claim_groups_key is the deprecated name.
+            # with manage_groups; claim_groups_key is the deprecated name. With manage_groups the user's
+            # JupyterHub groups are the claim's at each login (what the environments' gate reads).
             traits["manage_groups"] = True
             traits["auth_state_groups_key"] = f"oauth_user.{auth.groups_claim}"
+        if auth.allowed_groups:
             traits["allowed_groups"] = sorted(auth.allowed_groups)
         startup = OIDC_DISCOVERY.format(timeout=OIDC_DISCOVERY_TIMEOUT, issuer=auth.issuer)
         return AuthConfig(GENERIC_AUTHENTICATOR, "GenericOAuthenticator", traits, secrets, startup)
