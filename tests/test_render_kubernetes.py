@@ -79,6 +79,8 @@ def test_prod_hub_values_structure(fleet: FleetConfig) -> None:
     assert hub["config"]["JupyterHub"] == {
         "authenticator_class": "nativeauthenticator.NativeAuthenticator",
         "active_server_limit": 300,
+        # the native hub's own groups (auth.groups), for its group-limited GPU environment
+        "load_groups": {"gpu-class": {"users": ["marie", "pierre"]}},
     }
     native = hub["config"]["NativeAuthenticator"]
     assert native["admin_users"] == ["ada", "marie"]  # the community's admin plus fleet staff
@@ -118,6 +120,8 @@ def test_prod_hub_values_structure(fleet: FleetConfig) -> None:
     assert profiles[2]["kubespawner_override"] == {
         "image": "quay.io/jupyter/pytorch-notebook:cuda12-2025-06-02"
     }
+    # the gate limiting the GPU image to its group (test_render_environments_kubernetes.py runs it)
+    assert "hubfleet-20-environments" in hub["extraConfig"]
     assert values["cull"] == {"enabled": True, "timeout": 3600, "every": 300, "maxAge": 86400}
     assert values["scheduling"]["userPlaceholder"] == {"enabled": True, "replicas": 3}
     assert values["proxy"]["service"]["type"] == "ClusterIP"
