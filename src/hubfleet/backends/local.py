@@ -73,6 +73,8 @@ class PreparedHub:
     community's logo and page templates, render/branding.py); the supervisor writes them as the hub's."""
     user_database: bool = False
     """Each user gets their own PostgreSQL server, started by the broker (isolation/user_postgres.py)."""
+    environments: list[dict[str, Any]] = field(default_factory=list)
+    """The hub's environments (JSON): the broker resolves each start against them again."""
 
     def __repr__(self) -> str:  # env holds secrets
         return f"PreparedHub(name={self.name!r}, url={self.url!r}, data_dir={str(self.data_dir)!r})"
@@ -295,6 +297,8 @@ class LocalBackend(Backend):
                 "their own OS account: that needs hubfleet running as root (per-user accounts, the broker); "
                 "run `hubfleet up` as root, or remove `user_database` from the hub"
             )
+        if not blocked:
+            blocked = environment_problems(hub)
         return PreparedHub(
             name=hub.name,
             url=str(self.fleet.internal_url(hub)),
@@ -315,7 +319,16 @@ class LocalBackend(Backend):
             public_path=site[1] if site else "",
             files=local_files(self.fleet, hub),
             user_database=hub.user_database is not None,
+            environments=[e.model_dump(mode="json") for e in hub.environments],
         )
+
+
+def environment_problems(hub: Hub) -> str:
+    """Why the hub's environments cannot run on this machine (a missing directory or kernel), or ''."""
+    from hubfleet.isolation.environments import missing
+
+    problems = [p for e in hub.environments for p in missing(e.model_dump(mode="json"))]
+    return "; ".join(f"hub {hub.name}: {p}" for p in problems)
 
 
 def _result(reply: dict[str, Any]) -> ApplyResult:

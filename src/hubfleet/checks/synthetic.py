@@ -42,11 +42,16 @@ from websockets.asyncio.client import connect as ws_connect
 from hubfleet.clock import utcnow
 
 if TYPE_CHECKING:
+    from hubfleet.config.models import Hub
     from hubfleet.store.api import Store
 
 DEFAULT_USERNAME = "hubfleet-check"
 # `{a}` and `{b}` are replaced by random numbers; the output must contain their product.
 DEFAULT_CODE = "a, b = {a}, {b}\nprint('hubfleet-check', a * b)"
+KERNEL_CODE = {
+    "ir": 'cat("hubfleet-check", format({a} * {b}, scientific = FALSE), "\\n")',
+}
+"""The default check's code in a kernel that is not Python (by kernelspec name), printing the same product."""
 
 STEPS = ("create_user", "start_server", "start_kernel", "execute", "delete_kernel", "stop_server")
 SIGN_IN_STEP = "sign_in"
@@ -103,6 +108,8 @@ class CheckResult:
     total_seconds: float
     hub: str = ""
     at: datetime = field(default_factory=utcnow)
+    environment: str | None = None
+    """The environment checked (`user_options`), None: the hub's default without options."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -191,8 +198,11 @@ class _Check:
         timeout: float,
         dummy_password: str | None = None,
         via: Via | None = None,
+        user_options: dict[str, Any] | None = None,
     ) -> None:
         self.hub_url = hub_url.rstrip("/")
+        self.user_options = user_options
+        self.kernel_name = ""
         self.via = via
         self.token = token
         self.dummy_password = dummy_password
@@ -314,7 +324,10 @@ class _Check:
 
     async def start_server(self) -> str:
         while True:
-            response = await self.client.post(self.api(f"/users/{self.quoted}/server"))
+            response = await self.client.post(
+                self.api(f"/users/{self.quoted}/server"),
+                **({"json": {"user_options": self.user_options}} if self.user_options is not None else {}),
+            )
             body = _excerpt(response.text)
             if response.status_code == 400 and "pending stop" in body:
                 await self.wait_stopped()  # a previous check is still stopping it: start afresh
@@ -344,6 +357,7 @@ class _Check:
             raise _http_error("starting a kernel", response)
         model = response.json()
         self.kernel_id = model["id"]
+        self.kernel_name = str(model.get("name") or "")
         return f"kernel {model.get('name', '?')} {self.kernel_id}"
 
     async def execute(self, code: str, expect: str) -> str:
@@ -450,6 +464,7 @@ async def run_check(
     timeout: float = 120,
     dummy_password: str | None = None,
     via: Via | None = None,
+    user_options: dict[str, Any] | None = None,
 ) -> CheckResult:
     """Run the synthetic user check against the hub at `hub_url` (its public URL, e.g. http://127.0.0.1:8000).
 
@@ -458,13 +473,19 @@ async def run_check(
     problem: the result names the failing step. The server is stopped whenever the start was attempted.
     `dummy_password`: the hub's shared password, for signing in through a dummy hub's login form.
     `via`: reach `hub_url` (a public https URL) at the fleet's front door, as its users do.
+    `user_options`: the body's `user_options` when starting the server (an environment); None: no body. With
+    the default code, a kernel named in KERNEL_CODE (R's ir) runs that language's equivalent.
     """
     a, b = secrets.randbelow(10**6) + 1000, secrets.randbelow(10**6) + 1000
-    source = code.replace("{a}", str(a)).replace("{b}", str(b))
     expected = str(a * b) if expect is None else expect
     started_at = utcnow()
     start = time.perf_counter()
-    check = _Check(hub_url, api_token, username, timeout, dummy_password, via)
+    check = _Check(hub_url, api_token, username, timeout, dummy_password, via, user_options)
+
+    def source() -> str:
+        text = KERNEL_CODE.get(check.kernel_name, code) if code == DEFAULT_CODE else code
+        return text.replace("{a}", str(a)).replace("{b}", str(b))
+
     try:
         with contextlib.suppress(httpx.HTTPError, ValueError, AttributeError):
             check.password = await check.login_password()  # unknown: the REST path alone, as before
@@ -473,7 +494,7 @@ async def run_check(
             started = await check.step("start_server", check.start_server)
             try:
                 if started and await check.step("start_kernel", check.start_kernel):
-                    await check.step("execute", lambda: check.execute(source, expected))
+                    await check.step("execute", lambda: check.execute(source(), expected))
                     await check.step("delete_kernel", check.delete_kernel, cleanup=True)
             finally:
                 await check.step("stop_server", check.stop_server, cleanup=True)
@@ -486,6 +507,7 @@ async def run_check(
         steps=check.steps,
         total_seconds=round(time.perf_counter() - start, 3),
         at=started_at,
+        environment=(user_options or {}).get("environment"),
     )
 
 
@@ -502,3 +524,48 @@ async def check_hub(
     if store is not None:
         store.record_check(result)
     return result
+
+
+def checkable(
+    hub: Hub, only: str | None = None, groups: list[str] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The hub's environments the check user may start (slugs; `only`: just that one), and why each other one
+    is skipped. `groups`: the check user's (local hubs put it in each of `auth.groups`); None: the groups of
+    `auth.groups` that list it (OAuth hubs' groups come from the provider, which knows no check user)."""
+    from hubfleet.environment_choice import allowed
+
+    environments = [e.model_dump(mode="json") for e in hub.environments]
+    if only is not None:
+        environments = [e for e in environments if e["slug"] == only]
+        if not environments:
+            slugs = ", ".join(e.slug for e in hub.environments) or "(none)"
+            raise ValueError(f"hub {hub.name} has no environment '{only}'; its environments: {slugs}")
+    if groups is None:
+        listed = getattr(hub.auth, "groups", None) or {}
+        groups = [name for name, members in listed.items() if DEFAULT_USERNAME in members]
+    usable = [env["slug"] for env in allowed(environments, groups)]
+    skipped = {
+        env["slug"]: f"only for group(s) {', '.join(env.get('groups') or [])}, which the check user is not in"
+        for env in environments
+        if env["slug"] not in usable
+    }
+    return usable, skipped
+
+
+async def check_environments(
+    hub: str,
+    hub_url: str,
+    api_token: str,
+    environments: list[str],
+    store: Store | None = None,
+    **options: Any,
+) -> list[CheckResult]:
+    """The check in each of `environments` (slugs) in turn, each recorded; [] of slugs: the plain check."""
+    if not environments:
+        return [await check_hub(hub, hub_url, api_token, store, **options)]
+    results = []
+    for slug in environments:
+        results.append(
+            await check_hub(hub, hub_url, api_token, store, user_options={"environment": slug}, **options)
+        )
+    return results

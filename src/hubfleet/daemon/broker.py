@@ -23,13 +23,14 @@ import sqlite3
 import stat
 import struct
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from hubfleet.clock import utcnow
+from hubfleet.environment_choice import ChoiceRefused, resolve
 from hubfleet.isolation.accounts import (
     AccountError,
     check_username,
@@ -39,7 +40,8 @@ from hubfleet.isolation.accounts import (
     home_dirname,
     user_account,
 )
-from hubfleet.isolation.cgroups import CgroupDriver, Group, Limits
+from hubfleet.isolation.cgroups import CgroupDriver, Group, Limits, parse_memory
+from hubfleet.isolation.environments import CHOICE_REFUSED, ServerSettings, server_settings
 from hubfleet.isolation.launch import launcher_argv
 from hubfleet.isolation.quotas import make_home_volume
 from hubfleet.isolation.user_postgres import UserDb, UserDbError, server_pids
@@ -80,6 +82,8 @@ class HubPolicy:
     path_env: str
     user_database: bool = False
     """Each user's own PostgreSQL server, started with theirs (isolation/user_postgres.py)."""
+    environments: list[dict[str, Any]] = field(default_factory=list)
+    """The hub's environments from the fleet files: each start's choice is resolved again against them."""
 
 
 @dataclass
@@ -180,7 +184,10 @@ class Broker:
         if not await asyncio.to_thread(_hub_has_user, policy.db_path, user):
             raise Refused(f"{user!r} is not a user of hub {policy.hub}")
         if op == "start":
-            return await self._start(served, user, _env(request.get("env")), _args(request.get("args")))
+            picked = await self._environment(policy, user, request.get("user_options"))
+            return await self._start(
+                served, user, _env(request.get("env")), _args(request.get("args")), picked
+            )
         pid = request.get("pid")
         if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
             raise Refused("pid must be a process id")
@@ -200,10 +207,40 @@ class Broker:
             return None
         return self.cgroups.group("hubfleet", self.layout.instance, policy.hub, account)
 
+    async def _environment(self, policy: HubPolicy, user: str, options: object) -> ServerSettings:
+        """The user's environment, resolved again with their groups from the hub's database: the hub's word
+        on who may pick what is never taken."""
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise Refused("user_options must be an object")
+        if not policy.environments and not options:
+            return ServerSettings()
+        groups = await asyncio.to_thread(_hub_user_groups, policy.db_path, user)
+        try:
+            return server_settings(resolve(policy.environments, groups, options))
+        except ChoiceRefused as exc:
+            raise Refused(f"{CHOICE_REFUSED}{exc}") from None
+
     async def _start(
-        self, served: _Served, user: str, env: dict[str, str], args: list[str]
+        self,
+        served: _Served,
+        user: str,
+        env: dict[str, str],
+        args: list[str],
+        picked: ServerSettings | None = None,
     ) -> dict[str, Any]:
         policy = served.policy
+        picked = picked or ServerSettings()
+        limits = policy.limits
+        if picked.memory_limit or picked.cpu_limit:
+            limits = replace(
+                limits,
+                memory_bytes=parse_memory(picked.memory_limit)
+                if picked.memory_limit
+                else limits.memory_bytes,
+                cpu_cores=picked.cpu_limit or limits.cpu_cores,
+            )
         name = self._account_name(policy, user)
         home = policy.homes / home_dirname(user)
         comment = comment_for(self.layout.instance, policy.hub, "user")
@@ -221,7 +258,7 @@ class Broker:
                 await asyncio.to_thread(stop_user_db, self._user_db(policy, user))
             if group.pids():  # a lost server's kernels: never two servers of one user in one group
                 await asyncio.to_thread(group.kill_all)
-            group.create(policy.limits)
+            group.create(limits)
             procs = [str(p) for p in group.procs_files()]
             served.seen[name] = (group.oom_kills(), group.pids_refused())
         served.users[name] = user
@@ -238,13 +275,14 @@ class Broker:
             "cwd": str(home),
             "env": {
                 **env,
+                **picked.env,
                 "HOME": str(home),
                 "USER": name,
                 "LOGNAME": name,
                 "SHELL": "/bin/bash",
-                "PATH": policy.path_env,
+                "PATH": f"{picked.path_head}:{policy.path_env}" if picked.path_head else policy.path_env,
             },
-            "argv": [*policy.command, *args],
+            "argv": [*policy.command, *args, *picked.args],
             "umask": 0o022,
         }
         with policy.log_path.open("ab") as logf:
@@ -446,6 +484,20 @@ def _hub_has_user(db_path: Path, user: str) -> bool:
             return conn.execute("SELECT 1 FROM users WHERE name = ?", (user,)).fetchone() is not None
     except sqlite3.Error:
         return False
+
+
+def _hub_user_groups(db_path: Path, user: str) -> list[str]:
+    """The user's groups in the hub's own database (auth.groups, or the OAuth provider's when managed)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)) as conn:
+            rows = conn.execute(
+                "SELECT groups.name FROM groups JOIN user_group_map ON groups.id = user_group_map.group_id "
+                "JOIN users ON users.id = user_group_map.user_id WHERE users.name = ?",
+                (user,),
+            ).fetchall()
+    except sqlite3.Error:
+        return []
+    return [row[0] for row in rows]
 
 
 def _uid(name: str) -> int | None:

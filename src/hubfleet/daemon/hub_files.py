@@ -71,6 +71,7 @@ def broker_policy(where: Layout, prepared: PreparedHub, account: Account) -> Hub
         command=[str(BIN_DIR / "jupyterhub-singleuser")],
         path_env=PATH,
         user_database=prepared.user_database,
+        environments=prepared.environments,
     )
 
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hubfleet.backends.base import ApplyResult, Backend
-from hubfleet.checks.synthetic import check_hub
+from hubfleet.checks.synthetic import check_environments, checkable
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.deploy.plan import HubPlan, Plan
 from hubfleet.deploy.state import record
-from hubfleet.render.local import dummy_password
+from hubfleet.render.local import check_user_groups, dummy_password
 from hubfleet.secrets.store import SecretResolver
 from hubfleet.settings import UserError
 from hubfleet.store.api import Store
@@ -211,7 +211,11 @@ class Deployer:
             return
         self._set(outcome, status="rolling back")
         restored = await backend.rollback(hub)
-        recheck = await self._check(backend, entry.name) if restored.ok else _why(restored, "rollback")
+        recheck = (
+            await self._check(backend, entry.name, environments=False)
+            if restored.ok
+            else _why(restored, "rollback")
+        )
         if recheck is None:
             message = f"{failure}; rolled back to the last good configuration, which passed its check"
             self._set(outcome, status="rolled_back", result="rolled_back", message=message)
@@ -221,20 +225,31 @@ class Deployer:
             self._set(outcome, status="failed", result="failed", message=message)
             self._record(entry, "failed", message)
 
-    async def _check(self, backend: Backend, name: str) -> str | None:
+    async def _check(self, backend: Backend, name: str, *, environments: bool = True) -> str | None:
+        """The check; with `environments`, once in each environment of the hub the check user may start (a
+        rolled-back hub runs its last good configuration, whose environments may differ: the plain check)."""
         endpoint = backend.check_endpoint(name)  # where its users reach it (the front door)
         hub = self.fleet.hubs.get(name)
         password = dummy_password(hub, self.secrets) if hub is not None else None
-        result = await check_hub(
+        slugs: list[str] = []
+        if hub is not None and environments:
+            local = self.fleet.clusters[hub.cluster].kind == "local"
+            slugs = checkable(hub, groups=check_user_groups(hub) if local else None)[0]
+        results = await check_environments(
             name,
             endpoint.url,
             endpoint.token,
+            slugs,
             self.store,
             timeout=self.check_timeout,
             dummy_password=password,
             via=endpoint.via,
         )
-        return None if result.ok else f"check failed: {result.error}"
+        for result in results:
+            if not result.ok:
+                where = f" (environment {result.environment})" if result.environment else ""
+                return f"check failed{where}: {result.error}"
+        return None
 
     async def _remove(self, entry: HubPlan, outcome: HubOutcome) -> None:
         self._set(outcome, status="removing")

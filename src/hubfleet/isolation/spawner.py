@@ -12,9 +12,13 @@ import asyncio
 import json
 from typing import Any
 
-from jupyterhub.spawner import Spawner
-from traitlets import Integer, Unicode
+from jupyterhub.spawner import SimpleLocalProcessSpawner, Spawner
+from tornado import web
+from traitlets import Integer, List, Unicode, default
+from traitlets.config import LoggingConfigurable
 
+from hubfleet.environment_choice import ChoiceRefused, form_html, options_from_form, resolve
+from hubfleet.isolation.environments import CHOICE_REFUSED, server_settings
 from hubfleet.ports import free_port
 
 REPLY_LIMIT = 1 << 16
@@ -24,7 +28,46 @@ class BrokerError(RuntimeError):
     """The broker refused a request or could not be reached."""
 
 
-class BrokerSpawner(Spawner):
+class EnvironmentsMixin(LoggingConfigurable):
+    """The hub's environments: JupyterHub's own options form, the same choices as `user_options` through the
+    REST API, the user's last choice preselected, and groups enforced when the server starts (a forbidden
+    choice is refused with HTTP 400 and a message that says what to pick)."""
+
+    environments = List(config=True, help="The hub's environments as JSON (environment_choice's spec).")
+
+    def _groups(self) -> list[str]:
+        return [group.name for group in self.user.groups]
+
+    def _options_form(self, spawner: Any) -> str:
+        if not self.environments:
+            return ""
+        return form_html(self.environments, self._groups(), self.orm_spawner.user_options or {})
+
+    @default("options_form")
+    def _default_options_form(self):  # type: ignore[no-untyped-def]
+        return self._options_form if self.environments else ""
+
+    def options_from_form(self, form_data: dict[str, list[str]]) -> dict[str, Any]:
+        options = options_from_form(self.environments, form_data)
+        try:
+            resolve(self.environments, self._groups(), options)
+        except ChoiceRefused as exc:  # the spawn page shows the form again with this message
+            raise web.HTTPError(400, str(exc)) from None
+        return options
+
+    def resolved(self) -> dict[str, Any]:
+        """The picked environment, or HTTP 400 naming what the user may pick instead."""
+        try:
+            return resolve(self.environments, self._groups(), self.user_options or {})
+        except ChoiceRefused as exc:
+            raise web.HTTPError(400, str(exc)) from None
+
+    def run_pre_spawn_hook(self):  # type: ignore[no-untyped-def]
+        self.resolved()  # refuse before anything starts
+        return super().run_pre_spawn_hook()
+
+
+class BrokerSpawner(EnvironmentsMixin, Spawner):
     socket_path = Unicode(config=True, help="The broker's unix socket for this hub.")
     stop_timeout = Integer(40, config=True, help="Seconds to wait for the broker to stop a server.")
 
@@ -66,7 +109,15 @@ class BrokerSpawner(Spawner):
     async def start(self) -> tuple[str, int]:
         if not self.port:
             self.port = free_port()
-        reply = await self._call({"op": "start", "env": self.get_env(), "args": self.get_args()})
+        request = {"op": "start", "env": self.get_env(), "args": self.get_args()}
+        if self.environments:  # the broker resolves it again against its own policy
+            request["user_options"] = self.user_options or {}
+        try:
+            reply = await self._call(request)
+        except BrokerError as exc:
+            if str(exc).startswith(CHOICE_REFUSED):
+                raise web.HTTPError(400, str(exc)[len(CHOICE_REFUSED) :]) from None
+            raise
         self.pid = int(reply["pid"])
         self.log.info(
             "hubfleet broker started %s's server as %s (pid %d)", self.user.name, reply["account"], self.pid
@@ -91,3 +142,18 @@ class BrokerSpawner(Spawner):
             return
         await self._call({"op": "stop", "pid": self.pid, "now": now}, timeout=self.stop_timeout)
         self.clear_state()
+
+
+class LocalEnvironmentSpawner(EnvironmentsMixin, SimpleLocalProcessSpawner):
+    """Single-account mode with environments: the spawner applies the picked environment itself (no broker;
+    in this mode every server runs as the account that runs hubfleet, so the hub is the only gate)."""
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()
+        settings = server_settings(self.resolved())
+        if settings.path_head:
+            env["PATH"] = f"{settings.path_head}:{env['PATH']}" if env.get("PATH") else settings.path_head
+        return {**env, **settings.env}
+
+    def get_args(self) -> list[str]:
+        return [*super().get_args(), *server_settings(self.resolved()).args]

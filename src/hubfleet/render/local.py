@@ -162,7 +162,7 @@ def render_jupyterhub_config(fleet: FleetConfig, hub: Hub, runtime: LocalRuntime
         *branding_lines(fleet, hub, data_dir),
         "",
         "# user servers",
-        *_spawner_lines(runtime),
+        *_spawner_lines(hub, runtime),
         f"c.Spawner.cmd = [{str(runtime.bin_dir / 'jupyterhub-singleuser')!r}]",
         f"c.Spawner.args = {singleuser_args!r}",
         "c.Spawner.ip = '127.0.0.1'",
@@ -206,18 +206,48 @@ def _front_door_lines(fleet: FleetConfig, hub: Hub) -> list[str]:
     return lines
 
 
-def _spawner_lines(runtime: LocalRuntime) -> list[str]:
+def _spawner_lines(hub: Hub, runtime: LocalRuntime) -> list[str]:
+    environments = [e.model_dump(mode="json") for e in hub.environments]
     if runtime.broker_socket is not None:
-        return [
+        lines = [
             "# each user's server runs as their own OS account, started by hubfleet's broker",
             "c.JupyterHub.spawner_class = 'hubfleet.isolation.spawner.BrokerSpawner'",
             f"c.BrokerSpawner.socket_path = {str(runtime.broker_socket)!r}",
         ]
-    return [
-        "# single-account mode: every user's server runs as the account that runs hubfleet",
-        "c.JupyterHub.spawner_class = 'simple'",
-        f"c.SimpleLocalProcessSpawner.home_dir_template = {str(runtime.homes_dir / '{username}')!r}",
-    ]
+    elif environments:
+        lines = [
+            "# single-account mode: every user's server runs as the account that runs hubfleet",
+            "c.JupyterHub.spawner_class = 'hubfleet.isolation.spawner.LocalEnvironmentSpawner'",
+            f"c.LocalEnvironmentSpawner.home_dir_template = {str(runtime.homes_dir / '{username}')!r}",
+        ]
+    else:
+        lines = [
+            "# single-account mode: every user's server runs as the account that runs hubfleet",
+            "c.JupyterHub.spawner_class = 'simple'",
+            f"c.SimpleLocalProcessSpawner.home_dir_template = {str(runtime.homes_dir / '{username}')!r}",
+        ]
+    if environments:
+        lines += [
+            "# environments: the options form, user_options through the API, groups enforced at start",
+            f"c.EnvironmentsMixin.environments = {environments!r}",
+        ]
+    if loaded := _load_groups(hub):
+        lines += [
+            "# the hub file's groups (auth.groups), for environments and choices limited to groups;",
+            "# the check user is in each, so that the synthetic check can start every environment",
+            f"c.JupyterHub.load_groups = {loaded!r}",
+        ]
+    return lines
+
+
+def _load_groups(hub: Hub) -> dict[str, dict[str, list[str]]]:
+    groups = getattr(hub.auth, "groups", None) or {}
+    return {name: {"users": sorted({*members, CHECK_USERNAME})} for name, members in sorted(groups.items())}
+
+
+def check_user_groups(hub: Hub) -> list[str]:
+    """The groups the synthetic check user is in on a local hub (each of auth.groups, see _load_groups)."""
+    return sorted(_load_groups(hub))
 
 
 def _service_literal(service: dict[str, object]) -> str:
