@@ -12,9 +12,10 @@ Which real hub each models (2i2c's infrastructure repository, config/clusters/2i
   funded_by), which are the service's custom chart, not z2jh.
 - `eddy` models **jackeddy** (GitHubOAuthenticator, `allowed_organizations: [2i2c-org:tech-team,
   jack-eddy-symposium]` with the read:org scope, admin_users, a four-size profileList, a community node
-  selector, pangeo image). Left to the next issue: its environments (per-option node selectors and images,
-  `extraEnv` scratch buckets), named servers (`allowNamedServers`) and the network policy opened for
-  dask-gateway, which belong with environments.
+  selector, pangeo image). Its environments are the four sizes, each with its instance type's node selector,
+  the community pool's toleration, the scratch-bucket variables (`extraEnv` there) and an image option (the
+  Pangeo images, or another `pangeo/` image checked by a regex). Not modelled: named servers
+  (`allowNamedServers`) and the network policy opened for dask-gateway.
 - `ocean-workshop` models **ephemeral-demo** (TmpAuthenticator, no home storage, short culling) and the
   workshop hubs of the service. Left to the next issue: the per-user database. Its nginx basic-auth
   annotations are not modelled (a per-hub ingress annotation): the hub is public by design here, with
