@@ -3,6 +3,10 @@ it cannot create accounts or switch users; it asks the broker (the privileged pa
 over a unix socket that only this hub's account may open. The broker decides which account, home, command and
 limits a server gets; the spawner only names the user and passes JupyterHub's environment and arguments.
 
+A hub with `environments` offers them through EnvironmentsMixin (the options form, `user_options`, groups
+enforced at start); the broker resolves the pick again itself. LocalEnvironmentSpawner does the same in
+single-account mode, where there is no broker.
+
 Imported by the hub process (`c.JupyterHub.spawner_class`), never by the daemon.
 """
 
