@@ -22,6 +22,8 @@ from hubfleet.store.api import Store
 
 DUMP_PREFIX = "userdb-"
 DUMP_SUFFIX = ".pgdump"
+SNAPSHOT_DUMPS = "backup"
+"""hub_backup.DUMP_DIR (not imported: hub_backup imports this module through dumps.py)."""
 GONE_DIR = "userdb-gone"
 """In the state directory: the last dump of each database whose user left the hub."""
 
@@ -169,6 +171,8 @@ def sweep_departed(where: Layout, store: Store, hub: Hub, users: set[str]) -> li
             if db.exists():
                 user_postgres.dump(db, dest)
             user_postgres.remove(db)
+            # its copy among the hub's dumps: later snapshots no longer hold it (earlier ones keep it)
+            (where.data_dir / SNAPSHOT_DUMPS / hub.name / dump_name(user)).unlink(missing_ok=True)
         except (UserDbError, OSError) as exc:
             done.append(f"{hub.name}: {user}'s database not removed: {exc}")
             continue
