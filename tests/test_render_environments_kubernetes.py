@@ -101,7 +101,7 @@ def test_profile_list_of_a_github_hub(fleet: FleetConfig) -> None:
 def test_native_groups_and_hubs_without_environments(fleet: FleetConfig) -> None:
     physics = render_z2jh_values(fleet, fleet.hubs["physics"])
     assert physics["hub"]["config"]["JupyterHub"]["load_groups"] == {
-        "gpu-class": {"users": ["marie", "pierre"]}
+        "gpu-class": {"users": ["hubfleet-check", "marie", "pierre"]}
     }
     bio = render_z2jh_values(fleet, fleet.hubs["bio-staging"])
     assert "profileList" not in bio["singleuser"]

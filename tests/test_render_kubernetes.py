@@ -80,7 +80,7 @@ def test_prod_hub_values_structure(fleet: FleetConfig) -> None:
         "authenticator_class": "nativeauthenticator.NativeAuthenticator",
         "active_server_limit": 300,
         # the native hub's own groups (auth.groups), for its group-limited GPU environment
-        "load_groups": {"gpu-class": {"users": ["marie", "pierre"]}},
+        "load_groups": {"gpu-class": {"users": ["hubfleet-check", "marie", "pierre"]}},
     }
     native = hub["config"]["NativeAuthenticator"]
     assert native["admin_users"] == ["ada", "marie"]  # the community's admin plus fleet staff

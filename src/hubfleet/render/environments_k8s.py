@@ -29,6 +29,7 @@ from hubfleet import environment_choice
 from hubfleet.config.models import Hub
 from hubfleet.config.models_environments import Environment, Overrides, Toleration
 from hubfleet.config.quantities import spawner_memory
+from hubfleet.render.common import CHECK_USERNAME
 
 EXTRA_CONFIG_KEY = "hubfleet-20-environments"
 """z2jh runs hub.extraConfig entries in sorted key order: after the auth start-up code (hubfleet-01-*), before
@@ -254,9 +255,10 @@ def gate_config(hub: Hub) -> str:
 
 def load_groups(hub: Hub) -> dict[str, dict[str, list[str]]]:
     """`JupyterHub.load_groups` of a dummy or native hub's `auth.groups` (OAuth hubs take their users' groups
-    from the provider at each login instead)."""
+    from the provider at each login instead). The synthetic check's user is in each, as on local hubs, so that
+    the check can start every environment."""
     groups = getattr(hub.auth, "groups", None) or {}
-    return {name: {"users": sorted(members)} for name, members in sorted(groups.items())}
+    return {name: {"users": sorted({*members, CHECK_USERNAME})} for name, members in sorted(groups.items())}
 
 
 __all__ = [
