@@ -142,7 +142,8 @@ def test_staging_and_extra_values(fleet: FleetConfig) -> None:
     assert staging["cull"] == {"enabled": False}
     assert "scheduling" not in staging  # no placeholders unless asked for
     assert "profileList" not in staging["singleuser"]
-    assert "extraConfig" not in staging["hub"]
+    # no start-up code but the user database's pre_spawn_hook (bio-staging has `user_database`)
+    assert set(staging["hub"]["extraConfig"]) == {"hubfleet-20-user-database"}
 
     bio = render_z2jh_values(fleet, fleet.hubs["bio"])
     # extra_values are deep-merged last: a key they set wins, its siblings stay

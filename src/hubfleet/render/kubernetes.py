@@ -12,6 +12,7 @@ Each concern is one small `_update_*` function on the values dict (like TLJH's c
 
 from __future__ import annotations
 
+import base64
 import copy
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -22,6 +23,8 @@ from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub, KubernetesSettings
 from hubfleet.config.quantities import spawner_memory
 from hubfleet.config.values_secrets import secret_paths, without_secrets
+from hubfleet.render import k8s_user_database as user_db
+from hubfleet.render.branding import hub_branding, native_template_paths
 from hubfleet.render.common import auth_config, auth_secrets
 from hubfleet.render.environments_k8s import EXTRA_CONFIG_KEY as ENVIRONMENTS_CONFIG_KEY
 from hubfleet.render.environments_k8s import gate_config, load_groups, profile_list
@@ -82,6 +85,8 @@ def render_z2jh_values(
         _update_culling,
         _update_scheduling,
         _update_ingress,
+        _update_branding,
+        _update_user_database,
     ):
         update(values, fleet, hub)
     # a {secret: KEY} of extra_values is only in secret_values (at the same path)
@@ -229,6 +234,50 @@ def _update_ingress(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> Non
     ingress["hosts"] = [domain]
     ingress["tls"] = [{"hosts": [domain], "secretName": tls_secret_name(hub)}]
     values["ingress"] = ingress
+
+
+BRANDING_DIR = "/usr/local/etc/jupyterhub/hubfleet-branding"
+"""Where the hub pod finds the branding templates and logo (hub.extraFiles, from the hub's Secret)."""
+
+
+def _update_branding(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
+    """The community's look, as on local hubs (render/branding.py): the templates and the logo as
+    `hub.extraFiles`, JupyterHub's template_vars, logo_file and template_paths. A native hub's template
+    path is set in hub.extraConfig after NativeAuthenticator's own (hub.extraConfig runs after hub.config)."""
+    branding = hub_branding(fleet, hub)
+    if branding is None:
+        return
+    files = _at(values, "hub", "extraFiles")
+    for name, text in branding.templates().items():
+        key = "hubfleet-branding-" + name.replace(".", "-")
+        files[key] = {"mountPath": f"{BRANDING_DIR}/templates/{name}", "stringData": text}
+    config = _at(values, "hub", "config", "JupyterHub")
+    config["template_vars"] = branding.template_vars()
+    if branding.logo is not None and branding.logo_name is not None:
+        files["hubfleet-branding-logo"] = {
+            "mountPath": f"{BRANDING_DIR}/{branding.logo_name}",
+            "binaryData": base64.b64encode(branding.logo).decode(),
+        }
+        config["logo_file"] = f"{BRANDING_DIR}/{branding.logo_name}"
+    templates = f"{BRANDING_DIR}/templates"
+    if branding.native:
+        code = "import os\n\n" + native_template_paths(templates)
+        _at(values, "hub", "extraConfig")["hubfleet-02-branding-templates"] = code
+    else:
+        config["template_paths"] = [templates]
+
+
+def _update_user_database(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
+    """`user_database`: a postgres sidecar in the user pod on its own per-user PVC, created before the spawn
+    by a pre_spawn_hook (render/k8s_user_database.py says why trust auth on loopback is safe)."""
+    database = hub.user_database
+    if database is None:
+        return
+    singleuser = _at(values, "singleuser")
+    singleuser.setdefault("extraContainers", []).append(user_db.sidecar(database))
+    _at(values, "singleuser", "storage").setdefault("extraVolumes", []).append(user_db.volume())
+    _at(values, "singleuser", "extraEnv").update(user_db.user_env())
+    _at(values, "hub", "extraConfig")[user_db.HOOK_KEY] = user_db.hook_code(database)
 
 
 # --------------------------------------------------------------------------- secret values
