@@ -10,6 +10,7 @@ groups claim is in test_auth_groups_oidc.py.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,9 @@ from traitlets.config import Config, PyFileConfigLoader
 
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
-from hubfleet.config.models_auth import GitHubAuth, OIDCAuth
+from hubfleet.config.models_auth import CILogonAuth, GitHubAuth, OIDCAuth
 from hubfleet.config.models_environments import Environment
-from hubfleet.config.validate import load_fleet
+from hubfleet.config.validate import load_fleet, validate_fleet
 from hubfleet.render.common import (
     CLIENT_SECRET_ENV,
     GITHUB_TEAMS_AS_GROUPS,
@@ -179,3 +180,90 @@ def test_github_teams_become_groups_on_local_hubs(tmp_path: Path, monkeypatch: p
     authenticator = GitHubOAuthenticator(config=config)
     assert authenticator.manage_groups and authenticator.populate_teams_in_auth_state
     assert "research-lab:gpu-users" in groups_of(authenticator, {"teams": TEAMS})
+
+
+def test_cilogon_groups_claim(tmp_path: Path) -> None:
+    """CILogon's user info is under `cilogon_user`; groups only with `groups_claim` and group-limited
+    environments."""
+    from oauthenticator.cilogon import CILogonOAuthenticator
+
+    fleet = load_fleet(HERE / "fixtures" / "real-hubs")
+    hub = fleet.hubs["uni-west"]
+    assert isinstance(hub.auth, CILogonAuth)
+    assert "manage_groups" not in auth_config(fleet, hub).traits
+    auth = hub.auth.model_copy(update={"groups_claim": "isMemberOf"})
+    assert "manage_groups" not in auth_config(fleet, hub.model_copy(update={"auth": auth})).traits
+    grouped = hub.model_copy(update={"auth": auth, "environments": GPU_ONLY})
+    traits = auth_config(fleet, grouped).traits
+    assert traits["manage_groups"] is True
+    assert traits["auth_state_groups_key"] == "cilogon_user.isMemberOf"
+    c = Config()
+    for trait, value in traits.items():
+        setattr(c.CILogonOAuthenticator, trait, value)
+    authenticator = CILogonOAuthenticator(config=c)
+    state = {"cilogon_user": {"eppn": "ana@uni.edu", "isMemberOf": ["CO:COU:gpu-users:members:active"]}}
+    assert groups_of(authenticator, state) == ["CO:COU:gpu-users:members:active"]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def hub_with(root: Path, rel: str, text: str) -> list[str]:
+    path = root / rel
+    path.write_text(path.read_text() + text)
+    _, errors = validate_fleet(root)
+    return [str(e).replace(str(root) + "/", "") for e in errors]
+
+
+GROUPED = """\
+environments:
+- slug: cpu
+  display_name: CPU
+- slug: big
+  display_name: Big
+  options:
+    size:
+      display_name: Size
+      choices:
+        s: {{display_name: S}}
+        gpu: {{display_name: GPU, groups: [{group}]}}
+"""
+
+
+def test_groups_need_a_source(tmp_path: Path) -> None:
+    root = tmp_path / "k8s"
+    shutil.copytree(K8S, root)
+    # a GitHub hub: teams only
+    errors = hub_with(root, "communities/lab/hubs/staging.yaml", "")
+    assert errors == []
+    lab = root / "communities/lab/hubs/prod.yaml"
+    lab.write_text(lab.read_text().replace('groups: ["research-lab:gpu-users"]', "groups: [gpu-users]"))
+    errors = hub_with(root, "communities/lab/hubs/prod.yaml", "")
+    assert len(errors) == 1 and errors[0].startswith("communities/lab/hubs/prod.yaml:"), errors
+    assert errors[0].endswith(
+        "environments[0].options.size.choices.gpu.groups: 'gpu-users' is no GitHub team: a GitHub hub's "
+        "groups are its users' teams, written org:team (such as research-lab:gpu-users)"
+    )
+    # a native hub: its own groups
+    physics = root / "communities/physics/hubs/prod.yaml"
+    physics.write_text(physics.read_text().replace("groups: [gpu-class]", "groups: [gpu-klass]"))
+    errors = hub_with(root, "communities/physics/hubs/prod.yaml", "")
+    assert any(
+        "environments[2].groups: 'gpu-klass' is not one of the hub's groups (auth.groups: gpu-class); "
+        "define it there with its members" in e
+        for e in errors
+    ), errors
+
+
+def test_cilogon_groups_need_the_claim(tmp_path: Path) -> None:
+    root = tmp_path / "real"
+    shutil.copytree(HERE / "fixtures" / "real-hubs", root)
+    rel = "communities/uni-west/hubs/prod.yaml"
+    errors = hub_with(root, rel, GROUPED.format(group="gpu-users"))
+    assert len(errors) == 1 and errors[0].endswith(
+        "environments[1].options.size.choices.gpu.groups: group 'gpu-users' needs the users' groups from "
+        "CILogon: set auth.groups_claim (CILogon sends them as isMemberOf when the IdP releases them)"
+    ), errors
+    hub = root / rel
+    hub.write_text(hub.read_text().replace("auth:\n", "auth:\n  groups_claim: isMemberOf\n", 1))
+    assert hub_with(root, rel, "") == []

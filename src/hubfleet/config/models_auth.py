@@ -160,6 +160,13 @@ class CILogonAuth(OAuthBase):
     cilogon_host: str = Field(
         default="cilogon.org", description="CILogon host; test.cilogon.org for testing."
     )
+    groups_claim: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Claim listing the user's groups, for environments limited to groups. cilogon: unset "
+        "by default; CILogon sends `isMemberOf` (org.cilogon.userinfo scope) when the IdP releases it. "
+        "oidc: `groups` by default.",
+    )
 
 
 class GitHubAuth(OAuthBase):

@@ -11,7 +11,16 @@ from urllib.parse import urlsplit
 
 from hubfleet.config.fleet import ConfigError
 from hubfleet.config.loader import HubEntry, SourcedFleetConfig
-from hubfleet.config.models_auth import CILogonAuth, GitHubAuth, OAuthBase, OIDCAuth, TmpAuth
+from hubfleet.config.models import Hub
+from hubfleet.config.models_auth import (
+    CILogonAuth,
+    DummyAuth,
+    GitHubAuth,
+    NativeAuth,
+    OAuthBase,
+    OIDCAuth,
+    TmpAuth,
+)
 from hubfleet.suggest import did_you_mean
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -340,3 +349,53 @@ def staff_username_key_known(fleet: SourcedFleetConfig) -> list[ConfigError]:
             fleet.hub_error(entry, "auth.staff_username_key", f"auth.staff_username_key: {message}")
         )
     return errors
+
+
+def environment_groups(hub: Hub) -> list[tuple[str, str]]:
+    """(dotted path, group name) of every group an environment, choice or `other` answer of the hub names."""
+    found = []
+    for i, env in enumerate(hub.environments):
+        found += [(f"environments.{i}.groups", name) for name in env.groups]
+        for slug, option in env.options.items():
+            for choice_slug, choice in option.choices.items():
+                path = f"environments.{i}.options.{slug}.choices.{choice_slug}.groups"
+                found += [(path, name) for name in choice.groups]
+            if option.other is not None:
+                found += [(f"environments.{i}.options.{slug}.other.groups", n) for n in option.other.groups]
+    return found
+
+
+def environment_groups_have_a_source(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """A group named by an environment must be one users can be in: a hub group of a dummy or native hub, a
+    GitHub team (`org:team`), a CILogon hub's groups claim; a tmp hub's visitors are in none."""
+    errors = []
+    for entry in fleet.hub_entries:
+        auth = entry.hub.auth
+        for path, name in environment_groups(entry.hub):
+            problem = None
+            if isinstance(auth, TmpAuth):
+                problem = "a tmp hub's anonymous visitors are in no group; remove `groups`"
+            elif isinstance(auth, DummyAuth | NativeAuth) and name not in auth.groups:
+                known = ", ".join(sorted(auth.groups)) or "none"
+                problem = (
+                    f"'{name}' is not one of the hub's groups (auth.groups: {known}); define it there "
+                    "with its members"
+                )
+            elif isinstance(auth, GitHubAuth) and ":" not in name:
+                problem = (
+                    f"'{name}' is no GitHub team: a GitHub hub's groups are its users' teams, written "
+                    "org:team (such as research-lab:gpu-users)"
+                )
+            elif isinstance(auth, CILogonAuth) and not auth.groups_claim:
+                problem = (
+                    f"group '{name}' needs the users' groups from CILogon: set auth.groups_claim "
+                    "(CILogon sends them as isMemberOf when the IdP releases them)"
+                )
+            if problem:
+                errors.append(fleet.hub_error(entry, path, f"{_bracketed(path)}: {problem}"))
+    return errors
+
+
+def _bracketed(path: str) -> str:
+    """environments.0.options.size.choices.gpu.groups -> environments[0].options.size.choices.gpu.groups"""
+    return ".".join(f"[{p}]" if p.isdigit() else p for p in path.split(".")).replace(".[", "[")

@@ -423,6 +423,10 @@ def _oauth_config(fleet: FleetConfig, hub: Hub, auth: OAuthBase, traits: dict[st
         # `allowed_idps`: its name in every OAuthenticator 17.x (17.4 calls it `idps` and still accepts
         # this one), so z2jh hub images with an older 17.x run it too.
         traits["allowed_idps"] = _cilogon_idps(auth)
+        if auth.groups_claim and environments_use_groups(hub):
+            # CILogon's user info is under `cilogon_user` in the auth state (CILogonOAuthenticator)
+            traits["manage_groups"] = True
+            traits["auth_state_groups_key"] = f"cilogon_user.{auth.groups_claim}"
         return AuthConfig(CILOGON_AUTHENTICATOR, "CILogonOAuthenticator", traits, secrets)
     if isinstance(auth, GitHubAuth):
         if auth.allowed_organizations:
