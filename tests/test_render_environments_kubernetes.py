@@ -283,3 +283,34 @@ def test_an_earlier_pre_spawn_hook_still_runs(fleet: FleetConfig, kubeconfig: No
     assert seen == [{"profile": "gpu"}]
     refused = spawn(config, [], {"environment": "gpu"})
     assert refused.status_code == 400 and len(seen) == 1  # refused before the operator's hook
+
+
+def test_kubespawner_form_shows_only_what_is_open(fleet: FleetConfig, kubeconfig: None) -> None:
+    """KubeSpawner's own form template and form parser, on the gate's profile list."""
+    from kubespawner import KubeSpawner
+
+    config = hub_config(fleet, "lab")
+
+    async def form(groups: list[str]) -> tuple[str, dict[str, Any]]:
+        user = types.SimpleNamespace(name="ada", id=7, url="/u/", groups=[_Group(g) for g in groups])
+        orm = types.SimpleNamespace(user_options={}, name="", server=None)
+        spawner = KubeSpawner(_mock=True, config=config, user=user, orm_spawner=orm)
+        html = await spawner.options_form(spawner)
+        ours = "quay.io/research-lab/paper-2024:v3"
+        posted = spawner.options_from_form(
+            {
+                "profile": ["custom"],
+                "profile-option-custom--image": ["unlisted-choice"],
+                "profile-option-custom--image--unlisted-choice": [ours],
+            }
+        )
+        return html, posted
+
+    html, posted = asyncio.run(form([]))
+    assert 'value="small"' in html and 'value="gpu"' not in html
+    assert "Another image of quay.io/research-lab" in html
+    html, _ = asyncio.run(form([GPU_TEAM]))
+    assert 'value="gpu"' in html
+    # what the form posts is what the gate reads
+    spawner = spawn(config, [], posted)
+    assert spawner.image == "quay.io/research-lab/paper-2024:v3"
