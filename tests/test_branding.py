@@ -3,7 +3,8 @@ its dummy staging hub, branded in communities/uni-a/community.yaml) run by the d
 /hub/login) and the home page after signing in through the form, as a browser does, show the community's
 name, logo (its URL serves the file's bytes), colour, link and funded-by line; on the native hub they are
 NativeAuthenticator's own pages (its password eye button, its "Change Password" link) with the branding
-over them. Debian's Chromium, driven by Playwright, renders the logo (naturalWidth > 0) and the colour.
+over them. Debian's Chromium, driven by Playwright, renders the logo (naturalWidth > 0) and the colour. A new
+logo file (same name, other bytes) is deployed: both hubs restart and serve it.
 
 Without running hubs: `hubfleet plan` names a changed logo file (its bytes, not a setting) as a change to the
 hubs that show it, and `validate` refuses a logo that is missing, not an image, too large or a scripted SVG,
@@ -136,6 +137,21 @@ def test_chromium_renders_the_logo_and_colour(fleet: Path) -> None:
                 assert page.inner_text("#hubfleet-name").strip() == name_of(fleet, hub)
         finally:
             chromium.close()
+
+
+@pytest.mark.integration
+def test_deploy_applies_a_new_logo(fleet: Path) -> None:
+    """The logo file's bytes change under the same name: deploy restarts both hubs with the new file."""
+    import json
+
+    logo = fleet / "communities/uni-a/logo.svg"
+    logo.write_text(logo.read_text().replace("</svg>", '<circle cx="4" cy="4" r="2"/></svg>'))
+    result = hubfleet("deploy", "--json", fleet=fleet, timeout=400)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(json.loads(result.stdout)["deployed"]) == [NATIVE, DUMMY]
+    for hub in (NATIVE, DUMMY):
+        client = browser(fleet, hub)
+        assert_branded(client.get("/hub/login"), name_of(fleet, hub), client, logo.read_bytes())
 
 
 # --------------------------------------------------------------------------- without running hubs
