@@ -65,9 +65,9 @@ def test_environment_slugs_unique_and_one_default(k8s: Path) -> None:
     edit(k8s / PHYSICS, "slug: large", "slug: small\n  default: true")
     errors = rules_hubs.environments_consistent(load_fleet_files(k8s)[0])  # type: ignore[arg-type]
     assert [str(e) for e in errors] == [
-        f"{PHYSICS}:19:3: environments[1].slug: 'small' is already used by environments[0]; "
+        f"{PHYSICS}:22:3: environments[1].slug: 'small' is already used by environments[0]; "
         "give each environment its own slug",
-        f"{PHYSICS}:20:3: environments[1].default: environments[0] is already the default; "
+        f"{PHYSICS}:23:3: environments[1].default: environments[0] is already the default; "
         "at most one environment may set `default: true`",
     ]
     _, all_errors = validate_fleet(k8s)
