@@ -221,3 +221,17 @@ def test_a_png_logo_in_a_subdirectory_is_accepted(tmp_path: Path) -> None:
         "branding/templates/login.html",
         "branding/templates/native-login.html",
     }
+
+
+def test_export_bundle_keeps_the_look(tmp_path: Path) -> None:
+    """`hubfleet export` of a native hub writes the logo and templates into branding/ beside the standalone
+    config, whose logo_file and template path point there (relative to the config, not to hubfleet)."""
+    root = copy_demo_fleet(tmp_path / "fleet", keep=KEEP)
+    out = tmp_path / "bundle"
+    hubfleet("export", NATIVE, "--out", str(out), fleet=root, check=True)
+    assert (out / "branding/logo.svg").read_bytes() == logo_bytes(root)
+    assert (out / "branding/templates/native-login.html").is_file()
+    config = (out / "jupyterhub_config.py").read_text()
+    assert "c.JupyterHub.logo_file = HERE + '/branding/logo.svg'" in config, config
+    assert "    HERE + '/branding/templates'," in config
+    assert "__hubfleet" not in config

@@ -15,6 +15,7 @@ a new one is made at the first start, and users sign in again).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -32,6 +33,7 @@ from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub, KubernetesCluster
 from hubfleet.config.models_auth import OAUTH_TYPES
 from hubfleet.isolation.accounts import AccountError, home_dirname
+from hubfleet.render.branding import local_files
 from hubfleet.render.common import (
     AUTH_PACKAGES,
     CHECK_USERNAME,
@@ -125,6 +127,8 @@ def export_hub(
         path = out / name
         path.write_text(text)
         written.append(path)
+    if not isinstance(cluster, KubernetesCluster):
+        written += _write_branding(fleet, hub, out)
     return ExportResult(out=out, files=written, env_vars=env, users=users)
 
 
@@ -392,6 +396,18 @@ when the hub restarts; stop them from the admin page before deleting this direct
         "README.md": readme,
     }
     return files, env
+
+
+def _write_branding(fleet: FleetConfig, hub: Hub, out: Path) -> list[Path]:
+    """The community's logo and hubfleet's page templates into branding/, where the standalone config's
+    `logo_file` and `template_paths` point (beside jupyterhub_config.py, as in the hub's data directory)."""
+    written = []
+    for name, encoded in local_files(fleet, hub).items():
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(encoded))
+        written.append(path)
+    return written
 
 
 # --------------------------------------------------------------------------- --with-data
