@@ -19,7 +19,11 @@ IR_INSTALLED = Path("/usr/share/jupyter/kernels/ir/kernel.json").is_file()
 def _fleet(base: Path, environments: str) -> Path:
     root = copy_demo_fleet(base / "demo", keep={"communities/uni-a/hubs/staging.yaml"})
     hub_file = root / "communities/uni-a/hubs/staging.yaml"
-    edit(hub_file, "  admin_users: [grace]", "  admin_users: [grace]\n  groups:\n    gpu-users: [alice]")
+    edit(
+        hub_file,
+        "  admin_users: [grace]",
+        "  admin_users: [grace]\n  groups:\n    gpu-users: [alice]\n    staff: [grace]",
+    )
     hub_file.write_text(hub_file.read_text() + environments)
     return root
 

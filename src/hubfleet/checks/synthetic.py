@@ -530,8 +530,8 @@ def checkable(
     hub: Hub, only: str | None = None, groups: list[str] | None = None
 ) -> tuple[list[str], dict[str, str]]:
     """The hub's environments the check user may start (slugs; `only`: just that one), and why each other one
-    is skipped. `groups`: the check user's (local hubs put it in each of `auth.groups`); None: the groups of
-    `auth.groups` that list it (OAuth hubs' groups come from the provider, which knows no check user)."""
+    is skipped. `groups`: the check user's; None: each of `auth.groups` (the renders put it in each, on both
+    backends; OAuth hubs' groups come from the provider, which knows no check user)."""
     from hubfleet.environment_choice import allowed
 
     environments = [e.model_dump(mode="json") for e in hub.environments]
@@ -541,8 +541,7 @@ def checkable(
             slugs = ", ".join(e.slug for e in hub.environments) or "(none)"
             raise ValueError(f"hub {hub.name} has no environment '{only}'; its environments: {slugs}")
     if groups is None:
-        listed = getattr(hub.auth, "groups", None) or {}
-        groups = [name for name, members in listed.items() if DEFAULT_USERNAME in members]
+        groups = list(getattr(hub.auth, "groups", None) or {})
     usable = [env["slug"] for env in allowed(environments, groups)]
     skipped = {
         env["slug"]: f"only for group(s) {', '.join(env.get('groups') or [])}, which the check user is not in"

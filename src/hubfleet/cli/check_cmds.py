@@ -41,7 +41,7 @@ def check(
     """
     from hubfleet.backends.local import check_endpoint, environment_problems
     from hubfleet.checks.synthetic import check_environments, checkable
-    from hubfleet.render.local import check_user_groups, dummy_password
+    from hubfleet.render.local import dummy_password
     from hubfleet.secrets.store import SecretResolver
     from hubfleet.settings import UserError
     from hubfleet.store import open_store
@@ -51,7 +51,7 @@ def check(
     hub_config = config.require_hub(hub)
     local = config.clusters[hub_config.cluster].kind == "local"
     try:
-        slugs, skipped = checkable(hub_config, environment, check_user_groups(hub_config) if local else None)
+        slugs, skipped = checkable(hub_config, environment)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if local and (problems := environment_problems(hub_config)):

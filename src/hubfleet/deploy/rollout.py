@@ -19,7 +19,7 @@ from hubfleet.checks.synthetic import check_environments, checkable
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.deploy.plan import HubPlan, Plan
 from hubfleet.deploy.state import record
-from hubfleet.render.local import check_user_groups, dummy_password
+from hubfleet.render.local import dummy_password
 from hubfleet.secrets.store import SecretResolver
 from hubfleet.settings import UserError
 from hubfleet.store.api import Store
@@ -231,10 +231,7 @@ class Deployer:
         endpoint = backend.check_endpoint(name)  # where its users reach it (the front door)
         hub = self.fleet.hubs.get(name)
         password = dummy_password(hub, self.secrets) if hub is not None else None
-        slugs: list[str] = []
-        if hub is not None and environments:
-            local = self.fleet.clusters[hub.cluster].kind == "local"
-            slugs = checkable(hub, groups=check_user_groups(hub) if local else None)[0]
+        slugs = checkable(hub)[0] if hub is not None and environments else []
         results = await check_environments(
             name,
             endpoint.url,

@@ -245,11 +245,6 @@ def _load_groups(hub: Hub) -> dict[str, dict[str, list[str]]]:
     return {name: {"users": sorted({*members, CHECK_USERNAME})} for name, members in sorted(groups.items())}
 
 
-def check_user_groups(hub: Hub) -> list[str]:
-    """The groups the synthetic check user is in on a local hub (each of auth.groups, see _load_groups)."""
-    return sorted(_load_groups(hub))
-
-
 def _service_literal(service: dict[str, object]) -> str:
     """A service dict as Python source, with `@env:NAME` values read from the environment."""
     parts = []
