@@ -279,6 +279,8 @@ def _stop_unlocked(db: UserDb, mode: str = "fast") -> None:
     if proc.returncode != 0 and (pid := postmaster_pid(db)) is not None:  # stuck: immediate shutdown
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 3)  # SIGQUIT
+    with contextlib.suppress(OSError):  # made again at the next start; none left behind by gone accounts
+        db.socket_dir.rmdir()
 
 
 def start(db: UserDb, cgroup_procs: Sequence[str] = ()) -> dict[str, str]:
