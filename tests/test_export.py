@@ -41,7 +41,9 @@ def test_local_bundle_runs_without_hubfleet(tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     result = export_hub(config, config.hubs["uni-a-staging"], out)
 
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "jupyterhub_config.py", "requirements.txt"]
+    # branding/: the community's logo and page templates, where the config points (docs/branding.md)
+    names = ["README.md", "branding", "jupyterhub_config.py", "requirements.txt"]
+    assert sorted(p.name for p in out.iterdir()) == names
     text = bundle_text(out)
     assert "demo-staging" not in text  # the dummy password is named, never copied
     assert str(fleet_dir) not in text and ".hubfleet" not in text and str(BIN) not in text
@@ -70,6 +72,11 @@ def test_local_bundle_runs_without_hubfleet(tmp_path: Path) -> None:
         headers = {"Authorization": f"token {values['HUBFLEET_CONTROL_TOKEN']}"}
         reply = httpx.get(f"http://127.0.0.1:{port}/hub/api/users", headers=headers, timeout=10)
         assert reply.status_code == 200, reply.text
+        # the community's look comes along: its name on the login page, its logo at /hub/logo
+        login = httpx.get(f"http://127.0.0.1:{port}/hub/login", timeout=10).text
+        assert 'id="hubfleet-name" class="navbar-text fw-bold me-3">University A (staging)</span>' in login
+        logo = httpx.get(f"http://127.0.0.1:{port}/hub/logo", timeout=10)
+        assert logo.content == (fleet_dir / "communities/uni-a/logo.svg").read_bytes()
         # state lives next to the config
         assert (out / "jupyterhub.sqlite").exists() and (out / "jupyterhub_cookie_secret").exists()
 
