@@ -314,3 +314,37 @@ def test_kubespawner_form_shows_only_what_is_open(fleet: FleetConfig, kubeconfig
     # what the form posts is what the gate reads
     spawner = spawn(config, [], posted)
     assert spawner.image == "quay.io/research-lab/paper-2024:v3"
+
+
+def test_gate_runs_before_the_user_database_hook(fleet: FleetConfig, kubeconfig: None) -> None:
+    """With a per-user database too, both hooks chain in z2jh's key order: a refused choice never reaches the
+    database volume's creation; an allowed one does (it then fails to reach the API server: there is none)."""
+    from kubespawner import KubeSpawner
+
+    from hubfleet.config.models_environments import UserDatabase
+
+    hub = fleet.hubs["lab"].model_copy(update={"user_database": UserDatabase(engine="postgres")})
+    values = render_z2jh_values(fleet, hub)
+    hooks = sorted(k for k in values["hub"]["extraConfig"] if k.startswith("hubfleet-20-"))
+    assert hooks == [EXTRA_CONFIG_KEY, "hubfleet-20-user-database"]
+    c = Config()
+    c.KubeSpawner.profile_list = values["singleuser"]["profileList"]
+    for key in hooks:
+        exec(values["hub"]["extraConfig"][key], {"c": c})
+
+    async def start(groups: list[str]) -> BaseException:
+        user = types.SimpleNamespace(name="ada", id=7, url="/u/", groups=[_Group(g) for g in groups])
+        orm = types.SimpleNamespace(user_options={}, name="", server=None)
+        spawner = KubeSpawner(_mock=True, config=c, user=user, orm_spawner=orm)
+        spawner.user_options = {"environment": "python", "size": "gpu"}
+        try:
+            await spawner.run_pre_spawn_hook()
+        except BaseException as exc:  # noqa: BLE001 - which error is the point
+            return exc
+        raise AssertionError("the hooks did not stop: a cluster answered?")
+
+    refused = asyncio.run(start([]))
+    assert isinstance(refused, web.HTTPError) and refused.status_code == 400
+    reached = asyncio.run(start([GPU_TEAM]))
+    # past the gate, at the database volume's creation: the API server's address, where nothing listens
+    assert isinstance(reached, OSError) and "127.0.0.1:9" in str(reached), repr(reached)
