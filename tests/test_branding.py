@@ -8,7 +8,7 @@ logo file (same name, other bytes) is deployed: both hubs restart and serve it.
 
 Without running hubs: `hubfleet plan` names a changed logo file (its bytes, not a setting) as a change to the
 hubs that show it, and `validate` refuses a logo that is missing, not an image, too large or a scripted SVG,
-at the line that names it."""
+at the line that names it. The supervisor never follows a link the hub planted where its branding files go."""
 
 from __future__ import annotations
 
@@ -235,3 +235,50 @@ def test_export_bundle_keeps_the_look(tmp_path: Path) -> None:
     assert "c.JupyterHub.logo_file = HERE + '/branding/logo.svg'" in config, config
     assert "    HERE + '/branding/templates'," in config
     assert "__hubfleet" not in config
+
+
+def test_hub_files_never_follow_a_planted_link(tmp_path: Path) -> None:
+    """The supervisor writes the branding into the hub's own data directory, where the hub could have put a
+    link in place of `branding/` or of a file: the link is replaced, its target untouched."""
+    import base64
+
+    from hubfleet.backends.local import PreparedHub
+    from hubfleet.daemon.hub_files import write_hub_files
+
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    data.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "page.html").write_text("keep me")
+    (data / "branding").symlink_to(elsewhere)
+    (tmp_path / "secret").write_text("not the hub's")
+    prepared = PreparedHub(
+        name="h",
+        url="http://127.0.0.1:1",
+        port=1,
+        data_dir=data,
+        config_path=data / "jupyterhub_config.py",
+        rendered="",
+        log_path=tmp_path / "hub.log",
+        config_hash="",
+        command=[],
+        env={},
+        files={
+            "branding/templates/page.html": base64.b64encode(b"new page").decode(),
+            "branding/logo.svg": base64.b64encode(b"<svg/>").decode(),
+        },
+    )
+    write_hub_files(prepared, None)
+    assert (elsewhere / "page.html").read_text() == "keep me" and not (elsewhere / "templates").exists()
+    assert not (data / "branding").is_symlink()
+    assert (data / "branding/templates/page.html").read_bytes() == b"new page"
+    # a link in a file's place is replaced by the file, not written through
+    (data / "branding/logo.svg").unlink()
+    (data / "branding/logo.svg").symlink_to(tmp_path / "secret")
+    write_hub_files(prepared, None)
+    assert (tmp_path / "secret").read_text() == "not the hub's"
+    assert (data / "branding/logo.svg").read_bytes() == b"<svg/>" and not (
+        data / "branding/logo.svg"
+    ).is_symlink()
+    bad = PreparedHub(**{**prepared.__dict__, "files": {"../escape": ""}})
+    with pytest.raises(ValueError, match="refusing"):
+        write_hub_files(bad, None)
