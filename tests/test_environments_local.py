@@ -51,7 +51,11 @@ environments:
       size:
         display_name: Size
         choices:
-          small: {display_name: Small, default: true, env: {HUBFLEET_TEST_SIZE: small}}
+          small:
+            display_name: Small
+            default: true
+            env: {HUBFLEET_TEST_SIZE: small}
+            resources: {memory_limit: 300M}
           gpu: {display_name: GPU, groups: [gpu-users], env: {HUBFLEET_TEST_SIZE: gpu}}
   - slug: r
     display_name: R
@@ -115,7 +119,9 @@ class Hub:
         base = "ws" + self.url.removeprefix("http")
         url = f"{base}/user/{user}/api/kernels/{kernel}/channels?session_id={session}"
         deadline = time.monotonic() + 120
-        with ws_connect(url, additional_headers={"Authorization": f"token {self.token}"}) as ws:
+        with ws_connect(
+            url, additional_headers={"Authorization": f"token {self.token}"}, open_timeout=60
+        ) as ws:
             ws.send(json.dumps(request))
             while time.monotonic() < deadline:
                 message = json.loads(ws.recv(timeout=deadline - time.monotonic()))
@@ -171,6 +177,33 @@ def test_each_environment_runs_its_kernel(hub: Hub) -> None:
     assert r["kernel"] == "ir" and r["result"] == "[1] 2", r
     assert "R version" in hub.run("bob", "cat(R.version.string)")["stdout"]
     hub.stop("bob")
+
+
+MEMORY_LIMIT_FILE = """
+import os
+for line in open("/proc/self/cgroup").read().splitlines():
+    _, controllers, path = line.split(":", 2)
+    if "memory" in controllers.split(","):
+        print(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+    elif controllers == "" and os.path.exists(f"/sys/fs/cgroup{path}/memory.max"):
+        print(f"/sys/fs/cgroup{path}/memory.max")
+"""
+"""Where the kernel's memory limit is (the user may not read it; the test, as root, does)."""
+
+
+def test_choice_sets_the_memory_limit_of_the_users_group(hub: Hub) -> None:
+    """The broker puts the server in a control group with the picked choice's memory limit (300M)."""
+    assert hub.start("erin", {"user_options": {"environment": "python", "size": "small"}}).status_code in (
+        201,
+        202,
+    )
+    try:
+        done = hub.run("erin", MEMORY_LIMIT_FILE)
+        [limit_file] = done["stdout"].split()
+        assert "hfu-" in limit_file, done  # the user's own group, not the hub's
+        assert Path(limit_file).read_text().strip() == str(300 * 1024 * 1024)
+    finally:
+        hub.stop("erin")
 
 
 def test_forbidden_choices_are_refused_by_the_hub(hub: Hub) -> None:

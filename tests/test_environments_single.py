@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet_helpers import copy_demo_fleet, edit, hubfleet, running_fleet
+from fleet_helpers import copy_demo_fleet, edit, hubfleet, kill_leftovers, remove_accounts, running_fleet
 from hubfleet.isolation.environments import missing, server_settings
 from test_environments_local import ENVIRONMENTS, HUB, Hub
 
@@ -73,6 +73,25 @@ def test_check_says_what_is_missing_and_validate_does_not_look(tmp_path: Path) -
         f"hub {HUB}: environment julia: kernel 'julia-1.10' not found in /usr/share/jupyter/kernels"
         in " ".join(done.stderr.split())
     )
+
+
+@pytest.mark.integration
+def test_up_refuses_to_start_a_hub_whose_kernel_is_missing(tmp_path: Path) -> None:
+    environments = (
+        "environments:\n  - slug: julia\n    display_name: Julia\n"
+        "    local: {path: /usr, kernels: [julia-1.10]}\n"
+    )
+    root = _fleet(tmp_path, environments)
+    try:
+        done = hubfleet("up", "--detach", fleet=root)
+        assert done.returncode != 0
+        said = " ".join((done.stdout + done.stderr).split())
+        assert "environment julia: kernel 'julia-1.10' not found in /usr/share/jupyter/kernels" in said
+    finally:
+        hubfleet("down", fleet=root)
+        leaks = kill_leftovers(root)
+        remove_accounts(root)
+        assert not leaks
 
 
 def test_server_settings_of_r() -> None:

@@ -96,6 +96,8 @@ class _Served:
     """Per account: the (oom kills, refused forks) already reported."""
     users: dict[str, str] = field(default_factory=dict)
     """Account -> hub username, for the servers started here."""
+    memory: dict[str, str] = field(default_factory=dict)
+    """Account -> the memory limit of its server's environment, when that sets one (for the notices)."""
 
 
 class Broker:
@@ -124,6 +126,7 @@ class Broker:
         served = _Served(policy, server)
         if previous is not None:
             served.children, served.seen, served.users = previous.children, previous.seen, previous.users
+            served.memory = previous.memory
         self._hubs[policy.hub] = served
         return path
 
@@ -262,6 +265,10 @@ class Broker:
             procs = [str(p) for p in group.procs_files()]
             served.seen[name] = (group.oom_kills(), group.pids_refused())
         served.users[name] = user
+        if picked.memory_limit:
+            served.memory[name] = picked.memory_limit
+        else:
+            served.memory.pop(name, None)
         if policy.user_database:
             try:
                 env = {**env, **await asyncio.to_thread(start_user_db, self._user_db(policy, user), procs)}
@@ -378,6 +385,7 @@ class Broker:
     def _cleanup(self, served: _Served, name: str) -> None:
         served.users.pop(name, None)
         served.seen.pop(name, None)
+        served.memory.pop(name, None)
         group = self._group(served.policy, name)
         if group is not None:
             with contextlib.suppress(OSError):
@@ -412,7 +420,7 @@ class Broker:
         served.seen[name] = now
         messages: list[tuple[str, int, str]] = []
         if (kills := now[0] - before[0]) > 0:
-            limit = policy.memory_text or "the memory limit"
+            limit = served.memory.get(name) or policy.memory_text or "the memory limit"
             messages.append(("memory", kills, f"memory limit {limit} reached: {kills} process(es) killed"))
         if (refused := now[1] - before[1]) > 0:
             messages.append(
