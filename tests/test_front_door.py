@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 import psutil
@@ -250,6 +251,14 @@ def open_lab(client: httpx.Client, base: str, username: str, timeout: float = 12
     """Start the server as the home page's button does and wait until the user's JupyterLab page opens."""
     spawn = client.get(f"{base}/hub/spawn", follow_redirects=True)
     assert spawn.status_code == 200, spawn.text[:500]
+    form = re.search(r'id="spawn_form"\s+action="([^"]*)"', spawn.text)
+    if form:  # the hub offers environments (the demo's uni-a hubs): keep the preselected one, press Start
+        picked = re.search(r'name="environment" value="([^"]*)" checked', spawn.text)
+        assert picked, spawn.text[:2000]
+        started = client.post(
+            urljoin(str(spawn.url), html.unescape(form.group(1))), data={"environment": picked.group(1)}
+        )
+        assert started.status_code in (200, 302), started.text[:500]
 
     def lab() -> httpx.Response | None:
         page = client.get(f"{base}/user/{username}/lab", follow_redirects=True)
@@ -639,6 +648,9 @@ def test_a_browser_signs_in_and_runs_code_through_the_front_door(door: Door, tmp
             page.locator("#username_input").fill(BROWSER_USER)
             page.locator("#password_input").fill(dummy_password())
             page.locator("#login_submit").click()
+            # the hub offers Python and R (the demo's uni-a hubs): Python is preselected; press Start
+            page.wait_for_url(re.compile(re.escape(f"{origin}/{PATH_HUB}/hub/spawn")))
+            page.locator('#spawn_form [type="submit"]').click()
             # the hub spawns carol's server (its progress page) and sends the browser on to JupyterLab
             page.wait_for_url(re.compile(re.escape(lab_url)), timeout=90_000)
             print(f"signed in, JupyterLab at {page.url} after {time.monotonic() - started:.1f} s")

@@ -173,17 +173,14 @@ def test_kubernetes_hub_with_4gi_validates_and_renders_what_kubespawner_takes(ku
             "cpu_limit": "1500m",
             "cpu_guarantee": 0.5,
         },
-        kubernetes={
-            "profiles": [
-                {"display_name": "Big", "slug": "big", "memory_limit": "16Gi", "cpu_limit": "4"},
-                {
-                    "display_name": "Odd",
-                    "slug": "odd",
-                    "memory_guarantee": 1500000000,
-                    "cpu_guarantee": "250m",
-                },
-            ]
-        },
+        environments=[
+            {"display_name": "Big", "slug": "big", "resources": {"memory_limit": "16Gi", "cpu_limit": "4"}},
+            {
+                "display_name": "Odd",
+                "slug": "odd",
+                "resources": {"memory_guarantee": 1500000000, "cpu_guarantee": "250m"},
+            },
+        ],
     )
     cluster = KubernetesCluster.model_validate(
         {
