@@ -279,3 +279,22 @@ def new_identity(path: Path) -> str:
     path.write_text(f"# test identity\n{key}\n")
     path.chmod(0o600)
     return str(key.to_public())
+
+
+def press_start(client: Any, spawn_page: Any) -> Any:
+    """On a hub with environments, GET /hub/spawn shows the options form: keep the preselected environment and
+    press Start, as a person does (the form's action carries _xsrf). None when the page has no form."""
+    import html
+    import re
+    from urllib.parse import urljoin
+
+    form = re.search(r'id="spawn_form"\s+action="([^"]*)"', spawn_page.text)
+    if not form:
+        return None
+    picked = re.search(r'name="environment" value="([^"]*)" checked', spawn_page.text)
+    assert picked, spawn_page.text[:2000]
+    started = client.post(
+        urljoin(str(spawn_page.url), html.unescape(form.group(1))), data={"environment": picked.group(1)}
+    )
+    assert started.status_code in (200, 302), started.text[:500]
+    return started

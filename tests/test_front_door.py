@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
 
 import httpx
 import psutil
@@ -47,6 +46,7 @@ from fleet_helpers import (
     daemon_status,
     free_ports,
     hubfleet,
+    press_start,
     running_fleet,
     wait_for,
 )
@@ -251,14 +251,7 @@ def open_lab(client: httpx.Client, base: str, username: str, timeout: float = 12
     """Start the server as the home page's button does and wait until the user's JupyterLab page opens."""
     spawn = client.get(f"{base}/hub/spawn", follow_redirects=True)
     assert spawn.status_code == 200, spawn.text[:500]
-    form = re.search(r'id="spawn_form"\s+action="([^"]*)"', spawn.text)
-    if form:  # the hub offers environments (the demo's uni-a hubs): keep the preselected one, press Start
-        picked = re.search(r'name="environment" value="([^"]*)" checked', spawn.text)
-        assert picked, spawn.text[:2000]
-        started = client.post(
-            urljoin(str(spawn.url), html.unescape(form.group(1))), data={"environment": picked.group(1)}
-        )
-        assert started.status_code in (200, 302), started.text[:500]
+    press_start(client, spawn)  # the demo's uni-a hubs offer Python and R: keep Python
 
     def lab() -> httpx.Response | None:
         page = client.get(f"{base}/user/{username}/lab", follow_redirects=True)
