@@ -326,6 +326,28 @@ def test_a_user_who_left_keeps_a_dump_and_their_database_goes(fleet: Path, hub: 
     assert user_db(fleet, "alice").exists()
 
 
+def test_retiring_the_hub_archives_each_database_and_purging_removes_them(fleet: Path, hub: Hub) -> None:
+    """Last in this module (it retires the hub): the retirement's archive holds alice's database as a dump
+    pg_restore reads; `--purge-now` removes every database of the hub with its locks."""
+    alice = user_db(fleet, "alice")
+    assert alice.exists()
+    retired = hubfleet("retire", HUB, "--yes", fleet=fleet)
+    assert retired.returncode == 0, retired.stdout + retired.stderr
+    archive = fleet / ".hubfleet" / "retired" / HUB / "user-databases"
+    [dump] = list(archive.iterdir())
+    assert dump.read_bytes().startswith(b"PGDMP") and dump.stat().st_mode & 0o077 == 0
+    listed = subprocess.run(
+        [str(PG_BIN / "pg_restore"), "--list", str(dump)], capture_output=True, text=True, check=True
+    )
+    assert "TABLE" in listed.stdout
+    assert "user-databases/" in (fleet / ".hubfleet" / "retired" / HUB / "README.md").read_text()
+    purged = hubfleet("retire", HUB, "--purge-now", "--yes", fleet=fleet)
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    where = layout(fleet / ".hubfleet")
+    assert not (where.data_dir / "userdbs" / HUB).exists()
+    assert not (where.state_dir / "userdbs" / HUB).exists()
+
+
 def test_without_root_accounts_validate_and_up_say_it_needs_root(tmp_path: Path) -> None:
     """HUBFLEET_ISOLATION=single is the single-account mode a non-root daemon runs in."""
     root = copy_demo_fleet(tmp_path / "demo", keep=KEEP)

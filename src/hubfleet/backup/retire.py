@@ -6,6 +6,7 @@ Replicate: the community takes its hub and its users' work home).
         README.md, manifest.json      for the community's contacts: users, sizes, sha256, purge date
         users/<home>.tar.gz           one user's home (<home> is their username, escaped when not plain)
         database/jupyterhub.sqlite    a consistent copy of the hub's database
+        user-databases/*.pgdump       each user's own database (hubs with `user_database`), as pg_dump -Fc
         bundle/                       `hubfleet export`'s standalone bundle of the hub (config, README)
 
 Everything there is root's alone (directories 0700, files 0600): the operator hands it over.
@@ -32,6 +33,7 @@ from urllib.parse import unquote
 from hubfleet.backends.hub_data import purge_hub
 from hubfleet.backup.dumps import HUB_DATABASE, copy_sqlite
 from hubfleet.backup.hub_backup import DUMP_DIR, RESTORE_PREFIX, back_up_hub, backup_setup, fleet_lock
+from hubfleet.backup.user_dbs import hub_user_dumps, remove_hub_databases
 from hubfleet.clock import utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
@@ -178,6 +180,9 @@ def write_archives(where: Layout, hub: str, target: Path) -> list[UserArchive]:
             if username == CHECK_USERNAME:  # the control plane's synthetic check user, not the community's
                 continue
             found.append(archive_home(home, username, target / "users" / f"{home.name}.tar.gz", target))
+    for dump in hub_user_dumps(where, hub):  # each user's own database (user_database), as a pg_dump file
+        (target / "user-databases").mkdir(mode=0o700, exist_ok=True)
+        dump.write(target / "user-databases" / dump.name)
     archived = {a.username for a in found}
     for user in users:  # never signed in here, or their home was removed: listed, with nothing to archive
         if user not in archived and user != CHECK_USERNAME:
@@ -336,7 +341,9 @@ def readme(manifest: dict) -> str:
     )
     database = (
         f"The hub's database (its users, groups and API tokens, hashed) is `database/{HUB_DATABASE}`, a "
-        "consistent copy taken when the hub was stopped."
+        "consistent copy taken when the hub was stopped. Each user's own database (hubs with "
+        "`user_database`) is in `user-databases/`, a `pg_dump -Fc` file that `pg_restore` loads into any "
+        "PostgreSQL."
         if manifest["database"]
         else "The hub had no database (it never ran)."
     )
@@ -392,6 +399,7 @@ def purge_retired(config: FleetConfig, state_dir: Path, store: Store, hub: str) 
     where = layout(state_dir)
     done = []
     purge_hub(where, hub)
+    remove_hub_databases(where, hub)
     shutil.rmtree(where.data_dir / DUMP_DIR / hub, ignore_errors=True)
     done.append("its data, homes and accounts")
     if config.settings.backups is not None:

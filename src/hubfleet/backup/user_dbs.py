@@ -5,6 +5,7 @@ isolation/user_postgres.py; this module knows the fleet's layout and configurati
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -125,6 +126,17 @@ def hub_user_dumps(where: Layout, hub: str) -> list[UserDbDump]:
         return []
     found = user_postgres.hub_users(where.data_dir, where.state_dir, hub)
     return [UserDbDump(dump_name(user), user_db(where, hub, user)) for user in found]
+
+
+def remove_hub_databases(where: Layout, hub: str) -> None:
+    """Every database of a purged hub, with its locks and the dumps of users who left (its servers are
+    stopped: a retired hub is held)."""
+    for leftover in (
+        where.data_dir / "userdbs" / hub,
+        where.state_dir / "userdbs" / hub,
+        where.state_dir / GONE_DIR / hub,
+    ):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- sizes
