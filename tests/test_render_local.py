@@ -97,10 +97,14 @@ def test_single_account_mode_runs_servers_with_the_simple_spawner(
     monkeypatch.setenv("HUBFLEET_ISOLATION", "single")
     prepared = backend.prepare(backend.fleet.hubs["uni-a-staging"])
     config = load_config(prepared, monkeypatch)
-    assert config.JupyterHub.spawner_class == "simple"
+    # the demo's uni-a hubs offer Python and R: the simple spawner with environments
+    assert config.JupyterHub.spawner_class == "hubfleet.isolation.spawner.LocalEnvironmentSpawner"
     homes = backend.layout.homes("uni-a-staging")
-    assert config.SimpleLocalProcessSpawner.home_dir_template == str(homes / "{username}")
+    assert config.LocalEnvironmentSpawner.home_dir_template == str(homes / "{username}")
     assert not prepared.blocked  # a staging hub
+    plain = backend.prepare(backend.fleet.hubs["hackweek-staging"])  # no environments
+    assert load_config(plain, monkeypatch).JupyterHub.spawner_class == "simple"
+    assert "user_database" in plain.blocked  # a database per user needs accounts of their own (root)
     prod = backend.prepare(backend.fleet.hubs["uni-a"])
     assert not prod.blocked  # the demo fleet opts in: `isolation: single_account_prod: true`
 
