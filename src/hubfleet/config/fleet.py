@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hubfleet.config.models import Cluster, Community, FleetSettings, Hub
 from hubfleet.config.models_backup import BackupPolicy, backup_policy
+from hubfleet.config.models_events import Event
 from hubfleet.settings import UserError
 from hubfleet.suggest import suggestion
 
@@ -66,6 +67,21 @@ class FleetConfig:
             hint = suggestion(name, sorted(self.hubs), "hubs", "hubs: none")
             raise UserError(f"no hub named '{name}' in fleet '{self.settings.name}'; {hint}")
         return hub
+
+    def events_of(self, hub_name: str) -> list[Event]:
+        """The hub's events: its file's and its community's that name it, by start time."""
+        hub = self.hubs.get(hub_name)
+        if hub is None:
+            return []
+        community = self.communities.get(hub.community)
+        found = [e if e.hub else e.model_copy(update={"hub": hub_name}) for e in hub.events]
+        found += [e for e in (community.events if community else []) if e.hub == hub_name]
+        return sorted(found, key=lambda e: (e.start, e.name))
+
+    def events(self) -> list[Event]:
+        """Every event of the fleet, by start time."""
+        found = [event for name in self.hubs for event in self.events_of(name)]
+        return sorted(found, key=lambda e: (e.start, e.hub or "", e.name))
 
     def cluster_of(self, hub: Hub) -> Cluster:
         return self.clusters[hub.cluster]

@@ -65,6 +65,8 @@ class SourcedFleetConfig(FleetConfig):
     community_layers: dict[str, Layer] = field(default_factory=dict)
     """Community directory -> the `defaults` of its community.yaml (communities whose file validated)."""
     broken_layers: set[str] = field(default_factory=set)
+    community_sources: dict[str, Source] = field(default_factory=dict)
+    """Community name -> its community.yaml as read (to point at its events)."""
     """Files whose `defaults` had errors (reported there): hub errors from them are not reported again."""
 
     def entry(self, hub_name: str) -> HubEntry:
@@ -88,6 +90,13 @@ class SourcedFleetConfig(FleetConfig):
         path = [int(p) if p.isdigit() else p for p in dotted_path.split(".")]
         _, key_pos, _ = self.fleet_source.find(path)
         return ConfigError(self.fleet_source.file, *key_pos, message)
+
+    def community_error(self, community: str, dotted_path: str, message: str) -> ConfigError:
+        """An error about `dotted_path` of a community's file, at that key or the nearest enclosing one."""
+        source = self.community_sources[community]
+        path = [int(p) if p.isdigit() else p for p in dotted_path.split(".")]
+        _, key_pos, _ = source.find(path)
+        return ConfigError(source.file, *key_pos, message)
 
     def layers_of(self, directory: str, plain: dict[str, Any], source: Source) -> HubLayers:
         """The layers of a hub file (read from `directory`), fleet.yaml's `defaults` first."""
@@ -260,6 +269,7 @@ def _load_community(
         else:
             config.communities[name] = community
             config.community_files[name] = source.file  # type: ignore[union-attr]
+            config.community_sources[name] = source  # type: ignore[assignment]
 
     for path in yaml_files(directory):
         if path.stem != "community":

@@ -15,6 +15,7 @@ from hubfleet.config.fields import URL_PATTERN, AwsAccountId, DomainName, Email,
 from hubfleet.config.models_auth import Auth, StaffUsernameKey, check_staff_username_keys
 from hubfleet.config.models_backup import Backups, HomeQuota, HubBackup
 from hubfleet.config.models_environments import Branding, Environment, UserDatabase, reject_profiles
+from hubfleet.config.models_events import Event
 from hubfleet.config.models_front_door import FrontDoor
 from hubfleet.config.quantities import CpuCores, MemorySize
 from hubfleet.config.secret_refs import SecretOnly, SecretOrPlain
@@ -135,6 +136,13 @@ class KubernetesCluster(Strict):
     )
     ingress: ClusterIngress = Field(
         default_factory=ClusterIngress, description="Ingress class and cert-manager issuer of every hub."
+    )
+    node_startup_minutes: float = Field(
+        default=10,
+        gt=0,
+        le=120,
+        description="How long a new node takes to join and pull images; sizes an event's warm seats "
+        "(min(attendees, arrival rate x this)).",
     )
 
 
@@ -317,6 +325,12 @@ class HubSettings(Strict):
     home_quota: HomeQuota | None = Field(
         default=None, description="How much each user's home may hold, with warnings at thresholds."
     )
+    spawner: Literal["fork", "process"] = Field(
+        default="fork",
+        description="Local hubs: `fork` starts each server from a process that has already imported the "
+        "server (well under a second); `process` starts a fresh Python for each (seconds). See "
+        "docs/events.md.",
+    )
 
 
 # The clusters' `defaults` are HubSettings, defined after them: resolve that now (error positions read it).
@@ -348,6 +362,11 @@ class Hub(HubSettings):
         "authenticator or the spawner hubfleet configures (refused otherwise); only in the hub file, never "
         "inherited.",
     )
+    events: list[Event] = Field(
+        default_factory=list,
+        description="Events on this hub (workshops, hackweeks): ready mode before each, a readiness test, "
+        "a report after; only in the hub file, never inherited. See docs/events.md.",
+    )
 
     @field_validator("extra_config")
     @classmethod
@@ -368,6 +387,9 @@ class Contact(Strict):
     role: str = Field(default="", description="For example: PI, teacher, organiser.")
     alerts: bool = Field(
         default=False, description="Send this contact the alerts of the community's hubs (by email)."
+    )
+    reports: bool = Field(
+        default=False, description="Send this contact the report of each event of the community's hubs."
     )
 
 
@@ -391,6 +413,10 @@ class Community(Strict):
     )
     contacts: list[Contact] = Field(
         default_factory=list, description="Who to talk to about this community's hubs."
+    )
+    events: list[Event] = Field(
+        default_factory=list,
+        description="Events on the community's hubs, each naming its `hub`; see docs/events.md.",
     )
 
 

@@ -2,9 +2,10 @@
 
 Rules see every hub that validated on its own (`SourcedFleetConfig.hub_entries`, duplicates included) and
 point at the offending key through `SourcedFleetConfig.hub_error` / `fleet_error`, so their errors carry the
-same `file:line:col` as schema errors. They live in four modules by subject: the hubs themselves
+same `file:line:col` as schema errors. They live in modules by subject: the hubs themselves
 (`rules_hubs`), who may log in (`rules_auth`), secrets (`rules_secrets`), the HTTPS front door
-(`rules_front_door`), backups (`rules_backups`) and the hubs' logos (`rules_branding`).
+(`rules_front_door`), backups (`rules_backups`), the hubs' logos (`rules_branding`) and events
+(`rules_events`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from hubfleet.config.rules_escape_hatch import (
     no_kubernetes_defaults_on_local_clusters,
     no_replaced_authenticator_or_spawner_on_prod,
 )
+from hubfleet.config.rules_events import events_consistent
 from hubfleet.config.rules_front_door import (
     certificate_files_exist,
     console_has_one_address,
@@ -93,6 +95,7 @@ RULES: list[Rule] = [
     environments_consistent,
     environment_groups_have_a_source,
     logos_are_images,
+    events_consistent,
     console_accounts_know_their_communities,
     console_oidc_issuer_https,
     local_hubs_have_a_site,

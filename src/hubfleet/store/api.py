@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hubfleet.clock import require_aware, utcnow
 from hubfleet.store import db, safety
+from hubfleet.store.events import ReadyWindow
 from hubfleet.store.models import Check, Deployment, LimitEvent, Maintenance, Restart
 from hubfleet.store.upgrades import UpgradeStep, failed_probe_seconds
 
@@ -81,8 +82,8 @@ class CheckRecord:
 
 @dataclass(frozen=True)
 class Event:
-    """One line of `hubfleet history`: kind is 'deployment', 'restart', 'check' or 'upgrade' (a step of a
-    cluster upgrade; `hub` is then the cluster's name)."""
+    """One line of `hubfleet history`: kind is 'deployment', 'restart', 'check', 'upgrade' (a step of a
+    cluster upgrade; `hub` is then the cluster's name) or 'ready' (ready mode for an event on or off)."""
 
     kind: str
     hub: str
@@ -370,6 +371,13 @@ class Store:
                 steps = steps.where(UpgradeStep.cluster == hub)
             steps = steps.order_by(UpgradeStep.started_at.desc(), UpgradeStep.id.desc()).limit(limit)
             upgrade_rows = list(session.scalars(steps))
+            ready = select(ReadyWindow)
+            if hub is not None:
+                ready = ready.where(ReadyWindow.hub == hub)
+            ready = ready.order_by(ReadyWindow.started_at.desc(), ReadyWindow.id.desc()).limit(limit)
+            for window in session.scalars(ready):
+                for event in _ready_events(window):
+                    events.append((event.at, window.id, event))
         for step in upgrade_rows:
             event = _upgrade_event(self, step)
             events.append((event.at, step.id, event))
@@ -453,6 +461,33 @@ def _upgrade_event(store: Store, row: UpgradeStep) -> Event:
         "message": row.message,
     }
     return Event("upgrade", row.cluster, row.started_at, summary, row.status == "ok", details)
+
+
+def _ready_events(row: ReadyWindow) -> list[Event]:
+    """A ready-mode window as history lines: its start, and its end once it ended."""
+    details = {"event": row.event, **(row.details or {})}
+    lines = [
+        Event(
+            "ready",
+            row.hub,
+            row.started_at,
+            f"ready mode on for event {row.event} by {row.started_by}",
+            True,
+            details,
+        )
+    ]
+    if row.ended_at is not None:
+        lines.append(
+            Event(
+                "ready",
+                row.hub,
+                row.ended_at,
+                f"ready mode off after event {row.event} by {row.ended_by}",
+                True,
+                details,
+            )
+        )
+    return lines
 
 
 def _event(row: Deployment | Restart | Check) -> Event:
