@@ -10,6 +10,7 @@ from hubfleet.cli import (  # noqa: F401
     config_cmds,
     console_cmds,
     deploy_cmds,
+    event_cmds,
     fleet_cmds,
     front_door_cmds,
     monitor_cmds,
