@@ -27,6 +27,7 @@ from hubfleet.console.server import start_console
 from hubfleet.daemon.backup_schedule import start_backup_schedule
 from hubfleet.daemon.control import serve_control
 from hubfleet.daemon.detached import daemon_lock
+from hubfleet.daemon.event_reports import start_event_reports
 from hubfleet.daemon.front_door import FrontDoor
 from hubfleet.daemon.supervisor import Supervisor
 from hubfleet.monitor.alerts import Alerter
@@ -111,6 +112,7 @@ async def serve(
                 Alerter(fleet, store, secrets),
                 stop,
             ),
+            start_event_reports(FleetReloader(fleet), store, secrets, stop),  # once an event is over
         ]
         if supervisor.broker is not None:  # kills at the memory limit, forks refused at the process limit
             tasks.append(asyncio.create_task(supervisor.broker.watch(stop), name="limits"))

@@ -11,6 +11,7 @@ from hubfleet.cli import (  # noqa: F401
     console_cmds,
     deploy_cmds,
     event_cmds,
+    event_report_cmds,
     fleet_cmds,
     front_door_cmds,
     monitor_cmds,

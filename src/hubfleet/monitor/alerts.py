@@ -404,6 +404,11 @@ class Alerter:
         return Delivery(f"webhook:{hook.name}", shown, send)
 
     # -- email -----------------------------------------------------------------------------------
+    async def send_mail(self, channel: EmailChannel, address: str, subject: str, body: str) -> None:
+        """One mail through `channel` (for other messages than incidents: event reports); raises
+        DeliveryError with a scrubbed reason, never a secret."""
+        await self._email_delivery(channel, address, AlertMessage(subject, body)).send()
+
     def _email_delivery(self, channel: EmailChannel, address: str, message: AlertMessage) -> Delivery:
         async def send() -> None:
             password = self._secret(channel.password, f"email {channel.name} password")

@@ -86,6 +86,8 @@ class HubMetrics:
     spawn_failure_total: float | None = None
     spawn_seconds_total: float | None = None
     """Seconds spent in successful spawns (the histogram's `_sum`): mean spawn time from two samples."""
+    spawn_histogram: dict[str, Any] | None = None
+    """The spawn-duration histogram per status (and failure reason), cumulative: see HubSample."""
 
 
 def parse_metrics(text: str, prefix: str = "jupyterhub") -> HubMetrics:
@@ -98,6 +100,7 @@ def parse_metrics(text: str, prefix: str = "jupyterhub") -> HubMetrics:
     values: dict[str, float] = {}
     spawns: dict[str, float] = defaultdict(float)
     spawn_seconds: float | None = None
+    histogram: dict[str, dict[str, Any]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, sample.value
@@ -110,6 +113,8 @@ def parse_metrics(text: str, prefix: str = "jupyterhub") -> HubMetrics:
                 spawns["success" if status == "success" else "failure"] += value
             elif name == f"{prefix}_server_spawn_duration_seconds_sum" and labels.get("status") == "success":
                 spawn_seconds = (spawn_seconds or 0.0) + value
+            if name.startswith(f"{prefix}_server_spawn_duration_seconds_"):
+                _add_to_histogram(histogram, name.rsplit("_", 1)[1], labels, value)
     running = values.get(f"{prefix}_running_servers")
     users = values.get(f"{prefix}_total_users")
     has_spawns = bool(spawns)
@@ -122,7 +127,41 @@ def parse_metrics(text: str, prefix: str = "jupyterhub") -> HubMetrics:
         spawn_success_total=spawns["success"] if has_spawns else None,
         spawn_failure_total=spawns["failure"] if has_spawns else None,
         spawn_seconds_total=spawn_seconds,
+        spawn_histogram=_compact_histogram(histogram) if histogram else None,
     )
+
+
+def _add_to_histogram(
+    histogram: dict[str, dict[str, Any]], part: str, labels: dict[str, str], value: float
+) -> None:
+    """One sample of the spawn histogram, keyed `success`, `error` or `failure/<reason>` (JupyterHub's
+    ServerSpawnStatus and ServerSpawnFailureReason labels, jupyterhub/metrics.py)."""
+    status, reason = labels.get("status", ""), labels.get("reason", "")
+    entry = histogram.setdefault(f"{status}/{reason}" if reason else status, {"buckets": {}, "sum": 0.0})
+    if part == "bucket":
+        entry["buckets"][labels.get("le", "+Inf")] = value
+    elif part == "sum":
+        entry["sum"] += value
+
+
+def _compact_histogram(histogram: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Only series with spawns, each `{"count", "sum", "buckets": [[le, cumulative], ...]}` cut after the
+    first bucket holding them all (the rest repeat it): ≈ 100 bytes a sample instead of ≈ 1.3 kB."""
+    out: dict[str, Any] = {}
+    for key, entry in histogram.items():
+        bounds = sorted(entry["buckets"].items(), key=lambda kv: float(kv[0]))
+        count = entry["buckets"].get("+Inf", bounds[-1][1] if bounds else 0.0)
+        if not count:
+            continue
+        kept: list[list[float]] = []
+        for le, cumulative in bounds:
+            if le == "+Inf":
+                break
+            kept.append([float(le), cumulative])
+            if cumulative >= count:
+                break
+        out[key] = {"count": count, "sum": round(entry["sum"], 6), "buckets": kept}
+    return out
 
 
 # --------------------------------------------------------------------------- recording one collection
@@ -269,6 +308,7 @@ def record_collection(
             spawn_success_total=metrics.spawn_success_total,
             spawn_failure_total=metrics.spawn_failure_total,
             spawn_seconds_total=metrics.spawn_seconds_total,
+            spawn_histogram=metrics.spawn_histogram,
         )
     )
     return CollectionResult(

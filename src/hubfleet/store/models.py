@@ -231,6 +231,10 @@ class HubSample(Base):
     spawn_failure_total: Mapped[float | None] = mapped_column(Float)
     spawn_seconds_total: Mapped[float | None] = mapped_column(Float)
     """`_sum` of jupyterhub_server_spawn_duration_seconds{status=success}: mean spawn time between samples."""
+    spawn_histogram: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The whole jupyterhub_server_spawn_duration_seconds histogram, cumulative as the hub counts it:
+    {"success" | "failure/<reason>" | "error": {"buckets": {"0.5": n, ..., "+Inf": n}, "sum": s}}
+    (hubfleet.events.spawns reads deltas of it: p50/p95 and failures by cause over any window)."""
 
 
 class LimitEvent(Base):
