@@ -93,16 +93,32 @@ def _drop_privileges(uid: int, gid: int) -> None:
         _fail(REFUSED, "credentials are not exactly the requested uid/gid; refusing to start")
 
 
-def main() -> NoReturn:
+def read_spec(fd: int) -> dict[str, Any]:
+    """The spec from `fd`, read to its end and checked; a bad spec ends the process with REFUSED."""
+    chunks, size = [], 0
     try:
-        data = sys.stdin.buffer.read(SPEC_MAX + 1)
-        if len(data) > SPEC_MAX:
+        while size <= SPEC_MAX:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > SPEC_MAX:
             raise ValueError(f"the spec is larger than {SPEC_MAX} bytes")
-        spec = parse_spec(data)
+        return parse_spec(b"".join(chunks))
     except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         _fail(REFUSED, f"bad spec: {error}")
+    except OSError as error:
+        _fail(REFUSED, f"cannot read the spec: {error.strerror}")
+
+
+def enter(spec: dict[str, Any]) -> None:
+    """Everything up to running the server, in this order: join the cgroups as root (the server and all it
+    forks stay in them), become the account, enter the home, stdin from /dev/null, the umask, and the default
+    actions of the signals Python ignores. Shared by this launcher and the fork template's children
+    (forktemplate.py), so both start a server the same way; a failure ends the process with REFUSED."""
     pid = str(os.getpid())
-    for path in spec["cgroup_procs"]:  # as root, before exec: the server and all it forks stay in the group
+    for path in spec["cgroup_procs"]:
         try:
             with open(path, "w") as procs:
                 procs.write(pid)
@@ -123,6 +139,11 @@ def main() -> NoReturn:
     # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: give the server the defaults
     for signum in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(signum, signal.SIG_DFL)
+
+
+def main() -> NoReturn:
+    spec = read_spec(0)
+    enter(spec)
     argv = spec["argv"]
     try:
         os.execve(argv[0], argv, spec["env"])
