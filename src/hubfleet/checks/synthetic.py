@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from hubfleet.store.api import Store
 
 DEFAULT_USERNAME = "hubfleet-check"
+TEST_USER_PREFIX = "hubfleet-test-"
+"""Simulated attendees of an event's readiness test (hubfleet.events.readiness) are named with this prefix;
+usage counting leaves them out, as it does the check user."""
 # `{a}` and `{b}` are replaced by random numbers; the output must contain their product.
 DEFAULT_CODE = "a, b = {a}, {b}\nprint('hubfleet-check', a * b)"
 KERNEL_CODE = {
@@ -65,6 +68,46 @@ _LOGIN_ERROR = re.compile(
 )
 CLEANUP_SECONDS = 30.0  # budget kept for stopping the server even when the main budget is spent
 POLL_INTERVAL = 0.25
+
+
+def is_test_user(username: str) -> bool:
+    """Whether `username` is a readiness test's simulated attendee (never counted as a hub's user)."""
+    return username.startswith(TEST_USER_PREFIX)
+
+
+def check_source(code: str, kernel_name: str, a: int, b: int) -> str:
+    """The code to run in a kernel named `kernel_name`: `code` with `{a}` and `{b}` filled in; with the
+    default code, a kernel named in KERNEL_CODE (R's ir) runs that language's equivalent."""
+    text = KERNEL_CODE.get(kernel_name, code) if code == DEFAULT_CODE else code
+    return text.replace("{a}", str(a)).replace("{b}", str(b))
+
+
+def form_xsrf(page: str) -> str | None:
+    """The _xsrf field of a hub page's form (login, sign-up), as a browser posts it back."""
+    found = _XSRF.search(page)
+    return html.unescape(found.group(1)) if found else None
+
+
+async def post_login(browser: httpx.AsyncClient, username: str, password: str) -> None:
+    """GET /hub/login and POST its form as a browser does (the _xsrf cookie and field), then open /hub/home
+    with the session; `browser` keeps the session's cookies. StepFailed names why the hub refused."""
+    page = await browser.get("/hub/login")
+    if page.status_code != 200:
+        raise _http_error("opening the login page", page)
+    form = {"username": username, "password": password}
+    if xsrf := form_xsrf(page.text):
+        form["_xsrf"] = xsrf
+    response = await browser.post("/hub/login", data=form)
+    if response.status_code in (200, 403):  # the page again, with its message (native: 200)
+        found = _LOGIN_ERROR.search(response.text)
+        why = re.sub(r"<[^>]+>", " ", found.group(1)) if found else "no session"
+        raise StepFailed(f"the login form refused {username}: {_excerpt(html.unescape(why))}")
+    if response.status_code not in (302, 303):
+        raise StepFailed(f"posting the login form: HTTP {response.status_code}")
+    home = await browser.get("/hub/home")
+    if home.status_code != 200:
+        where = home.headers.get("location", "")
+        raise StepFailed(f"/hub/home after signing in: HTTP {home.status_code} {where}".rstrip())
 
 
 def native_check_password(token: str) -> str:
@@ -187,6 +230,11 @@ class _ViaTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
+def through(via: Via | None) -> dict[str, Any]:
+    """httpx.AsyncClient arguments that send its requests through `via` (none without it)."""
+    return {"transport": _ViaTransport(via)} if via is not None else {}
+
+
 class _Check:
     """One run of the check; holds the client, the timings and the clean-up state."""
 
@@ -227,8 +275,7 @@ class _Check:
         return text
 
     def _through(self) -> dict[str, Any]:
-        """httpx.AsyncClient arguments that send its requests through `via` (none without it)."""
-        return {"transport": _ViaTransport(self.via)} if self.via is not None else {}
+        return through(self.via)
 
     async def step(self, name: str, action: Callable[[], Awaitable[str]], *, cleanup: bool = False) -> bool:
         budget = self.deadline - time.monotonic()
@@ -294,24 +341,7 @@ class _Check:
             follow_redirects=False,
             **self._through(),
         ) as browser:
-            page = await browser.get("/hub/login")
-            if page.status_code != 200:
-                raise _http_error("opening the login page", page)
-            xsrf = _XSRF.search(page.text)
-            form = {"username": self.username, "password": self.password}
-            if xsrf:
-                form["_xsrf"] = html.unescape(xsrf.group(1))
-            response = await browser.post("/hub/login", data=form)
-            if response.status_code in (200, 403):  # the page again, with its message (native: 200)
-                found = _LOGIN_ERROR.search(response.text)
-                why = re.sub(r"<[^>]+>", " ", found.group(1)) if found else "no session"
-                raise StepFailed(f"the login form refused the check user: {_excerpt(html.unescape(why))}")
-            if response.status_code not in (302, 303):
-                raise StepFailed(f"posting the login form: HTTP {response.status_code}")
-            home = await browser.get("/hub/home")
-            if home.status_code != 200:
-                where = home.headers.get("location", "")
-                raise StepFailed(f"/hub/home after signing in: HTTP {home.status_code} {where}".rstrip())
+            await post_login(browser, self.username, self.password)
         return "signed in through the login form"
 
     async def create_user(self) -> str:
@@ -483,8 +513,7 @@ async def run_check(
     check = _Check(hub_url, api_token, username, timeout, dummy_password, via, user_options)
 
     def source() -> str:
-        text = KERNEL_CODE.get(check.kernel_name, code) if code == DEFAULT_CODE else code
-        return text.replace("{a}", str(a)).replace("{b}", str(b))
+        return check_source(code, check.kernel_name, a, b)
 
     try:
         with contextlib.suppress(httpx.HTTPError, ValueError, AttributeError):
@@ -568,3 +597,7 @@ async def check_environments(
             await check_hub(hub, hub_url, api_token, store, user_options={"environment": slug}, **options)
         )
     return results
+
+
+UserSteps = _Check
+"""The check's steps for one user and token, for other runners (the readiness test's attendees)."""
