@@ -7,9 +7,10 @@ their servers, every `monitoring.collect_interval` seconds and stores:
 - `HubSample`: the hub's running servers and user count, its own `jupyterhub_active_users` gauges and
   spawn counters from `/hub/metrics`.
 
-The check user, the fleet's staff (with `monitoring.exclude_staff`) and `monitoring.exclude_users` are
-left out of UserDay and ServerSession (HubSample counts what the hub runs, everyone included). What is
-stored is read back by the queries of hubfleet.monitor.usage.
+The check user, readiness tests' simulated attendees (`hubfleet-test-*`), the fleet's staff (with
+`monitoring.exclude_staff`) and `monitoring.exclude_users` are left out of UserDay and ServerSession
+(HubSample counts what the hub runs, everyone included). What is stored is read back by the queries of
+hubfleet.monitor.usage.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from hubfleet.backends.local import hub_endpoint
+from hubfleet.checks.synthetic import is_test_user
 from hubfleet.clock import parse_time, utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
@@ -207,7 +209,7 @@ def record_collection(
     stopped ones included). Activity at or after `since` makes a UserDay; servers open and close sessions.
     Runs inside the caller's transaction."""
     skip = frozenset(excluded)
-    counted = [u for u in users if u.get("name") and u["name"] not in skip]
+    counted = [u for u in users if u.get("name") and u["name"] not in skip and not is_test_user(u["name"])]
 
     # --- user days: each day on which a counted user had activity since `since`
     seen: dict[tuple[str, date], tuple[datetime, datetime]] = {}
