@@ -101,7 +101,9 @@ async def report_and_send(
 ) -> stored.ReportRecord:
     """Make the report now, store it, and (with `send`) mail it and record to whom."""
     report = await asyncio.to_thread(make_report, store, event, hub, utcnow())
-    stored.save_report(store, hub, event.name, report)
+    before = stored.report(store, hub, event.name)  # made again by hand: whom it went to is kept
+    kept = (before.sent_to, before.error) if before is not None else (None, None)
+    stored.save_report(store, hub, event.name, report, sent_to=kept[0], error=kept[1])
     if send:
         result = await send_report(fleet, store, hub, report, resolver)
         stored.save_report(store, hub, event.name, report, sent_to=result.sent_to, error=result.error)
