@@ -27,6 +27,7 @@ import math
 import secrets
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -108,6 +109,8 @@ class Attendee:
     """Kernel start plus the first execute, as a person waits for the first cell's output."""
     error: str | None = None
     """`step: first line of the cause`, None when the attendee got through."""
+    doing: str | None = None
+    """The step under way (None once done): where a timeout or a cancel stopped the attendee."""
 
     @property
     def ok(self) -> bool:
@@ -301,6 +304,7 @@ class _Run:
 
     async def attend(self, attendee: Attendee, operator: httpx.AsyncClient, started: float) -> None:
         """The attendee's whole visit; any failure is recorded on `attendee`, never raised."""
+        attendee.doing = "arriving"
         await asyncio.sleep(max(0.0, started + attendee.arrives_after - time.monotonic()))
         name = attendee.username
         password = self.dummy_password if self.auth == "dummy" else secrets.token_urlsafe(18)
@@ -310,33 +314,37 @@ class _Run:
         steps.password = password
         attendee.steps = steps.steps
         a, b = secrets.randbelow(10**6) + 1000, secrets.randbelow(10**6) + 1000
+
+        async def step(what: str, action: Callable[[], Awaitable[str]], cleanup: bool = False) -> bool:
+            attendee.doing = what
+            return await steps.step(what, action, cleanup=cleanup)
+
         try:
             token: list[str] = []
             if self.login:
                 async with self.reach.client() as browser:
-                    if self.auth == "native" and not await steps.step(
+                    if self.auth == "native" and not await step(
                         "sign_up", lambda: self._sign_up(browser, operator, name, password or "")
                     ):
                         return
-                    if not await steps.step(
-                        "sign_in", lambda: self._sign_in(browser, name, password or "", token)
-                    ):
+                    if not await step("sign_in", lambda: self._sign_in(browser, name, password or "", token)):
                         return
-            elif not await steps.step("issue_token", lambda: self._issue_token(operator, name, token)):
+            elif not await step("issue_token", lambda: self._issue_token(operator, name, token)):
                 return
             steps.token = token[0]
             steps.client.headers["Authorization"] = f"token {token[0]}"
-            if self.groups and not await steps.step("join_groups", lambda: self._join(operator, name)):
+            if self.groups and not await step("join_groups", lambda: self._join(operator, name)):
                 return
-            if not await steps.step("start_server", steps.start_server):
+            if not await step("start_server", steps.start_server):
                 return
             try:
-                if await steps.step("start_kernel", steps.start_kernel):
+                if await step("start_kernel", steps.start_kernel):
                     code = check_source(self.code, steps.kernel_name, a, b)
-                    await steps.step("execute", lambda: steps.execute(code, str(a * b)))
-                    await steps.step("delete_kernel", steps.delete_kernel, cleanup=True)
+                    await step("execute", lambda: steps.execute(code, str(a * b)))
+                    await step("delete_kernel", steps.delete_kernel, cleanup=True)
             finally:
-                await steps.step("stop_server", steps.stop_server, cleanup=True)
+                await step("stop_server", steps.stop_server, cleanup=True)
+            attendee.doing = None
         finally:
             await steps.client.aclose()
             _score(attendee)
@@ -411,8 +419,9 @@ def _score(attendee: Attendee) -> None:
     if failed is not None:
         first_line = (failed.detail or "failed").splitlines()[0]
         attendee.error = f"{failed.name}: {first_line}"
-    elif "stop_server" not in seconds:
-        attendee.error = "stopped before it finished: the test's overall timeout ran out, or it was cancelled"
+    elif attendee.doing is not None:
+        why = "the test's overall timeout ran out, or the test was cancelled"
+        attendee.error = f"{attendee.doing}: stopped unfinished: {why}"
 
 
 # --------------------------------------------------------------------------- clean-up
