@@ -28,6 +28,7 @@ from hubfleet.daemon.backup_schedule import start_backup_schedule
 from hubfleet.daemon.control import serve_control
 from hubfleet.daemon.detached import daemon_lock
 from hubfleet.daemon.event_reports import start_event_reports
+from hubfleet.daemon.event_schedule import CONTROL_OP, EventSchedule, start_event_schedule
 from hubfleet.daemon.front_door import FrontDoor
 from hubfleet.daemon.supervisor import Supervisor
 from hubfleet.monitor.alerts import Alerter
@@ -63,7 +64,15 @@ async def serve(
     http = await start_console(app, port=fleet.settings.monitoring.metrics_port)
     supervisor.extra_status["console"] = http.url
     supervisor.console_port = http.port
-    control = await serve_control(supervisor, state_dir / SOCKET_FILE)
+    events = EventSchedule(  # ready mode of local hubs; `hubfleet event ready` reaches it by the socket
+        FleetReloader(fleet),
+        state_dir,
+        store,
+        lambda: [name for name, hub in supervisor.hubs.items() if hub.state != "retired"],
+        supervisor.broker,
+        Alerter(fleet, store, secrets),
+    )
+    control = await serve_control(supervisor, state_dir / SOCKET_FILE, {CONTROL_OP: events.manual})
     tasks: list[asyncio.Task[Any]] = []  # monitoring: usage collector, uptime prober, anomaly rules
     monitor: AnomalyMonitor | None = None
     if fleet.settings.front_door is not None:  # started by start_all once the hubs answer
@@ -114,6 +123,7 @@ async def serve(
             ),
             start_event_reports(FleetReloader(fleet), store, secrets, stop),  # once an event is over
         ]
+        tasks.append(start_event_schedule(events, stop))
         if supervisor.broker is not None:  # kills at the memory limit, forks refused at the process limit
             tasks.append(asyncio.create_task(supervisor.broker.watch(stop), name="limits"))
         if on_ready:

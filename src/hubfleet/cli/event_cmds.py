@@ -25,6 +25,8 @@ event_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(event_app, name="event")
+events_app = typer.Typer(help="The fleet's events (`hubfleet events apply`: ready mode on kubernetes hubs).")
+app.add_typer(events_app, name="events")
 
 _PHASE = {
     "upcoming": "upcoming",
@@ -34,9 +36,10 @@ _PHASE = {
 }
 
 
-@app.command()
+@events_app.callback(invoke_without_command=True)
 @friendly_errors
 def events(
+    ctx: typer.Context,
     hub: Annotated[str | None, typer.Option("--hub", help="Only this hub's events.")] = None,
     past: Annotated[bool, typer.Option("--past/--no-past", help="Also list past events.")] = True,
     fleet: FleetOption = None,
@@ -44,6 +47,8 @@ def events(
     as_json: JsonOption = False,
 ) -> None:
     """The fleet's events by start time: when, how many people, ready mode, the last readiness test."""
+    if ctx.invoked_subcommand is not None:  # `hubfleet events apply` (cli/event_ready_cmds.py)
+        return
     from hubfleet.clock import utcnow
     from hubfleet.events.catalog import rows
     from hubfleet.store import open_store

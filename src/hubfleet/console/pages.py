@@ -40,7 +40,7 @@ DAY_CHOICES = (7, 30, 90, 365)
 HUB_CHARTS = ("active-users", "running-servers", "spawn-duration", "probe-latency", "uptime")
 COMMUNITY_CHARTS = ("active-users", "running-servers")
 INCIDENT_STATES = ("open", "resolved")
-INCIDENT_KINDS = ("down", "certificate", "anomaly", "quota", "backup")
+INCIDENT_KINDS = ("down", "certificate", "anomaly", "quota", "backup", "event")
 MAX_TOKEN_NAME = 200
 
 

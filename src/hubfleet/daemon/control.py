@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,25 +20,41 @@ from hubfleet.daemon.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 STAGES = ("staging", "prod")
+Op = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+"""A request handled by another daemon task (`event_ready`: daemon/event_schedule.py)."""
 CLIENT_GONE = (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError)
 """What reading from or writing to a client that went away raises: not the daemon's problem."""
 
 
-async def serve_control(supervisor: Supervisor, path: Path) -> asyncio.Server:
+async def serve_control(
+    supervisor: Supervisor, path: Path, ops: Mapping[str, Op] | None = None
+) -> asyncio.Server:
+    """`ops`: requests other tasks answer, by their `op` (checked first for a valid `hub` name)."""
     path.unlink(missing_ok=True)
-    server = await asyncio.start_unix_server(lambda r, w: _handle(supervisor, r, w), path=str(path))
+    extra = dict(ops or {})
+    server = await asyncio.start_unix_server(lambda r, w: _handle(supervisor, r, w, extra), path=str(path))
     os.chmod(path, 0o600)  # not by umask: it is per process, and other tasks run while this awaits
     return server
 
 
-async def _handle(supervisor: Supervisor, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _handle(
+    supervisor: Supervisor,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    ops: Mapping[str, Op] | None = None,
+) -> None:
     try:
         line = await reader.readline()
         if not line:  # connected and left without asking anything
             return
         try:
             request = json.loads(line)
-            reply = await _dispatch(supervisor, request)
+            op = request.get("op") if isinstance(request, dict) else None
+            if ops and isinstance(op, str) and op in ops:
+                problem = name_problem(request.get("hub"))
+                reply = {"ok": False, "error": problem} if problem else await ops[op](request)
+            else:
+                reply = await _dispatch(supervisor, request)
         except Exception as exc:  # a bad request must never take the daemon down
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         writer.write(json.dumps(reply).encode() + b"\n")

@@ -18,9 +18,11 @@ from urllib.parse import urlsplit
 
 from hubfleet.backends import backends_for
 from hubfleet.backends.base import Backend
+from hubfleet.clock import utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.deploy.state import settings_snapshot, source_files
 from hubfleet.render.caddy import fleet_sites
+from hubfleet.render.ready_mode import READY_MARK, upcoming
 from hubfleet.runtime.layout import LAYOUT_FILE, layout
 from hubfleet.runtime.status_file import read_status
 from hubfleet.settings import UserError
@@ -183,10 +185,51 @@ def _without_port(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}{parts.path}"
 
 
+READY_DAYS = 7
+"""`hubfleet plan` lists the ready-mode windows open now or opening within this many days."""
+
+
+@dataclass(frozen=True)
+class ReadyWindowPlan:
+    """A scheduled ready-mode window (render/ready_mode.py): when the hub is warm for which event."""
+
+    hub: str
+    event: str
+    ready_from: str
+    end: str
+    seats: int | None
+    """Kubernetes user placeholders; None on a local hub (the daemon warms its template and accounts)."""
+
+    def line(self) -> str:
+        warm = f"{self.seats} user placeholders" if self.seats is not None else "template and accounts warmed"
+        return f"ready mode: {self.hub}: event {self.event}, {self.ready_from} – {self.end} ({warm})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hub": self.hub,
+            "event": self.event,
+            "from": self.ready_from,
+            "to": self.end,
+            "seats": self.seats,
+        }
+
+
+def ready_windows(fleet: FleetConfig, hubs: set[str] | None = None, now: Any = None) -> list[ReadyWindowPlan]:
+    found = []
+    for hub, event, seats in upcoming(fleet, now or utcnow(), READY_DAYS):
+        if hubs is None or hub in hubs:
+            found.append(
+                ReadyWindowPlan(hub, event.name, event.ready_from().isoformat(), event.end.isoformat(), seats)
+            )
+    return found
+
+
 @dataclass
 class Plan:
     hubs: list[HubPlan]
     front_door: FrontDoorPlan | None = None
+    ready: list[ReadyWindowPlan] = field(default_factory=list)
+    """Ready-mode windows open now or within READY_DAYS (additive: they change no hub's action)."""
 
     @property
     def changes(self) -> list[HubPlan]:
@@ -215,6 +258,7 @@ class Plan:
             "waves": self.waves(),
             **({"cluster_gates": self.cluster_gates()} if self.cluster_gates() else {}),
             "front_door": self.front_door.to_json() if self.front_door is not None else None,
+            "ready_mode": [window.to_json() for window in self.ready],
         }
 
     def github_matrix(self) -> str:
@@ -309,7 +353,7 @@ def make_plan(
             if entry.action == "update" and entry.name in moved and entry.reasons[-1].startswith("rendered"):
                 old, new = moved[entry.name]
                 entry.reasons[-1] = f"front door address: {old} → {new}"
-    return Plan(entries, front_door=door)
+    return Plan(entries, front_door=door, ready=ready_windows(fleet, hubs))
 
 
 def _add_cluster_gates(
@@ -398,8 +442,11 @@ def reasons(last: DeploymentRecord, now: dict[str, Any], rendered: str) -> list[
             found.append(f"{key}: {_show(old)} → {_show(new)}")
     if not found:
         logo = _logo_change(last.rendered, rendered)
+        ready = _ready_change(last.rendered, rendered)
         if logo:
             found.append(logo)
+        elif ready:
+            found.append(ready)
         elif last.rendered is not None and last.rendered != rendered:
             found.append("rendered configuration changed (a new hubfleet release renders it differently)")
         else:
@@ -417,6 +464,26 @@ def _logo_change(before: str | None, after: str) -> str | None:
     if old is None or new is None or old[1] == new[1]:
         return None
     return f"branding.logo: the logo file's content changed (sha256 {old[1][:12]}… → {new[1][:12]}…)"
+
+
+def _ready_mark(text: str | None) -> str:
+    for line in (text or "").splitlines():
+        if line.startswith(f"# {READY_MARK}"):
+            return line.removeprefix(f"# {READY_MARK}").strip()
+        if not line.startswith("#"):
+            break
+    return ""
+
+
+def _ready_change(before: str | None, after: str) -> str | None:
+    """The hub enters or leaves an event's ready mode (the values' header names it, render/kubernetes.py):
+    `hubfleet events apply` deploys this without the staging gate."""
+    old, new = _ready_mark(before), _ready_mark(after)
+    if old == new:
+        return None
+    if new:
+        return f"ready mode: {new}" + (f" (was: {old})" if old else "")
+    return f"ready mode ends ({old})"
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -29,8 +29,9 @@ from hubfleet.store.models import Incident
 
 log = logging.getLogger("hubfleet.incidents")
 
-KINDS = ("down", "certificate", "anomaly", "quota", "backup")
-"""quota: hubfleet.monitor.disk_usage; backup (rules `failed`, `late`): hubfleet.daemon.backup_schedule."""
+KINDS = ("down", "certificate", "anomaly", "quota", "backup", "event")
+"""quota: hubfleet.monitor.disk_usage; backup (rules `failed`, `late`): hubfleet.daemon.backup_schedule;
+event (rule `readiness`): hubfleet.daemon.event_schedule."""
 
 
 @dataclass(frozen=True)
