@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     isolation: Literal["auto", "single"] = "auto"
     """auto: an OS account per hub and per hub user when root, one account otherwise; single: one account even
     as root (a machine whose isolation comes from elsewhere)."""
+    hub_start: Literal["fork", "process"] = "fork"
+    """fork: with service accounts, hubs are forks of one process that imported JupyterHub once
+    (daemon/hub_templates.py); process: each hub is a fresh `jupyterhub` process (to compare, or to rule the
+    template out)."""
 
 
 def resolve_fleet_dir(flag: Path | None) -> Path:

@@ -41,10 +41,12 @@ from hubfleet.daemon.hub_files import (
     prepare_hub,
     restore_state_files,
 )
+from hubfleet.daemon.hub_templates import HubTemplate, hub_spec, reason_to_exec
 from hubfleet.deploy.audit import deploy_actor, fleet_commit
 from hubfleet.deploy.state import record
-from hubfleet.isolation.accounts import AccountError
+from hubfleet.isolation.accounts import Account, AccountError
 from hubfleet.isolation.cgroups import detect
+from hubfleet.isolation.forkserver import Forked
 from hubfleet.ports import port_holder
 from hubfleet.render.caddy import Site
 from hubfleet.runtime.layout import layout, make_state_private, migrate_hub
@@ -56,7 +58,7 @@ from hubfleet.runtime.processes import (
     terminate_tree,
 )
 from hubfleet.runtime.status_file import read_recorded_status, write_status
-from hubfleet.settings import UserError
+from hubfleet.settings import Settings, UserError
 from hubfleet.store.api import Store
 from hubfleet.store.retirements import retirement
 
@@ -133,7 +135,10 @@ class Supervisor:
         for name in names:
             hub = fleet.hubs[name]
             self._track(name, hub.community, hub.stage)
-        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        forked = self.mode == "accounts" and Settings().hub_start == "fork"
+        self.hub_template = HubTemplate(state_dir) if forked else None
+        """Hubs are forks of a process that imported JupyterHub once (each runs as its service account)."""
+        self._procs: dict[str, asyncio.subprocess.Process | Forked] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._helpers: dict[str, list[psutil.Process]] = {}
         self._current: dict[str, PreparedHub] = {}
@@ -195,6 +200,7 @@ class Supervisor:
             "isolation": self.isolation(),
             **self.extra_status,
             **({"front_door": self.front_door.snapshot()} if self.front_door is not None else {}),
+            **({"hub_template": self.hub_template.snapshot()} if self.hub_template is not None else {}),
             "hubs": {name: asdict(state) for name, state in self.hubs.items()},
         }
 
@@ -210,6 +216,8 @@ class Supervisor:
 
     async def start_all(self) -> None:
         """Start every hub at once and wait until each is healthy or has failed."""
+        if self.hub_template is not None:  # its imports overlap what comes before the first hub starts
+            self.hub_template.begin()
         await self.recover()
         for name in self.hubs:  # before the state tree turns private, which would strip users' files' modes
             migrate_hub(self.layout, name, home_name)
@@ -433,6 +441,7 @@ class Supervisor:
     async def _launch(self, prepared: PreparedHub) -> bool:
         """Start the hub process and wait for /hub/health; on failure record the error and log tail."""
         name = prepared.name
+        began = time.monotonic()
         self._set(name, state="starting", error="", log_tail=[], config_hash=prepared.config_hash)
         if prepared.blocked:
             self._set(name, state="failed", error=prepared.blocked)
@@ -459,26 +468,18 @@ class Supervisor:
         except (AccountError, OSError) as exc:
             self._set(name, state="failed", error=f"could not prepare the hub's account and files: {exc}")
             return False
-        run_as = {"user": account.uid, "group": account.gid, "extra_groups": []} if account else {}
         self._set(name, url=prepared.url)
         with prepared.log_path.open("ab") as logf:
             offset = logf.tell()
             logf.write(f"---- hubfleet: starting {name} at {now_iso()} ----\n".encode())
-            logf.flush()
-            proc = await asyncio.create_subprocess_exec(
-                *prepared.command,
-                cwd=prepared.data_dir,
-                env={**plain_env(), "HOME": str(prepared.data_dir), **prepared.env},
-                **run_as,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=logf,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = await self._start_hub_process(prepared, account)
         self._procs[name] = proc
         self._set(name, pid=proc.pid, started_at=now_iso())
+        launched = time.monotonic()
+        log.info("hub %s: process %d started (%.2f s to prepare)", name, proc.pid, launched - began)
         healthy = await self._wait_healthy(proc, prepared, offset)
         if healthy:
+            log.info("hub %s: healthy %.2f s after its process started", name, time.monotonic() - launched)
             self._helpers[name] = hub_helpers(proc.pid)
             self._set(name, state="running")
             return True
@@ -496,8 +497,32 @@ class Supervisor:
         )
         return False
 
+    async def _start_hub_process(
+        self, prepared: PreparedHub, account: Account | None
+    ) -> asyncio.subprocess.Process | Forked:
+        """The hub's process, in its own session, as its service account: a fork of the hub template when it
+        can serve this hub (hub_templates.py), else a fresh `jupyterhub` process; the same either way."""
+        env = {**plain_env(), "HOME": str(prepared.data_dir), **prepared.env}
+        if self.hub_template is not None and account is not None and not reason_to_exec(account, env):
+            spec = hub_spec(prepared.command, prepared.data_dir, env, account)
+            forked = await self.hub_template.spawn(spec, prepared.log_path)
+            if forked is not None:
+                return forked
+        run_as = {"user": account.uid, "group": account.gid, "extra_groups": []} if account else {}
+        with prepared.log_path.open("ab") as logf:
+            return await asyncio.create_subprocess_exec(
+                *prepared.command,
+                cwd=prepared.data_dir,
+                env=env,
+                **run_as,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=logf,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+
     async def _wait_healthy(
-        self, proc: asyncio.subprocess.Process, prepared: PreparedHub, offset: int
+        self, proc: asyncio.subprocess.Process | Forked, prepared: PreparedHub, offset: int
     ) -> bool:
         """Healthy: /hub/health answers through the proxy and the hub has started its services
         (JupyterHub answers health before its managed services run)."""
@@ -554,6 +579,8 @@ class Supervisor:
         if self.front_door is not None:
             await self.front_door.stop()
         await asyncio.gather(*(self._stop_process(name, graceful=True) for name in self.hubs))
+        if self.hub_template is not None:
+            await self.hub_template.stop()
         if self.broker is not None:  # after the hubs: their shutdown asks it to stop the user servers
             await self.broker.close_all()
         self.write_status()
