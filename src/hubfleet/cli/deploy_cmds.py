@@ -105,6 +105,8 @@ def plan(
     if result.front_door is not None:
         for line in result.front_door.lines():
             console.print(line, highlight=False, markup=False, soft_wrap=True)
+    for window in result.ready:  # scheduled ready mode (hubfleet events apply / the daemon applies it)
+        console.print(window.line(), highlight=False, markup=False, soft_wrap=True)
     waves = result.waves()
     console.print(
         f"{len(result.changes)} to change of {len(result.hubs)} hub(s) in fleet '{config.settings.name}'; "
