@@ -24,6 +24,8 @@ from hubfleet.clock import as_utc
 from hubfleet.store.models import HubSample
 
 SUCCESS = "success"
+BASELINE_LOOKBACK = 30
+"""Samples before a window searched for the baseline (one with a histogram)."""
 
 
 @dataclass(frozen=True)
@@ -145,12 +147,21 @@ def samples(store: Any, hub: str, start: datetime, end: datetime) -> list[Sample
                 .order_by(HubSample.at, HubSample.id)
             )
         )
-        before = session.scalars(
-            select(HubSample)
-            .where(HubSample.hub == hub, HubSample.at < start, HubSample.at >= start - timedelta(days=2))
-            .order_by(HubSample.at.desc(), HubSample.id.desc())
-            .limit(1)
-        ).first()
+        before = next(  # the newest with a histogram: a failed /hub/metrics leaves a sample without
+            (
+                row
+                for row in session.scalars(
+                    select(HubSample)
+                    .where(
+                        HubSample.hub == hub, HubSample.at < start, HubSample.at >= start - timedelta(days=2)
+                    )
+                    .order_by(HubSample.at.desc(), HubSample.id.desc())
+                    .limit(BASELINE_LOOKBACK)
+                )
+                if row.spawn_histogram is not None
+            ),
+            None,
+        )
         after = session.scalars(
             select(HubSample)
             .where(HubSample.hub == hub, HubSample.at > end, HubSample.at <= end + timedelta(hours=1))
