@@ -75,6 +75,8 @@ class PreparedHub:
     """Each user gets their own PostgreSQL server, started by the broker (isolation/user_postgres.py)."""
     environments: list[dict[str, Any]] = field(default_factory=list)
     """The hub's environments (JSON): the broker resolves each start against them again."""
+    spawner: str = "fork"
+    """How the broker starts the hub's servers: `fork` from a template (forkserver.py) or `process`."""
 
     def __repr__(self) -> str:  # env holds secrets
         return f"PreparedHub(name={self.name!r}, url={self.url!r}, data_dir={str(self.data_dir)!r})"
@@ -320,6 +322,7 @@ class LocalBackend(Backend):
             files=local_files(self.fleet, hub),
             user_database=hub.user_database is not None,
             environments=[e.model_dump(mode="json") for e in hub.environments],
+            spawner=hub.spawner,
         )
 
 

@@ -23,6 +23,7 @@ import sqlite3
 import stat
 import struct
 import subprocess
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from hubfleet.isolation.accounts import (
 )
 from hubfleet.isolation.cgroups import CgroupDriver, Group, Limits, parse_memory
 from hubfleet.isolation.environments import CHOICE_REFUSED, ServerSettings, server_settings
+from hubfleet.isolation.forkserver import SERVER_PRELOAD, Forked, ForkServer, TemplateError, unforkable
 from hubfleet.isolation.launch import launcher_argv
 from hubfleet.isolation.quotas import make_home_volume
 from hubfleet.isolation.user_postgres import UserDb, UserDbError, server_pids
@@ -61,6 +63,12 @@ INTERRUPT_WAIT, TERM_WAIT = 10.0, 5.0
 NOTICE_FILE = "LIMIT-REACHED.txt"
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _FIXED_ENV = ("HOME", "USER", "LOGNAME", "SHELL", "PATH")
+SERVER_ENTRY = "jupyterhub.singleuser:main"
+"""What `jupyterhub-singleuser` runs: a forked server runs it in the template's already-imported Python."""
+TEMPLATE_RETRY = 30.0
+"""A template that failed or died is started again at most this often (its imports cost seconds of CPU)."""
+TEMPLATE_WAIT = 20.0
+"""How long a start waits for a template that is still importing before it starts a fresh process instead."""
 
 
 class Refused(Exception):
@@ -84,6 +92,9 @@ class HubPolicy:
     """Each user's own PostgreSQL server, started with theirs (isolation/user_postgres.py)."""
     environments: list[dict[str, Any]] = field(default_factory=list)
     """The hub's environments from the fleet files: each start's choice is resolved again against them."""
+    spawner: str = "process"
+    """`fork`: servers are forked from a template that has imported the server (forkserver.py); `process`:
+    each is a fresh `python` through launch.py."""
 
 
 @dataclass
@@ -91,7 +102,7 @@ class _Served:
     policy: HubPolicy
     server: asyncio.Server
     in_flight: int = 0
-    children: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    children: dict[int, subprocess.Popen[bytes] | Forked] = field(default_factory=dict)
     seen: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Per account: the (oom kills, refused forks) already reported."""
     users: dict[str, str] = field(default_factory=dict)
@@ -106,6 +117,13 @@ class Broker:
         self.cgroups = cgroups
         self.store = store
         self._hubs: dict[str, _Served] = {}
+        self._templates: dict[tuple[str, ...], ForkServer] = {}
+        """One template per server command: environments differ only in what the child sets (env, PATH,
+        JUPYTER_PATH, options, limits), and every hub's server is the same jupyterhub-singleuser of the
+        daemon's own Python environment, so one template serves every hub and environment; a command that
+        differed (another Python) would get its own."""
+        self._template_tasks: dict[tuple[str, ...], asyncio.Task[None]] = {}
+        self._template_tried: dict[tuple[str, ...], float] = {}
 
     # ------------------------------------------------------------------ sockets
 
@@ -128,6 +146,8 @@ class Broker:
             served.children, served.seen, served.users = previous.children, previous.seen, previous.users
             served.memory = previous.memory
         self._hubs[policy.hub] = served
+        if policy.spawner == "fork":
+            self._start_template(policy)
         return path
 
     async def close(self, hub: str) -> None:
@@ -135,11 +155,125 @@ class Broker:
         if served is not None:
             served.server.close()
             self.layout.broker_socket(hub).unlink(missing_ok=True)
+            await self._stop_unused_templates()
 
     async def close_all(self) -> None:
         for hub in list(self._hubs):
             await self.close(hub)
+        await self._stop_unused_templates()
         self._prune_groups()
+
+    # ------------------------------------------------------------------ fork templates
+
+    def _template_key(self, policy: HubPolicy) -> tuple[str, ...]:
+        return tuple(policy.command)
+
+    def _start_template(self, policy: HubPolicy) -> asyncio.Task[None]:
+        """The template for the hub's servers, started in the background if it is not up (or has died)."""
+        key = self._template_key(policy)
+        template = self._templates.get(key)
+        if template is None:
+            template = ForkServer(
+                "servers", SERVER_PRELOAD, log_path=self.layout.state_dir / "fork-template.log"
+            )
+            self._templates[key] = template
+        task = self._template_tasks.get(key)
+        now = time.monotonic()
+        if task is None or (
+            task.done() and not template.running and now - self._template_tried.get(key, 0) > TEMPLATE_RETRY
+        ):
+            self._template_tried[key] = now
+            task = asyncio.create_task(self._run_template(template))
+            self._template_tasks[key] = task
+        return task
+
+    @staticmethod
+    async def _run_template(template: ForkServer) -> None:
+        try:
+            await template.start()
+        except (TemplateError, OSError) as exc:
+            log.warning("broker: %s; servers start as fresh processes until it is up", exc)
+
+    async def _template_for(self, policy: HubPolicy) -> ForkServer | None:
+        """The running template for the hub's servers, waiting a while for one that is starting; None when
+        there is none (the start then runs launch.py, as with `spawner: process`)."""
+        task = self._start_template(policy)
+        if not task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout=TEMPLATE_WAIT)
+        template = self._templates.get(self._template_key(policy))
+        return template if template is not None and template.running else None
+
+    async def _stop_unused_templates(self) -> None:
+        used = {self._template_key(s.policy) for s in self._hubs.values() if s.policy.spawner == "fork"}
+        for key in [k for k in self._templates if k not in used]:
+            template = self._templates.pop(key)
+            task = self._template_tasks.pop(key, None)
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await template.stop()
+
+    def templates(self) -> list[dict[str, Any]]:
+        """Each template's state, for status and tests."""
+        return [
+            {"command": list(key), "pid": t.pid, "running": t.running, "children": len(t.children())}
+            for key, t in self._templates.items()
+        ]
+
+    async def warm(self, hub: str, environment: str | None, users: list[str]) -> dict[str, Any]:
+        """Ready mode: everything before the per-user server is done ahead. The hub's template is up, and each
+        user's account, home and (empty) cgroup exist, so a start only forks. `environment` is the event's
+        (its limits for the groups); the accounts do not depend on it. Returns what was done."""
+        served = self._hubs.get(hub)
+        if served is None:
+            raise Refused(f"hub {hub} is not served by this daemon")
+        policy = served.policy
+        done: dict[str, Any] = {"hub": hub, "template": "none", "accounts_created": 0, "accounts_existing": 0,
+                                "homes": 0, "cgroups": 0, "refused": []}  # fmt: skip
+        if policy.spawner == "fork":
+            template = await self._template_for(policy)
+            done["template"] = "running" if template is not None else "not running"
+        limits = policy.limits
+        picked = next((e for e in policy.environments if e.get("slug") == environment), None)
+        resources = (picked or {}).get("resources") or {}
+        if resources.get("memory_limit") or resources.get("cpu_limit"):
+            limits = replace(
+                limits,
+                memory_bytes=parse_memory(resources["memory_limit"])
+                if resources.get("memory_limit")
+                else limits.memory_bytes,
+                cpu_cores=resources.get("cpu_limit") or limits.cpu_cores,
+            )
+        comment = comment_for(self.layout.instance, policy.hub, "user")
+        make_passable_dir(policy.homes)
+        for user in users:
+            try:
+                user = check_username(user)
+            except AccountError as exc:
+                done["refused"].append(str(exc))
+                continue
+            name = self._account_name(policy, user)
+            existed = _uid(name) is not None
+            home = policy.homes / home_dirname(user)
+            try:
+                account = await asyncio.to_thread(ensure_account, name, home=home, comment=comment)
+            except AccountError as exc:
+                done["refused"].append(str(exc))
+                continue
+            done["accounts_existing" if existed else "accounts_created"] += 1
+            if not home.exists():
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(make_home_volume, home)
+                await asyncio.to_thread(ensure_home, home, account)
+                done["homes"] += 1
+            group = self._group(policy, name)
+            if group is not None and not group.pids():
+                with contextlib.suppress(OSError):
+                    group.create(limits)
+                    done["cgroups"] += 1
+        return done
 
     def _prune_groups(self) -> None:
         """The fleet's empty group directories (each server's own is removed when it stops)."""
@@ -292,6 +426,12 @@ class Broker:
             "argv": [*policy.command, *args, *picked.args],
             "umask": 0o022,
         }
+        if policy.spawner == "fork":
+            forked = await self._fork(policy, user, spec)
+            if forked is not None:
+                served.children[forked.pid] = forked
+                log.info("hub %s: forked %s's server as %s (pid %d)", policy.hub, user, name, forked.pid)
+                return {"ok": True, "pid": forked.pid, "account": name}
         with policy.log_path.open("ab") as logf:
             proc = subprocess.Popen(
                 launcher_argv(),
@@ -307,6 +447,24 @@ class Broker:
         served.children[proc.pid] = proc
         log.info("hub %s: started %s's server as %s (pid %d)", policy.hub, user, name, proc.pid)
         return {"ok": True, "pid": proc.pid, "account": name}
+
+    async def _fork(self, policy: HubPolicy, user: str, spec: dict[str, Any]) -> Forked | None:
+        """The server forked from the template, or None (with the reason in the log) to start it as a fresh
+        process: the template is not up, or the server's environment needs a fresh interpreter."""
+        reason = unforkable(spec["env"])
+        template = None if reason else await self._template_for(policy)
+        if template is not None:
+            try:
+                return await template.spawn(spec, SERVER_ENTRY, log_path=policy.log_path)
+            except (TemplateError, OSError) as exc:
+                reason = str(exc)
+        log.warning(
+            "hub %s: %s's server starts as a fresh process: %s",
+            policy.hub,
+            user,
+            reason or "the fork template is not running",
+        )
+        return None
 
     def _user_db(self, policy: HubPolicy, user: str) -> UserDb:
         layout = self.layout
@@ -397,6 +555,8 @@ class Broker:
         """Look at every running server's group for kills and refused forks until `stop` is set."""
         while not stop.is_set():
             for served in list(self._hubs.values()):
+                if served.policy.spawner == "fork":
+                    self._start_template(served.policy)  # a dead template is started again
                 for name, user in list(served.users.items()):
                     try:
                         self._limit_events(served, user, name)

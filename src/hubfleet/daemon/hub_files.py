@@ -72,6 +72,7 @@ def broker_policy(where: Layout, prepared: PreparedHub, account: Account) -> Hub
         path_env=PATH,
         user_database=prepared.user_database,
         environments=prepared.environments,
+        spawner=prepared.spawner,
     )
 
 

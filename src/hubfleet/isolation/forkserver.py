@@ -169,7 +169,7 @@ class ForkServer:
             try:
                 self._proc = await asyncio.create_subprocess_exec(
                     self.python, "-s", "-P", "-m", "hubfleet.isolation.forktemplate",
-                    "--fd", str(theirs.fileno()), *self.preload,
+                    "--fd", str(theirs.fileno()), "--label", self.name, *self.preload,
                     pass_fds=(theirs.fileno(),),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=logf or asyncio.subprocess.DEVNULL,

@@ -90,6 +90,34 @@ def preload(modules: list[str]) -> dict[str, str]:
     return failed
 
 
+_PR_SET_NAME = 15
+
+
+def set_cmdline(argv: list[str]) -> bool:
+    """Show `argv` as the process's command line (/proc/PID/cmdline, ps, psutil) instead of the template's,
+    so the tools that look for `jupyterhub-singleuser` find the server: written over the template's own
+    argument area, as setproctitle(3) does (the kernel then shows it up to its first NUL; arguments are joined
+    by spaces and cut to the area's size). The short name (comm) becomes argv[0]'s base name."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    name = ctypes.create_string_buffer(os.path.basename(argv[0]).encode()[:15])
+    libc.prctl(_PR_SET_NAME, ctypes.addressof(name), 0, 0, 0)
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48 and 49
+    except (OSError, ValueError, IndexError):
+        return False
+    size = end - start
+    if size < 2:
+        return False
+    title = " ".join(argv).encode()[: size - 2] + b"\0"
+    ctypes.memmove(start, title + b"\0" * (size - 1 - len(title)) + b" ", size)  # last byte not NUL
+    return True
+
+
 def _user_site() -> None:
     """The account's own site-packages (~/.local/lib/pythonX.Y/site-packages), as a fresh interpreter started
     as that user with this HOME would add it: the template itself runs with -s (never root's)."""
@@ -113,6 +141,8 @@ def _run_child(spec_fd: int, log_fd: int, entry: str) -> NoReturn:
         os.close(log_fd)
         spec = read_spec(spec_fd)
         os.close(spec_fd)
+        if not set_cmdline(spec["argv"]):
+            sys.stderr.write("hubfleet fork template: the command line could not be set\n")
         enter(spec)
         os.environ.clear()  # unsetenv each: the kernels this server starts inherit only the spec's
         os.environ.update(spec["env"])
@@ -235,11 +265,12 @@ def serve(ctl: socket.socket) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--fd", type=int, required=True, help="the control socket's descriptor")
+    parser.add_argument("--label", default="", help="shown in the command line only (whose template)")
     parser.add_argument("modules", nargs="*", help="modules to import before forking")
     args = parser.parse_args()
     ctl = socket.socket(fileno=args.fd)
     started = time.monotonic()
-    failed = preload(args.modules)
+    failed = preload(["ctypes", *args.modules])
     problem = fork_problem()
     _send(
         ctl,
