@@ -37,7 +37,6 @@ HUB_PRELOAD = [
     "sqlalchemy.dialects.sqlite",
     "sqlite3",
     "tornado.platform.asyncio",
-    "tornado.curl_httpclient",
     "hubfleet.isolation.spawner",
     "nativeauthenticator.nativeauthenticator",
     "oauthenticator.generic",
@@ -45,10 +44,11 @@ HUB_PRELOAD = [
     "oauthenticator.google",
     "oauthenticator.bitbucket",
     "oauthenticator.cilogon",
+    "hubfleet.daemon.hub_preload",
 ]
 """What a hub imports by the time it runs (`python -X importtime jupyterhub -f ...` of the demo's hubs):
 JupyterHub loads every installed authenticator's entry point when it resolves its classes. A package that
-is not installed is skipped by the template."""
+is not installed is skipped by the template. Last, hub_preload.py configures the ORM's mappers once."""
 
 
 def current_umask() -> int:
