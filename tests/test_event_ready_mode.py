@@ -343,7 +343,8 @@ def test_the_daemon_opens_warms_and_closes_the_window_by_itself() -> None:
         root = copy_demo_fleet(tmp / "fleet", keep={HACKWEEK_STAGING})
         path = root / HACKWEEK_STAGING
         now = datetime.now(UTC)
-        start, end = now - timedelta(minutes=1), now + timedelta(seconds=100)
+        start = (now - timedelta(minutes=1)).replace(microsecond=0)
+        end = (now + timedelta(seconds=100)).replace(microsecond=0)
         path.write_text(
             path.read_text().replace(
                 "  admin_users: [omar]\n", "  admin_users: [omar]\n  allowed_users: [ada]\n"

@@ -121,7 +121,8 @@ def test_extra_values_still_come_last(tmp_path: Path) -> None:
     path.write_text(
         path.read_text().replace(
             "  placeholders: 3\n",
-            "  placeholders: 3\n  extra_values:\n    scheduling:\n      userPlaceholder:\n        replicas: 7\n",
+            "  placeholders: 3\n  extra_values:\n    scheduling:\n"
+            "      userPlaceholder:\n        replicas: 7\n",
         )
     )
     fleet = load_fleet(tmp_path / "fleet")
