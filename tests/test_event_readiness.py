@@ -9,13 +9,14 @@ import asyncio
 import json
 import pwd
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
-from fleet_helpers import copy_demo_fleet, hubfleet, running_fleet
+from fleet_helpers import copy_demo_fleet, free_ports, hubfleet, running_fleet
 from hubfleet.checks.synthetic import TEST_USER_PREFIX
 from hubfleet.config.models_events import Arrival, parse_arrival
 from hubfleet.config.validate import load_fleet
@@ -29,6 +30,17 @@ pytestmark = pytest.mark.integration
 
 DUMMY = "uni-a-staging"  # dummy auth (password demo-staging), environments python and r
 NATIVE = "uni-a"  # native auth (sign-ups approved by an admin), the same environments
+TOKEN = "uni-a-workshop"  # tmp auth: no form a test user can fill in, so the hub issues tokens
+WORKSHOP_HUB = """\
+name: uni-a-workshop
+community: uni-a
+cluster: local
+stage: staging
+port: {port}
+auth:
+  type: tmp
+  admin_users: [grace]
+"""
 EVENTS = """
 events:
   - name: lab-ok
@@ -59,6 +71,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     staging = root / "communities/uni-a/hubs/staging.yaml"
     staging.write_text(staging.read_text() + EVENTS)
+    (root / "communities/uni-a/hubs/workshop.yaml").write_text(WORKSHOP_HUB.format(port=free_ports(1)[0]))
     # the collector samples every second, so it sees the attendees' servers while they run
     with running_fleet(root, env={"HUBFLEET_COLLECT_INTERVAL": "1"}):
         yield root
@@ -136,6 +149,15 @@ def test_native_hub_signs_up_and_in_through_the_forms(fleet: Path) -> None:
             assert client.get(f"/hub/api/native/users/{name}").status_code == 404
 
 
+def test_hub_without_a_usable_login_form_issues_tokens(fleet: Path) -> None:
+    report = run(fleet, TOKEN, users=2)
+    assert report.passed, report.to_json()
+    for attendee in report.attendees:
+        assert attendee.sign_in == "token"
+        assert [s.name for s in attendee.steps][:2] == ["issue_token", "start_server"]
+    assert_gone(fleet, TOKEN, [a.username for a in report.attendees])
+
+
 def test_failures_name_their_cause_and_a_missed_target_fails(fleet: Path) -> None:
     # code that raises: each attendee fails at `execute`, with the kernel's error as the cause
     report = run(fleet, DUMMY, users=2, code="raise RuntimeError('boom {a}')")
@@ -192,8 +214,11 @@ def test_cli_errors(tmp_path: Path) -> None:
         ("uni-a", "--users", "0"): "--users must be at least 1",
         ("uni-a",): "hub uni-a is not running: no `hubfleet up` daemon runs",
     }
+    with ThreadPoolExecutor(len(cases)) as pool:  # each a process of its own: at once
+        runs = pool.map(lambda args: hubfleet("event", "test", *args, fleet=root), cases)
+        results = dict(zip(cases, runs, strict=True))
     for args, message in cases.items():
-        done = hubfleet("event", "test", *args, fleet=root)
+        done = results[args]
         assert done.returncode == 1, (args, done.stdout, done.stderr)
         assert message in " ".join((done.stdout + done.stderr).split()), (args, done.stdout + done.stderr)
         assert "Traceback" not in done.stderr
