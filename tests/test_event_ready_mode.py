@@ -337,8 +337,9 @@ HACKWEEK_STAGING = "communities/hackweek/hubs/staging.yaml"
 
 
 def test_the_daemon_opens_warms_and_closes_the_window_by_itself() -> None:
-    """A real daemon: the event's window is open when it starts and ends ~100 s later. The daemon looks at
-    the fleet's files only every 10 minutes here, so closing on time is the schedule waking it."""
+    """A real daemon: the event's window is open when it starts and ends ~100 s later; an operator switches
+    it off and on again by hand in between. The daemon looks at the fleet's files only every 10 minutes
+    here, so closing the window at the end is the schedule waking it."""
     with passable_tempdir("hubfleet-ready-") as tmp:
         root = copy_demo_fleet(tmp / "fleet", keep={HACKWEEK_STAGING})
         path = root / HACKWEEK_STAGING
@@ -378,6 +379,21 @@ def test_the_daemon_opens_warms_and_closes_the_window_by_itself() -> None:
             ), history
             listed = json.loads(hubfleet("events", "--json", fleet=root, check=True).stdout)["events"]
             assert listed[0]["ready_mode"]["event"] == "sprint"
+
+            # by hand, through the daemon's control socket: off (it holds), then on again
+            off = hubfleet("event", "ready", "hackweek-staging", "sprint", "--off", fleet=root, check=True)
+            assert "hackweek-staging left ready mode for sprint" in off.stdout
+            with open_store(state) as store:
+                [was] = stored.windows(store, "hackweek-staging")
+            assert was.ended_by is not None and was.ended_by.startswith("operator ")
+            again = hubfleet("event", "ready", "hackweek-staging", "sprint", "--off", fleet=root)
+            assert again.returncode == 1 and "hub hackweek-staging is not in ready mode" in again.stderr
+            on = hubfleet("event", "ready", "hackweek-staging", "sprint", "--on", fleet=root, check=True)
+            assert "hackweek-staging is in ready mode for sprint" in on.stdout, on.stdout
+            with open_store(state) as store:
+                reopened = stored.windows(store, "hackweek-staging")[0]
+            assert reopened.open and reopened.started_by.startswith("operator ")
+            assert "warm" in reopened.details
 
             def closed() -> Window | None:
                 with open_store(state) as store:
