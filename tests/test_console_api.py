@@ -121,6 +121,9 @@ ENDPOINTS: list[tuple[str, str, str]] = [
     ("GET", "/api/tokens", "/api/tokens"),
     ("POST", "/api/tokens", "/api/tokens"),
     ("DELETE", "/api/tokens/{token_id}", "/api/tokens/1"),
+    ("GET", "/api/events", "/api/events"),
+    ("GET", "/api/events/{hub}/{event}", "/api/events/uni-a/phys101-first-lab"),
+    ("GET", "/api/events/{hub}/{event}/report", "/api/events/uni-a/phys101-first-lab/report"),
 ]
 
 

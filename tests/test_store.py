@@ -49,7 +49,7 @@ def test_migrations_create_the_schema_in_the_state_dir(tmp_path: Path) -> None:
         assert {"deployments", "restarts", "checks", "alembic_version"} <= tables
         columns = {c["name"] for c in inspect(store.engine).get_columns("checks")}
         assert columns == {"id", "hub", "at", "ok", "failed_step", "total_seconds", "steps"}
-        assert store_db.current_revision(store.engine) == store_db.head_revision() == "0011"
+        assert store_db.current_revision(store.engine) == store_db.head_revision() == "0013"
         with store.engine.connect() as conn:
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert conn.execute(text("PRAGMA busy_timeout")).scalar() == store_db.BUSY_TIMEOUT_MS
@@ -136,7 +136,7 @@ def test_upgrading_a_0005_store_adds_limit_events_and_keeps_its_rows(tmp_path: P
     finally:
         engine.dispose()
     with open_store(tmp_path) as store:  # upgrades to head on open
-        assert store_db.current_revision(store.engine) == "0011"
+        assert store_db.current_revision(store.engine) == store_db.head_revision()
         columns = {c["name"] for c in inspect(store.engine).get_columns("limit_events")}
         assert columns == {"id", "hub", "username", "kind", "at", "count", "detail"}
         indexes = {i["name"]: i["column_names"] for i in inspect(store.engine).get_indexes("limit_events")}

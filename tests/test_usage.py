@@ -104,6 +104,8 @@ def test_parse_metrics_of_jupyterhub_6_1_1() -> None:
         spawn_success_total=1.0,
         spawn_failure_total=0.0,
         spawn_seconds_total=0.1064331,
+        # the whole histogram, kept for events' spawn quantiles (hubfleet.events.spawns)
+        spawn_histogram={"success": {"count": 1.0, "sum": 0.106433, "buckets": [[0.5, 0.0]]}},
     )
 
 
