@@ -120,6 +120,8 @@ class Attendee:
 @dataclass
 class ReadinessReport:
     hub: str
+    url: str
+    """Where the attendees went: the hub's public URL (through the front door while it serves the hub)."""
     event: str | None
     environment: str | None
     users: int
@@ -603,6 +605,7 @@ async def run_readiness_test(
     rush = {"people": arrival.people, "seconds": arrival.seconds} if arrival else None
     return ReadinessReport(
         hub=hub.name,
+        url=reach.url,
         event=event.name if event is not None else None,
         environment=environment,
         users=users,
