@@ -218,3 +218,25 @@ def test_cli_names_the_hub_s_events_for_a_wrong_name(run: Run) -> None:
     assert result.returncode != 0
     assert "no event 'lab-two'" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_failed_delivery_is_recorded_without_secrets(run: Run) -> None:
+    """The SMTP server gone (a closed loopback port) and a password on the channel: `error` names the
+    address and the cause, never the password; nothing raises."""
+    import asyncio
+
+    from hubfleet.daemon.event_reports import send_report
+    from hubfleet.ports import free_port
+
+    fleet = load_fleet(run.root)
+    channel = fleet.settings.monitoring.alerts.email[0]
+    closed = channel.model_copy(
+        update={"smtp_port": free_port(), "username": "mailer", "password": "s3cret-mail-pass"}
+    )
+    fleet.settings.monitoring.alerts.email[0] = closed
+    report = _record(run).report
+    with open_store(run.root / ".hubfleet") as store:
+        sent = asyncio.run(send_report(fleet, store, HUB, report))
+    assert sent.sent_to == []
+    assert sent.error and sent.error.startswith(f"{GRACE}: ") and "Connection refused" in sent.error
+    assert "s3cret-mail-pass" not in sent.error
