@@ -416,3 +416,62 @@ def test_the_daemon_opens_warms_and_closes_the_window_by_itself() -> None:
 def test_fleet_next_change_spans_hubs() -> None:
     fleet = load_fleet(HERE / "fixtures" / "k8s-fleet")
     assert fleet_next_change(fleet, fleet.hubs, T0) is None  # no events in the fixture
+
+
+class RecordingAlerter:
+    """Stands in for hubfleet.monitor.alerts.Alerter: records what it was asked to send."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str, str | None]] = []
+
+    async def incident_opened(self, incident) -> None:  # noqa: ANN001
+        self.sent.append(("opened", incident.hub, incident.kind, incident.rule))
+
+    async def incident_resolved(self, incident) -> None:  # noqa: ANN001
+        self.sent.append(("resolved", incident.hub, incident.kind, incident.rule))
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Nothing to wait for: it records at once."""
+
+
+def test_a_readiness_test_that_cannot_run_opens_an_incident_and_the_end_resolves_it(tmp_path: Path) -> None:
+    """The schedule's edges on a fleet that is not up (no daemon, no broker): the window opens, the test
+    cannot reach the hub, an `event/readiness` incident is opened and alerted; the window's end closes it."""
+    from hubfleet.daemon.event_schedule import EventSchedule
+    from hubfleet.monitor.incidents import open_keys
+
+    root = copy_demo_fleet(tmp_path / "fleet", keep={HACKWEEK_STAGING})
+    now = datetime.now(UTC).replace(microsecond=0)
+    path = root / HACKWEEK_STAGING
+    path.write_text(
+        path.read_text()
+        + f"events:\n- name: sprint\n  start: {now.isoformat()}\n"
+        + f"  end: {(now + timedelta(hours=1)).isoformat()}\n  attendees: 5\n  readiness_test_users: 1\n"
+    )
+    fleet, state, alerts = load_fleet(root), root / ".hubfleet", RecordingAlerter()
+
+    async def edges() -> list[str]:
+        with open_store(state) as store:
+            schedule = EventSchedule(fleet, state, store, lambda: ["hackweek-staging"], None, alerts)
+            done = schedule.step(fleet, now)
+            await schedule._work["hackweek-staging"]
+            assert ("hackweek-staging", "event", "readiness") in open_keys(store)
+            [opened] = stored.windows(store, "hackweek-staging")
+            assert opened.details["warm"] == {
+                "skipped": "single-account mode: no per-user accounts to make ahead"
+            }
+            assert opened.details["readiness_test"]["passed"] is False
+            assert "could not run" in opened.details["readiness_test"]["verdict"]
+            done += schedule.step(fleet, now + timedelta(hours=1))
+            await schedule.drain(5)
+            assert ("hackweek-staging", "event", "readiness") not in open_keys(store)
+            return done
+
+    assert asyncio.run(edges()) == [
+        "hackweek-staging enters ready mode for event sprint (schedule)",
+        "hackweek-staging leaves ready mode of event sprint (its window is over)",
+    ]
+    assert alerts.sent == [
+        ("opened", "hackweek-staging", "event", "readiness"),
+        ("resolved", "hackweek-staging", "event", "readiness"),
+    ]
