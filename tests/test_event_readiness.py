@@ -68,6 +68,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = copy_demo_fleet(
         tmp_path_factory.mktemp("fleet") / "demo",
         keep={"communities/uni-a/hubs/staging.yaml", "communities/uni-a/hubs/prod.yaml"},
+        front_door=True,  # attendees come through it (https, the hubs' public names), as people do
     )
     staging = root / "communities/uni-a/hubs/staging.yaml"
     staging.write_text(staging.read_text() + EVENTS)
@@ -110,6 +111,7 @@ def test_dummy_hub_passes_is_stored_and_leaves_no_test_user(fleet: Path) -> None
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["passed"] is True and report["failures"] == [] and report["cleanup_problems"] == []
+    assert report["url"].startswith("https://")  # through the fleet's front door
     assert report["event"] == "lab-ok" and report["environment"] == "python" and report["users"] == 3
     assert report["arrival"] == {"all_at_once": False, "people": 3, "seconds": 2.0}
     assert [a["arrives_after"] for a in report["attendees"]] == [0.0, 0.667, 1.333]
