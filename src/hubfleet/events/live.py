@@ -69,7 +69,12 @@ def live_view(
             "minutes": minutes,
             **spawns.spawns_between(store, hub, recent_from, now),
         },
-        "spawns_since_start": (spawns.spawns_between(store, hub, since, until) if now >= since else None),
+        # from the doors' opening: the readiness test when ready mode began is not the attendees' wait
+        "spawns_since_start": (
+            {"since": event.start.isoformat(), **spawns.spawns_between(store, hub, event.start, until)}
+            if now >= event.start
+            else None
+        ),
         "target_p95_seconds": event.spawn_p95_seconds,
         "ready_mode": {
             "on": current is not None and current.event == event.name,
