@@ -119,7 +119,16 @@ def copy_demo_fleet(dest: Path, keep: set[str] | None = None, *, front_door: boo
     for community in dest.glob("communities/*"):
         if not list(community.glob("hubs/*.yaml")):
             shutil.rmtree(community)
+        elif keep is not None and len(list(community.glob("hubs/*.yaml"))) < len(hub_files_of(community)):
+            # the demo's events name its prod hubs: without them the community's events go too
+            path = community / "community.yaml"
+            path.write_text(drop_section(path.read_text(), "events"))
     return dest
+
+
+def hub_files_of(community: Path) -> list[Path]:
+    """The demo's hub files of the community `community` (a copy's directory of the same name)."""
+    return sorted((DEMO / "communities" / community.name).glob("hubs/*.yaml"))
 
 
 def copy_demo_without_front_door(dest: Path) -> Path:

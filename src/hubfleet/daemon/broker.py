@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 
@@ -65,6 +66,8 @@ _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _FIXED_ENV = ("HOME", "USER", "LOGNAME", "SHELL", "PATH")
 SERVER_ENTRY = "jupyterhub.singleuser:main"
 """What `jupyterhub-singleuser` runs: a forked server runs it in the template's already-imported Python."""
+LISTEN_WAIT, LISTEN_POLL = 20.0, 0.02
+"""How long a start waits for the server to listen before answering the hub (its call times out at 30 s)."""
 TEMPLATE_RETRY = 30.0
 """A template that failed or died is started again at most this often (its imports cost seconds of CPU)."""
 TEMPLATE_WAIT = 20.0
@@ -431,6 +434,7 @@ class Broker:
             if forked is not None:
                 served.children[forked.pid] = forked
                 log.info("hub %s: forked %s's server as %s (pid %d)", policy.hub, user, name, forked.pid)
+                await _until_listening(forked, spec["env"])
                 return {"ok": True, "pid": forked.pid, "account": name}
         with policy.log_path.open("ab") as logf:
             proc = subprocess.Popen(
@@ -446,6 +450,7 @@ class Broker:
         proc.stdin.close()
         served.children[proc.pid] = proc
         log.info("hub %s: started %s's server as %s (pid %d)", policy.hub, user, name, proc.pid)
+        await _until_listening(proc, spec["env"])
         return {"ok": True, "pid": proc.pid, "account": name}
 
     async def _fork(self, policy: HubPolicy, user: str, spec: dict[str, Any]) -> Forked | None:
@@ -600,6 +605,27 @@ class Broker:
                 )
             _tell_user(policy.homes / home_dirname(user), name, detail)
         return [detail for _, _, detail in messages]
+
+
+async def _until_listening(child: subprocess.Popen[bytes] | Forked, env: dict[str, str]) -> None:
+    """Return once the server accepts connections on its port (or has ended, or after LISTEN_WAIT).
+
+    JupyterHub looks for a started server with an exponential backoff (waits drawn from 0-0.2 s, 0-0.4 s,
+    0-0.8 s, ... between looks), which adds up to about as long again as a forked server takes to start;
+    answered when the server listens, the hub finds it at its first look."""
+    port = urlsplit(env.get("JUPYTERHUB_SERVICE_URL", "")).port
+    if not port:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LISTEN_WAIT
+    while loop.time() < deadline and child.poll() is None:
+        try:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(LISTEN_POLL)
+            continue
+        writer.close()
+        return
 
 
 # ---------------------------------------------------------------------- request checks
