@@ -213,6 +213,9 @@ def _spawner_lines(hub: Hub, runtime: LocalRuntime) -> list[str]:
             "# each user's server runs as their own OS account, started by hubfleet's broker",
             "c.JupyterHub.spawner_class = 'hubfleet.isolation.spawner.BrokerSpawner'",
             f"c.BrokerSpawner.socket_path = {str(runtime.broker_socket)!r}",
+            "# the broker forks each server from a template that has imported it (spawner: fork)"
+            if hub.spawner == "fork"
+            else "# the broker starts each server as a fresh process (spawner: process)",
         ]
     elif environments:
         lines = [
