@@ -355,3 +355,52 @@ def test_children_outlive_the_daemon_and_are_reaped(tmp_path: Path) -> None:
     assert psutil.Process(child).status() != psutil.STATUS_ZOMBIE
     assert psutil.Process(child).uids().real == 65534
     os.kill(child, signal.SIGKILL)
+
+
+def test_warm_makes_the_template_and_the_accounts_ahead(tmp_path: Path) -> None:
+    """Ready mode's part on a local hub (Broker.warm): the template is up and the users' accounts and homes
+    exist before anyone arrives; asked again, it finds them. A real broker in this process, real accounts."""
+    import secrets as random_ids
+
+    from hubfleet.backends.local import BIN_DIR, PATH
+    from hubfleet.daemon.broker import Broker, HubPolicy
+    from hubfleet.isolation.accounts import fleet_accounts, remove_account
+    from hubfleet.isolation.cgroups import Limits
+    from hubfleet.runtime.layout import Layout
+
+    os.chmod(tmp_path, 0o711)
+    where = Layout(tmp_path / "state", tmp_path / "data", random_ids.token_hex(6))
+    where.state_dir.mkdir()
+    policy = HubPolicy(
+        hub="warm-hub",
+        hub_uid=0,
+        limits=Limits(),
+        memory_text=None,
+        db_path=tmp_path / "none.sqlite",
+        homes=where.homes("warm-hub"),
+        log_path=tmp_path / "hub.log",
+        command=[str(BIN_DIR / "jupyterhub-singleuser")],
+        path_env=PATH,
+        spawner="fork",
+    )
+
+    async def main() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        broker = Broker(where, None)
+        await broker.serve(policy)
+        try:
+            first = await broker.warm("warm-hub", None, ["ann", "bo", "../x"])
+            again = await broker.warm("warm-hub", None, ["ann", "bo"])
+            return first, again, broker.templates()
+        finally:
+            await broker.close_all()
+
+    try:
+        first, again, state = asyncio.run(main())
+    finally:
+        for account in fleet_accounts(where.instance):
+            remove_account(account.name)
+    assert first["template"] == "running" and state[0]["running"]
+    assert (first["accounts_created"], first["homes"], len(first["refused"])) == (2, 2, 1)
+    assert (again["accounts_created"], again["accounts_existing"], again["homes"]) == (0, 2, 0)
+    assert (where.homes("warm-hub") / "ann").is_dir()
+    assert not psutil.pid_exists(state[0]["pid"]) or psutil.Process(state[0]["pid"]).status() == "zombie"
