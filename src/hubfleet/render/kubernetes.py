@@ -413,4 +413,3 @@ def values_yaml(
         until = f" until {ready.until.isoformat()}" if ready.until else ""
         header += f"# {READY_MARK} event {ready.event}, {ready.seats} seats{until}\n"
     return header + to_yaml(render_z2jh_values(fleet, hub, secrets=secrets, ready=ready))
-
