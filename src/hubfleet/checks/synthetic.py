@@ -454,7 +454,10 @@ class _Check:
                     elif kind == "status" and content.get("execution_state") == "idle":
                         idle = True
         except websockets.exceptions.InvalidStatus as exc:
-            raise StepFailed(f"opening the kernel websocket: HTTP {exc.response.status_code}") from None
+            status = exc.response.status_code
+            # 599: the hub's proxy gave up connecting to the user server (tornado's 20 s websocket timeout)
+            why = " (the proxy could not reach the server in time)" if status == 599 else ""
+            raise StepFailed(f"opening the kernel websocket: HTTP {status}{why}") from None
         output = "".join(stdout)
         if reply.get("status") != "ok":
             why = "; ".join(errors) or f"{reply.get('ename')}: {reply.get('evalue')}"
