@@ -240,3 +240,39 @@ def test_a_failed_delivery_is_recorded_without_secrets(run: Run) -> None:
     assert sent.sent_to == []
     assert sent.error and sent.error.startswith(f"{GRACE}: ") and "Connection refused" in sent.error
     assert "s3cret-mail-pass" not in sent.error
+
+
+# --------------------------------------------------------------------------- the histogram arithmetic
+
+
+def _h(count: float, total: float, buckets: list[list[float]], **failures: float) -> dict[str, object]:
+    found: dict[str, object] = {"success": {"count": count, "sum": total, "buckets": buckets}}
+    for reason, n in failures.items():
+        found[f"failure/{reason.replace('_', '-')}"] = {"count": n, "sum": 0.0, "buckets": [[0.5, n]]}
+    return found
+
+
+def test_spawn_quantiles_from_bucket_deltas() -> None:
+    """p50/p95 as Prometheus' histogram_quantile estimates them, over the deltas of stored samples; a hub
+    restart (counts going down) counts the later sample whole; failures by reason."""
+    from hubfleet.events.spawns import summary, window_delta
+
+    before = _h(2, 1.0, [[0.5, 1], [1.0, 2]])
+    later = _h(12, 8.0, [[0.5, 1], [1.0, 10], [2.5, 11], [5.0, 12]], too_many_users=1)
+    after_restart = _h(1, 0.3, [[0.5, 1]])
+    figures = summary(window_delta([before, later]))
+    assert figures["spawns"] == 10 and figures["failures"] == {"failure/too-many-users": 1}
+    assert figures["p50_seconds"] == 0.812  # rank 5 of 8 in (0.5, 1]: 0.5 + 0.5 * 5/8
+    assert figures["p95_seconds"] == 3.75  # rank 9.5 in (2.5, 5]: 2.5 + 2.5 * 0.5/1
+    assert figures["mean_seconds"] == 0.7
+    assert summary(window_delta([before, later, after_restart]))["spawns"] == 11
+    assert summary(window_delta([before, None, later]))["spawns"] == 10  # a sample without metrics
+
+
+def test_spawns_beyond_the_last_bucket_say_so() -> None:
+    from hubfleet.events.spawns import summary, window_delta
+
+    slow = _h(4, 4000.0, [[0.5, 0], [600.0, 1]])
+    figures = summary(window_delta([{}, slow]))
+    assert figures["p95_seconds"] == 600.0 and figures["p95_above_last_bucket"] is True
+    assert summary(window_delta([{}]))["p50_seconds"] is None
