@@ -20,6 +20,7 @@ from fleet_helpers import copy_demo_fleet, free_ports, hubfleet, running_fleet
 from hubfleet.checks.synthetic import TEST_USER_PREFIX
 from hubfleet.config.models_events import Arrival, parse_arrival
 from hubfleet.config.validate import load_fleet
+from hubfleet.events import readiness
 from hubfleet.events.readiness import ReadinessReport, run_readiness_test, schedule
 from hubfleet.isolation.accounts import fleet_accounts, home_dirname, user_account
 from hubfleet.runtime.layout import layout
@@ -151,9 +152,14 @@ def test_native_hub_signs_up_and_in_through_the_forms(fleet: Path) -> None:
             assert client.get(f"/hub/api/native/users/{name}").status_code == 404
 
 
-def test_hub_without_a_usable_login_form_issues_tokens(fleet: Path) -> None:
+def test_hub_without_a_usable_login_form_issues_tokens(fleet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a test user a killed test left behind; "an hour old" is made "any age" for the test
+    with operator(fleet, TOKEN) as client:
+        assert client.post(f"/hub/api/users/{TEST_USER_PREFIX}killed-1").status_code == 201
+    monkeypatch.setattr(readiness, "STALE_SECONDS", 0.0)
     report = run(fleet, TOKEN, users=2)
     assert report.passed, report.to_json()
+    assert report.stale_users_removed == [f"{TEST_USER_PREFIX}killed-1"]
     for attendee in report.attendees:
         assert attendee.sign_in == "token"
         assert [s.name for s in attendee.steps][:2] == ["issue_token", "start_server"]
@@ -215,6 +221,7 @@ def test_cli_errors(tmp_path: Path) -> None:
         ("uni-a", "--users", "101"): "101 test users exceed hub uni-a's max_users (100)",
         ("uni-a", "--users", "0"): "--users must be at least 1",
         ("uni-a",): "hub uni-a is not running: no `hubfleet up` daemon runs",
+        ("uni-a", "--users", "100", "--arrival", "1 in 1m"): "the test would run 6240s",
     }
     with ThreadPoolExecutor(len(cases)) as pool:  # each a process of its own: at once
         runs = pool.map(lambda args: hubfleet("event", "test", *args, fleet=root), cases)

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import math
+import pwd
 import secrets
 import shutil
 import time
@@ -45,10 +46,11 @@ from hubfleet.checks.synthetic import (
     Via,
     check_source,
     form_xsrf,
+    is_test_user,
     post_login,
     through,
 )
-from hubfleet.clock import utcnow
+from hubfleet.clock import parse_time, utcnow
 from hubfleet.config.models_events import DEFAULT_TEST_USERS, Arrival, Event
 from hubfleet.settings import UserError
 
@@ -60,6 +62,10 @@ ATTENDEE_SECONDS = 300.0
 """The most one attendee may take from arrival to a stopped server (each step inside this budget)."""
 CLEANUP_SECONDS = 120.0
 """Budget for removing the test users once the attendees are done (or the test was stopped)."""
+STALE_SECONDS = 3600.0
+"""Test users older than this, of another run, are leftovers of a test that was killed: removed."""
+MAX_SECONDS = STALE_SECONDS - CLEANUP_SECONDS - 60
+"""The longest a test may run (so no test's users are ever taken for another's leftovers)."""
 DEFAULT_TARGET_SECONDS = 10.0
 """Spawn p95 target without an event (the Event model's default)."""
 TOKEN_SECONDS = 3600
@@ -135,6 +141,8 @@ class ReadinessReport:
     timed_out: bool
     cleanup_problems: list[str]
     """Test users that could not be removed entirely (each: what is left and why); [] when all are gone."""
+    stale_users_removed: list[str]
+    """Test users of earlier runs that a killed test left behind (older than an hour), removed by this one."""
     passed: bool
     verdict: str
     """One line: passed, or why not (failures, the p95 against the target, the timeout)."""
@@ -432,28 +440,57 @@ def _score(attendee: Attendee) -> None:
 
 
 async def _remove_user(operator: httpx.AsyncClient, name: str, native: bool) -> str | None:
-    """Stop the user's server and delete the user (and its native sign-up); None, or what is left."""
+    """Stop the user's server and delete the user (and its native sign-up); None, or what is left.
+
+    A spawn under way is left to finish before the server is stopped: stopping a pending spawn makes
+    JupyterHub interrupt it, which on local hubs could leave the starting server behind."""
     quoted = quote(name, safe="")
-    deadline = time.monotonic() + CLEANUP_SECONDS - 10  # a spawn under way finishes before it can stop
-    while True:
-        with contextlib.suppress(httpx.HTTPError):
-            await operator.delete(f"/hub/api/users/{quoted}/server")
+    deadline = time.monotonic() + CLEANUP_SECONDS - 10
+    status = 0
+    while time.monotonic() < deadline:
         model = await operator.get(f"/hub/api/users/{quoted}")
-        if model.status_code == 404:
+        status = model.status_code
+        if status == 404:
             break
-        server = (model.json().get("servers") or {}).get("") if model.status_code == 200 else None
-        if not server or (not server.get("ready") and not server.get("pending")):
+        server = (model.json().get("servers") or {}).get("") if status == 200 else None
+        if server and server.get("pending") == "spawn":
+            await asyncio.sleep(0.5)
+            continue
+        if server and server.get("ready") and not server.get("pending"):
+            with contextlib.suppress(httpx.HTTPError):
+                await operator.delete(f"/hub/api/users/{quoted}/server")
+            continue
+        if not server or not server.get("pending"):  # no server (any more): the user can go
             deleted = await operator.delete(f"/hub/api/users/{quoted}")
             if deleted.status_code in (204, 404):
                 break
-        if time.monotonic() > deadline:
-            return f"{name}: still on the hub (server stopping or delete refused: HTTP {model.status_code})"
+            status = deleted.status_code
         await asyncio.sleep(0.5)
+    else:
+        return f"{name}: still on the hub (its server still starting or stopping, last answer HTTP {status})"
     if native:  # a sign-up whose user never signed in is not a hub user yet
         gone = await operator.delete(f"/hub/api/native/users/{quoted}")
         if gone.status_code not in (204, 404):
             return f"{name}: its native sign-up is left (HTTP {gone.status_code})"
     return None
+
+
+def _kill_account_processes(account: str) -> None:
+    """Whatever still runs as the test user's own account (it is about to be deleted): a server the hub
+    lost track of must not outlive its user."""
+    import psutil
+
+    try:
+        uid = pwd.getpwnam(account).pw_uid
+    except KeyError:
+        return
+    found = []
+    for proc in psutil.process_iter(["uids"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.info["uids"] and proc.info["uids"].real == uid:
+                proc.kill()
+                found.append(proc)
+    psutil.wait_procs(found, timeout=5)
 
 
 def _remove_os_traces(state_dir: Path, hub: Hub, name: str) -> str | None:
@@ -468,12 +505,13 @@ def _remove_os_traces(state_dir: Path, hub: Hub, name: str) -> str | None:
             db = user_postgres.UserDb.at(where.data_dir, where.state_dir, where.instance, hub.name, name)
             user_postgres.remove(db)
             db.lock_path.unlink(missing_ok=True)
+        account = user_account(where.instance, hub.name, name)
+        _kill_account_processes(account)
         home = where.homes(hub.name) / home_dirname(name)
         if home.is_symlink():
             home.unlink()
         elif home.is_dir():
             shutil.rmtree(home)
-        account = user_account(where.instance, hub.name, name)
         for attempt in range(10):  # userdel refuses while the account's last processes are going
             try:
                 remove_account(account)
@@ -495,8 +533,34 @@ def _os_accounts(config: FleetConfig, hub: Hub) -> bool:
     return isolation_mode() == "accounts"
 
 
-async def _clean_up(run: _Run, config: FleetConfig, state_dir: Path) -> list[str]:
-    """Remove every test user of the run from the hub (and this machine); what could not be removed."""
+async def _stale(operator: httpx.AsyncClient, run: _Run) -> list[str]:
+    """Test users of earlier runs older than STALE_SECONDS: left by a test killed outright (SIGKILL, a
+    crash), whose own clean-up never ran. A run still going is never that old (its hard timeout and
+    clean-up are far shorter), so two tests at once never remove each other's users."""
+    try:
+        response = await operator.get(
+            "/hub/api/users", params={"name_filter": TEST_USER_PREFIX, "limit": 200}
+        )
+        users = response.json() if response.status_code == 200 else []
+    except (httpx.HTTPError, ValueError):
+        return []
+    now = utcnow()
+    found = []
+    for user in users if isinstance(users, list) else []:
+        name, created = str(user.get("name") or ""), parse_time(user.get("created"))
+        if (
+            is_test_user(name)
+            and name not in run.names
+            and created
+            and (now - created).total_seconds() > STALE_SECONDS
+        ):
+            found.append(name)
+    return sorted(found)
+
+
+async def _clean_up(run: _Run, config: FleetConfig, state_dir: Path) -> tuple[list[str], list[str]]:
+    """Remove every test user of the run, and stale ones of earlier runs, from the hub (and this machine):
+    what could not be removed, and the stale users removed."""
     problems: list[str] = []
     limit = asyncio.Semaphore(8)
     os_traces = _os_accounts(config, run.hub)
@@ -513,15 +577,19 @@ async def _clean_up(run: _Run, config: FleetConfig, state_dir: Path) -> list[str
             if os_traces and (left := await asyncio.to_thread(_remove_os_traces, state_dir, run.hub, name)):
                 problems.append(left)
 
+    stale: list[str] = []
     async with run.reach.operator() as operator:
         try:
             async with asyncio.timeout(CLEANUP_SECONDS):
                 await asyncio.gather(*(one(operator, name) for name in run.names))
+                stale = await _stale(operator, run)
+                await asyncio.gather(*(one(operator, name) for name in stale))
         except TimeoutError:
             problems.append(
-                f"clean-up took longer than {CLEANUP_SECONDS:.0f}s; run the test again to retry it"
+                f"clean-up took longer than {CLEANUP_SECONDS:.0f}s; the next test removes what is left once "
+                "it is an hour old"
             )
-    return sorted(problems)
+    return sorted(problems), stale
 
 
 # --------------------------------------------------------------------------- the test
@@ -569,6 +637,14 @@ async def run_readiness_test(
             f"event {event.name if event else ''}: hub {hub.name} has no environment '{environment}'"
         )
     target = target_p95_seconds or (event.spawn_p95_seconds if event is not None else DEFAULT_TARGET_SECONDS)
+    offsets = schedule(users, arrival)
+    hard = timeout if timeout is not None else offsets[-1] + ATTENDEE_SECONDS
+    if hard > MAX_SECONDS:
+        raise ReadinessError(
+            f"the test would run {hard:.0f}s (arrivals over {offsets[-1]:.0f}s, then up to "
+            f"{ATTENDEE_SECONDS:.0f}s each); at most {MAX_SECONDS:.0f}s: test fewer users (--users), a "
+            "faster arrival (--arrival) or a shorter --timeout"
+        )
     reach = _reach(config, state_dir, hub)
     await _answers(reach, hub.name)
     password = _password(config, hub) if hub.auth is not None and hub.auth.type == "dummy" else None
@@ -577,16 +653,15 @@ async def run_readiness_test(
     if environment is not None:
         chosen = next(e for e in hub.environments if e.slug == environment)
         run.groups = list(chosen.groups[:1])
-    offsets = schedule(users, arrival)
     attendees = [
         Attendee(run.username(i), offset, "login form" if run.login else "token")
         for i, offset in enumerate(offsets, start=1)
     ]
     run.names = [a.username for a in attendees]
-    hard = timeout if timeout is not None else offsets[-1] + ATTENDEE_SECONDS
     started_at, started = utcnow(), time.monotonic()
     timed_out = False
     problems: list[str] = []
+    stale: list[str] = []
     async with reach.operator() as operator:
         tasks = [asyncio.create_task(run.attend(a, operator, started)) for a in attendees]
         try:
@@ -596,7 +671,7 @@ async def run_readiness_test(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            problems = await _clean_up(run, config, state_dir)
+            problems, stale = await _clean_up(run, config, state_dir)
     spawn = Latency.of([a.spawn_seconds for a in attendees if a.spawn_seconds is not None])
     first = Latency.of(
         [a.first_execution_seconds for a in attendees if a.first_execution_seconds is not None]
@@ -618,6 +693,7 @@ async def run_readiness_test(
         attendees=attendees,
         timed_out=timed_out,
         cleanup_problems=problems,
+        stale_users_removed=stale,
         passed=passed,
         verdict=verdict,
     )
