@@ -337,7 +337,7 @@ HACKWEEK_STAGING = "communities/hackweek/hubs/staging.yaml"
 
 
 def test_the_daemon_opens_warms_and_closes_the_window_by_itself() -> None:
-    """A real daemon: the event's window is open when it starts and ends 150 s later. The daemon warms the
+    """A real daemon: the event's window is open when it starts and ends 120 s later. The daemon warms the
     hub and runs the readiness test; an operator switches ready mode off and on again by hand. The daemon
     looks at the fleet's files only every 10 minutes here, so closing the window at the end is the schedule
     waking it."""
@@ -346,14 +346,14 @@ def test_the_daemon_opens_warms_and_closes_the_window_by_itself() -> None:
         path = root / HACKWEEK_STAGING
         now = datetime.now(UTC)
         start = (now - timedelta(minutes=1)).replace(microsecond=0)
-        end = (now + timedelta(seconds=150)).replace(microsecond=0)
+        end = (now + timedelta(seconds=120)).replace(microsecond=0)
         path.write_text(
             path.read_text().replace(
                 "  admin_users: [omar]\n", "  admin_users: [omar]\n  allowed_users: [ada]\n"
             )
             + "events:\n- name: sprint\n"
             + f"  start: {start.isoformat(timespec='seconds')}\n  end: {end.isoformat(timespec='seconds')}\n"
-            + "  attendees: 20\n  readiness_test_users: 2\n"
+            + "  attendees: 20\n  readiness_test_users: 2\n  spawn_p95_seconds: 300\n"  # pass: no failure
         )
         env = {"HUBFLEET_EVENT_RELOAD_LOOK": "600"}
         with running_fleet(root, env=env):
@@ -382,7 +382,7 @@ def test_the_daemon_opens_warms_and_closes_the_window_by_itself() -> None:
             tested = wait_for(lambda: (w := opened()) and w.details.get("readiness_test"), timeout=150)
             assert tested["passed"] is True, tested
             listed = json.loads(hubfleet("events", "--json", fleet=root, check=True).stdout)["events"]
-            assert listed[0]["ready_mode"]["event"] == "sprint" and listed[0]["last_test"]["passed"]
+            assert listed[0]["ready_mode"]["event"] == "sprint" and listed[0]["last_test"]["passed"], listed
 
             # by hand, through the daemon's control socket: off (it holds), then on again
             off = hubfleet("event", "ready", "hackweek-staging", "sprint", "--off", fleet=root, check=True)
