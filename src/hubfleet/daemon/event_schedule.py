@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hubfleet.checks.synthetic import is_test_user
 from hubfleet.clock import utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models_events import Event
@@ -63,13 +64,15 @@ def reload_look() -> float:
 
 
 def known_users(state_dir: Path, hub_name: str) -> list[str]:
-    """Users in the hub's own database (those who signed in before, or an admin added)."""
+    """Users in the hub's own database (those who signed in before, or an admin added); not a readiness
+    test's simulated attendees (removed after their test, unless a test was cut short)."""
     db = layout(state_dir).hub_data(hub_name) / "jupyterhub.sqlite"
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
-            return [row[0] for row in conn.execute("SELECT name FROM users ORDER BY name")]
+            names = [row[0] for row in conn.execute("SELECT name FROM users ORDER BY name")]
     except sqlite3.Error:
         return []
+    return [name for name in names if not is_test_user(name)]
 
 
 @dataclass
