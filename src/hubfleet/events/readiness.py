@@ -352,7 +352,7 @@ class _Run:
             try:
                 if await step("start_kernel", steps.start_kernel):
                     code = check_source(self.code, steps.kernel_name, a, b)
-                    await step("execute", lambda: steps.execute(code, str(a * b)))
+                    await step("execute", lambda: _execute(steps, code, str(a * b)))
                     await step("delete_kernel", steps.delete_kernel, cleanup=True)
             finally:
                 await step("stop_server", steps.stop_server, cleanup=True)
@@ -418,6 +418,27 @@ class _Run:
             if response.status_code != 200:
                 raise _fail(response, f"adding the test user to group {group}")
         return f"in group(s) {', '.join(self.groups)}"
+
+
+WEBSOCKET_TRIES = 3
+"""JupyterLab opens a kernel's websocket again when it fails; so does an attendee, this many times in all."""
+
+
+async def _execute(steps: UserSteps, code: str, expect: str) -> str:
+    """Run the code; a websocket the proxy gave up on (599: the server did not answer it in time, as under
+    a rush while kernels start) is opened again, as JupyterLab does, and the wait counts."""
+    for attempt in range(1, WEBSOCKET_TRIES + 1):
+        try:
+            done = await steps.execute(code, expect)
+        except StepFailed as exc:
+            if "HTTP 599" not in str(exc) or attempt == WEBSOCKET_TRIES:
+                raise StepFailed(
+                    f"{exc} (websocket tried {attempt} times)" if attempt > 1 else str(exc)
+                ) from None
+            await asyncio.sleep(1.0)
+            continue
+        return done if attempt == 1 else f"{done} (websocket opened at try {attempt})"
+    raise AssertionError("unreachable")
 
 
 def _score(attendee: Attendee) -> None:
