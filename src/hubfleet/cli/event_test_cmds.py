@@ -137,6 +137,6 @@ def _print(report: ReadinessReport) -> None:
     mark = "[green]passed[/green]" if report.passed else "[red]failed[/red]"
     console.print(
         f"{mark} (target: spawn p95 ≤ {report.target_p95_seconds:g}s and no failures; "
-        f"took {report.seconds:.1f}s)",
+        f"took {report.seconds:.1f}s, clean-up {report.cleanup_seconds:.1f}s)",
         highlight=False,
     )

@@ -135,6 +135,9 @@ class ReadinessReport:
     target_p95_seconds: float
     started_at: datetime
     seconds: float
+    """From the first arrival to the last attendee done (or the hard timeout)."""
+    cleanup_seconds: float
+    """Removing the test users afterwards."""
     spawn: Latency
     first_execution: Latency
     attendees: list[Attendee]
@@ -683,6 +686,7 @@ async def run_readiness_test(
     timed_out = False
     problems: list[str] = []
     stale: list[str] = []
+    attended = started
     async with reach.operator() as operator:
         tasks = [asyncio.create_task(run.attend(a, operator, started)) for a in attendees]
         try:
@@ -692,6 +696,7 @@ async def run_readiness_test(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            attended = time.monotonic()
             problems, stale = await _clean_up(run, config, state_dir)
     spawn = Latency.of([a.spawn_seconds for a in attendees if a.spawn_seconds is not None])
     first = Latency.of(
@@ -708,7 +713,8 @@ async def run_readiness_test(
         arrival={"all_at_once": arrival is None, **(rush or {})},
         target_p95_seconds=target,
         started_at=started_at,
-        seconds=round(time.monotonic() - started, 3),
+        seconds=round(attended - started, 3),
+        cleanup_seconds=round(time.monotonic() - attended, 3),
         spawn=spawn,
         first_execution=first,
         attendees=attendees,
