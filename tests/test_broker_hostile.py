@@ -30,7 +30,7 @@ import httpx
 import psutil
 import pytest
 
-from fleet_helpers import alive, copy_demo_fleet, daemon_status, hubfleet, running_fleet, wait_for
+from fleet_helpers import alive, copy_demo_fleet, daemon_status, free_ports, hubfleet, running_fleet, wait_for
 from hubfleet.daemon.broker import MAX_IN_FLIGHT
 from hubfleet.isolation.accounts import fleet_accounts, home_dirname, hub_account, user_account
 from hubfleet.runtime.layout import Layout, layout
@@ -232,7 +232,12 @@ def test_non_ascii_user_of_the_hub_gets_a_safe_account(fleet: Fleet) -> None:
     """The hub's own non-ASCII user ("café", created through the REST API) is accepted: run as an hfu- account
     whose name is plain ASCII, its home an escaped directory name in the hub's homes, owned and private."""
     sock = fleet.sock(A)
-    reply = call(sock, {"op": "start", "user": "café", "env": {"JUPYTERHUB_X": "é"}, "args": ["--debug"]})
+    # enough of a hub's environment that the server keeps running while it is looked at (a forked server
+    # without it ends in a fraction of a second)
+    port = free_ports(1)[0]
+    env = {"JUPYTERHUB_X": "é", "JUPYTERHUB_API_TOKEN": "not-a-token", "JUPYTERHUB_API_URL": "http://127.0.0.1:9/",
+           "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}/user/caf%C3%A9/"}  # fmt: skip
+    reply = call(sock, {"op": "start", "user": "café", "env": env, "args": ["--debug"]})
     assert reply["ok"] is True, reply
     name, pid = reply["account"], reply["pid"]
     assert name == fleet.account(A, "café")

@@ -201,6 +201,7 @@ def test_a_forked_server_is_the_users_own(uni: Hub) -> None:
     status = Path(f"/proc/{server.pid}/status").read_text()
     assert re.search(r"^Groups:\s*$", status, re.M), "supplementary groups left"
     assert os.getsid(server.pid) == server.pid, "not in a session of its own"
+    assert os.stat(f"/proc/{server.pid}").st_uid == uid.real, "not dumpable: its /proc files are root's"
     assert account in Path(f"/proc/{server.pid}/cgroup").read_text()
     home = str(uni.root / ".hubfleet-data/homes" / UNI / "alice")
     assert os.readlink(f"/proc/{server.pid}/fd/2").endswith("/hub.log")

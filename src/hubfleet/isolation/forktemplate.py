@@ -90,7 +90,19 @@ def preload(modules: list[str]) -> dict[str, str]:
     return failed
 
 
-_PR_SET_NAME = 15
+_PR_SET_NAME, _PR_SET_DUMPABLE = 15, 4
+
+
+def make_dumpable() -> None:
+    """As after an exec: the kernel marks a process that changed its uid without exec as not dumpable (its
+    /proc files root's, no core dumps), which an exec'd server is not. Safe here because the child holds
+    nothing the user may not see: the template read no secret (no spec, no daemon memory), and the spec is
+    the user's own."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
 
 
 def set_cmdline(argv: list[str]) -> bool:
@@ -144,6 +156,7 @@ def _run_child(spec_fd: int, log_fd: int, entry: str) -> NoReturn:
         if not set_cmdline(spec["argv"]):
             sys.stderr.write("hubfleet fork template: the command line could not be set\n")
         enter(spec)
+        make_dumpable()
         os.environ.clear()  # unsetenv each: the kernels this server starts inherit only the spec's
         os.environ.update(spec["env"])
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
