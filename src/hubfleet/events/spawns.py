@@ -138,38 +138,29 @@ class Sample:
 def samples(store: Any, hub: str, start: datetime, end: datetime) -> list[Sample]:
     """The hub's samples in [start, end], with the last one before `start` (the baseline) and the first
     after `end` (spawns between the last sample inside and `end` are counted, with at most one collection
-    interval after it)."""
+    interval after it). Three indexed reads of three columns (no ORM objects: a week-long event at one
+    sample a minute is 10,000 rows)."""
+    columns = select(HubSample.at, HubSample.running_servers, HubSample.spawn_histogram).where(
+        HubSample.hub == hub
+    )
     with store.session() as session:
-        inside = list(
-            session.scalars(
-                select(HubSample)
-                .where(HubSample.hub == hub, HubSample.at >= start, HubSample.at <= end)
-                .order_by(HubSample.at, HubSample.id)
-            )
-        )
-        before = next(  # the newest with a histogram: a failed /hub/metrics leaves a sample without
-            (
-                row
-                for row in session.scalars(
-                    select(HubSample)
-                    .where(
-                        HubSample.hub == hub, HubSample.at < start, HubSample.at >= start - timedelta(days=2)
-                    )
-                    .order_by(HubSample.at.desc(), HubSample.id.desc())
-                    .limit(BASELINE_LOOKBACK)
-                )
-                if row.spawn_histogram is not None
-            ),
-            None,
-        )
-        after = session.scalars(
-            select(HubSample)
-            .where(HubSample.hub == hub, HubSample.at > end, HubSample.at <= end + timedelta(hours=1))
+        inside = session.execute(
+            columns.where(HubSample.at >= start, HubSample.at <= end).order_by(HubSample.at, HubSample.id)
+        ).all()
+        earlier = session.execute(
+            columns.where(HubSample.at < start, HubSample.at >= start - timedelta(days=2))
+            .order_by(HubSample.at.desc(), HubSample.id.desc())
+            .limit(BASELINE_LOOKBACK)
+        ).all()
+        after = session.execute(
+            columns.where(HubSample.at > end, HubSample.at <= end + timedelta(hours=1))
             .order_by(HubSample.at, HubSample.id)
             .limit(1)
-        ).first()
-        rows = [*([before] if before else []), *inside, *([after] if after else [])]
-        return [Sample(as_utc(r.at), r.running_servers, r.spawn_histogram) for r in rows]
+        ).all()
+    # the baseline: the newest with a histogram (a failed /hub/metrics leaves a sample without one)
+    before = next((row for row in earlier if row[2] is not None), None)
+    rows = [*([before] if before else []), *inside, *after]
+    return [Sample(as_utc(at), running, histogram) for at, running, histogram in rows]
 
 
 def spawns_between(store: Any, hub: str, start: datetime, end: datetime) -> dict[str, Any]:
