@@ -65,6 +65,8 @@ from hubfleet.store.retirements import retirement
 log = logging.getLogger("hubfleet.supervisor")
 
 HEALTH_TIMEOUT = 120.0
+HEALTH_POLL = 0.1
+"""Seconds between looks at a starting hub: its log line, then its health."""
 MAX_CONSECUTIVE_FAILURES = 5
 LOG_TAIL_LINES = 15
 
@@ -524,17 +526,20 @@ class Supervisor:
     async def _wait_healthy(
         self, proc: asyncio.subprocess.Process | Forked, prepared: PreparedHub, offset: int
     ) -> bool:
-        """Healthy: /hub/health answers through the proxy and the hub has started its services
-        (JupyterHub answers health before its managed services run)."""
+        """Healthy: the hub has started its services (its log says so: JupyterHub answers health before its
+        managed services run) and /hub/health answers through the proxy. The log, a file read, is looked at
+        first and often; the HTTP request is made only once it says running, so that hubs still starting are
+        not slowed by requests they cannot answer yet."""
         deadline = time.monotonic() + HEALTH_TIMEOUT
         async with httpx.AsyncClient(timeout=2.0) as client:
             while time.monotonic() < deadline and proc.returncode is None:
-                with contextlib.suppress(httpx.HTTPError):
-                    response = await client.get(f"{prepared.url}/hub/health")
-                    if response.status_code == 200 and _log_says_running(prepared.log_path, offset):
-                        return True
+                if _log_says_running(prepared.log_path, offset):
+                    with contextlib.suppress(httpx.HTTPError):
+                        response = await client.get(f"{prepared.url}/hub/health")
+                        if response.status_code == 200:
+                            return True
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(proc.wait(), timeout=0.25)
+                    await asyncio.wait_for(proc.wait(), timeout=HEALTH_POLL)
         return False
 
     # ------------------------------------------------------------------ watching
