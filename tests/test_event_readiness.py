@@ -20,7 +20,7 @@ from fleet_helpers import copy_demo_fleet, free_ports, hubfleet, running_fleet
 from hubfleet.checks.synthetic import TEST_USER_PREFIX
 from hubfleet.config.models_events import Arrival, parse_arrival
 from hubfleet.config.validate import load_fleet
-from hubfleet.events import readiness
+from hubfleet.events import test_users
 from hubfleet.events.readiness import ReadinessReport, run_readiness_test, schedule
 from hubfleet.isolation.accounts import fleet_accounts, home_dirname, user_account
 from hubfleet.runtime.layout import layout
@@ -156,7 +156,7 @@ def test_hub_without_a_usable_login_form_issues_tokens(fleet: Path, monkeypatch:
     # a test user a killed test left behind; "an hour old" is made "any age" for the test
     with operator(fleet, TOKEN) as client:
         assert client.post(f"/hub/api/users/{TEST_USER_PREFIX}killed-1").status_code == 201
-    monkeypatch.setattr(readiness, "STALE_SECONDS", 0.0)
+    monkeypatch.setattr(test_users, "STALE_SECONDS", 0.0)
     report = run(fleet, TOKEN, users=2)
     assert report.passed, report.to_json()
     assert report.stale_users_removed == [f"{TEST_USER_PREFIX}killed-1"]
