@@ -66,8 +66,9 @@ _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _FIXED_ENV = ("HOME", "USER", "LOGNAME", "SHELL", "PATH")
 SERVER_ENTRY = "jupyterhub.singleuser:main"
 """What `jupyterhub-singleuser` runs: a forked server runs it in the template's already-imported Python."""
-LISTEN_WAIT, LISTEN_POLL = 20.0, 0.02
-"""How long a start waits for the server to listen before answering the hub (its call times out at 30 s)."""
+LISTEN_WAIT, LISTEN_POLL = 12.0, 0.02
+"""A start is answered at the latest this long after the request came, listening or not: the hub's call
+times out at 30 s, and a user's database or a fresh process on a busy machine may have taken much of it."""
 TEMPLATE_RETRY = 30.0
 """A template that failed or died is started again at most this often (its imports cost seconds of CPU)."""
 TEMPLATE_WAIT = 20.0
@@ -370,6 +371,7 @@ class Broker:
         args: list[str],
         picked: ServerSettings | None = None,
     ) -> dict[str, Any]:
+        answer_by = asyncio.get_running_loop().time() + LISTEN_WAIT
         policy = served.policy
         picked = picked or ServerSettings()
         limits = policy.limits
@@ -434,7 +436,7 @@ class Broker:
             if forked is not None:
                 served.children[forked.pid] = forked
                 log.info("hub %s: forked %s's server as %s (pid %d)", policy.hub, user, name, forked.pid)
-                await _until_listening(forked, spec["env"])
+                await _until_listening(forked, spec["env"], answer_by)
                 return {"ok": True, "pid": forked.pid, "account": name}
         with policy.log_path.open("ab") as logf:
             proc = subprocess.Popen(
@@ -450,7 +452,7 @@ class Broker:
         proc.stdin.close()
         served.children[proc.pid] = proc
         log.info("hub %s: started %s's server as %s (pid %d)", policy.hub, user, name, proc.pid)
-        await _until_listening(proc, spec["env"])
+        await _until_listening(proc, spec["env"], answer_by)
         return {"ok": True, "pid": proc.pid, "account": name}
 
     async def _fork(self, policy: HubPolicy, user: str, spec: dict[str, Any]) -> Forked | None:
@@ -607,8 +609,10 @@ class Broker:
         return [detail for _, _, detail in messages]
 
 
-async def _until_listening(child: subprocess.Popen[bytes] | Forked, env: dict[str, str]) -> None:
-    """Return once the server accepts connections on its port (or has ended, or after LISTEN_WAIT).
+async def _until_listening(
+    child: subprocess.Popen[bytes] | Forked, env: dict[str, str], deadline: float
+) -> None:
+    """Return once the server accepts connections on its port (or has ended, or at `deadline`).
 
     JupyterHub looks for a started server with an exponential backoff (waits drawn from 0-0.2 s, 0-0.4 s,
     0-0.8 s, ... between looks), which adds up to about as long again as a forked server takes to start;
@@ -617,7 +621,6 @@ async def _until_listening(child: subprocess.Popen[bytes] | Forked, env: dict[st
     if not port:
         return
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + LISTEN_WAIT
     while loop.time() < deadline and child.poll() is None:
         try:
             _reader, writer = await asyncio.open_connection("127.0.0.1", port)
