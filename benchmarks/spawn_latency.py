@@ -1,16 +1,20 @@
-"""Spawn latency of single-user servers on one demo hub, at concurrency 1 and 10; prints JSON.
+"""Spawn latency of single-user servers on one demo hub: alone, 10 at once and a burst of 100, for each
+spawner (`spawner: process` and `fork`, in the same run); prints JSON.
 
-Not part of the test suite, and no target: the figures are recorded in docs/benchmarks.md.
+Not part of the test suite; the targets of issue 17 are goals, not gates: the figures are recorded in
+docs/benchmarks.md.
 
-Brings up only the `uni-a-staging` hub (dummy auth) of a copy of the demo fleet on a free port. A spawn is
+For each spawner, brings up only the `uni-a-staging` hub (dummy auth) of a copy of the demo fleet on a free
+port, with that `spawner` in its hub file. A spawn is
 timed from sending POST /hub/api/users/NAME/server (with an operator token) until GET /hub/api/users/NAME
 shows servers[''].ready. The POST's own answer is not trusted: JupyterHub 6.1.1 may answer 500 when a
 spawn outlasts slow_spawn_timeout while the spawn goes on, so the user model is always polled.
 
 Concurrency 1: one unrecorded warm-up spawn, then `--sequential` spawns one after another, each server
 stopped before the next. Concurrency 10: `--concurrent` users spawn at once; each latency runs from that
-user's request to that user's server being ready. All servers are stopped (DELETE, then poll until gone)
-between rounds, and the fleet is brought down at the end whatever happens.
+user's request to that user's server being ready. Burst: `--burst` users likewise (0 to skip). All servers
+are stopped (DELETE, then poll until gone) between rounds, and the fleet is brought down at the end whatever
+happens. The memory of one server (RSS, PSS, USS) is read while it runs, and with `fork` the template's.
 """
 
 from __future__ import annotations
@@ -28,9 +32,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fleet_helpers import copy_demo_fleet, daemon_status, hubfleet, passable_tempdir, running_fleet  # noqa: E402
+from fleet_helpers import (  # noqa: E402
+    copy_demo_fleet,
+    daemon_status,
+    drop_section,
+    hubfleet,
+    passable_tempdir,
+    running_fleet,
+)
 from machine_info import machine  # noqa: E402
 
 HUB = "uni-a-staging"
@@ -61,10 +73,29 @@ def summary(latencies: list[float]) -> dict[str, Any]:
     }
 
 
+def memory(pid: int) -> dict[str, float]:
+    info = psutil.Process(pid).memory_full_info()
+    return {k: round(getattr(info, k) / 2**20, 1) for k in ("rss", "pss", "uss")}
+
+
+def server_memory(fleet: Path, user: str) -> dict[str, Any]:
+    """MiB of the user's server (found by its home as working directory) and, when forked, its template."""
+    home = str(fleet / ".hubfleet-data" / "homes" / HUB / user)
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        if proc.info["cwd"] == home and "jupyterhub-singleuser" in " ".join(proc.info["cmdline"] or []):
+            found: dict[str, Any] = {"server_mib": memory(proc.pid)}
+            parent = proc.parent()
+            if parent is not None and "forktemplate" in " ".join(parent.cmdline()):
+                found["template_mib"] = memory(parent.pid)
+            return found
+    return {}
+
+
 class Bench:
-    def __init__(self, client: httpx.AsyncClient, poll: float) -> None:
+    def __init__(self, client: httpx.AsyncClient, poll: float, fleet: Path) -> None:
         self.client = client
         self.poll = poll
+        self.fleet = fleet
         self.post_status: Counter[str] = Counter()
 
     async def server(self, user: str) -> dict[str, Any] | None:
@@ -103,46 +134,77 @@ class Bench:
                 raise RuntimeError(f"{user}: server still there {STOP_TIMEOUT:.0f} s after DELETE")
             await asyncio.sleep(self.poll)
 
-    async def run(self, sequential: int, concurrent: int) -> dict[str, Any]:
+    async def at_once(self, users: list[str]) -> dict[str, Any]:
+        start = time.perf_counter()
+        results = await asyncio.gather(*(self.spawn(u) for u in users), return_exceptions=True)
+        wall = time.perf_counter() - start
+        await asyncio.gather(*(self.stop(u) for u in users), return_exceptions=True)
+        errors = [str(r) for r in results if isinstance(r, BaseException)]
+        ok = [r for r in results if isinstance(r, float)]
+        if not ok:
+            return {"n": 0, "failures": len(errors), "errors": errors[:10]}
+        return {**summary(ok), "wall_seconds": round(wall, 3), "failures": len(errors), "errors": errors[:10]}
+
+    async def run(self, sequential: int, concurrent: int, burst: int) -> dict[str, Any]:
         seq_users = [f"bench-seq-{i}" for i in range(sequential + 1)]
         conc_users = [f"bench-conc-{i}" for i in range(concurrent)]
-        await self.create_users(seq_users + conc_users)
+        burst_users = [f"bench-burst-{i}" for i in range(burst)]
+        await self.create_users(seq_users + conc_users + burst_users)
 
         warmup = await self.spawn(seq_users[0])
         await self.stop(seq_users[0])
         c1 = []
+        mem: dict[str, Any] = {}
         for user in seq_users[1:]:
             c1.append(await self.spawn(user))
+            if not mem:
+                await asyncio.sleep(2)  # settled: the server has answered the hub and the proxy
+                mem = await asyncio.to_thread(server_memory, self.fleet, user)
             await self.stop(user)
-
-        start = time.perf_counter()
-        results = await asyncio.gather(*(self.spawn(u) for u in conc_users), return_exceptions=True)
-        wall = time.perf_counter() - start
-        await asyncio.gather(*(self.stop(u) for u in conc_users))
-        errors = [str(r) for r in results if isinstance(r, BaseException)]
-        cn = [r for r in results if isinstance(r, float)]
-        if not cn:
-            raise RuntimeError(f"every concurrent spawn failed: {errors}")
-        return {
+        results = {
             "warmup_seconds": round(warmup, 3),
             "concurrency_1": summary(c1),
-            f"concurrency_{concurrent}": {**summary(cn), "wall_seconds": round(wall, 3), "errors": errors},
+            f"concurrency_{concurrent}": await self.at_once(conc_users),
         }
+        if burst:
+            results[f"burst_{burst}"] = await self.at_once(burst_users)
+        results["memory"] = mem
+        return results
 
 
-async def measure(url: str, token: str, args: argparse.Namespace) -> dict[str, Any]:
+async def measure(url: str, token: str, fleet: Path, args: argparse.Namespace) -> dict[str, Any]:
     headers = {"Authorization": f"token {token}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
-        bench = Bench(client, args.poll)
-        results = await bench.run(args.sequential, args.concurrent)
+    limits = httpx.Limits(max_connections=args.burst + 20)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as client:
+        bench = Bench(client, args.poll, fleet)
+        results = await bench.run(args.sequential, args.concurrent, args.burst)
         results["post_server_status"] = dict(bench.post_status)
         return results
+
+
+def run_spawner(spawner: str, args: argparse.Namespace, env: dict[str, str] | None) -> dict[str, Any]:
+    """One fleet with `spawner` set on the hub, measured."""
+    with passable_tempdir() as tmp:
+        fleet = copy_demo_fleet(tmp / "demo", keep={HUB_FILE})
+        for community in fleet.glob("communities/*/community.yaml"):  # the demo's events name other hubs
+            community.write_text(drop_section(community.read_text(), "events"))
+        hub_file = fleet / HUB_FILE
+        text = drop_section(drop_section(hub_file.read_text(), "events"), "max_users")
+        hub_file.write_text(f"{text}spawner: {spawner}\nmax_users: {max(args.burst, args.concurrent) + 10}\n")
+        with running_fleet(fleet, env=env):  # brought down (and checked for leftovers) even when it fails
+            url = daemon_status(fleet)["hubs"][HUB]["url"]
+            token = hubfleet("token", HUB, fleet=fleet, check=True).stdout.strip()
+            return asyncio.run(measure(url, token, fleet, args))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sequential", type=int, default=5, help="spawns at concurrency 1 (default 5)")
     parser.add_argument("--concurrent", type=int, default=10, help="users spawning at once (default 10)")
+    parser.add_argument("--burst", type=int, default=100, help="users spawning in one burst (default 100)")
+    parser.add_argument(
+        "--spawners", default="process,fork", help="which spawners, in order (default process,fork)"
+    )
     parser.add_argument("--poll", type=float, default=0.1, help="user-model poll interval, s (default 0.1)")
     parser.add_argument(
         "--single-account", action="store_true", help="HUBFLEET_ISOLATION=single: no accounts, no broker"
@@ -151,25 +213,20 @@ def main() -> None:
     single = args.single_account or os.geteuid() != 0
     env = {"HUBFLEET_ISOLATION": "single"} if args.single_account else None
 
-    with passable_tempdir() as tmp:
-        fleet = copy_demo_fleet(tmp / "demo", keep={HUB_FILE})
-        with running_fleet(
-            fleet, env=env
-        ):  # brought down (and checked for leftovers) even when measuring fails
-            url = daemon_status(fleet)["hubs"][HUB]["url"]
-            token = hubfleet("token", HUB, fleet=fleet, check=True).stdout.strip()
-            results = asyncio.run(measure(url, token, args))
-
+    spawners = [] if single else args.spawners.split(",")
+    results: dict[str, Any] = {}
+    for spawner in spawners or ["single"]:
+        results[spawner] = run_spawner(spawner if spawner != "single" else "process", args, env)
     json.dump(
         {
             "benchmark": "spawn_latency",
             "hub": HUB,
             "spawner": "SimpleLocalProcessSpawner (single-account mode)"
             if single
-            else "BrokerSpawner (an OS account per user)",
+            else "BrokerSpawner (an OS account per user); the broker's spawner per key",
             "poll_interval_seconds": args.poll,
             "percentiles": "linear interpolation between closest ranks",
-            **results,
+            "spawners": results,
             "machine": machine(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },
