@@ -25,6 +25,7 @@ import datetime
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -89,6 +90,63 @@ def server_memory(fleet: Path, user: str) -> dict[str, Any]:
                 found["template_mib"] = memory(parent.pid)
             return found
     return {}
+
+
+_HUB_LINE = re.compile(r"^\[\w (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)[.,](\d{3}) [^\]]*\] (.*)$")
+_DAEMON_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \w+ hubfleet\.broker: (.*)$")
+PHASES = {
+    "hub_before_broker": ("request", "oauth"),
+    "broker_to_fork": ("oauth", "forked"),
+    "fork_to_listening": ("forked", "answered"),
+    "hub_wait_up": ("answered", "up"),
+    "proxy_route": ("up", "routed"),
+}
+"""Each spawn's phases from the hub's and the daemon's logs: the hub gets the request, makes the server's
+OAuth client and asks the broker; the broker makes account, home and group and forks (or starts) the
+server; the server listens and the broker answers; the hub finds it up; the proxy's route is added."""
+
+
+def _stamp(text: str) -> float:
+    return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+
+
+def spawn_phases(fleet: Path, users: list[str]) -> dict[str, Any]:
+    """Median seconds of each phase (PHASES) over `users`' spawns, read from the logs."""
+    events: dict[str, dict[str, float]] = {u: {} for u in users}
+    patterns = [
+        ("request", re.compile(r"20[12] POST /hub/api/users/([^/]+)/server .* ([\d.]+)ms$")),
+        ("oauth", re.compile(r"Creating oauth client jupyterhub-user-(\S+)$")),
+        ("answered", re.compile(r"hubfleet broker started (\S+)'s server")),
+        ("up", re.compile(r"User (\S+) took [\d.]+ seconds to start")),
+        ("routed", re.compile(r"Route added /user/(\S+) ->")),
+    ]
+    hub_log = fleet / ".hubfleet" / "hubs" / HUB / "hub.log"
+    for line in hub_log.read_text(errors="replace").splitlines():
+        m = _HUB_LINE.match(line)
+        if not m:
+            continue
+        when, text = _stamp(f"{m[1]}.{m[2]}"), m[3]
+        for kind, pattern in patterns:
+            hit = pattern.search(text)
+            if hit and hit[1] in events:
+                if kind == "request":  # logged when answered: the request came its duration earlier
+                    when -= float(hit[2]) / 1000
+                events[hit[1]].setdefault(kind, when)
+    daemon_log = fleet / ".hubfleet" / "daemon.log"
+    for line in daemon_log.read_text(errors="replace").splitlines():
+        m = _DAEMON_LINE.match(line)
+        hit = m and re.search(r"(?:forked|started) (\S+)'s server", m[3])
+        if m and hit and hit[1] in events:
+            events[hit[1]].setdefault("forked", _stamp(f"{m[1]}.{m[2]}"))
+    found: dict[str, Any] = {}
+    for phase, (start, end) in PHASES.items():
+        spans = [e[end] - e[start] for e in events.values() if start in e and end in e]
+        if spans:
+            found[phase] = {
+                "p50_seconds": round(percentile(spans, 50), 3),
+                "max_seconds": round(max(spans), 3),
+            }
+    return found
 
 
 class Bench:
@@ -163,11 +221,21 @@ class Bench:
             await self.stop(user)
         results = {
             "warmup_seconds": round(warmup, 3),
-            "concurrency_1": summary(c1),
-            f"concurrency_{concurrent}": await self.at_once(conc_users),
+            "concurrency_1": {**summary(c1), "phases": spawn_phases(self.fleet, seq_users[1:])},
+        }
+        load = os.getloadavg()[0]
+        results[f"concurrency_{concurrent}"] = {
+            **await self.at_once(conc_users),
+            "phases": spawn_phases(self.fleet, conc_users),
+            "load_average_1min_before": round(load, 2),
         }
         if burst:
-            results[f"burst_{burst}"] = await self.at_once(burst_users)
+            load = os.getloadavg()[0]
+            results[f"burst_{burst}"] = {
+                **await self.at_once(burst_users),
+                "phases": spawn_phases(self.fleet, burst_users),
+                "load_average_1min_before": round(load, 2),
+            }
         results["memory"] = mem
         return results
 
