@@ -202,6 +202,9 @@ def test_a_forked_server_is_the_users_own(uni: Hub) -> None:
     assert re.search(r"^Groups:\s*$", status, re.M), "supplementary groups left"
     assert os.getsid(server.pid) == server.pid, "not in a session of its own"
     assert os.stat(f"/proc/{server.pid}").st_uid == uid.real, "not dumpable: its /proc files are root's"
+    ignored = int(re.search(r"^SigIgn:\s*([0-9a-f]+)$", status, re.M)[1], 16)
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ):  # as in any Python: a closed socket raises EPIPE
+        assert ignored & (1 << (signum - 1)), f"{signum.name} would kill the server"
     assert account in Path(f"/proc/{server.pid}/cgroup").read_text()
     home = str(uni.root / ".hubfleet-data/homes" / UNI / "alice")
     assert os.readlink(f"/proc/{server.pid}/fd/2").endswith("/hub.log")

@@ -17,9 +17,10 @@ only the calling thread, and a loop's selector or a context's sockets would be s
 
 The child does what launch.py does, in the same order and with the same checks (launch.enter): its own
 session, the log as stdout/stderr, the spec, cgroups, the account with no supplementary groups, the home,
-umask, default SIGPIPE/SIGXFSZ; then the spec's environment replaces os.environ wholly (kernels inherit it),
-every other descriptor is closed, the user's own site-packages are added as a fresh interpreter would, and
-the entry runs with sys.argv from the spec. Python's `random` reseeds itself in a forked child (os.fork's
+umask, SIGPIPE/SIGXFSZ ignored as in any Python (an exec'd server's interpreter ignores them too); then the
+spec's environment replaces os.environ wholly (kernels inherit it), every other descriptor is closed, the
+user's own site-packages are appended to sys.path, the process is marked dumpable again, and the entry runs
+with sys.argv from the spec. Python's `random` reseeds itself in a forked child (os.fork's
 at-fork hook); the string-hash seed and the address layout are the template's (docs/fork-spawner.md).
 """
 
@@ -155,7 +156,7 @@ def _run_child(spec_fd: int, log_fd: int, entry: str) -> NoReturn:
         os.close(spec_fd)
         if not set_cmdline(spec["argv"]):
             sys.stderr.write("hubfleet fork template: the command line could not be set\n")
-        enter(spec)
+        enter(spec, exec_follows=False)
         make_dumpable()
         os.environ.clear()  # unsetenv each: the kernels this server starts inherit only the spec's
         os.environ.update(spec["env"])

@@ -112,11 +112,16 @@ def read_spec(fd: int) -> dict[str, Any]:
         _fail(REFUSED, f"cannot read the spec: {error.strerror}")
 
 
-def enter(spec: dict[str, Any]) -> None:
+def enter(spec: dict[str, Any], *, exec_follows: bool = True) -> None:
     """Everything up to running the server, in this order: join the cgroups as root (the server and all it
-    forks stay in them), become the account, enter the home, stdin from /dev/null, the umask, and the default
-    actions of the signals Python ignores. Shared by this launcher and the fork template's children
-    (forktemplate.py), so both start a server the same way; a failure ends the process with REFUSED."""
+    forks stay in them), become the account, enter the home, stdin from /dev/null, the umask, and SIGPIPE and
+    SIGXFSZ as the program expects them. Shared by this launcher and the fork template's children
+    (forktemplate.py), so both start a server the same way; a failure ends the process with REFUSED.
+
+    Before an exec (`exec_follows`) those two get their default actions: Python ignores them, and an ignored
+    signal survives exec. A forked child goes on running Python, which needs them ignored, as a fresh
+    interpreter has them (a write to a closed socket must raise EPIPE, not kill the process); the programs
+    it starts get the defaults from subprocess (restore_signals)."""
     pid = str(os.getpid())
     for path in spec["cgroup_procs"]:
         try:
@@ -136,9 +141,8 @@ def enter(spec: dict[str, Any]) -> None:
     os.dup2(null, 0)
     os.close(null)
     os.umask(spec["umask"])
-    # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: give the server the defaults
     for signum in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signum, signal.SIG_DFL if exec_follows else signal.SIG_IGN)
 
 
 def main() -> NoReturn:
