@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +31,17 @@ class Settings(BaseSettings):
     """fork: with service accounts, hubs are forks of one process that imported JupyterHub once
     (daemon/hub_templates.py); process: each hub is a fresh `jupyterhub` process (to compare, or to rule the
     template out)."""
+
+    def __init__(self, **values: Any) -> None:
+        """A bad HUBFLEET_* variable is one line naming it and what it may be, not a traceback."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"HUBFLEET_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise UserError(f"{problems}; fix or unset the variable") from None
 
 
 def resolve_fleet_dir(flag: Path | None) -> Path:
