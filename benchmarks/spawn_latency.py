@@ -52,6 +52,18 @@ READY_TIMEOUT = 180.0
 STOP_TIMEOUT = 60.0
 
 
+PROXY_CLIENTS = """extra_config: |
+  import sys as _sys
+  _chp = ("import sys; from tornado.httpclient import AsyncHTTPClient; "
+          "AsyncHTTPClient.configure(None, max_clients={n}); "
+          "from configurable_http_proxy.cli import main; sys.argv[0] = 'configurable-http-proxy'; main()")
+  c.ConfigurableHTTPProxy.command = [_sys.executable, "-c", _chp] + c.ConfigurableHTTPProxy.command[1:]
+"""
+"""configurable-http-proxy (the Python port) forwards through tornado's AsyncHTTPClient, which runs at most
+10 requests at once and fails the others with 503 after 20 s in its queue; a hub's POST .../server holds one
+for up to slow_spawn_timeout (10 s)."""
+
+
 class SpawnFailed(RuntimeError):
     pass
 
@@ -150,9 +162,10 @@ def spawn_phases(fleet: Path, users: list[str]) -> dict[str, Any]:
 
 
 class Bench:
-    def __init__(self, client: httpx.AsyncClient, poll: float, fleet: Path) -> None:
+    def __init__(self, client: httpx.AsyncClient, poll: float, fleet: Path, burst_poll: float = 1.0) -> None:
         self.client = client
         self.poll = poll
+        self.burst_poll = burst_poll
         self.fleet = fleet
         self.post_status: Counter[str] = Counter()
 
@@ -231,8 +244,14 @@ class Bench:
         }
         if burst:
             load = os.getloadavg()[0]
+            self.poll, poll = self.burst_poll, self.poll
+            try:
+                burst_round = await self.at_once(burst_users)
+            finally:
+                self.poll = poll
             results[f"burst_{burst}"] = {
-                **await self.at_once(burst_users),
+                **burst_round,
+                "poll_interval_seconds": self.burst_poll,
                 "phases": spawn_phases(self.fleet, burst_users),
                 "load_average_1min_before": round(load, 2),
             }
@@ -244,7 +263,7 @@ async def measure(url: str, token: str, fleet: Path, args: argparse.Namespace) -
     headers = {"Authorization": f"token {token}"}
     limits = httpx.Limits(max_connections=args.burst + 20)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as client:
-        bench = Bench(client, args.poll, fleet)
+        bench = Bench(client, args.poll, fleet, args.burst_poll)
         results = await bench.run(args.sequential, args.concurrent, args.burst)
         results["post_server_status"] = dict(bench.post_status)
         return results
@@ -259,6 +278,8 @@ def run_spawner(spawner: str, args: argparse.Namespace, env: dict[str, str] | No
         hub_file = fleet / HUB_FILE
         text = drop_section(drop_section(hub_file.read_text(), "events"), "max_users")
         hub_file.write_text(f"{text}spawner: {spawner}\nmax_users: {max(args.burst, args.concurrent) + 10}\n")
+        if args.proxy_clients:
+            hub_file.write_text(hub_file.read_text() + PROXY_CLIENTS.format(n=args.proxy_clients))
         with running_fleet(fleet, env=env):  # brought down (and checked for leftovers) even when it fails
             url = daemon_status(fleet)["hubs"][HUB]["url"]
             token = hubfleet("token", HUB, fleet=fleet, check=True).stdout.strip()
@@ -272,6 +293,20 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=100, help="users spawning in one burst (default 100)")
     parser.add_argument(
         "--spawners", default="process,fork", help="which spawners, in order (default process,fork)"
+    )
+    parser.add_argument(
+        "--burst-poll",
+        type=float,
+        default=1.0,
+        help="user-model poll interval in the burst, s (default 1: a hundred users polling every 0.1 s load "
+        "the hub and its proxy more than the spawns do)",
+    )
+    parser.add_argument(
+        "--proxy-clients",
+        type=int,
+        default=0,
+        help="run the hub's proxy with this many concurrent upstream requests instead of its default 10 "
+        "(tornado's max_clients; through the hub file's extra_config), to measure that bound",
     )
     parser.add_argument("--poll", type=float, default=0.1, help="user-model poll interval, s (default 0.1)")
     parser.add_argument(
@@ -294,6 +329,7 @@ def main() -> None:
             else "BrokerSpawner (an OS account per user); the broker's spawner per key",
             "poll_interval_seconds": args.poll,
             "percentiles": "linear interpolation between closest ranks",
+            "proxy_max_clients": args.proxy_clients or "10 (default)",
             "spawners": results,
             "machine": machine(),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
