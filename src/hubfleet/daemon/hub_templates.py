@@ -147,9 +147,9 @@ class HubTemplate:
 
     async def _start(self) -> None:
         try:
-            self._stamp = await asyncio.to_thread(code_stamp)  # before the imports: a change meanwhile counts
+            # the stamp is taken while the template starts importing (≈ 10 ms against seconds of imports)
+            self._stamp, _ = await asyncio.gather(asyncio.to_thread(code_stamp), self.server.start())
             self._stamped_at = time.monotonic()
-            await self.server.start()
             self.failure = ""
         except (TemplateError, OSError) as exc:
             self.failure = str(exc)
