@@ -68,6 +68,9 @@ WATCHED_PACKAGES = (
 )
 """The code a template holds imported: when any of it changes on disk (an upgrade, a new hubfleet), the next
 hub start gets a new template, as a fresh `jupyterhub` would run the new code."""
+TEMPLATE_WAIT = 60.0
+"""How long a hub start waits for a template still importing before it starts as a fresh process instead
+(≈ 2.5 s on an idle machine; 12 s seen with the two cores shared by four test suites)."""
 STAMP_FRESH = 10.0
 """Seconds after a stamp during which it is not taken again (`up` starts every hub at once)."""
 
@@ -160,7 +163,13 @@ class HubTemplate:
         await self._renew_if_stale()
         self.begin()
         assert self._starting is not None
-        await asyncio.shield(self._starting)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._starting), timeout=TEMPLATE_WAIT)
+        except TimeoutError:
+            log.warning(
+                "the hub template is not ready after %.0f s: the hub starts as a fresh process", TEMPLATE_WAIT
+            )
+            return None
         if not self.server.running:
             return None
         try:
