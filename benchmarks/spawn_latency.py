@@ -122,8 +122,9 @@ def _stamp(text: str) -> float:
     return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").timestamp()
 
 
-def spawn_phases(fleet: Path, users: list[str]) -> dict[str, Any]:
-    """Median seconds of each phase (PHASES) over `users`' spawns, read from the logs."""
+def spawn_phases(fleet: Path, users: list[str], after: float = 0.0) -> dict[str, Any]:
+    """Median seconds of each phase (PHASES) over `users`' spawns since `after` (epoch seconds), read from
+    the logs."""
     events: dict[str, dict[str, float]] = {u: {} for u in users}
     patterns = [
         ("request", re.compile(r"20[12] POST /hub/api/users/([^/]+)/server .* ([\d.]+)ms$")),
@@ -143,13 +144,15 @@ def spawn_phases(fleet: Path, users: list[str]) -> dict[str, Any]:
             if hit and hit[1] in events:
                 if kind == "request":  # logged when answered: the request came its duration earlier
                     when -= float(hit[2]) / 1000
-                events[hit[1]].setdefault(kind, when)
+                if when >= after:
+                    events[hit[1]].setdefault(kind, when)
     daemon_log = fleet / ".hubfleet" / "daemon.log"
     for line in daemon_log.read_text(errors="replace").splitlines():
         m = _DAEMON_LINE.match(line)
         hit = m and re.search(r"(?:forked|started) (\S+)'s server", m[3])
-        if m and hit and hit[1] in events:
-            events[hit[1]].setdefault("forked", _stamp(f"{m[1]}.{m[2]}"))
+        when = _stamp(f"{m[1]}.{m[2]}") if m else 0.0
+        if m and hit and hit[1] in events and when >= after:
+            events[hit[1]].setdefault("forked", when)
     found: dict[str, Any] = {}
     for phase, (start, end) in PHASES.items():
         spans = [e[end] - e[start] for e in events.values() if start in e and end in e]
@@ -240,6 +243,13 @@ class Bench:
         results[f"concurrency_{concurrent}"] = {
             **await self.at_once(conc_users),
             "phases": spawn_phases(self.fleet, conc_users),
+            "load_average_1min_before": round(load, 2),
+        }
+        # the same users again: their accounts, homes and groups exist, as after ready mode's warm-up
+        load, began = os.getloadavg()[0], time.time()
+        results[f"concurrency_{concurrent}_accounts_made"] = {
+            **await self.at_once(conc_users),
+            "phases": spawn_phases(self.fleet, conc_users, after=began),
             "load_average_1min_before": round(load, 2),
         }
         if burst:
