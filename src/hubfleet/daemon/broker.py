@@ -71,6 +71,9 @@ LISTEN_WAIT, LISTEN_POLL = 12.0, 0.02
 times out at 30 s, and a user's database or a fresh process on a busy machine may have taken much of it."""
 TEMPLATE_RETRY = 30.0
 """A template that failed or died is started again at most this often (its imports cost seconds of CPU)."""
+TEMPLATE_DELAY = 10.0
+"""A hub's template starts this long after the hub (its seconds of imports would slow the hubs' own start on
+a small machine), or at once when a start or ready mode needs it."""
 TEMPLATE_WAIT = 20.0
 """How long a start waits for a template that is still importing before it starts a fresh process instead."""
 
@@ -128,6 +131,7 @@ class Broker:
         differed (another Python) would get its own."""
         self._template_tasks: dict[tuple[str, ...], asyncio.Task[None]] = {}
         self._template_tried: dict[tuple[str, ...], float] = {}
+        self._template_soon: dict[tuple[str, ...], asyncio.Event] = {}
 
     # ------------------------------------------------------------------ sockets
 
@@ -150,8 +154,8 @@ class Broker:
             served.children, served.seen, served.users = previous.children, previous.seen, previous.users
             served.memory = previous.memory
         self._hubs[policy.hub] = served
-        if policy.spawner == "fork":
-            self._start_template(policy)
+        if policy.spawner == "fork":  # after the hubs' own start: its imports would compete with theirs
+            self._start_template(policy, delay=TEMPLATE_DELAY)
         return path
 
     async def close(self, hub: str) -> None:
@@ -172,9 +176,13 @@ class Broker:
     def _template_key(self, policy: HubPolicy) -> tuple[str, ...]:
         return tuple(policy.command)
 
-    def _start_template(self, policy: HubPolicy) -> asyncio.Task[None]:
-        """The template for the hub's servers, started in the background if it is not up (or has died)."""
+    def _start_template(self, policy: HubPolicy, *, delay: float = 0.0) -> asyncio.Task[None]:
+        """The template for the hub's servers, started in the background if it is not up (or has died):
+        after `delay` seconds unless something needs it sooner (a start or a warm-up ends the delay)."""
         key = self._template_key(policy)
+        soon = self._template_soon.setdefault(key, asyncio.Event())
+        if not delay:
+            soon.set()
         template = self._templates.get(key)
         if template is None:
             template = ForkServer(
@@ -187,13 +195,15 @@ class Broker:
             task.done() and not template.running and now - self._template_tried.get(key, 0) > TEMPLATE_RETRY
         ):
             self._template_tried[key] = now
-            task = asyncio.create_task(self._run_template(template))
+            task = asyncio.create_task(self._run_template(template, soon, delay))
             self._template_tasks[key] = task
         return task
 
     @staticmethod
-    async def _run_template(template: ForkServer) -> None:
+    async def _run_template(template: ForkServer, soon: asyncio.Event, delay: float) -> None:
         try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(soon.wait(), timeout=delay)
             await template.start()
         except (TemplateError, OSError) as exc:
             log.warning("broker: %s; servers start as fresh processes until it is up", exc)
@@ -563,7 +573,7 @@ class Broker:
         while not stop.is_set():
             for served in list(self._hubs.values()):
                 if served.policy.spawner == "fork":
-                    self._start_template(served.policy)  # a dead template is started again
+                    self._start_template(served.policy, delay=TEMPLATE_DELAY)  # a dead one is started again
                 for name, user in list(served.users.items()):
                     try:
                         self._limit_events(served, user, name)
