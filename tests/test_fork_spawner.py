@@ -296,6 +296,37 @@ def test_a_stop_leaves_nothing(uni: Hub) -> None:
     assert not [c for c in template.children() if c.status() == psutil.STATUS_ZOMBIE]
 
 
+def test_a_stop_while_the_server_starts_leaves_nothing(uni: Hub) -> None:
+    """A stop that interrupts a pending spawn (the hub cancels the start while the broker starts the
+    server) still stops that server: the spawner waits for the broker's answer to learn its pid."""
+    user = "dave"
+    home = str(uni.root / ".hubfleet-data/homes" / uni.name / user)
+    uni.api.post(f"/hub/api/users/{user}")
+
+    async def start_then_stop() -> None:
+        headers = {"Authorization": f"token {uni.token}"}
+        async with httpx.AsyncClient(base_url=uni.url, headers=headers, timeout=60) as client:
+            body = {"user_options": {"environment": "python"}}
+            start = asyncio.ensure_future(client.post(f"/hub/api/users/{user}/server", json=body))
+            await asyncio.sleep(0.3)  # the spawn is pending: the broker is starting the server
+            await client.delete(f"/hub/api/users/{user}/server")
+            await start
+
+    asyncio.run(start_then_stop())
+    wait_for(lambda: not uni.server(user), timeout=90)
+
+    def servers_in_home() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(["cmdline", "cwd"]):
+            if "jupyterhub-singleuser" in " ".join(proc.info["cmdline"] or []) and proc.info["cwd"] == home:
+                found.append(proc)
+        return found
+
+    wait_for(lambda: not servers_in_home(), timeout=60)
+    time.sleep(3)  # a server the stop missed would be listening by now
+    assert not servers_in_home()
+
+
 def test_spawner_process_still_works(fleet: Path) -> None:
     hack = Hub(fleet, HACK)
     hack.start("dave")

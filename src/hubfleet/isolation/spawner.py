@@ -76,6 +76,7 @@ class BrokerSpawner(EnvironmentsMixin, Spawner):
     stop_timeout = Integer(40, config=True, help="Seconds to wait for the broker to stop a server.")
 
     pid = Integer(0)
+    _start_call: asyncio.Future[dict[str, Any]] | None = None
 
     async def _call(self, payload: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
         try:
@@ -116,8 +117,11 @@ class BrokerSpawner(EnvironmentsMixin, Spawner):
         request = {"op": "start", "env": self.get_env(), "args": self.get_args()}
         if self.environments:  # the broker resolves it again against its own policy
             request["user_options"] = self.user_options or {}
+        # shielded: when the hub interrupts a pending spawn (a stop while starting), the broker may still
+        # start the server; stop() then waits for this answer to learn the pid instead of leaving it running
+        self._start_call = asyncio.ensure_future(self._call(request))
         try:
-            reply = await self._call(request)
+            reply = await asyncio.shield(self._start_call)
         except BrokerError as exc:
             if str(exc).startswith(CHOICE_REFUSED):
                 raise web.HTTPError(400, str(exc)[len(CHOICE_REFUSED) :]) from None
@@ -129,6 +133,7 @@ class BrokerSpawner(EnvironmentsMixin, Spawner):
         return (self.ip or "127.0.0.1", self.port)
 
     async def poll(self) -> int | None:
+        await self._interrupted_start()
         if not self.pid:
             return 0
         try:
@@ -141,7 +146,20 @@ class BrokerSpawner(EnvironmentsMixin, Spawner):
         self.clear_state()
         return int(reply.get("exit_status") or 0)
 
+    async def _interrupted_start(self) -> None:
+        """A spawn the hub interrupted while the broker was starting the server: wait for the broker's
+        answer, so that the hub's poll and stop see that server (JupyterHub stops only what poll finds)."""
+        call, self._start_call = self._start_call, None
+        if self.pid or call is None:
+            return
+        try:
+            reply = await asyncio.wait_for(asyncio.shield(call), timeout=self.stop_timeout)
+            self.pid = int(reply["pid"])
+        except (BrokerError, TimeoutError, KeyError, ValueError):
+            pass
+
     async def stop(self, now: bool = False) -> None:
+        await self._interrupted_start()
         if not self.pid:
             return
         await self._call({"op": "stop", "pid": self.pid, "now": now}, timeout=self.stop_timeout)
