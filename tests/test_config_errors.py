@@ -49,7 +49,7 @@ CASES = [
         "communities/uni-a/hubs/prod.yaml",
         ("max_users: 100", "max_users: 100\nflavour: vanilla"),
         [
-            "communities/uni-a/hubs/prod.yaml:12:1: flavour: unknown key; allowed keys: auth, resources, culling, max_users, default_ui, jupyterhub_version, kubernetes, environments, user_database, branding, anomalies, backup, home_quota, name, display_name, community, cluster, stage, port, domain, extra_config, allow_overrides",
+            "communities/uni-a/hubs/prod.yaml:12:1: flavour: unknown key; allowed keys: auth, resources, culling, max_users, default_ui, jupyterhub_version, kubernetes, environments, user_database, branding, anomalies, backup, home_quota, spawner, name, display_name, community, cluster, stage, port, domain, extra_config, allow_overrides, events",
         ],
         id="unknown key without suggestion",
     ),

@@ -98,13 +98,14 @@ def test_secret_password_is_hidden() -> None:
 
 
 def test_yaml_1_2_semantics(demo: Path) -> None:
-    """Values load as ruamel.yaml (YAML 1.2) reads them, whichever parser ran: `yes` is text, `0o17` is 15."""
+    """Values load as ruamel.yaml (YAML 1.2) reads them, whichever parser ran: `yes` is text, `0o177`
+    is 127."""
     hub = demo / "communities/uni-a/hubs/prod.yaml"
     text = hub.read_text().replace("display_name: University A", "display_name: yes")
-    hub.write_text(text.replace("max_users: 100", "max_users: 0o17"))
+    hub.write_text(text.replace("max_users: 100", "max_users: 0o177"))
     config = load_fleet(demo)
     assert config.hubs["uni-a"].display_name == "yes"
-    assert config.hubs["uni-a"].max_users == 15
+    assert config.hubs["uni-a"].max_users == 127
 
 
 def test_dates_are_not_text(demo: Path) -> None:

@@ -284,6 +284,7 @@ def _load_community(
     for path in yaml_files(directory / "hubs"):
         parsed = read_yaml(root, path, _HUB_KEYS, errors)
         if parsed is None:
+            config.broken_hub_dirs.add(name)
             continue
         source, plain = parsed
         layers = config.layers_of(name, plain, source)

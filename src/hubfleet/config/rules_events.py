@@ -43,6 +43,7 @@ def _listed(fleet: SourcedFleetConfig) -> tuple[list[_Listed], list[ConfigError]
                 )
                 continue
             found.append(_Listed(event, name, error, f"{fleet.hub_files.get(name, name)} events[{i}]"))
+    names = [e.hub.name for e in fleet.hub_entries]
     for community_name, community in fleet.communities.items():
         if community_name not in fleet.community_sources:
             continue
@@ -52,6 +53,8 @@ def _listed(fleet: SourcedFleetConfig) -> tuple[list[_Listed], list[ConfigError]
                 return fleet.community_error(c, f"events.{i}.{key}" if key else f"events.{i}", message)
 
             hubs = sorted(h.name for h in fleet.hubs.values() if h.community == community_name)
+            mine = [e for e in fleet.hub_entries if e.directory == community_name]
+            misfiled = any(names.count(e.hub.name) > 1 or e.hub.community != community_name for e in mine)
             if event.hub is None:
                 errors.append(
                     cerror(
@@ -60,8 +63,8 @@ def _listed(fleet: SourcedFleetConfig) -> tuple[list[_Listed], list[ConfigError]
                 )
                 continue
             if event.hub not in hubs:
-                if event.hub in fleet.broken_names:
-                    continue
+                if event.hub in fleet.broken_names or community_name in fleet.broken_hub_dirs or misfiled:
+                    continue  # the hub's own file has errors (reported there): it may be the one named
                 hint = suggestion(event.hub, hubs, "this community's hubs", "this community has no hubs")
                 errors.append(
                     cerror("hub", f"events[{i}].hub: no hub '{event.hub}' in this community; {hint}")
