@@ -13,7 +13,7 @@ import pytest
 from fleet_helpers import copy_demo_fleet
 from hubfleet.backends.local import LocalBackend
 from hubfleet.config.validate import load_fleet
-from hubfleet.ports import EPHEMERAL, RANGE_ENV, PortRangeError, free_port, internal_range
+from hubfleet.ports import EPHEMERAL, RANGE_ENV, PortRangeError, _bindable, free_port, internal_range
 
 
 def test_without_a_setting_ports_come_from_outside_the_ephemeral_range(monkeypatch: pytest.MonkeyPatch):
@@ -25,14 +25,24 @@ def test_without_a_setting_ports_come_from_outside_the_ephemeral_range(monkeypat
     assert len(ports) > 1, "picked at random, not the same port each time"
 
 
+def _three_free_ports() -> int:
+    """The first of three consecutive loopback ports free now, above the kernel's ephemeral range (a fixed
+    port such as 39002 lies inside it, and an outgoing connection of a parallel test took it in CI)."""
+    for first in range(64000, 65530, 3):
+        if all(_bindable(first + offset) for offset in range(3)):
+            return first
+    pytest.fail("no three consecutive free ports in 64000-65532 on 127.0.0.1")
+
+
 def test_a_set_range_is_kept_and_a_taken_port_is_skipped(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv(RANGE_ENV, "39000-39002")
+    first = _three_free_ports()
+    monkeypatch.setenv(RANGE_ENV, f"{first}-{first + 2}")
     with socket.socket() as held:
-        held.bind(("127.0.0.1", 39001))
+        held.bind(("127.0.0.1", first + 1))
         held.listen()
         picked = {free_port() for _ in range(30)}
-    assert picked <= {39000, 39002}
-    assert free_port({39000, 39001}) == 39002
+    assert picked <= {first, first + 2}
+    assert free_port({first, first + 1}) == first + 2
 
 
 @pytest.mark.parametrize(
