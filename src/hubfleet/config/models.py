@@ -14,6 +14,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from hubfleet.config.fields import URL_PATTERN, AwsAccountId, DomainName, Email, Name, Strict, Username
 from hubfleet.config.models_auth import Auth, StaffUsernameKey, check_staff_username_keys
 from hubfleet.config.models_backup import Backups, HomeQuota, HubBackup
+from hubfleet.config.models_costs import ClusterCosts, CommunityBilling, FleetCosts
 from hubfleet.config.models_environments import Branding, Environment, UserDatabase, reject_profiles
 from hubfleet.config.models_events import Event
 from hubfleet.config.models_front_door import FrontDoor
@@ -39,6 +40,12 @@ class LocalCluster(Strict):
         default=None,
         description="A staging hub on this cluster that gates the prod hubs of every community on it: it is "
         "deployed (when changed) and checked before any prod hub of the cluster changes.",
+    )
+
+    costs: ClusterCosts = Field(
+        default_factory=ClusterCosts,
+        description="How billing exports name this cluster, its price sheet, and who carries idle capacity "
+        "(docs/costs.md).",
     )
 
 
@@ -143,6 +150,11 @@ class KubernetesCluster(Strict):
         le=120,
         description="How long a new node takes to join and pull images; sizes an event's warm seats "
         "(min(attendees, arrival rate x this)).",
+    )
+    costs: ClusterCosts = Field(
+        default_factory=ClusterCosts,
+        description="How billing exports name this cluster, its price sheet, and who carries idle capacity "
+        "(docs/costs.md).",
     )
 
 
@@ -418,6 +430,10 @@ class Community(Strict):
         default_factory=list,
         description="Events on the community's hubs, each naming its `hub`; see docs/events.md.",
     )
+    billing: CommunityBilling = Field(
+        default_factory=CommunityBilling,
+        description="The community's price plan, budget and invoice addressee (docs/costs.md).",
+    )
 
 
 class Operator(Strict):
@@ -652,6 +668,10 @@ class FleetSettings(Strict):
     ci_recipients: list[AgeRecipient] = Field(
         default_factory=list,
         description="Extra age public keys every hub secret is encrypted to, such as a CI deploy key.",
+    )
+    costs: FleetCosts = Field(
+        default_factory=FleetCosts,
+        description="Currency, exchange rates, price plans, budgets' defaults and invoicing (docs/costs.md).",
     )
 
     @model_validator(mode="after")

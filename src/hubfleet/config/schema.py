@@ -115,7 +115,7 @@ def _default(info: FieldInfo) -> str:
         return "unset"
     if value is PydanticUndefined:
         return ""
-    return f"`{json.dumps(value)}`"
+    return f"`{json.dumps(value, default=str)}`"
 
 
 def _constraints(info: FieldInfo) -> list[Any]:

@@ -1,0 +1,2 @@
+"""Costs: billing exports in (FOCUS, via DuckDB), allocation to clusters, hubs, users and groups, budgets and
+their alerts, price plans and invoices. See docs/costs.md."""
