@@ -210,6 +210,29 @@ class ServerSession(Base):
     started_at: Mapped[datetime]
     stopped_at: Mapped[datetime | None]
     last_activity: Mapped[datetime | None]
+    environment: Mapped[str | None] = mapped_column(String(200))
+    """The environment (or profile) slug the server was started with (migration 0015)."""
+    cpu_request: Mapped[float | None] = mapped_column(Float)
+    """CPU cores the server was started with: its guarantee, else its limit (None: no resources known)."""
+    memory_request_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    """Memory the server was started with: its guarantee, else its limit."""
+    cpu_seconds_used: Mapped[float | None] = mapped_column(Float)
+    """CPU time its control group used so far (local hubs that run as root; None elsewhere)."""
+    memory_peak_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    """The highest memory its control group held (local hubs that run as root; None elsewhere)."""
+
+
+class HubUserGroup(Base):
+    """A hub user's membership of a JupyterHub group, as the collector last saw it (migration 0015): what
+    costs by group are split by."""
+
+    __tablename__ = "hub_user_groups"
+
+    hub: Mapped[str] = mapped_column(String(200), primary_key=True)
+    username: Mapped[str] = mapped_column(String(255), primary_key=True)
+    group: Mapped[str] = mapped_column(String(255), primary_key=True)
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime]
 
 
 class HubSample(Base):
