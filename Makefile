@@ -35,7 +35,7 @@ test: setup
 	$(VENV)/bin/lint-imports
 	# four workers, one test file each: the integration tests mostly wait on hubs (the suite used 41 % of 2 cores
 	# with three; six made ports taken between choosing and binding likelier); the slowest files start first
-	$(VENV)/bin/pytest -q -n 4 --dist loadfile
+	$(VENV)/bin/pytest -q -n 4 --dist loadfile --durations=25
 
 benchmarks: setup
 	$(VENV)/bin/python benchmarks/validate_500.py
