@@ -26,6 +26,7 @@ from hubfleet.console.reload import FleetReloader
 from hubfleet.console.server import start_console
 from hubfleet.daemon.backup_schedule import start_backup_schedule
 from hubfleet.daemon.control import serve_control
+from hubfleet.daemon.cost_watch import start_cost_watch
 from hubfleet.daemon.detached import daemon_lock
 from hubfleet.daemon.event_reports import start_event_reports
 from hubfleet.daemon.event_schedule import CONTROL_OP, EventSchedule, start_event_schedule
@@ -122,6 +123,7 @@ async def serve(
                 stop,
             ),
             start_event_reports(FleetReloader(fleet), store, secrets, stop),  # once an event is over
+            start_cost_watch(FleetReloader(fleet), state_dir, store, Alerter(fleet, store, secrets), stop),
         ]
         tasks.append(start_event_schedule(events, stop))
         if supervisor.broker is not None:  # kills at the memory limit, forks refused at the process limit

@@ -1,6 +1,7 @@
 """Alerts: one message when an incident opens, one when it resolves, to every channel of fleet.yaml
 `monitoring.alerts` — Slack-compatible webhooks and email (SMTP) — and, by email, to the contacts of the
-hub's community who opted in (`alerts: true`).
+hub's community who opted in (`alerts: true`). A community's incident (a `cost` incident with no hub) goes to
+that community's opted-in contacts the same way.
 
 Each delivery (one webhook, or one email recipient) runs as a background task: it is retried with
 exponential backoff up to `retry_attempts` and every attempt is recorded in the store's `alert_deliveries`.
@@ -103,6 +104,8 @@ def _what(incident: IncidentLike) -> str:
         return f"home quota warning ({rule})" if rule else "home quota warning"
     if incident.kind == "backup":
         return {"failed": "backup failed", "late": "backup late"}.get(rule or "", "backup")
+    if incident.kind == "cost":
+        return f"cost alert ({rule})" if rule else "cost alert"
     return incident.kind + (f" ({rule})" if rule else "")
 
 
@@ -118,7 +121,9 @@ def format_message(
 ) -> AlertMessage:
     """One subject line and a few body lines: hub, community, kind, cause, times, duration, URL."""
     hub = fleet.hubs.get(incident.hub)
-    community = hub.community if hub else "?"
+    owner = getattr(incident, "community", None)  # a community's incident (kind `cost`) has no hub
+    community = owner or (hub.community if hub else "?")
+    about = f"hub {incident.hub}" if incident.hub else f"community {community}"
     started = as_utc(incident.started_at)  # naive from SQLite rows: UTC
     resolved = as_utc(incident.resolved_at) if incident.resolved_at else None
     end = resolved or (as_utc(now) if now else utcnow())
@@ -126,11 +131,11 @@ def format_message(
     what = _what(incident)
     cause = " ".join((incident.cause or "").split()) or "-"
     if event == "opened":
-        subject = f"[{fleet.settings.name}] OPEN: hub {incident.hub} {what}: {cause[:120]}"
+        subject = f"[{fleet.settings.name}] OPEN: {about} {what}: {cause[:120]}"
     else:
-        subject = f"[{fleet.settings.name}] RESOLVED: hub {incident.hub} {what} (after {duration})"
+        subject = f"[{fleet.settings.name}] RESOLVED: {about} {what} (after {duration})"
     lines = [
-        f"Hub: {incident.hub}" + (f" ({hub.display_name})" if hub and hub.display_name else ""),
+        f"Hub: {incident.hub or '-'}" + (f" ({hub.display_name})" if hub and hub.display_name else ""),
         f"Community: {community}",
         f"Kind: {incident.kind}" + (f" / {incident.rule}" if incident.rule else ""),
         f"Cause: {cause}",
@@ -268,13 +273,17 @@ class Alerter:
     def pending(self) -> int:
         return len(self._tasks)
 
-    def recipients(self, channel: EmailChannel, hub_name: str) -> list[str]:
-        """The channel's `to`, then (if alerts.community_contacts) the hub community's opted-in contacts."""
+    def recipients(
+        self, channel: EmailChannel, hub_name: str, community_name: str | None = None
+    ) -> list[str]:
+        """The channel's `to`, then (if alerts.community_contacts) the opted-in contacts of the hub's
+        community, or of `community_name` (a community's incident has no hub)."""
         found: list[str] = []
         extra: list[str] = []
         hub = self.fleet.hubs.get(hub_name)
-        if self.alerts.community_contacts and hub is not None:
-            community = self.fleet.communities.get(hub.community)
+        owner = community_name or (hub.community if hub is not None else None)
+        if self.alerts.community_contacts and owner is not None:
+            community = self.fleet.communities.get(owner)
             extra = [c.email for c in community.contacts if c.alerts] if community else []
         for address in [*channel.to, *extra]:
             if address.lower() not in {a.lower() for a in found}:
@@ -285,7 +294,7 @@ class Alerter:
     async def _schedule(self, event: Event, incident: IncidentLike, wait: bool) -> None:
         try:
             message = format_message(event, incident, self.fleet)
-            deliveries = self._deliveries(incident.hub, message)
+            deliveries = self._deliveries(incident.hub, message, getattr(incident, "community", None))
         except Exception:  # a bug here must not reach the prober
             log.exception("cannot prepare the %s alert of incident %s", event, incident.id)
             return
@@ -301,12 +310,14 @@ class Alerter:
         if wait:
             await asyncio.wait(tasks)
 
-    def _deliveries(self, hub_name: str, message: AlertMessage) -> list[Delivery]:
+    def _deliveries(
+        self, hub_name: str, message: AlertMessage, community: str | None = None
+    ) -> list[Delivery]:
         out: list[Delivery] = []
         for hook in self.alerts.webhooks:
             out.append(self._webhook_delivery(hook, message))
         for channel in self.alerts.email:
-            for address in self.recipients(channel, hub_name):
+            for address in self.recipients(channel, hub_name, community):
                 out.append(self._email_delivery(channel, address, message))
         return out
 

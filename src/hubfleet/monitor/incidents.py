@@ -1,9 +1,11 @@
 """Incidents: open, resolve and list them, and the state machine that turns probe results into them.
 
 An incident is a hub down (kind `down`), a TLS certificate close to expiry (`certificate`) or abnormal
-activity (`anomaly`, with the `rule` that fired). At most one incident per hub + kind + rule is open at a
-time: `open_incident` returns the open one instead of adding a second, also when two processes (the daemon
-and `hubfleet probe`) race, so callers alert only when `opened` is true.
+activity (`anomaly`, with the `rule` that fired). A `cost` incident (hubfleet.daemon.cost_watch) may belong
+to a community rather than a hub: its `hub` is empty and `community` names it. At most one incident per
+hub + community + kind + rule is open at a time: `open_incident` returns the open one instead of adding a
+second, also when two processes (the daemon and `hubfleet probe`) race, so callers alert only when `opened`
+is true.
 
 `IncidentTracker` is the state machine the prober feeds: a `down` incident opens after
 `failures_to_open` consecutive failed probes and resolves on the first success; a `certificate` incident
@@ -29,9 +31,10 @@ from hubfleet.store.models import Incident
 
 log = logging.getLogger("hubfleet.incidents")
 
-KINDS = ("down", "certificate", "anomaly", "quota", "backup", "event")
+KINDS = ("down", "certificate", "anomaly", "quota", "backup", "event", "cost")
 """quota: hubfleet.monitor.disk_usage; backup (rules `failed`, `late`): hubfleet.daemon.backup_schedule;
-event (rule `readiness`): hubfleet.daemon.event_schedule."""
+event (rule `readiness`): hubfleet.daemon.event_schedule; cost (budget rules, `anomaly`):
+hubfleet.daemon.cost_watch."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class IncidentRecord:
     started_at: datetime
     resolved_at: datetime | None
     cause: str
+    community: str | None = None
+    """Set on cost incidents: the community the budget (or the hub) belongs to."""
 
     @property
     def open(self) -> bool:
@@ -63,34 +68,54 @@ class IncidentRecord:
             "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
             "duration_seconds": round(self.duration_seconds(now), 3),
             "cause": self.cause,
+            "community": self.community,
         }
 
 
 def incident_record(row: Incident) -> IncidentRecord:
-    return IncidentRecord(row.id, row.hub, row.kind, row.rule, row.started_at, row.resolved_at, row.cause)
+    return IncidentRecord(
+        row.id, row.hub, row.kind, row.rule, row.started_at, row.resolved_at, row.cause, row.community
+    )
 
 
-def _same(hub: str, kind: str, rule: str | None) -> ColumnElement[bool]:
+def _same(hub: str, kind: str, rule: str | None, community: str | None = None) -> ColumnElement[bool]:
     rule_match = Incident.rule.is_(None) if rule is None else Incident.rule == rule
-    return and_(Incident.hub == hub, Incident.kind == kind, rule_match, Incident.resolved_at.is_(None))
+    owner = Incident.community.is_(None) if community is None else Incident.community == community
+    return and_(Incident.hub == hub, owner, Incident.kind == kind, rule_match, Incident.resolved_at.is_(None))
 
 
 def open_incident(
-    store: Store, hub: str, kind: str, cause: str, rule: str | None = None, *, at: datetime | None = None
+    store: Store,
+    hub: str,
+    kind: str,
+    cause: str,
+    rule: str | None = None,
+    *,
+    at: datetime | None = None,
+    community: str | None = None,
 ) -> tuple[IncidentRecord, bool]:
-    """Open an incident unless one is already open for hub + kind (+ rule).
+    """Open an incident unless one is already open for hub + community + kind (+ rule). A community's
+    incident has `hub` "" and its `community`.
 
     Returns (the open incident, True when this call opened it). Alert only when the second item is true.
     """
     if kind not in KINDS:
         raise ValueError(f"incident kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    first_open = select(Incident).where(_same(hub, kind, rule)).order_by(Incident.id).limit(1)
+    first_open = select(Incident).where(_same(hub, kind, rule, community)).order_by(Incident.id).limit(1)
     with store.session() as session, session.begin():
         existing = session.scalars(first_open).first()
         if existing is not None:
             return incident_record(existing), False
         started = require_aware(at, "incident timestamps")
-        row = Incident(hub=hub, kind=kind, rule=rule, started_at=started, resolved_at=None, cause=cause)
+        row = Incident(
+            hub=hub,
+            community=community,
+            kind=kind,
+            rule=rule,
+            started_at=started,
+            resolved_at=None,
+            cause=cause,
+        )
         session.add(row)
     # Another process may have inserted at the same moment: the lowest id wins, the others withdraw.
     with store.session() as session, session.begin():
@@ -102,13 +127,21 @@ def open_incident(
 
 
 def resolve_incident(
-    store: Store, hub: str, kind: str, rule: str | None = None, *, at: datetime | None = None
+    store: Store,
+    hub: str,
+    kind: str,
+    rule: str | None = None,
+    *,
+    at: datetime | None = None,
+    community: str | None = None,
 ) -> IncidentRecord | None:
-    """Resolve the open incident of hub + kind (+ rule); the record when this call resolved it, else None."""
+    """Resolve the open incident of hub + community + kind (+ rule); the record when this call resolved it,
+    else None."""
     when = require_aware(at, "incident timestamps")
     resolved: IncidentRecord | None = None
+    same = _same(hub, kind, rule, community)
     with store.session() as session, session.begin():
-        for row in session.scalars(select(Incident).where(_same(hub, kind, rule)).order_by(Incident.id)):
+        for row in session.scalars(select(Incident).where(same).order_by(Incident.id)):
             changed = session.execute(
                 update(Incident)
                 .where(Incident.id == row.id, Incident.resolved_at.is_(None))
@@ -117,7 +150,7 @@ def resolve_incident(
             )
             if changed.rowcount == 1 and resolved is None:  # type: ignore[attr-defined]
                 resolved = IncidentRecord(
-                    row.id, row.hub, row.kind, row.rule, row.started_at, when, row.cause
+                    row.id, row.hub, row.kind, row.rule, row.started_at, when, row.cause, row.community
                 )
     return resolved
 
@@ -129,11 +162,14 @@ def list_incidents(
     kind: str | None = None,
     open_only: bool = False,
     limit: int | None = None,
+    community: str | None = None,
 ) -> list[IncidentRecord]:
-    """Incidents newest first."""
+    """Incidents newest first; `community`: those belonging to it (cost incidents)."""
     query = select(Incident)
     if hub is not None:
         query = query.where(Incident.hub == hub)
+    if community is not None:
+        query = query.where(Incident.community == community)
     if kind is not None:
         query = query.where(Incident.kind == kind)
     if open_only:
@@ -150,6 +186,15 @@ def open_keys(store: Store) -> set[tuple[str, str, str | None]]:
     query = select(Incident.hub, Incident.kind, Incident.rule).where(Incident.resolved_at.is_(None))
     with store.session() as session:
         return {(hub, kind, rule) for hub, kind, rule in session.execute(query)}
+
+
+def open_of_kind(store: Store, kind: str) -> list[IncidentRecord]:
+    """Every open incident of `kind` (community ones included), oldest first, in one query."""
+    query = (
+        select(Incident).where(Incident.kind == kind, Incident.resolved_at.is_(None)).order_by(Incident.id)
+    )
+    with store.session() as session:
+        return [incident_record(row) for row in session.scalars(query)]
 
 
 # --------------------------------------------------------------------------- state machine

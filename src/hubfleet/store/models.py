@@ -148,12 +148,14 @@ class Maintenance(Base):
 
 class Incident(Base):
     """A hub down (kind `down`), a certificate about to expire (`certificate`) or abnormal activity
-    (`anomaly`, with the rule that fired)."""
+    (`anomaly`, with the rule that fired). A community's budget incident (kind `cost`) has no hub (``)
+    and names its `community`; a hub's cost incident has both (migration 0018)."""
 
     __tablename__ = "incidents"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     hub: Mapped[str] = mapped_column(String(200), index=True)
+    community: Mapped[str | None] = mapped_column(String(200), index=True)
     kind: Mapped[str] = mapped_column(String(20))
     rule: Mapped[str | None] = mapped_column(String(50))
     started_at: Mapped[datetime] = mapped_column(index=True)
