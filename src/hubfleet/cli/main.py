@@ -5,6 +5,7 @@ from __future__ import annotations
 # Each module adds its commands to `app` when imported; this list is the one place that names them all.
 from hubfleet.cli import (  # noqa: F401
     backup_cmds,
+    budget_cmds,
     check_cmds,
     cluster_cmds,
     config_cmds,
