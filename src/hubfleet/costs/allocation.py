@@ -423,8 +423,11 @@ def _price_sheet(
             own = acc.own.setdefault(hub, {})
             own[user] = own.get(user, 0) + micros
     fraction = Decimal(int((until - start).total_seconds())) / Decimal(int((end - start).total_seconds()))
-    if sheet.storage_gib_month and cluster.hubs:
-        for hub, homes in _storage(session, cluster.hubs, start, until).items():
+    homes_of = _storage(session, cluster.hubs, start, until) if cluster.hubs else {}
+    if until >= end and not cluster.usage.month.get(cluster.name) and not homes_of:
+        return None  # a past month with no use at all: before the cluster's hubs ran (no bill either)
+    if sheet.storage_gib_month:
+        for hub, homes in homes_of.items():
             for user, size in homes.items():
                 micros = to_micros(Decimal(repr(size)) / GIB * fraction * sheet.storage_gib_month)
                 if not micros:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -319,3 +319,106 @@ def month_state(store: _HasSession, month: str) -> MonthState:
     ) or any(row[0] is not None and name not in imports for name, row in allocated.items())
     when = max((row[2] for row in allocated.values()), default=None)
     return MonthState(len(imports), len(allocated), stale, when)
+
+
+def _text(amount: Decimal) -> str:
+    return str(amount.quantize(Decimal("0.01")))
+
+
+def month_report(
+    store: _HasSession,
+    fleet: FleetConfig,
+    month: str,
+    *,
+    hubs: Sequence[str] | None = None,
+    by: str | None = None,
+    daily: bool = False,
+) -> dict[str, Any]:
+    """What `hubfleet costs` shows (and prints as JSON): the accounts' invariant, each hub's lines, each
+    community's total, the account's own lines (unallocated, idle the operator keeps), totals per currency;
+    with `by` each hub's users or groups, with `daily` each hub's days. Amounts are strings of the currency
+    unit with 2 decimals; `hubs` limits the hubs shown (never the accounts: the invariant is theirs)."""
+    from hubfleet.costs.allocation import month_bounds
+
+    start, end = month_bounds(month)
+    communities = community_of(store, fleet)
+    wanted = None if hubs is None else set(hubs)
+    per_hub: dict[tuple[str, str], dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    own: list[dict[str, Any]] = []
+    totals: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for row in hub_lines(store, month):
+        if not row.hub:
+            if wanted is not None:
+                continue
+            own.append(
+                {
+                    "account": row.account,
+                    "currency": row.currency,
+                    "cluster": row.cluster,
+                    "line": row.line,
+                    "amount": _text(row.amount),
+                }
+            )
+            totals[row.currency]["idle kept" if row.line == "idle" else row.line] += row.amount
+            totals[row.currency]["total"] += row.amount
+            continue
+        if wanted is not None and row.hub not in wanted:
+            continue
+        cell = per_hub[(row.hub, row.currency)]
+        cell[row.line] += row.amount
+        cell["total"] += row.amount
+        totals[row.currency]["hubs"] += row.amount
+        totals[row.currency]["total"] += row.amount
+    hub_rows = []
+    community_totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for (hub, currency), cell in sorted(per_hub.items()):
+        community = communities.get(hub, "")
+        hub_rows.append(
+            {
+                "community": community,
+                "hub": hub,
+                "cluster": fleet.hubs[hub].cluster if hub in fleet.hubs else "",
+                "currency": currency,
+                **{line: _text(cell.get(line, Decimal(0))) for line in ("direct", "shared", "idle")},
+                "total": _text(cell["total"]),
+            }
+        )
+        community_totals[(community, currency)] += cell["total"]
+    hub_rows.sort(key=lambda r: (r["community"], r["hub"], r["currency"]))
+    checks = month_check(store, month)
+    report: dict[str, Any] = {
+        "month": month,
+        "accounts": [check.as_dict() for check in checks],
+        "ok": all(check.ok for check in checks),
+        "hubs": hub_rows,
+        "communities": [
+            {"community": c, "currency": cur, "total": _text(v)}
+            for (c, cur), v in sorted(community_totals.items())
+        ],
+        "account_lines": own,
+        "totals": [
+            {
+                "currency": currency,
+                **{key: _text(values.get(key, Decimal(0))) for key in ("hubs", "unallocated", "idle kept")},
+                "total": _text(values["total"]),
+            }
+            for currency, values in sorted(totals.items())
+        ],
+    }
+    state = month_state(store, month)
+    report["allocated_at"] = state.allocated_at.isoformat() if state.allocated_at else None
+    shown = sorted({row["hub"] for row in hub_rows})
+    if by in ("user", "group"):
+        report[f"{by}s"] = [
+            {"hub": hub, by: name, "currency": currency, "amount": _text(amount)}
+            for hub in shown
+            for name, by_currency in _members(store, month, hub, by).items()
+            for currency, amount in by_currency.items()
+        ]
+    if daily:
+        last = end.date() - timedelta(days=1)
+        report["days"] = [
+            {"day": c.day.isoformat(), "hub": c.hub, "currency": c.currency, "amount": str(c.amount)}
+            for c in daily_hub_costs(store, start.date(), last, shown)
+        ]
+    return report
