@@ -65,7 +65,10 @@ ERROR_TEXT = {
     400: (Problem, "The body is not JSON."),
     401: (Problem, "No valid API token or session cookie."),
     403: (Problem, "Not allowed: operators only, or a session caller without the X-CSRF-Token header."),
-    404: (Problem, "No such hub, community, chart or token (or none the caller may see: the same answer)."),
+    404: (
+        Problem,
+        "No such hub, community, chart, invoice or token (or none the caller may see: same answer).",
+    ),
     409: (Problem, "The hub cannot be checked now: on a kubernetes cluster, not running, or being checked."),
     422: (ValidationProblem, "Invalid parameters."),
 }
@@ -363,3 +366,138 @@ class TokenRequest(BaseModel):
     expires_days: int | None = Field(
         default=None, ge=1, le=MAX_TOKEN_DAYS, description="Days until it expires (null: never)."
     )
+
+
+# --------------------------------------------------------------------------- costs (console/costs_routes.py)
+
+
+class Amount(Model):
+    """Money to the cent, as a string (exact: JSON numbers are floats), with its currency."""
+
+    amount: str = Field(description="Rounded to the cent, e.g. `1234.50` (negative for a credit).")
+    currency: str = Field(description="ISO 4217 code.")
+
+
+class BudgetAlertOut(Model):
+    fraction: str = Field(description="A fraction of the budget (fleet.yaml `costs.budget_alerts`).")
+    label: str
+    reached: bool = Field(description="The month's cost so far has reached it.")
+
+
+class BudgetOut(Model):
+    """hubfleet.costs.budgets: a month's budget, what was spent and the forecast, in the budget's currency
+    (costs in other currencies converted with fleet.yaml `costs.exchange_rates`)."""
+
+    hub: str | None = Field(description="Null: the community's budget; else one hub's own budget.")
+    currency: str
+    monthly: Amount | None = Field(description="The budget (null: none set and no history for a default).")
+    basis: Literal["set", "default", "none"] = Field(
+        description="From the community's file, from the default rule (average of the last months + a "
+        "margin), or none."
+    )
+    note: str = Field(description="How a default budget was found, or why there is none.")
+    spent: Amount
+    forecast: Amount = Field(description="Spent plus the daily run rate for the days left.")
+    run_rate: Amount
+    run_rate_days: int
+    through: str | None = Field(description="The last day with cost (ISO date; null: none yet).")
+    days_left: int
+    percent: float | None = Field(description="Spent as a percentage of the budget.")
+    forecast_percent: float | None
+    status: str = Field(description="`ok`, `over 50 %`, `forecast over`, `no budget`, ...")
+    tone: Literal["good", "warn", "bad", "neutral"]
+    forecast_over: bool
+    alerts: list[BudgetAlertOut]
+    missing_rates: list[str] = Field(description="Currencies left out for want of an exchange rate.")
+
+
+class CommunityBudgetOut(BudgetOut):
+    hubs: list[BudgetOut] = Field(description="Budgets of single hubs (`billing.budget.hubs`).")
+
+
+class InvoiceLinks(Model):
+    pdf: str
+    csv: str
+    json_: str = Field(alias="json")
+
+
+class InvoiceOut(Model):
+    number: str
+    kind: Literal["invoice", "credit_note"]
+    month: str
+    refers_to: str | None = Field(description="A credit note's invoice.")
+    issued_on: str
+    due_on: str
+    total: Amount
+    links: InvoiceLinks = Field(description="Where to download the issued files.")
+
+
+class InvoiceList(Model):
+    invoices: list[InvoiceOut] = Field(description="Newest first.")
+
+
+class AccountCheckOut(Model):
+    """One billing account (or price-sheet cluster) in one currency: allocations add up to the bill."""
+
+    account: str
+    currency: str
+    billed: Amount
+    allocated: Amount
+    unallocated: Amount = Field(description="Rows that map to no cluster (part of `allocated`).")
+    idle_kept: Amount = Field(description="Idle capacity the operator keeps (part of `allocated`).")
+    source: str = Field(description="`import` (a billing export) or `price-sheet`.")
+    ok: bool = Field(description="Billed equals allocated to the cent; every hub's users and groups add up.")
+    problems: list[str] = Field(description="What does not add up, and the command that fixes it.")
+
+
+class CommunityCostRow(Model):
+    name: str
+    display_name: str
+    hubs: list[str]
+    cost: list[Amount] = Field(description="The month's allocated cost so far, per currency.")
+    budget: CommunityBudgetOut
+    invoice: InvoiceOut | None = Field(description="The month's invoice, once issued.")
+
+
+class CostsOverview(Model):
+    month: str
+    communities: list[CommunityCostRow]
+    total: list[Amount] = Field(description="Over the listed communities, per currency.")
+    currencies: list[str] = Field(description="Currencies with daily costs this month (one chart each).")
+    checks: list[AccountCheckOut] | None = Field(
+        description="Per billing account, billed vs. allocated (operators only; null for community leaders)."
+    )
+
+
+class HubCostRow(Model):
+    hub: str
+    currency: str
+    direct: Amount = Field(description="The hub's own cost: tagged rows, or its usage on a price sheet.")
+    shared: Amount = Field(description="Its part of its cluster's shared cost.")
+    idle: Amount = Field(description="Its part of idle capacity.")
+    total: Amount
+
+
+class UserCostRow(Model):
+    hub: str
+    username: str = Field(description="Empty: what the hub carries that no user's servers used.")
+    cost: Amount
+
+
+class GroupCostRow(Model):
+    hub: str
+    group: str
+    cost: Amount
+
+
+class CommunityCosts(Model):
+    month: str
+    name: str
+    display_name: str
+    cost: list[Amount] = Field(description="The month's allocated cost so far, per currency.")
+    hubs: list[HubCostRow]
+    users: list[UserCostRow] = Field(description="Largest first.")
+    groups: list[GroupCostRow] = Field(description="Largest first.")
+    budget: CommunityBudgetOut
+    invoices: list[InvoiceOut] = Field(description="Every invoice and credit note, newest first.")
+    currencies: list[str]
