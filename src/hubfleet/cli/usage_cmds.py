@@ -107,10 +107,18 @@ def usage(
     ] = None,
     json_output: JsonOption = False,
     csv_output: Annotated[bool, typer.Option("--csv", help="Print the per-day rows as CSV.")] = False,
+    month: Annotated[
+        str | None,
+        typer.Option(
+            "--month",
+            help="The calendar month whose people are counted (YYYY-MM; default: the month of --to), as "
+            "invoices count them: accounts of one person merged, usernames used by several split.",
+        ),
+    ] = None,
 ) -> None:
     """Daily, weekly and monthly active users (distinct people; staff and the check user left out),
-    server-hours and peak concurrent servers per day, per hub and fleet-wide."""
-    from hubfleet.monitor.usage import usage_report, user_database_sizes
+    server-hours and peak concurrent servers per day, per hub and fleet-wide, and a month's people."""
+    from hubfleet.monitor.usage import month_days, people_in_month, usage_report, user_database_sizes
     from hubfleet.store import open_store
 
     if json_output and csv_output:
@@ -133,9 +141,16 @@ def usage(
     first = _day(from_, "--from") or last - timedelta(days=DEFAULT_DAYS - 1)
     if first > last:
         raise UserError(f"--from {first} is after --to {last}")
+    month = month or f"{last:%Y-%m}"
+    try:
+        month_days(month)
+    except ValueError as exc:
+        raise UserError(f"--month: {exc}") from None
     state = resolve_state_dir(fleet_dir, state_dir)
     with open_store(state) as store:
         report = usage_report(store, names, first, last, now=now)
+        people = people_in_month(store, month, names)
+    report["people"] = people.as_json()
     local = [config.hubs[n] for n in names if config.cluster_of(config.hubs[n]).kind == "local"]
     databases = user_database_sizes(state, local)
     if databases:
@@ -153,7 +168,21 @@ def usage(
             else f"fleet {config.settings.name}"
         )
         _print_tables(report, f"usage of {scope}, {first} to {last} (UTC days)")
+        _print_people(report["people"])
         _print_databases(databases)
+
+
+def _print_people(people: dict[str, Any]) -> None:
+    """The month's people and why accounts were merged or split."""
+    console.print(
+        f"people active in {people['month']}: [bold]{people['people']}[/] "
+        f"({people['accounts']} account{'' if people['accounts'] == 1 else 's'})"
+    )
+    for merge in people["merged"]:
+        count = len(merge["accounts"])
+        console.print(f"  {count} accounts are 1 person: {escape(merge['why'])}")
+    for split in people["shared"]:
+        console.print(f"  {escape(split['why'])}: counted as {len(split['identities'])} people")
 
 
 def _print_databases(databases: dict[str, dict[str, int]]) -> None:

@@ -1,9 +1,15 @@
 """The usage collector: a task of the `hubfleet up` daemon that asks every running hub for its users, with
 their servers, every `monitoring.collect_interval` seconds and stores:
 
-- `UserDay(hub, username, day)`: the user was active on the hub that UTC day. `identity` is
-  `<auth type>:<username>`, so the same login on two hubs of one auth type is one person fleet-wide;
-- `ServerSession`: a server from the first collection that saw it running to the one that saw it gone;
+- `UserDay(hub, username, day)`: the user was active on the hub that UTC day. `identity` is the person:
+  `<auth type>:<asserted id>` once the hub recorded who signed in (OAuth hubs, hubfleet.monitor.identities),
+  else `<auth type>:<username>`, so the same login on two hubs of one auth type is one person fleet-wide;
+- `HubUserIdentity`: who signed in as which username, from the hub's /hub/api/hubfleet/identities;
+- `ServerSession`: a server from the first collection that saw it running to the one that saw it gone, with
+  the environment and resource requests it started with (hubfleet.monitor.resources) and, on local hubs run
+  as root, the CPU time and peak memory its control group measured, updated at every collection;
+- `HubUserGroup`: each counted user's JupyterHub groups; a membership no longer seen is end-dated (its
+  `last_seen` stops at the last collection that saw it; rows are kept for the months it counted in);
 - `HubSample`: the hub's running servers and user count, its own `jupyterhub_active_users` gauges and
   spawn counters from `/hub/metrics`.
 
@@ -28,7 +34,7 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from hubfleet.backends.local import hub_endpoint
@@ -36,12 +42,22 @@ from hubfleet.checks.synthetic import is_test_user
 from hubfleet.clock import parse_time, utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
+from hubfleet.config.models_auth import OAUTH_TYPES
+from hubfleet.monitor.identities import (
+    SignIn,
+    fetch_identities,
+    known_identities,
+    newest_signin,
+    record_sign_ins,
+    sign_ins,
+)
+from hubfleet.monitor.resources import Measured, Request, ServerMeter, fleet_meter, server_request
 from hubfleet.monitor.usage import auth_type, identity
 from hubfleet.render.common import staff_username_key
 from hubfleet.render.local import CHECK_USERNAME
 from hubfleet.settings import seconds_from_env
 from hubfleet.store.api import Store
-from hubfleet.store.models import HubSample, ServerSession, UserDay
+from hubfleet.store.models import HubSample, HubUserGroup, ServerSession, UserDay
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +195,8 @@ class CollectionResult:
     running_servers: int
     sessions_opened: int
     sessions_closed: int
+    sign_ins: int = 0
+    """New or newer sign-ins the hub recorded since the previous collection."""
 
 
 def _activity(user: dict[str, Any]) -> list[datetime]:
@@ -204,12 +222,18 @@ def record_collection(
     since: datetime,
     excluded: Iterable[str] = (),
     metrics: HubMetrics | None = None,
+    signed_in: Sequence[SignIn] = (),
+    request_of: Callable[[dict[str, Any], dict[str, Any]], Request] | None = None,
+    measured: dict[str, Measured] | None = None,
 ) -> CollectionResult:
     """Store what one collection of `hub` saw: `users` are /hub/api/users models (with servers,
     stopped ones included). Activity at or after `since` makes a UserDay; servers open and close sessions.
-    Runs inside the caller's transaction."""
+    `signed_in`: the hub's new sign-ins; `request_of(user, server)`: what a new server was started with;
+    `measured`: each user's control group now. Runs inside the caller's transaction."""
     skip = frozenset(excluded)
     counted = [u for u in users if u.get("name") and u["name"] not in skip and not is_test_user(u["name"])]
+    new_sign_ins = record_sign_ins(session, hub, [s for s in signed_in if s.username not in skip])
+    record_groups(session, hub, counted, now)
 
     # --- user days: each day on which a counted user had activity since `since`
     seen: dict[tuple[str, date], tuple[datetime, datetime]] = {}
@@ -228,6 +252,8 @@ def record_collection(
             for row in session.scalars(select(UserDay).where(UserDay.hub == hub, UserDay.day.in_(days)))
             if (row.username, row.day) in seen
         }
+        names = {username for username, _ in seen}
+        people = known_identities(session, hub, names) if auth in OAUTH_TYPES else {}
         for (username, day), (first, last) in seen.items():
             row = existing.get((username, day))
             if row is None:
@@ -236,7 +262,7 @@ def record_collection(
                         hub=hub,
                         username=username,
                         day=day,
-                        identity=identity(auth, username),
+                        identity=people.get(username) or identity(auth, username),
                         first_seen=first,
                         last_seen=last,
                     )
@@ -254,7 +280,10 @@ def record_collection(
     }
     stop_hints: dict[tuple[str, str], datetime] = {}
     opened = closed = 0
+    measured = measured or {}
     for user in counted:
+        # a user's servers share one control group: its figures go to the first running one
+        running_names = sorted(n or "" for n, s in (user.get("servers") or {}).items() if _running(s))
         for name, server in (user.get("servers") or {}).items():
             key = (user["name"], name or "")
             last_activity = parse_time(server.get("last_activity"))
@@ -274,21 +303,27 @@ def record_collection(
                 closed += 1
                 row = None
             if row is None:
-                session.add(
-                    ServerSession(
-                        hub=hub,
-                        username=key[0],
-                        server_name=key[1],
-                        started_at=min(started, now),
-                        stopped_at=None,
-                        last_activity=last_activity,
-                    )
+                request = request_of(user, server) if request_of is not None else Request()
+                row = ServerSession(
+                    hub=hub,
+                    username=key[0],
+                    server_name=key[1],
+                    started_at=min(started, now),
+                    stopped_at=None,
+                    last_activity=last_activity,
+                    environment=request.environment,
+                    cpu_request=request.cpu,
+                    memory_request_bytes=request.memory_bytes,
                 )
+                session.add(row)
                 opened += 1
             elif last_activity is not None and (
                 row.last_activity is None or last_activity > row.last_activity
             ):
                 row.last_activity = last_activity
+            use = measured.get(key[0]) if running_names and key[1] == running_names[0] else None
+            if use is not None:
+                _add_measured(row, use)
     for key, row in open_rows.items():
         # Seen running before, gone now: it stopped at its last activity (JupyterHub sets it on stop)
         # when that is known and plausible, else now.
@@ -321,7 +356,46 @@ def record_collection(
         running_servers=running,
         sessions_opened=opened,
         sessions_closed=closed,
+        sign_ins=new_sign_ins,
     )
+
+
+def _add_measured(row: ServerSession, use: Measured) -> None:
+    """Counters only grow while the group lives; a lower reading (processes gone, on hosts measured from
+    /proc) keeps the higher one."""
+    if use.cpu_seconds is not None:
+        row.cpu_seconds_used = max(row.cpu_seconds_used or 0.0, round(use.cpu_seconds, 3))
+    if use.memory_peak_bytes is not None:
+        row.memory_peak_bytes = max(row.memory_peak_bytes or 0, use.memory_peak_bytes)
+
+
+def record_groups(session: Session, hub: str, users: Sequence[dict[str, Any]], now: datetime) -> None:
+    """Each user's groups (from user models that carry `groups`): new memberships are added, seen ones get
+    `last_seen = now`; memberships not seen keep their last `last_seen` (end-dated, never deleted here).
+    Two statements however many users (executemany), so a hub of thousands costs milliseconds."""
+    seen = {
+        (str(user["name"]), str(group))
+        for user in users
+        if isinstance(user.get("groups"), list)
+        for group in user["groups"]
+    }
+    if not seen:
+        return
+    existing = {
+        (username, group)
+        for username, group in session.execute(
+            select(HubUserGroup.username, HubUserGroup.group).where(HubUserGroup.hub == hub)
+        )
+    }
+    fresh = [
+        {"hub": hub, "username": u, "group": g, "first_seen": now, "last_seen": now}
+        for u, g in sorted(seen - existing)
+    ]
+    again = [{"hub": hub, "username": u, "group": g, "last_seen": now} for u, g in sorted(seen & existing)]
+    if fresh:
+        session.execute(insert(HubUserGroup), fresh)
+    if again:
+        session.execute(update(HubUserGroup), again)
 
 
 # --------------------------------------------------------------------------- the collector
@@ -381,7 +455,10 @@ class UsageCollector:
         interval: float | None = None,
         timeout: float = 30.0,
         on_users: Callable[[Hub, set[str]], object] | None = None,
+        meter: ServerMeter | None = None,
     ) -> None:
+        self.meter = meter
+        """Reads local servers' control groups (root hubs); None: no measured use."""
         self.on_users = on_users
         """Told every user name a hub with `user_database` has (their databases outlive them only so long)."""
         self.fleet = fleet
@@ -397,13 +474,45 @@ class UsageCollector:
             return datetime.combine(now.date(), time(), UTC)  # first collection ever: today
         return previous - LOOKBACK
 
+    async def _sign_ins(self, client: httpx.AsyncClient, target: HubTarget, hub: Hub) -> list[SignIn]:
+        """The hub's sign-ins since the newest one stored (OAuth hubs; [] for others or on failure)."""
+        if auth_type(hub) not in OAUTH_TYPES:
+            return []
+        with self.store.session() as session:
+            newest = newest_signin(session, target.name)
+        try:
+            items = await fetch_identities(client, target.url, target.token, newest)
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("usage: %s: sign-ins not read: %s", target.name, exc)
+            return []
+        return sign_ins(auth_type(hub), items or [])
+
+    def _measure(self, hub: Hub, users: Sequence[dict[str, Any]]) -> dict[str, Measured]:
+        """Each user with a running server: their control group now (local hubs, with a meter)."""
+        if self.meter is None or self.fleet.cluster_of(hub).kind != "local":
+            return {}
+        found = {}
+        for user in users:
+            if any(_running(s) for s in (user.get("servers") or {}).values()):
+                use = self.meter.measure(hub.name, str(user["name"]))
+                if use is not None:
+                    found[str(user["name"])] = use
+        return found
+
     async def collect_hub(self, client: httpx.AsyncClient, target: HubTarget) -> CollectionResult:
         hub = self.fleet.hubs[target.name]
         now = utcnow()
-        users, metrics = await asyncio.gather(
-            fetch_users(client, target.url, target.token), fetch_metrics(client, target.url, target.token)
+        users, metrics, signed_in = await asyncio.gather(
+            fetch_users(client, target.url, target.token),
+            fetch_metrics(client, target.url, target.token),
+            self._sign_ins(client, target, hub),
         )
+        measured = await asyncio.to_thread(self._measure, hub, users) if self.meter is not None else {}
         since = self._since(target.name, now)
+
+        def request_of(user: dict[str, Any], server: dict[str, Any]) -> Request:
+            return server_request(hub, server.get("user_options"), user.get("groups"))
+
         with self.store.session() as session, session.begin():
             result = record_collection(
                 session,
@@ -414,6 +523,9 @@ class UsageCollector:
                 since=since,
                 excluded=excluded_usernames(self.fleet, hub),
                 metrics=metrics,
+                signed_in=signed_in,
+                request_of=request_of,
+                measured=measured,
             )
         self._previous[target.name] = now
         if self.on_users is not None and hub.user_database is not None:
@@ -502,5 +614,6 @@ def start_collector(
     on_users: Callable[[Hub, set[str]], object] | None = None,
 ) -> asyncio.Task[None]:
     """The daemon's usage task: first collection right away, then every collect_interval."""
-    collector = UsageCollector(fleet, store, supervised_targets(running_urls, state_dir), on_users=on_users)
+    targets = supervised_targets(running_urls, state_dir)
+    collector = UsageCollector(fleet, store, targets, on_users=on_users, meter=fleet_meter(state_dir))
     return asyncio.create_task(collector.run(stop), name="usage")

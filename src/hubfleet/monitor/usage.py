@@ -4,13 +4,18 @@ DAU/WAU/MAU exactly for any day and window, per hub and fleet-wide, server-hours
 servers, and `usage_report` behind `hubfleet usage`.
 
 DAU counts the distinct people active on day D, WAU over D-6..D, MAU over D-29..D (UTC days). Per hub a
-person is a username; fleet-wide (or over any set of hubs) it is the identity `<auth type>:<username>`.
+person is a username; fleet-wide (or over any set of hubs) it is UserDay.identity: `<auth type>:<asserted
+id>` where the hub's sign-in provider asserted one (hubfleet.monitor.identities), else `<auth
+type>:<username>`. `people_in_month` counts a calendar month's people that way, for billing, and says which
+accounts are one person and which username was used by several.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,7 @@ from hubfleet.config.models import Hub
 from hubfleet.isolation.user_postgres import hub_users, size_bytes
 from hubfleet.runtime.layout import layout
 from hubfleet.store.api import Store
+from hubfleet.store.identities import HubUserIdentity
 from hubfleet.store.models import HubSample, ServerSession, UserDay
 
 WINDOWS = {"dau": 1, "wau": 7, "mau": 30}
@@ -263,3 +269,119 @@ def user_database_sizes(state_dir: Path, hubs: Sequence[Hub]) -> dict[str, dict[
             found = hub_users(where.data_dir, where.state_dir, hub.name)
             sizes[hub.name] = {user: size_bytes(root) for user, root in sorted(found.items())}
     return sizes
+
+
+# --------------------------------------------------------------------------- people in a month (billing)
+
+MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+def month_days(month: str) -> tuple[date, date]:
+    """First and last day of `YYYY-MM`; ValueError saying how to write it."""
+    match = MONTH.match(month or "")
+    if not match:
+        raise ValueError(f"month {month!r}: write YYYY-MM, e.g. 2026-11")
+    first = date(int(match.group(1)), int(match.group(2)), 1)
+    following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    return first, following - timedelta(days=1)
+
+
+Account = tuple[str, str]
+"""(hub, username)"""
+
+
+@dataclass(frozen=True)
+class PeopleCount:
+    """The distinct people active in a month, and how accounts map to them."""
+
+    month: str
+    people: int
+    """Distinct persons (identities) active that calendar month."""
+    accounts: int
+    """Distinct (hub, username) active that month."""
+    merged: list[tuple[str, list[Account], str]] = field(default_factory=list)
+    """(person identity, their accounts, why they are one person) for persons with several accounts."""
+    shared: list[tuple[Account, list[str], str]] = field(default_factory=list)
+    """(account, the identities that used it, why) for usernames several people signed in as."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "month": self.month,
+            "people": self.people,
+            "accounts": self.accounts,
+            "merged": [
+                {"identity": who, "accounts": [{"hub": h, "username": u} for h, u in accounts], "why": why}
+                for who, accounts, why in self.merged
+            ],
+            "shared": [
+                {"hub": hub, "username": username, "identities": people, "why": why}
+                for (hub, username), people, why in self.shared
+            ],
+        }
+
+
+def _asserted(identity: str) -> str:
+    return identity.split(":", 1)[1] if ":" in identity else identity
+
+
+def people_in_month(store: Store, month: str, hubs: Sequence[str] | None = None) -> PeopleCount:
+    """Who was active in `month` (YYYY-MM) on `hubs` (default: every hub), counted as people.
+
+    An account (hub, username) active that month is the people its sign-in provider asserted: the identity
+    of its user days, and everyone else who signed in as that username during the month (a username two
+    people share on one day has one user day but two people). Accounts of hubs without a provider, or with
+    no sign-in recorded, are `<auth type>:<username>`, as the fleet MAU counts them."""
+    first, last = month_days(month)
+    start, end = _bounds(first, last)
+    days = (
+        select(UserDay.hub, UserDay.username, UserDay.identity)
+        .distinct()
+        .where(UserDay.day >= first, UserDay.day <= last)
+    )
+    recorded = select(
+        HubUserIdentity.hub,
+        HubUserIdentity.username,
+        HubUserIdentity.identity,
+        HubUserIdentity.claim,
+        HubUserIdentity.first_signin,
+        HubUserIdentity.last_signin,
+    ).where(HubUserIdentity.first_signin < end)
+    if hubs is not None:
+        days = days.where(UserDay.hub.in_(list(hubs)))
+        recorded = recorded.where(HubUserIdentity.hub.in_(list(hubs)))
+    by_account: dict[Account, set[str]] = defaultdict(set)
+    asserted: dict[Account, set[str]] = defaultdict(set)
+    claims: dict[str, str] = {}
+    with store.session() as session:
+        for hub, username, who in session.execute(days):
+            by_account[(hub, username)].add(who)
+        for hub, username, who, claim, _, signed_last in session.execute(recorded):
+            account = (hub, username)
+            claims[who] = claim
+            if account in by_account and (signed_last >= start or who in by_account[account]):
+                asserted[account].add(who)
+    for account, people in asserted.items():
+        by_account[account] = people  # the provider's word replaces `<auth type>:<username>`
+    by_person: dict[str, set[Account]] = defaultdict(set)
+    for account, people in by_account.items():
+        for who in people:
+            by_person[who].add(account)
+    several = [who for who, accounts in by_person.items() if len(accounts) > 1]
+    merged = []
+    for who in sorted(several):
+        accounts = sorted(by_person[who])
+        where = ", ".join(sorted({hub for hub, _ in accounts}))
+        if who in claims:
+            why = f"same {claims[who] or 'identity'} {_asserted(who)} on {where}"
+        else:
+            why = f"same username {_asserted(who)} on {where} (no sign-in provider asserts more)"
+        merged.append((who, accounts, why))
+    shared = [
+        (account, sorted(people), f"username {username} on hub {hub} was used by {len(people)} people")
+        for account, people in sorted(by_account.items())
+        if len(people) > 1
+        for hub, username in [account]
+    ]
+    return PeopleCount(
+        month=month, people=len(by_person), accounts=len(by_account), merged=merged, shared=shared
+    )

@@ -29,6 +29,8 @@ from hubfleet.render.branding import hub_branding, native_template_paths
 from hubfleet.render.common import auth_config, auth_secrets
 from hubfleet.render.environments_k8s import EXTRA_CONFIG_KEY as ENVIRONMENTS_CONFIG_KEY
 from hubfleet.render.environments_k8s import gate_config, load_groups, profile_list
+from hubfleet.render.identity_hook import EXTRA_CONFIG_KEY as IDENTITY_CONFIG_KEY
+from hubfleet.render.identity_hook import KUBERNETES_DB, identity_config
 from hubfleet.render.local import (
     CONTROL_SCOPES,
     CONTROL_SERVICE,
@@ -118,6 +120,8 @@ def _update_auth(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
     if auth.startup_code:
         name = "hubfleet-01-native-templates" if hub.auth.type == "native" else f"hubfleet-01-{hub.auth.type}"
         _at(values, "hub", "extraConfig")[name] = auth.startup_code
+    if identity := identity_config(hub, KUBERNETES_DB):
+        _at(values, "hub", "extraConfig")[IDENTITY_CONFIG_KEY] = identity
 
 
 def _update_hub(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:

@@ -21,6 +21,7 @@ from hubfleet.render.common import (
     auth_config,
     auth_secrets,
 )
+from hubfleet.render.identity_hook import local_identity_lines
 
 if TYPE_CHECKING:
     from hubfleet.secrets.store import SecretResolver
@@ -159,6 +160,7 @@ def render_jupyterhub_config(fleet: FleetConfig, hub: Hub, runtime: LocalRuntime
         "",
         "# authentication",
         *_auth_lines(fleet, hub),
+        *local_identity_lines(hub, data_dir),
         *branding_lines(fleet, hub, data_dir),
         "",
         "# user servers",
