@@ -110,7 +110,7 @@ def hub_month_costs(store: _HasSession, month: str, hubs: Sequence[str] | None =
     if hubs is not None:
         query = query.where(line.hub.in_(list(hubs)))
     with store.session() as session:
-        return _nest(session.execute(query).tuples())
+        return _nest(session.execute(query))
 
 
 def community_of(store: _HasSession, fleet: FleetConfig) -> dict[str, str]:
@@ -153,7 +153,7 @@ def daily_hub_costs(
     with store.session() as session:
         return [
             DailyCost(day, hub, currency, from_micros(int(micros)))
-            for day, hub, currency, micros in session.execute(query).tuples()
+            for day, hub, currency, micros in session.execute(query)
         ]
 
 
@@ -165,7 +165,7 @@ def _members(store: _HasSession, month: str, hub: str, kind: str) -> Amounts:
         .group_by(m.name, m.currency)
     )
     with store.session() as session:
-        return _nest(session.execute(query).tuples())
+        return _nest(session.execute(query))
 
 
 def user_month_costs(store: _HasSession, month: str, hub: str) -> Amounts:
@@ -189,7 +189,7 @@ def hub_lines(store: _HasSession, month: str) -> list[HubLine]:
         .order_by(line.account, line.hub, line.line, line.cluster)
     )
     with store.session() as session:
-        return [HubLine(a, c, cl, h, ln, _cents(v)) for a, c, cl, h, ln, v in session.execute(query).tuples()]
+        return [HubLine(a, c, cl, h, ln, _cents(v)) for a, c, cl, h, ln, v in session.execute(query)]
 
 
 def month_check(store: _HasSession, month: str) -> list[AccountCheck]:
@@ -209,7 +209,7 @@ def month_check(store: _HasSession, month: str) -> list[AccountCheck]:
             select(line.account, line.hub, line.line, line.amount_micros, line.amount_cents).where(
                 line.month == month
             )
-        ).tuples():
+        ):
             total = sums[account]
             total[0] += micros
             total[1] += cents
@@ -224,7 +224,7 @@ def month_check(store: _HasSession, month: str) -> list[AccountCheck]:
             select(m.account, m.hub, m.kind, func.sum(m.amount_cents))
             .where(m.month == month)
             .group_by(m.account, m.hub, m.kind)
-        ).tuples():
+        ):
             member_cents[(account, hub, kind)] = int(cents)
     checks: list[AccountCheck] = []
     for name in sorted(set(accounts) | set(imports)):
