@@ -63,6 +63,10 @@ def validate(
         typer.echo(f"{len(errors)} error(s) in {root}", err=True)
         raise typer.Exit(1)
     typer.echo(summary(config))
+    from hubfleet.config.rules_identity import username_merge_warnings
+
+    for warning in username_merge_warnings(config):
+        typer.echo(str(warning), err=True)
     for note in user_database_notes(config):
         typer.echo(note, err=True)
     if chart:
