@@ -426,3 +426,40 @@ def test_two_processes_issuing_at_once_share_one_gap_free_sequence(tmp_path: Pat
     assert everything == [f"INV-2026-{n:04d}" for n in range(1, 50)]
     with open_store(url) as opened:
         assert len([r for r in list_invoices(opened) if r.community == "shared"]) == 1
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_cli_generate_list_show_credit(tmp_path: Path, fleet: FleetConfig) -> None:
+    from fleet_helpers import copy_demo_fleet, hubfleet
+
+    root = copy_demo_fleet(tmp_path / "fleet")
+    state, out = tmp_path / "state", tmp_path / "out"
+    with open_store(state) as opened:
+        add_usage(opened, "uni-a", [f"student{i:03d}" for i in range(12)])
+        allocate(opened, fleet)
+    year = datetime.now(UTC).year
+    first = hubfleet("invoices", "generate", "--month", MONTH, "--out", str(out), "--state-dir", str(state),
+                     fleet=root, check=True)  # fmt: skip
+    assert f"hackweek: issued DEMO-{year}-0001 for {MONTH}" in first.stdout
+    assert f"uni-a: issued DEMO-{year}-0002 for {MONTH}, total " in first.stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"DEMO-{year}-000{n}.{ext}" for n in (1, 2) for ext in ("csv", "json", "pdf")
+    ]
+    number = f"DEMO-{year}-0002"
+    shown = hubfleet("invoices", "show", number, "--state-dir", str(state), fleet=root, check=True)
+    assert "Active people, tier 11-100" in shown.stdout and "PO PO-2026-7731" in shown.stdout
+    too_much = hubfleet("invoices", "credit", number, "--amount", "100000", "--reason", "x",
+                        "--state-dir", str(state), fleet=root)  # fmt: skip
+    assert too_much.returncode == 1 and f"more than what is outstanding on {number}" in too_much.stderr
+    credited = hubfleet("invoices", "credit", number, "--amount", "10.50", "--reason", "a test account",
+                        "--json", "--state-dir", str(state), fleet=root, check=True)  # fmt: skip
+    assert json.loads(credited.stdout)["total"] == "-10.50"
+    listed = json.loads(hubfleet("invoices", "list", "--community", "uni-a", "--json", "--state-dir",
+                                 str(state), fleet=root, check=True).stdout)  # fmt: skip
+    assert [(r["number"], r["kind"], r["refers_to"]) for r in listed] == [
+        (number, "invoice", None),
+        (f"DEMO-{year}-0003", "credit_note", number),
+    ]
+    assert D(listed[0]["outstanding"]) == D(listed[0]["total"]) - D("10.50")

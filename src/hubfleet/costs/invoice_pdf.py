@@ -18,7 +18,7 @@ _PLAIN = {
     "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u2018": "'", "\u2019": "'", "\u201a": ",",
     "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2026": "...", "\u20ac": "EUR", "\u2022": "*",
     "\u00a0": " ", "\u2009": " ", "\u202f": " ", "\u0141": "L", "\u0142": "l", "\u0110": "D", "\u0111": "d",
-    "\u0131": "i", "\u0152": "OE", "\u0153": "oe", "\u00df": "ss",
+    "\u0131": "i", "\u0152": "OE", "\u0153": "oe",
 }  # fmt: skip
 
 WIDTHS = (95.0, 22.0, 28.0, 30.0)  # description, quantity, unit price, amount (mm; A4 less 17.5 mm margins)
@@ -79,7 +79,7 @@ def render_pdf(doc: dict[str, Any]) -> bytes:
     credit = doc["kind"] == "credit_note"
     heading = "CREDIT NOTE" if credit else "INVOICE"
     pdf = _Pdf(format="A4", unit="mm")
-    pdf.title_text = f"{heading.title()} {doc['number']}"
+    pdf.title_text = f"{'Credit note' if credit else 'Invoice'} {doc['number']}"
     issued = date.fromisoformat(doc["issued_on"])
     pdf.set_creation_date(datetime(issued.year, issued.month, issued.day, tzinfo=UTC))
     pdf.set_title(latin1(pdf.title_text))
@@ -204,4 +204,4 @@ def _notes(pdf: FPDF, doc: dict[str, Any]) -> None:
     pdf.ln(5)
     pdf.set_font("Helvetica", "", 8.5)
     for note in notes:
-        pdf.multi_cell(0, 4.2, latin1(f"- {note}"), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 4.2, latin1(f"- {note}"), align="L", new_x="LMARGIN", new_y="NEXT")

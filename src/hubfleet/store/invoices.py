@@ -128,7 +128,7 @@ def _record(row: Invoice) -> InvoiceRecord:
         row.issued_on,
         row.due_on,
         row.currency,
-        from_micros(row.total_micros),
+        from_micros(row.total_micros).quantize(Decimal("0.01")),  # invoices are in cents
         row.document,
     )
 
