@@ -4,8 +4,8 @@ Rules see every hub that validated on its own (`SourcedFleetConfig.hub_entries`,
 point at the offending key through `SourcedFleetConfig.hub_error` / `fleet_error`, so their errors carry the
 same `file:line:col` as schema errors. They live in modules by subject: the hubs themselves
 (`rules_hubs`), who may log in (`rules_auth`), secrets (`rules_secrets`), the HTTPS front door
-(`rules_front_door`), backups (`rules_backups`), the hubs' logos (`rules_branding`) and events
-(`rules_events`).
+(`rules_front_door`), backups (`rules_backups`), the hubs' logos (`rules_branding`), events
+(`rules_events`) and money (`rules_costs`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ from hubfleet.config.rules_auth import (
 )
 from hubfleet.config.rules_backups import hub_backup_needs_fleet_backups, repository_outside_the_data
 from hubfleet.config.rules_branding import logos_are_images
+from hubfleet.config.rules_costs import (
+    billing_accounts_claimed_once,
+    billing_plans_exist,
+    budget_hubs_are_the_communitys,
+)
 from hubfleet.config.rules_escape_hatch import (
     no_kubernetes_defaults_on_local_clusters,
     no_replaced_authenticator_or_spawner_on_prod,
@@ -108,6 +113,9 @@ RULES: list[Rule] = [
     hub_backup_needs_fleet_backups,
     no_replaced_authenticator_or_spawner_on_prod,
     no_kubernetes_defaults_on_local_clusters,
+    billing_plans_exist,
+    budget_hubs_are_the_communitys,
+    billing_accounts_claimed_once,
 ]
 
 
