@@ -27,7 +27,7 @@ from hubfleet.render import identity_hub
 from hubfleet.store import open_store
 from hubfleet.store.api import Store
 from hubfleet.store.identities import HubUserIdentity
-from hubfleet.store.models import UserDay
+from hubfleet.store.models import ServerSession, UserDay
 
 UNI_A = "https://idp.uni-a.example/idp/shibboleth"
 UNI_B = "https://idp.uni-b.example/idp/shibboleth"
@@ -354,3 +354,148 @@ def test_username_rules_that_can_merge_people_are_warned_about(tmp_path: Path) -
     assert "username_claim preferred_username is not unique at the provider" in found
     hub["auth"]["username_claim"] = "email"  # type: ignore[index]
     assert warnings() == []
+
+
+# --------------------------------------------------------------------------- a real hub and provider
+
+OIDC_HUB = "uni-a-oidc"
+
+
+@pytest.fixture(scope="module")
+def oidc_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any, str]]:
+    """One local oidc hub (usernames from `preferred_username`, groups from the `groups` claim, an
+    environment with its own resources) behind a real OpenID Connect provider, under one `hubfleet up`
+    whose collector runs every second."""
+    from fleet_helpers import copy_demo_fleet, free_ports, hubfleet, running_fleet
+    from oidc_helpers import new_identity, oidc_provider
+
+    base = tmp_path_factory.mktemp("identity")
+    with oidc_provider(base / "logs") as provider:
+        root = copy_demo_fleet(base / "fleet", keep={"communities/uni-a/hubs/staging.yaml"})
+        (root / "communities/uni-a/hubs/staging.yaml").unlink()
+        key = base / "ada.txt"
+        fleet_file = root / "fleet.yaml"
+        fleet_file.write_text(
+            fleet_file.read_text().replace(
+                "      dummy: ada\n",
+                f"      dummy: ada\n      oidc: ada-staff\n    age_recipient: {new_identity(key)}\n",
+            )
+        )
+        (port,) = free_ports(1)
+        url = f"http://127.0.0.1:{port}"
+        client_id, client_secret = provider.register_client([url + "/hub/oauth_callback"])
+        hub = {
+            "name": OIDC_HUB,
+            "community": "uni-a",
+            "cluster": "local",
+            "stage": "staging",
+            "port": port,
+            "culling": {"enabled": False},
+            "auth": {
+                "type": "oidc",
+                "issuer": provider.url,
+                "client_id": client_id,
+                "client_secret": {"secret": "client_secret"},
+                "username_claim": "preferred_username",
+                "admin_users": ["grace"],
+                "allowed_groups": ["physics"],
+            },
+            "environments": [
+                {
+                    "slug": "python",
+                    "display_name": "Python 3",
+                    "default": True,
+                    "local": {"kernels": ["python3"]},
+                    "resources": {"memory_limit": "2G", "cpu_limit": 0.5},
+                }
+            ],
+        }
+        (root / "communities/uni-a/hubs/oidc.yaml").write_text(yaml.safe_dump(hub, sort_keys=False))
+        env = {"HUBFLEET_AGE_IDENTITY": str(key)}
+        hubfleet(
+            "secrets", "set", OIDC_HUB, "client_secret", fleet=root, env=env, input=client_secret, check=True
+        )
+        with running_fleet(root, {**env, "HUBFLEET_COLLECT_INTERVAL": "1"}):
+            yield root, provider, url
+
+
+def stored(root: Path) -> dict[str, Any]:
+    from hubfleet.store.models import HubUserGroup
+
+    with open_store(root / ".hubfleet") as store, store.session() as session:
+        return {
+            "identities": {
+                (r.username, r.identity, r.claim) for r in session.scalars(select(HubUserIdentity))
+            },
+            "sessions": [
+                (
+                    s.username,
+                    s.environment,
+                    s.cpu_request,
+                    s.memory_request_bytes,
+                    s.cpu_seconds_used,
+                    s.memory_peak_bytes,
+                )
+                for s in session.scalars(select(ServerSession))
+            ],
+            "groups": {(g.hub, g.username, g.group) for g in session.scalars(select(HubUserGroup))},
+        }
+
+
+@pytest.mark.integration
+def test_two_people_behind_one_username_on_a_real_hub(oidc_fleet: tuple[Path, Any, str]) -> None:
+    import httpx
+
+    from fleet_helpers import hubfleet, wait_for
+    from oidc_helpers import browser, log_in, wait_for_server
+
+    root, provider, url = oidc_fleet
+    issuer = provider.url
+    # jo of uni-a and jo of uni-b: one preferred_username, two subjects at the provider
+    provider.set_user("sub-jo-a", preferred_username="jo", email="jo@uni-a.example", groups=["physics"])
+    provider.set_user("sub-jo-b", preferred_username="jo", email="jo@uni-b.example", groups=["physics"])
+    with browser(url, provider) as first:
+        answer = log_in(first, provider, "sub-jo-a")
+        assert answer.status_code == 302 and "jupyterhub-hub-login" in first.cookies, answer.text[-500:]
+    token = hubfleet("token", OIDC_HUB, fleet=root, check=True).stdout.strip()
+    with httpx.Client(base_url=url, headers={"Authorization": f"token {token}"}, timeout=60) as api:
+        api.post("/hub/api/users/jo/server", json={"environment": "python"})
+        wait_for_server(api, "jo")
+    with browser(url, provider) as second:
+        answer = log_in(second, provider, "sub-jo-b")
+        assert answer.status_code == 302, answer.text[-500:]
+
+    jo_a, jo_b = f"oidc:{issuer}#sub-jo-a", f"oidc:{issuer}#sub-jo-b"
+
+    def recorded() -> dict[str, Any] | None:
+        seen = stored(root)
+        measured = [s for s in seen["sessions"] if s[4] and s[5]]
+        return seen if len(seen["identities"]) == 2 and measured and seen["groups"] else None
+
+    seen = wait_for(recorded, timeout=90, interval=1)
+    assert seen["identities"] == {("jo", jo_a, "sub"), ("jo", jo_b, "sub")}
+    # the server's environment and requests from the hub file, and its control group's measured use
+    ((username, environment, cpu, memory, cpu_used, peak),) = seen["sessions"]
+    assert (username, environment, cpu, memory) == ("jo", "python", 0.5, 2 * 1024**3)
+    assert cpu_used > 0 and peak > 10 * 1024**2  # a jupyter server holds tens of MiB
+    assert seen["groups"] == {(OIDC_HUB, "jo", "physics")}
+
+    month = datetime.now(UTC).strftime("%Y-%m")
+    with open_store(root / ".hubfleet") as store:
+        people = people_in_month(store, month, [OIDC_HUB])
+    assert (people.people, people.accounts) == (2, 1)
+    assert people.shared == [
+        ((OIDC_HUB, "jo"), [jo_a, jo_b], f"username jo on hub {OIDC_HUB} was used by 2 people")
+    ]
+
+    # the hub kept the provider's word and nothing else: no token, no other claim
+    data_dir = Path(json.loads((root / ".hubfleet" / "layout.json").read_text())["data_dir"])
+    (db,) = data_dir.rglob("identities.sqlite")
+    rows = sqlite3.connect(db).execute("SELECT username, provider, claim, subject FROM identities").fetchall()
+    assert sorted(rows) == [("jo", issuer, "sub", "sub-jo-a"), ("jo", issuer, "sub", "sub-jo-b")]
+    data = db.read_bytes()
+    assert b"eyJ" not in data and b"jo@uni-" not in data and b"token" not in data.lower()
+
+    # validate says why this hub can merge people
+    check = hubfleet("validate", fleet=root, check=True)
+    assert "username_claim preferred_username is not unique at the provider" in check.stderr
