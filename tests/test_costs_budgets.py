@@ -413,10 +413,11 @@ def test_a_budget_in_a_currency_without_a_rate_is_a_warning(tmp_path: Path) -> N
     result = hubfleet("validate", fleet=root)
     assert result.returncode == 0, result.stdout + result.stderr
     line = _line_of(community, "currency: GBP")
+    column = next(t for t in community.read_text().splitlines() if "currency: GBP" in t).index("currency") + 1
     assert (
-        (f"warning: communities/uni-a/community.yaml:{line}:") in result.stderr
-        and "the budget is in GBP, the fleet's currency is USD, and there is no GBP->USD exchange rate"
-        in result.stderr
-    )
+        f"communities/uni-a/community.yaml:{line}:{column}: warning: the budget is in GBP, the fleet's "
+        "currency is USD, and there is no GBP->USD exchange rate: add one to fleet.yaml "
+        "`costs.exchange_rates` (- {source: GBP, target: USD, rate: ...})"
+    ) in result.stderr
     # the demo's euro plan and budget have a rate: no warning
     assert "EUR" not in result.stderr

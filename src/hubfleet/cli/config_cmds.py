@@ -71,7 +71,7 @@ def validate(
     for note in user_database_notes(config):
         typer.echo(note, err=True)
     for warning in cost_warnings(config):  # valid, but a currency has no exchange rate
-        typer.echo(f"warning: {warning}", err=True)
+        typer.echo(str(warning), err=True)
     if chart:
         check_charts(config, charts_dir, resolve_state_dir(root.resolve(), state_dir), kube_version)
 

@@ -108,6 +108,13 @@ def _has_rate(rates: list[ExchangeRate], source: str, target: str) -> bool:
     return source == target or any({r.source, r.target} == {source, target} for r in rates)
 
 
+def _no_rate(what: str, source: str, target: str) -> str:
+    return (
+        f"warning: {what} in {source}, the fleet's currency is {target}, and there is no {source}->{target} "
+        f"exchange rate: {_rate_hint(source, target)}"
+    )
+
+
 def _rate_hint(source: str, target: str) -> str:
     return (
         f"add one to fleet.yaml `costs.exchange_rates` "
@@ -128,8 +135,7 @@ def cost_warnings(fleet: SourcedFleetConfig) -> list[ConfigError]:
                 found.append(
                     fleet.fleet_error(
                         f"costs.plans.{name}.currency",
-                        f"plan {name} is in {plan.currency}, the fleet's currency is {home}, and there is no "
-                        f"{plan.currency}->{home} exchange rate: {_rate_hint(plan.currency, home)}",
+                        _no_rate(f"plan {name} is", plan.currency, home),
                     )
                 )
     for name in _communities(fleet):
@@ -141,8 +147,7 @@ def cost_warnings(fleet: SourcedFleetConfig) -> list[ConfigError]:
                 fleet.community_error(
                     name,
                     "billing.budget.currency",
-                    f"the budget is in {budget.currency}, the fleet's currency is {home}, and there is no "
-                    f"{budget.currency}->{home} exchange rate: {_rate_hint(budget.currency, home)}",
+                    _no_rate("the budget is", budget.currency, home),
                 )
             )
     for cluster_name, cluster in sorted(fleet.clusters.items()):
@@ -150,10 +155,7 @@ def cost_warnings(fleet: SourcedFleetConfig) -> list[ConfigError]:
         if sheet is None or _has_rate(costs.exchange_rates, sheet.currency, home):
             continue
         source = _cluster_source(fleet, cluster_name)
-        message = (
-            f"the price sheet is in {sheet.currency}, the fleet's currency is {home}, and there is no "
-            f"{sheet.currency}->{home} exchange rate: {_rate_hint(sheet.currency, home)}"
-        )
+        message = _no_rate("the price sheet is", sheet.currency, home)
         if source is None:
             found.append(ConfigError(str(fleet.cluster_files.get(cluster_name, "clusters/")), 1, 1, message))
         else:
