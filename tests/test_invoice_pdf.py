@@ -86,6 +86,9 @@ def test_the_pdf_reads_back_as_the_invoice(fleet: FleetConfig) -> None:
         "Monthly active people: 250 (251 accounts on prod hubs: uni-a)",
         "2 accounts merged into 1 people:",
         "oidc:ada@uni-a.example: uni-a/ada, uni-a/ada2 (same OIDC sub)",
+        "Payment",
+        "Example Bank, IBAN XX00 0000 0000 0000 0000 00, BIC EXAMPLEXXX",
+        "Reference: DEMO-2026-0007",
         "Page 1 of 1",
     ]:
         assert expected in text, expected
@@ -150,3 +153,4 @@ def test_a_credit_note_reads_back(fleet: FleetConfig) -> None:
                      "Credit on invoice DEMO-2026-0007: a test account 1 -10.00 -10.00", "Total -10.00 USD",
                      "Credit note DEMO-2026-0009"]:  # fmt: skip
         assert expected in text, expected
+    assert "Payment\n" not in text and "Reference:" not in text  # a credit note is not paid

@@ -195,6 +195,10 @@ class Invoicing(Strict):
         description="Invoice numbers are PREFIX + year + sequence.",
     )
     payment_terms_days: int = Field(default=30, ge=0, le=365)
+    payment_details: list[str] = Field(
+        default_factory=list,
+        description="How to pay (bank, IBAN, BIC, reference), one line each: printed on every invoice.",
+    )
 
 
 class DefaultBudget(Strict):

@@ -195,6 +195,16 @@ def _totals(pdf: FPDF, doc: dict[str, Any]) -> None:
 
 
 def _notes(pdf: FPDF, doc: dict[str, Any]) -> None:
+    payment = doc["issuer"].get("payment_details") or []
+    if payment and doc["kind"] == "invoice":
+        pdf.ln(6)
+        pdf.set_font("Helvetica", "B", 9)
+        pdf.cell(0, 5, "Payment")
+        pdf.ln(5)
+        pdf.set_font("Helvetica", "", 9)
+        for text in [*payment, f"Reference: {doc['number']}"]:
+            pdf.cell(0, 4.5, latin1(text))
+            pdf.ln(4.5)
     notes = list(doc.get("notes", []))
     if not notes:
         return

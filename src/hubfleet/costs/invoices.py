@@ -166,6 +166,7 @@ def _issuer(fleet: FleetConfig) -> dict[str, Any]:
         "address": list(invoicing.address),
         "email": invoicing.email or "",
         "tax_id": invoicing.tax_id,
+        "payment_details": list(invoicing.payment_details),
     }
 
 
