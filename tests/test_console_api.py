@@ -124,6 +124,26 @@ ENDPOINTS: list[tuple[str, str, str]] = [
     ("GET", "/api/events", "/api/events"),
     ("GET", "/api/events/{hub}/{event}", "/api/events/uni-a/phys101-first-lab"),
     ("GET", "/api/events/{hub}/{event}/report", "/api/events/uni-a/phys101-first-lab/report"),
+    ("GET", "/api/costs", "/api/costs"),
+    ("GET", "/api/costs/charts/daily-cost", "/api/costs/charts/daily-cost"),
+    ("GET", "/api/costs/charts/daily-cost.csv", "/api/costs/charts/daily-cost.csv"),
+    ("GET", "/api/communities/{name}/costs", "/api/communities/uni-a/costs"),
+    (
+        "GET",
+        "/api/communities/{name}/costs/charts/daily-cost",
+        "/api/communities/uni-a/costs/charts/daily-cost",
+    ),
+    (
+        "GET",
+        "/api/communities/{name}/costs/charts/daily-cost.csv",
+        "/api/communities/uni-a/costs/charts/daily-cost.csv",
+    ),
+    ("GET", "/api/communities/{name}/invoices", "/api/communities/uni-a/invoices"),
+    (
+        "GET",
+        "/api/communities/{name}/invoices/{number}/{fmt}",
+        "/api/communities/uni-a/invoices/DEMO-2026-0001/pdf",
+    ),
 ]
 
 
