@@ -84,7 +84,7 @@ def test_the_pdf_reads_back_as_the_invoice(fleet: FleetConfig) -> None:
         "Subtotal 2,417.06 USD",
         "Total 2,417.06 USD",
         "Monthly active people: 250 (251 accounts on prod hubs: uni-a)",
-        "2 accounts merged into 1 people:",
+        "2 accounts merged into 1 person:",
         "oidc:ada@uni-a.example: uni-a/ada, uni-a/ada2 (same OIDC sub)",
         "Payment",
         "Example Bank, IBAN XX00 0000 0000 0000 0000 00, BIC EXAMPLEXXX",

@@ -9,16 +9,33 @@ import io
 import json
 import multiprocessing
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models_costs import Credit, MauTier, PricePlan, Tax
+from hubfleet.config.validate import load_fleet
+from hubfleet.costs.allocation import allocate_month
+from hubfleet.costs.invoices import (
+    credit_note,
+    csv_text,
+    generate_month,
+    parse_amount,
+)
+from hubfleet.costs.money import cents
 from hubfleet.costs.plans import fixed_fee_due, mau_fee, price_month, tier_use
+from hubfleet.costs.queries import hub_month_costs
+from hubfleet.monitor.usage import people_in_month
+from hubfleet.settings import UserError
+from hubfleet.store import open_store
+from hubfleet.store.api import Store
+from hubfleet.store.costs import CostImport, CostLine
+from hubfleet.store.invoices import get_invoice, issue, list_invoices, numbers, outstanding
+from hubfleet.store.models import ServerSession, UserDay
 
 D = Decimal
 MODELLED = [
@@ -131,57 +148,11 @@ def test_a_credit_larger_than_what_is_due_stops_at_zero_and_says_so() -> None:
 
 # --------------------------------------------------------------------------- from the store
 
-from hubfleet.config.fleet import FleetConfig  # noqa: E402
-from hubfleet.config.validate import load_fleet  # noqa: E402
-from hubfleet.costs.allocation import allocate_month  # noqa: E402
-from hubfleet.costs.invoices import (  # noqa: E402
-    credit_note,
-    csv_text,
-    generate_month,
-    parse_amount,
-)
-from hubfleet.costs.money import cents  # noqa: E402
-from hubfleet.costs.queries import hub_month_costs  # noqa: E402
-from hubfleet.settings import UserError  # noqa: E402
-from hubfleet.store import open_store  # noqa: E402
-from hubfleet.store.api import Store  # noqa: E402
-from hubfleet.store.invoices import get_invoice, issue, list_invoices, numbers, outstanding  # noqa: E402
-from hubfleet.store.models import ServerSession, UserDay  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo-fleet"
 MONTH = "2026-11"
 ISSUED = date(2026, 12, 2)
 GIB = 1024**3
-
-
-@dataclass
-class People:
-    """hubfleet.monitor.usage.PeopleCount's shape."""
-
-    people: int
-    accounts: int
-    merged: list[tuple[str, list[tuple[str, str]], str]] = field(default_factory=list)
-
-
-def people_in_month(store: Store, month: str, hubs: Sequence[str] | None = None) -> Any:
-    """The month's distinct persons on `hubs` from UserDay rows (identity = the person)."""
-    from hubfleet.monitor import usage
-
-    real = getattr(usage, "people_in_month", None)
-    if real is not None:
-        return real(store, month, hubs)
-    first, last = date(int(month[:4]), int(month[5:]), 1), date(int(month[:4]), int(month[5:]), 30)
-    with store.session() as session:
-        rows = {
-            (r.identity, r.hub, r.username)
-            for r in session.query(UserDay).filter(UserDay.day >= first, UserDay.day <= last)
-            if hubs is None or r.hub in hubs
-        }
-    by_person: dict[str, list[tuple[str, str]]] = {}
-    for identity, hub, username in sorted(rows):
-        by_person.setdefault(identity, []).append((hub, username))
-    merged = [(i, a, "same identity") for i, a in by_person.items() if len(a) > 1]
-    return People(len(by_person), len(rows), merged)
 
 
 @pytest.fixture(scope="module")
@@ -197,14 +168,26 @@ def add_usage(store: Store, hub: str, users: Sequence[str], *, day: int = 3, hou
             session.add(UserDay(hub=hub, username=name, day=start.date(), identity=f"native:{name}",
                                 first_seen=start, last_seen=start))  # fmt: skip
             session.add(ServerSession(hub=hub, username=name, server_name="", started_at=start,
-                                      stopped_at=start + timedelta_hours(hours), last_activity=start,
+                                      stopped_at=start + timedelta(hours=hours), last_activity=start,
                                       cpu_request=1.0, memory_request_bytes=2 * GIB))  # fmt: skip
 
 
-def timedelta_hours(hours: float) -> Any:
-    from datetime import timedelta
-
-    return timedelta(hours=hours)
+def add_cloud_bill(store: Store) -> None:
+    """The demo's claimed billing account (its backup bucket and DNS) as `hubfleet costs import` stores it:
+    a row tagged with the hackweek hub and a shared row of the local cluster."""
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    direct, shared = 12_345_678, 30_000_000
+    with store.session() as session, session.begin():
+        bill = CostImport(account="111122223333", month=MONTH, currency="USD", rows=2,
+                          billed_micros=direct + shared, effective_micros=None, files=[], raw_path="",
+                          imported_at=at, actor="test")  # fmt: skip
+        session.add(bill)
+        session.flush()
+        for hub, micros, service in (("hackweek", direct, "Storage"), (None, shared, "DNS")):
+            session.add(CostLine(import_id=bill.id, account="111122223333", sub_account="", month=MONTH,
+                                 day=date(2026, 11, 10), cluster="local", hub=hub, category="Usage",
+                                 service=service, currency="USD", billed_micros=micros,
+                                 effective_micros=None, list_micros=None, rows=1))  # fmt: skip
 
 
 def allocate(store: Store, fleet: FleetConfig) -> None:
@@ -217,6 +200,7 @@ def store(tmp_path: Path, fleet: FleetConfig) -> Any:
         add_usage(opened, "uni-a", [f"student{i:03d}" for i in range(120)])
         add_usage(opened, "uni-a-staging", ["grace", "student000", "tester"])
         add_usage(opened, "hackweek", [f"hacker{i}" for i in range(7)], day=20, hours=30)
+        add_cloud_bill(opened)
         allocate(opened, fleet)
         yield opened
 
@@ -263,6 +247,8 @@ def test_month_invoices_from_store_rows(store: Store, fleet: FleetConfig, tmp_pa
     assert doc["exchange_rates"] == [{"source": "USD", "target": "EUR", "rate": str(rate)}]
     passed = {line["hub"]: D(line["amount"]) for line in doc["lines"] if line["kind"] == "pass_through"}
     assert passed == {"hackweek": cents(costs["hackweek"]["USD"] * rate), "hackweek-staging": D("0.00")}
+    assert costs["hackweek"]["USD"] > D("12.35")  # its tagged row of the cloud bill, its price-sheet use
+    assert sum(c["USD"] for c in costs.values()) > D("42.34")  # the bill's shared row went to the hubs
     markup = next(D(line["amount"]) for line in doc["lines"] if line["kind"] == "markup")
     assert markup == cents(sum(passed.values()) * D("0.10"))
     subtotal = D("400.00") + sum(passed.values()) + markup
@@ -284,6 +270,31 @@ def test_month_invoices_from_store_rows(store: Store, fleet: FleetConfig, tmp_pa
                 for r in rows] == stored.document["lines"]  # fmt: skip
         assert {r["currency"] for r in rows} == {record.currency}
         assert sum(D(r["amount"]) for r in rows) == record.total
+
+
+def test_mau_of_all_stages_counts_a_person_on_two_hubs_once(
+    store: Store, fleet: FleetConfig, tmp_path: Path
+) -> None:
+    standard = fleet.settings.costs.plans["standard"].model_copy(update={"mau_stages": "all"})
+    costs = fleet.settings.costs.model_copy(
+        update={"plans": {**fleet.settings.costs.plans, "standard": standard}}
+    )
+    every = dataclasses.replace(fleet, settings=fleet.settings.model_copy(update={"costs": costs}))
+    [outcome] = generate(store, every, tmp_path, community="uni-a")
+    mau = outcome.record.document["mau"]
+    # 120 on prod, 3 on staging of whom student000 is also on prod: 122 people from 123 accounts
+    assert (mau["people"], mau["accounts"], mau["hubs"]) == (122, 123, ["uni-a", "uni-a-staging"])
+    assert [(m["identity"], m["accounts"]) for m in mau["merged"]] == [
+        ("native:student000", [["uni-a", "student000"], ["uni-a-staging", "student000"]])
+    ]
+    notes = outcome.record.document["notes"]
+    assert "2 accounts merged into 1 person:" in notes
+    tiers = [
+        (line["quantity"], line["amount"])
+        for line in outcome.record.document["lines"]
+        if line["kind"] == "mau"
+    ]
+    assert tiers == [("10", "100.00"), ("90", "450.00"), ("22", "55.00")]
 
 
 def test_generating_again_changes_nothing(store: Store, fleet: FleetConfig, tmp_path: Path) -> None:

@@ -184,7 +184,8 @@ def _people_notes(people: PeopleCount, hubs: list[str], stages: str) -> list[str
     merged = list(people.merged)
     if merged:
         accounts = sum(len(found) for _, found, _ in merged)
-        notes.append(f"{accounts:,} accounts merged into {len(merged):,} people:")
+        people_word = "person" if len(merged) == 1 else "people"
+        notes.append(f"{accounts:,} accounts merged into {len(merged):,} {people_word}:")
         for identity, found, why in merged[:MERGES_SHOWN]:
             names = ", ".join(f"{hub}/{username}" for hub, username in found)
             notes.append(f"  {identity}: {names} ({why})")
