@@ -29,8 +29,10 @@ from console_helpers import ConsoleFleet, console_fleet, signed_in_client
 from fleet_helpers import CHROMIUM, CHROMIUM_ARGS
 from hubfleet.config.validate import load_fleet
 from hubfleet.costs.allocation import allocate_month
+from hubfleet.costs.budgets import budget_statuses
 from hubfleet.costs.invoices import generate_month
 from hubfleet.costs.money import to_micros
+from hubfleet.daemon.cost_watch import budget_changes
 from hubfleet.monitor.usage import people_in_month
 from hubfleet.store import open_store
 from hubfleet.store.costs import CostImport, CostLine
@@ -141,6 +143,9 @@ def _add_costs(cf: ConsoleFleet) -> None:
             store, fleet, MONTH, state_dir=cf.state_dir, people_fn=people_in_month, actor="tests"
         )
         assert all(o.record is not None and not o.error for o in outcomes), outcomes
+        # what the daemon's cost watch does with the month's budgets: hackweek's raise `cost` incidents
+        opened = budget_changes(store, budget_statuses(store, fleet, MONTH), datetime.now(UTC))
+        assert {incident.community for _, incident in opened} == {"hackweek"}
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +268,16 @@ def test_budgets_with_their_forecast_and_alerts(cf: ConsoleFleet) -> None:
     uni_a = rows["uni-a"]["budget"]
     assert uni_a["monthly"] == {"amount": "400.00", "currency": "USD"}
     assert uni_a["status"] == "ok" and not any(a["reached"] for a in uni_a["alerts"])
-    assert _json(cf, "lead-h", f"/api/communities/hackweek/costs?month={MONTH}")["budget"] == hackweek
+    # the alerts it raised are `cost` incidents of the community (no hub), on its page and in the overview
+    theirs = _json(cf, "lead-h", f"/api/communities/hackweek/costs?month={MONTH}")
+    assert theirs["budget"] == hackweek
+    rules = {i["rule"] for i in theirs["incidents"]}
+    assert {"budget-50", "budget-90", "budget-100"} <= rules
+    for incident in theirs["incidents"]:
+        assert (incident["kind"], incident["community"], incident["open"]) == ("cost", "hackweek", True)
+    assert rows["hackweek"]["open_incidents"] == len(theirs["incidents"])
+    assert rows["uni-a"]["open_incidents"] == 0
+    assert _json(cf, "lead-a", f"/api/communities/uni-a/costs?month={MONTH}")["incidents"] == []
 
 
 def test_invoices_and_their_downloads(cf: ConsoleFleet) -> None:
@@ -316,6 +330,7 @@ def test_pages_over_http(cf: ConsoleFleet) -> None:
         assert f"billed {billed} USD = allocated {billed} USD" in page.text
         assert 'href="/communities/hackweek/costs?month=' in page.text
         assert 'data-budget-status="over 100 %"' in page.text
+        assert 'data-testid="open-cost-incidents"' in page.text  # hackweek's budget alerts
         assert ops.get("/costs", params={"month": "last"}).status_code == 400
     lead = signed_in_client(cf, "lead-a")
     with contextlib.closing(lead):

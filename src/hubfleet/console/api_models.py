@@ -457,6 +457,7 @@ class CommunityCostRow(Model):
     cost: list[Amount] = Field(description="The month's allocated cost so far, per currency.")
     budget: CommunityBudgetOut
     invoice: InvoiceOut | None = Field(description="The month's invoice, once issued.")
+    open_incidents: int = Field(description="Open incidents of kind `cost` (budget alerts, anomalies).")
 
 
 class CostsOverview(Model):
@@ -500,4 +501,8 @@ class CommunityCosts(Model):
     groups: list[GroupCostRow] = Field(description="Largest first.")
     budget: CommunityBudgetOut
     invoices: list[InvoiceOut] = Field(description="Every invoice and credit note, newest first.")
+    incidents: list[IncidentOut] = Field(
+        description="The newest 50 incidents of kind `cost`: budget alerts (the community's, its hubs'), "
+        "daily cost anomalies."
+    )
     currencies: list[str]

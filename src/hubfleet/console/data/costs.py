@@ -18,6 +18,7 @@ from typing import Any
 
 from hubfleet.clock import utcnow
 from hubfleet.console.data.charts import Chart
+from hubfleet.console.data.details import incidents
 from hubfleet.console.data.source import ConsoleSource
 from hubfleet.costs import budgets, queries
 from hubfleet.costs.budgets import BudgetStatus, percent_text
@@ -32,6 +33,8 @@ MONTH_PATTERN = r"^[1-9]\d{3}-(0[1-9]|1[0-2])$"
 MONTH_CHOICES = 12
 """How many months back the month selector offers (any other month can still be typed in the URL)."""
 DAILY_CHART = "daily-cost"
+COST_KIND = "cost"
+"""The incidents of budgets and cost anomalies (hubfleet.daemon.cost_watch)."""
 
 
 class BadMonth(ValueError):
@@ -222,6 +225,9 @@ def costs_overview(
         )
     hubs = [hub for name in communities for hub in _hubs_of(source, name)]
     _, currencies = daily_chart(source, hubs, month) if hubs else (None, [])
+    open_now = incidents(source, hubs, kind=COST_KIND, state="open", communities=communities, limit=1000)
+    for row in rows:
+        row["open_incidents"] = sum(1 for i in open_now if i["community"] == row["name"])
     return {
         "month": month,
         "communities": rows,
@@ -233,7 +239,8 @@ def costs_overview(
 
 def community_costs(source: ConsoleSource, community: str, month: str) -> dict[str, Any]:
     """A community's costs page and /api/communities/{c}/costs: per hub (with its direct, shared and idle
-    lines), per user and per group of each hub, the budget with its forecast, and the community's invoices."""
+    lines), per user and per group of each hub, the budget with its forecast, the community's invoices and
+    its cost incidents (budget alerts, anomalies)."""
     fleet = source.fleet
     hubs = _hubs_of(source, community)
     cost = queries.community_month_costs(source.store, fleet, month).get(community, {})
@@ -248,6 +255,7 @@ def community_costs(source: ConsoleSource, community: str, month: str) -> dict[s
         "groups": _per_hub(source, hubs, month, queries.group_month_costs, "group"),
         "budget": budget_of(source, community, month),
         "invoices": invoices_of(source, community),
+        "incidents": incidents(source, hubs, kind=COST_KIND, communities=[community], limit=50),
         "currencies": currencies,
     }
 
