@@ -162,15 +162,24 @@ def _tag_forms(column: Column | None) -> tuple[str, str, str]:
     return text, obj, lst
 
 
-def _lookup(obj: str, lst: str, keys: Sequence[str]) -> str:
-    """The value of the first of `keys` a row's tags have, as is or with AWS's `user:` prefix."""
+def _paths(keys: TagKeys) -> list[str]:
+    """JSON paths of every hub key and then every cluster key, each as is and with AWS's `user:` prefix."""
+    paths = []
+    for key in (*keys.hub, *keys.cluster):
+        for candidate in (key, f"user:{key}"):
+            paths.append('$."' + candidate.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return paths
+
+
+def _lookup(values: str, lst: str, keys: Sequence[str], offset: int) -> str:
+    """The value of the first of `keys` a row's tags have: `values` is the list of every path's value (one
+    JSON parse per row, focus._paths order) and `keys` start at path `offset`; `lst` the key/value list."""
     if not keys:
         return "CAST(NULL AS VARCHAR)"
     parts = []
-    for key in keys:
-        for candidate in (key, f"user:{key}"):
-            path = '$."' + candidate.replace("\\", "\\\\").replace('"', '\\"') + '"'
-            parts.append(f"json_extract_string({obj}, {literal(path)})")
+    for index, key in enumerate(keys):
+        first = offset + 2 * index + 1  # DuckDB lists count from 1
+        parts += [f"{values}[{first}]", f"{values}[{first + 1}]"]
         names = f"({literal(key)}, {literal('user:' + key)})"
         parts.append(f"(list_filter({lst}, lambda x: x.key IN {names}))[1].value")
     return f"NULLIF(trim(coalesce({', '.join(parts)})), '')"
@@ -231,8 +240,9 @@ def rows_sql(source: str, columns: dict[str, Column], keys: TagKeys) -> str:
             ),
         )
     )
-    hub_tag = _lookup("tags_obj", "tags_list", keys.hub)
-    cluster_tag = _lookup("tags_obj", "tags_list", keys.cluster)
+    hub_tag = _lookup("tag_values", "tags_list", keys.hub, 0)
+    cluster_tag = _lookup("tag_values", "tags_list", keys.cluster, 2 * len(keys.hub))
+    paths = "[" + ", ".join(literal(p) for p in _paths(keys)) + "]"
     return f"""
       SELECT row_index, account, sub_account, currency, billed, effective, list,
         billing_start, billing_end, charge_start,
@@ -242,7 +252,7 @@ def rows_sql(source: str, columns: dict[str, Column], keys: TagKeys) -> str:
         {hub_tag} AS hub_tag, {cluster_tag} AS cluster_tag,
         {problem}
           END AS problem
-      FROM ({inner}) AS r"""
+      FROM (SELECT *, json_extract_string(tags_obj, {paths}) AS tag_values FROM ({inner})) AS r"""
 
 
 def _amount_checks() -> list[tuple[str, str]]:

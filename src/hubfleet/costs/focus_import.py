@@ -156,14 +156,16 @@ def import_exports(
         con.execute("SET preserve_insertion_order = true")
         for index, path in enumerate(paths):
             _load(con, index, path, fmap)
-        con.execute(
-            "CREATE TABLE rows AS "
+        con.execute(  # views: the rows are cast and their tags parsed once, when `mapped` is made
+            "CREATE VIEW rows AS "
             + " UNION ALL ".join(f"SELECT {i} AS file_index, * FROM f{i}" for i in range(len(paths)))
         )
-        for index in range(len(paths)):
-            con.execute(f"DROP TABLE f{index}")
         _check_currencies(con, paths)
         _map(con, fmap)
+        con.execute("DROP VIEW rows")
+        for index in range(len(paths)):
+            con.execute(f"DROP VIEW f{index}")
+            con.execute(f"DROP TABLE raw{index}")
         report = _report(con, fleet, paths)
         if dry_run or not report.accounts:
             report.dry_run = dry_run
@@ -204,7 +206,8 @@ def _format(path: Path) -> tuple[str, str]:
 
 
 def _load(con: duckdb.DuckDBPyConnection, index: int, path: Path, fmap: FleetMap) -> None:
-    """Table f<index>: the file's rows made uniform (focus.rows_sql); a FocusError at its first bad row."""
+    """Table raw<index> (the file's FOCUS columns; rowid = data row) and view f<index> (its rows made
+    uniform, focus.rows_sql); a FocusError at the first bad row."""
     kind, compression = _format(path)
     if kind == "parquet":
         source = f"read_parquet({literal(str(path))})"
@@ -219,8 +222,7 @@ def _load(con: duckdb.DuckDBPyConnection, index: int, path: Path, fmap: FleetMap
         columns = resolve_columns(str(path), [(row[0], row[1]) for row in described])
         names = ", ".join(ident(c.name) for c in columns.values())
         con.execute(f"CREATE TABLE raw{index} AS SELECT {names} FROM {source}")
-        con.execute(f"CREATE TABLE f{index} AS {rows_sql(f'raw{index}', columns, fmap.keys)}")
-        con.execute(f"DROP TABLE raw{index}")
+        con.execute(f"CREATE VIEW f{index} AS {rows_sql(f'raw{index}', columns, fmap.keys)}")
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FocusError(f"{path}: cannot read it as {kind.upper()}: {first}") from None
@@ -327,7 +329,6 @@ def _map(con: duckdb.DuckDBPyConnection, fmap: FleetMap) -> None:
         LEFT JOIN fleet_subs s ON r.sub_account = s.sub
         """
     )
-    con.execute("DROP TABLE rows")
 
 
 # --------------------------------------------------------------------------- sums, checks, report
