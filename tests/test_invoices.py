@@ -246,6 +246,9 @@ def test_month_invoices_from_store_rows(store: Store, fleet: FleetConfig, tmp_pa
     rate = D(1) / D("1.08")
     assert doc["exchange_rates"] == [{"source": "USD", "target": "EUR", "rate": str(rate)}]
     passed = {line["hub"]: D(line["amount"]) for line in doc["lines"] if line["kind"] == "pass_through"}
+    described = [line["description"] for line in doc["lines"] if line["kind"] == "pass_through"]
+    assert described == [f"Cloud costs, hub hackweek ({cents(costs['hackweek']['USD'])} USD)",
+                         "Cloud costs, hub hackweek-staging"]  # fmt: skip
     assert passed == {"hackweek": cents(costs["hackweek"]["USD"] * rate), "hackweek-staging": D("0.00")}
     assert costs["hackweek"]["USD"] > D("12.35")  # its tagged row of the cloud bill, its price-sheet use
     assert sum(c["USD"] for c in costs.values()) > D("42.34")  # the bill's shared row went to the hubs

@@ -153,9 +153,9 @@ def price_month(
     passed = Decimal(0)
     for hub in sorted(pass_through):
         amount = cents(pass_through[hub])
-        lines.append(
-            Line("pass_through", f"Cloud costs, hub {hub}", Decimal(1), "month", amount, amount, hub)
-        )
+        was = f" ({source[hub]})" if source and hub in source else ""
+        text = f"Cloud costs, hub {hub}{was}"
+        lines.append(Line("pass_through", text, Decimal(1), "month", amount, amount, hub))
         passed += amount
     if plan.markup_percent and passed:
         lines.append(
