@@ -265,6 +265,14 @@ def test_groups_are_recorded_and_end_dated(store: Store) -> None:
         ("ann", "physics"): (t1, t2),
         ("jo", "tas"): (t1, t1),  # no longer a member: end-dated at the last collection that saw it
     }
+    # back in the group later: the same row is seen again, the others stay current
+    t3 = t2 + timedelta(minutes=1)
+    collect(store, "uni-a", "oidc", [user("jo", t3, ["physics", "tas"]), user("ann", t3, [])], t3)
+    with store.session() as session:
+        rows = {
+            (g.username, g.group): (g.first_seen, g.last_seen) for g in session.scalars(select(HubUserGroup))
+        }
+    assert rows == {("jo", "physics"): (t1, t3), ("ann", "physics"): (t1, t2), ("jo", "tas"): (t1, t3)}
 
 
 # --------------------------------------------------------------------------- `hubfleet usage` and validate

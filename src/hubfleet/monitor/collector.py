@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from hubfleet.backends.local import hub_endpoint
@@ -372,30 +372,42 @@ def _add_measured(row: ServerSession, use: Measured) -> None:
 def record_groups(session: Session, hub: str, users: Sequence[dict[str, Any]], now: datetime) -> None:
     """Each user's groups (from user models that carry `groups`): new memberships are added, seen ones get
     `last_seen = now`; memberships not seen keep their last `last_seen` (end-dated, never deleted here).
-    Two statements however many users (executemany), so a hub of thousands costs milliseconds."""
+
+    The memberships current after the previous collection are exactly those whose last_seen is the hub's
+    newest, so one UPDATE refreshes them all (minus the few that just ended): a minute's collection of a
+    hub of thousands of members writes one statement, not thousands."""
     seen = {
         (str(user["name"]), str(group))
         for user in users
         if isinstance(user.get("groups"), list)
         for group in user["groups"]
     }
-    if not seen:
-        return
-    existing = {
-        (username, group)
-        for username, group in session.execute(
-            select(HubUserGroup.username, HubUserGroup.group).where(HubUserGroup.hub == hub)
+    rows = session.execute(
+        select(HubUserGroup.username, HubUserGroup.group, HubUserGroup.last_seen).where(
+            HubUserGroup.hub == hub
         )
-    }
+    ).all()
+    if not seen and not rows:
+        return
+    previous = max((last for _, _, last in rows), default=None)
+    current = {(u, g) for u, g, last in rows if last == previous}
+    existing = {(u, g) for u, g, _ in rows}
+    ended = current - seen
+    rejoined = (seen & existing) - current
+    if current - ended:
+        refresh = update(HubUserGroup).where(HubUserGroup.hub == hub, HubUserGroup.last_seen == previous)
+        if ended:
+            refresh = refresh.where(tuple_(HubUserGroup.username, HubUserGroup.group).not_in(sorted(ended)))
+        session.execute(refresh.values(last_seen=now).execution_options(synchronize_session=False))
+    if rejoined:
+        again = [{"hub": hub, "username": u, "group": g, "last_seen": now} for u, g in sorted(rejoined)]
+        session.execute(update(HubUserGroup), again)
     fresh = [
         {"hub": hub, "username": u, "group": g, "first_seen": now, "last_seen": now}
         for u, g in sorted(seen - existing)
     ]
-    again = [{"hub": hub, "username": u, "group": g, "last_seen": now} for u, g in sorted(seen & existing)]
     if fresh:
         session.execute(insert(HubUserGroup), fresh)
-    if again:
-        session.execute(update(HubUserGroup), again)
 
 
 # --------------------------------------------------------------------------- the collector
