@@ -464,7 +464,7 @@ class CostsOverview(Model):
     month: str
     communities: list[CommunityCostRow]
     total: list[Amount] = Field(description="Over the listed communities, per currency.")
-    currencies: list[str] = Field(description="Currencies with daily costs this month (one chart each).")
+    currencies: list[str] = Field(description="Currencies with costs this month (one chart each).")
     checks: list[AccountCheckOut] | None = Field(
         description="Per billing account, billed vs. allocated (operators only; null for community leaders)."
     )

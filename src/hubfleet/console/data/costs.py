@@ -207,6 +207,12 @@ def costs_overview(
     that every billing account's allocations add up to its bill."""
     fleet = source.fleet
     by_community = queries.community_month_costs(source.store, fleet, month)
+    statuses = budgets.budget_statuses(source.store, fleet, month, communities=communities)
+    issued = {
+        record.community: _invoice_dict(record)
+        for record in stored_invoices.list_invoices(source.store, month=month)
+        if record.kind == "invoice"
+    }
     rows = []
     totals: dict[str, Decimal] = {}
     for name in communities:
@@ -219,12 +225,11 @@ def costs_overview(
                 "display_name": community.display_name or name,
                 "hubs": _hubs_of(source, name),
                 "cost": amounts(cost),
-                "budget": budget_of(source, name, month),
-                "invoice": month_invoice(source, name, month),
+                "budget": _community_budget([s for s in statuses if s.community == name]),
+                "invoice": issued.get(name),
             }
         )
     hubs = [hub for name in communities for hub in _hubs_of(source, name)]
-    _, currencies = daily_chart(source, hubs, month) if hubs else (None, [])
     open_now = incidents(source, hubs, kind=COST_KIND, state="open", communities=communities, limit=1000)
     for row in rows:
         row["open_incidents"] = sum(1 for i in open_now if i["community"] == row["name"])
@@ -232,7 +237,7 @@ def costs_overview(
         "month": month,
         "communities": rows,
         "total": amounts(totals),
-        "currencies": currencies,
+        "currencies": sorted(totals),
         "checks": account_checks(source, month) if operator else None,
     }
 
@@ -244,7 +249,6 @@ def community_costs(source: ConsoleSource, community: str, month: str) -> dict[s
     fleet = source.fleet
     hubs = _hubs_of(source, community)
     cost = queries.community_month_costs(source.store, fleet, month).get(community, {})
-    _, currencies = daily_chart(source, hubs, month) if hubs else (None, [])
     return {
         "month": month,
         "name": community,
@@ -256,7 +260,7 @@ def community_costs(source: ConsoleSource, community: str, month: str) -> dict[s
         "budget": budget_of(source, community, month),
         "invoices": invoices_of(source, community),
         "incidents": incidents(source, hubs, kind=COST_KIND, communities=[community], limit=50),
-        "currencies": currencies,
+        "currencies": sorted(cost),
     }
 
 
@@ -320,7 +324,11 @@ def _budget_dict(status: BudgetStatus) -> dict[str, Any]:
 
 def budget_of(source: ConsoleSource, community: str, month: str) -> dict[str, Any]:
     """The community's budget for `month` (hubfleet.costs.budgets), with its hubs' own budgets in `hubs`."""
-    found = budgets.community_budget(source.store, source.fleet, community, month)
+    return _community_budget(budgets.community_budget(source.store, source.fleet, community, month))
+
+
+def _community_budget(found: Sequence[BudgetStatus]) -> dict[str, Any]:
+    """The community's status (the one without a hub) with its hubs' in `hubs`."""
     own = next(status for status in found if status.hub is None)
     return {**_budget_dict(own), "hubs": [_budget_dict(s) for s in found if s.hub is not None]}
 
@@ -346,12 +354,6 @@ def invoices_of(source: ConsoleSource, community: str, month: str | None = None)
     """The community's invoices and credit notes (of `month` only, when given), newest first."""
     records = stored_invoices.list_invoices(source.store, community=community, month=month)
     return [_invoice_dict(record) for record in reversed(records)]
-
-
-def month_invoice(source: ConsoleSource, community: str, month: str) -> dict[str, Any] | None:
-    """The community's invoice for `month` (not its credit notes), once issued."""
-    record = stored_invoices.find_invoice(source.store, community, month)
-    return _invoice_dict(record) if record is not None else None
 
 
 def invoice_file(source: ConsoleSource, community: str, number: str, fmt: str) -> Path | None:
