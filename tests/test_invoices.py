@@ -300,6 +300,25 @@ def test_mau_of_all_stages_counts_a_person_on_two_hubs_once(
     assert tiers == [("10", "100.00"), ("90", "450.00"), ("22", "55.00")]
 
 
+def test_a_month_not_yet_allocated_is_allocated_before_its_invoice(
+    fleet: FleetConfig, tmp_path: Path
+) -> None:
+    from hubfleet.costs.queries import month_state
+
+    with open_store(tmp_path / "state") as fresh:
+        add_usage(fresh, "uni-a", ["ada", "bob"])
+        add_cloud_bill(fresh)  # imported, never allocated
+        assert month_state(fresh, MONTH).allocated == 0
+        [outcome] = generate(fresh, fleet, tmp_path, community="uni-a")
+        assert "allocated 2026-11's costs first" in outcome.warnings[0]
+        state = month_state(fresh, MONTH)
+        assert state.allocated > 0 and not state.stale
+        passed = [line for line in outcome.record.document["lines"] if line["kind"] == "pass_through"]
+        assert D(passed[0]["amount"]) == cents(hub_month_costs(fresh, MONTH)["uni-a"]["USD"]) > 0
+        again = generate(fresh, fleet, tmp_path, community="uni-a")[0]
+        assert again.warnings == []  # up to date: not allocated again
+
+
 def test_generating_again_changes_nothing(store: Store, fleet: FleetConfig, tmp_path: Path) -> None:
     first = generate(store, fleet, tmp_path, community="uni-a")[0]
     pdf = tmp_path / "state" / "invoices" / "2026" / f"{first.record.number}.pdf"

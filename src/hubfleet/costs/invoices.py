@@ -6,7 +6,8 @@ The stored document is the truth (store/invoices.py); the files are written from
 invoice is never changed: generating a month again finds it and does nothing; a correction is a credit note.
 
 The month's people come from a function passed in (`hubfleet.monitor.usage.people_in_month`: the costs
-package may not import monitor), its costs from `hubfleet.costs.queries.hub_month_costs` unless one is given.
+package may not import monitor), its costs from `hubfleet.costs.queries.hub_month_costs` unless one is given
+(the month is allocated first when its allocation is missing or stale).
 """
 
 from __future__ import annotations
@@ -348,6 +349,24 @@ def ensure_files(record: InvoiceRecord, state_dir: Path, out: Path | None = None
 # --------------------------------------------------------------------------- generating
 
 
+def ensure_allocated(store: Any, fleet: FleetConfig, month: str, today: date) -> str:
+    """Allocate `month` first when its allocation is missing or older than an import, or (price sheets) the
+    month is still running: an issued invoice never changes, so it must not be made from stale figures.
+    Returns a note when it allocated."""
+    from hubfleet.costs.allocation import allocate_month
+    from hubfleet.costs.queries import month_state
+
+    state = month_state(store, month)
+    sheets = any(c.costs.price_sheet for c in fleet.clusters.values())
+    current = month == today.strftime("%Y-%m")
+    if state.stale or (state.allocated == 0 and (state.imports or sheets)) or (sheets and current):
+        allocate_month(store, fleet, month)
+        return (
+            f"allocated {month}'s costs first (the allocation was missing, older than an import or running)"
+        )
+    return ""
+
+
 def generate_month(
     store: Any,
     fleet: FleetConfig,
@@ -366,7 +385,11 @@ def generate_month(
     cannot be made (a missing exchange rate) gets an error and no invoice, and the others go on."""
     today = issued_on or utcnow().date()
     warnings = check_month(month, today)
-    costs_fn = costs_fn or _hub_month_costs
+    if costs_fn is None:
+        billed_communities(fleet, community)  # a bad --community is an error before anything is allocated
+        note = ensure_allocated(store, fleet, month, today)
+        warnings += [note] if note else []
+        costs_fn = _hub_month_costs
     prefix = fleet.settings.costs.invoicing.number_prefix
     outcomes = []
     for found in billed_communities(fleet, community):
