@@ -421,3 +421,25 @@ def test_a_budget_in_a_currency_without_a_rate_is_a_warning(tmp_path: Path) -> N
     ) in result.stderr
     # the demo's euro plan and budget have a rate: no warning
     assert "EUR" not in result.stderr
+
+
+def test_the_console_lists_a_communitys_cost_incidents_with_its_hubs(tmp_path: Path) -> None:
+    from hubfleet.console.data.details import community_detail, hub_detail, incidents
+    from hubfleet.console.data.source import ConsoleSource
+
+    fleet = load_fleet(make_fleet(tmp_path))
+    with open_store(tmp_path / "state") as store:
+        put_costs(store, daily("uni-a", date(2026, 11, 1), 3, "100"))  # 300 of 400 by the 3rd
+        CostWatch(fleet, None, store).check(at(4))
+        source = ConsoleSource(store, fleet, None)
+        now = at(5)
+        fleet_wide = incidents(source, sorted(fleet.hubs), kind="cost", now=now)
+        of_hackweek = incidents(source, ["hackweek", "hackweek-staging"], now=now)
+        uni_page = community_detail(source, "uni-a", now)["incidents"]
+        hub_page = hub_detail(source, "uni-a", now)["incidents"]
+    assert {(i["hub"], i["community"], i["rule"]) for i in fleet_wide} == {
+        ("", "uni-a", "budget-50"),
+        ("", "uni-a", "forecast"),
+    }
+    assert of_hackweek == [] and hub_page == []  # another community's; a hub page shows the hub's own
+    assert {i["rule"] for i in uni_page} == {"budget-50", "forecast"}

@@ -109,8 +109,8 @@ def incidents(
     limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most this many.")] = 100,
     as_json: JsonOption = False,
 ) -> None:
-    """Hub outages, certificate warnings, anomalies, quota warnings and failed or late backups, newest
-    first, with duration and cause."""
+    """Hub outages, certificate warnings, anomalies, quota warnings, failed or late backups and cost alerts
+    (budgets: a community's), newest first, with duration and cause."""
     from hubfleet.monitor.incidents import list_incidents
     from hubfleet.store import open_store
 
@@ -132,7 +132,7 @@ def incidents(
     for i in found:
         table.add_row(
             i.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-            i.hub,
+            i.hub or f"(community {i.community})",  # a community's budget incident has no hub
             i.kind + (f" ({i.rule})" if i.rule else ""),
             "[red]open[/red]" if i.open else "resolved",
             _duration(i.duration_seconds(now)),

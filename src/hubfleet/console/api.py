@@ -368,7 +368,15 @@ def list_incidents(
     since = utcnow() - timedelta(days=since_days) if since_days else None
     names = [h.name for h in hubs]
     return {
-        "incidents": incidents(state.source, names, state=incident_state, kind=kind, since=since, limit=limit)
+        "incidents": incidents(
+            state.source,
+            names,
+            state=incident_state,
+            kind=kind,
+            since=since,
+            limit=limit,
+            communities=() if hub else None,  # a hub's own; else its communities' budget incidents too
+        )
     }
 
 

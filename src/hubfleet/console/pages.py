@@ -40,7 +40,7 @@ DAY_CHOICES = (7, 30, 90, 365)
 HUB_CHARTS = ("active-users", "running-servers", "spawn-duration", "probe-latency", "uptime")
 COMMUNITY_CHARTS = ("active-users", "running-servers")
 INCIDENT_STATES = ("open", "resolved")
-INCIDENT_KINDS = ("down", "certificate", "anomaly", "quota", "backup", "event")
+INCIDENT_KINDS = ("down", "certificate", "anomaly", "quota", "backup", "event", "cost")
 MAX_TOKEN_NAME = 200
 
 
@@ -157,7 +157,9 @@ def incidents_page(
     within = _days(since_days, default=None)
     since = utcnow() - timedelta(days=within) if within else None
     names = [h.name for h in hubs]
-    rows = incidents(source, names, state=state or None, kind=kind or None, since=since)
+    rows = incidents(
+        source, names, state=state or None, kind=kind or None, since=since, communities=() if hub else None
+    )
     context = {
         "incidents": rows,
         "filters": {

@@ -24,7 +24,8 @@ from hubfleet.store.models import Incident
 
 def _incident_dict(record: IncidentRecord, fleet: FleetConfig, now: datetime) -> dict[str, Any]:
     hub = fleet.hubs.get(record.hub)
-    return {**record.to_dict(now), "community": hub.community if hub else None, "open": record.open}
+    community = record.community or (hub.community if hub else None)  # a cost incident may have no hub
+    return {**record.to_dict(now), "community": community, "open": record.open}
 
 
 def incidents(
@@ -36,15 +37,21 @@ def incidents(
     since: datetime | None = None,
     limit: int = 200,
     now: datetime | None = None,
+    communities: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Incidents of `hubs`, newest first. state: "open" | "resolved" | None (both). `since` keeps those
-    open at some moment from `since` on (started after it, resolved after it, or still open)."""
+    """Incidents of `hubs`, and those of `communities` that have no hub (a community's budget: kind `cost`;
+    default: the communities of `hubs`), newest first. state: "open" | "resolved" | None (both). `since`
+    keeps those open at some moment from `since` on (started after it, resolved after it, or still open)."""
     if state not in (None, "open", "resolved"):
         raise ValueError(f"state must be 'open', 'resolved' or None, not {state!r}")
     if not hubs:
         return []
     now = require_aware(now, "now")
-    query = select(Incident).where(Incident.hub.in_(list(hubs)))
+    fleet = source.fleet
+    if communities is None:
+        communities = sorted({fleet.hubs[h].community for h in hubs if h in fleet.hubs})
+    owned = (Incident.hub == "") & Incident.community.in_(list(communities))
+    query = select(Incident).where(Incident.hub.in_(list(hubs)) | owned)
     if state is not None:
         resolved = Incident.resolved_at.is_(None)
         query = query.where(resolved if state == "open" else ~resolved)
@@ -56,7 +63,6 @@ def incidents(
             (Incident.started_at >= since) | Incident.resolved_at.is_(None) | (Incident.resolved_at >= since)
         )
     query = query.order_by(Incident.started_at.desc(), Incident.id.desc()).limit(max(0, limit))
-    fleet = source.fleet
     with source.store.session() as session:
         records = [incident_record(row) for row in session.scalars(query)]
     return [_incident_dict(record, fleet, now) for record in records]
@@ -117,7 +123,7 @@ def hub_detail(source: ConsoleSource, hub: str, now: datetime | None = None) -> 
         "uptime_unplanned": uptime(store, hub, now, excluding_planned=True),
         "deploys": deploys,
         "checks": checks,
-        "incidents": incidents(source, [hub], limit=50, now=now),
+        "incidents": incidents(source, [hub], limit=50, now=now, communities=()),
         "restarts": restarts,
         "limit_events": limit_events,
         "disk": hub_disk(fleet, store, found, source.state_dir),
