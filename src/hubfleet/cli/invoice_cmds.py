@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -172,6 +173,8 @@ def list_(
     from hubfleet.store import open_store
     from hubfleet.store.invoices import list_invoices
 
+    if month is not None and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
+        raise UserError(f"--month '{month}' is not a month; write YYYY-MM, for example 2026-11")
     fleet_dir = resolve_fleet_dir(fleet)
     with open_store(resolve_state_dir(fleet_dir, state_dir)) as store:
         records = list_invoices(store, community=community, month=month)
@@ -189,7 +192,10 @@ def list_(
         typer.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        console.print("no invoices yet: hubfleet invoices generate --month YYYY-MM", markup=False)
+        if community or month:
+            console.print("no invoice or credit note matches", markup=False)
+        else:
+            console.print("no invoices yet: hubfleet invoices generate --month YYYY-MM", markup=False)
         return
     table = Table(box=None, pad_edge=False)
     for column, justify in [
