@@ -34,7 +34,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import delete, insert, or_, select
+from sqlalchemy import delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from hubfleet.clock import require_aware
@@ -160,6 +160,14 @@ def _configured(fleet: FleetConfig, hub_name: str, environment: str | None) -> t
     return (cpu or DEFAULT_CPU, memory_bytes(memory) if memory else DEFAULT_MEMORY_BYTES)
 
 
+def _epoch(column: Any, dialect: str) -> Any:
+    """Seconds since 1970 of a timestamp column, computed by the database (a Python datetime per row is
+    most of the time of a month with a hundred thousand sessions). The store keeps UTC (naive on SQLite)."""
+    if dialect == "sqlite":
+        return (func.julianday(column) - 2440587.5) * 86400.0
+    return func.extract("epoch", column)
+
+
 def session_usage(
     session: Session, fleet: FleetConfig, start: datetime, until: datetime, now: datetime
 ) -> Usage:
@@ -167,26 +175,34 @@ def session_usage(
     usage = Usage()
     cluster_of = {name: hub.cluster for name, hub in fleet.hubs.items()}
     fallback: dict[tuple[str, str | None], tuple[float, int]] = {}
+    dialect = session.get_bind().dialect.name
     s = ServerSession
-    rows = session.execute(
-        select(
-            s.hub,
-            s.username,
-            s.environment,
-            s.started_at,
-            s.stopped_at,
-            s.cpu_request,
-            s.memory_request_bytes,
-            s.cpu_seconds_used,
-            s.memory_peak_bytes,
-        ).where(s.started_at < until, or_(s.stopped_at.is_(None), s.stopped_at > start))
+    rows = (
+        session.connection()
+        .execute(  # Core rows: no ORM per-row work
+            select(
+                s.hub,
+                s.username,
+                s.environment,
+                _epoch(s.started_at, dialect),
+                _epoch(s.stopped_at, dialect),
+                s.cpu_request,
+                s.memory_request_bytes,
+                s.cpu_seconds_used,
+                s.memory_peak_bytes,
+            ).where(s.started_at < until, or_(s.stopped_at.is_(None), s.stopped_at > start))
+        )
+        .all()
     )
+    start_s, until_s, now_s = start.timestamp(), until.timestamp(), now.timestamp()
+    first_day = start.date()
+    days = [first_day + timedelta(days=n) for n in range(int((until_s - start_s) // 86400) + 2)]
     for hub, user, env, started, stopped, cpu_req, mem_req, cpu_used, mem_peak in rows:
         cluster = cluster_of.get(hub)
         if cluster is None:
             continue
-        begin = max(started, start)
-        end = min(stopped or until, until)
+        begin = started if started > start_s else start_s
+        end = until_s if stopped is None or stopped > until_s else stopped
         if end <= begin:
             continue
         usage.sessions += 1
@@ -199,33 +215,38 @@ def session_usage(
             mem_req = mem_req if mem_req is not None else fallback[key][1]
         cores = float(cpu_req)
         if cpu_used is not None:
-            lived = ((stopped or now) - started).total_seconds()
-            if lived > 0:
-                cores = max(cores, cpu_used / lived)
-        gib = max(mem_req, mem_peak or 0) / GIB
+            lived = (now_s if stopped is None else stopped) - started
+            if lived > 0 and cpu_used / lived > cores:
+                cores = cpu_used / lived
+        gib = (mem_peak if mem_peak is not None and mem_peak > mem_req else mem_req) / GIB
         by_day = usage.days.setdefault(cluster, {})
-        month = usage.month.setdefault(cluster, {})
         who = (hub, user)
         cursor = begin
         while cursor < end:
-            day = cursor.date()
-            stop = min(_midnight(day) + timedelta(days=1), end)
-            hours = (stop - cursor).total_seconds() / 3600
+            index = int((cursor - start_s) // 86400)
+            stop = start_s + (index + 1) * 86400
+            if stop > end:
+                stop = end
+            hours = (stop - cursor) / 3600
+            day = days[index]
             cells = by_day.get(day)
             if cells is None:
                 cells = by_day[day] = {}
             cell = cells.get(who)
             if cell is None:
-                cell = cells[who] = [0.0, 0.0]
-            cell[0] += cores * hours
-            cell[1] += gib * hours
+                cells[who] = [cores * hours, gib * hours]
+            else:
+                cell[0] += cores * hours
+                cell[1] += gib * hours
             cursor = stop
-        total = (end - begin).total_seconds() / 3600
+        hours = (end - begin) / 3600
+        month = usage.month.setdefault(cluster, {})
         cell = month.get(who)
         if cell is None:
-            cell = month[who] = [0.0, 0.0]
-        cell[0] += cores * total
-        cell[1] += gib * total
+            month[who] = [cores * hours, gib * hours]
+        else:
+            cell[0] += cores * hours
+            cell[1] += gib * hours
     return usage
 
 
@@ -289,13 +310,19 @@ class _Cluster:
     usage: Usage
     day_hours: dict[date, float]
 
+    _weights: dict[date | None, dict[str, float]] = field(default_factory=dict)
+
     def hub_weights(self, day: date) -> dict[str, float]:
-        cells = self.usage.days.get(self.name, {}).get(day)
-        found = weights(_by_hub(cells)) if cells else {}
-        return found or self.month_weights()
+        """The hubs' weights of the day's use; on a day nobody used the cluster, the month's."""
+        if day not in self._weights:
+            cells = self.usage.days.get(self.name, {}).get(day)
+            self._weights[day] = (weights(_by_hub(cells)) if cells else {}) or self.month_weights()
+        return self._weights[day]
 
     def month_weights(self) -> dict[str, float]:
-        return weights(_by_hub(self.usage.month.get(self.name, {})))
+        if None not in self._weights:
+            self._weights[None] = weights(_by_hub(self.usage.month.get(self.name, {})))
+        return self._weights[None]
 
     def idle_fraction(self, day: date) -> float:
         capacity = self.costs.capacity if self.costs else None
@@ -414,14 +441,18 @@ def _price_sheet(
     if not day_seconds:
         return None
     acc = _Account(PRICE_SHEET_PREFIX + cluster.name, sheet.currency, "price-sheet", cluster=cluster.name)
+    cpu_price, memory_price = float(sheet.cpu_hour) * 1e6, float(sheet.memory_gib_hour) * 1e6
     for day, cells in cluster.usage.days.get(cluster.name, {}).items():
+        hub_day: dict[str, int] = defaultdict(int)
         for (hub, user), (cpu, mem) in cells.items():
-            micros = to_micros(
-                Decimal(repr(cpu)) * sheet.cpu_hour + Decimal(repr(mem)) * sheet.memory_gib_hour
-            )
-            acc.add(cluster.name, hub, "direct", day, micros)
-            own = acc.own.setdefault(hub, {})
+            micros = round(cpu * cpu_price + mem * memory_price)  # exact enough: a micro of a day's use
+            hub_day[hub] += micros
+            own = acc.own.get(hub)
+            if own is None:
+                own = acc.own[hub] = {}
             own[user] = own.get(user, 0) + micros
+        for hub, micros in hub_day.items():
+            acc.add(cluster.name, hub, "direct", day, micros)
     fraction = Decimal(int((until - start).total_seconds())) / Decimal(int((end - start).total_seconds()))
     homes_of = _storage(session, cluster.hubs, start, until) if cluster.hubs else {}
     if until >= end and not cluster.usage.month.get(cluster.name) and not homes_of:
@@ -471,7 +502,8 @@ def _members(
         mine: dict[str, int] = {}
         for user, micros in own.items():
             names = groups.get((hub, user)) or ([NO_GROUP] if user else [""])
-            for name, part in split(micros, dict.fromkeys(names, 1)).items():
+            parts = {names[0]: micros} if len(names) == 1 else split(micros, dict.fromkeys(names, 1))
+            for name, part in parts.items():
                 mine[name] = mine.get(name, 0) + part
         by_group[hub] = mine
     return users, by_group
@@ -529,7 +561,7 @@ def allocate_month(
             (CostAllocationMember, "members"),
         ):
             if rows[key]:
-                session.execute(insert(model), rows[key])
+                session.execute(insert(model.__table__), rows[key])
     return Allocation(month, until, sorted(results, key=lambda a: a.account))
 
 
