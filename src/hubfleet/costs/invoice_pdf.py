@@ -213,5 +213,30 @@ def _notes(pdf: FPDF, doc: dict[str, Any]) -> None:
     pdf.cell(0, 5, "Notes")
     pdf.ln(5)
     pdf.set_font("Helvetica", "", 8.5)
+    width = pdf.w - pdf.l_margin - pdf.r_margin
     for note in notes:
-        pdf.multi_cell(0, 4.2, latin1(f"- {note}"), align="L", new_x="LMARGIN", new_y="NEXT")
+        for text in _wrap(pdf, latin1(f"- {note}"), width):
+            pdf.cell(0, 4.2, text)
+            pdf.ln(4.2)
+
+
+def _wrap(pdf: FPDF, text: str, width: float) -> list[str]:
+    """`text` in lines no wider than `width`, broken at spaces (fpdf2's multi_cell measures the line again
+    for every character: on a hundred invoices that was half of the PDF time). The leading dash and spaces
+    are kept; later lines are indented under the text."""
+    body = text.lstrip("- ")
+    head = text[: len(text) - len(body)]
+    indent = " " * (len(head) + 1)
+    space = pdf.get_string_width(" ")
+    lines, line, used = [], head, pdf.get_string_width(head)
+    for word in body.split():
+        size = pdf.get_string_width(word)
+        if line.strip("- ") and used + space + size > width:
+            lines.append(line)
+            line, used = indent + word, pdf.get_string_width(indent) + size
+        elif line.strip("- "):
+            line, used = f"{line} {word}", used + space + size
+        else:
+            line, used = line + word, used + size
+    lines.append(line)
+    return lines
