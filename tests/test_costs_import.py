@@ -11,8 +11,10 @@ from pathlib import Path
 import duckdb
 import pytest
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
 from fleet_helpers import hubfleet
+from hubfleet.cli.main import app
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.validate import load_fleet
 from hubfleet.costs.focus import FocusError
@@ -378,10 +380,16 @@ def test_the_cli_imports_allocates_and_checks(tmp_path: Path, fleet_dir: Path) -
     assert item["unallocated"]["unknown_hubs"].keys() == {"retired-hub"}
     (check,) = data["checks"][MONTH]
     assert check["ok"] and Decimal(check["billed"]) == Decimal(item["billed"])
-    text = hubfleet("costs", "import", str(path), "--state-dir", str(state), fleet=fleet_dir)
-    assert text.returncode == 0, text.stderr
-    assert "(replaces the earlier import)" in text.stdout and "retired-hub" in text.stdout
     bad, _ = export(tmp_path, "cli-bad", malformed_row=2)
-    failed = hubfleet("costs", "import", str(bad), "--state-dir", str(state), fleet=fleet_dir)
+    failed = hubfleet("costs", "import", str(path), str(bad), "--state-dir", str(state), fleet=fleet_dir)
     assert failed.returncode == 1
     assert f"{bad}:4: BilledCost twelve is not a number" in failed.stderr.replace("\n", "")
+    # the text report (in this process: one subprocess per case is enough)
+    shown = CliRunner().invoke(
+        app, ["costs", "import", str(path), "--fleet", str(fleet_dir), "--state-dir", str(state)]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "(replaces the earlier import)" in shown.output
+    assert "tagged with hub 'retired-hub', which the fleet does not have" in shown.output
+    assert f"{MONTH} acct-1: billed {Decimal(item['billed']):,.2f} USD" in shown.output
+    assert shown.output.rstrip().endswith(": ok")
