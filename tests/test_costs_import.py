@@ -355,10 +355,11 @@ def test_the_import_is_one_transaction(tmp_path: Path, fleet: FleetConfig, store
 def test_dry_run_checks_and_reports_but_changes_nothing(
     tmp_path: Path, fleet: FleetConfig, store: Store, state: Path
 ) -> None:
-    path, expected = export(tmp_path, "dry", flavour="azure")
+    path, expected = export(tmp_path, "dry", flavour="azure", claimed_sub_account=None, unknown_hub=None)
     report = import_exports(None, fleet, [path], state_dir=None, dry_run=True)
     assert report.dry_run
     assert_matches(report, expected)
+    assert not expected.unknown_hubs and expected.unallocated_rows
     assert stored(store) == [] and not (state / "costs").exists()
 
 

@@ -129,9 +129,9 @@ def write_export(
         )
         kinds = (
             "CASE WHEN h1 % 100 < 55 THEN 'hub' WHEN h1 % 100 < 70 THEN 'cluster' "
-            f"WHEN h1 % 100 < 78 THEN {'' if claimed_sub else 'NULL AND '}'claimed' "
+            f"WHEN h1 % 100 < 78 THEN '{'claimed' if claimed_sub else 'untagged'}' "
             f"WHEN h1 % 100 < 90 THEN 'untagged' "
-            f"WHEN h1 % 100 < 92 THEN {'' if unknown_hub else 'NULL AND '}'unknown' "
+            f"WHEN h1 % 100 < 92 THEN '{'unknown' if unknown_hub else 'untagged'}' "
             "WHEN h1 % 100 < 96 THEN 'credit' ELSE 'refund' END"
         )
         con.execute(
@@ -326,3 +326,41 @@ def _copy(
     }[fmt]
     path.parent.mkdir(parents=True, exist_ok=True)
     con.execute(f"COPY ({select}) TO {literal(str(path))} ({options})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m hubfleet.costs.focus_sample --fleet DIR --out FILE`: a month's export for a fleet's hubs
+    (the demo: `hubfleet costs import FILE` then shows every hub's cost)."""
+    import argparse
+
+    from hubfleet.config.validate import load_fleet
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--fleet", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="…csv, …csv.gz or …parquet")
+    parser.add_argument("--month", required=True, help="YYYY-MM")
+    parser.add_argument("--account", default="111122223333", help="BillingAccountId (default: the demo's)")
+    parser.add_argument("--flavour", choices=["aws", "azure", "gcp"], default="aws")
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--currency", default="USD")
+    args = parser.parse_args(argv)
+    fleet = load_fleet(args.fleet)
+    name = args.out.name.lower()
+    fmt: Format = "parquet" if name.endswith(".parquet") else "csv.gz" if name.endswith(".gz") else "csv"
+    expected = write_export(
+        args.out,
+        flavour=args.flavour,
+        month=args.month,
+        account=args.account,
+        hubs={hub: config.cluster for hub, config in fleet.hubs.items()},
+        rows=args.rows,
+        seed=args.seed,
+        fmt=fmt,
+        currency=args.currency,
+    )
+    print(f"{args.out}: {expected.rows} rows, billed {expected.billed:.2f} {expected.currency}")
+
+
+if __name__ == "__main__":
+    main()
