@@ -10,6 +10,7 @@ Handlers are plain functions: FastAPI runs their store reads in its thread pool.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -23,6 +24,7 @@ from hubfleet.console.data.charts import Chart
 from hubfleet.console.data.source import ConsoleSource
 from hubfleet.console.web import console_state, page_principal, render, templates
 
+log = logging.getLogger("hubfleet.console")
 pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api", tags=["console"], dependencies=[Depends(BEARER)])
 PagePrincipal = Annotated[Principal, Depends(page_principal)]
@@ -91,6 +93,7 @@ def cost_summary(request: Request, community: str) -> dict[str, Any] | None:
         cost = data.community_month_cost(source, community, month)
         budget = data.budget_of(source, community, month)
     except Exception:  # a page of hubs must not fail over its cost box
+        log.warning("the cost box of community %s could not be read", community, exc_info=True)
         return None
     return {"month": month, "cost": cost, "budget": budget}
 
