@@ -193,7 +193,7 @@ class BudgetStatus:
         spent = f"{cents(self.spent)} {self.currency}"
         fired: dict[str, str] = {}
         for fraction in self.reached:
-            used = f"{(self.used or Decimal(0)) * 100:.0f} %"
+            used = f"{self.used * 100:.0f} %" if self.used is not None else "a budget of nothing"
             fired[threshold_rule(fraction, hub=hub)] = (
                 f"{who} has spent {spent} of its {kind} of {budget}{rule_text} for {self.month} ({used}; "
                 f"alert at {percent_text(fraction)} %)"
@@ -391,7 +391,7 @@ def _budget_of(
     months = [m for m, per in history.items() if community.name in per]
     totals = [money.total(history[m][community.name], m) for m in months]
     amount = default_budget(totals, rule.margin_percent)
-    if amount is None:
+    if amount is None or amount <= 0:  # no history, or credits outweighed the costs: nothing to go by
         return None, "none", f"no budget set and no cost in the last {rule.months} months for the default"
     span = f"{months[-1]}..{months[0]}" if len(months) > 1 else months[0]
     return amount, "default", f"default: average of {span} + {percent_text(rule.margin_percent / 100)} %"
