@@ -30,6 +30,7 @@ from hubfleet.store.cost_allocations import (
 from hubfleet.store.costs import CostImport
 from hubfleet.store.models import Retirement
 
+MICRO = Decimal("0.000001")
 Amounts = dict[str, dict[str, Decimal]]
 """name -> currency -> amount"""
 
@@ -418,7 +419,12 @@ def month_report(
     if daily:
         last = end.date() - timedelta(days=1)
         report["days"] = [
-            {"day": c.day.isoformat(), "hub": c.hub, "currency": c.currency, "amount": str(c.amount)}
+            {
+                "day": c.day.isoformat(),
+                "hub": c.hub,
+                "currency": c.currency,
+                "amount": str(c.amount.quantize(MICRO)),
+            }
             for c in daily_hub_costs(store, start.date(), last, shown)
         ]
     return report
