@@ -415,7 +415,13 @@ def oidc_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
                     "default": True,
                     "local": {"kernels": ["python3"]},
                     "resources": {"memory_limit": "2G", "cpu_limit": 0.5},
-                }
+                },
+                {
+                    "slug": "small",
+                    "display_name": "Python 3, small",
+                    "local": {"kernels": ["python3"]},
+                    "resources": {"memory_limit": "768M", "cpu_limit": 0.25},
+                },
             ],
         }
         (root / "communities/uni-a/hubs/oidc.yaml").write_text(yaml.safe_dump(hub, sort_keys=False))
@@ -467,7 +473,8 @@ def test_two_people_behind_one_username_on_a_real_hub(oidc_fleet: tuple[Path, An
         assert answer.status_code == 302 and "jupyterhub-hub-login" in first.cookies, answer.text[-500:]
     token = hubfleet("token", OIDC_HUB, fleet=root, check=True).stdout.strip()
     with httpx.Client(base_url=url, headers={"Authorization": f"token {token}"}, timeout=60) as api:
-        api.post("/hub/api/users/jo/server", json={"environment": "python"})
+        # not the default environment: what is recorded comes from the server's user_options
+        api.post("/hub/api/users/jo/server", json={"environment": "small"})
         wait_for_server(api, "jo")
     with browser(url, provider) as second:
         answer = log_in(second, provider, "sub-jo-b")
@@ -484,7 +491,7 @@ def test_two_people_behind_one_username_on_a_real_hub(oidc_fleet: tuple[Path, An
     assert seen["identities"] == {("jo", jo_a, "sub"), ("jo", jo_b, "sub")}
     # the server's environment and requests from the hub file, and its control group's measured use
     ((username, environment, cpu, memory, cpu_used, peak),) = seen["sessions"]
-    assert (username, environment, cpu, memory) == ("jo", "python", 0.5, 2 * 1024**3)
+    assert (username, environment, cpu, memory) == ("jo", "small", 0.25, 768 * 1024**2)
     assert cpu_used > 0 and peak > 10 * 1024**2  # a jupyter server holds tens of MiB
     assert seen["groups"] == {(OIDC_HUB, "jo", "physics")}
 
