@@ -273,6 +273,18 @@ def test_groups_are_recorded_and_end_dated(store: Store) -> None:
             (g.username, g.group): (g.first_seen, g.last_seen) for g in session.scalars(select(HubUserGroup))
         }
     assert rows == {("jo", "physics"): (t1, t3), ("ann", "physics"): (t1, t2), ("jo", "tas"): (t1, t3)}
+    # what allocation splits by: the groups of a window, ended ones included for the time they lasted
+    from hubfleet.store.identities import group_memberships
+
+    with store.session() as session:
+        assert group_memberships(session, t3, t3 + timedelta(hours=1)) == {
+            ("uni-a", "jo"): ["physics", "tas"]
+        }
+        assert group_memberships(session, t1, t3) == {
+            ("uni-a", "ann"): ["physics"],
+            ("uni-a", "jo"): ["physics", "tas"],
+        }
+        assert group_memberships(session, t1, t3, ["other"]) == {}
 
 
 # --------------------------------------------------------------------------- `hubfleet usage` and validate

@@ -7,12 +7,13 @@ usage queries: UserDay.identity is `<auth type>:<asserted id>` when one is known
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from hubfleet.store.models import Base
+from hubfleet.store.models import Base, HubUserGroup
 
 
 class HubUserIdentity(Base):
@@ -31,3 +32,19 @@ class HubUserIdentity(Base):
     """Which claim was asserted: eppn, email, sub, id, ..."""
     first_signin: Mapped[datetime]
     last_signin: Mapped[datetime]
+
+
+def group_memberships(
+    session: Session, start: datetime, end: datetime, hubs: Sequence[str] | None = None
+) -> dict[tuple[str, str], list[str]]:
+    """(hub, username) -> groups the user was in at some time in [start, end): memberships are end-dated by
+    the collector (a membership that ended keeps the last_seen of the last collection that saw it)."""
+    query = select(HubUserGroup.hub, HubUserGroup.username, HubUserGroup.group).where(
+        HubUserGroup.first_seen < end, HubUserGroup.last_seen >= start
+    )
+    if hubs is not None:
+        query = query.where(HubUserGroup.hub.in_(list(hubs)))
+    found: dict[tuple[str, str], list[str]] = {}
+    for hub, username, group in session.execute(query.order_by(HubUserGroup.group)):
+        found.setdefault((hub, username), []).append(group)
+    return found
