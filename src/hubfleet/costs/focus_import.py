@@ -153,9 +153,10 @@ def import_exports(
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute("SET preserve_insertion_order = true")
+        con.execute("SET preserve_insertion_order = true")  # rowid = the row's place in its file
         for index, path in enumerate(paths):
             _load(con, index, path, fmap)
+        con.execute("SET preserve_insertion_order = false")  # rows are numbered now: the rest may reorder
         con.execute(  # views: the rows are cast and their tags parsed once, when `mapped` is made
             "CREATE VIEW rows AS "
             + " UNION ALL ".join(f"SELECT {i} AS file_index, * FROM f{i}" for i in range(len(paths)))
@@ -305,7 +306,7 @@ def _map(con: duckdb.DuckDBPyConnection, fmap: FleetMap) -> None:
     con.execute(
         """
         CREATE TABLE mapped AS
-        SELECT r.* EXCLUDE (problem),
+        SELECT r.* EXCLUDE (problem, first_day, last_day),
           strftime(r.billing_start + INTERVAL 12 HOUR, '%Y-%m') AS month,
           greatest(first_day, least(last_day, CAST(r.charge_start AS DATE))) AS day,
           CASE WHEN r.hub_tag IS NOT NULL THEN h.cluster
