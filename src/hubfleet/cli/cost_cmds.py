@@ -86,10 +86,8 @@ def _print_report(report: dict[str, Any], scope: str) -> None:
             row["currency"],
         )
     for row in report["communities"]:
-        table.add_row(
-            f"[bold]{escape(row['community'] or '(no community)')}[/]", "", "", "", "", _money(row["total"]),
-            row["currency"],
-        )  # fmt: skip
+        name = f"[bold]{escape(row['community'] or '(no community)')}[/]"
+        table.add_row(name, "(all hubs)", "", "", "", _money(row["total"]), row["currency"])
     for row in report["totals"]:
         table.add_row("[bold]total[/]", "", "", "", "", f"[bold]{_money(row['total'])}[/]", row["currency"])
     console.print(table)
