@@ -5,6 +5,7 @@ month and the current one pro-rata), the fallback resources of old sessions, re-
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -29,6 +30,7 @@ from hubfleet.costs.cents import round_cents
 from hubfleet.settings import UserError
 from hubfleet.store import Store, open_store
 from hubfleet.store.cost_allocations import CostAllocationLine, CostAllocationMember
+from hubfleet.store.models import Retirement
 
 MONTH = "2026-10"
 D = Decimal
@@ -366,4 +368,45 @@ def test_random_amounts_and_use_always_add_up(
     )
     allocation = allocate_month(store, fleet, MONTH)  # type: ignore[arg-type]
     assert all(account.ok for account in allocation.accounts)
+    assert_every_level_adds_up(store)
+
+
+def test_a_retired_hub_keeps_its_cost_and_community_and_unknown_clusters_stay_unallocated(
+    tmp_path: Path, store: Store
+) -> None:
+    fleet = write_fleet(tmp_path / "fleet")
+    with store.session() as session, session.begin():
+        when = at(MONTH, 20)
+        session.add(Retirement(hub="old", community="c", retired_at=when, purge_after=when, archive_dir="x"))
+    put_session(store, "old", "ann", at(MONTH, 3), 5)  # not a fleet hub any more: no share of cluster a
+    put_session(store, "h1", "bob", at(MONTH, 3), 5)
+    put_import(
+        store,
+        "acct-1",
+        MONTH,
+        [
+            (3, "a", "old", "Usage", "Compute Engine", 4_000_000),  # tagged with the retired hub
+            (3, "gone", None, "Usage", "Compute Engine", 2_000_000),  # a cluster the fleet no longer has
+            (3, "a", None, "Usage", "Compute Engine", 1_000_000),
+        ],
+    )
+    allocate_month(store, fleet, MONTH)
+    assert usd(queries.hub_month_costs(store, MONTH)) == {"h1": D("1.00"), "old": D("4.00")}
+    assert queries.community_month_costs(store, fleet, MONTH) == {"c": {"USD": D("5.00")}}
+    assert {(r.cluster, r.hub, r.line, r.amount) for r in queries.hub_lines(store, MONTH) if not r.hub} == {
+        ("gone", "", "unallocated", D("2.00"))
+    }
+    assert usd(queries.user_month_costs(store, MONTH, "old")) == {"": D("4.00")}
+    assert_every_level_adds_up(store)
+
+
+def test_allocations_at_the_same_time_leave_one_whole_allocation(tmp_path: Path, store: Store) -> None:
+    fleet = write_fleet(tmp_path / "fleet")
+    put_session(store, "h1", "ann", at(MONTH, 3), 5)
+    put_import(store, "acct-1", MONTH, [(3, "a", None, "Usage", "Compute Engine", 3_000_000)])
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: allocate_month(store, fleet, MONTH), range(4)))
+    assert all(r.accounts[0].ok for r in results)
+    with store.session() as session:
+        assert session.execute(select(func.count()).select_from(CostAllocationLine)).scalar() == 1
     assert_every_level_adds_up(store)

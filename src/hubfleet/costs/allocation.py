@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hubfleet.clock import require_aware
@@ -551,6 +552,15 @@ def allocate_month(
             groups[(hub, user)].append(group)
     rows: dict[str, list[dict[str, Any]]] = {"accounts": [], "lines": [], "days": [], "members": []}
     results = [_rows(acc, month, now, until, clusters, cluster_of, groups, rows) for acc in accounts]
+    try:
+        _replace(store, month, rows)
+    except IntegrityError:  # another process (the daemon, a CLI) stored the month meanwhile: ours is as new
+        _replace(store, month, rows)
+    return Allocation(month, until, sorted(results, key=lambda a: a.account))
+
+
+def _replace(store: _HasSession, month: str, rows: dict[str, list[dict[str, Any]]]) -> None:
+    """The month's rows replaced in one transaction: readers see the old allocation or the new, never half."""
     with store.session() as session, session.begin():
         for model in (CostAllocationAccount, CostAllocationLine, CostAllocationDay, CostAllocationMember):
             session.execute(delete(model).where(model.month == month))
@@ -562,7 +572,6 @@ def allocate_month(
         ):
             if rows[key]:
                 session.execute(insert(model.__table__), rows[key])
-    return Allocation(month, until, sorted(results, key=lambda a: a.account))
 
 
 def _rows(
