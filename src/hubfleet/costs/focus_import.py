@@ -157,16 +157,17 @@ def import_exports(
         for index, path in enumerate(paths):
             _load(con, index, path, fmap)
         con.execute("SET preserve_insertion_order = false")  # rows are numbered now: the rest may reorder
-        con.execute(  # views: the rows are cast and their tags parsed once, when `mapped` is made
+        con.execute(  # views: rows are cast, checked and their tags parsed once, when `mapped` is made
             "CREATE VIEW rows AS "
             + " UNION ALL ".join(f"SELECT {i} AS file_index, * FROM f{i}" for i in range(len(paths)))
         )
-        _check_currencies(con, paths)
         _map(con, fmap)
         con.execute("DROP VIEW rows")
         for index in range(len(paths)):
             con.execute(f"DROP VIEW f{index}")
             con.execute(f"DROP TABLE raw{index}")
+        _check_rows(con, paths)
+        _check_currencies(con, paths)
         report = _report(con, fleet, paths)
         if dry_run or not report.accounts:
             report.dry_run = dry_run
@@ -208,7 +209,7 @@ def _format(path: Path) -> tuple[str, str]:
 
 def _load(con: duckdb.DuckDBPyConnection, index: int, path: Path, fmap: FleetMap) -> None:
     """Table raw<index> (the file's FOCUS columns; rowid = data row) and view f<index> (its rows made
-    uniform, focus.rows_sql); a FocusError at the first bad row."""
+    uniform, focus.rows_sql); a FocusError when the file cannot be read or lacks a column."""
     kind, compression = _format(path)
     if kind == "parquet":
         source = f"read_parquet({literal(str(path))})"
@@ -227,15 +228,6 @@ def _load(con: duckdb.DuckDBPyConnection, index: int, path: Path, fmap: FleetMap
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FocusError(f"{path}: cannot read it as {kind.upper()}: {first}") from None
-    bad = con.execute(
-        f"SELECT row_index, problem, count(*) OVER () FROM f{index} WHERE problem IS NOT NULL "
-        "ORDER BY row_index LIMIT 1"
-    ).fetchone()
-    if bad is not None:
-        row_index, problem, count = bad
-        more = f" ({count - 1} more bad row{'s' if count > 2 else ''})" if count > 1 else ""
-        at = where(path, kind, compression, row_index)
-        raise FocusError(f"{at}: {problem}{more}; nothing was imported")
 
 
 def where(path: Path, kind: str, compression: str, row_index: int) -> str:
@@ -258,9 +250,24 @@ def csv_line(path: Path, compression: str, row_index: int) -> int:
     return previous + 1
 
 
+def _check_rows(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> None:
+    """A FocusError at the first bad row (in the order the files were given), with how many more there are."""
+    bad = con.execute(
+        "SELECT file_index, row_index, problem, count(*) OVER () FROM mapped WHERE problem IS NOT NULL "
+        "ORDER BY file_index, row_index LIMIT 1"
+    ).fetchone()
+    if bad is None:
+        return
+    index, row_index, problem, count = bad
+    more = f" ({count - 1} more bad row{'s' if count > 2 else ''})" if count > 1 else ""
+    path = paths[index]
+    kind, compression = _format(path)
+    raise FocusError(f"{where(path, kind, compression, row_index)}: {problem}{more}; nothing was imported")
+
+
 def _first_row(con: duckdb.DuckDBPyConnection, paths: list[Path], condition: str) -> str:
     row = con.execute(
-        f"SELECT file_index, row_index FROM rows WHERE {condition} ORDER BY file_index, row_index LIMIT 1"
+        f"SELECT file_index, row_index FROM mapped WHERE {condition} ORDER BY file_index, row_index LIMIT 1"
     ).fetchone()
     if row is None:
         return ""
@@ -271,14 +278,14 @@ def _first_row(con: duckdb.DuckDBPyConnection, paths: list[Path], condition: str
 
 def _check_currencies(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> None:
     mixed = con.execute(
-        "SELECT account, list(DISTINCT currency ORDER BY currency) FROM rows GROUP BY account "
+        "SELECT account, list(DISTINCT currency ORDER BY currency) FROM mapped GROUP BY account "
         "HAVING count(DISTINCT currency) > 1 ORDER BY account LIMIT 1"
     ).fetchone()
     if mixed is None:
         return
     account, currencies = mixed
     first = con.execute(
-        "SELECT currency FROM rows WHERE account = ? ORDER BY file_index, row_index LIMIT 1", [account]
+        "SELECT currency FROM mapped WHERE account = ? ORDER BY file_index, row_index LIMIT 1", [account]
     ).fetchone()
     other = next(c for c in currencies if c != first[0])
     at = _first_row(con, paths, f"account = {literal(account)} AND currency = {literal(other)}")
@@ -306,7 +313,7 @@ def _map(con: duckdb.DuckDBPyConnection, fmap: FleetMap) -> None:
     con.execute(
         """
         CREATE TABLE mapped AS
-        SELECT r.* EXCLUDE (problem, first_day, last_day),
+        SELECT r.* EXCLUDE (first_day, last_day),
           strftime(r.billing_start + INTERVAL 12 HOUR, '%Y-%m') AS month,
           greatest(first_day, least(last_day, CAST(r.charge_start AS DATE))) AS day,
           CASE WHEN r.hub_tag IS NOT NULL THEN h.cluster
