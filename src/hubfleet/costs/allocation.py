@@ -320,6 +320,16 @@ class _Cluster:
             self._weights[day] = (weights(_by_hub(cells)) if cells else {}) or self.month_weights()
         return self._weights[day]
 
+    _users: dict[str, dict[str, Cell]] | None = None
+
+    def user_cells(self, hub: str) -> dict[str, Cell]:
+        """user -> the month's [core-hours, GiB-hours] on `hub`."""
+        if self._users is None:
+            self._users = defaultdict(dict)
+            for (name, user), cell in self.usage.month.get(self.name, {}).items():
+                self._users[name][user] = cell
+        return self._users.get(hub, {})
+
     def month_weights(self) -> dict[str, float]:
         if None not in self._weights:
             self._weights[None] = weights(_by_hub(self.usage.month.get(self.name, {})))
@@ -493,8 +503,7 @@ def _members(
         own = dict(acc.own.get(hub, {}))
         pooled = total - sum(own.values())
         cluster = clusters.get(cluster_of.get(hub, ""))
-        month = cluster.usage.month.get(cluster.name, {}) if cluster else {}
-        user_weights = weights({user: cell for (h, user), cell in month.items() if h == hub})
+        user_weights = weights(cluster.user_cells(hub)) if cluster else {}
         if pooled:
             parts = split(pooled, user_weights) if user_weights else {"": pooled}
             for user, micros in parts.items():
