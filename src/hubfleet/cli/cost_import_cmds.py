@@ -36,6 +36,7 @@ def import_exports(
             help="FOCUS 1.0/1.2 exports: CSV, gzipped CSV or Parquet, as AWS Data Exports, Azure Cost "
             "Management and GCP's FOCUS view write them.",
             show_default=False,
+            metavar="FILE",
         ),
     ],
     fleet: FleetOption = None,

@@ -459,8 +459,12 @@ def _sha256(path: Path) -> str:
 
 
 def _safe(account: str) -> str:
-    """A billing account id as a directory name (Azure's contain ':' and '/')."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", account).strip(".") or "_"
+    """A billing account id as a directory name (Azure's contain ':' and '/'); an id that had to change gets
+    a short digest of itself, so that two ids never share a directory."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", account).strip(".")[:100]
+    if safe == account:
+        return safe
+    return f"{safe}-{hashlib.sha256(account.encode()).hexdigest()[:8]}"
 
 
 def _check_rates(fleet: FleetConfig, accounts: list[AccountMonth]) -> None:
