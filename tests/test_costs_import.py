@@ -394,3 +394,35 @@ def test_the_cli_imports_allocates_and_checks(tmp_path: Path, fleet_dir: Path) -
     assert "tagged with hub 'retired-hub', which the fleet does not have" in shown.output
     assert f"{MONTH} acct-1: billed {Decimal(item['billed']):,.2f} USD" in shown.output
     assert shown.output.rstrip().endswith(": ok")
+
+
+def test_the_demo_fleets_export_adds_up_to_the_bill(tmp_path: Path) -> None:
+    """The demo: its local cluster claims billing account 111122223333; an export of it, imported and then
+    allocated, adds up to the bill to the cent for every account of the month."""
+    from hubfleet.costs.allocation import allocate_month
+    from hubfleet.costs.queries import month_check
+
+    demo = load_fleet(Path(__file__).parents[1] / "examples" / "demo-fleet")
+    hubs = {name: hub.cluster for name, hub in demo.hubs.items()}
+    path = tmp_path / "demo.parquet"
+    expected = write_export(
+        path, flavour="aws", month=MONTH, account="111122223333", hubs=hubs, rows=2000, fmt="parquet"
+    )
+    state = tmp_path / "demo-state"
+    with open_store(state) as store:
+        report = import_exports(store, demo, [path], state_dir=state)
+        (item,) = report.accounts
+        assert item.billed_micros == to_micros(expected.billed)
+        # the claimed account's untagged rows are the local cluster's shared cost; only the rows tagged with
+        # a hub the fleet does not have stay unallocated
+        unknown = sum(expected.unknown_hubs.values())
+        shared = expected.clusters["local"] + expected.unallocated - unknown
+        near = Decimal(len(report.lines[(item.account, MONTH)].rows)) / 1_000_000
+        assert set(item.clusters) == {"local"} and abs(item.clusters["local"] - shared) <= near
+        assert abs(item.unallocated.amount - unknown) <= near
+        assert all(abs(item.hubs[h] - amount) <= near for h, amount in expected.hubs.items())
+        allocate_month(store, demo, MONTH, state_dir=state)
+        checks = {check.account: check for check in month_check(store, MONTH)}
+    imported = checks["111122223333"]
+    assert imported.ok and imported.billed == item.billed.quantize(Decimal("0.01"))
+    assert all(check.ok for check in checks.values())
