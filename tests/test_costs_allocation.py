@@ -256,7 +256,8 @@ def test_sessions_without_requests_fall_back_to_the_configured_resources(
     put_session(store, "h6", "hub", start, 1, cpu=None, memory_gib=None)  # the hub's: 0.20 + 0.04
     put_session(store, "h5", "none", start, 1, cpu=None, memory_gib=None)  # nothing set: 1 core, 1 GiB
     put_session(store, "h5", "used", start, 1, cpu_seconds=3 * 3600, memory_peak_gib=2)  # 0.30 + 0.02
-    allocate_month(store, fleet, MONTH)
+    result = allocate_month(store, fleet, MONTH)
+    assert (result.sessions, result.fallback_sessions) == (4, 3)
     eur = {hub: usd(queries.user_month_costs(store, MONTH, hub)) for hub in ("h5", "h6")}
     assert eur == {
         "h5": {"none": D("0.11"), "used": D("0.32")},

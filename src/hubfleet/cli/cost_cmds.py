@@ -238,11 +238,19 @@ def allocate(
         payload = {
             "month": chosen,
             "usage_until": result.usage_until.isoformat(),
+            "sessions": result.sessions,
+            "fallback_sessions": result.fallback_sessions,
             "accounts": [check.as_dict() for check in checks],
             "ok": all(check.ok for check in checks),
         }
         typer.echo(json.dumps(payload, indent=2))
     else:
+        if result.fallback_sessions:
+            console.print(
+                f"{result.fallback_sessions} of {result.sessions} server sessions had no recorded request: "
+                "counted with their environment's or hub's configured resources (else 1 core, 1 GiB)",
+                highlight=False,
+            )
         for check in checks:
             sign = "=" if check.ok else "≠"
             console.print(

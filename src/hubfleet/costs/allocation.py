@@ -98,6 +98,10 @@ class Allocation:
     month: str
     usage_until: datetime
     accounts: list[AccountAllocation]
+    sessions: int = 0
+    """Server sessions of fleet hubs in the month whose use weighed in."""
+    fallback_sessions: int = 0
+    """...of them without a recorded request: counted with the configured resources (or 1 core, 1 GiB)."""
 
 
 # --------------------------------------------------------------------------- months
@@ -565,7 +569,9 @@ def allocate_month(
         _replace(store, month, rows)
     except IntegrityError:  # another process (the daemon, a CLI) stored the month meanwhile: ours is as new
         _replace(store, month, rows)
-    return Allocation(month, until, sorted(results, key=lambda a: a.account))
+    return Allocation(
+        month, until, sorted(results, key=lambda a: a.account), usage.sessions, usage.fallback_sessions
+    )
 
 
 def _replace(store: _HasSession, month: str, rows: dict[str, list[dict[str, Any]]]) -> None:
