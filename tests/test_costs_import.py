@@ -279,6 +279,7 @@ def test_rows_map_to_hubs_clusters_claimed_accounts_or_nothing(
     rows = [
         {"Tags": '{"hubfleet-hub": "bio"}', "BilledCost": "1"},  # the default key
         {"Tags": '{"user:2i2c:hub-name": "chem"}', "BilledCost": "2"},  # AWS: user tags prefixed
+        {"Tags": '{"resourceTags/2i2c:hub-name": "chem"}', "BilledCost": "0.25"},  # AWS: its tag sources
         {"Tags": '[{"key": "hubfleet-hub", "value": "phys"}]', "BilledCost": "4"},  # GCP: key/value list
         {"Tags": '"hubfleet-cluster": "eks"', "BilledCost": "8"},  # Azure's tags without braces
         {"Tags": '{"2i2c.org/cluster-name": "fleet-one"}', "BilledCost": "16"},  # gke's tag_value
@@ -292,7 +293,7 @@ def test_rows_map_to_hubs_clusters_claimed_accounts_or_nothing(
     report = import_exports(store, fleet, [path, claimed], state_dir=state)
     by_account = {a.account: a for a in report.accounts}
     item = by_account["acct-h"]
-    assert item.hubs == {"bio": Decimal("0.5"), "chem": Decimal(2), "phys": Decimal(4)}
+    assert item.hubs == {"bio": Decimal("0.5"), "chem": Decimal("2.25"), "phys": Decimal(4)}
     assert item.clusters == {"eks": Decimal(8), "gke": Decimal(48)}
     assert item.unallocated.rows == 2 and item.unallocated.amount == Decimal(192)
     assert item.unallocated.unknown_hubs == {"gone": Decimal(64)}

@@ -162,11 +162,20 @@ def _tag_forms(column: Column | None) -> tuple[str, str, str]:
     return text, obj, lst
 
 
+TAG_PREFIXES = ("", "user:", "resourceTags/", "resourceTags/user:", "accountTag/", "accountTag/user:")
+"""How AWS may spell a user's tag key in its billing data: as is, `user:<key>` (CUR's resource tags),
+`resourceTags/<key>` or `accountTag/<key>` (the tag sources of Data Exports' tags map). Looked up in order."""
+
+
+def _names(key: str) -> list[str]:
+    return [prefix + key for prefix in TAG_PREFIXES]
+
+
 def _paths(keys: TagKeys) -> list[str]:
-    """JSON paths of every hub key and then every cluster key, each as is and with AWS's `user:` prefix."""
+    """JSON paths of every hub key and then every cluster key, each in every TAG_PREFIXES spelling."""
     paths = []
     for key in (*keys.hub, *keys.cluster):
-        for candidate in (key, f"user:{key}"):
+        for candidate in _names(key):
             paths.append('$."' + candidate.replace("\\", "\\\\").replace('"', '\\"') + '"')
     return paths
 
@@ -176,11 +185,12 @@ def _lookup(values: str, lst: str, keys: Sequence[str], offset: int) -> str:
     JSON parse per row, focus._paths order) and `keys` start at path `offset`; `lst` the key/value list."""
     if not keys:
         return "CAST(NULL AS VARCHAR)"
+    width = len(TAG_PREFIXES)
     parts = []
     for index, key in enumerate(keys):
-        first = offset + 2 * index + 1  # DuckDB lists count from 1
-        parts += [f"{values}[{first}]", f"{values}[{first + 1}]"]
-        names = f"({literal(key)}, {literal('user:' + key)})"
+        first = offset + width * index + 1  # DuckDB lists count from 1
+        parts += [f"{values}[{first + i}]" for i in range(width)]
+        names = "(" + ", ".join(literal(name) for name in _names(key)) + ")"
         parts.append(f"(list_filter({lst}, lambda x: x.key IN {names}))[1].value")
     return f"NULLIF(trim(coalesce({', '.join(parts)})), '')"
 
@@ -241,7 +251,7 @@ def rows_sql(source: str, columns: dict[str, Column], keys: TagKeys) -> str:
         )
     )
     hub_tag = _lookup("tag_values", "tags_list", keys.hub, 0)
-    cluster_tag = _lookup("tag_values", "tags_list", keys.cluster, 2 * len(keys.hub))
+    cluster_tag = _lookup("tag_values", "tags_list", keys.cluster, len(TAG_PREFIXES) * len(keys.hub))
     paths = "[" + ", ".join(literal(p) for p in _paths(keys)) + "]"
     return f"""
       SELECT row_index, account, sub_account, currency, billed, effective, list,
