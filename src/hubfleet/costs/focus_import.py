@@ -106,9 +106,10 @@ class AccountMonth:
 
 @dataclass
 class _Lines:
-    """One account-month's lines, ready for the store."""
+    """One account-month's lines, ready for the store: (account, month, day, sub_account, cluster, hub,
+    category, service, currency, billed, effective, list, rows) and each line's micros."""
 
-    rows: list[dict[str, Any]]
+    rows: list[tuple[Any, ...]]
     billed: list[int]
     effective: list[int | None]
     listed: list[int | None]
@@ -116,6 +117,8 @@ class _Lines:
 
 @dataclass
 class ImportReport:
+    """What an import stored (with dry_run: would store): an AccountMonth per billing account and month."""
+
     accounts: list[AccountMonth]
     dry_run: bool = False
     lines: dict[tuple[str, str], _Lines] = field(default_factory=dict, repr=False)
@@ -188,6 +191,8 @@ def _check_paths(files: Sequence[Path]) -> list[Path]:
         path = Path(file)
         if not path.is_file():
             raise FocusError(f"{path}: no such file")
+        if not os.access(path, os.R_OK):
+            raise FocusError(f"{path}: cannot be read (permissions); nothing was imported")
         if path.resolve() in {p.resolve() for p in paths}:
             raise FocusError(f"{path}: named twice; name each export once")
         paths.append(path)
