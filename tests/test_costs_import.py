@@ -395,6 +395,13 @@ def test_the_cli_imports_allocates_and_checks(tmp_path: Path, fleet_dir: Path) -
     assert "tagged with hub 'retired-hub', which the fleet does not have" in shown.output
     assert f"{MONTH} acct-1: billed {Decimal(item['billed']):,.2f} USD" in shown.output
     assert shown.output.rstrip().endswith(": ok")
+    corrected, _ = export(tmp_path, "cli-corrected", flavour="gcp", seed=9)
+    where = ["--fleet", str(fleet_dir), "--state-dir", str(state)]
+    dry = CliRunner().invoke(app, ["costs", "import", str(corrected), "--dry-run", *where])
+    assert dry.exit_code == 0, dry.output
+    assert dry.output.startswith("would import acct-1 2026-11")
+    with open_store(state) as store:
+        assert stored(store) == [("acct-1", MONTH, item["billed_micros"], item["billed_micros"])]
 
 
 def test_the_demo_fleets_export_adds_up_to_the_bill(tmp_path: Path) -> None:
