@@ -100,7 +100,7 @@ def test_console_oidc_needs_https_and_a_fleet_level_secret(demo: Path) -> None:
         "    client_secret: {secret: console_oidc}\n",
     )
     errors = _errors(demo)
-    issuer_line, secret_line = _line_of(demo, "issuer:"), _line_of(demo, "client_secret:")
+    issuer_line, secret_line = _line_of(demo, "issuer: http"), _line_of(demo, "client_secret:")
     assert (
         f"fleet.yaml:{issuer_line}:5: console.oidc.issuer: the console must reach its identity provider "
         in ("\n".join(errors))

@@ -21,6 +21,8 @@ def _communities(fleet: SourcedFleetConfig) -> list[str]:
 
 
 def billing_plans_exist(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    if fleet.settings is None:  # fleet.yaml has errors of its own: reported elsewhere
+        return []
     plans = sorted(fleet.settings.costs.plans)
     errors: list[ConfigError] = []
     for name in _communities(fleet):
@@ -126,6 +128,8 @@ def _rate_hint(source: str, target: str) -> str:
 def cost_warnings(fleet: SourcedFleetConfig) -> list[ConfigError]:
     """Budgets, plans and price sheets in a currency with no exchange rate to the fleet's (`hubfleet
     validate` prints these as warnings; the fleet is valid)."""
+    if fleet.settings is None:
+        return []
     costs = fleet.settings.costs
     home = costs.currency
     found: list[ConfigError] = []
