@@ -16,6 +16,7 @@ import hashlib
 import io
 import os
 import re
+import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ from hubfleet.store import Store
 from hubfleet.store.costs import CostImport, CostLine
 
 RAW_DIR = Path("costs") / "raw"
+MEMORY_LIMIT = "1GB"
+"""DuckDB's memory for an import; beyond it, it spills to a temporary directory under <state_dir>/costs (a
+million rows stay under 1 GiB of RSS this way, at the same speed)."""
 TOP = 5
 """How many services and resource ids the report names for the unallocated rows."""
 
@@ -152,35 +156,55 @@ def import_exports(
     account's month in the store in one transaction, keeping the raw rows in Parquet under `state_dir`.
     Any problem raises FocusError and changes nothing."""
     paths = _check_paths(files)
+    spill_in = state_dir / "costs" if state_dir is not None and not dry_run else None
+    if spill_in is not None:
+        spill_in.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".import-", dir=spill_in) as spill:
+        con = duckdb.connect()
+        try:
+            con.execute(f"SET memory_limit = {literal(MEMORY_LIMIT)}")
+            con.execute(f"SET temp_directory = {literal(spill)}")
+            return _run(con, paths, fleet, store=store, state_dir=state_dir, dry_run=dry_run, actor=actor)
+        finally:
+            con.close()
+
+
+def _run(
+    con: duckdb.DuckDBPyConnection,
+    paths: list[Path],
+    fleet: FleetConfig,
+    *,
+    store: Store | None,
+    state_dir: Path | None,
+    dry_run: bool,
+    actor: str,
+) -> ImportReport:
+    """The import in one DuckDB connection: load, map, check, sum, then (unless dry_run) store."""
     fmap = fleet_map(fleet)
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute("SET preserve_insertion_order = true")  # rowid = the row's place in its file
-        for index, path in enumerate(paths):
-            _load(con, index, path, fmap)
-        con.execute("SET preserve_insertion_order = false")  # rows are numbered now: the rest may reorder
-        con.execute(  # views: rows are cast, checked and their tags parsed once, when `mapped` is made
-            "CREATE VIEW rows AS "
-            + " UNION ALL ".join(f"SELECT {i} AS file_index, * FROM f{i}" for i in range(len(paths)))
-        )
-        _map(con, fmap)
-        con.execute("DROP VIEW rows")
-        for index in range(len(paths)):
-            con.execute(f"DROP VIEW f{index}")
-            con.execute(f"DROP TABLE raw{index}")
-        _check_rows(con, paths)
-        _check_currencies(con, paths)
-        report = _report(con, fleet, paths)
-        if dry_run or not report.accounts:
-            report.dry_run = dry_run
-            return report
-        if store is None or state_dir is None:
-            raise ValueError("a store and a state directory are needed unless dry_run")
-        _commit(con, store, report, state_dir, actor)
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET preserve_insertion_order = true")  # rowid = the row's place in its file
+    for index, path in enumerate(paths):
+        _load(con, index, path, fmap)
+    con.execute("SET preserve_insertion_order = false")  # rows are numbered now: the rest may reorder
+    con.execute(  # views: rows are cast, checked and their tags parsed once, when `mapped` is made
+        "CREATE VIEW rows AS "
+        + " UNION ALL ".join(f"SELECT {i} AS file_index, * FROM f{i}" for i in range(len(paths)))
+    )
+    _map(con, fmap)
+    con.execute("DROP VIEW rows")
+    for index in range(len(paths)):
+        con.execute(f"DROP VIEW f{index}")
+        con.execute(f"DROP TABLE raw{index}")
+    _check_rows(con, paths)
+    _check_currencies(con, paths)
+    report = _report(con, fleet, paths)
+    if dry_run or not report.accounts:
+        report.dry_run = dry_run
         return report
-    finally:
-        con.close()
+    if store is None or state_dir is None:
+        raise ValueError("a store and a state directory are needed unless dry_run")
+    _commit(con, store, report, state_dir, actor)
+    return report
 
 
 def _check_paths(files: Sequence[Path]) -> list[Path]:

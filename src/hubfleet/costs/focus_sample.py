@@ -16,6 +16,7 @@ cluster-tagged, 4 %).
 from __future__ import annotations
 
 import calendar
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -26,6 +27,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from hubfleet.costs.focus import literal
+from hubfleet.costs.focus_import import MEMORY_LIMIT
 
 Flavour = Literal["aws", "azure", "gcp"]
 Format = Literal["csv", "csv.gz", "parquet"]
@@ -116,8 +118,11 @@ def write_export(
     days = calendar.monthrange(year, mon)[1]
     first = datetime(year, mon, 1, tzinfo=ZoneInfo("UTC"))
     claimed_sub, claimed_cluster = claimed_sub_account or ("", "")
+    spill = tempfile.TemporaryDirectory(prefix="hubfleet-focus-sample-")
     con = duckdb.connect()
     try:
+        con.execute(f"SET memory_limit = {literal(MEMORY_LIMIT)}")
+        con.execute(f"SET temp_directory = {literal(spill.name)}")
         con.execute("SET TimeZone = 'UTC'")
         con.execute(
             f"""
@@ -166,6 +171,7 @@ def write_export(
         return expected
     finally:
         con.close()
+        spill.cleanup()
 
 
 def _expected(
