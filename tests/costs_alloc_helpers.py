@@ -143,12 +143,24 @@ def put_session(
         )
 
 
-def put_groups(store: Store, hub: str, memberships: dict[str, list[str]]) -> None:
-    now = datetime.now(UTC)
+def put_groups(
+    store: Store,
+    hub: str,
+    memberships: dict[str, list[str]],
+    *,
+    first_seen: datetime | None = None,
+    last_seen: datetime | None = None,
+) -> None:
+    """Memberships as the collector records them: seen from `first_seen` (default: long ago) until
+    `last_seen` (default: now, a current membership)."""
+    since = first_seen or datetime(2000, 1, 1, tzinfo=UTC)
+    until = last_seen or datetime.now(UTC)
     with store.session() as session, session.begin():
         for user, groups in memberships.items():
             for group in groups:
-                session.add(HubUserGroup(hub=hub, username=user, group=group, first_seen=now, last_seen=now))
+                session.add(
+                    HubUserGroup(hub=hub, username=user, group=group, first_seen=since, last_seen=until)
+                )
 
 
 def put_home(store: Store, hub: str, user: str, when: datetime, gib: float) -> None:

@@ -52,7 +52,8 @@ from hubfleet.store.cost_allocations import (
     CostAllocationMember,
 )
 from hubfleet.store.costs import CostImport, CostLine
-from hubfleet.store.models import HomeUsage, HubUserGroup, ServerSession
+from hubfleet.store.identities import group_memberships
+from hubfleet.store.models import HomeUsage, ServerSession
 
 GIB = 1024**3
 DEFAULT_CPU = 1.0
@@ -558,11 +559,8 @@ def allocate_month(
                 found = _price_sheet(session, fleet, cluster, start, end, until)
                 if found is not None:
                     accounts.append(found)
-        groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for hub, user, group in session.execute(
-            select(HubUserGroup.hub, HubUserGroup.username, HubUserGroup.group)
-        ):
-            groups[(hub, user)].append(group)
+        # the memberships of this month: a group a user left before it (or joined after) gets none of it
+        groups: dict[tuple[str, str], list[str]] = defaultdict(list, group_memberships(session, start, end))
     rows: dict[str, list[dict[str, Any]]] = {"accounts": [], "lines": [], "days": [], "members": []}
     results = [_rows(acc, month, now, until, clusters, cluster_of, groups, rows) for acc in accounts]
     try:

@@ -2,9 +2,10 @@
 
 Every `monitoring.disk_interval` seconds (first run shortly after start) the daemon measures, in a thread,
 each local hub's homes (`<data>/homes/<hub>/<home dir>`) and its data directory (database, config), and
-stores `HomeUsage` rows: one per user plus the hub's total (username ""). Only the newest `KEEP_COLLECTIONS`
-collections of each hub are kept (about 3 x users rows per hub): what the console and `hubfleet disk` show
-is the newest; nothing charts the history.
+stores `HomeUsage` rows: one per user plus the hub's total (username ""). The newest `KEEP_COLLECTIONS`
+collections of each hub are kept (what the console and `hubfleet disk` show is the newest) and, for
+`KEEP_DAYS` days, the last collection of each UTC day: a price sheet's GiB-months of a past month can be
+allocated again. A year keeps about 365 x (users + 1) rows per hub.
 
 Sizes are allocated bytes (st_blocks * 512, as `du` counts them: a sparse file costs what it holds, a hard
 link is counted once per home). The walk runs as root over directories users own, so it works relative to
@@ -31,7 +32,7 @@ import os
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -57,6 +58,9 @@ INTERVAL_ENV = "HUBFLEET_DISK_INTERVAL"
 FIRST_DELAY = 30.0
 """Seconds after start before the first measurement (at most one interval): hubs start first."""
 KEEP_COLLECTIONS = 3
+KEEP_DAYS = 400
+"""Besides the newest collections, the last of each UTC day is kept this long: a past month's storage can be
+allocated again (costs.allocation averages a month's samples)."""
 NOTICE_FILE = "QUOTA-WARNING.txt"
 NOTICE_HEADER = "hubfleet: your home is close to its quota"
 RULE_MAX = 50  # Incident.rule's column width
@@ -209,21 +213,50 @@ def measure_hub(
 # --------------------------------------------------------------------------- the store
 
 
+def kept_collections(
+    times: Iterable[datetime], keep: int = KEEP_COLLECTIONS, days: int = KEEP_DAYS
+) -> set[datetime]:
+    """Which of a hub's collection times to keep: the `keep` newest, and the last of each UTC day of the
+    `days` days before the newest (a price sheet's GiB-months of a past month are averaged over them)."""
+    ordered = sorted(set(times), key=_utc, reverse=True)
+    if not ordered:
+        return set()
+    kept = set(ordered[:keep])
+    oldest = _utc(ordered[0]) - timedelta(days=days)
+    seen_days: set[date] = set()
+    for at in ordered:  # newest first: the first seen of a day is its last
+        when = _utc(at)
+        if when < oldest:
+            break
+        if when.date() not in seen_days:
+            seen_days.add(when.date())
+            kept.add(at)
+    return kept
+
+
+def _utc(at: datetime) -> datetime:
+    """The store's SQLite gives naive UTC datetimes back."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
 def record_disk(store: Store, disk: HubDisk, keep: int = KEEP_COLLECTIONS) -> None:
-    """Store one measurement and delete the hub's rows older than its `keep` newest collections."""
+    """Store one measurement and delete the hub's rows of collections kept_collections does not keep."""
     with store.session() as session, session.begin():
         session.add(HomeUsage(hub=disk.hub, username="", at=disk.at, bytes=disk.total))
         for username, size in disk.users.items():
             session.add(HomeUsage(hub=disk.hub, username=username, at=disk.at, bytes=size))
         session.flush()
         times = session.scalars(
-            select(HomeUsage.at)
-            .where(HomeUsage.hub == disk.hub, HomeUsage.username == "")
-            .order_by(HomeUsage.at.desc())
-            .limit(keep)
+            select(HomeUsage.at).where(HomeUsage.hub == disk.hub, HomeUsage.username == "")
         ).all()
-        if len(times) == keep:
-            session.execute(delete(HomeUsage).where(HomeUsage.hub == disk.hub, HomeUsage.at < times[-1]))
+        kept = kept_collections(times, keep)
+        gone = [at for at in times if at not in kept]
+        for start in range(0, len(gone), 500):  # SQLite's bound parameters
+            session.execute(
+                delete(HomeUsage).where(
+                    HomeUsage.hub == disk.hub, HomeUsage.at.in_(gone[start : start + 500])
+                )
+            )
 
 
 def latest_disk(store: Store, hubs: Iterable[str]) -> dict[str, tuple[datetime, dict[str, int]]]:
