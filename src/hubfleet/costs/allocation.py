@@ -20,7 +20,7 @@ allocations add up to the billed total, in micros and in cents.
 
 Every split is hubfleet.costs.money.split in micros (largest remainder), so sums are exact; cents are rounded
 by largest remainder at each level (lines to the account's billed cents, users and groups to their hub's
-cents), so the cents add up too. See docs/costs-allocation.md.
+cents), so the cents add up too. See docs/costs.md, "Allocation".
 """
 
 from __future__ import annotations
@@ -419,25 +419,33 @@ def _imported(
 def _storage(
     session: Session, hubs: list[str], start: datetime, until: datetime
 ) -> dict[str, dict[str, float]]:
-    """hub -> user -> average bytes of home over the samples in [start, until); the hub's total beyond its
-    users' homes (database, config) is the hub's own (user "")."""
-    sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
+    """hub -> user -> average bytes of home over the days in [start, until) the hub was measured, each day
+    by its last measurement (what monitor.disk_usage keeps of past days); a user without a home on a
+    measured day counts 0 for it, so a home made late in the month pays for its part of the month. The
+    hub's total beyond its users' homes (database, config) is the hub's own (user "")."""
+    last: dict[tuple[str, str, date], tuple[datetime, int]] = {}
     rows = session.execute(
-        select(HomeUsage.hub, HomeUsage.username, HomeUsage.bytes).where(
+        select(HomeUsage.hub, HomeUsage.username, HomeUsage.at, HomeUsage.bytes).where(
             HomeUsage.hub.in_(hubs), HomeUsage.at >= start, HomeUsage.at < until
         )
     )
-    for hub, user, size in rows:
-        cell = sums[(hub, user)]
-        cell[0] += size
-        cell[1] += 1
+    for hub, user, when, size in rows:
+        key = (hub, user, when.date())
+        seen = last.get(key)
+        if seen is None or when > seen[0]:
+            last[key] = (when, size)
+    days: dict[str, set[date]] = defaultdict(set)
+    sums: dict[tuple[str, str], float] = defaultdict(float)
+    for (hub, user, day), (_, size) in last.items():
+        days[hub].add(day)
+        sums[(hub, user)] += size
     out: dict[str, dict[str, float]] = defaultdict(dict)
-    for (hub, user), (total, count) in sums.items():
+    for (hub, user), total in sums.items():
         if user:
-            out[hub][user] = total / count
-    for (hub, user), (total, count) in sums.items():
+            out[hub][user] = total / len(days[hub])
+    for (hub, user), total in sums.items():
         if not user:
-            rest = total / count - sum(out[hub].values())
+            rest = total / len(days[hub]) - sum(out[hub].values())
             if rest > 0:
                 out[hub][""] = rest
     return out

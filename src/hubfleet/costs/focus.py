@@ -7,7 +7,7 @@ amounts as doubles, timestamps in milliseconds and `Tags` as a map (JSON object 
 keyed `user:<key>` as in CUR 2.0; Azure's Cost Management FOCUS export writes CSV with `Tags` as JSON object
 text (older cost exports left out the braces); GCP's FOCUS BigQuery view gives `Tags` as an array of
 {key, value, x_type, ...} structs (a list in Parquet, JSON array text when written to CSV) and states billing
-periods in US Pacific time. See docs/costs-import.md.
+periods in US Pacific time. See docs/costs.md, "Importing FOCUS exports".
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def resolve_columns(file: str, described: Iterable[tuple[str, str]]) -> dict[str
         raise FocusError(
             f"{file}: no column {missing[0]}{more}; {FOCUS_VERSIONS} exports have it. Export the billing "
             "data in FOCUS format (AWS Data Exports 'FOCUS 1.0/1.2 with AWS columns', Azure Cost Management "
-            "'Cost and usage (FOCUS)', GCP's FOCUS BigQuery view); see docs/costs-import.md"
+            "'Cost and usage (FOCUS)', GCP's FOCUS BigQuery view); see docs/costs.md"
         )
     return found
 

@@ -1,7 +1,7 @@
 """Realistic FOCUS exports with known totals, written by DuckDB (a million rows in seconds): for tests, the
 import benchmark and the demo.
 
-Each flavour writes what its cloud writes (docs/costs-import.md): AWS amounts as doubles, `Tags` as a map
+Each flavour writes what its cloud writes (docs/costs.md): AWS amounts as doubles, `Tags` as a map
 (JSON text in CSV) with `user:`-prefixed user tags and the modelled service's keys (`2i2c:hub-name`,
 `2i2c.org/cluster-name`); Azure `Tags` as JSON object text with the default keys (`hubfleet-hub`,
 `hubfleet-cluster`); GCP `Tags` as an array of key/value structs (labels), timestamps as BigQuery writes them
