@@ -26,7 +26,7 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import func, select
 
-from costs_alloc_helpers import at, put_groups, put_import, put_session, write_fleet
+from costs_alloc_helpers import at, put_groups, put_home, put_import, put_session, write_fleet
 from fleet_helpers import (
     DEMO,
     copy_demo_fleet,
@@ -357,3 +357,18 @@ def test_disk_measurements_are_kept_daily_and_a_past_months_storage_allocates_ag
     record_disk(store, HubDisk(hub="h5", at=old, users={}, data_bytes=gib))
     with store.session() as session:
         assert session.scalar(select(func.min(HomeUsage.at)).where(HomeUsage.hub == "h5")) == times[0]
+
+
+def test_a_home_made_late_in_the_month_pays_for_its_part_of_it(tmp_path: Path, store: Store) -> None:
+    """Storage GiB-months average each measured day's last measurement; a user without a home on a measured
+    day counts 0 for it (before: the average over the user's own measurements, a whole month's price)."""
+    fleet = write_fleet(tmp_path / "fleet", p_sheet={"storage_gib_month": "1.00"})
+    for day in range(1, 11):  # October 1-10 measured; eve's home exists from the 6th
+        put_home(store, "h5", "dee", at("2026-10", day, 3), 100)  # earlier that day: not the day's last
+        put_home(store, "h5", "dee", at("2026-10", day, 20), 10)
+        if day >= 6:
+            put_home(store, "h5", "eve", at("2026-10", day, 20), 10)
+        put_home(store, "h5", "", at("2026-10", day, 20), 10 + (10 if day >= 6 else 0) + 1)
+    allocate_month(store, fleet, "2026-10")
+    by_user = {u: sum(by.values()) for u, by in queries.user_month_costs(store, "2026-10", "h5").items()}
+    assert by_user == {"dee": D("10.00"), "eve": D("5.00"), "": D("1.00")}
