@@ -140,19 +140,21 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         imported = json.loads(
             hubfleet("costs", "import", str(export), "--json", fleet=root, check=True).stdout
         )
-        report = costs_json(root)
-        users = costs_json(root, "--by", "user")
-        groups = costs_json(root, "--by", "group")
 
         def hackweek_incident() -> list[dict[str, Any]]:
             listed = json.loads(hubfleet("incidents", "--json", fleet=root, check=True).stdout)
             return [i for i in listed if i["kind"] == "cost" and i["community"] == "hackweek"]
 
-        incidents = wait_for(hackweek_incident, timeout=90, interval=2)
-        budgets = json.loads(hubfleet("budgets", "--json", fleet=root, check=True).stdout)["budgets"]
-        invoices = json.loads(
-            hubfleet("invoices", "generate", "--month", month, "--json", fleet=root, check=True).stdout
-        )
+        incidents = wait_for(hackweek_incident, timeout=90, interval=2)  # the daemon's cost watch
+    # The reports once the daemon is down: it re-allocates the month every 2 s here, and a report's queries
+    # are not one snapshot (a report read during a re-allocation can mix the two; see the E2E report).
+    report = costs_json(root)
+    users = costs_json(root, "--by", "user")
+    groups = costs_json(root, "--by", "group")
+    budgets = json.loads(hubfleet("budgets", "--json", fleet=root, check=True).stdout)["budgets"]
+    invoices = json.loads(
+        hubfleet("invoices", "generate", "--month", month, "--json", fleet=root, check=True).stdout
+    )
     yield Demo(root, month, expected, imported, report, users, groups, budgets, incidents, invoices)
 
 
@@ -194,7 +196,7 @@ def test_the_import_adds_up_to_the_bill(demo: Demo) -> None:
 
 
 def test_every_user_and_group_has_its_cost(demo: Demo) -> None:
-    # each report against its own hubs: the daemon re-allocates the month (the servers still run) between them
+    # each report against its own hubs: each command allocates the running month again first
     user_hubs = {h["hub"]: D(h["total"]) for h in demo.users["hubs"]}
     group_hubs = {h["hub"]: D(h["total"]) for h in demo.groups["hubs"]}
     users: dict[str, dict[str, Decimal]] = defaultdict(dict)
@@ -227,6 +229,7 @@ def test_both_communities_invoices_read_back_as_their_json(demo: Demo) -> None:
     assert set(outcomes) == {"uni-a", "hackweek"}
     for community, outcome in outcomes.items():
         assert outcome["error"] is None and outcome["created"], outcome
+        assert any("is not over yet" in warning for warning in outcome["warnings"]), outcome["warnings"]
         files = {Path(f).suffix: Path(f) for f in outcome["files"]}
         assert set(files) == {".pdf", ".csv", ".json"}
         doc = json.loads(files[".json"].read_text())
