@@ -288,7 +288,13 @@ def test_the_committed_demo_sample_adds_up(tmp_path: Path) -> None:
         hubs={name: hub.cluster for name, hub in fleet.hubs.items()},
         rows=300,
     )
-    assert regenerated.read_bytes() == SAMPLE.read_bytes(), "the README's command no longer makes the sample"
+    renamed = (  # the README's sed: hubfleet's own tag keys instead of the generator's AWS ones
+        regenerated.read_text()
+        .replace("user:2i2c:hub-name", "user:hubfleet-hub")
+        .replace("user:2i2c.org/cluster-name", "user:hubfleet-cluster")
+    )
+    assert renamed == SAMPLE.read_text(), "the README's commands no longer make the sample"
+    assert "user:hubfleet-hub" in renamed and "2i2c" not in renamed
     hubfleet("costs", "import", str(SAMPLE), fleet=root, check=True)
     report = costs_json(root, "--month", "2026-11")
     accounts = {a["account"]: a for a in report["accounts"]}
