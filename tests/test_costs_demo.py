@@ -116,6 +116,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         hubs={name: hub.cluster for name, hub in fleet.hubs.items()},
         rows=400,
         seed=18,
+        through=datetime.now(UTC).date(),  # an export of the running month ends today
     )
     env = {"HUBFLEET_COLLECT_INTERVAL": "1", "HUBFLEET_COST_INTERVAL": "2"}
     with running_fleet(root, env=env):

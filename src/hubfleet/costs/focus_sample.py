@@ -18,7 +18,7 @@ from __future__ import annotations
 import calendar
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -101,13 +101,15 @@ def write_export(
     focus_version: Literal["1.0", "1.2"] = "1.2",
     malformed_row: int | None = None,
     other_currency_row: tuple[int, str] | None = None,
+    through: date | None = None,
 ) -> ExpectedTotals:
     """Write a FOCUS export of `rows` rows for one billing account and month; return its exact totals.
 
     `hubs` maps hub -> cluster (the fleet's); `claimed_sub_account` = (sub-account, cluster) adds rows of a
     sub-account a cluster claims. `malformed_row` (0-based data row) gets an amount that is not a number (CSV)
     or a charge period two months later (Parquet); `other_currency_row` = (row, currency) bills one row in
-    another currency. Both make the file one that the import must refuse."""
+    another currency. Both make the file one that the import must refuse. `through` (a day of the month) ends
+    the charges there, as an export of a month still running does."""
     if not hubs:
         raise ValueError("give at least one hub")
     hub_names = sorted(hubs)
@@ -117,6 +119,8 @@ def write_export(
     year, mon = (int(x) for x in month.split("-"))
     days = calendar.monthrange(year, mon)[1]
     first = datetime(year, mon, 1, tzinfo=ZoneInfo("UTC"))
+    if through is not None:
+        days = max(1, min(days, (through - first.date()).days + 1))
     claimed_sub, claimed_cluster = claimed_sub_account or ("", "")
     spill = tempfile.TemporaryDirectory(prefix="hubfleet-focus-sample-")
     con = duckdb.connect()
