@@ -45,7 +45,8 @@ def budgets(
 ) -> None:
     """Each community's budget for a month (its own, or the default rule's), what it has spent, the month's
     forecast from the daily run rate, the % used and its status; hubs with budgets of their own below it.
-    Costs are the month's allocation as last stored (`hubfleet up` re-allocates the month hourly)."""
+    Costs are the month's allocation as last stored: `hubfleet up` re-allocates the running month hourly
+    where a cluster has a price sheet, `hubfleet costs allocate` at any time."""
     from hubfleet.costs.budgets import budget_statuses
     from hubfleet.store import open_store
 
