@@ -89,6 +89,10 @@ SLOWEST_FIRST = (
     "test_broker_hostile.py",
     "test_backup_schedule.py",
     "test_retire.py",
+    "test_cost_watch.py",
+    "test_usage_identity.py",
+    "test_costs_demo.py",
+    "test_console_costs.py",
 )
 """The test files that take longest (`pytest --durations=0`, 2026-11-30: 235 s down to 60 s each), started
 first so that `-n 4 --dist loadfile` does not end with one worker still on a long file; the rest keep their
