@@ -34,7 +34,10 @@ def failed_probes_until(fleet: Path, hub: str, until: str) -> int:
 
 
 def incidents(fleet: Path, *flags: str) -> list[dict]:
-    return json.loads(hubfleet("incidents", "--json", *flags, fleet=fleet, check=True).stdout)
+    """The fleet's incidents but those of kind `cost`: the demo's hackweek budget (25 EUR) is forecast to be
+    passed as soon as the daemon's cost watch prices the running month, which is not what this test is about."""
+    found = json.loads(hubfleet("incidents", "--json", *flags, fleet=fleet, check=True).stdout)
+    return [incident for incident in found if incident["kind"] != "cost"]
 
 
 def test_killed_hub_opens_one_incident_alerts_once_and_resolves(tmp_path: Path) -> None:
