@@ -35,7 +35,7 @@ def failed_probes_until(fleet: Path, hub: str, until: str) -> int:
 
 def incidents(fleet: Path, *flags: str) -> list[dict]:
     """The fleet's incidents but those of kind `cost`: the demo's hackweek budget (25 EUR) is forecast to be
-    passed as soon as the daemon's cost watch prices the running month, which is not what this test is about."""
+    passed as soon as the daemon's cost watch prices the running month: not what this test is about."""
     found = json.loads(hubfleet("incidents", "--json", *flags, fleet=fleet, check=True).stdout)
     return [incident for incident in found if incident["kind"] != "cost"]
 
