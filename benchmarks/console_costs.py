@@ -13,103 +13,53 @@ community of ten hubs, HTML) and GET /api/communities/<c>/costs. Target: each pa
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import sys
-import tempfile
-import time
 import warnings
-from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
-from costs_allocate import MONTH, fill_store, write_fleet  # noqa: E402
+from cost_fixtures import allocated_month, best_and_median, size_arguments  # noqa: E402
+from costs_allocate import MONTH  # noqa: E402
 
-from hubfleet.config.validate import load_fleet  # noqa: E402
 from hubfleet.console import accounts  # noqa: E402
 from hubfleet.console.app import create_app  # noqa: E402
-from hubfleet.costs.allocation import allocate_month  # noqa: E402
 from hubfleet.costs.invoices import generate_month  # noqa: E402
 from hubfleet.monitor.usage import people_in_month  # noqa: E402
-from hubfleet.store import open_store  # noqa: E402
 from machine_info import machine  # noqa: E402
 
 TARGET_S = 1.0
 
 
-def add_billing(root: Path) -> None:
-    """An operator account, a plan every community uses, and budgets for every other community."""
-    fleet_yaml = root / "fleet.yaml"
-    settings = yaml.safe_load(fleet_yaml.read_text())
-    settings["console"] = {"accounts": [{"username": "ops", "role": "operator"}]}
-    settings["costs"] = {"plans": {"std": {"fixed_fee": 100, "mau_tiers": [{"up_to": 10, "unit_price": 10},
-                                                                          {"unit_price": 5}]}}}  # fmt: skip
-    fleet_yaml.write_text(yaml.safe_dump(settings))
-    for index, path in enumerate(sorted(root.glob("communities/*/community.yaml"))):
-        community = yaml.safe_load(path.read_text())
-        community["billing"] = {"plan": "std", **({"budget": {"monthly": 5000}} if index % 2 else {})}
-        path.write_text(yaml.safe_dump(community))
-
-
-def timed(call: Callable[[], Any], repeat: int) -> list[float]:
-    call()  # warm-up: templates compiled, caches filled
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hubs", type=int, default=200)
-    parser.add_argument("--users", type=int, default=20)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=18)
-    args = parser.parse_args()
+    args = size_arguments(__doc__.splitlines()[0])
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-    with tempfile.TemporaryDirectory(prefix="hubfleet-bench-console-costs-") as tmp:
-        root = Path(tmp)
-        placed = write_fleet(root / "fleet", args.hubs)
-        add_billing(root / "fleet")
-        fleet = load_fleet(root / "fleet")
-        state = root / "state"
-        with open_store(state) as store:
-            sizes = fill_store(store, placed, args.users, args.seed)
-            allocate_month(store, fleet, MONTH, now=datetime(2026, 11, 2, tzinfo=UTC))
-            issued = generate_month(
-                store, fleet, MONTH, state_dir=state, people_fn=people_in_month, issued_on=date(2026, 11, 2)
-            )
-            token, _ = accounts.create_token(store, "ops", "bench")
-            client = TestClient(create_app(store, fleet, state_dir=state))
-            headers = {"Authorization": f"Bearer {token}"}
-            community = sorted(fleet.communities)[0]
-            paths = ["/costs", "/api/costs"]
-            paths += [f"/communities/{community}/costs", f"/api/communities/{community}/costs"]
-            pages = {f"GET {path}": f"{path}?month={MONTH}" for path in paths}
-            results = {}
-            for name, path in pages.items():
+    with allocated_month(args, "hubfleet-bench-console-costs-") as month:
+        store, fleet, state, sizes = month.store, month.fleet, month.state, month.sizes
+        issued = generate_month(
+            store, fleet, MONTH, state_dir=state, people_fn=people_in_month, issued_on=date(2026, 11, 2)
+        )
+        token, _ = accounts.create_token(store, "ops", "bench")
+        client = TestClient(create_app(store, fleet, state_dir=state))
+        headers = {"Authorization": f"Bearer {token}"}
+        community = sorted(fleet.communities)[0]
+        paths = ["/costs", "/api/costs"]
+        paths += [f"/communities/{community}/costs", f"/api/communities/{community}/costs"]
+        pages = {f"GET {path}": f"{path}?month={MONTH}" for path in paths}
+        results = {}
+        for name, path in pages.items():
 
-                def call(path: str = path) -> None:
-                    response = client.get(path, headers=headers)
-                    assert response.status_code == 200, (path, response.status_code, response.text[:300])
+            def call(path: str = path) -> None:
+                response = client.get(path, headers=headers)
+                assert response.status_code == 200, (path, response.status_code, response.text[:300])
 
-                times = timed(call, args.repeat)
-                results[name] = {
-                    "best_seconds": round(min(times), 3),
-                    "median_seconds": round(statistics.median(times), 3),
-                }
-            overview = client.get(f"/api/costs?month={MONTH}", headers=headers).json()
+            results[name] = best_and_median(call, args.repeat)
+        overview = client.get(f"/api/costs?month={MONTH}", headers=headers).json()
     print(
         json.dumps(
             {

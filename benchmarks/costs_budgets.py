@@ -11,14 +11,9 @@ no budget). Timed, best and median of `--repeat` after one warm-up: `budget_stat
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import sys
-import tempfile
-import time
 import warnings
-from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -26,30 +21,17 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
-from console_costs import add_billing  # noqa: E402
-from costs_allocate import MONTH, fill_store, write_fleet  # noqa: E402
+from cost_fixtures import allocated_month, best_and_median, size_arguments  # noqa: E402
+from costs_allocate import MONTH  # noqa: E402
 
-from hubfleet.config.validate import load_fleet  # noqa: E402
-from hubfleet.costs.allocation import allocate_month  # noqa: E402
 from hubfleet.costs.budgets import budget_statuses  # noqa: E402
 from hubfleet.costs.cost_anomaly import cost_anomalies  # noqa: E402
 from hubfleet.daemon.cost_watch import CostWatch  # noqa: E402
 from hubfleet.monitor.incidents import list_incidents  # noqa: E402
-from hubfleet.store import open_store  # noqa: E402
 from machine_info import machine  # noqa: E402
 
 TARGET_S = 2.0
 NOW = datetime(2026, 10, 31, 12, tzinfo=UTC)
-
-
-def timed(call: Callable[[], Any], repeat: int) -> dict[str, float]:
-    call()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return {"best_seconds": round(min(times), 3), "median_seconds": round(statistics.median(times), 3)}
 
 
 class _NoAllocation(CostWatch):
@@ -58,33 +40,22 @@ class _NoAllocation(CostWatch):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hubs", type=int, default=200)
-    parser.add_argument("--users", type=int, default=20)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=18)
-    args = parser.parse_args()
+    args = size_arguments(__doc__.splitlines()[0])
     warnings.simplefilter("ignore")
-    with tempfile.TemporaryDirectory(prefix="hubfleet-bench-costs-budgets-") as tmp:
-        root = Path(tmp)
-        placed = write_fleet(root / "fleet", args.hubs)
-        add_billing(root / "fleet")
-        fleet = load_fleet(root / "fleet")
-        with open_store(root / "state") as store:
-            sizes = fill_store(store, placed, args.users, args.seed)
-            allocate_month(store, fleet, MONTH, now=datetime(2026, 11, 2, tzinfo=UTC))
-            today = date(2026, 10, 31)
-            watch = _NoAllocation(fleet, None, store)
-            first = watch.check(NOW)
-            results = {
-                "budget_statuses": timed(
-                    lambda: budget_statuses(store, fleet, MONTH, today=today), args.repeat
-                ),
-                "cost_anomalies": timed(lambda: cost_anomalies(store, fleet, today=today), args.repeat),
-                "check_without_allocation": timed(lambda: watch.check(NOW), args.repeat),
-            }
-            statuses = budget_statuses(store, fleet, MONTH, today=today)
-            incidents = list_incidents(store, kind="cost")
+    with allocated_month(args, "hubfleet-bench-costs-budgets-") as month:
+        store, fleet, sizes = month.store, month.fleet, month.sizes
+        today = date(2026, 10, 31)
+        watch = _NoAllocation(fleet, None, store)
+        first = watch.check(NOW)
+        results = {
+            "budget_statuses": best_and_median(
+                lambda: budget_statuses(store, fleet, MONTH, today=today), args.repeat
+            ),
+            "cost_anomalies": best_and_median(lambda: cost_anomalies(store, fleet, today=today), args.repeat),
+            "check_without_allocation": best_and_median(lambda: watch.check(NOW), args.repeat),
+        }
+        statuses = budget_statuses(store, fleet, MONTH, today=today)
+        incidents = list_incidents(store, kind="cost")
     print(
         json.dumps(
             {
