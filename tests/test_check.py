@@ -101,7 +101,7 @@ def _stop_tree(proc: subprocess.Popen[bytes]) -> None:
 def running_hub(tmp: Path, scopes: list[str]) -> Iterator[Hub]:
     """A real JupyterHub on free loopback ports whose service 'hubfleet' holds `scopes`."""
     token = secrets.token_hex(32)
-    # Three different ports: each pick is random in the worker's range, so two picks can meet (they did in CI).
+    # three different ports: each pick is random in the worker's range, so two can meet (they did in CI)
     port = free_port()
     hub_port = free_port({port})
     config = HUB_CONFIG.format(
