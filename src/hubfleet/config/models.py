@@ -18,6 +18,7 @@ from hubfleet.config.models_costs import ClusterCosts, CommunityBilling, FleetCo
 from hubfleet.config.models_environments import Branding, Environment, UserDatabase, reject_profiles
 from hubfleet.config.models_events import Event
 from hubfleet.config.models_front_door import FrontDoor
+from hubfleet.config.models_support import CommunitySupport, Support
 from hubfleet.config.quantities import CpuCores, MemorySize
 from hubfleet.config.secret_refs import SecretOnly, SecretOrPlain
 from hubfleet.config.values_secrets import refs_in_values
@@ -434,6 +435,9 @@ class Community(Strict):
         default_factory=CommunityBilling,
         description="The community's price plan, budget and invoice addressee (docs/costs.md).",
     )
+    support: CommunitySupport = Field(
+        default_factory=CommunitySupport, description="The community's support-hours budget (docs/support.md)."
+    )
 
 
 class Operator(Strict):
@@ -549,6 +553,9 @@ class ConsoleAccount(Strict):
         default_factory=list, description="The communities a community-leader sees (operators see all)."
     )
     display_name: str = Field(default="", description="Shown in the console's header.")
+    email: Email | None = Field(
+        default=None, description="Where the support desk tells this account about tickets assigned to it."
+    )
 
     @model_validator(mode="after")
     def _communities_match_role(self) -> ConsoleAccount:
@@ -672,6 +679,10 @@ class FleetSettings(Strict):
     costs: FleetCosts = Field(
         default_factory=FleetCosts,
         description="Currency, exchange rates, price plans, budgets' defaults and invoicing (docs/costs.md).",
+    )
+    support: Support = Field(
+        default_factory=Support,
+        description="The help desk: support address, calendar, response-time targets, rota (docs/support.md).",
     )
 
     @model_validator(mode="after")

@@ -1,0 +1,102 @@
+"""Working time on the support calendar: how much of it lies between two moments, and which moment lies a
+given amount of it after another. Response-time targets are counted in it.
+
+Days are walked in the calendar's time zone (so a daylight-saving change shortens or lengthens that day's
+working hours as a wall clock would); a day is working when its weekday is listed and it is not a holiday.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from hubfleet.config.models_support import WEEKDAYS, SupportCalendar
+
+MAX_DAYS = 3 * 366
+"""How far add_working looks before it gives up (a calendar with no working day in reach)."""
+
+
+def _clock(text: str) -> tuple[int, int]:
+    hours, minutes = (int(part) for part in text.split(":"))
+    return hours, minutes
+
+
+def _window(calendar: SupportCalendar, day: date, zone: ZoneInfo) -> tuple[datetime, datetime] | None:
+    """The working hours of `day` as aware UTC datetimes, or None on a day off."""
+    if WEEKDAYS[day.weekday()] not in calendar.working_days or day in calendar.holidays:
+        return None
+    start_h, start_m = _clock(calendar.day_start)
+    end_h, end_m = _clock(calendar.day_end)
+    start = datetime.combine(day, time(start_h, start_m), zone)
+    end = (
+        datetime.combine(day + timedelta(days=1), time(0, 0), zone)
+        if end_h == 24
+        else datetime.combine(day, time(end_h, end_m), zone)
+    )
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def _windows(calendar: SupportCalendar, start: datetime) -> Iterator[tuple[datetime, datetime]]:
+    zone = ZoneInfo(calendar.time_zone)
+    day = start.astimezone(zone).date() - timedelta(days=1)  # a window can begin the local day before
+    for offset in range(MAX_DAYS):
+        window = _window(calendar, day + timedelta(days=offset), zone)
+        if window is not None and window[1] > start:
+            yield window
+
+
+def working_seconds(calendar: SupportCalendar, start: datetime, end: datetime) -> float:
+    """Working seconds in [start, end) (0 when end is not after start)."""
+    if end <= start:
+        return 0.0
+    total = 0.0
+    for window_start, window_end in _windows(calendar, start):
+        if window_start >= end:
+            break
+        total += (min(end, window_end) - max(start, window_start)).total_seconds()
+    return total
+
+
+def add_working(calendar: SupportCalendar, start: datetime, seconds: float) -> datetime:
+    """The moment `seconds` of working time after `start` (start itself, moved to the next working moment,
+    for 0)."""
+    left = max(0.0, seconds)
+    for window_start, window_end in _windows(calendar, start):
+        begin = max(start, window_start)
+        room = (window_end - begin).total_seconds()
+        if left <= room:
+            return begin + timedelta(seconds=left)
+        left -= room
+    raise ValueError(f"the support calendar has no working time within {MAX_DAYS} days of {start:%Y-%m-%d}")
+
+
+def paused_seconds(
+    calendar: SupportCalendar, pauses: Sequence[tuple[datetime, datetime | None]], until: datetime
+) -> float:
+    """Working seconds inside the pauses, each counted up to `until` (an open pause runs until then)."""
+    return sum(working_seconds(calendar, begin, min(end or until, until)) for begin, end in pauses)
+
+
+def elapsed(
+    calendar: SupportCalendar,
+    start: datetime,
+    until: datetime,
+    pauses: Sequence[tuple[datetime, datetime | None]] = (),
+) -> float:
+    """Working seconds from `start` to `until`, without the time paused."""
+    return max(0.0, working_seconds(calendar, start, until) - paused_seconds(calendar, pauses, until))
+
+
+def due(
+    calendar: SupportCalendar,
+    start: datetime,
+    target_hours: float,
+    pauses: Sequence[tuple[datetime, datetime | None]] = (),
+) -> datetime | None:
+    """When `target_hours` of unpaused working time since `start` will have passed; None while a pause is
+    open (the clock stands still, so there is no due moment until it runs again)."""
+    if any(end is None for _, end in pauses):
+        return None
+    spent_paused = sum(working_seconds(calendar, begin, end) for begin, end in pauses if end is not None)
+    return add_working(calendar, start, target_hours * 3600 + spent_paused)
