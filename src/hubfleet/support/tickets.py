@@ -937,6 +937,7 @@ def get_ticket(
             for m in messages
             if m.public or not public_only
         ]
+        shown = {m.id for m in messages if m.public or not public_only}
         out["attachments"] = [
             {
                 "id": a.id,
@@ -951,6 +952,7 @@ def get_ticket(
                 .where(TicketAttachment.ticket_id == ticket_id)
                 .order_by(TicketAttachment.id)
             )
+            if a.message_id in shown or not public_only  # an internal note's attachment stays internal
         ]
         out["page_url"] = ticket.page_url
         out["environment"] = ticket.environment
@@ -1001,3 +1003,12 @@ def ticket_scope(store: Store, ticket_id: int) -> tuple[str | None, str | None] 
     with store.session() as session:
         row = session.execute(select(Ticket.community, Ticket.hub).where(Ticket.id == ticket_id)).first()
         return (row[0], row[1]) if row else None
+
+
+def token_ticket(store: Store, token: str, kind: str) -> int | None:
+    """The ticket whose `kind` ("confirm" or "survey") link carries `token`, without using it up (the
+    /help/ pages show their form before anything changes); None for an unknown or used token."""
+    column = {"confirm": Ticket.confirm_token_hash, "survey": Ticket.survey_token_hash}[kind]
+    with store.session() as session:
+        found: int | None = session.scalar(select(Ticket.id).where(column == hash_token(token)))
+        return found
