@@ -37,13 +37,18 @@ def _window(calendar: SupportCalendar, day: date, zone: ZoneInfo) -> tuple[datet
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
-def _windows(calendar: SupportCalendar, start: datetime) -> Iterator[tuple[datetime, datetime]]:
+def _windows(
+    calendar: SupportCalendar, start: datetime, end: datetime | None = None
+) -> Iterator[tuple[datetime, datetime]]:
+    """The working windows that end after `start`, in order: up to `end` (all of them), else MAX_DAYS days."""
     zone = ZoneInfo(calendar.time_zone)
     day = start.astimezone(zone).date() - timedelta(days=1)  # a window can begin the local day before
-    for offset in range(MAX_DAYS):
-        window = _window(calendar, day + timedelta(days=offset), zone)
+    last = end.astimezone(zone).date() if end is not None else day + timedelta(days=MAX_DAYS)
+    while day <= last:
+        window = _window(calendar, day, zone)
         if window is not None and window[1] > start:
             yield window
+        day += timedelta(days=1)
 
 
 def working_seconds(calendar: SupportCalendar, start: datetime, end: datetime) -> float:
@@ -51,7 +56,7 @@ def working_seconds(calendar: SupportCalendar, start: datetime, end: datetime) -
     if end <= start:
         return 0.0
     total = 0.0
-    for window_start, window_end in _windows(calendar, start):
+    for window_start, window_end in _windows(calendar, start, end):
         if window_start >= end:
             break
         total += (min(end, window_end) - max(start, window_start)).total_seconds()
@@ -94,9 +99,21 @@ def due(
     target_hours: float,
     pauses: Sequence[tuple[datetime, datetime | None]] = (),
 ) -> datetime | None:
-    """When `target_hours` of unpaused working time since `start` will have passed; None while a pause is
-    open (the clock stands still, so there is no due moment until it runs again)."""
-    if any(end is None for _, end in pauses):
-        return None
-    spent_paused = sum(working_seconds(calendar, begin, end) for begin, end in pauses if end is not None)
-    return add_working(calendar, start, target_hours * 3600 + spent_paused)
+    """When `target_hours` of unpaused working time since `start` will have passed (or passed). None while a
+    pause is open and the target was not yet reached before it began: the clock stands still, so there is no
+    due moment until it runs again.
+
+    The pauses are walked in order, so a pause that began after the target was already reached does not move
+    the due moment (a missed target stays missed at the moment it was missed)."""
+    left = target_hours * 3600
+    running_from = start
+    for begin, end in sorted(pauses, key=lambda pause: pause[0]):
+        if begin > running_from:
+            run = working_seconds(calendar, running_from, begin)
+            if left <= run:
+                return add_working(calendar, running_from, left)
+            left -= run
+        if end is None:
+            return None
+        running_from = max(running_from, end)
+    return add_working(calendar, running_from, left)

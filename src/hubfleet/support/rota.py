@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from hubfleet.config.models_support import Support
+
+EPOCH = date(2024, 1, 1)
+"""A Monday: without `rota.starting` the turns are counted from it (so the rota still turns weekly)."""
 
 
 def week_of(support: Support, at: datetime) -> str:
@@ -15,7 +18,8 @@ def week_of(support: Support, at: datetime) -> str:
 
 
 def on_duty(support: Support, at: datetime) -> str | None:
-    """The first-line account for `at`: an override for its week, else the rotation; None without a rota."""
+    """The first-line account for `at`: an override for its week, else the rotation (the weeks before
+    `starting` continue it backwards); None without a rota."""
     week = week_of(support, at)
     for override in support.rota.overrides:
         if override.week == week:
@@ -25,6 +29,6 @@ def on_duty(support: Support, at: datetime) -> str | None:
         return None
     local = at.astimezone(ZoneInfo(support.calendar.time_zone)).date()
     monday = local - timedelta(days=local.weekday())
-    start = rota.starting or monday
+    start = rota.starting or EPOCH
     weeks = (monday - start).days // 7
     return rota.first_line[(weeks // rota.weeks_each) % len(rota.first_line)]

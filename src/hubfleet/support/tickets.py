@@ -53,6 +53,9 @@ ATTACHMENT_TYPES = {
 """What an attachment may be (a screenshot or a PDF), with the bytes each must start with: the type a client
 claims is not trusted."""
 SOURCES = ("hub", "email", "console", "cli")
+PAUSED_STATES = ("waiting", "resolved", "closed")
+"""The response-time clocks stand still: waiting for the requester, or resolved (a requester's answer that
+opens a resolved ticket again starts them where they stopped, not counting the days it lay resolved)."""
 
 
 class TicketError(UserError):
@@ -254,6 +257,28 @@ def _tell_assignee(session: Session, fleet: FleetConfig, ticket: Ticket, now: da
         _queue_mail(
             session, fleet, ticket, "assigned", address, f"Assigned to you: {ticket.subject}", body, now
         )
+
+
+def mail_assignee(
+    store: Store,
+    fleet: FleetConfig,
+    ticket_id: int,
+    subject: str,
+    body: str,
+    *,
+    kind: str = "sla",
+    now: datetime | None = None,
+) -> str | None:
+    """Queue a mail to the ticket's assignee (an account with an `email`), e.g. a response-time warning;
+    returns the address, or None when the ticket has no assignee with one (nothing is queued)."""
+    now = require_aware(now)
+    with store.session() as session, session.begin():
+        ticket = _load(session, ticket_id)
+        address = _assignee_email(fleet, ticket.assignee)
+        if address:
+            link = f"\n\n{public_url(fleet)}/tickets/{ticket.id}"
+            _queue_mail(session, fleet, ticket, kind, address, subject, body + link, now)
+        return address
 
 
 def _load(session: Session, ticket_id: int) -> Ticket:
@@ -482,9 +507,10 @@ def _change_state(
 ) -> None:
     before = ticket.state
     pauses = [list(p) for p in ticket.pauses or []]
-    if before == "waiting" and state != "waiting" and pauses and pauses[-1][1] is None:
+    paused_before, paused_after = before in PAUSED_STATES, state in PAUSED_STATES
+    if paused_before and not paused_after and pauses and pauses[-1][1] is None:
         pauses[-1][1] = now.isoformat()
-    if state == "waiting" and before != "waiting":
+    if paused_after and not paused_before:
         pauses.append([now.isoformat(), None])
     ticket.pauses = pauses
     ticket.state = state
