@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hubfleet.alerts")
 
-Event = Literal["opened", "resolved"]
+Event = Literal["opened", "resolved", "notice"]
+"""notice: a message that is not about an incident (Alerter.notify; recorded with incident 0)."""
 BACKOFF_BASE = 2.0
 """Seconds before the second attempt; doubled for each further one (capped at BACKOFF_MAX)."""
 BACKOFF_MAX = 300.0
@@ -258,6 +259,22 @@ class Alerter:
     async def incident_resolved(self, incident: IncidentLike, *, wait: bool = False) -> None:
         """Alert that `incident` resolved. Deliveries run in the background unless `wait`."""
         await self._schedule("resolved", incident, wait)
+
+    async def notify(
+        self, subject: str, body: str, *, community: str | None = None, wait: bool = False
+    ) -> None:
+        """A message that is not an incident (the support desk's response-time and support-hours warnings)
+        to every channel: each webhook, each email channel's `to` and, with `community`, its opted-in
+        contacts. Retried and recorded like an alert (event `notice`, incident 0)."""
+        message = AlertMessage(f"[{self.fleet.settings.name}] {subject}", body)
+        tasks = []
+        for delivery in self._deliveries("", message, community):
+            task = asyncio.get_running_loop().create_task(self._run(delivery, "notice", 0))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            tasks.append(task)
+        if wait and tasks:
+            await asyncio.wait(tasks)
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until every pending delivery finished (or `timeout` seconds passed)."""
