@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	bash scripts/install-debian-deps.sh demo
 	@# demo console passwords (loopback only): <account>-demo-password, e.g. ada / ada-demo-password
-	@for account in ada uni-a-lead hackweek-lead; do \
+	@for account in ada lin uni-a-lead hackweek-lead; do \
 	  echo "$$account-demo-password" | $(VENV)/bin/hubfleet console-password "$$account" --stdin \
 	    --fleet examples/demo-fleet >/dev/null || exit 1; \
 	done

@@ -115,6 +115,8 @@ def copy_demo_fleet(dest: Path, keep: set[str] | None = None, *, front_door: boo
         text = re.sub(r"(?m)^  https_port: \d+$", f"  https_port: {https_port}", text)
     else:
         text = drop_section(text, "front_door")
+    # the support desk's SMTP listener: a free port too (a fixed one collides between tests and `make demo`)
+    text = re.sub(r"(?m)^(  listen: \{host: 127\.0\.0\.1, port: )\d+\}$", rf"\g<1>{free_ports(1)[0]}}}", text)
     fleet_yaml.write_text(text)
     for community in dest.glob("communities/*"):
         if not list(community.glob("hubs/*.yaml")):

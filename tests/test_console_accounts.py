@@ -47,6 +47,7 @@ def test_the_demo_accounts_validate() -> None:
     roles = {a.username: (a.role, a.communities) for a in config.settings.console.accounts}
     assert roles == {
         "ada": ("operator", []),
+        "lin": ("operator", []),
         "uni-a-lead": ("community-leader", ["uni-a"]),
         "hackweek-lead": ("community-leader", ["hackweek"]),
     }
@@ -193,7 +194,7 @@ def test_cli_sets_passwords_and_manages_tokens(demo: Path) -> None:
     unknown = hubfleet("console-password", "eve", "--stdin", fleet=demo, input="a long password\n")
     assert unknown.returncode == 1
     assert "no console account 'eve' in fleet.yaml console.accounts" in unknown.stderr
-    assert "ada, uni-a-lead, hackweek-lead" in unknown.stderr and "Traceback" not in unknown.stderr
+    assert "ada, lin, uni-a-lead, hackweek-lead" in unknown.stderr and "Traceback" not in unknown.stderr
 
     short = hubfleet("console-password", "ada", "--stdin", fleet=demo, input="short\n")
     assert short.returncode == 1 and "at least 10 characters; nothing changed" in short.stderr
@@ -224,7 +225,12 @@ def test_the_console_rereads_changed_files_and_keeps_the_last_valid_fleet(demo: 
     from hubfleet.console.reload import FleetReloader
 
     current = FleetReloader(load_fleet(demo), interval=0)
-    assert [a.username for a in current().settings.console.accounts] == ["ada", "uni-a-lead", "hackweek-lead"]
+    assert [a.username for a in current().settings.console.accounts] == [
+        "ada",
+        "lin",
+        "uni-a-lead",
+        "hackweek-lead",
+    ]
     fleet_yaml = demo / "fleet.yaml"
     fleet_yaml.write_text(fleet_yaml.read_text() + "    - {username: newcomer, role: operator}\n")
     assert current().settings.console.accounts[-1].username == "newcomer"
