@@ -447,14 +447,23 @@ class Alerter:
             mail["Date"] = formatdate(localtime=False)
             mail["Message-ID"] = make_msgid(domain=channel.sender.rsplit("@", 1)[-1])
             mail.set_content(message.body)
-            try:
-                await asyncio.to_thread(self._smtp_send, channel, password, mail)
-            except DeliveryError:
-                raise
-            except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
-                raise DeliveryError(_smtp_error(exc, [password, channel.username])) from None
+            await self._send_with(channel, password, mail)
 
         return Delivery(f"email:{channel.name}", address, send)
+
+    async def send_message(self, channel: EmailChannel, mail: EmailMessage) -> None:
+        """A mail made by the caller, its headers as they are (the support desk's Message-ID and threading)
+        through `channel`'s SMTP server; raises DeliveryError with a scrubbed reason, never a secret."""
+        password = self._secret(channel.password, f"email {channel.name} password")
+        await self._send_with(channel, password, mail)
+
+    async def _send_with(self, channel: EmailChannel, password: str | None, mail: EmailMessage) -> None:
+        try:
+            await asyncio.to_thread(self._smtp_send, channel, password, mail)
+        except DeliveryError:
+            raise
+        except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            raise DeliveryError(_smtp_error(exc, [password, channel.username])) from None
 
     def _smtp_send(self, channel: EmailChannel, password: str | None, mail: EmailMessage) -> None:
         """Blocking (smtplib): runs in a worker thread."""
