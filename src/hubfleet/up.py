@@ -32,6 +32,7 @@ from hubfleet.daemon.event_reports import start_event_reports
 from hubfleet.daemon.event_schedule import CONTROL_OP, EventSchedule, start_event_schedule
 from hubfleet.daemon.front_door import FrontDoor
 from hubfleet.daemon.supervisor import Supervisor
+from hubfleet.daemon.support_watch import start_support_watch
 from hubfleet.monitor.alerts import Alerter
 from hubfleet.monitor.anomaly import AnomalyMonitor
 from hubfleet.monitor.collector import start_collector
@@ -124,6 +125,7 @@ async def serve(
             ),
             start_event_reports(FleetReloader(fleet), store, secrets, stop),  # once an event is over
             start_cost_watch(FleetReloader(fleet), state_dir, store, Alerter(fleet, store, secrets), stop),
+            start_support_watch(FleetReloader(fleet), store, Alerter(fleet, store, secrets), stop),  # tickets
         ]
         tasks.append(start_event_schedule(events, stop))
         if supervisor.broker is not None:  # kills at the memory limit, forks refused at the process limit
