@@ -32,6 +32,7 @@ from hubfleet.daemon.event_reports import start_event_reports
 from hubfleet.daemon.event_schedule import CONTROL_OP, EventSchedule, start_event_schedule
 from hubfleet.daemon.front_door import FrontDoor
 from hubfleet.daemon.supervisor import Supervisor
+from hubfleet.daemon.support_mail import start_support_mail
 from hubfleet.daemon.support_watch import start_support_watch
 from hubfleet.monitor.alerts import Alerter
 from hubfleet.monitor.anomaly import AnomalyMonitor
@@ -124,6 +125,7 @@ async def serve(
                 stop,
             ),
             start_event_reports(FleetReloader(fleet), store, secrets, stop),  # once an event is over
+            start_support_mail(FleetReloader(fleet), state_dir, store, secrets, stop),  # mail in and out
             start_cost_watch(FleetReloader(fleet), state_dir, store, Alerter(fleet, store, secrets), stop),
             start_support_watch(FleetReloader(fleet), store, Alerter(fleet, store, secrets), stop),  # tickets
         ]
