@@ -797,7 +797,8 @@ def confirm_requester(store: Store, token: str, *, now: datetime | None = None) 
                 TicketMessage.ticket_id == ticket.id, TicketMessage.author_kind == "requester"
             )
         ):
-            message.verified = True
+            if message.author.lower() == (ticket.requester_email or "").lower():  # not others on the thread
+                message.verified = True
         _event(session, ticket, ticket.requester_email or "requester", "verified", now)
         return ticket.id
 
