@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from hubfleet.config.models_support import WEEKDAYS, SupportCalendar
 
 MAX_DAYS = 3 * 366
-"""How far add_working looks before it gives up (a calendar with no working day in reach)."""
+"""How many days without working time add_working walks before it gives up."""
 
 
 def _clock(text: str) -> tuple[int, int]:
@@ -34,25 +34,33 @@ def _window(calendar: SupportCalendar, day: date, zone: ZoneInfo) -> tuple[datet
         if end_h == 24
         else datetime.combine(day, time(end_h, end_m), zone)
     )
-    return start.astimezone(UTC), end.astimezone(UTC)
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    # a day_start in the hour a spring-forward skips can land after day_end (02:30 to 03:00 on that day)
+    return (start, end) if start < end else None
 
 
 def _windows(
     calendar: SupportCalendar, start: datetime, end: datetime | None = None
 ) -> Iterator[tuple[datetime, datetime]]:
-    """The working windows that end after `start`, in order: up to `end` (all of them), else MAX_DAYS days."""
+    """The working windows that end after `start`, in order: up to `end`, else on and on, until MAX_DAYS
+    days pass without one (a calendar with no working time in reach)."""
     zone = ZoneInfo(calendar.time_zone)
     day = start.astimezone(zone).date() - timedelta(days=1)  # a window can begin the local day before
-    last = end.astimezone(zone).date() if end is not None else day + timedelta(days=MAX_DAYS)
-    while day <= last:
+    last = end.astimezone(zone).date() if end is not None else None
+    idle = 0
+    while (last is None or day <= last) and idle <= MAX_DAYS:
         window = _window(calendar, day, zone)
+        idle += 1
         if window is not None and window[1] > start:
+            idle = 0
             yield window
         day += timedelta(days=1)
 
 
 def working_seconds(calendar: SupportCalendar, start: datetime, end: datetime) -> float:
     """Working seconds in [start, end) (0 when end is not after start)."""
+    # in UTC: datetimes that share a tzinfo subtract and compare as wall clocks, blind to a DST change
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
     if end <= start:
         return 0.0
     total = 0.0
@@ -67,13 +75,14 @@ def add_working(calendar: SupportCalendar, start: datetime, seconds: float) -> d
     """The moment `seconds` of working time after `start` (start itself, moved to the next working moment,
     for 0)."""
     left = max(0.0, seconds)
+    start = start.astimezone(UTC)
     for window_start, window_end in _windows(calendar, start):
         begin = max(start, window_start)
         room = (window_end - begin).total_seconds()
         if left <= room:
             return begin + timedelta(seconds=left)
         left -= room
-    raise ValueError(f"the support calendar has no working time within {MAX_DAYS} days of {start:%Y-%m-%d}")
+    raise ValueError(f"the support calendar has no working time for {MAX_DAYS} days after {start:%Y-%m-%d}")
 
 
 def paused_seconds(
@@ -106,7 +115,7 @@ def due(
     The pauses are walked in order, so a pause that began after the target was already reached does not move
     the due moment (a missed target stays missed at the moment it was missed)."""
     left = target_hours * 3600
-    running_from = start
+    running_from = start.astimezone(UTC)
     for begin, end in sorted(pauses, key=lambda pause: pause[0]):
         if begin > running_from:
             run = working_seconds(calendar, running_from, begin)
