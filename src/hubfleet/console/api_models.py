@@ -506,3 +506,229 @@ class CommunityCosts(Model):
         "daily cost anomalies."
     )
     currencies: list[str]
+
+
+# --------------------------------------------------------------------------- tickets (the support desk)
+
+TicketState = Literal["new", "open", "waiting", "escalated", "resolved", "closed"]
+TicketPriority = Literal["urgent", "high", "normal", "low"]
+TicketCategory = Literal["sign-in", "server-start", "environment", "data", "performance", "billing", "other"]
+TICKET_ERROR_TEXT = {
+    400: (Problem, "Bad input, or a change the ticket's state does not allow: the message says what to do."),
+    403: (
+        Problem,
+        "Operators only (community leaders may read and add public messages), or no X-CSRF-Token.",
+    ),
+    404: (Problem, "No such ticket, attachment, hub or community (or none the caller may see: same answer)."),
+    413: (Problem, "The request body is larger than the ticket routes read."),
+}
+
+
+def ticket_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`errors` with the ticket routes' own wording of 400, 403, 404 and 413."""
+    documented = errors(*(code for code in codes if code not in TICKET_ERROR_TEXT))
+    for code in codes:
+        if code in TICKET_ERROR_TEXT:
+            model, text = TICKET_ERROR_TEXT[code]
+            documented[code] = {"model": model, "description": text}
+    return documented
+
+
+class TicketTargetOut(Model):
+    target_hours: float
+    used_hours: float = Field(description="Working hours on the support calendar, paused time left out.")
+    percent: float
+    due: str | None = Field(description="When it is due (ISO); null once met, or while the clock is paused.")
+    status: Literal["met", "missed", "running", "paused"]
+
+
+class TicketTargetsOut(Model):
+    first_response: TicketTargetOut
+    resolution: TicketTargetOut
+
+
+class TicketSummaryOut(Model):
+    id: int
+    subject: str
+    state: TicketState
+    priority: TicketPriority
+    urgency: TicketPriority = Field(description="As the requester chose it.")
+    category: str
+    line: Literal["first", "second"]
+    assignee: str | None
+    hub: str | None
+    community: str | None
+    username: str | None = Field(description="The requester's username on the hub, when known.")
+    requester_name: str
+    requester_email: str | None
+    verified: bool = Field(description="False for a mail sender who has not confirmed their address yet.")
+    source: str
+    created_at: str
+    updated_at: str
+    first_response_at: str | None
+    resolved_at: str | None
+    closed_at: str | None
+    targets: TicketTargetsOut
+    survey_score: int | None
+
+
+class TicketList(Model):
+    tickets: list[TicketSummaryOut] = Field(description="Most urgent first (the earlier due moment).")
+
+
+class TicketMessageOut(Model):
+    id: int
+    at: str
+    author: str
+    author_kind: Literal["requester", "staff", "system"]
+    public: bool = Field(description="False: an internal note (never shown to community leaders).")
+    body: str = Field(description="Plain text, as written.")
+    via: str
+    verified: bool
+
+
+class TicketAttachmentOut(Model):
+    id: int
+    message_id: int | None
+    filename: str
+    content_type: str = Field(description="From the file's bytes (PNG, JPEG, GIF, WebP or PDF).")
+    size: int
+    sha256: str
+
+
+class TicketEventOut(Model):
+    at: str
+    actor: str
+    action: str
+    detail: dict[str, Any]
+
+
+class TicketTimeOut(Model):
+    at: str
+    account: str
+    minutes: int
+    note: str
+
+
+class TicketIncidentOut(Model):
+    incident_id: int
+    linked_at: str
+    resolution_noted_at: str | None
+
+
+class TicketDetail(TicketSummaryOut):
+    messages: list[TicketMessageOut]
+    attachments: list[TicketAttachmentOut]
+    page_url: str | None
+    environment: str | None
+    context: dict[str, Any] = Field(
+        description="The hub's state when the ticket was opened (or its hub set)."
+    )
+    pauses: list[list[str | None]] = Field(description="[start, end] of each wait for the requester.")
+    history: list[TicketEventOut] | None = Field(description="Operators only (null for leaders).")
+    time_log: list[TicketTimeOut] | None = Field(description="Operators only (null for leaders).")
+    minutes_logged: int | None
+    incidents: list[TicketIncidentOut] | None = Field(description="Linked incidents; operators only.")
+
+
+class TicketAttachmentIn(Model):
+    filename: str = Field(min_length=1, max_length=255)
+    content_base64: str = Field(description="The file's bytes, base64 (a screenshot or a PDF).")
+
+
+class NewTicketIn(Model):
+    hub: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The hub it is about (leaders: required, of their community).",
+    )
+    category: TicketCategory
+    urgency: TicketPriority = "normal"
+    subject: str = Field(default="", max_length=300)
+    description: str = Field(min_length=1, max_length=50_000)
+    username: str | None = Field(
+        default=None, max_length=200, description="The person's username on the hub."
+    )
+    requester_name: str = Field(default="", max_length=200)
+    requester_email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    include_start_log: bool = Field(default=False, description="Add the person's last server start log.")
+    attachments: list[TicketAttachmentIn] = Field(default_factory=list, max_length=5)
+
+
+class TicketCreated(Model):
+    id: int
+    ticket: TicketDetail
+
+
+class ReplyIn(Model):
+    body: str = Field(min_length=1, max_length=50_000)
+    state: Literal["open", "waiting", "escalated"] | None = Field(
+        default=None,
+        description="The state after an operator's reply (default: waiting for the requester). Ignored for "
+        "community leaders, whose message is the requester side's.",
+    )
+    attachments: list[TicketAttachmentIn] = Field(default_factory=list, max_length=5)
+
+
+class NoteIn(Model):
+    body: str = Field(min_length=1, max_length=50_000)
+    attachments: list[TicketAttachmentIn] = Field(default_factory=list, max_length=5)
+
+
+class AssignIn(Model):
+    assignee: str | None = Field(max_length=200, description="An operator account, `me`, or null for nobody.")
+
+
+class EscalateIn(Model):
+    reason: str = Field(min_length=1, max_length=2000)
+    to: str | None = Field(default=None, max_length=200, description="Default: the first of second_line.")
+
+
+class ResolveIn(Model):
+    summary: str = Field(default="", max_length=50_000, description="Sent to the requester as a reply.")
+
+
+class PriorityIn(Model):
+    priority: TicketPriority
+
+
+class StateIn(Model):
+    state: Literal["open", "waiting"]
+    reason: str = Field(default="", max_length=2000)
+
+
+class TimeIn(Model):
+    minutes: int = Field(ge=1, le=1440)
+    note: str = Field(default="", max_length=2000)
+
+
+class HubIn(Model):
+    hub: str = Field(min_length=1, max_length=200)
+
+
+class SupportHoursBurn(Model):
+    day: str
+    used_hours: float = Field(description="Cumulative from the period's start.")
+
+
+class SupportHoursIdeal(Model):
+    day: str
+    hours_left: float
+
+
+class SupportHoursStatus(Model):
+    period: Literal["month", "quarter", "year"]
+    start: str
+    end: str
+    budget_hours: float
+    used_hours: float
+    remaining_hours: float
+    burn: list[SupportHoursBurn]
+    ideal: list[SupportHoursIdeal]
+    over: bool
+
+
+class SupportHoursOut(Model):
+    community: str
+    status: SupportHoursStatus | None = Field(description="Null when the community has no support budget.")
+    note: str = Field(description="Why there is no status (empty when there is one).")

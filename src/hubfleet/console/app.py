@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hubfleet import __version__
 from hubfleet.config.fleet import FleetConfig
-from hubfleet.console import api, auth_routes, costs_routes, events_routes, pages
+from hubfleet.console import api, auth_routes, costs_routes, events_routes, pages, support_routes
 from hubfleet.console.access import Principal, require_operator
 from hubfleet.console.data.source import ConsoleSource
 from hubfleet.console.web import STATIC_DIR, ConsoleState, SignInRequired, api_principal, login_url, render
@@ -86,6 +86,8 @@ def create_app(
     app.include_router(events_routes.pages)
     app.include_router(costs_routes.api)  # /costs pages, /api/costs, invoices
     app.include_router(costs_routes.pages)
+    app.include_router(support_routes.api)  # /tickets pages, /api/tickets, the requester's /help/ pages
+    app.include_router(support_routes.pages)
     _install_error_handlers(app)
     app.add_middleware(SecurityHeaders)
     return app
