@@ -51,7 +51,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 TOKEN_LINK = re.compile(r"/help/(confirm|survey)/([A-Za-z0-9_\-]+)")
 
 
-def write_fleet(root: Path, smtp_port: int, listen_port: int) -> FleetConfig:
+def write_fleet(root: Path, smtp_port: int, listen_port: int, extra: str = "") -> FleetConfig:
     """The demo fleet (four hubs, none started) with a mail channel and the support address."""
     copy_demo_fleet(root)
     fleet_yaml = root / "fleet.yaml"
@@ -62,6 +62,7 @@ def write_fleet(root: Path, smtp_port: int, listen_port: int) -> FleetConfig:
         + f"        security: none\n        sender: {SENDER}\n"
         + f"support:\n  address: {DESK}\n  public_url: http://127.0.0.1:9\n"
         + f"  listen:\n    host: 127.0.0.1\n    port: {listen_port}\n    max_message_bytes: 65536\n"
+        + extra
     )
     return load_fleet(root)
 
@@ -418,6 +419,21 @@ def test_the_outbox_retries_after_the_smtp_server_was_down(tmp_path: Path) -> No
         row = session.scalars(select(TicketMail).where(TicketMail.ticket_id == ticket_id)).one()
     assert row.sent_at is not None and row.attempts == 2 and row.error is None
     assert not TOKEN_LINK.search(row.body)
+    store.close()
+
+
+def test_the_outbox_waits_when_no_channel_sends(tmp_path: Path) -> None:
+    fleet = write_fleet(tmp_path / "demo", free_port(), free_port(), extra="  send_through: nope\n")
+    store = open_store(tmp_path / "demo" / ".hubfleet")
+    new = tickets.NewTicket("email", "other", "low", "Hi", "Hello.", requester_email="sam@example.org")
+    tickets.open_ticket(store, fleet, new)
+    for _ in range(2):
+        result = asyncio.run(send_pending(fleet, store, Alerter(fleet, store)))
+        assert (result.sent, result.failed) == (0, 0)
+    with store.session() as session:
+        row = session.scalars(select(TicketMail)).one()
+    assert row.attempts == 0 and row.sent_at is None
+    assert row.error and "send_through" in row.error and "'nope'" in row.error and "desk" in row.error
     store.close()
 
 

@@ -137,9 +137,9 @@ async def send_pending(
     if not rows:
         return Sent(0, 0)
     channel = channel_of(fleet)
-    if channel is None:
-        _write(store, [r.id for r in rows], error=_no_channel(fleet))
-        log.warning("support mail: %d mail(s) waiting: %s", len(rows), _no_channel(fleet))
+    if channel is None:  # said once per row (on the row and in the log), not every pass
+        if _note_error(store, [r.id for r in rows], _no_channel(fleet)):
+            log.warning("support mail: %d mail(s) waiting: %s", len(rows), _no_channel(fleet))
         return Sent(0, 0)
     sent = failed = 0
     for row in rows:
@@ -160,10 +160,15 @@ async def send_pending(
     return Sent(sent, failed)
 
 
-def _write(store: Store, ids: list[int], *, error: str) -> None:
+def _note_error(store: Store, ids: list[int], error: str) -> int:
+    """Write `error` on the rows that do not say it yet; how many did not."""
+    changed = 0
     with store.session() as session, session.begin():
         for row in session.scalars(select(TicketMail).where(TicketMail.id.in_(ids))):
-            row.error = error
+            if row.error != error:
+                row.error = error
+                changed += 1
+    return changed
 
 
 def _sent(store: Store, row: TicketMail, now: datetime) -> None:
