@@ -26,6 +26,7 @@ from hubfleet.cli import (  # noqa: F401
     retire_cmds,
     secrets_cmds,
     store_cmds,
+    tickets_cmds,
     upgrade_cmds,
     usage_cmds,
     user_db_cmds,
