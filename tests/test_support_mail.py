@@ -314,13 +314,16 @@ def test_an_exe_is_dropped_with_a_note_a_screenshot_kept(desk: Desk) -> None:
     mail.add_attachment(
         b"MZ\x90\x00" * 20, maintype="application", subtype="octet-stream", filename="fix.exe"
     )
+    after = EmailMessage()  # Apple Mail's text after an inline image: a text part of its own
+    after.set_content("And after it, more.")
+    mail.attach(after)
     desk.send(mail)
     ticket = desk.ticket(requester_email="lee@example.org")
     assert ticket is not None
     shown = tickets.get_ticket(desk.store, desk.fleet, ticket.id)
     assert [(a["filename"], a["content_type"]) for a in shown["attachments"]] == [("error.png", "image/png")]
     first, note = shown["messages"]
-    assert first["body"] == "See the screenshot."
+    assert first["body"] == "See the screenshot.\n\nAnd after it, more."
     assert note["author_kind"] == "system" and "fix.exe" in note["body"] and "PDF" in note["body"]
 
 

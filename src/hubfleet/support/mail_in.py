@@ -133,40 +133,50 @@ def _text_of(part: Message) -> str:
         return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
 
 
-def _leaves(message: Message) -> list[Message]:
-    """Every part that is not a container; a forwarded mail (message/rfc822) is one part, not opened."""
+def _leaves(message: Message, parent: Message | None = None) -> list[tuple[Message, Message | None]]:
+    """Every part that is not a container, with its container; a forwarded mail (message/rfc822) is one
+    part, not opened."""
     if message.get_content_type() == "message/rfc822" or not message.is_multipart():
-        return [message]
-    found: list[Message] = []
+        return [(message, parent)]
+    found: list[tuple[Message, Message | None]] = []
     for part in message.get_payload():  # type: ignore[union-attr]
-        found.extend(_leaves(part))
+        found.extend(_leaves(part, message))
     return found
 
 
-def _body(message: EmailMessage) -> tuple[str, Message | None]:
-    """The mail's text (plain preferred, HTML as text) and the part it came from."""
-    try:
-        part = message.get_body(preferencelist=("plain", "html"))
-    except (KeyError, AttributeError):
-        part = None
-    if part is None:
-        return "", None
+def _as_text(part: Message) -> str:
     text = _text_of(part)
-    if part.get_content_type() == "text/html":
-        text = html_to_text(text)
-    return trim_quoted(text), part
+    return html_to_text(text) if part.get_content_type() == "text/html" else text
 
 
-def _attachments(message: Message, body: Message | None, limit: int) -> tuple[list[Attachment], list[str]]:
+def _parts(message: EmailMessage, limit: int) -> tuple[str, list[Attachment], list[str]]:
+    """The mail's new text (plain preferred, HTML as text, the quote cut off), the attachments to keep and
+    why the others were dropped. Text parts beside the body (Apple Mail splits the text around an inline
+    image) are added to it; the other versions of the body (HTML beside plain) are not."""
+    try:
+        body = message.get_body(preferencelist=("plain", "html"))
+    except (KeyError, AttributeError):
+        body = None
+    leaves = _leaves(message)
+    versions = {id(body)}
+    for part, parent in leaves:
+        if part is body and parent is not None and parent.get_content_type() == "multipart/alternative":
+            versions = {  # every version of the body, nested ones (HTML with its images) too
+                id(p)
+                for p, _ in _leaves(parent)
+                if not p.get_filename() and p.get_content_type() in ("text/plain", "text/html")
+            }
+    texts = [_as_text(body)] if body is not None else []
     kept: list[Attachment] = []
     dropped: list[str] = []
-    for part in _leaves(message):
-        if part is body:
+    for part, _ in leaves:
+        if id(part) in versions:
             continue
         filename = part.get_filename() or ""
         content_type = part.get_content_type()
-        if not filename and content_type.startswith("text/"):
-            continue  # the other version of the body (HTML beside plain text)
+        if not filename and content_type in ("text/plain", "text/html"):
+            texts.append(_as_text(part))
+            continue
         name = tickets.clean_filename(filename or content_type.replace("/", "."))
         if content_type == "message/rfc822":
             dropped.append(f"{name}: a forwarded mail; paste its text into a reply instead")
@@ -184,7 +194,8 @@ def _attachments(message: Message, body: Message | None, limit: int) -> tuple[li
             dropped.append(str(exc))
             continue
         kept.append(attachment)
-    return kept, dropped
+    text = "\n\n".join(t.strip() for t in texts if t.strip())
+    return trim_quoted(text), kept, dropped
 
 
 def _references(message: Message) -> list[str]:
@@ -219,8 +230,7 @@ def parse_mail(raw: bytes, max_attachment_bytes: int) -> ParsedMail:
     message = BytesParser(policy=policy.default).parsebytes(raw)
     assert isinstance(message, EmailMessage)
     sender, name = _sender(message)
-    text, body = _body(message)
-    attachments, dropped = _attachments(message, body, max_attachment_bytes)
+    text, attachments, dropped = _parts(message, max_attachment_bytes)
     message_ids = _MSGID.findall(_header(message, "Message-ID"))
     return ParsedMail(
         sender=sender,
