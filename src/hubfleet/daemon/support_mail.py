@@ -53,10 +53,12 @@ TOKEN_LINK = re.compile(r"\S+/help/(?:confirm|survey)/[A-Za-z0-9_\-]+")
 AUTO_KINDS = {
     "received": "auto-replied",
     "confirm": "auto-replied",
+    "resolved": "auto-generated",
     "assigned": "auto-generated",
     "sla": "auto-generated",
 }
-"""RFC 3834: mail no person wrote says so, and auto-responders (vacation replies) do not answer it."""
+"""RFC 3834: mail no person wrote says so, and auto-responders (vacation replies) do not answer it (a
+vacation reply to "resolved" would open the ticket again). A staff reply is a person's mail: not marked."""
 
 
 def channel_of(fleet: FleetConfig) -> EmailChannel | None:
