@@ -181,6 +181,17 @@ def test_a_ticket_found_past_its_target_gets_the_miss_alone(desk: Desk, store: S
     assert SupportWatch(desk.fleet, store).check(MONDAY + timedelta(days=3)) == []
 
 
+def test_a_backlog_past_its_targets_goes_out_as_one_digest(desk: Desk, store: Store) -> None:
+    tickets = [_open(store, desk.fleet, MONDAY) for _ in range(12)]
+    watch = SupportWatch(desk.fleet, store)
+    (digest,) = watch.check(MONDAY + timedelta(days=2))  # 12 tickets x 2 targets missed
+    assert digest.subject == "SUPPORT: 24 response-time warnings and misses"
+    assert f"ticket #{tickets[-1]} missed its resolution target (urgent, 24 h)" in digest.body
+    assert len(watch.last["targets"]) == 24  # each raised and its assignee mailed all the same
+    assert sum(len(_mails(store, ticket, "sla")) for ticket in tickets) == 24
+    assert watch.check(MONDAY + timedelta(days=3)) == []
+
+
 def test_the_clock_stands_still_while_waiting_and_a_met_target_raises_nothing(
     desk: Desk, store: Store
 ) -> None:

@@ -27,13 +27,15 @@ from hubfleet.settings import seconds_from_env
 from hubfleet.store.api import Store
 from hubfleet.support.hours import check_budgets
 from hubfleet.support.incident_links import link_incidents, note_resolutions
-from hubfleet.support.sla import Notice, check_targets
+from hubfleet.support.sla import Notice, check_targets, digest
 from hubfleet.support.tickets import close_resolved
 
 log = logging.getLogger("hubfleet.support")
 
 INTERVAL_ENV = "HUBFLEET_SUPPORT_WATCH_INTERVAL"
 INTERVAL = 60.0
+DIGEST_OVER = 10
+"""More response-time notices than this in one pass go out as one message (hubfleet.support.sla.digest)."""
 
 
 def interval() -> float:
@@ -83,7 +85,9 @@ class SupportWatch:
                 log.exception("support watch: %s failed; trying again next time", name)
                 continue
             self.last[name] = result
-            if name in ("targets", "hours"):
+            if name == "targets":
+                notices += digest(result, DIGEST_OVER)
+            elif name == "hours":
                 notices += result
             elif result:
                 log.info("support watch: %s %s", name, result)

@@ -114,6 +114,26 @@ def message(fleet: FleetConfig, ticket: Ticket, target: str, level: str, state: 
     return Notice(subject, body + "\n")
 
 
+def _exhausted(ticket: Ticket, done: set[tuple[int, str, str]]) -> bool:
+    answered = ticket.first_response_at is not None
+    return all(
+        (ticket.id, target, level) in done or (target == "first_response" and answered)
+        for target in TARGETS
+        for level in LEVELS
+    )
+
+
+def digest(notices: list[Notice], limit: int) -> list[Notice]:
+    """The notices as they are, or, when there are more than `limit` (a first pass over a backlog), one
+    message listing their subjects: a chat channel is not flooded."""
+    if len(notices) <= limit:
+        return notices
+    lines = [n.subject.removeprefix("SUPPORT: ") for n in notices]
+    shown = lines[:200] + ([f"... and {len(lines) - 200} more"] if len(lines) > 200 else [])
+    subject = f"SUPPORT: {len(notices)} response-time warnings and misses"
+    return [Notice(subject, "\n".join(shown) + "\n")]
+
+
 def check_targets(store: Store, fleet: FleetConfig, *, now: datetime | None = None) -> list[Notice]:
     """Raise what the active tickets' targets reached and was not raised yet; returns the notices (sending
     them is the caller's: the daemon hands them to the alerter). The assignee's mail is queued here."""
@@ -132,6 +152,8 @@ def check_targets(store: Store, fleet: FleetConfig, *, now: datetime | None = No
         session.expunge_all()
     notices: list[Notice] = []
     for ticket in tickets:
+        if _exhausted(ticket, done):  # nothing left to raise: spare the calendar walk
+            continue
         status = targets_status(fleet, ticket, now)
         new: dict[str, list[str]] = {}
         for target, level in reached(fleet, status):
