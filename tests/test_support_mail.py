@@ -186,10 +186,15 @@ def test_mail_becomes_an_unverified_ticket_confirmed_by_link_and_replies_thread(
     assert later.body == "Still spinning." and later.mail_id == reply["Message-ID"]
     assert later.author_kind == "requester" and later.via == "email" and not later.verified
 
+    # a colleague writing into the thread adds a message that confirming does not verify
+    desk.send(new_mail("colleague@example.org", "Re: it", "Same here.", In_Reply_To=first["Message-ID"]))
+    assert desk.messages(ticket.id)[-1].author == "colleague@example.org"
+
     assert tickets.confirm_requester(desk.store, token) == ticket.id
     confirmed = desk.ticket(id=ticket.id)
     assert confirmed is not None and confirmed.verified
-    assert all(m.verified for m in desk.messages(ticket.id) if m.author_kind == "requester")
+    verified = {m.body: m.verified for m in desk.messages(ticket.id)}
+    assert verified == {"It spins forever.": True, "Still spinning.": True, "Same here.": False}
 
     # staff answer; the requester's answer to that mail threads by In-Reply-To and is verified now
     tickets.add_message(
@@ -197,7 +202,7 @@ def test_mail_becomes_an_unverified_ticket_confirmed_by_link_and_replies_thread(
     )
     desk.flush()
     [answer] = desk.sent_to("carol@example.org", "Re")
-    assert answer.message["In-Reply-To"] == first["Message-ID"]
+    assert answer.message["In-Reply-To"] == first["Message-ID"] and "Auto-Submitted" not in answer.message
     desk.send(new_mail("carol@example.org", "Re: it", "Works now!", In_Reply_To=answer.message["Message-ID"]))
     last = desk.messages(ticket.id)[-1]
     assert last.body == "Works now!" and last.verified
@@ -208,6 +213,7 @@ def test_mail_becomes_an_unverified_ticket_confirmed_by_link_and_replies_thread(
     desk.flush()
     [resolved] = desk.sent_to("carol@example.org", "Resolved")
     assert TOKEN_LINK.search(resolved.body)[1] == "survey"  # type: ignore[index]
+    assert resolved.message["Auto-Submitted"] == "auto-generated"  # a vacation reply must not reopen it
     with desk.store.session() as session:
         bodies = session.scalars(select(TicketMail.body).where(TicketMail.ticket_id == ticket.id)).all()
     assert len(bodies) == 3 and not any(TOKEN_LINK.search(b) for b in bodies)
@@ -282,6 +288,9 @@ def test_the_listener_refuses_other_recipients_oversize_and_floods(desk: Desk) -
         desk.send(big)
     assert getattr(oversize.value, "smtp_code", None) == 552
     assert desk.ticket(requester_email="ivan@example.org") is None
+    with pytest.raises(smtplib.SMTPDataError) as too_long:  # within the bytes, beyond a message's text
+        desk.send(new_mail("ivan@example.org", "Long", "y" * 55_000))
+    assert too_long.value.smtp_code == 552 and b"50,000" in too_long.value.smtp_error
 
     for n in range(MAX_NEW_PER_SENDER_HOUR):
         desk.send(new_mail("judy@example.org", f"Request {n}", "Help."))
