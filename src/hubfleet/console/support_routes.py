@@ -596,7 +596,7 @@ def ticket_action(
                 ticket_id,
                 body,
                 public=public,
-                next_state="open" if keep_open else None,
+                next_state="open" if keep_open and public else None,
                 attachments=files,
             )
         elif action == "assign":
