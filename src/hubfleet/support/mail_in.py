@@ -398,7 +398,7 @@ async def receive(
     a sender wrote: a mail that cannot be taken is `rejected` with the SMTP reply that says why."""
     now = require_aware(now)
     support = fleet.settings.support
-    mail = parse_mail(raw, support.max_attachment_bytes)
+    mail = await asyncio.to_thread(parse_mail, raw, support.max_attachment_bytes)  # megabytes: off the loop
     bounce = envelope_from.strip("<> ") == "" or parseaddr(envelope_from)[1].lower().startswith(
         "mailer-daemon@"
     )
