@@ -286,6 +286,7 @@ async def capture_context(
     )
     for task in pending:
         task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
     if user_task in done and user_task.exception() is None:
         context["user"] = user_task.result()
     elif user_task not in done:
