@@ -233,3 +233,53 @@ def test_the_log_parser_on_jupyterhubs_messages() -> None:
     assert "dave" not in log and "abc123secret" not in log and "token=***" in log
     assert hub_log.redact('"Authorization": "token 0123456789abcdef0123456789abcdef"').count("0123") == 0
     assert hub_log.redact(LOG.splitlines()[-1]).endswith('"token ***"}')
+
+
+KUBECTL = """#!/bin/sh
+# a stand-in for kubectl (no cluster here): records its arguments and KUBECONFIG, prints the hub pod's log
+echo "$KUBECONFIG $*" > "$(dirname "$0")/called"
+if [ -f "$(dirname "$0")/fail" ]; then
+  echo 'error: You must be logged in to the server (Unauthorized)' >&2
+  exit 1
+fi
+cat <<'LOG'
+{log}LOG
+"""
+
+
+def test_a_kubernetes_hubs_log_is_read_with_kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Kubernetes hub's log comes from `kubectl logs deployment/hub` in the hub's namespace, with the
+    cluster's kubeconfig and context. No cluster runs here: kubectl is a script that prints a log; the hub's
+    API is not reached (it was never deployed from this state directory), which `problems` says."""
+    fixture = Path(__file__).resolve().parent / "fixtures" / "k8s-fleet"
+    fleet = load_fleet(fixture)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    kubectl = bin_dir / "kubectl"
+    kubectl.write_text(KUBECTL.replace("{log}", LOG))
+    kubectl.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    state = tmp_path / "state"
+    state.mkdir()
+
+    log = start_log(fleet, "lab-staging", "carol", state_dir=state)
+    assert log is not None and "Unhandled error starting carol's server" in log and "dave" not in log
+    called = (bin_dir / "called").read_text()
+    assert called.startswith(str(fixture / "kubeconfig.yaml"))
+    assert "--context research -n lab-staging logs deployment/hub --tail=" in called
+
+    with open_store(state) as store:
+        context = asyncio.run(capture_context(fleet, store, "lab-staging", "carol", state_dir=state))
+        assert [f["message"] for f in context["spawn_failures"]][
+            0
+        ] == "the server failed to start: broker refused start"
+        assert context["hub"]["url"] == "https://lab-staging.research.example.org"
+        assert any("never deployed" in p for p in context["problems"]), context["problems"]
+
+        (bin_dir / "fail").write_text("")
+        failed = asyncio.run(capture_context(fleet, store, "lab-staging", "carol", state_dir=state))
+    assert failed["spawn_failures"] == []
+    assert any("kubectl logs failed" in p and "Unauthorized" in p for p in failed["problems"]), failed[
+        "problems"
+    ]
+    assert start_log(fleet, "lab-staging", "carol", state_dir=state) is None
