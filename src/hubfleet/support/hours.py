@@ -111,6 +111,7 @@ def budget_status(
         "end": end,
         "budget_hours": budget.hours,
         "used_hours": round(used, 2),
+        "used_minutes": total,
         "remaining_hours": round(budget.hours - used, 2),
         "percent": round(100 * used / budget.hours, 1),
         "burn": burn,
@@ -153,7 +154,7 @@ def check_budgets(store: Store, fleet: FleetConfig, *, now: datetime | None = No
         new = [
             threshold
             for threshold in THRESHOLDS
-            if status["percent"] >= threshold
+            if status["used_minutes"] * 100 >= threshold * status["budget_hours"] * 60
             and (community, "", f"support-{threshold}") not in done
             and record_raised(store, community, "", key, f"support-{threshold}", at=now)
         ]
