@@ -34,6 +34,7 @@ from hubfleet.support import hub_log
 CAPTURE_TIMEOUT = 8.0
 """Seconds the live parts (the hub's API, its log) may take together."""
 RECENT_INCIDENTS = timedelta(days=7)
+STALE_PROBE = timedelta(minutes=5)
 MAX_INCIDENTS = 10
 MAX_DEPLOYS = 5
 MAX_TEXT = 500
@@ -82,15 +83,26 @@ def _daemon_state(state_dir: Path | None, hub: str) -> dict[str, Any] | None:
     }
 
 
-def _hub_state(probe: dict[str, Any] | None, daemon: dict[str, Any] | None, open_down: bool) -> str:
-    """One word: the daemon's state of a local hub unless it runs, else what the last probe saw."""
+def _hub_state(
+    probe: dict[str, Any] | None, daemon: dict[str, Any] | None, open_down: bool, fresh: bool
+) -> str:
+    """One word: the daemon's state of a local hub unless it runs, else what the last probe saw (`unknown`
+    when no probe is recent: nothing watches the hub now)."""
     if daemon and daemon.get("state") and daemon["state"] != "running":
         return str(daemon["state"])
     if open_down:
         return "down"
-    if probe is not None:
+    if probe is not None and fresh:
         return "up" if probe["ok"] else "down"
     return "running" if daemon else "unknown"
+
+
+def _fresh(fleet: FleetConfig, probe: dict[str, Any] | None, now: datetime) -> bool:
+    """The last probe is recent (within three probe intervals, at least STALE_PROBE)."""
+    if probe is None or probe["at"] is None:
+        return False
+    allowed = max(STALE_PROBE, timedelta(seconds=3 * fleet.settings.monitoring.probe_interval))
+    return now - datetime.fromisoformat(probe["at"]) <= allowed
 
 
 def _incidents(store: Store, hub: str, now: datetime) -> dict[str, list[dict[str, Any]]]:
@@ -269,7 +281,7 @@ async def capture_context(
         "community": the_hub.community,
         "cluster": the_hub.cluster,
         "stage": the_hub.stage,
-        "state": _hub_state(probe, daemon, open_down),
+        "state": _hub_state(probe, daemon, open_down, _fresh(fleet, probe, now)),
         "version": probe["version"] if probe else None,
         "url": fleet.public_url(the_hub),
         "last_probe": probe,
