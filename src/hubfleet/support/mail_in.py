@@ -544,6 +544,8 @@ async def start_listener(
     current = fleet()
     listen, address = current.settings.support.listen, current.settings.support.address
     if listen is None or address is None:
+        if listen is not None:
+            log.warning("support mail: support.listen is set but support.address is not; no mail is received")
         return None
     handler = SupportMailHandler(fleet, store, state_dir)
     domain = Address(addr_spec=address).domain
