@@ -144,6 +144,17 @@ ENDPOINTS: list[tuple[str, str, str]] = [
         "/api/communities/{name}/invoices/{number}/{fmt}",
         "/api/communities/uni-a/invoices/DEMO-2026-0001/pdf",
     ),
+    # the support desk (tested in test_console_support.py)
+    ("GET", "/api/tickets", "/api/tickets"),
+    ("POST", "/api/tickets", "/api/tickets"),
+    ("GET", "/api/tickets/{ticket_id}", "/api/tickets/1"),
+    *[
+        ("POST", f"/api/tickets/{{ticket_id}}/{action}", f"/api/tickets/1/{action}")
+        for action in ("reply", "note", "assign", "escalate", "resolve", "priority", "state", "time", "hub")
+    ],
+    ("GET", "/api/tickets/{ticket_id}/attachments/{attachment_id}", "/api/tickets/1/attachments/1"),
+    ("GET", "/api/communities/{name}/support-hours", "/api/communities/uni-a/support-hours"),
+    ("GET", "/api/communities/{name}/support-hours/chart", "/api/communities/uni-a/support-hours/chart"),
 ]
 
 
