@@ -138,14 +138,14 @@ def check_targets(store: Store, fleet: FleetConfig, *, now: datetime | None = No
     """Raise what the active tickets' targets reached and was not raised yet; returns the notices (sending
     them is the caller's: the daemon hands them to the alerter). The assignee's mail is queued here."""
     now = require_aware(now)
+    active = select(Ticket.id).where(Ticket.state.in_(ACTIVE_STATES))
     with store.session() as session:
         tickets = list(session.scalars(select(Ticket).where(Ticket.state.in_(ACTIVE_STATES))))
-        ids = [t.id for t in tickets]
         done = {
             (ticket_id, target, level)
             for ticket_id, target, level in session.execute(
                 select(TicketAlert.ticket_id, TicketAlert.target, TicketAlert.level).where(
-                    TicketAlert.ticket_id.in_(ids)
+                    TicketAlert.ticket_id.in_(active)
                 )
             )
         }
