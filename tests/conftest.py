@@ -94,6 +94,7 @@ SLOWEST_FIRST = (
     "test_costs_demo.py",
     "test_console_costs.py",
     "test_support_context.py",
+    "test_support_hub.py",
 )
 """The test files that take longest (`pytest --durations=0`, 2026-11-30: 235 s down to 60 s each), started
 first so that `-n 4 --dist loadfile` does not end with one worker still on a long file; the rest keep their

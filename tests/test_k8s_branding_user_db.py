@@ -79,9 +79,13 @@ def test_branding_values(fleet: Any, hub: str) -> None:
 
 
 def test_unbranded_hubs_keep_jupyterhubs_look(fleet: Any) -> None:
+    """Only the support desk's "Get help" link (support.help_button) brings the page overrides: no logo, and
+    the templates keep JupyterHub's name, logo and colours (`hubfleet_branded` false)."""
     values = values_of(fleet, "lab")
-    assert "extraFiles" not in values["hub"]
-    assert "template_vars" not in values["hub"]["config"]["JupyterHub"]
+    assert "hubfleet-branding-logo" not in values["hub"]["extraFiles"]
+    assert "logo_file" not in values["hub"]["config"]["JupyterHub"]
+    tvars = values["hub"]["config"]["JupyterHub"]["template_vars"]
+    assert (tvars["hubfleet_branded"], tvars["hubfleet_help"]) == (False, True)
 
 
 def test_native_template_path_reaches_nativeauthenticator(fleet: Any, tmp_path: Path) -> None:

@@ -76,7 +76,9 @@ def test_values_match_golden_file(fleet: FleetConfig, hub_name: str) -> None:
 def test_prod_hub_values_structure(fleet: FleetConfig) -> None:
     values = render_z2jh_values(fleet, fleet.hubs["physics"])
     hub = values["hub"]
-    assert hub["config"]["JupyterHub"] == {
+    config = dict(hub["config"]["JupyterHub"])
+    assert config.pop("template_vars")["hubfleet_help"] is True  # the support desk's "Get help" link
+    assert config == {
         "authenticator_class": "nativeauthenticator.NativeAuthenticator",
         "active_server_limit": 300,
         # the native hub's own groups (auth.groups), for its group-limited GPU environment
@@ -92,7 +94,10 @@ def test_prod_hub_values_structure(fleet: FleetConfig) -> None:
         "hubfleet": {"name": "hubfleet"},
         "hubfleet-operator": {"name": "hubfleet-operator"},
     }
-    assert hub["loadRoles"]["hubfleet"] == {"scopes": CONTROL_SCOPES, "services": ["hubfleet"]}
+    assert hub["loadRoles"]["hubfleet"] == {
+        "scopes": [*CONTROL_SCOPES, "access:services!service=support"],  # to pull the support outbox
+        "services": ["hubfleet"],
+    }
     assert hub["loadRoles"]["hubfleet-operator"]["scopes"] == OPERATOR_SCOPES
     assert hub["service"]["annotations"]["prometheus.io/scrape"] == "true"
     assert hub["service"]["annotations"]["prometheus.io/path"] == "/hub/metrics"
@@ -142,8 +147,9 @@ def test_staging_and_extra_values(fleet: FleetConfig) -> None:
     assert staging["cull"] == {"enabled": False}
     assert "scheduling" not in staging  # no placeholders unless asked for
     assert "profileList" not in staging["singleuser"]
-    # no start-up code but the user database's pre_spawn_hook (bio-staging has `user_database`)
-    assert set(staging["hub"]["extraConfig"]) == {"hubfleet-20-user-database"}
+    # no start-up code but the user database's pre_spawn_hook (bio-staging has `user_database`) and the
+    # support desk's service
+    assert set(staging["hub"]["extraConfig"]) == {"hubfleet-03-support", "hubfleet-20-user-database"}
 
     bio = render_z2jh_values(fleet, fleet.hubs["bio"])
     # extra_values are deep-merged last: a key they set wins, its siblings stay

@@ -32,6 +32,7 @@ from hubfleet.daemon.event_reports import start_event_reports
 from hubfleet.daemon.event_schedule import CONTROL_OP, EventSchedule, start_event_schedule
 from hubfleet.daemon.front_door import FrontDoor
 from hubfleet.daemon.supervisor import Supervisor
+from hubfleet.daemon.support_intake import start_support_intake
 from hubfleet.daemon.support_mail import start_support_mail
 from hubfleet.daemon.support_watch import start_support_watch
 from hubfleet.monitor.alerts import Alerter
@@ -128,6 +129,7 @@ async def serve(
             start_support_mail(FleetReloader(fleet), state_dir, store, secrets, stop),  # mail in and out
             start_cost_watch(FleetReloader(fleet), state_dir, store, Alerter(fleet, store, secrets), stop),
             start_support_watch(FleetReloader(fleet), store, Alerter(fleet, store, secrets), stop),  # tickets
+            start_support_intake(FleetReloader(fleet), state_dir, store, supervisor.running_hub_urls, stop),
         ]
         tasks.append(start_event_schedule(events, stop))
         if supervisor.broker is not None:  # kills at the memory limit, forks refused at the process limit

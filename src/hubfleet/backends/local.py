@@ -216,6 +216,10 @@ class LocalBackend(Backend):
             taken |= self._internal_ports_of_other_hubs(hub.name)
             hub_port = free_port(taken)
             data = {"hub_port": hub_port, "proxy_api_port": free_port(taken | {hub_port})}
+        if not isinstance(data.get("support_port"), int):  # the support service (render/support_hook.py)
+            taken = {h.port for h in self.fleet.hubs.values() if h.port} | fixed_ports(self.fleet)
+            taken |= self._internal_ports_of_other_hubs(hub.name) | {data["hub_port"], data["proxy_api_port"]}
+            data["support_port"] = free_port(taken)
         data["url"] = self.fleet.internal_url(hub)
         if data != stored:
             _write_private(path, data)
@@ -225,6 +229,7 @@ class LocalBackend(Backend):
             homes_dir=where.homes(hub.name),
             hub_port=int(data["hub_port"]),  # type: ignore[arg-type]
             proxy_api_port=int(data["proxy_api_port"]),  # type: ignore[arg-type]
+            support_port=int(data["support_port"]),  # type: ignore[arg-type]
             bin_dir=BIN_DIR,
             as_root=os.geteuid() == 0,
             broker_socket=where.broker_socket(hub.name) if isolation_mode() == "accounts" else None,
@@ -236,7 +241,11 @@ class LocalBackend(Backend):
         for path in (self.state_dir / "hubs").glob("*/runtime.json"):
             if path.parent.name != name:
                 data = _read_json(path)
-                ports |= {data[k] for k in ("hub_port", "proxy_api_port") if isinstance(data.get(k), int)}
+                ports |= {
+                    data[k]
+                    for k in ("hub_port", "proxy_api_port", "support_port")
+                    if isinstance(data.get(k), int)
+                }
         return ports
 
     def render(self, hub: Hub) -> str:

@@ -3,6 +3,10 @@ colour, URL, funded-by line), `logo_file` (the community's logo, copied beside t
 override (templates/branding/) extending JupyterHub's page.html and login.html, or on native-auth hubs
 NativeAuthenticator's own templates.
 
+The same overrides carry the support desk's "Get help" link (support.help_button, render/support_hook.py),
+so every hub with the help button gets them, branded or not: `hubfleet_branded` keeps an unbranded hub's
+name, logo and colours JupyterHub's own, and `hubfleet_help` shows the link.
+
 The rendered config carries the sha256 of the logo and of the templates, so that changing the logo (or a
 hubfleet upgrade changing the templates) is a change `hubfleet plan` shows and `deploy` applies; the bytes
 themselves travel beside the config (local: files the supervisor writes into the hub's data directory;
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hubfleet.config.fleet import FleetConfig
@@ -38,6 +42,10 @@ class HubBranding:
     url: str | None
     funded_by: str
     native: bool
+    branded: bool = True
+    """False: the overrides are there only for the help link; the pages keep JupyterHub's look."""
+    help: bool = False
+    """The "Get help" link to the hub's support service."""
     logo: bytes | None = None
     logo_name: str | None = None
     """The served copy's file name: logo.png, logo.jpg or logo.svg by content (its type for /hub/logo)."""
@@ -55,6 +63,8 @@ class HubBranding:
             "hubfleet_page_parent": NATIVE_PAGE if self.native else JUPYTERHUB_PAGE,
             # the logo's URL carries it (no stale logo from a browser's cache) and `plan` names the change
             "hubfleet_logo_sha256": self.logo_sha256 or "",
+            "hubfleet_branded": self.branded,
+            "hubfleet_help": self.help,
         }
 
     def templates(self) -> dict[str, str]:
@@ -111,6 +121,25 @@ def hub_branding(fleet: FleetConfig, hub: Hub) -> HubBranding | None:
     )
 
 
+def hub_pages(fleet: FleetConfig, hub: Hub, *, help: bool) -> HubBranding | None:
+    """What the hub's page overrides show: its branding and the help link (`help`: the hub runs the support
+    service); None when neither (the hub keeps JupyterHub's own templates)."""
+    branding = hub_branding(fleet, hub)
+    if branding is not None:
+        return replace(branding, help=help)
+    if not help:
+        return None
+    return HubBranding(
+        display_name=display_name(fleet, hub),
+        accent_color=None,
+        url=None,
+        funded_by="",
+        native=hub.auth is not None and hub.auth.type == "native",
+        branded=False,
+        help=True,
+    )
+
+
 def native_template_paths(first: str) -> str:
     """Python for a native hub's template path: the override, NativeAuthenticator's templates (found at
     start-up, where the hub runs) and site-packages, so `nativeauthenticator/templates/...` names resolve.
@@ -126,15 +155,17 @@ def native_template_paths(first: str) -> str:
     )
 
 
-def branding_lines(fleet: FleetConfig, hub: Hub, data_dir: Path) -> list[str]:
+def branding_lines(fleet: FleetConfig, hub: Hub, data_dir: Path, *, help: bool = False) -> list[str]:
     """A local hub's branding lines (after its auth lines); its files go to <data_dir>/branding/."""
-    branding = hub_branding(fleet, hub)
+    branding = hub_pages(fleet, hub, help=help)
     if branding is None:
         return []
     directory = data_dir / "branding"
+    what = "the community's name, logo and colour" if branding.branded else "JupyterHub's look"
     lines = [
         "",
-        "# branding: the community's name, logo and colour on the hub's pages (docs/branding.md)",
+        f"# branding: {what} on the hub's pages (docs/branding.md)"
+        + ("; the 'Get help' link (docs/support-hub.md)" if branding.help else ""),
         branding.digest_comment(),
         "c.JupyterHub.template_vars = {",
         *(f"    {key!r}: {value!r}," for key, value in branding.template_vars().items()),
@@ -150,10 +181,13 @@ def branding_lines(fleet: FleetConfig, hub: Hub, data_dir: Path) -> list[str]:
     return lines
 
 
-def local_files(fleet: FleetConfig, hub: Hub) -> dict[str, str]:
-    """Files a local hub needs for its branding: path relative to its data directory -> bytes in base64
-    (`PreparedHub.files`, which travels as JSON to the supervisor)."""
-    branding = hub_branding(fleet, hub)
+def local_files(fleet: FleetConfig, hub: Hub, *, help: bool | None = None) -> dict[str, str]:
+    """Files a local hub needs for its branding and help link: path relative to its data directory -> bytes
+    in base64 (`PreparedHub.files`, which travels as JSON to the supervisor). `help`: default the fleet's
+    support.help_button."""
+    if help is None:
+        help = fleet.settings.support.help_button
+    branding = hub_pages(fleet, hub, help=help)
     if branding is None:
         return {}
     return {f"branding/{name}": base64.b64encode(data).decode() for name, data in branding.files().items()}

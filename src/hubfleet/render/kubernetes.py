@@ -25,7 +25,8 @@ from hubfleet.config.models import Hub, KubernetesSettings
 from hubfleet.config.quantities import spawner_memory
 from hubfleet.config.values_secrets import secret_paths, without_secrets
 from hubfleet.render import k8s_user_database as user_db
-from hubfleet.render.branding import hub_branding, native_template_paths
+from hubfleet.render import support_hook
+from hubfleet.render.branding import hub_pages, native_template_paths
 from hubfleet.render.common import auth_config, auth_secrets
 from hubfleet.render.environments_k8s import EXTRA_CONFIG_KEY as ENVIRONMENTS_CONFIG_KEY
 from hubfleet.render.environments_k8s import gate_config, load_groups, profile_list
@@ -91,6 +92,7 @@ def render_z2jh_values(
         _update_hub,
         _update_services,
         _update_metrics,
+        _update_support,
         _update_singleuser,
         _update_profiles,
         _update_culling,
@@ -142,6 +144,8 @@ def _update_services(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> No
     for name, scopes in ((CONTROL_SERVICE, CONTROL_SCOPES), (OPERATOR_SERVICE, OPERATOR_SCOPES)):
         services[name] = {"name": name}
         roles[name] = {"scopes": list(scopes), "services": [name]}
+    if support_hook.has_help(fleet):  # the control plane pulls the support outbox (render/support_hook.py)
+        roles[CONTROL_SERVICE]["scopes"].append(support_hook.ACCESS_SCOPE)
 
 
 def _update_metrics(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
@@ -160,6 +164,38 @@ def _update_metrics(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> Non
             }
         ],
     }
+
+
+def _update_support(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
+    """The support service in the hub pod (render/support_hook.py): its code as a hub.extraFile, the managed
+    service in hub.extraConfig, its port on the hub's Service, and the two network policies opened for
+    exactly proxy -> hub on that port (the chart's own allow only 8081)."""
+    if not support_hook.has_help(fleet):
+        return
+    port = support_hook.SERVICE_PORT
+    _at(values, "hub", "extraFiles")[support_hook.EXTRA_FILES_KEY] = {
+        "mountPath": support_hook.KUBERNETES_CODE,
+        "stringData": support_hook.HUB_CODE.read_text(),
+    }
+    code = support_hook.kubernetes_config(fleet, hub)
+    _at(values, "hub", "extraConfig")[support_hook.EXTRA_CONFIG_KEY] = code
+    service = _at(values, "hub", "service")
+    service.setdefault("extraPorts", []).append(
+        {"name": "support", "port": port, "targetPort": port, "protocol": "TCP"}
+    )
+    policy = _at(values, "hub", "networkPolicy")
+    policy.setdefault("ingress", []).append(
+        {
+            "ports": [{"port": port, "protocol": "TCP"}],
+            "from": [{"podSelector": {"matchLabels": {"component": "proxy"}}}],
+        }
+    )
+    _at(values, "proxy", "chp", "networkPolicy").setdefault("egress", []).append(
+        {
+            "to": [{"podSelector": {"matchLabels": {"component": "hub"}}}],
+            "ports": [{"port": port, "protocol": "TCP"}],
+        }
+    )
 
 
 def _update_singleuser(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:
@@ -269,7 +305,7 @@ def _update_branding(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> No
     """The community's look, as on local hubs (render/branding.py): the templates and the logo as
     `hub.extraFiles`, JupyterHub's template_vars, logo_file and template_paths. A native hub's template
     path is set in hub.extraConfig after NativeAuthenticator's own (hub.extraConfig runs after hub.config)."""
-    branding = hub_branding(fleet, hub)
+    branding = hub_pages(fleet, hub, help=support_hook.has_help(fleet))
     if branding is None:
         return
     files = _at(values, "hub", "extraFiles")
