@@ -72,7 +72,41 @@ schema = (
 @pytest.fixture(scope="module")
 def cf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleFleet]:
     with console_fleet(tmp_path_factory.mktemp("console-schemathesis")) as fleet:
+        _seed_tickets(fleet)
         yield fleet
+
+
+def _seed_tickets(cf: ConsoleFleet) -> None:
+    """Tickets 1 (uni-a: a reply with a PDF, an internal note with a PNG) and 2 (hackweek), so that the
+    generated calls on /api/tickets/{ticket_id} meet real tickets, not only 404s."""
+    from hubfleet.support import tickets as desk
+
+    fleet = load_fleet(cf.root)
+    with open_store(cf.state_dir) as store:
+        for hub in ("uni-a", "hackweek"):
+            new = desk.NewTicket(
+                "hub", "server-start", "high", "", f"no server on {hub}", hub=hub, username="u0"
+            )
+            desk.open_ticket(store, fleet, new)
+        desk.add_message(
+            store,
+            fleet,
+            1,
+            author="ops",
+            author_kind="staff",
+            body="a reply",
+            attachments=[desk.Attachment("a.pdf", b"%PDF-1.4\n")],
+        )
+        desk.add_message(
+            store,
+            fleet,
+            1,
+            author="ops",
+            author_kind="staff",
+            body="a note",
+            public=False,
+            attachments=[desk.Attachment("b.png", b"\x89PNG\r\n\x1a\n" + bytes(16))],
+        )
 
 
 def test_the_live_console_serves_this_document(cf: ConsoleFleet) -> None:

@@ -399,6 +399,12 @@ def test_leaders_open_tickets_for_their_hubs_and_operators_for_any(sd: Desk) -> 
         headers=sd.api("ops"),
     )
     assert created.status_code == 201 and created.json()["ticket"]["hub"] is None
+    orphan = created.json()["id"]
+    assert client.get(f"/api/tickets/{orphan}", headers=sd.api("lead-a")).status_code == 404
+    moved = sd.client("ops").post(f"/api/tickets/{orphan}/hub", json={"hub": "uni-a"}, headers=sd.api("ops"))
+    assert moved.status_code == 200 and moved.json()["community"] == "uni-a"
+    assert moved.json()["context"]  # captured when the hub was named
+    assert client.get(f"/api/tickets/{orphan}", headers=sd.api("lead-a")).status_code == 200
 
 
 # --------------------------------------------------------------------------- bad input
