@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from fleet_helpers import copy_demo_fleet, drop_section
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models_support import Rota, Support
-from hubfleet.config.validate import load_fleet
+from hubfleet.config.validate import load_fleet, validate_fleet
 from hubfleet.store import open_store
 from hubfleet.store.api import Store
 from hubfleet.store.tickets import Ticket, TicketMail, TicketMessage
@@ -278,3 +279,23 @@ def test_the_queue_respects_scope_and_sorts_by_due(fleet: FleetConfig, store: St
         store, fleet, orphan, "uni-a-staging", actor="ada", context={"hub": {"name": "uni-a-staging"}}
     )
     assert t.ticket_scope(store, orphan) == ("uni-a", "uni-a-staging")
+
+
+def test_validate_names_support_accounts_and_channels_that_do_not_exist(tmp_path: Path) -> None:
+    root = copy_demo_fleet(tmp_path / "fleet")
+    fleet_yaml = root / "fleet.yaml"
+    fleet_yaml.write_text(
+        drop_section(drop_section(fleet_yaml.read_text(), "support"), "console")
+        + "console:\n  accounts:\n    - {username: ada, role: operator}\n"
+        + "    - {username: uni-a-lead, role: community-leader, communities: [uni-a]}\n"
+        + "support:\n  listen: {port: 2599}\n  send_through: mailer\n"
+        + "  rota: {first_line: [ada, adda, uni-a-lead]}\n  second_line: [nobody]\n"
+    )
+    _, errors = validate_fleet(root)
+    shown = "\n".join(str(e) for e in errors)
+    assert "support.rota.first_line.1: there is no console account 'adda'; did you mean 'ada'?" in shown
+    assert "support.rota.first_line.2: 'uni-a-lead' is a community-leader" in shown
+    assert "support.second_line.0: there is no console account 'nobody'" in shown
+    assert "support.listen: a mail listener needs the address it receives for; set `support.address`" in shown
+    assert "support.send_through: no email channel 'mailer' in monitoring.alerts.email" in shown
+    assert all(str(e).startswith("fleet.yaml:") for e in errors if "support." in str(e)), shown

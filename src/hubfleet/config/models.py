@@ -436,7 +436,7 @@ class Community(Strict):
         description="The community's price plan, budget and invoice addressee (docs/costs.md).",
     )
     support: CommunitySupport = Field(
-        default_factory=CommunitySupport, description="The community's support-hours budget (docs/support.md)."
+        default_factory=CommunitySupport, description="Its support-hours budget (docs/support.md)."
     )
 
 
@@ -682,7 +682,7 @@ class FleetSettings(Strict):
     )
     support: Support = Field(
         default_factory=Support,
-        description="The help desk: support address, calendar, response-time targets, rota (docs/support.md).",
+        description="The help desk: its address, calendar, response-time targets, rota (docs/support.md).",
     )
 
     @model_validator(mode="after")

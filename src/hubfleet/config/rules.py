@@ -5,7 +5,7 @@ point at the offending key through `SourcedFleetConfig.hub_error` / `fleet_error
 same `file:line:col` as schema errors. They live in modules by subject: the hubs themselves
 (`rules_hubs`), who may log in (`rules_auth`), secrets (`rules_secrets`), the HTTPS front door
 (`rules_front_door`), backups (`rules_backups`), the hubs' logos (`rules_branding`), events
-(`rules_events`) and money (`rules_costs`).
+(`rules_events`), money (`rules_costs`) and the support desk (`rules_support`).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ from hubfleet.config.rules_secrets import (
     secrets_files_match_hubs,
     secrets_have_recipients,
 )
+from hubfleet.config.rules_support import support_accounts_are_operators, support_mail_is_complete
 
 Rule = Callable[[SourcedFleetConfig], list[ConfigError]]
 
@@ -116,6 +117,8 @@ RULES: list[Rule] = [
     billing_plans_exist,
     budget_hubs_are_the_communitys,
     billing_accounts_claimed_once,
+    support_accounts_are_operators,
+    support_mail_is_complete,
 ]
 
 
