@@ -22,7 +22,7 @@ from hubfleet.clock import require_aware
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.store.api import Store
 from hubfleet.store.tickets import ACTIVE_STATES, Ticket, TicketAlert, TicketEvent
-from hubfleet.support.tickets import mail_assignee, public_url, targets_status
+from hubfleet.support.tickets import console_link, mail_assignee, targets_status
 
 TARGETS = {"first_response": "first response", "resolution": "resolution"}
 LEVELS = ("warning", "missed")
@@ -108,7 +108,7 @@ def message(fleet: FleetConfig, ticket: Ticket, target: str, level: str, state: 
             f"Target: {what} within {hours:g} working hours",
             f"Used: {state['used_hours']:.2f} working hours ({state['percent']:.0f} %)",
             f"Due: {_when(state['due'])}",
-            f"URL: {public_url(fleet)}/tickets/{ticket.id}",
+            f"URL: {console_link(fleet, ticket.id)}",
         ]
     )
     return Notice(subject, body + "\n")

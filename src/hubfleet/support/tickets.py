@@ -171,6 +171,15 @@ def public_url(fleet: FleetConfig) -> str:
     return url.rstrip("/")
 
 
+def console_link(fleet: FleetConfig, ticket_id: int) -> str:
+    """The ticket's page in the console, for staff (requesters never get this link)."""
+    base = fleet.console_url()
+    if base is None:
+        port = fleet.settings.monitoring.metrics_port
+        base = f"http://127.0.0.1:{port}" if port else "http://127.0.0.1"
+    return f"{base.rstrip('/')}/tickets/{ticket_id}"
+
+
 def _pauses(ticket: Ticket) -> list[tuple[datetime, datetime | None]]:
     return [
         (datetime.fromisoformat(str(start)), datetime.fromisoformat(end) if end else None)
@@ -252,7 +261,7 @@ def _tell_assignee(session: Session, fleet: FleetConfig, ticket: Ticket, now: da
     if address:
         body = (
             f"{why}\n\nTicket #{ticket.id}: {ticket.subject}\nHub: {ticket.hub or '(none yet)'}\n"
-            f"Priority: {ticket.priority}\nState: {ticket.state}\n\n{public_url(fleet)}/tickets/{ticket.id}"
+            f"Priority: {ticket.priority}\nState: {ticket.state}\n\n{console_link(fleet, ticket.id)}"
         )
         _queue_mail(
             session, fleet, ticket, "assigned", address, f"Assigned to you: {ticket.subject}", body, now
@@ -276,8 +285,7 @@ def mail_assignee(
         ticket = _load(session, ticket_id)
         address = _assignee_email(fleet, ticket.assignee)
         if address:
-            link = f"\n\n{public_url(fleet)}/tickets/{ticket.id}"
-            _queue_mail(session, fleet, ticket, kind, address, subject, body + link, now)
+            _queue_mail(session, fleet, ticket, kind, address, subject, body, now)
         return address
 
 
