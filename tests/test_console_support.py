@@ -3,7 +3,7 @@ ticket, a community's tickets with its support-hours burn-down, /api/tickets and
 downloads, and the requester's public /help/ pages.
 
 In this process (starlette's TestClient) over the app and a real SQLite store of a demo-fleet copy; tickets
-are made by support.tickets as the hub form and the mail listener make them. Accounts: ops and ada are
+are made by support.tickets as the hub form and the mail listener make them. Accounts: ops, ada and lin are
 operators, lead-a leads uni-a, lead-h leads hackweek. The last test drives Debian's Chromium against a real
 `hubfleet console` process."""
 
@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from console_helpers import input_value, sign_in, write_accounts
-from fleet_helpers import CHROMIUM, CHROMIUM_ARGS, copy_demo_fleet
+from console_helpers import input_value, sign_in, start_console, stop_console, write_accounts
+from fleet_helpers import CHROMIUM, CHROMIUM_ARGS, copy_demo_fleet, free_ports
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.validate import load_fleet
 from hubfleet.console import accounts
@@ -34,8 +34,10 @@ with warnings.catch_warnings():  # starlette suggests httpx2; httpx is what the 
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-ACCOUNTS = {"ops": "operator", "ada": "operator", "lead-a": "uni-a", "lead-h": "hackweek"}
+ACCOUNTS = {"ops": "operator", "ada": "operator", "lin": "operator", "lead-a": "uni-a", "lead-h": "hackweek"}
+"""The demo's rota and second line name ada and lin: they must be operator accounts."""
 PASSWORDS = {name: f"{name}-password-1" for name in ACCOUNTS}
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 PDF = b"%PDF-1.4\n%test\n"
 SECRET_NOTE = "internal: the admin token of the hub rotated"
@@ -641,10 +643,13 @@ def test_the_queue_and_a_ticket_in_chromium(tmp_path: Path) -> None:
     """A real `hubfleet console` and Chromium: the operator opens the queue, a ticket, and sends an internal
     note through the form; no JavaScript error, nothing blocked by the Content-Security-Policy."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    from console_helpers import console_fleet
-
-    with console_fleet(tmp_path) as cf, open_store(cf.state_dir) as store:
-        fleet = load_fleet(cf.root)
+    root = copy_demo_fleet(tmp_path / "fleet")
+    write_accounts(root, ACCOUNTS)
+    state_dir = root / ".hubfleet"
+    state_dir.mkdir(exist_ok=True)
+    with open_store(state_dir) as store:
+        accounts.set_password(store, "ops", PASSWORDS["ops"])
+        fleet = load_fleet(root)
         ticket_id = desk.open_ticket(
             store,
             fleet,
@@ -659,16 +664,21 @@ def test_the_queue_and_a_ticket_in_chromium(tmp_path: Path) -> None:
                 verified=True,
             ),
         )
+        desk.log_time(store, ticket_id, account="ops", minutes=45)
+    (port,) = free_ports(1)
+    process = start_console(root, state_dir, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
         errors: list[str] = []
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
             try:
-                page = browser.new_page(base_url=cf.url)
+                page = browser.new_page(base_url=url)
                 page.on("pageerror", lambda error: errors.append(str(error)))
                 page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
                 page.goto("/login?next=/tickets")
                 page.fill("#username", "ops")
-                page.fill("#password", cf.passwords["ops"])
+                page.fill("#password", PASSWORDS["ops"])
                 page.click("button[type=submit]")
                 page.wait_for_url("**/tickets")
                 row = page.locator(f'tr[data-ticket="{ticket_id}"]')
@@ -686,6 +696,16 @@ def test_the_queue_and_a_ticket_in_chromium(tmp_path: Path) -> None:
                 note = page.locator(".message-note").last
                 assert "out of memory" in note.inner_text()
                 assert page.locator("[data-testid=internal-note]").count() == 1
+                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(SCREENSHOTS / "support-ticket.png"), full_page=True)
+                page.goto("/communities/uni-a/tickets")
+                page.wait_for_selector("[data-testid=support-hours]")
+                if page.locator(".chart[data-src]").count():  # the community has a support budget
+                    page.wait_for_selector(".chart[data-drawn]")
+                    assert page.locator(".chart").get_attribute("data-drawn") == "true"
+                page.screenshot(path=str(SCREENSHOTS / "support-community-tickets.png"), full_page=True)
             finally:
                 browser.close()
         assert errors == []
+    finally:
+        stop_console(process)
