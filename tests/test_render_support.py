@@ -283,3 +283,49 @@ def test_the_form_and_the_intake_check_attachments_by_their_bytes(demo: FleetCon
     assert (new.verified, new.category, new.urgency, log_asked) == (False, "other", "normal", False)
     assert new.attachments == [] and new.description.startswith("(The request")
     assert len(dropped) == 4 and "the attachment a.pdf (not readable)" in dropped
+
+
+@pytest.mark.parametrize("template", ["native-login.html", "signup.html"])
+def test_native_hub_pages_show_the_help_link(k8s: FleetConfig, template: str) -> None:
+    """An unbranded native hub (physics): NativeAuthenticator's own sign-in and sign-up pages, on the template
+    path as render/branding.py's native_template_paths sets it, carry the link and keep their look."""
+    import nativeauthenticator
+    from jupyterhub._data import DATA_FILES_PATH
+
+    native = Path(nativeauthenticator.__file__).parent
+    pages = hub_pages(k8s, k8s.hubs["physics"], help=True)
+    assert pages is not None and pages.native and not pages.branded
+    default = Path(DATA_FILES_PATH) / "templates"
+    loader = ChoiceLoader(
+        [
+            PrefixLoader({"templates": FileSystemLoader([str(default)])}, "/"),
+            FileSystemLoader([str(TEMPLATES), str(native / "templates"), str(native.parent), str(default)]),
+        ]
+    )
+    page = (
+        Environment(loader=loader, autoescape=True)
+        .get_template(template)
+        .render(
+            **pages.template_vars(),
+            base_url="/hub/",
+            prefix="/",
+            static_url=lambda *a, **k: "",
+            login_url="/hub/login",
+            logout_url="/hub/logout",
+            next="",
+            xsrf="x",
+            user=None,
+            enable_signup=True,
+            ask_email=False,
+            two_factor_auth=False,
+            recaptcha_key=None,
+            tos="",
+            announcement=None,
+            authenticator=type("A", (), {"request_otp": False})(),
+            login_service="",
+            parsed_scopes=[],
+            services=[],
+        )
+    )
+    assert 'id="hubfleet-help"' in page and 'href="/services/support/"' in page
+    assert 'id="hubfleet-name"' not in page and "JupyterHub logo" in page  # JupyterHub's own look

@@ -224,6 +224,12 @@ def test_missing_fields_and_xsrf(fleet: Path) -> None:
         assert "kept text" in response.text
         forged = client.post(FORM, data={**fields(xsrf), "_xsrf": "forged"})
         assert forged.status_code == 403 and "too old" in forged.text
+        # the page they came from: the link's ?from=, else the Referer; escaped in the hidden field
+        referred = client.get(FORM, headers={"Referer": hub_url(fleet, HUB) + "/hub/spawn?x=1"})
+        assert "name='page' value='/hub/spawn?x=1'" in referred.text
+        hostile = client.get(FORM, params={"from": "/hub/home'><script>alert(1)</script>"})
+        assert "<script>alert(1)" not in hostile.text
+        assert "value='/hub/home&#x27;&gt;&lt;script&gt;alert(1)&lt;/script&gt;'" in hostile.text
 
 
 # --------------------------------------------------------------------------- the outbox
