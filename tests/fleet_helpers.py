@@ -90,12 +90,17 @@ def _free(port: int) -> bool:
     return True
 
 
-def copy_demo_fleet(dest: Path, keep: set[str] | None = None, *, front_door: bool = False) -> Path:
+def copy_demo_fleet(
+    dest: Path, keep: set[str] | None = None, *, front_door: bool = False, desk: bool = False
+) -> Path:
     """The demo fleet in `dest` with every hub (and the console) on a free port; `keep` limits it to those
     hub files (paths relative to the fleet, e.g. 'communities/uni-a/hubs/staging.yaml').
 
     Without `front_door` the copy has none (hubs at http://127.0.0.1:PORT, as most tests want); with it, the
-    demo's front door listens on two free loopback ports."""
+    demo's front door listens on two free loopback ports.
+
+    The copy keeps the demo's support desk without its rota and second line, which name the console accounts
+    the copy drops; with `desk` it keeps them too, and the caller writes accounts with ada and lin."""
     shutil.copytree(DEMO, dest, ignore=NO_STATE)
     hub_files = sorted(dest.glob("communities/*/hubs/*.yaml"))
     for path in hub_files:
@@ -115,6 +120,9 @@ def copy_demo_fleet(dest: Path, keep: set[str] | None = None, *, front_door: boo
         text = re.sub(r"(?m)^  https_port: \d+$", f"  https_port: {https_port}", text)
     else:
         text = drop_section(text, "front_door")
+    if not desk:
+        rota = r"(?m)^  # first line takes turns.*\n  rota:\n(?:    .*\n)*  second_line: .*\n"
+        text = re.sub(rota, "", text)
     # the support desk's SMTP listener: a free port too (a fixed one collides between tests and `make demo`)
     text = re.sub(r"(?m)^(  listen: \{host: 127\.0\.0\.1, port: )\d+\}$", rf"\g<1>{free_ports(1)[0]}}}", text)
     fleet_yaml.write_text(text)

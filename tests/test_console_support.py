@@ -64,7 +64,7 @@ class Desk:
 
 @pytest.fixture(scope="module")
 def sd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
-    root = copy_demo_fleet(tmp_path_factory.mktemp("console-support") / "fleet")
+    root = copy_demo_fleet(tmp_path_factory.mktemp("console-support") / "fleet", desk=True)
     write_accounts(root, ACCOUNTS)
     fleet = load_fleet(root)
     with open_store(root / ".hubfleet") as store:
@@ -643,7 +643,7 @@ def test_the_queue_and_a_ticket_in_chromium(tmp_path: Path) -> None:
     """A real `hubfleet console` and Chromium: the operator opens the queue, a ticket, and sends an internal
     note through the form; no JavaScript error, nothing blocked by the Content-Security-Policy."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    root = copy_demo_fleet(tmp_path / "fleet")
+    root = copy_demo_fleet(tmp_path / "fleet", desk=True)
     write_accounts(root, ACCOUNTS)
     state_dir = root / ".hubfleet"
     state_dir.mkdir(exist_ok=True)

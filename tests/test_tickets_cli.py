@@ -27,6 +27,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = copy_demo_fleet(
         tmp_path_factory.mktemp("tickets-cli") / "demo",
         keep={"communities/uni-a/hubs/staging.yaml", "communities/hackweek/hubs/staging.yaml"},
+        desk=True,  # the demo's rota and second line (ada, lin)
     )
     (root / "fleet.yaml").write_text((root / "fleet.yaml").read_text() + ACCOUNTS)
     return root
