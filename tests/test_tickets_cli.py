@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet_helpers import copy_demo_fleet, hubfleet
+from fleet_helpers import copy_demo_fleet, drop_section, hubfleet
 
 HUB = "uni-a-staging"
 ACCOUNTS = """\
@@ -29,7 +29,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
         keep={"communities/uni-a/hubs/staging.yaml", "communities/hackweek/hubs/staging.yaml"},
         desk=True,  # the demo's rota and second line (ada, lin)
     )
-    (root / "fleet.yaml").write_text((root / "fleet.yaml").read_text() + ACCOUNTS)
+    (root / "fleet.yaml").write_text(drop_section((root / "fleet.yaml").read_text(), "console") + ACCOUNTS)
     return root
 
 
