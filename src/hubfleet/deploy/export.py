@@ -402,7 +402,7 @@ def _write_branding(fleet: FleetConfig, hub: Hub, out: Path) -> list[Path]:
     """The community's logo and hubfleet's page templates into branding/, where the standalone config's
     `logo_file` and `template_paths` point (beside jupyterhub_config.py, as in the hub's data directory)."""
     written = []
-    for name, encoded in local_files(fleet, hub).items():
+    for name, encoded in local_files(fleet, hub, help=False).items():  # no support service in an export
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(encoded))
