@@ -61,13 +61,20 @@ class LogUnavailable(Exception):
 @dataclass(frozen=True)
 class LogLine:
     text: str
-    at: datetime | None
-    """When it was written (lines without a timestamp of their own: None)."""
+    stamp: str | None
+    """"YYYY-MM-DD HH:MM:SS" as written (lines without a timestamp of their own: None); see `at`."""
     hub_line: bool
     """Written by the hub itself (JupyterHub or its proxy), not by a user's server."""
     message: str
     continued: bool = False
     """An indented line under a hub line (its traceback, its headers): part of that record."""
+    tz: Any = None
+    """The stamp's time zone (None: this machine's local time)."""
+
+    @property
+    def at(self) -> datetime | None:
+        """When it was written, in UTC (parsed only when asked: most lines never are)."""
+        return _local_time(self.stamp, self.tz) if self.stamp else None
 
 
 def redact(text: str) -> str:
@@ -93,14 +100,17 @@ def parse(lines: Sequence[str], *, tz: Any = None) -> list[LogLine]:
         text = raw.rstrip("\r\n")
         previous = parsed[-1] if parsed else None
         if previous is not None and previous.hub_line and text[:1] in (" ", "\t", "}", ""):
-            parsed.append(LogLine(text, previous.at, True, previous.message, continued=True))
-        elif broker := _BROKER.match(text):
-            at = datetime.strptime(broker["at"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
-            parsed.append(LogLine(text, at, True, f"user {broker['user']}: {broker['msg']}"))
-        elif match := _PREFIX.match(text):
+            parsed.append(
+                LogLine(text, previous.stamp, True, previous.message, continued=True, tz=previous.tz)
+            )
+        elif text.startswith("[hubfleet broker ") and (broker := _BROKER.match(text)):
+            parsed.append(
+                LogLine(text, broker["at"], True, f"user {broker['user']}: {broker['msg']}", tz=UTC)
+            )
+        elif text.startswith("[") and (match := _PREFIX.match(text)):
             source = match["source"]
             hub_line = source.startswith(("JupyterHub", "configurable_http_proxy", "tornado"))
-            parsed.append(LogLine(text, _local_time(match["at"], tz), hub_line, match["msg"]))
+            parsed.append(LogLine(text, match["at"], hub_line, match["msg"], tz=tz))
         else:
             parsed.append(LogLine(text, None, False, text))
     return parsed
@@ -161,8 +171,10 @@ async def read_hub_log(
         if kind == "local":
             if state_dir is None:
                 return None, "no state directory given: the local hub's log was not read"
-            lines = await asyncio.wait_for(asyncio.to_thread(read_local_log, state_dir, hub), timeout)
-            return parse(lines), None
+            parsed = await asyncio.wait_for(
+                asyncio.to_thread(lambda: parse(read_local_log(state_dir, hub))), timeout
+            )
+            return parsed, None
         if kind == "kubernetes":
             return parse(await read_kubernetes_log(fleet, hub, timeout), tz=UTC), None
     except LogUnavailable as exc:
@@ -243,6 +255,11 @@ def _patterns(username: str) -> _Patterns:
     )
 
 
+def _about(line: LogLine, username: str) -> bool:
+    """A hub line that may concern `username` (a cheap test before the patterns)."""
+    return line.hub_line and username in line.message
+
+
 def _tail_cause(lines: Sequence[LogLine], upto: int, start: int, pats: _Patterns) -> str:
     """The telling lines of the server's own output in this attempt (e.g. "Fatal Python error: ...")."""
     found = [
@@ -253,9 +270,9 @@ def _tail_cause(lines: Sequence[LogLine], upto: int, start: int, pats: _Patterns
     return " / ".join(redact(text) for text in found[-3:])
 
 
-def _attempt_start(lines: Sequence[LogLine], before: int, pats: _Patterns) -> int:
+def _attempt_start(lines: Sequence[LogLine], before: int, pats: _Patterns, username: str) -> int:
     for index in range(before, -1, -1):
-        if lines[index].hub_line and pats.start.search(lines[index].message):
+        if _about(lines[index], username) and pats.start.search(lines[index].message):
             return index
     return max(0, before - 50)
 
@@ -269,7 +286,7 @@ def spawn_failures(
     found: list[dict[str, Any]] = []
     seen: set[tuple[str | None, str]] = set()
     for index, line in enumerate(lines):
-        if not line.hub_line or line.continued:
+        if not line.hub_line or line.continued or username not in line.message:
             continue
         for pattern, template in pats.failures:
             match = pattern.search(line.message)
@@ -286,7 +303,7 @@ def spawn_failures(
                 "message": redact(message)[:MAX_MESSAGE],
                 "line": redact(line.text),
             }
-            cause = _tail_cause(lines, index, _attempt_start(lines, index, pats), pats)
+            cause = _tail_cause(lines, index, _attempt_start(lines, index, pats, username), pats)
             if cause:
                 entry["detail"] = cause[:MAX_MESSAGE]
             found.append(entry)
@@ -301,24 +318,24 @@ def start_lines(lines: Sequence[LogLine], username: str, *, max_lines: int = 200
     pats = _patterns(username)
     begin = None
     for index in range(len(lines) - 1, -1, -1):
-        if lines[index].hub_line and pats.start.search(lines[index].message):
+        if _about(lines[index], username) and pats.start.search(lines[index].message):
             begin = index
             break
     if begin is None:
         failures = [
             i
             for i, line in enumerate(lines)
-            if line.hub_line and any(p.search(line.message) for p, _ in pats.failures)
+            if _about(line, username) and any(p.search(line.message) for p, _ in pats.failures)
         ]
         if not failures:
             return None
         begin = max(0, failures[-1] - 50)
-    while begin > 0 and lines[begin - 1].hub_line and pats.start.search(lines[begin - 1].message):
+    while begin > 0 and _about(lines[begin - 1], username) and pats.start.search(lines[begin - 1].message):
         begin -= 1
     end = len(lines)
     for index in range(begin, len(lines)):
         line = lines[index]
-        if line.hub_line and (
+        if _about(line, username) and (
             pats.end.search(line.message) or any(p.search(line.message) for p, _ in pats.failures)
         ):
             end = min(len(lines), index + 5)
