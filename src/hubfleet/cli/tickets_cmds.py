@@ -391,6 +391,11 @@ def _print_context(c: dict[str, Any]) -> None:
         say(escape(f"  failed start {_short(f['at'])}: {f['message']}{detail}"), highlight=False)
     for problem in c.get("problems", []):
         say(escape(f"  not known: {problem}"), style="yellow", highlight=False)
+    if c.get("start_log"):
+        lines = str(c["start_log"]).splitlines()
+        more = ", the last 40 here; all in --json" if len(lines) > 40 else ""
+        say(f"  their last server start ({len(lines)} lines{more}):")
+        say(escape("\n".join("    " + line for line in lines[-40:])), style="dim", highlight=False)
 
 
 # --------------------------------------------------------------------------- acting
