@@ -142,3 +142,11 @@ def test_errors_are_one_line(fleet: Path) -> None:
     # nothing was lost or changed by the refused commands
     shown = as_json(fleet, "show", ticket)
     assert shown["priority"] == "low" and shown["time_log"] == [] and shown["assignee"] in ("ada", "lin")
+    assert shown["hub"] == HUB and shown["community"] == "uni-a"
+
+    # first line names the right hub: its context is captured, the ticket moves to that community
+    moved = as_json(fleet, "attach-hub", ticket, "hackweek-staging")
+    assert moved["done"] == "hub hackweek-staging attached, its context captured"
+    tickets(fleet, "assign", ticket, "--none")
+    shown = as_json(fleet, "list", "--community", "hackweek", "--assignee", "none")["tickets"]
+    assert [t["id"] for t in shown] == [int(ticket)] and shown[0]["hub"] == "hackweek-staging"
