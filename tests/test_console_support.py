@@ -35,7 +35,7 @@ with warnings.catch_warnings():  # starlette suggests httpx2; httpx is what the 
     from starlette.testclient import TestClient
 
 ACCOUNTS = {"ops": "operator", "ada": "operator", "lin": "operator", "lead-a": "uni-a", "lead-h": "hackweek"}
-"""The demo's rota and second line name ada and lin: they must be operator accounts."""
+"""The demo's rota and second line (kept: `desk=True`) name ada and lin: they must be operator accounts."""
 PASSWORDS = {name: f"{name}-password-1" for name in ACCOUNTS}
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
