@@ -146,6 +146,7 @@ def _update_services(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> No
         roles[name] = {"scopes": list(scopes), "services": [name]}
     if support_hook.has_help(fleet):  # the control plane pulls the support outbox (render/support_hook.py)
         roles[CONTROL_SERVICE]["scopes"].append(support_hook.ACCESS_SCOPE)
+        roles["user"] = {"scopes": list(support_hook.USER_SCOPES)}
 
 
 def _update_metrics(values: dict[str, Any], fleet: FleetConfig, hub: Hub) -> None:

@@ -22,7 +22,7 @@ from hubfleet.render.common import (
     auth_secrets,
 )
 from hubfleet.render.identity_hook import local_identity_lines
-from hubfleet.render.support_hook import ACCESS_SCOPE, has_help, local_lines, local_service
+from hubfleet.render.support_hook import ACCESS_SCOPE, USER_SCOPES, has_help, local_lines, local_service
 
 if TYPE_CHECKING:
     from hubfleet.secrets.store import SecretResolver
@@ -141,6 +141,7 @@ def render_jupyterhub_config(fleet: FleetConfig, hub: Hub, runtime: LocalRuntime
 
     if support:
         assert runtime.support_port is not None
+        roles.append({"name": "user", "scopes": USER_SCOPES})
         services.append(local_service(fleet, hub, data_dir, runtime.bin_dir / "python", runtime.support_port))
     services_src = ",\n    ".join(_service_literal(s) for s in services)
     lines = [

@@ -8,8 +8,8 @@ the proxy pod through the hub's Service on SERVICE_PORT (the network policies of
 through). Its settings travel as JSON in the service's environment, so the code itself never changes per hub.
 
 The control plane's service token may reach the service (`access:services!service=support`) to pull the
-outbox; people reach it through the hub's OAuth, which grants any signed-in user that same scope for the
-length of the sign-in.
+outbox; people reach it through the hub's OAuth, which lets through only users who hold that same scope
+themselves (JupyterHub's authorize handler checks it): the hub's `user` role gets it (USER_SCOPES).
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ SERVICE_PATH = f"/services/{SERVICE_NAME}/"
 OUTBOX_PATH = f"{SERVICE_PATH}api/outbox"
 ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"
 """The control service's extra scope: without it the service's HubAuth refuses its token."""
+USER_SCOPES = ["self", ACCESS_SCOPE]
+"""The hub's `user` role: JupyterHub's default (`self`) and the form, or a signed-in person who is not an
+admin gets 403 from /hub/api/oauth2/authorize on the way to it."""
 ENV = "HUBFLEET_SUPPORT"
 LOCAL_DB_NAME = "support-outbox.sqlite"
 """In a local hub's data directory, beside its jupyterhub.sqlite."""
