@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fleet_helpers import copy_demo_fleet, daemon_status, drop_section, hubfleet, running_fleet, wait_for
+from fleet_helpers import copy_demo_fleet, daemon_status, hubfleet, running_fleet, wait_for
 from hubfleet.config.validate import load_fleet
 from hubfleet.monitor.incidents import open_incident, resolve_incident
 from hubfleet.store import open_store
@@ -37,12 +37,6 @@ environments:
   - slug: broken
     display_name: Broken Python
     env: {PYTHONHOME: /nonexistent-python-home}
-"""
-ACCOUNTS = """\
-console:
-  accounts:
-    - {username: ada, role: operator}
-    - {username: lin, role: operator}
 """
 
 
@@ -78,8 +72,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory):
     )
     hub_file = root / "communities/uni-a/hubs/staging.yaml"
     hub_file.write_text(hub_file.read_text() + ENVIRONMENTS)
-    fleet_yaml = root / "fleet.yaml"  # the support desk's rota names these operators
-    fleet_yaml.write_text(drop_section(fleet_yaml.read_text(), "console") + ACCOUNTS)
     with running_fleet(root):
         hub = Hub(root)
         for user in ("alice", "bob"):
