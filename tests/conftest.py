@@ -93,6 +93,7 @@ SLOWEST_FIRST = (
     "test_usage_identity.py",
     "test_costs_demo.py",
     "test_console_costs.py",
+    "test_support_demo.py",
     "test_support_context.py",
     "test_support_hub.py",
 )
