@@ -24,8 +24,10 @@ def demo(tmp_path: Path) -> Path:
 
 
 def _console_section(root: Path, section: str) -> None:
+    """fleet.yaml's console accounts replaced with `section`; the demo's support desk goes too (its rota
+    names the demo's operators)."""
     fleet_yaml = root / "fleet.yaml"
-    fleet_yaml.write_text(drop_section(fleet_yaml.read_text(), "console") + section)
+    fleet_yaml.write_text(drop_section(drop_section(fleet_yaml.read_text(), "console"), "support") + section)
 
 
 def _errors(root: Path) -> list[str]:
