@@ -339,7 +339,7 @@ CASES = [
         "communities/uni-a/community.yaml",
         ("grace@uni-a.example", "grace"),
         [
-            "communities/uni-a/community.yaml:38:12: contacts[0].email: 'grace' is not an email address",
+            "communities/uni-a/community.yaml:40:12: contacts[0].email: 'grace' is not an email address",
         ],
         id="community contact email",
     ),
