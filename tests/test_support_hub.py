@@ -261,6 +261,7 @@ def outbox_file(root: Path) -> Path:
 
 def test_a_bad_request_in_the_outbox_becomes_a_ticket_with_a_note(fleet: Path) -> None:
     path = wait_for(lambda: outbox_file(fleet) if outbox_file(fleet).exists() else None)
+    assert path.stat().st_mode & 0o777 == 0o600  # the hub account's alone: not its users' servers
     with sqlite3.connect(path) as db:
         db.execute(
             "INSERT INTO requests (ref, created, username, verified, email, page, category, urgency, "
