@@ -88,7 +88,12 @@ def config_of(text: str) -> Any:
 
 def test_local_hub_runs_the_support_service(demo: FleetConfig) -> None:
     hub = demo.hubs["uni-a-staging"]
-    c = config_of(render_jupyterhub_config(demo, hub, runtime()))
+    text = render_jupyterhub_config(demo, hub, runtime())
+    # a vanished runtime.json is written back from the running config, the support port too
+    from hubfleet.daemon.hub_files import _SUPPORT_PORT
+
+    assert (found := _SUPPORT_PORT.search(text)) and found[1] == "40123"
+    c = config_of(text)
     service = next(s for s in c.JupyterHub.services if s["name"] == "support")
     assert service["url"] == "http://127.0.0.1:40123"
     assert service["command"] == ["/opt/venv/bin/python", "-m", "hubfleet.render.support_hub"]

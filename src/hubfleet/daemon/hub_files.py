@@ -186,6 +186,9 @@ _PORTS = re.compile(
 )
 
 
+_SUPPORT_PORT = re.compile(r"\{'name': 'support', 'url': 'http://127\.0\.0\.1:(\d+)'")
+
+
 def restore_state_files(prepared: PreparedHub) -> list[str]:
     """A running hub's tokens.json and runtime.json, written again from what it runs when they vanished
     (so `status`, `token` and `check` reach it). Returns what was written."""
@@ -200,6 +203,8 @@ def restore_state_files(prepared: PreparedHub) -> list[str]:
     ports = _PORTS.search(prepared.rendered)
     if not runtime_path.exists() and ports:
         runtime = {"hub_port": int(ports[1]), "proxy_api_port": int(ports[2]), "url": prepared.url}
+        if support := _SUPPORT_PORT.search(prepared.rendered):  # the support service's (support_hook.py)
+            runtime["support_port"] = int(support[1])
         write_private(runtime_path, json.dumps(runtime, indent=2))
         written.append(str(runtime_path))
     return written
