@@ -334,3 +334,20 @@ def test_native_hub_pages_show_the_help_link(k8s: FleetConfig, template: str) ->
     )
     assert 'id="hubfleet-help"' in page and 'href="/services/support/"' in page
     assert 'id="hubfleet-name"' not in page and "JupyterHub logo" in page  # JupyterHub's own look
+
+
+def test_the_daemon_round_skips_hubs_it_cannot_ask(
+    demo: FleetConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local hub not running is not asked; one never started from this state directory is skipped (its
+    requests wait in its outbox) without stopping the round."""
+    import asyncio
+
+    from hubfleet.daemon.support_intake import interval, pull_all
+    from hubfleet.store import open_store
+
+    with open_store(tmp_path) as store:
+        assert asyncio.run(pull_all(demo, store, tmp_path, running_local=[])) == []
+        assert asyncio.run(pull_all(demo, store, tmp_path, running_local=list(demo.hubs))) == []
+    monkeypatch.delenv("HUBFLEET_SUPPORT_PULL_INTERVAL", raising=False)
+    assert interval() == 10.0
