@@ -4,7 +4,8 @@ cookies, the OAuth redirects of the hub's `support` service, the form's XSRF tok
 pulls the request into a ticket that goes to the demo's operator on duty with the hub's context; it is
 escalated to second line, answered (the requester gets the reply at a real SMTP receiver, through the fleet's
 alert mail channel as the desk sends its mail), resolved within both response-time targets with time logged,
-and the uni-a leader sees it in the console while the hackweek leader gets 404 for it everywhere.
+and the uni-a leader sees it in the console while the hackweek leader gets 404 for it everywhere. The
+requester answers the survey from the link in the "resolved" mail.
 
 Nothing is mocked: real JupyterHub processes, the real `hubfleet up` daemon (hub intake, mail sender, watch),
 the console's real pages and API, a real SMTP server (aiosmtpd) receiving the desk's mail. The steps run in
@@ -28,7 +29,15 @@ import pytest
 
 from alert_receivers import SMTPReceiver, smtp_server
 from console_helpers import input_value, sign_in
-from fleet_helpers import DEMO, copy_demo_fleet, daemon_status, hubfleet, running_fleet, wait_for
+from fleet_helpers import (
+    DEMO,
+    copy_demo_fleet,
+    daemon_status,
+    free_ports,
+    hubfleet,
+    running_fleet,
+    wait_for,
+)
 from hubfleet.config.validate import load_fleet
 from hubfleet.support.rota import on_duty
 
@@ -81,7 +90,9 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
         fleet_yaml.write_text(
             fleet_yaml.read_text()
             + demo_section("console")
-            + "monitoring:\n  alerts:\n    email:\n      - name: ops-mail\n        smtp_host: 127.0.0.1\n"
+            # the console on a port of its own, which the requester's links in the desk's mail name
+            + f"monitoring:\n  metrics_port: {free_ports(1)[0]}\n"
+            + "  alerts:\n    email:\n      - name: ops-mail\n        smtp_host: 127.0.0.1\n"
             f"        smtp_port: {smtp.port}\n        security: none\n"
             "        sender: hubfleet@hubfleet.example\n        to: [ops@hubfleet.example]\n"
         )
@@ -310,6 +321,16 @@ def it_is_escalated_answered_and_resolved_within_its_targets(desk: Desk) -> None
     resolved_mail = wait_for(lambda: [m for m in desk.smtp.to(PERSON_EMAIL) if "Resolved" in m.subject], 60)
     survey = re.search(r"(https?://\S+/help/survey/\S+)", resolved_mail[0].body)
     assert survey, resolved_mail[0].body
+    # the requester opens the survey link from the mail (no sign-in) and answers the one question
+    with httpx.Client(timeout=60) as requester:
+        page = requester.get(survey.group(1))
+        assert page.status_code == 200 and "How satisfied" in page.text, page.text[:1000]
+        url, hidden = form_of(page)
+        thanks = requester.post(url, data={**hidden, "score": "5", "comment": "Fast, thank you!"})
+        assert thanks.status_code == 200 and "Thank you" in thanks.text, thanks.text[:1000]
+    with desk.api("ada") as ops:
+        done = ops.get(f"/api/tickets/{tid}").json()
+    assert done["survey_score"] == 5
     desk.ticket = done
 
 
