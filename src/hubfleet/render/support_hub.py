@@ -360,7 +360,9 @@ class FormHandler(_Base):
     def get(self):
         user = self._user()
         if user is None and self.get_argument("signin", "") == "1":
-            # the link on a signed-in hub page: the hub's OAuth recognises them without a sign-in form
+            # the link on a signed-in hub page: the hub's OAuth recognises them without a sign-in form. Once
+            # only: back here still without a user (a browser refusing the cookie), the form is shown
+            self.request.uri = self.request.uri.replace("signin=1", "signin=tried", 1)
             return self.redirect(self.get_login_url())
         page = clean_page(self.get_argument("from", "") or self.request.headers.get("Referer", ""))
         self.write(render_form(self, {"page": page}, {}, user))
