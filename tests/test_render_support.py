@@ -106,6 +106,8 @@ def test_local_hub_runs_the_support_service(demo: FleetConfig) -> None:
     assert settings["max_attachment_bytes"] == demo.settings.support.max_attachment_bytes
     control = next(r for r in c.JupyterHub.load_roles if r["name"] == "hubfleet")
     assert control["scopes"] == [*CONTROL_SCOPES, support_hook.ACCESS_SCOPE]
+    user = next(r for r in c.JupyterHub.load_roles if r["name"] == "user")  # through the hub's OAuth
+    assert user["scopes"] == ["self", support_hook.ACCESS_SCOPE]
     assert c.JupyterHub.template_vars["hubfleet_help"] is True
     assert c.JupyterHub.template_vars["hubfleet_branded"] is True  # uni-a's branding stays
 
@@ -143,6 +145,7 @@ def test_kubernetes_values_carry_the_service(k8s: FleetConfig) -> None:
         "stringData": support_hook.HUB_CODE.read_text(),
     }
     assert support_hook.ACCESS_SCOPE in hub["loadRoles"]["hubfleet"]["scopes"]
+    assert hub["loadRoles"]["user"] == {"scopes": ["self", support_hook.ACCESS_SCOPE]}
     assert {"name": "support", "port": 10101, "targetPort": 10101, "protocol": "TCP"} in hub["service"][
         "extraPorts"
     ]
