@@ -67,17 +67,20 @@ def test_a_full_range_says_what_to_set(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_a_hub_never_gets_ports_written_down_for_a_stopped_hub(tmp_path, monkeypatch: pytest.MonkeyPatch):
-    """Two hubs of a fleet in a range of four ports: the second takes the two the first did not write down,
-    although the first is not running and holds none of them."""
+    """Two hubs of a fleet in a range of six ports (each: hub, proxy API, support service): the second takes
+    the three the first did not write down, although the first is not running and holds none of them."""
     root = copy_demo_fleet(
         tmp_path / "demo", {"communities/uni-a/hubs/staging.yaml", "communities/uni-a/hubs/prod.yaml"}
     )
-    monkeypatch.setenv(RANGE_ENV, "39020-39023")
+    monkeypatch.setenv(RANGE_ENV, "39020-39025")
     fleet = load_fleet(root)
     backend = LocalBackend(fleet, root / ".hubfleet")
     first, second = (backend.runtime(hub) for hub in fleet.hubs.values())
-    ports = [first.hub_port, first.proxy_api_port, second.hub_port, second.proxy_api_port]
-    assert sorted(ports) == [39020, 39021, 39022, 39023]
+    ports = [
+        *(first.hub_port, first.proxy_api_port, first.support_port),
+        *(second.hub_port, second.proxy_api_port, second.support_port),
+    ]
+    assert sorted(ports) == list(range(39020, 39026))
     stored = json.loads((root / ".hubfleet" / "hubs" / next(iter(fleet.hubs)) / "runtime.json").read_text())
     assert (stored["hub_port"], stored["proxy_api_port"]) == (first.hub_port, first.proxy_api_port)
     assert backend.runtime(next(iter(fleet.hubs.values()))).hub_port == first.hub_port, "kept once chosen"

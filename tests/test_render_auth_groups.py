@@ -81,7 +81,8 @@ def z2jh_config(fleet: FleetConfig, hub: Hub) -> Config:
     c.GitHubOAuthenticator.client_secret = "placeholder"
     for _key, code in sorted(values["hub"].get("extraConfig", {}).items()):
         if "_hubfleet_oidc_discovery" not in code:  # reads the issuer at start; not reachable here
-            exec(code, {"c": c})
+            # z2jh runs extraConfig with its helpers in scope; get_name gives a resource's name in the release
+            exec(code, {"c": c, "get_name": lambda name: name})
     return c
 
 

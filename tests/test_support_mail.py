@@ -32,7 +32,7 @@ from sqlalchemy import select
 
 from alert_receivers import SMTPReceiver, _Handler, smtp_server, wait_for
 from fleet_helpers import copy_demo_fleet, drop_section
-from hubfleet.config.fleet import FleetConfig
+from hubfleet.config.fleet import FleetConfig, FleetInvalid
 from hubfleet.config.validate import load_fleet
 from hubfleet.daemon.support_mail import MAX_ATTEMPTS, SupportMail, send_pending
 from hubfleet.monitor.alerts import Alerter
@@ -435,7 +435,11 @@ def test_the_outbox_retries_after_the_smtp_server_was_down(tmp_path: Path) -> No
 
 
 def test_the_outbox_waits_when_no_channel_sends(tmp_path: Path) -> None:
-    fleet = write_fleet(tmp_path / "demo", free_port(), free_port(), extra="  send_through: nope\n")
+    with pytest.raises(FleetInvalid) as refused:  # a channel that does not exist never gets this far
+        write_fleet(tmp_path / "bad", free_port(), free_port(), extra="  send_through: nope\n")
+    assert "support.send_through: no email channel 'nope'" in " ".join(map(str, refused.value.errors))
+    root = copy_demo_fleet(tmp_path / "demo")  # its desk, and no monitoring.alerts.email channel
+    fleet = load_fleet(root)
     store = open_store(tmp_path / "demo" / ".hubfleet")
     new = tickets.NewTicket("email", "other", "low", "Hi", "Hello.", requester_email="sam@example.org")
     tickets.open_ticket(store, fleet, new)
@@ -445,7 +449,7 @@ def test_the_outbox_waits_when_no_channel_sends(tmp_path: Path) -> None:
     with store.session() as session:
         row = session.scalars(select(TicketMail)).one()
     assert row.attempts == 0 and row.sent_at is None
-    assert row.error and "send_through" in row.error and "'nope'" in row.error and "desk" in row.error
+    assert row.error and "no email channel to send through" in row.error
     store.close()
 
 

@@ -62,25 +62,16 @@ vacation reply to "resolved" would open the ticket again). A staff reply is a pe
 
 
 def channel_of(fleet: FleetConfig) -> EmailChannel | None:
-    """The alerts email channel that sends the desk's mail: support.send_through, else the first."""
+    """The alerts email channel that sends the desk's mail: support.send_through (validate checks that it
+    exists), else the first."""
     channels = fleet.settings.monitoring.alerts.email
     name = fleet.settings.support.send_through
-    if name is None:
-        return channels[0] if channels else None
-    return next((c for c in channels if c.name == name), None)
+    return next((c for c in channels if name in (None, c.name)), None)
 
 
-def _no_channel(fleet: FleetConfig) -> str:
-    name = fleet.settings.support.send_through
-    names = [c.name for c in fleet.settings.monitoring.alerts.email]
-    if name:
-        return (
-            f"support.send_through names the email channel '{name}', which fleet.yaml "
-            f"monitoring.alerts.email does not have; choose one of: {', '.join(names) or 'none (add one)'}"
-        )
-    return (
-        "no email channel to send through: add one to fleet.yaml monitoring.alerts.email (smtp_host, sender)"
-    )
+NO_CHANNEL = (
+    "no email channel to send through: add one to fleet.yaml monitoring.alerts.email (smtp_host, sender)"
+)
 
 
 def compose(fleet: FleetConfig, channel: EmailChannel, row: TicketMail) -> EmailMessage:
@@ -140,8 +131,8 @@ async def send_pending(
         return Sent(0, 0)
     channel = channel_of(fleet)
     if channel is None:  # said once per row (on the row and in the log), not every pass
-        if _note_error(store, [r.id for r in rows], _no_channel(fleet)):
-            log.warning("support mail: %d mail(s) waiting: %s", len(rows), _no_channel(fleet))
+        if _note_error(store, [r.id for r in rows], NO_CHANNEL):
+            log.warning("support mail: %d mail(s) waiting: %s", len(rows), NO_CHANNEL)
         return Sent(0, 0)
     sent = failed = 0
     for row in rows:
