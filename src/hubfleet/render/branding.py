@@ -165,7 +165,7 @@ def branding_lines(fleet: FleetConfig, hub: Hub, data_dir: Path, *, help: bool =
     lines = [
         "",
         f"# branding: {what} on the hub's pages (docs/branding.md)"
-        + ("; the 'Get help' link (docs/support-hub.md)" if branding.help else ""),
+        + ("; the 'Get help' link (docs/support.md)" if branding.help else ""),
         branding.digest_comment(),
         "c.JupyterHub.template_vars = {",
         *(f"    {key!r}: {value!r}," for key, value in branding.template_vars().items()),

@@ -1,6 +1,6 @@
 """The support desk on every hub (fleet.yaml `support.help_button`): a "Get help" link on the hub's pages
 (render/branding.py's template overrides) and the `support` service behind the hub's own proxy at
-/services/support/, whose code is hubfleet.render.support_hub (docs/support-hub.md).
+/services/support/, whose code is hubfleet.render.support_hub (docs/support.md).
 
 A local hub runs that module as a managed service on a loopback port of its own (runtime.json's
 `support_port`); a Kubernetes hub runs the same file, mounted by hub.extraFiles, in the hub pod, reached by
@@ -95,7 +95,7 @@ def kubernetes_config(fleet: FleetConfig, hub: Hub) -> str:
     at the hub Service's name (which a release's fullnameOverride changes)."""
     env = settings(fleet, hub, KUBERNETES_DB, bind="0.0.0.0", api_url="http://127.0.0.1:8081/hub/api")
     return (
-        "# hubfleet: the support desk's form behind /services/support/ (docs/support-hub.md)\n"
+        "# hubfleet: the support desk's form behind /services/support/ (docs/support.md)\n"
         f"# support service code sha256 {code_sha256()}\n"
         "c.JupyterHub.services.append(\n"
         "    {\n"

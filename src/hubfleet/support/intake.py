@@ -5,7 +5,7 @@ database. `pull_hub` fetches it with the control plane's own service token for t
 (GET /services/support/api/outbox), opens a ticket for each request with the hub's context captured now,
 then acknowledges what it has (POST .../api/outbox/ack), which removes it from the hub. A request whose
 ticket exists already (same hub and reference: the acknowledgement was lost) is acknowledged without a second
-ticket. Why pull: the hub needs no route to or credential for the control plane (docs/support-hub.md).
+ticket. Why pull: the hub needs no route to or credential for the control plane (docs/support.md).
 
 The hub is not trusted: everything it hands over is checked again here. What does not pass (an attachment too
 large or of the wrong type, an over-long description, an unknown category) is dropped from the ticket and an
