@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from fleet_helpers import copy_demo_fleet, drop_section
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models_support import Rota, Support
+from hubfleet.config.rules_support import support_warnings
 from hubfleet.config.validate import load_fleet, validate_fleet
 from hubfleet.store import open_store
 from hubfleet.store.api import Store
@@ -299,3 +300,15 @@ def test_validate_names_support_accounts_and_channels_that_do_not_exist(tmp_path
     assert "support.listen: a mail listener needs the address it receives for; set `support.address`" in shown
     assert "support.send_through: no email channel 'mailer' in monitoring.alerts.email" in shown
     assert all(str(e).startswith("fleet.yaml:") for e in errors if "support." in str(e)), shown
+
+
+def test_validate_warns_when_the_desks_mail_cannot_go_out_or_be_followed(tmp_path: Path) -> None:
+    demo, _ = validate_fleet(DEMO)
+    assert demo is not None
+    (no_channel,) = [str(w) for w in support_warnings(demo)]  # the demo sends no mail; its front door serves
+    assert "no monitoring.alerts.email channel sends the desk's replies" in no_channel
+
+    copy, _ = validate_fleet(copy_demo_fleet(tmp_path / "fleet"))  # no front door, console or public_url
+    assert copy is not None
+    shown = "\n".join(str(w) for w in support_warnings(copy))
+    assert "confirmation and survey links need an address they can open; set support.public_url" in shown

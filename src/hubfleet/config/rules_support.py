@@ -58,3 +58,30 @@ def support_mail_is_complete(fleet: SourcedFleetConfig) -> list[ConfigError]:
             )
         )
     return errors
+
+
+def support_warnings(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """Valid, but worth knowing (`hubfleet validate` prints these): mail in with nothing to send the desk's
+    mail through, or requesters' confirmation and survey links with no address they could open."""
+    if fleet.settings is None or fleet.fleet_source is None:
+        return []
+    settings = fleet.settings
+    support = settings.support
+    found = []
+    if support.listen is not None and not settings.monitoring.alerts.email:
+        found.append(
+            fleet.fleet_error(
+                "support.listen",
+                "warning: support.listen receives mail, but no monitoring.alerts.email channel sends the "
+                "desk's replies and confirmation links; they wait in the outbox until you add one",
+            )
+        )
+    if support.listen is not None and not (support.public_url or fleet.console_url()):
+        found.append(
+            fleet.fleet_error(
+                "support",
+                "warning: requesters' confirmation and survey links need an address they can open; set "
+                "support.public_url (or console.public_url, or the front door's console_domain)",
+            )
+        )
+    return found
