@@ -19,6 +19,7 @@ from hubfleet.cli import (  # noqa: F401
     event_test_cmds,
     fleet_cmds,
     front_door_cmds,
+    init_cmds,
     invoice_cmds,
     monitor_cmds,
     monitor_export_cmds,
