@@ -158,10 +158,23 @@ def _files(cluster: str, fleet_name: str, values: dict[str, str]) -> dict[str, s
     }
 
 
+CI_ROLES = {
+    "pull-request": "CI on pull requests: validate, plan, the plan's diff as a comment",
+    "deploy": "CI on a push to main: the changed staging hubs, then their prod hubs",
+    "schedul": "CI on a schedule: ready mode for events, the cluster inventory",
+    "gitlab": "the same pipeline on GitLab CI",
+    "actionlint": "settings of actionlint, which checks the workflows",
+}
+
+
+def _ci_role(path: str) -> str:
+    return next((role for key, role in CI_ROLES.items() if key in path), "the CI pipeline")
+
+
 def _values(cluster: str, fleet_name: str, target: Path, ci_paths: list[str]) -> dict[str, str]:
     kubernetes = cluster != "local"
     cluster_name = CLUSTER_NAMES[cluster]
-    ci_rows = "".join(f"| `{p}` | the CI pipeline (README.md, Continuous deployment) |\n" for p in ci_paths)
+    ci_rows = "".join(f"| `{p}` | {_ci_role(p)} |\n" for p in ci_paths)
     return {
         "fleet_name": fleet_name,
         "cluster_kind": cluster,
