@@ -7,6 +7,7 @@ from hubfleet.cli import (  # noqa: F401
     backup_cmds,
     budget_cmds,
     check_cmds,
+    ci_cmds,
     cluster_cmds,
     config_cmds,
     console_cmds,

@@ -1,0 +1,158 @@
+"""`hubfleet ci ...`: the steps of the generated CI workflows, as commands (so each step is one line that
+runs the same on a laptop with a fake $GITHUB_OUTPUT)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hubfleet.cli.app import app
+from hubfleet.cli.common import FleetOption, StateDirOption, console, friendly_errors, load_or_explain
+from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
+
+ci_app = typer.Typer(help="Steps of the CI workflows `hubfleet init` writes.", no_args_is_help=True)
+app.add_typer(ci_app, name="ci")
+
+IDENTITY_TEXT_ENV = "HUBFLEET_AGE_IDENTITY_TEXT"
+"""The workflow passes the repository secret's text here (the file path goes to HUBFLEET_AGE_IDENTITY)."""
+
+
+def _append(variable: str, text: str) -> bool:
+    """Append to the file GitHub names in $VARIABLE; False when it is unset (not in a workflow)."""
+    path = os.environ.get(variable)
+    if not path:
+        return False
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(text if text.endswith("\n") else text + "\n")
+    return True
+
+
+@ci_app.command("plan")
+@friendly_errors
+def plan(
+    fleet: FleetOption = None,
+    state_dir: StateDirOption = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--base",
+            help="Git ref the change is compared with (the pull request's base, the commit before a push): "
+            "its fleet is recorded as deployed in a throw-away store. Unset: the state directory's store.",
+        ),
+    ] = None,
+    summary: Annotated[
+        Path | None,
+        typer.Option("--summary", help="Also write the Markdown plan here (for the pull-request comment)."),
+    ] = None,
+) -> None:
+    """Plan, then append the staging/prod matrices to $GITHUB_OUTPUT and the Markdown plan (reasons and
+    diffs, never a secret value) to $GITHUB_STEP_SUMMARY; outside a workflow both are printed."""
+    from hubfleet.deploy.ci import record_baseline, summary_markdown
+    from hubfleet.deploy.plan import make_plan
+    from hubfleet.store import open_store
+
+    fleet_dir = resolve_fleet_dir(fleet)
+    config = load_or_explain(fleet_dir)
+    with tempfile.TemporaryDirectory(prefix="hubfleet-ci-") as scratch:
+        state = Path(scratch) if base is not None else resolve_state_dir(fleet_dir, state_dir)
+        with open_store(state) as store:
+            compared = (
+                record_baseline(fleet_dir, base, state, store)
+                if base is not None
+                else f"compared with the store in {state}"
+            )
+            result = make_plan(config, state, store)
+    markdown = summary_markdown(result, config.settings.name, compared)
+    matrices = result.github_matrix()
+    if not _append("GITHUB_OUTPUT", matrices):
+        typer.echo(matrices)
+    if not _append("GITHUB_STEP_SUMMARY", markdown) and summary is None:
+        typer.echo(markdown)
+    if summary is not None:
+        summary.write_text(markdown, encoding="utf-8")
+    console.print(f"{len(result.changes)} hub(s) to change ({compared})", highlight=False, markup=False)
+
+
+@ci_app.command("identity")
+@friendly_errors
+def identity(
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where to write it (default: $RUNNER_TEMP/hubfleet-age-identity.txt)."),
+    ] = None,
+) -> None:
+    """Write the age identity from $HUBFLEET_AGE_IDENTITY_TEXT (the repository secret) to a 0600 file and
+    point HUBFLEET_AGE_IDENTITY at it for the job's later steps ($GITHUB_ENV). The key is never printed."""
+    from hubfleet.secrets.age import load_identity
+
+    text = os.environ.get(IDENTITY_TEXT_ENV, "")
+    if not text.strip():
+        raise UserError(
+            f"${IDENTITY_TEXT_ENV} is empty: add the CI identity as the repository secret "
+            "HUBFLEET_AGE_IDENTITY (Settings → Secrets and variables → Actions; its recipient is in "
+            "fleet.yaml `ci_recipients`); pull requests from forks get no secrets"
+        )
+    target = out or Path(os.environ.get("RUNNER_TEMP") or tempfile.gettempdir()) / "hubfleet-age-identity.txt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text.strip() + "\n")
+    os.chmod(target, 0o600)
+    load_identity(target)  # a malformed secret fails here, naming the file, never the key
+    if not _append("GITHUB_ENV", f"HUBFLEET_AGE_IDENTITY={target}"):
+        typer.echo(f"export HUBFLEET_AGE_IDENTITY={target}")
+    console.print(f"age identity written to {target} (mode 0600)", highlight=False, markup=False)
+
+
+@ci_app.command("charts")
+@friendly_errors
+def charts(
+    out: Annotated[Path, typer.Option("--out", help="Directory for jupyterhub-<version>.tgz.")],
+    fleet: FleetOption = None,
+) -> None:
+    """Download the Zero to JupyterHub chart of every Kubernetes cluster (`helm pull`) into --out, for
+    `hubfleet validate --chart --charts-dir`; charts already there are kept."""
+    from hubfleet.render.chart_check import INSTALL_HINT, chart_file, helm_binary, kubernetes_hubs
+
+    config = load_or_explain(resolve_fleet_dir(fleet))
+    wanted = {(c.chart_repo, c.chart_version): c for _hub, c in kubernetes_hubs(config)}
+    if not wanted:
+        console.print("no Kubernetes hubs: no chart needed", highlight=False, markup=False)
+        return
+    helm = helm_binary()
+    if helm is None:
+        raise UserError(f"hubfleet ci charts: {INSTALL_HINT}")
+    out.mkdir(parents=True, exist_ok=True)
+    import subprocess
+
+    for (repo, version), cluster in sorted(wanted.items()):
+        if chart_file(out, cluster).is_file():
+            continue
+        argv = [str(helm), "pull", "jupyterhub", "--repo", repo, "--version", version, "-d", str(out)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise UserError(f"helm pull jupyterhub {version} from {repo} failed: {done.stderr.strip()}")
+        console.print(f"chart jupyterhub {version} from {repo}", highlight=False, markup=False)
+
+
+@ci_app.command("comment")
+@friendly_errors
+def comment(
+    pr: Annotated[int, typer.Option("--pr", help="Pull request number.")],
+    body_file: Annotated[Path, typer.Option("--body-file", help="The Markdown plan (`ci plan --summary`).")],
+    repo: Annotated[
+        str | None, typer.Option("--repo", help="OWNER/NAME (default: $GITHUB_REPOSITORY).")
+    ] = None,
+) -> None:
+    """Put the plan on the pull request as one comment, updated on every push (gh CLI, $GH_TOKEN)."""
+    from hubfleet.deploy.ci import upsert_comment
+
+    target = repo or os.environ.get("GITHUB_REPOSITORY", "")
+    if not target:
+        raise UserError("no repository: pass --repo OWNER/NAME or set GITHUB_REPOSITORY")
+    done = upsert_comment(target, pr, body_file)
+    console.print(f"plan comment {done} on {target}#{pr}", highlight=False, markup=False)

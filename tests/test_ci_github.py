@@ -1,0 +1,429 @@
+"""The GitHub Actions workflows `hubfleet init` writes (scaffold/ci_github.py) and the `hubfleet ci` steps.
+
+For each cluster kind the workflows pass the real `actionlint` and `zizmor` (offline: its online audits need
+GitHub's API) with no findings, and every action is pinned by commit. The workflows' own shell steps (read
+from the generated YAML, run with bash) run against a copy of the demo fleet with a fake $GITHUB_OUTPUT,
+$GITHUB_STEP_SUMMARY and $GITHUB_ENV, as the runner provides them; the matrices are read back as the deploy
+jobs' `fromJSON` reads them. GitHub itself cannot run here: the `gh` CLI the comment step calls is a fake
+that records its arguments and answers like GitHub's API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fleet_helpers import HUBFLEET, copy_demo_fleet, edit, hubfleet, hubfleet_env, mark_deployed, new_identity
+from hubfleet.scaffold.ci_github import CLUSTERS, files
+
+BIN = Path(sys.executable).parent
+SECRET = "Sup3r-s3cret-VALUE-never-shown"
+STAGING = "communities/uni-a/hubs/staging.yaml"
+PROD = "communities/uni-a/hubs/prod.yaml"
+USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$", re.M)
+
+
+def write_workflows(root: Path, cluster: str) -> dict[str, str]:
+    generated = files(cluster)
+    for relative, text in generated.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return generated
+
+
+@pytest.mark.parametrize("cluster", CLUSTERS)
+def test_workflows_pass_actionlint_and_zizmor(tmp_path: Path, cluster: str) -> None:
+    root = tmp_path / "repo"
+    generated = write_workflows(root, cluster)
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    lint = subprocess.run(
+        [str(BIN / "actionlint"), "-no-color"], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    audit = subprocess.run(
+        [str(BIN / "zizmor"), "--offline", "--no-progress", "--format", "json", ".github/workflows"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert json.loads(audit.stdout) == []
+    workflows = {path: text for path, text in generated.items() if path.startswith(".github/workflows/")}
+    assert len(workflows) == 3
+
+
+@pytest.mark.parametrize("cluster", CLUSTERS)
+def test_every_action_is_pinned_by_commit_and_says_its_version(cluster: str) -> None:
+    for path, text in files(cluster).items():
+        found = USES.findall(text)
+        if path.endswith("actionlint.yaml"):
+            continue
+        assert found, path
+        for ref, comment in found:
+            assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", ref), (path, ref)
+            assert re.fullmatch(r"\s+# v\d+(\.\d+)*", comment), (path, ref, comment)
+
+
+@pytest.mark.parametrize("cluster", CLUSTERS)
+def test_least_privilege_and_no_expressions_in_shell(cluster: str) -> None:
+    for path, text in files(cluster).items():
+        if not path.endswith(".yml"):
+            continue
+        workflow = yaml.safe_load(text)
+        assert workflow["permissions"] == {}, path
+        for name, job in workflow["jobs"].items():
+            granted = {k: v for k, v in job["permissions"].items()}
+            assert granted.get("contents") == "read", (path, name)
+            writes = {k for k, v in granted.items() if v == "write"}
+            allowed = (
+                {"id-token"} if cluster != "local" and name in ("staging", "prod", "scheduled") else set()
+            )
+            if name == "plan" and path.endswith("pull-request.yml"):
+                allowed = {"pull-requests"}
+            assert writes == allowed, (path, name, writes)
+            for step in job["steps"]:
+                assert "${{" not in step.get("run", ""), (path, name, step)
+                if step.get("uses", "").startswith("actions/checkout@"):
+                    assert step["with"]["persist-credentials"] is False
+
+
+def test_cloud_login_is_oidc_for_each_provider() -> None:
+    expected = {
+        "gcp": ("google-github-actions/auth@", {"workload_identity_provider", "service_account"}),
+        "aws": ("aws-actions/configure-aws-credentials@", {"role-to-assume", "aws-region"}),
+        "azure": ("azure/login@", {"client-id", "tenant-id", "subscription-id"}),
+    }
+    for cluster, (action, inputs) in expected.items():
+        deploy = yaml.safe_load(files(cluster)[".github/workflows/hubfleet-deploy.yml"])
+        for name in ("staging", "prod"):
+            [login] = [s for s in deploy["jobs"][name]["steps"] if s.get("uses", "").startswith(action)]
+            assert set(login["with"]) == inputs  # no stored key, no client secret
+        assert deploy["concurrency"] == {"group": "hubfleet-deploy", "cancel-in-progress": False}
+    local = yaml.safe_load(files("local")[".github/workflows/hubfleet-deploy.yml"])
+    assert local["jobs"]["staging"]["runs-on"] == ["self-hosted", "hubfleet"]
+    pr = yaml.safe_load(files("local")[".github/workflows/hubfleet-pull-request.yml"])
+    assert all(job["runs-on"] == "ubuntu-24.04" for job in pr["jobs"].values())  # never self-hosted
+
+
+def test_unknown_cluster_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="local, gcp, aws, azure"):
+        files("openstack")
+
+
+# ------------------------------------------------------------------ the workflows' steps, run locally
+
+
+class Runner:
+    """What a GitHub runner gives one job: the files behind $GITHUB_OUTPUT, $GITHUB_STEP_SUMMARY and
+    $GITHUB_ENV (whose lines reach the job's later steps), and the values of the `${{ }}` expressions."""
+
+    def __init__(self, tmp: Path, fleet: Path, expressions: dict[str, str]):
+        self.dir = tmp / "runner"
+        self.dir.mkdir(parents=True)
+        self.fleet = fleet
+        self.expressions = expressions
+        self.output = self.dir / "output"
+        self.summary = self.dir / "summary.md"
+        self.github_env = self.dir / "env"
+        for path in (self.output, self.summary, self.github_env):
+            path.write_text("")
+
+    def expand(self, value: Any) -> str:
+        def one(match: re.Match[str]) -> str:
+            expression = match.group(1).strip()
+            assert expression in self.expressions, f"no value for ${{{{ {expression} }}}}"
+            return self.expressions[expression]
+
+        return re.sub(r"\$\{\{(.*?)\}\}", one, str(value))
+
+    def run(self, step: dict[str, Any], path: Path | None = None) -> subprocess.CompletedProcess[str]:
+        carried = dict(line.split("=", 1) for line in self.github_env.read_text().splitlines() if "=" in line)
+        env = hubfleet_env() | {
+            "PATH": ":".join([*([str(path)] if path else []), str(HUBFLEET.parent), os.environ["PATH"]]),
+            "HUBFLEET_FLEET": str(self.fleet),
+            "GITHUB_OUTPUT": str(self.output),
+            "GITHUB_STEP_SUMMARY": str(self.summary),
+            "GITHUB_ENV": str(self.github_env),
+            "RUNNER_TEMP": str(self.dir),
+            "GITHUB_REPOSITORY": "example/fleet",
+        }
+        env |= carried | {key: self.expand(value) for key, value in step.get("env", {}).items()}
+        return subprocess.run(
+            ["bash", "-e", "-o", "pipefail", "-c", step["run"]],
+            cwd=self.fleet,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+
+    def outputs(self) -> dict[str, str]:
+        return dict(line.split("=", 1) for line in self.output.read_text().splitlines() if "=" in line)
+
+
+def step(workflow: str, job: str, name_part: str, cluster: str = "gcp") -> dict[str, Any]:
+    parsed = yaml.safe_load(files(cluster)[f".github/workflows/{workflow}"])
+    return next(s for s in parsed["jobs"][job]["steps"] if name_part in s.get("name", ""))
+
+
+def git(root: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def keyed_fleet(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the demo fleet whose uni-a-staging password is a secret set with `hubfleet secrets set`,
+    Ada holding the age key; returns (fleet root, identity file)."""
+    root = copy_demo_fleet(tmp_path / "fleet")
+    identity = tmp_path / "ci-age-identity.txt"
+    recipient = new_identity(identity)
+    edit(
+        root / "fleet.yaml",
+        "    email: ada@hubfleet.example\n",
+        f"    email: ada@hubfleet.example\n    age_recipient: {recipient}\n",
+    )
+    edit(root / STAGING, "  password: demo-staging", "  password: {secret: dummy_password}")
+    env = {"HUBFLEET_AGE_IDENTITY": str(identity)}
+    hubfleet(
+        "secrets",
+        "set",
+        "uni-a-staging",
+        "dummy_password",
+        fleet=root,
+        env=env,
+        input=SECRET + "\n",
+        check=True,
+    )
+    return root, identity
+
+
+def read_matrix(outputs: dict[str, str], stage: str) -> list[dict[str, Any]]:
+    """As `strategy.matrix: ${{ fromJSON(needs.plan.outputs.STAGE) }}` reads it, after the count check."""
+    matrix = json.loads(outputs[stage])
+    assert set(matrix) == {"include"}
+    assert int(outputs[f"{stage}-count"]) == len(matrix["include"])
+    return matrix["include"]
+
+
+def test_push_plan_step_against_the_commit_before_gives_the_deploy_matrices(
+    tmp_path: Path, keyed_fleet: tuple[Path, Path]
+) -> None:
+    root, identity = keyed_fleet
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "fleet")
+    before = git(root, "rev-parse", "HEAD")
+    edit(root / PROD, "max_users: 100", "max_users: 150")
+    hubfleet(
+        "secrets",
+        "set",
+        "uni-a-staging",
+        "dummy_password",
+        fleet=root,
+        env={"HUBFLEET_AGE_IDENTITY": str(identity)},
+        input=SECRET + "-rotated\n",
+        check=True,
+    )
+    git(root, "commit", "-q", "-am", "uni-a: 150 users, new staging password")
+
+    runner = Runner(
+        tmp_path,
+        root,
+        {
+            "secrets.HUBFLEET_AGE_IDENTITY": identity.read_text(),
+            "github.event.before": before,
+        },
+    )
+    for name in ("Age identity", "Plan"):
+        done = runner.run(step("hubfleet-deploy.yml", "plan", name))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert SECRET not in done.stdout + done.stderr
+        assert "AGE-SECRET-KEY" not in done.stdout + done.stderr
+    outputs = runner.outputs()
+    assert [e["hub"] for e in read_matrix(outputs, "staging")] == ["uni-a-staging"]
+    [prod] = read_matrix(outputs, "prod")
+    assert (prod["hub"], prod["community"], prod["action"]) == ("uni-a", "uni-a", "update")
+
+    summary = runner.summary.read_text()
+    assert "| `uni-a` | uni-a | prod | update | max_users: 100 → 150 |" in summary
+    assert "| `uni-a-staging` | uni-a | staging | update | secret values changed |" in summary
+    assert "+c.JupyterHub.active_server_limit = 150" in summary  # the diff
+    assert SECRET not in summary
+    assert f"compared with the fleet at {before}" in summary
+    assert git(root, "worktree", "list").count("\n") == 0  # the baseline's worktree is gone
+
+
+def test_first_push_plans_every_hub_as_new(tmp_path: Path, keyed_fleet: tuple[Path, Path]) -> None:
+    root, identity = keyed_fleet
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "fleet")
+    runner = Runner(
+        tmp_path,
+        root,
+        {
+            "secrets.HUBFLEET_AGE_IDENTITY": identity.read_text(),
+            "github.event.before": "0" * 40,
+        },
+    )
+    for name in ("Age identity", "Plan"):
+        done = runner.run(step("hubfleet-deploy.yml", "plan", name))
+        assert done.returncode == 0, done.stdout + done.stderr
+    outputs = runner.outputs()
+    assert {e["hub"] for e in read_matrix(outputs, "staging")} == {"uni-a-staging", "hackweek-staging"}
+    assert {e["action"] for e in read_matrix(outputs, "prod")} == {"create"}
+    assert SECRET not in runner.summary.read_text()
+
+
+def test_local_fleet_plan_step_reads_the_daemons_store(
+    tmp_path: Path, keyed_fleet: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local kind's deploy workflow runs on the fleet's machine: it plans against the real store, where
+    every hub was deployed; one prod hub changed since."""
+    root, identity = keyed_fleet
+    monkeypatch.setenv("HUBFLEET_AGE_IDENTITY", str(identity))
+    mark_deployed(root)
+    edit(root / "communities/hackweek/hubs/prod.yaml", "max_users:", "max_users: 700\n#")
+    runner = Runner(
+        tmp_path,
+        root,
+        {
+            "secrets.HUBFLEET_AGE_IDENTITY": identity.read_text(),
+            "vars.HUBFLEET_STATE_DIR": str(root / ".hubfleet"),
+        },
+    )
+    for name in ("Age identity", "Plan"):
+        done = runner.run(step("hubfleet-deploy.yml", "plan", name, cluster="local"))
+        assert done.returncode == 0, done.stdout + done.stderr
+    outputs = runner.outputs()
+    assert read_matrix(outputs, "staging") == []
+    assert [e["hub"] for e in read_matrix(outputs, "prod")] == ["hackweek"]
+    assert SECRET not in runner.summary.read_text()
+
+
+def fake_gh(tmp_path: Path, existing: list[dict[str, Any]]) -> tuple[Path, Path]:
+    """A `gh` that logs each call and answers `gh api ... --jq QUERY` by running the query on `existing`
+    comments with Python (GitHub's API and gh's jq cannot run here)."""
+    bindir = tmp_path / "fake-bin"
+    bindir.mkdir()
+    log = tmp_path / "gh.log"
+    data = tmp_path / "comments.json"
+    data.write_text(json.dumps(existing))
+    script = bindir / "gh"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        "if '--jq' in sys.argv:\n"
+        f"    for c in json.load(open({str(data)!r})):\n"
+        "        bot = c['user']['login'] == 'github-actions[bot]'\n"
+        "        if bot and c['body'].startswith('<!-- hubfleet-plan -->'):\n"
+        "            print(c['id'])\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return bindir, log
+
+
+@pytest.mark.parametrize(
+    ("existing", "expected"),
+    [
+        ([{"id": 5, "user": {"login": "someone"}, "body": "<!-- hubfleet-plan -->quoted"}], "created"),
+        (
+            [{"id": 9, "user": {"login": "github-actions[bot]"}, "body": "<!-- hubfleet-plan -->\nold"}],
+            "updated",
+        ),
+    ],
+)
+def test_comment_step_updates_its_own_comment_or_adds_one(
+    tmp_path: Path, existing: list[dict[str, Any]], expected: str
+) -> None:
+    root = copy_demo_fleet(tmp_path / "fleet")
+    bindir, log = fake_gh(tmp_path, existing)
+    runner = Runner(
+        tmp_path, root, {"github.token": "ghs_faketoken", "github.event.pull_request.number": "42"}
+    )
+    (runner.dir / "plan.md").write_text("<!-- hubfleet-plan -->\n## plan\n")
+    done = runner.run(step("hubfleet-pull-request.yml", "plan", "comment"), path=bindir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"plan comment {expected} on example/fleet#42" in done.stdout
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert calls[0][:3] == ["api", "--paginate", "repos/example/fleet/issues/42/comments"]
+    body = f"body=@{runner.dir / 'plan.md'}"
+    if expected == "updated":
+        assert calls[1] == ["api", "--method", "PATCH", "repos/example/fleet/issues/comments/9", "-F", body]
+    else:
+        assert calls[1] == ["api", "--method", "POST", "repos/example/fleet/issues/42/comments", "-F", body]
+    assert len(calls) == 2
+
+
+def test_identity_step_writes_a_private_file_and_never_prints_the_key(tmp_path: Path) -> None:
+    root = copy_demo_fleet(tmp_path / "fleet")
+    source = tmp_path / "source.txt"
+    new_identity(source)
+    key = next(line for line in source.read_text().splitlines() if line.startswith("AGE-SECRET-KEY"))
+    runner = Runner(tmp_path, root, {"secrets.HUBFLEET_AGE_IDENTITY": source.read_text()})
+    done = runner.run(step("hubfleet-deploy.yml", "plan", "Age identity"))
+    assert done.returncode == 0, done.stderr
+    assert key not in done.stdout + done.stderr
+    written = runner.dir / "hubfleet-age-identity.txt"
+    assert runner.github_env.read_text() == f"HUBFLEET_AGE_IDENTITY={written}\n"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert key in written.read_text()
+
+    empty = Runner(tmp_path / "second", root, {"secrets.HUBFLEET_AGE_IDENTITY": ""})
+    done = empty.run(step("hubfleet-deploy.yml", "plan", "Age identity"))
+    assert done.returncode == 1
+    assert "repository secret HUBFLEET_AGE_IDENTITY" in done.stderr
+    garbage = Runner(tmp_path / "third", root, {"secrets.HUBFLEET_AGE_IDENTITY": "not-a-key-but-secret"})
+    done = garbage.run(step("hubfleet-deploy.yml", "plan", "Age identity"))
+    assert done.returncode == 1
+    assert "not an age identity" in done.stderr
+    assert "not-a-key-but-secret" not in done.stdout + done.stderr
+
+
+def test_chart_step_pulls_each_clusters_chart_once(tmp_path: Path) -> None:
+    """`hubfleet ci charts` with a fake helm (the chart repository is on the internet): one `helm pull` per
+    chart version the fleet's Kubernetes clusters use, none for a chart already there."""
+    fixture = Path(__file__).resolve().parent / "fixtures" / "k8s-fleet"
+    root = tmp_path / "fleet"
+    shutil.copytree(fixture, root)
+    log = tmp_path / "helm.log"
+    helm = tmp_path / "helm"
+    helm.write_text(
+        "#!/bin/bash\n"
+        f'echo "$*" >> {log}\n'
+        'out=${@: -1}; version=$(echo "$*" | sed -E "s/.*--version ([^ ]+).*/\\1/")\n'
+        'touch "$out/jupyterhub-$version.tgz"\n'
+    )
+    helm.chmod(0o755)
+    env = {"HUBFLEET_HELM": str(helm)}
+    charts = tmp_path / "charts"
+    first = hubfleet("ci", "charts", "--out", str(charts), fleet=root, env=env, check=True)
+    pulled = log.read_text().splitlines()
+    assert pulled == [
+        f"pull jupyterhub --repo https://hub.jupyter.org/helm-chart/ --version {version} -d {charts}"
+        for version in ("4.3.5", "4.4.0")  # the fixture's two clusters run two chart versions
+    ]
+    assert "chart jupyterhub 4.4.0" in first.stdout
+    assert sorted(p.name for p in charts.iterdir()) == ["jupyterhub-4.3.5.tgz", "jupyterhub-4.4.0.tgz"]
+    hubfleet("ci", "charts", "--out", str(charts), fleet=root, env=env, check=True)
+    assert len(log.read_text().splitlines()) == 2
