@@ -114,6 +114,14 @@ def test_non_empty_directory_is_refused_and_add_missing_keeps_what_is_there(tmp_
     assert init(fleet, "--add-missing", identity=identity).returncode == 0
     assert (fleet / "notes.txt").read_text() == "mine\n" and (fleet / "fleet.yaml").is_file()
 
+    # a file where init needs a directory: refused before anything is written (no identity made either)
+    other, other_identity = tmp_path / "other", tmp_path / "other-identity.txt"
+    other.mkdir()
+    (other / "clusters").write_text("not a directory\n")
+    blocked = init(other, "--add-missing", identity=other_identity)
+    assert blocked.returncode == 1 and "clusters is a file where init writes the directory" in blocked.stderr
+    assert [p.name for p in other.iterdir()] == ["clusters"] and not other_identity.exists()
+
     bad = init(tmp_path / "x", "--name", "Uni A", identity=identity)
     assert bad.returncode == 1 and "--name 'Uni A' is not a valid fleet name" in bad.stderr
     bad = init(tmp_path / "y", "--cluster", "openstack", identity=identity)

@@ -141,7 +141,7 @@ def _address(cluster: str, stage: str) -> str:
     return f"domain: {host}.hubs.example.org  # EDIT: the hub's address (DNS: the cluster's ingress)"
 
 
-def _files(cluster: str, fleet_name: str, values: dict[str, str]) -> dict[str, str]:
+def _files(cluster: str, values: dict[str, str]) -> dict[str, str]:
     """Relative path -> text of every file but the schemas, the secrets file and the CI files."""
     cluster_name = CLUSTER_NAMES[cluster]
     community = f"communities/{COMMUNITY}"
@@ -171,7 +171,7 @@ def _ci_role(path: str) -> str:
     return next((role for key, role in CI_ROLES.items() if key in path), "the CI pipeline")
 
 
-def _values(cluster: str, fleet_name: str, target: Path, ci_paths: list[str]) -> dict[str, str]:
+def _values(cluster: str, fleet_name: str, ci_paths: list[str]) -> dict[str, str]:
     kubernetes = cluster != "local"
     cluster_name = CLUSTER_NAMES[cluster]
     ci_rows = "".join(f"| `{p}` | {_ci_role(p)} |\n" for p in ci_paths)
@@ -223,21 +223,24 @@ def scaffold(
     fleet_name = fleet_name_for(target, name)
     result = ScaffoldResult()
     ci_texts = ci.files(cluster)
-    values = _values(cluster, fleet_name, target, sorted(ci_texts))
+    values = _values(cluster, fleet_name, sorted(ci_texts))
+
+    values |= {
+        "identity_hint": _home_hint(age.identity_path(identity)),
+        "identity_ignore": _identity_ignore(target, age.identity_path(identity)),
+        "age_recipient": "",
+    }
+    secrets_path = f"communities/{COMMUNITY}/secrets/{COMMUNITY}-staging.yaml"
+    schemas = {f"schema/{schema_filename(k)}": _schema_text(s) for k, s in fleet_json_schemas().items()}
+    _in_the_way(target, [*_files(cluster, values), *ci_texts, *schemas, secrets_path])
 
     fleet_yaml = target / "fleet.yaml"
     if fleet_yaml.exists():
         recipients = _recipients_of(fleet_yaml)
-        values["age_recipient"] = ""
     else:
         recipients = [_identity(identity, result)]
         values["age_recipient"] = recipients[0]
-    values["identity_hint"] = _home_hint(age.identity_path(identity))
-    values["identity_ignore"] = _identity_ignore(target, age.identity_path(identity))
-
-    texts = _files(cluster, fleet_name, values) | ci_texts
-    texts |= {f"schema/{schema_filename(k)}": _schema_text(s) for k, s in fleet_json_schemas().items()}
-    secrets_path = f"communities/{COMMUNITY}/secrets/{COMMUNITY}-staging.yaml"
+    texts = _files(cluster, values) | ci_texts | schemas
     if not (target / secrets_path).exists():
         if recipients:
             password = age.encrypt(secrets.token_urlsafe(18), recipients)
@@ -269,18 +272,26 @@ def _identity_ignore(target: Path, identity: Path) -> str:
     return f"/{relative.as_posix()}\n"
 
 
+def _in_the_way(target: Path, relatives: list[str]) -> None:
+    """Refuse, before anything is written, a file where init needs a directory (clusters, .vscode...)."""
+    for relative in relatives:
+        for parent in (target / relative).parents:
+            if parent == target or target not in parent.parents:
+                break
+            if parent.exists() and not parent.is_dir():
+                raise UserError(
+                    f"{parent} is a file where init writes the directory {parent.name}/; move it away and "
+                    "run `hubfleet init --add-missing` again (nothing was written)"
+                )
+
+
 def _write_new(target: Path, relative: str, text: str, result: ScaffoldResult) -> None:
     """Create `target/relative` with `text` unless something is there already (then it is kept as it is)."""
     path = target / relative
     if path.exists() or path.is_symlink():
         result.kept.append(path)
         return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("x") as f:
-            f.write(text)
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(
-            f"cannot write {path}: a file is in the way of its directory; move it and run init again"
-        ) from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("x") as f:
+        f.write(text)
     result.created.append(path)
