@@ -59,6 +59,7 @@ def init(
     encrypted secrets with your age key, .gitignore, editor schemas, pre-commit and CI pipelines."""
     from hubfleet.scaffold import scaffold
 
+    directory = directory.expanduser()
     result = scaffold(directory, cluster=cluster.value, name=name, add_missing=add_missing, identity=identity)
     shown = os.path.relpath(directory) if not directory.is_absolute() else str(directory)
     for path in result.created:
