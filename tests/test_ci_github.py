@@ -427,3 +427,72 @@ def test_chart_step_pulls_each_clusters_chart_once(tmp_path: Path) -> None:
     assert sorted(p.name for p in charts.iterdir()) == ["jupyterhub-4.3.5.tgz", "jupyterhub-4.4.0.tgz"]
     hubfleet("ci", "charts", "--out", str(charts), fleet=root, env=env, check=True)
     assert len(log.read_text().splitlines()) == 2
+
+
+CHART = Path(__file__).resolve().parent.parent.parent / "shared" / "charts" / "jupyterhub-4.4.0.tgz"
+
+
+def test_pull_request_validate_steps_check_a_new_gcp_fleet_with_the_real_chart(tmp_path: Path) -> None:
+    """The pull-request workflow's validate job on a fleet from `scaffold(cluster="gcp")`: its `hubfleet ci
+    charts` and `hubfleet validate --chart` steps with the real helm and z2jh chart (the chart is put where
+    the step downloads it to: the chart repository is on the internet)."""
+    from hubfleet.render.chart_check import helm_binary
+    from hubfleet.scaffold.scaffold import scaffold
+
+    helm = helm_binary()
+    if helm is None or not CHART.is_file():
+        pytest.skip("no helm or no z2jh chart here: run scripts/install-helm.sh (make test does)")
+    root = tmp_path / "fleet"
+    scaffold(root, cluster="gcp", identity=tmp_path / "operator-age-identity.txt")
+    runner = Runner(tmp_path, root, {})
+    (runner.dir / "charts").mkdir()
+    shutil.copy(CHART, runner.dir / "charts")
+    validate = yaml.safe_load(files("gcp")[".github/workflows/hubfleet-pull-request.yml"])["jobs"]["validate"]
+    steps = [s for s in validate["steps"] if "run" in s and "pip install" not in s["run"]]
+    assert [s["name"] for s in steps] == ["Z2JH chart", "Validate"]
+    for one in steps:
+        done = runner.run(one | {"env": {"HUBFLEET_HELM": str(helm)}})
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "helm template passed" in done.stdout
+    assert "FAILED" not in done.stdout
+
+
+def test_kubernetes_plan_summary_never_shows_a_secret_value(tmp_path: Path) -> None:
+    """A Kubernetes fleet (tests/fixtures/k8s-fleet) whose hub values take a secret from `extra_values`: the
+    rotated secret is `secret values changed` in the summary and neither value is in it."""
+    fixture = Path(__file__).resolve().parent / "fixtures"
+    root = tmp_path / "fleet"
+    shutil.copytree(fixture / "k8s-fleet", root)
+    identity = fixture / "k8s-fleet.age-identity.txt"
+    env = {"HUBFLEET_AGE_IDENTITY": str(identity)}
+    prod = root / "communities/physics/hubs/prod.yaml"
+    edit(
+        prod,
+        "extra_config: |",
+        "  extra_values:\n    singleuser:\n      extraEnv:\n"
+        "        DB_PASSWORD: {secret: db_password}\nextra_config: |",
+    )
+    hubfleet("secrets", "set", "physics", "db_password", fleet=root, env=env, input=SECRET + "\n", check=True)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "fleet")
+    before = git(root, "rev-parse", "HEAD")
+    hubfleet(
+        "secrets",
+        "set",
+        "physics",
+        "db_password",
+        fleet=root,
+        env=env,
+        input="Rotated-" + SECRET + "\n",
+        check=True,
+    )
+    git(root, "commit", "-q", "-am", "rotate")
+    runner = Runner(tmp_path, root, {"github.event.before": before})
+    done = runner.run(step("hubfleet-deploy.yml", "plan", "Plan") | {"env": {"BEFORE_SHA": before} | env})
+    assert done.returncode == 0, done.stdout + done.stderr
+    [prod_hub] = read_matrix(runner.outputs(), "prod")
+    assert (prod_hub["hub"], prod_hub["cluster"]) == ("physics", "gke")
+    summary = runner.summary.read_text()
+    assert "| `physics` | physics | prod | update | secret values changed |" in summary
+    assert SECRET not in summary + done.stdout + done.stderr
