@@ -496,3 +496,34 @@ def test_kubernetes_plan_summary_never_shows_a_secret_value(tmp_path: Path) -> N
     summary = runner.summary.read_text()
     assert "| `physics` | physics | prod | update | secret values changed |" in summary
     assert SECRET not in summary + done.stdout + done.stderr
+
+
+def test_deploy_step_takes_a_removed_hub_to_the_rollout(
+    tmp_path: Path, keyed_fleet: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub whose file was deleted is a `remove` entry of the prod matrix; the matrix job's deploy step
+    hands it to the rollout (which `hubfleet deploy --hub` would refuse as an unknown hub). No daemon runs
+    here, so the removal itself fails, saying so; a hub nobody knows is one clear line."""
+    root, identity = keyed_fleet
+    monkeypatch.setenv("HUBFLEET_AGE_IDENTITY", str(identity))
+    mark_deployed(root)
+    (root / "communities/hackweek/hubs/prod.yaml").unlink()
+    runner = Runner(tmp_path, root, {"secrets.HUBFLEET_AGE_IDENTITY": identity.read_text()})
+    runner.expressions["vars.HUBFLEET_STATE_DIR"] = str(root / ".hubfleet")
+    for name in ("Age identity", "Plan"):
+        done = runner.run(step("hubfleet-deploy.yml", "plan", name, cluster="local"))
+        assert done.returncode == 0, done.stdout + done.stderr
+    [entry] = read_matrix(runner.outputs(), "prod")
+    assert (entry["hub"], entry["action"]) == ("hackweek", "remove")
+
+    runner.expressions["matrix.hub"] = entry["hub"]
+    deploy = step("hubfleet-deploy.yml", "prod", "Deploy", cluster="local")
+    done = runner.run(deploy)
+    assert done.returncode == 1
+    assert "hackweek: failed:" in done.stdout, done.stdout + done.stderr
+    assert "no hub named" not in done.stdout + done.stderr
+
+    runner.expressions["matrix.hub"] = "nobody"
+    done = runner.run(deploy)
+    assert done.returncode == 1
+    assert "hub nobody is not in the fleet files and" in done.stderr

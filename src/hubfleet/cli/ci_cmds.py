@@ -156,3 +156,50 @@ def comment(
         raise UserError("no repository: pass --repo OWNER/NAME or set GITHUB_REPOSITORY")
     done = upsert_comment(target, pr, body_file)
     console.print(f"plan comment {done} on {target}#{pr}", highlight=False, markup=False)
+
+
+@ci_app.command("deploy")
+@friendly_errors
+def deploy(
+    hub: Annotated[str, typer.Option("--hub", help="The hub of one deploy-matrix entry.")],
+    fleet: FleetOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """One entry of a deploy matrix: `hubfleet deploy --hub HUB`, and also a hub removed from the fleet
+    files (`action: remove`), which `deploy --hub` refuses as unknown but the store still knows."""
+    from hubfleet.cli import deploy_cmds
+
+    fleet_dir = resolve_fleet_dir(fleet)
+    config = load_or_explain(fleet_dir)
+    if hub in config.hubs:
+        deploy_cmds.deploy(fleet=fleet_dir, state_dir=state_dir, hub=[hub])
+        return
+    import asyncio
+
+    from hubfleet.backends import backends_for
+    from hubfleet.deploy.audit import deploy_actor, fleet_commit
+    from hubfleet.deploy.plan import make_plan
+    from hubfleet.deploy.rollout import Deployer
+    from hubfleet.store import open_store
+
+    state = resolve_state_dir(fleet_dir, state_dir)
+    with open_store(state) as store:
+        if hub not in store.deployed():
+            raise UserError(
+                f"hub {hub} is not in the fleet files and {state} has no record of deploying it; if it was "
+                "removed from the files, remove it where the fleet's state is (`hubfleet deploy` there), or "
+                "uninstall it by hand"
+            )
+        plan = make_plan(config, state, store, hubs={hub})
+        deployer = Deployer(
+            config,
+            store,
+            backends_for(config, state),
+            actor=deploy_actor(config.root),
+            commit=fleet_commit(config.root),
+        )
+        rollout = asyncio.run(deployer.run(plan))
+    for outcome in rollout.outcomes.values():
+        console.print(f"{outcome.name}: {outcome.result}: {outcome.message}", highlight=False, markup=False)
+    if not rollout.ok:
+        raise typer.Exit(1)

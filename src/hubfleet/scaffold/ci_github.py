@@ -242,7 +242,7 @@ def _deploy_job(cluster: str, stage: str, needs: str, condition: str) -> str:
         + "      - name: Deploy\n"
         "        env:\n"
         "          HUB: ${{ matrix.hub }}\n"
-        '        run: hubfleet deploy --hub "$HUB"\n'
+        '        run: hubfleet ci deploy --hub "$HUB"\n'
     )
 
 
