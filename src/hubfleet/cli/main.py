@@ -8,6 +8,7 @@ from hubfleet.cli import (  # noqa: F401
     budget_cmds,
     check_cmds,
     ci_cmds,
+    ci_gitlab_cmds,
     cluster_cmds,
     config_cmds,
     console_cmds,
