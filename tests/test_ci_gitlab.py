@@ -111,6 +111,7 @@ def test_parent_pipeline_shape(kind: str) -> None:
     config = parent(kind)
     assert config["stages"] == ["validate", "plan", "staging", "prod"]
     assert re.fullmatch(r"python:3\.12-slim@sha256:[0-9a-f]{64}", config["variables"]["HUBFLEET_IMAGE"])
+    assert config["workflow"]["auto_cancel"] == {"on_new_commit": "none"}  # every push's changes deploy
     sources = {rule["if"] for rule in config["workflow"]["rules"]}
     assert '$CI_PIPELINE_SOURCE == "schedule"' in sources
     assert '$CI_PIPELINE_SOURCE == "merge_request_event"' in sources

@@ -192,8 +192,14 @@ def files(cluster: str) -> dict[str, str]:
 {SETUP[cluster]}# and a pipeline schedule on the default branch (Build > Pipeline schedules), e.g. hourly.
 
 workflow:
+  # a newer push never cancels a default-branch pipeline: each plans against the commit before its own push,
+  # so a cancelled one's changes would never be deployed; a merge request's superseded checks may go
+  auto_cancel:
+    on_new_commit: none
   rules:
     - if: $CI_PIPELINE_SOURCE == "merge_request_event"
+      auto_cancel:
+        on_new_commit: interruptible
     - if: $CI_PIPELINE_SOURCE == "schedule"
     - if: $CI_PIPELINE_SOURCE == "push" && $CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH
 
@@ -206,6 +212,7 @@ variables:
   PIP_DISABLE_PIP_VERSION_CHECK: "1"
 
 .on-change:
+  interruptible: true
   rules:
     - if: $CI_PIPELINE_SOURCE == "merge_request_event"
     - if: $CI_PIPELINE_SOURCE == "push"
