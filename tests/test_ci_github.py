@@ -271,6 +271,22 @@ def test_push_plan_step_against_the_commit_before_gives_the_deploy_matrices(
     assert f"compared with the fleet at {before}" in summary
     assert git(root, "worktree", "list").count("\n") == 0  # the baseline's worktree is gone
 
+    # the pull request's plan job: the same plan against its base, also written for the comment step
+    pr = Runner(
+        tmp_path / "pr",
+        root,
+        {
+            "secrets.HUBFLEET_AGE_IDENTITY": identity.read_text(),
+            "github.event.pull_request.base.sha": before,
+        },
+    )
+    for name in ("Age identity", "Plan against the base branch"):
+        done = pr.run(step("hubfleet-pull-request.yml", "plan", name))
+        assert done.returncode == 0, done.stdout + done.stderr
+    comment = (pr.dir / "plan.md").read_text()
+    assert comment == pr.summary.read_text() == summary
+    assert comment.startswith("<!-- hubfleet-plan -->\n")
+
 
 def test_first_push_plans_every_hub_as_new(tmp_path: Path, keyed_fleet: tuple[Path, Path]) -> None:
     root, identity = keyed_fleet
@@ -457,7 +473,9 @@ def test_pull_request_validate_steps_check_a_new_gcp_fleet_with_the_real_chart(t
     assert "FAILED" not in done.stdout
 
 
-def test_kubernetes_plan_summary_never_shows_a_secret_value(tmp_path: Path) -> None:
+def test_kubernetes_plan_summary_never_shows_a_secret_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A Kubernetes fleet (tests/fixtures/k8s-fleet) whose hub values take a secret from `extra_values`: the
     rotated secret is `secret values changed` in the summary and neither value is in it."""
     fixture = Path(__file__).resolve().parent / "fixtures"
@@ -477,6 +495,8 @@ def test_kubernetes_plan_summary_never_shows_a_secret_value(tmp_path: Path) -> N
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "fleet")
     before = git(root, "rev-parse", "HEAD")
+    monkeypatch.setenv("HUBFLEET_AGE_IDENTITY", str(identity))
+    mark_deployed(root)  # so that `hubfleet plan` below has a deployed configuration to diff against
     hubfleet(
         "secrets",
         "set",
@@ -490,12 +510,15 @@ def test_kubernetes_plan_summary_never_shows_a_secret_value(tmp_path: Path) -> N
     git(root, "commit", "-q", "-am", "rotate")
     runner = Runner(tmp_path, root, {"github.event.before": before})
     done = runner.run(step("hubfleet-deploy.yml", "plan", "Plan") | {"env": {"BEFORE_SHA": before} | env})
+    plain = [hubfleet("plan", *flags, fleet=root, env=env, check=True) for flags in ([], ["--json"])]
+    assert "secret values changed" in plain[0].stdout
     assert done.returncode == 0, done.stdout + done.stderr
     [prod_hub] = read_matrix(runner.outputs(), "prod")
     assert (prod_hub["hub"], prod_hub["cluster"]) == ("physics", "gke")
     summary = runner.summary.read_text()
     assert "| `physics` | physics | prod | update | secret values changed |" in summary
     assert SECRET not in summary + done.stdout + done.stderr
+    assert all(SECRET not in result.stdout + result.stderr for result in plain)  # `hubfleet plan` itself
 
 
 def test_deploy_step_takes_a_removed_hub_to_the_rollout(
