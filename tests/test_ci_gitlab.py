@@ -254,6 +254,26 @@ def test_gitlab_child_errors(fleet_repo: tuple[Path, str], tmp_path: Path) -> No
         env=ci_env(),
     )
     assert done.returncode != 0 and "is a file: give a directory" in done.stderr
+    # a fleet with a secret (init's has the staging password), planned where no identity reaches
+    # (a merge request from an unprotected branch): the error says what to change in GitLab
+    new = tmp_path / "new-fleet"
+    made = subprocess.run(
+        [hubfleet, "init", str(new)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ci_env(HUBFLEET_AGE_IDENTITY=str(tmp_path / "identity.txt"), HOME=str(tmp_path)),
+    )
+    assert made.returncode == 0, made.stderr
+    done = subprocess.run(
+        [hubfleet, "ci", "gitlab-child", "--fleet", str(new), "--out-dir", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ci_env(HOME=str(tmp_path)),
+    )
+    assert done.returncode != 0, done.stdout
+    assert "protect the branches merge requests come from" in done.stderr
 
 
 def test_validate_job_runs(fleet_repo: tuple[Path, str]) -> None:

@@ -6,6 +6,7 @@ request and the two dynamic child pipelines the parent's trigger jobs run."""
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +16,13 @@ import typer
 from hubfleet.cli.ci_cmds import ci_app
 from hubfleet.cli.common import FleetOption, console, friendly_errors, load_or_explain
 from hubfleet.settings import UserError, resolve_fleet_dir
+
+NO_IDENTITY = (
+    "in GitLab: the plan hashes the fleet's secrets, so it needs the CI identity, the File variable "
+    "HUBFLEET_AGE_IDENTITY; a protected variable reaches only the pipelines of protected branches, so "
+    "protect the branches merge requests come from (e.g. a wildcard rule `fleet/*`) rather than unprotect it "
+    "(docs/starting-a-fleet.md, GitLab CI)"
+)
 
 
 def matrices(lines: str) -> dict[str, list[dict[str, Any]]]:
@@ -59,9 +67,17 @@ def gitlab_child(
     config = load_or_explain(fleet_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out-dir {out_dir} is a file: give a directory for the plan and child pipelines")
-    with tempfile.TemporaryDirectory(prefix="hubfleet-ci-") as scratch, open_store(Path(scratch)) as store:
-        compared = record_baseline(fleet_dir, base, Path(scratch), store)
-        result = make_plan(config, Path(scratch), store)
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="hubfleet-ci-") as scratch,
+            open_store(Path(scratch)) as store,
+        ):
+            compared = record_baseline(fleet_dir, base, Path(scratch), store)
+            result = make_plan(config, Path(scratch), store)
+    except UserError as exc:
+        if "age identity" in str(exc) and not os.environ.get("HUBFLEET_AGE_IDENTITY"):
+            raise UserError(f"{exc}\n{NO_IDENTITY}") from None
+        raise
     providers = {
         name: cluster.credentials.provider if cluster.kind == "kubernetes" else "local"
         for name, cluster in config.clusters.items()
