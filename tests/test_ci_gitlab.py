@@ -276,12 +276,17 @@ def test_gitlab_child_errors(fleet_repo: tuple[Path, str], tmp_path: Path) -> No
     assert "protect the branches merge requests come from" in done.stderr
 
 
-def test_validate_job_runs(fleet_repo: tuple[Path, str]) -> None:
-    """The local kind's validate job on the demo fleet (its before_script pip-installs hubfleet: here it is
-    the checkout's, already on PATH)."""
+def test_validate_and_scheduled_jobs_run(fleet_repo: tuple[Path, str], tmp_path: Path) -> None:
+    """The local kind's validate, events and clusters jobs on the demo fleet, as their runners run them:
+    validate in a container whose before_script pip-installs hubfleet (here the checkout's, on PATH), the
+    scheduled two on the fleet's machine with HUBFLEET_STATE_DIR set."""
     repo, _base = fleet_repo
-    done = run_script(job(parent("local"), "validate")["script"], repo, ci_env())
-    assert done.returncode == 0, done.stderr
+    config = parent("local")
+    env = ci_env(HUBFLEET_STATE_DIR=str(tmp_path / "state"), CI_PIPELINE_SOURCE="schedule")
+    for name in ("validate", "events", "clusters"):
+        done = run_script(job(config, name)["script"], repo, env)
+        assert done.returncode == 0, (name, done.stdout, done.stderr)
+    assert "fleet 'demo'" in done.stdout
 
 
 @pytest.mark.parametrize("provider", ["gcp", "aws", "azure"])
