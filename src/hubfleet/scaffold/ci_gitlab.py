@@ -109,11 +109,16 @@ SETUP = {
     "#       (audience sts.amazonaws.com)\n",
     "azure": "#   AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_SUBSCRIPTION_ID  an app registration with a\n"
     "#       federated credential for this project (audience api://AzureADTokenExchange)\n",
-    "local": "#   HUBFLEET_STATE_DIR  the state directory of the running fleet, for the runner below\n"
-    "# Local hubs run under the `hubfleet up` daemon: their deploys and the scheduled jobs run on a\n"
-    f"# runner on that machine (shell executor, tag `{RUNNER_TAG}`, hubfleet installed); merge requests\n"
-    "# never run there.\n",
+    "local": "",
 }
+
+
+RUNNER_NOTE = (
+    "# Local hubs run under the `hubfleet up` daemon: their deploys and the scheduled jobs run on a runner\n"
+    f"# on that machine (shell executor, tag `{RUNNER_TAG}`, hubfleet installed, and in its config.toml\n"
+    '# `environment = ["HUBFLEET_STATE_DIR=<the running fleet\'s state directory>"]`); merge requests never\n'
+    "# run there.\n"
+)
 
 
 def _check_kind(cluster: str) -> None:
@@ -190,7 +195,7 @@ def files(cluster: str) -> dict[str, str]:
 #   HUBFLEET_AGE_IDENTITY  type File, masked, protected: the AGE-SECRET-KEY-1... line of the CI identity
 #       whose recipient is in fleet.yaml `ci_recipients` (that line only: a masked value is one line)
 {SETUP[cluster]}# and a pipeline schedule on the default branch (Build > Pipeline schedules), e.g. hourly.
-
+{RUNNER_NOTE if cluster == "local" else ""}
 workflow:
   # a newer push never cancels a default-branch pipeline: each plans against the commit before its own push,
   # so a cancelled one's changes would never be deployed; a merge request's superseded checks may go
