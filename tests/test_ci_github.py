@@ -550,3 +550,60 @@ def test_deploy_step_takes_a_removed_hub_to_the_rollout(
     done = runner.run(deploy)
     assert done.returncode == 1
     assert "hub nobody is not in the fleet files and" in done.stderr
+
+
+FAKE_CLOUD = r"""#!{python}
+# Fake {name} (no cluster or cloud here): logs its argv; `helm status` says revision 3 runs; `helm upgrade`
+# and `helm rollback` fail, so the deploy's failure handling shows whether it rolls back or uninstalls.
+import json, os, sys
+argv = sys.argv[1:]
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(json.dumps(["{name}", *argv]) + "\n")
+if "{name}" == "helm" and argv[:1] == ["status"]:
+    print(json.dumps({{"name": argv[1], "version": 3}}))
+elif "{name}" == "helm" and argv[:1] in (["upgrade"], ["rollback"]):
+    print("Error: something went wrong", file=sys.stderr)
+    sys.exit(1)
+elif "{name}" == "gcloud":
+    open(os.environ["KUBECONFIG"], "w").write("apiVersion: v1\n")
+"""
+
+
+@pytest.mark.parametrize("before", ["commit", ""])
+def test_cloud_deploy_step_rolls_a_failed_hub_back_and_never_uninstalls_it(
+    tmp_path: Path, before: str
+) -> None:
+    """The deploy job of a GKE fleet on a runner with no store: `ci deploy --base` records the fleet at the
+    commit before the push, so the changed hub is an update and a failed upgrade rolls back. Without a
+    commit before (a run started by hand) the hub is treated the same way, not as a new hub to uninstall.
+    helm, kubectl and gcloud are fakes (no cluster here) that log their calls."""
+    fixture = Path(__file__).resolve().parent / "fixtures"
+    root = tmp_path / "fleet"
+    shutil.copytree(fixture / "k8s-fleet", root)
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    for name in ("helm", "kubectl", "gcloud"):
+        (bindir / name).write_text(FAKE_CLOUD.format(python=sys.executable, name=name))
+        (bindir / name).chmod(0o755)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "fleet")
+    sha = git(root, "rev-parse", "HEAD")
+    edit(root / "communities/physics/hubs/prod.yaml", "max_users:", "max_users: 999\n#")
+    git(root, "commit", "-q", "-am", "physics: 999 users")
+
+    log = tmp_path / "calls.jsonl"
+    runner = Runner(tmp_path, root, {"matrix.hub": "physics", "github.event.before": sha if before else ""})
+    deploy = step("hubfleet-deploy.yml", "prod", "Deploy")
+    identity = str(fixture / "k8s-fleet.age-identity.txt")
+    done = runner.run(
+        deploy | {"env": deploy["env"] | {"HUBFLEET_AGE_IDENTITY": identity, "FAKE_LOG": str(log)}},
+        path=bindir,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    expected = (
+        "physics: failed: helm upgrade failed (exit 1); rollback failed too: helm rollback to revision 3"
+    )
+    assert expected in done.stdout, done.stdout + done.stderr
+    helm = [call[1] for call in map(json.loads, log.read_text().splitlines()) if call[0] == "helm"]
+    assert helm == ["status", "upgrade", "rollback"]  # rolled back to revision 3; never `helm uninstall`

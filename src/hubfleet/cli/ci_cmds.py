@@ -164,42 +164,59 @@ def deploy(
     hub: Annotated[str, typer.Option("--hub", help="The hub of one deploy-matrix entry.")],
     fleet: FleetOption = None,
     state_dir: StateDirOption = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--base",
+            help="Git ref of what runs now (the commit before the push), recorded in a throw-away store: "
+            "for a runner without the fleet's state. Unset: the state directory's store.",
+        ),
+    ] = None,
 ) -> None:
-    """One entry of a deploy matrix: `hubfleet deploy --hub HUB`, and also a hub removed from the fleet
-    files (`action: remove`), which `deploy --hub` refuses as unknown but the store still knows."""
-    from hubfleet.cli import deploy_cmds
-
+    """One entry of a deploy matrix: `hubfleet deploy --hub HUB`, also for a hub removed from the fleet
+    files (which `deploy --hub` refuses as unknown), and with --base on a runner that has no store."""
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
-    if hub in config.hubs:
+    if base is None and hub in config.hubs:
+        from hubfleet.cli import deploy_cmds
+
         deploy_cmds.deploy(fleet=fleet_dir, state_dir=state_dir, hub=[hub])
         return
     import asyncio
 
     from hubfleet.backends import backends_for
     from hubfleet.deploy.audit import deploy_actor, fleet_commit
+    from hubfleet.deploy.ci import creates_as_updates, has_baseline, record_baseline
     from hubfleet.deploy.plan import make_plan
     from hubfleet.deploy.rollout import Deployer
     from hubfleet.store import open_store
 
-    state = resolve_state_dir(fleet_dir, state_dir)
-    with open_store(state) as store:
-        if hub not in store.deployed():
-            raise UserError(
-                f"hub {hub} is not in the fleet files and {state} has no record of deploying it; if it was "
-                "removed from the files, remove it where the fleet's state is (`hubfleet deploy` there), or "
-                "uninstall it by hand"
+    with tempfile.TemporaryDirectory(prefix="hubfleet-ci-") as scratch:
+        state = Path(scratch) if base is not None else resolve_state_dir(fleet_dir, state_dir)
+        with open_store(state) as store:
+            if base is not None:
+                record_baseline(fleet_dir, base, state, store)
+            if hub not in config.hubs and hub not in store.deployed():
+                where = f"the fleet at {base}" if base is not None else str(state)
+                raise UserError(
+                    f"hub {hub} is not in the fleet files and {where} has no record of deploying it; if it "
+                    "was removed from the files, remove it where the fleet's state is (`hubfleet deploy` "
+                    "there), or uninstall it by hand"
+                )
+            plan = make_plan(config, state, store, hubs={hub})
+            if base is not None and not has_baseline(base):
+                creates_as_updates(plan)
+            deployer = Deployer(
+                config,
+                store,
+                backends_for(config, state),
+                actor=deploy_actor(config.root),
+                commit=fleet_commit(config.root),
             )
-        plan = make_plan(config, state, store, hubs={hub})
-        deployer = Deployer(
-            config,
-            store,
-            backends_for(config, state),
-            actor=deploy_actor(config.root),
-            commit=fleet_commit(config.root),
-        )
-        rollout = asyncio.run(deployer.run(plan))
+            rollout = asyncio.run(deployer.run(plan))
     for outcome in rollout.outcomes.values():
         console.print(f"{outcome.name}: {outcome.result}: {outcome.message}", highlight=False, markup=False)
+    if not rollout.outcomes:
+        console.print(f"{hub}: nothing to deploy (it runs what {base or 'the store'} says)", highlight=False)
     if not rollout.ok:
         raise typer.Exit(1)

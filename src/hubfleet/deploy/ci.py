@@ -167,3 +167,18 @@ def upsert_comment(repo: str, number: int, body_file: Path) -> str:
         return "updated"
     _gh("api", "--method", "POST", f"repos/{repo}/issues/{number}/comments", "-F", f"body=@{body_file}")
     return "created"
+
+
+def has_baseline(ref: str | None) -> bool:
+    return bool(ref) and not NO_COMMIT.match(ref or "")
+
+
+def creates_as_updates(plan: Plan) -> None:
+    """With no baseline (a run started by hand, a first push) a runner's empty store calls every hub
+    `create`, and a `create` that fails is uninstalled: a running prod hub would go down for a failed check.
+    As `update`, a failure rolls back to the release's previous revision, which the Kubernetes backend reads
+    from `helm status` at apply; a release that is new has none, and stays for inspection."""
+    for entry in plan.hubs:
+        if entry.action == "create":
+            entry.action = "update"
+            entry.reasons.append("no baseline commit: deployed as an update, rolled back on failure")

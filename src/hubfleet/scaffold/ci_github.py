@@ -238,11 +238,18 @@ def _deploy_job(cluster: str, stage: str, needs: str, condition: str) -> str:
         "      fail-fast: false\n"
         f"      matrix: ${{{{ fromJSON(needs.plan.outputs.{stage}) }}}}\n"
         "    steps:\n"
-        + _steps(checkout() + install(cluster) + identity() + cloud_login(cluster))
+        + _steps(
+            checkout(full_history=cluster != "local") + install(cluster) + identity() + cloud_login(cluster)
+        )
         + "      - name: Deploy\n"
         "        env:\n"
         "          HUB: ${{ matrix.hub }}\n"
-        '        run: hubfleet ci deploy --hub "$HUB"\n'
+        + (
+            '        run: hubfleet ci deploy --hub "$HUB"\n'
+            if cluster == "local"  # the daemon's store knows what runs
+            else "          BEFORE_SHA: ${{ github.event.before }}\n"
+            '        run: hubfleet ci deploy --hub "$HUB" --base "$BEFORE_SHA"\n'
+        )
     )
 
 
@@ -252,8 +259,10 @@ def deploy(cluster: str) -> str:
     `plan --format github-matrix` (Plan.github_matrix) gives `staging`/`prod` matrices of changed hubs, each
     entry with its community and, for a prod hub of a cluster with a `staging_hub`, its `cluster_gate`
     (that gate is in the staging matrix when it changed, and `hubfleet deploy` checks it when it did not).
-    The prod wave waits for the whole staging wave: a failed staging job holds back every prod hub of the
-    push (never less strict than the community and cluster gates), and they stay planned for the next one."""
+    A cloud runner has no store: each deploy job records the fleet at the commit before the push as what
+    runs (`ci deploy --base`), so a changed hub is an `update` that rolls back on failure, never a `create`
+    that would be uninstalled. The prod wave waits for the whole staging wave: a failed staging job holds
+    back every prod hub of the push (never less strict than the community and cluster gates)."""
     base = (
         "        env:\n"
         "          BEFORE_SHA: ${{ github.event.before }}\n"
