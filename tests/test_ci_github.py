@@ -607,3 +607,22 @@ def test_cloud_deploy_step_rolls_a_failed_hub_back_and_never_uninstalls_it(
     assert expected in done.stdout, done.stdout + done.stderr
     helm = [call[1] for call in map(json.loads, log.read_text().splitlines()) if call[0] == "helm"]
     assert helm == ["status", "upgrade", "rollback"]  # rolled back to revision 3; never `helm uninstall`
+
+
+def test_plan_against_a_base_whose_fleet_is_invalid_says_so_and_plans_every_hub(
+    tmp_path: Path, keyed_fleet: tuple[Path, Path]
+) -> None:
+    """A push that fixes a broken main: the fleet before it does not load, so nothing counts as deployed (and
+    the summary says why) rather than the plan failing until someone runs it by hand."""
+    root, identity = keyed_fleet
+    edit(root / PROD, "max_users: 100", "max_users: lots")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "broken")
+    broken = git(root, "rev-parse", "HEAD")
+    edit(root / PROD, "max_users: lots", "max_users: 100")
+    git(root, "commit", "-q", "-am", "fixed")
+    env = {"HUBFLEET_AGE_IDENTITY": str(identity)}
+    done = hubfleet("ci", "plan", "--base", broken, fleet=root, env=env, check=True)
+    assert f"compared with nothing deployed: the fleet at {broken} has 1 error(s)" in done.stdout
+    assert '"action":"create"' in done.stdout and '"action":"update"' not in done.stdout

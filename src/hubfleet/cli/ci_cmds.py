@@ -186,7 +186,7 @@ def deploy(
 
     from hubfleet.backends import backends_for
     from hubfleet.deploy.audit import deploy_actor, fleet_commit
-    from hubfleet.deploy.ci import creates_as_updates, has_baseline, record_baseline
+    from hubfleet.deploy.ci import creates_as_updates, record_baseline
     from hubfleet.deploy.plan import make_plan
     from hubfleet.deploy.rollout import Deployer
     from hubfleet.store import open_store
@@ -195,7 +195,8 @@ def deploy(
         state = Path(scratch) if base is not None else resolve_state_dir(fleet_dir, state_dir)
         with open_store(state) as store:
             if base is not None:
-                record_baseline(fleet_dir, base, state, store)
+                console.print(record_baseline(fleet_dir, base, state, store), highlight=False, markup=False)
+            baseline = bool(store.deployed())
             if hub not in config.hubs and hub not in store.deployed():
                 where = f"the fleet at {base}" if base is not None else str(state)
                 raise UserError(
@@ -204,7 +205,7 @@ def deploy(
                     "there), or uninstall it by hand"
                 )
             plan = make_plan(config, state, store, hubs={hub})
-            if base is not None and not has_baseline(base):
+            if base is not None and not baseline:  # nothing known to run: never uninstall on failure
                 creates_as_updates(plan)
             deployer = Deployer(
                 config,

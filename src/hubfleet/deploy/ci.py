@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hubfleet.backends import backends_for
+from hubfleet.config.fleet import FleetInvalid
 from hubfleet.config.validate import load_fleet
 from hubfleet.deploy.plan import Plan
 from hubfleet.deploy.state import record
@@ -67,22 +68,32 @@ def fleet_at(fleet_root: Path, ref: str) -> Iterator[Path | None]:
 
 def record_baseline(fleet_root: Path, ref: str | None, state_dir: Path, store: Store) -> str:
     """Record every hub of the fleet at `ref` as deployed in `store` (an empty one); returns a line saying
-    what the plan is compared with. No ref, or the all-zero ref of a first push: nothing is recorded."""
+    what the plan is compared with. No ref, the all-zero ref of a first push, or a fleet that cannot be read
+    there (invalid, or secrets this identity cannot decrypt): nothing is recorded, and the line says why."""
     if not ref or NO_COMMIT.match(ref):
         return "compared with nothing deployed (no base commit): every hub is new"
     with fleet_at(fleet_root, ref) as base_root:
         if base_root is None:
             return f"compared with {ref}, which has no fleet here: every hub is new"
-        base = load_fleet(base_root)
-        backends = backends_for(base, state_dir)
-        for hub in base.hubs.values():
-            backend = backends[base.clusters[hub.cluster].kind]
+        try:
+            base = load_fleet(base_root)
+            backends = backends_for(base, state_dir)
+            found = [
+                (hub, backends[base.clusters[hub.cluster].kind].config_hash(hub))
+                for hub in base.hubs.values()
+            ]
+            rendered = {hub.name: backends[base.clusters[hub.cluster].kind].render(hub) for hub, _ in found}
+        except FleetInvalid as exc:
+            return f"compared with nothing deployed: the fleet at {ref} has {len(exc.errors)} error(s)"
+        except UserError as exc:
+            return f"compared with nothing deployed: the fleet at {ref} cannot be read ({exc})"
+        for hub, digest in found:
             record(
                 store,
                 base,
                 hub,
-                config_hash=backend.config_hash(hub),
-                rendered=backend.render(hub),
+                config_hash=digest,
+                rendered=rendered[hub.name],
                 result="ok",
                 actor=f"baseline {ref}",
             )
@@ -167,10 +178,6 @@ def upsert_comment(repo: str, number: int, body_file: Path) -> str:
         return "updated"
     _gh("api", "--method", "POST", f"repos/{repo}/issues/{number}/comments", "-F", f"body=@{body_file}")
     return "created"
-
-
-def has_baseline(ref: str | None) -> bool:
-    return bool(ref) and not NO_COMMIT.match(ref or "")
 
 
 def creates_as_updates(plan: Plan) -> None:
