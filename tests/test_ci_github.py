@@ -626,3 +626,37 @@ def test_plan_against_a_base_whose_fleet_is_invalid_says_so_and_plans_every_hub(
     done = hubfleet("ci", "plan", "--base", broken, fleet=root, env=env, check=True)
     assert f"compared with nothing deployed: the fleet at {broken} has 1 error(s)" in done.stdout
     assert '"action":"create"' in done.stdout and '"action":"update"' not in done.stdout
+
+
+def test_scheduled_inventory_steps_write_the_table_to_the_summary(tmp_path: Path) -> None:
+    """The scheduled workflow's two inventory steps on the demo fleet (a local cluster: no Kubernetes rows),
+    then `hubfleet ci inventory` on what `hubfleet clusters --json` prints for a GKE cluster (no cluster to
+    read here: the row is written out as the command prints one)."""
+    root = copy_demo_fleet(tmp_path / "fleet")
+    runner = Runner(tmp_path, root, {"vars.HUBFLEET_STATE_DIR": str(root / ".hubfleet")})
+    parsed = yaml.safe_load(files("local")[".github/workflows/hubfleet-scheduled.yml"])
+    steps = [s for s in parsed["jobs"]["scheduled"]["steps"] if s.get("name", "").startswith("Cluster")]
+    for one in steps:
+        done = runner.run(one)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "No Kubernetes clusters in this fleet." in runner.summary.read_text()
+
+    row = {
+        "cluster": "gke",
+        "provider": "gcp",
+        "region": "europe-west1",
+        "control_plane": "1.31.4",
+        "chart_version": "4.4.0",
+        "hub_count": 4,
+        "support": "standard",
+        "end_of_standard": "2026-12-20",
+        "days_left": 19,
+        "extra_monthly_cost": None,
+        "warnings": ["node pool default is 1.29.2, three minors behind the control plane"],
+    }
+    (runner.dir / "clusters.json").write_text(json.dumps({"today": "2026-12-01", "clusters": [row]}))
+    done = runner.run(steps[-1])
+    assert done.returncode == 0, done.stderr
+    summary = runner.summary.read_text()
+    assert "| gke | gcp | europe-west1 | 1.31.4 | 4.4.0 | 4 | standard | 2026-12-20 | 19 |  |" in summary
+    assert "- cluster gke: node pool default is 1.29.2, three minors behind the control plane" in summary

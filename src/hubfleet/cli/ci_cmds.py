@@ -221,3 +221,22 @@ def deploy(
         console.print(f"{hub}: nothing to deploy (it runs what {base or 'the store'} says)", highlight=False)
     if not rollout.ok:
         raise typer.Exit(1)
+
+
+@ci_app.command("inventory")
+@friendly_errors
+def inventory(
+    source: Annotated[Path, typer.Argument(help="The output of `hubfleet clusters --json`.")],
+) -> None:
+    """The cluster inventory as a Markdown table in $GITHUB_STEP_SUMMARY (printed outside a workflow)."""
+    import json
+
+    from hubfleet.deploy.ci import inventory_markdown
+
+    try:
+        data = json.loads(source.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{source}: not the JSON of `hubfleet clusters --json` ({exc})") from None
+    markdown = inventory_markdown(data)
+    if not _append("GITHUB_STEP_SUMMARY", markdown):
+        typer.echo(markdown)

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from hubfleet.backends import backends_for
 from hubfleet.config.fleet import FleetInvalid
@@ -189,3 +190,40 @@ def creates_as_updates(plan: Plan) -> None:
         if entry.action == "create":
             entry.action = "update"
             entry.reasons.append("no baseline commit: deployed as an update, rolled back on failure")
+
+
+INVENTORY_COLUMNS = (
+    ("cluster", "cluster"),
+    ("provider", "provider"),
+    ("region", "region"),
+    ("control plane", "control_plane"),
+    ("chart", "chart_version"),
+    ("hubs", "hub_count"),
+    ("support", "support"),
+    ("standard ends", "end_of_standard"),
+    ("days left", "days_left"),
+    ("extra/month", "extra_monthly_cost"),
+)
+
+
+def inventory_markdown(data: dict[str, Any]) -> str:
+    """`hubfleet clusters --json` as a Markdown table for the scheduled job's summary, with its warnings."""
+    head = [label for label, _ in INVENTORY_COLUMNS]
+    lines = [
+        f"## Cluster inventory on {data.get('today', '')}",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + " --- |" * len(head),
+    ]
+    if not data.get("clusters"):
+        lines[2:] = ["No Kubernetes clusters in this fleet."]
+    for row in data.get("clusters", []):
+        cells = ["" if row.get(key) is None else str(row.get(key)) for _, key in INVENTORY_COLUMNS]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    warnings = [*data.get("warnings", [])]
+    for row in data.get("clusters", []):
+        warnings += [f"cluster {row.get('cluster')}: {line}" for line in row.get("warnings", [])]
+    warnings += [f"could not read: {line}" for line in data.get("read_errors", {}).values()]
+    if warnings:
+        lines += ["", *(f"- {line}" for line in warnings)]
+    return "\n".join(lines) + "\n"

@@ -337,8 +337,11 @@ def scheduled(cluster: str) -> str:
         + "    steps:\n"
         + _steps(checkout() + install(cluster) + identity() + cloud_login(cluster))
         + events
-        + "      - name: Cluster inventory (to the job summary)\n"
-        '        run: hubfleet clusters >> "$GITHUB_STEP_SUMMARY"\n'
+        + "      - name: Cluster inventory\n"
+        '        run: hubfleet clusters --json > "$RUNNER_TEMP/clusters.json"\n'
+        + "      - name: Cluster inventory to the job summary\n"
+        "        if: ${{ !cancelled() }}\n"
+        '        run: hubfleet ci inventory "$RUNNER_TEMP/clusters.json"\n'
     )
 
 
