@@ -182,8 +182,8 @@ def test_ci_files_skip_a_provider_module_that_is_not_there(monkeypatch: pytest.M
 
 @pytest.mark.integration
 def test_local_scaffold_runs_both_hubs(tmp_path: Path) -> None:
-    """`hubfleet up --detach` on the local scaffold (on free ports): both hubs answer /hub/health, the staging
-    hub with its encrypted password decrypted by the generated identity; then `hubfleet down`."""
+    """`hubfleet up --detach` on the local scaffold (on free ports; up decrypts the staging hub's password
+    with the generated identity first): both hubs answer /hub/health, then `hubfleet down`."""
     fleet, identity = tmp_path / "fleet", tmp_path / "age-identity.txt"
     assert init(fleet, identity=identity).returncode == 0
     staging_port, prod_port, console_port = free_ports(3)
