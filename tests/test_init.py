@@ -6,6 +6,7 @@ Kubernetes scaffolds are only validated and rendered)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from fleet_helpers import HUBFLEET, free_ports, hubfleet, hubfleet_env, running_fleet, wait_for
 from hubfleet.render.chart_check import helm_binary
@@ -66,8 +68,16 @@ def test_each_cluster_kind_scaffolds_a_valid_fleet(kind: str, tmp_path: Path) ->
             schema = first.split("$schema=")[1]
             assert (path.parent / schema).resolve().is_file(), (path, schema)
     assert identity.stat().st_mode & 0o077 == 0
+    # .vscode/settings.json maps every schema to files that exist, by paths relative to the fleet
+    mapped = json.loads((fleet / ".vscode" / "settings.json").read_text())["yaml.schemas"]
+    for schema, globs in mapped.items():
+        assert (fleet / schema).is_file() and all(list(fleet.glob(g)) for g in globs), (schema, globs)
+    # the fleet validates, through the pre-commit hook run as pre-commit runs it (in the fleet's directory)
+    (hook,) = yaml.safe_load((fleet / ".pre-commit-config.yaml").read_text())["repos"][0]["hooks"]
+    command = [str(HUBFLEET), *hook["entry"].split()[1:]]
+    ran = subprocess.run(command, cwd=fleet, capture_output=True, text=True, env=hubfleet_env(), timeout=120)
+    assert ran.returncode == 0 and "is valid" in ran.stdout, ran.stderr
 
-    hubfleet("validate", fleet=fleet, check=True)
     if kind != "local":
         assert "domain:" in (fleet / "communities/example/hubs/prod.yaml").read_text()
         helm = helm_binary()
