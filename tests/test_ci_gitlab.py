@@ -195,6 +195,13 @@ def test_child_pipeline_jobs() -> None:
     assert real_jobs(empty) == ["nothing-to-deploy"]
     with pytest.raises(ValueError, match="unknown stage 'canary'"):
         child_pipeline("canary", [], {})
+    # a container has no store: cloud deploys record the base commit as what runs, so a failure rolls back
+    # to the previous release instead of uninstalling a hub it took for new; the fleet's own runner has one
+    since = yaml.safe_load(child_pipeline("prod", rows, {"gke": "gcp", "home": "local"}, "0a1b2c3d"))
+    assert job(since, "deploy a-prod")["script"] == ["hubfleet ci deploy --hub a-prod --base 0a1b2c3d"]
+    assert job(since, "deploy b-prod")["script"] == ["hubfleet ci deploy --hub b-prod"]
+    with pytest.raises(ValueError, match="is not a commit SHA"):
+        child_pipeline("prod", rows, {}, "main; rm -rf /")
 
 
 def test_plan_job_runs_and_writes_the_child_pipelines(fleet_repo: tuple[Path, str], tmp_path: Path) -> None:

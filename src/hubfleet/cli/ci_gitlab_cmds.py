@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -88,8 +89,10 @@ def gitlab_child(
         "plan.md": markdown,
         "plan.json": json.dumps(result.to_json(), indent=2) + "\n",
     }
+    # what runs is the fleet at the base commit (none on a first push, whose base is all zeros)
+    sha = base if base and base.strip("0") and re.fullmatch(r"[0-9a-fA-F]{7,40}", base) else None
     for stage, rows in matrices(result.github_matrix()).items():
-        written[f"{stage}.yml"] = child_pipeline(stage, rows, providers)
+        written[f"{stage}.yml"] = child_pipeline(stage, rows, providers, sha)
     for name, text in written.items():
         (out_dir / name).write_text(text, encoding="utf-8")
     typer.echo(markdown)

@@ -299,8 +299,14 @@ PLAN_COMMAND = (
 )
 
 
-def child_pipeline(stage: str, include: Sequence[Mapping[str, Any]], providers: Mapping[str, str]) -> str:
+def child_pipeline(
+    stage: str, include: Sequence[Mapping[str, Any]], providers: Mapping[str, str], base: str | None = None
+) -> str:
     """The child pipeline of one wave: a job per changed hub (`include`: the plan's matrix rows of `stage`).
+
+    `base` (the commit the plan compared with, a hex SHA) goes to the deploy jobs of cloud clusters: a
+    container has no store, so `ci deploy --base` records what runs and a changed hub is an `update` that
+    rolls back on failure, never a `create` that would be uninstalled (a local fleet's runner has the store).
 
     `providers` maps a cluster to how its jobs reach it (`local`, `kubeconfig`, `gcp`, `aws`, `azure`). The
     jobs take no resource group: the parent's trigger job holds `fleet-deploy` until this pipeline ends, and a
@@ -308,6 +314,8 @@ def child_pipeline(stage: str, include: Sequence[Mapping[str, Any]], providers: 
     (GitLab refuses a pipeline with no jobs)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}: choose staging or prod")
+    if base is not None and not re.fullmatch(r"[0-9a-fA-F]{7,40}", base):
+        raise ValueError(f"base {base!r} is not a commit SHA")
     text = (
         f"# The {stage} wave, written by `hubfleet ci gitlab-child` from the plan: a job per changed hub.\n"
         f"stages: [{stage}]\n"
@@ -323,7 +331,8 @@ def child_pipeline(stage: str, include: Sequence[Mapping[str, Any]], providers: 
     for row in include:
         hub = str(row["hub"])
         provider = providers.get(str(row["cluster"]), "local")
-        lines = f"  script:\n    - hubfleet ci deploy --hub {hub}\n"
+        since = f" --base {base}" if base and provider != "local" else ""
+        lines = f"  script:\n    - hubfleet ci deploy --hub {hub}{since}\n"
         if row["action"] == "remove":
             # its file is gone: `ci deploy` removes it where the store knows it (a local fleet's runner);
             # a fresh container's store does not, so there the job waits for an operator and says what to do
