@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -228,3 +229,65 @@ def test_unreachable_hub_fails_fast_with_a_clear_step() -> None:
     assert result.failed_step == "create_user"
     assert "Connect" in result.steps[0].detail
     assert "secret-token" not in result.to_json()
+
+
+def _kernel_stand_in(answers: list[int]) -> tuple[object, list[int]]:
+    """A websocket server standing in for the proxy and a kernel: the first openings get `answers` (HTTP
+    statuses), then it runs one execute_request. A stand-in because a real proxy's 599 (its wait for a slow
+    first kernel start ran out) cannot be made to happen on demand."""
+    from websockets.asyncio.server import serve
+    from websockets.datastructures import Headers
+    from websockets.http11 import Response
+
+    seen: list[int] = []
+
+    def process_request(connection: object, request: object) -> Response | None:
+        if len(seen) < len(answers):
+            seen.append(answers[len(seen)])
+            return Response(seen[-1], "gave up", Headers({"Content-Length": "0"}), b"")
+        seen.append(101)
+        return None
+
+    async def kernel(ws: object) -> None:
+        request = json.loads(await ws.recv())  # type: ignore[attr-defined]
+        parent = {"msg_id": request["header"]["msg_id"]}
+        for kind, content in (
+            ("stream", {"name": "stdout", "text": "ok 42\n"}),
+            ("execute_reply", {"status": "ok"}),
+            ("status", {"execution_state": "idle"}),
+        ):
+            await ws.send(json.dumps({"parent_header": parent, "msg_type": kind, "content": content}))  # type: ignore[attr-defined]
+
+    return serve(kernel, "127.0.0.1", 0, process_request=process_request), seen
+
+
+async def _execute_through(answers: list[int], timeout: float) -> tuple[str, list[int]]:
+    from hubfleet.checks.synthetic import StepFailed, _Check
+
+    server_cm, seen = _kernel_stand_in(answers)
+    async with server_cm as server:  # type: ignore[attr-defined]
+        port = server.sockets[0].getsockname()[1]
+        check = _Check(f"http://127.0.0.1:{port}", "secret-token", DEFAULT_USERNAME, timeout)
+        check.kernel_id = "k1"
+        try:
+            return await check.execute("print('ok', 6 * 7)", "ok 42"), seen
+        except StepFailed as exc:
+            return f"failed: {exc}", seen
+        finally:
+            await check.client.aclose()
+
+
+def test_a_kernel_websocket_the_proxy_gave_up_on_is_opened_again() -> None:
+    """R's first kernel start under load outlasted the proxy's 20 s wait (HTTP 599): the check opens the
+    websocket again while its budget lasts, and says so; other refusals and a spent budget still fail."""
+    detail, seen = asyncio.run(_execute_through([599, 502], timeout=30))
+    assert seen == [599, 502, 101]
+    assert detail == "output 'ok 42' (websocket opened at attempt 3)"
+    detail, seen = asyncio.run(_execute_through([403], timeout=30))
+    assert seen == [403] and detail == "failed: opening the kernel websocket: HTTP 403"
+    detail, seen = asyncio.run(_execute_through([599, 599], timeout=0.5))  # no budget left for a retry
+    assert seen == [599]
+    assert (
+        detail
+        == "failed: opening the kernel websocket: HTTP 599 (the proxy could not reach the server in time)"
+    )

@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import hmac
 import html
+import itertools
 import json
 import re
 import secrets
@@ -68,6 +69,9 @@ _LOGIN_ERROR = re.compile(
 )
 CLEANUP_SECONDS = 30.0  # budget kept for stopping the server even when the main budget is spent
 POLL_INTERVAL = 0.25
+WS_RETRY_STATUSES = frozenset({502, 503, 504, 599})
+"""Answers to the kernel websocket's opening that mean "the proxy did not reach the server (yet)"."""
+WS_RETRY_PAUSE = 1.0
 
 
 def is_test_user(username: str) -> bool:
@@ -422,49 +426,58 @@ class _Check:
         errors: list[str] = []
         reply: dict[str, Any] | None = None
         idle = False
-        try:
-            through: dict[str, Any] = {}
-            if self.via is not None:  # to the front door's address, asking for the hub's name
-                host, port = self.via.address
-                name = httpx.URL(self.hub_url).host
-                through = {"host": host, "port": port, "ssl": self.via.ssl_context(), "server_hostname": name}
-            websocket_cm = ws_connect(
-                url,
-                additional_headers={"Authorization": f"token {self.token}"},
-                open_timeout=30,
-                proxy=None,
-                **through,
-            )
-            async with websocket_cm as ws:
-                await ws.send(json.dumps(request))
-                while reply is None or not idle:
-                    message = json.loads(await ws.recv())
-                    if message.get("parent_header", {}).get("msg_id") != msg_id:
-                        continue
-                    kind = message.get("msg_type") or message.get("header", {}).get("msg_type")
-                    content = message.get("content", {})
-                    if kind == "stream" and content.get("name") == "stdout":
-                        stdout.append(content.get("text", ""))
-                    elif kind == "stream":
-                        errors.append(content.get("text", ""))
-                    elif kind == "error":
-                        errors.append(f"{content.get('ename')}: {content.get('evalue')}")
-                    elif kind == "execute_reply":
-                        reply = content
-                    elif kind == "status" and content.get("execution_state") == "idle":
-                        idle = True
-        except websockets.exceptions.InvalidStatus as exc:
-            status = exc.response.status_code
-            # 599: the hub's proxy gave up connecting to the user server (tornado's 20 s websocket timeout)
-            why = " (the proxy could not reach the server in time)" if status == 599 else ""
-            raise StepFailed(f"opening the kernel websocket: HTTP {status}{why}") from None
+        through: dict[str, Any] = {}
+        if self.via is not None:  # to the front door's address, asking for the hub's name
+            host, port = self.via.address
+            name = httpx.URL(self.hub_url).host
+            through = {"host": host, "port": port, "ssl": self.via.ssl_context(), "server_hostname": name}
+        for attempt in itertools.count(1):
+            try:
+                websocket_cm = ws_connect(
+                    url,
+                    additional_headers={"Authorization": f"token {self.token}"},
+                    open_timeout=30,
+                    proxy=None,
+                    **through,
+                )
+                async with websocket_cm as ws:
+                    await ws.send(json.dumps(request))
+                    while reply is None or not idle:
+                        message = json.loads(await ws.recv())
+                        if message.get("parent_header", {}).get("msg_id") != msg_id:
+                            continue
+                        kind = message.get("msg_type") or message.get("header", {}).get("msg_type")
+                        content = message.get("content", {})
+                        if kind == "stream" and content.get("name") == "stdout":
+                            stdout.append(content.get("text", ""))
+                        elif kind == "stream":
+                            errors.append(content.get("text", ""))
+                        elif kind == "error":
+                            errors.append(f"{content.get('ename')}: {content.get('evalue')}")
+                        elif kind == "execute_reply":
+                            reply = content
+                        elif kind == "status" and content.get("execution_state") == "idle":
+                            idle = True
+                break
+            except websockets.exceptions.InvalidStatus as exc:
+                status = exc.response.status_code
+                # a kernel's first start (R's above all, on a busy node) can outlast the proxy's wait for
+                # the server (599: tornado's 20 s websocket timeout; 502-504 from other proxies): the kernel
+                # keeps starting, so open the websocket again while the check's budget lasts
+                if status in WS_RETRY_STATUSES and time.monotonic() + WS_RETRY_PAUSE < self.deadline:
+                    await asyncio.sleep(WS_RETRY_PAUSE)
+                    continue
+                why = " (the proxy could not reach the server in time)" if status == 599 else ""
+                tries = f" (attempt {attempt})" if attempt > 1 else ""
+                raise StepFailed(f"opening the kernel websocket: HTTP {status}{why}{tries}") from None
         output = "".join(stdout)
         if reply.get("status") != "ok":
             why = "; ".join(errors) or f"{reply.get('ename')}: {reply.get('evalue')}"
             raise StepFailed(f"execute_reply status {reply.get('status')!r}: {_excerpt(why)}")
         if expect not in output:
             raise StepFailed(f"expected output containing {expect!r}, got {_excerpt(output) or 'nothing'!r}")
-        return f"output {_excerpt(output.strip(), 80)!r}"
+        tries = f" (websocket opened at attempt {attempt})" if attempt > 1 else ""
+        return f"output {_excerpt(output.strip(), 80)!r}{tries}"
 
     async def delete_kernel(self) -> str:
         response = await self.client.delete(self.server_api(f"/kernels/{self.kernel_id}"))
