@@ -43,7 +43,7 @@ benchmarks: setup
 	$(VENV)/bin/python benchmarks/spawn_latency.py
 	$(VENV)/bin/python benchmarks/plan_500.py
 	$(VENV)/bin/python benchmarks/deploy_parallel.py
-	$(VENV)/bin/python benchmarks/probe_1000.py
+	$(VENV)/bin/python benchmarks/probe.py
 	$(VENV)/bin/python benchmarks/usage_year.py
 	$(VENV)/bin/python benchmarks/console_overview_200.py
 	$(VENV)/bin/python benchmarks/console_load.py

@@ -1,22 +1,32 @@
-"""The uptime prober against 1,000 loopback endpoints standing in for 1,000 hubs; prints JSON.
+"""The uptime prober against N loopback endpoints standing in for N hubs; prints one JSON object.
 
-One server process (plain asyncio, HTTP/1.1 with keep-alive) listens on 1,000 loopback ports and answers
-`/hub/health` and `/hub/api/` like JupyterHub; this process runs `Prober.probe_once()` (one shared
-httpx.AsyncClient, concurrency bound, samples recorded in a SQLite store, incident logic) for `--passes`
-passes. Every probe opens new connections (the prober keeps no idle connections: at a 30 s interval
-they would have expired anyway). Reported per pass: wall time, CPU seconds of this
-process (time.process_time: probing, parsing, storing), and whether the pass fits in the interval; plus the
-server's CPU over the run. Target: a pass well inside the 30 s default interval.
+One server process (plain asyncio, HTTP/1.1 with keep-alive) listens on `--hubs` loopback ports and answers
+`/hub/health` and `/hub/api/` like JupyterHub; this process runs `Prober.probe_once()` (the prober's own HTTP
+path, concurrency bound, samples recorded in a SQLite store, incident logic) for `--passes` passes.
+`--endpoints-per-hub` is how many of a hub's HTTP endpoints each probe requests: 2 (the default, as the
+daemon does) asks `/hub/health` and `/hub/api/`, 1 asks `/hub/api/` only (whose answer says both whether
+the hub is up and its version). `--workers N` spreads the probing over N worker processes.
 
-Run: `.venv/bin/python benchmarks/probe_1000.py [--hubs 1000] [--passes 5] [--concurrency 50]`.
+Reported per pass: wall time, CPU seconds of the prober (this process plus its probe workers) and of the
+stand-in server separately, CPU per request, the share of one core at the 30 s default interval, and the
+prober's resident memory; plus medians. The server stops by itself when this process closes its stdin (also
+when this process dies). `--profile FILE` writes a cProfile of the probing passes (this process only) and
+prints the top functions to stderr.
+
+Run: `.venv/bin/python benchmarks/probe.py [--hubs 1000] [--endpoints-per-hub 2] [--passes 5]
+[--concurrency N] [--workers N] [--profile FILE]`; the 5,000-hub fleet: `--hubs 5000`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import cProfile
 import datetime
 import json
+import os
+import pstats
 import resource
 import statistics
 import subprocess
@@ -31,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from hubfleet.config.fleet import FleetConfig  # noqa: E402
 from hubfleet.config.models import FleetSettings  # noqa: E402
 from hubfleet.monitor.incidents import list_incidents  # noqa: E402
-from hubfleet.monitor.prober import DEFAULT_CONCURRENCY, Prober  # noqa: E402
+from hubfleet.monitor.prober import DEFAULT_CONCURRENCY, PATHS, Prober  # noqa: E402
 from hubfleet.store import open_store  # noqa: E402
 from machine_info import machine  # noqa: E402
 
@@ -81,31 +91,89 @@ def raise_fd_limit(needed: int) -> int:
     return soft
 
 
-async def run(hubs: int, passes: int, concurrency: int) -> dict:
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def prober_cpu(me: psutil.Process, server_pid: int) -> float:
+    """This process plus its live children other than the server (probe workers) plus reaped children."""
+    total = cpu_seconds(me)
+    times = me.cpu_times()
+    total += times.children_user + times.children_system
+    for child in me.children(recursive=True):
+        if child.pid != server_pid:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += cpu_seconds(child)
+    return total
+
+
+def prober_rss(me: psutil.Process, server_pid: int) -> int:
+    rss = me.memory_info().rss
+    for child in me.children(recursive=True):
+        if child.pid != server_pid:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                rss += child.memory_info().rss
+    return rss
+
+
+def median(rows: list[dict], key: str) -> float:
+    return round(statistics.median(r[key] for r in rows), 4)
+
+
+async def run(args: argparse.Namespace) -> dict:
+    hubs, passes = args.hubs, args.passes
+    paths = PATHS if args.endpoints_per_hub == 2 else ("/hub/api/",)
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(hubs)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+    me = psutil.Process()
+    profile = cProfile.Profile() if args.profile else None
     try:
         ports = json.loads(server.stdout.readline())  # type: ignore[union-attr]
-        targets = {f"hub-{i:04d}": f"http://127.0.0.1:{port}" for i, port in enumerate(ports)}
-        server_cpu_before = sum(psutil.Process(server.pid).cpu_times()[:2])
+        targets = {f"hub-{i:05d}": f"http://127.0.0.1:{port}" for i, port in enumerate(ports)}
+        server_process = psutil.Process(server.pid)
+        options: dict = {}  # only when asked for, so that the script also measures the prober before them
+        if len(paths) != len(PATHS):
+            options["paths"] = paths
+        if args.workers:
+            options["workers"] = args.workers
         with tempfile.TemporaryDirectory() as tmp, open_store(Path(tmp) / "state") as store:
             fleet = FleetConfig(root=Path(tmp), settings=FleetSettings(name="bench"))
-            prober = Prober(fleet, None, store, targets=targets, alerter=None, concurrency=concurrency)
+            prober = Prober(
+                fleet,
+                None,
+                store,
+                targets=targets,
+                alerter=None,
+                concurrency=args.concurrency,
+                **options,
+            )
             rows = []
             for number in range(1, passes + 1):
-                cpu, wall = time.process_time(), time.perf_counter()
+                server_cpu = cpu_seconds(server_process)
+                cpu, wall = prober_cpu(me, server.pid), time.perf_counter()
+                if profile:
+                    profile.enable()
                 results = await prober.probe_once()
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                if profile:
+                    profile.disable()
+                wall, cpu = time.perf_counter() - wall, prober_cpu(me, server.pid) - cpu
+                server_cpu = cpu_seconds(server_process) - server_cpu
                 latencies = sorted(r.latency_ms or 0.0 for r in results)
+                requests = len(paths) * len(results)
                 rows.append(
                     {
                         "pass": number,
                         "wall_seconds": round(wall, 3),
-                        "cpu_seconds": round(cpu, 3),
+                        "prober_cpu_seconds": round(cpu, 3),
+                        "server_cpu_seconds": round(server_cpu, 3),
+                        "prober_cpu_ms_per_request": round(1000 * cpu / requests, 4),
+                        "prober_share_of_one_core_at_interval": round(cpu / INTERVAL, 4),
+                        "prober_rss_mb": round(prober_rss(me, server.pid) / 2**20, 1),
                         "ok": sum(r.ok for r in results),
                         "failed": sum(not r.ok for r in results),
                         "latency_ms_p50": round(statistics.median(latencies), 1),
@@ -117,7 +185,7 @@ async def run(hubs: int, passes: int, concurrency: int) -> dict:
                     await asyncio.sleep(1)
             await prober.aclose()
             incidents = len(list_incidents(store))
-        server_cpu = sum(psutil.Process(server.pid).cpu_times()[:2]) - server_cpu_before
+        server_rss = server_process.memory_info().rss
     finally:
         server.stdin.close()  # type: ignore[union-attr]
         try:
@@ -125,21 +193,33 @@ async def run(hubs: int, passes: int, concurrency: int) -> dict:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+    if profile:
+        profile.dump_stats(args.profile)
+        stats = pstats.Stats(args.profile, stream=sys.stderr)
+        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats(40)
     return {
-        "benchmark": "probe_1000",
+        "benchmark": "probe",
         "hubs": hubs,
-        "requests_per_pass": 2 * hubs,
-        "concurrency": concurrency,
+        "endpoints_per_hub": len(paths),
+        "requests_per_pass": len(paths) * hubs,
+        "concurrency": args.concurrency,
+        "workers": args.workers,
         "interval_seconds": INTERVAL,
         "passes": rows,
-        "wall_seconds_median": round(statistics.median(r["wall_seconds"] for r in rows), 3),
-        "cpu_seconds_median": round(statistics.median(r["cpu_seconds"] for r in rows), 3),
-        "cpu_share_of_one_core_at_interval": round(
-            statistics.median(r["cpu_seconds"] for r in rows) / INTERVAL, 4
-        ),
-        "server_cpu_seconds_total": round(server_cpu, 2),
+        "wall_seconds_median": median(rows, "wall_seconds"),
+        "prober_cpu_seconds_median": median(rows, "prober_cpu_seconds"),
+        "prober_cpu_ms_per_request_median": median(rows, "prober_cpu_ms_per_request"),
+        "prober_share_of_one_core_at_interval_median": median(rows, "prober_share_of_one_core_at_interval"),
+        "server_cpu_seconds_median": median(rows, "server_cpu_seconds"),
+        "prober_rss_mb_max": max(r["prober_rss_mb"] for r in rows),
+        "prober_maxrss_mb_this_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "server_rss_mb": round(server_rss / 2**20, 1),
+        "all_ok": all(r["failed"] == 0 for r in rows),
         "all_fit_interval": all(r["fits_interval"] for r in rows),
         "incidents": incidents,
+        "loadavg_at_end": os.getloadavg(),
+        "profiled": bool(args.profile),
         "machine": machine(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
@@ -148,15 +228,18 @@ async def run(hubs: int, passes: int, concurrency: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hubs", type=int, default=1000)
+    parser.add_argument("--endpoints-per-hub", type=int, choices=(1, 2), default=2)
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    parser.add_argument("--workers", type=int, default=0, help="probe worker processes (0: probe in-process)")
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the passes to FILE")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     raise_fd_limit(4 * (args.serve or args.hubs) + 256)
     if args.serve:
         asyncio.run(serve(args.serve))
         return
-    json.dump(asyncio.run(run(args.hubs, args.passes, args.concurrency)), sys.stdout, indent=2)
+    json.dump(asyncio.run(run(args)), sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 

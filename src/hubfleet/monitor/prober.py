@@ -36,6 +36,15 @@ from hubfleet.clock import utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.monitor.alerts import Alerter
 from hubfleet.monitor.incidents import IncidentAlerter, IncidentTracker
+from hubfleet.monitor.probe_http import (
+    Connection,
+    Origin,
+    ProbeHTTPError,
+    describe,
+    not_after,
+    origin,
+    version_from_body,
+)
 from hubfleet.monitor.uptime import ProbeResult, prune_samples, record_samples
 from hubfleet.store.api import Store
 
@@ -45,9 +54,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("hubfleet.prober")
 
 PATHS = ("/hub/health", "/hub/api/")
-DEFAULT_CONCURRENCY = 50
-"""Hubs probed at once. httpcore scans its whole pool for every request, so a larger pool costs more CPU
-than it saves wall time (benchmarks/probe_1000.py: 1,000 hubs take ≈ 5 s a pass at 50, ≈ 10 s at 200)."""
+API_PATH = "/hub/api/"
+"""Its answer carries the version; alone it also says whether the hub answers (`paths=(API_PATH,)`)."""
+DEFAULT_CONCURRENCY = 200
+"""Hubs probed at once (one connection each). The prober's own HTTP path costs the same CPU per request at
+any concurrency; a higher one shortens a pass over distant hubs (three round trips each) at one file
+descriptor per hub in flight."""
 CERT_CACHE_SECONDS = 3600.0
 PRUNE_EVERY = timedelta(hours=6)
 AUTO = "auto"
@@ -197,19 +209,94 @@ async def probe_hub(
 
 def _version(response: httpx.Response) -> str | None:
     """{"version": "6.1.1"} of /hub/api/; None for any other body (a proxy's HTML page, bad JSON)."""
+    return version_from_body(response.content)
+
+
+async def probe_url(
+    url: str,
+    timeout: float,
+    context: ssl.SSLContext,
+    *,
+    hub: str = "",
+    paths: tuple[str, ...] = PATHS,
+    check_certificate: bool = True,
+    connect: str = "",
+    via: str = "",
+) -> ProbeResult:
+    """GET each of `paths` of the hub at `url` one after another on one connection (a new one only when
+    the hub closes it); ok when every one answers 200 within `timeout`. https is verified with `context`,
+    and the certificate's expiry read from the same handshake when `check_certificate`.
+
+    The same result as `probe_hub` (httpx, both paths at once), at a fraction of the CPU
+    (hubfleet.monitor.probe_http says why)."""
+    base = url.rstrip("/")
+    at = utcnow()
+    started = time.perf_counter()
+    statuses: dict[str, int | None] = dict.fromkeys(paths)
+    errors: list[str] = []
+    version: str | None = None
+    der: bytes | None = None
+    tls_failed = False
     try:
-        body = response.json()
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError
-        return None
-    found = body.get("version") if isinstance(body, dict) else None
-    return found[:40] if isinstance(found, str) and found else None
+        where: Origin | None = origin(base, connect)
+    except ValueError as exc:
+        where = None
+        errors.append(f"GET {', '.join(paths)}: {exc}")
+    connection: Connection | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            for index, path in enumerate(paths):
+                if where is None:
+                    break
+                if connection is None or not connection.reusable:
+                    try:
+                        connection = await Connection.open(where, context)
+                    except (OSError, ssl.SSLError) as exc:  # the rest of the paths fail alike
+                        tls_failed = isinstance(exc, ssl.SSLError)
+                        errors += [f"GET {rest}: {describe(exc)}" for rest in paths[index:]]
+                        break
+                    if check_certificate and der is None:
+                        der = connection.peer_certificate()
+                try:
+                    answer = await connection.get(where.prefix + path, want_body=path == API_PATH)
+                except (OSError, ssl.SSLError, ProbeHTTPError) as exc:
+                    errors.append(f"GET {path}: {describe(exc)}")
+                    continue
+                statuses[path] = answer.status
+                if answer.status != 200:
+                    errors.append(f"GET {path}: HTTP {answer.status} {answer.reason}".rstrip())
+                elif path == API_PATH:
+                    version = version_from_body(answer.body)
+    except TimeoutError:
+        errors.append(f"no answer within {timeout:g} s")
+    finally:
+        if connection is not None:
+            connection.close()
+    latency = (time.perf_counter() - started) * 1000
+    expires = not_after(der)
+    if expires is None and check_certificate and tls_failed:  # unverified: an expired one still has a date
+        expires = await certificate_expiry(base, timeout, connect)
+    error = _merge(errors, paths)
+    answered = any(status is not None for status in statuses.values())
+    return ProbeResult(
+        hub=hub,
+        url=base,
+        at=at,
+        ok=not errors and all(status == 200 for status in statuses.values()),
+        health_status=statuses.get(PATHS[0]),
+        api_status=statuses.get(API_PATH),
+        latency_ms=latency if answered else None,
+        error=f"{error} ({via})" if error and via else error,
+        cert_expires_at=expires,
+        version=version,
+    )
 
 
-def _merge(errors: list[str]) -> str:
+def _merge(errors: list[str], paths: tuple[str, ...] = PATHS) -> str:
     """'GET /hub/health: X; GET /hub/api/: X' -> 'GET /hub/health, /hub/api/: X'."""
     causes = {e.split(": ", 1)[-1] for e in errors if e.startswith("GET ")}
-    if len(errors) == 2 and len(causes) == 1:
-        return f"GET {', '.join(PATHS)}: {causes.pop()}"
+    if len(paths) > 1 and len(errors) == len(paths) and len(causes) == 1:
+        return f"GET {', '.join(paths)}: {causes.pop()}"
     return "; ".join(errors)
 
 
@@ -289,10 +376,83 @@ def _target(value: Target) -> ProbeTarget:
 def new_client(
     concurrency: int = DEFAULT_CONCURRENCY, verify: ssl.SSLContext | bool = True
 ) -> httpx.AsyncClient:
-    """The one client a prober shares across hubs. No keep-alive pool: every hub is its own origin and is
-    probed again only after the interval, long after an idle connection would have expired."""
+    """An httpx client for `probe_hub` (the prober itself uses its own HTTP path unless given one). No
+    keep-alive pool: every hub is its own origin and is probed again only after the interval."""
     limits = httpx.Limits(max_connections=2 * concurrency, max_keepalive_connections=0)
     return httpx.AsyncClient(limits=limits, verify=verify, trust_env=False, follow_redirects=False)
+
+
+def default_context() -> ssl.SSLContext:
+    """What https hubs are verified against (front-door targets aside): certifi's CAs, as the prober's
+    httpx client did (trust_env off)."""
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+Contexts = dict[tuple[str, ...], tuple[Any, ssl.SSLContext]]
+"""cafiles -> (their modification times, the context trusting them): a renewed CA file makes a new one."""
+
+
+def _contexts_for(wanted: Mapping[str, ProbeTarget], contexts: Contexts) -> None:
+    for cafiles in {t.cafiles for t in wanted.values() if t.connect}:
+        key = _trust_key(cafiles)
+        held = contexts.get(cafiles)
+        if held is None or held[0] != key:
+            contexts[cafiles] = (key, _trust(cafiles))
+
+
+async def probe_targets(
+    wanted: Mapping[str, ProbeTarget],
+    timeout: float,
+    *,
+    verify: ssl.SSLContext | None = None,
+    client: httpx.AsyncClient | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    cert_cache: dict[str, tuple[float, datetime | None]] | None = None,
+    contexts: Contexts | None = None,
+    paths: tuple[str, ...] = PATHS,
+) -> list[ProbeResult]:
+    """Probe every target once, `concurrency` at a time; no store, no incidents (probe workers run this).
+
+    Front-door targets (`connect`) are verified against the system CAs plus their `cafiles` (a context per
+    set of files, kept in `contexts` across passes when given), the others against `verify` (default:
+    certifi's CAs). With an httpx `client` the others go through it instead (`probe_hub`: both PATHS)."""
+    contexts = contexts if contexts is not None else {}
+    _contexts_for(wanted, contexts)
+    verify = verify or default_context()
+    cache = cert_cache if cert_cache is not None else {}
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(name: str, target: ProbeTarget) -> ProbeResult:
+        url = target.url
+        async with semaphore:
+            cached = cache.get(url)
+            fresh = cached is not None and time.monotonic() - cached[0] < CERT_CACHE_SECONDS
+            check = target.expiry and not fresh
+            if client is not None and not target.connect:
+                result = await probe_hub(
+                    client, url, timeout, hub=name, check_certificate=check, via=target.via
+                )
+            else:
+                context = contexts[target.cafiles][1] if target.connect else verify
+                result = await probe_url(
+                    url,
+                    timeout,
+                    context,
+                    hub=name,
+                    paths=paths,
+                    check_certificate=check,
+                    connect=target.connect,
+                    via=target.via,
+                )
+        if result.cert_expires_at is not None:
+            cache[url] = (time.monotonic(), result.cert_expires_at)
+        elif fresh and cached is not None:
+            result = _with_cert(result, cached[1])
+        return result
+
+    return list(await asyncio.gather(*(one(name, target) for name, target in wanted.items())))
 
 
 async def probe_all(
@@ -306,68 +466,30 @@ async def probe_all(
     concurrency: int = DEFAULT_CONCURRENCY,
     timeout: float | None = None,
     cert_cache: dict[str, tuple[float, datetime | None]] | None = None,
-    trusted_clients: dict[tuple[str, ...], tuple[Any, httpx.AsyncClient]] | None = None,
+    contexts: Contexts | None = None,
+    verify: ssl.SSLContext | None = None,
+    paths: tuple[str, ...] = PATHS,
 ) -> list[ProbeResult]:
     """Probe every hub once, concurrently; record the samples and run the incident logic.
 
     Without `targets` the hubs come from the fleet files, local ones through the front door when
-    `state_dir`'s daemon runs one. Front-door targets (`connect`) are verified against the system CAs plus
-    their `cafiles`, with a client per set of files (kept in `trusted_clients` across passes when given, else
-    closed after the pass); the others with the shared `client`.
+    `state_dir`'s daemon runs one. See `probe_targets` for the rest.
     """
     monitoring = fleet.settings.monitoring
     timeout = timeout or monitoring.probe_timeout
     if targets is None:
         targets = hub_targets(fleet, store, daemon_front_door(state_dir))
     wanted = {name: _target(value) for name, value in targets.items()}
-    owns_client = client is None
-    client = client or new_client(concurrency)
-    owns_trusted = trusted_clients is None
-    trusted: dict[tuple[str, ...], tuple[Any, httpx.AsyncClient]] = (
-        trusted_clients if trusted_clients is not None else {}
+    results = await probe_targets(
+        wanted,
+        timeout,
+        verify=verify,
+        client=client,
+        concurrency=concurrency,
+        cert_cache=cert_cache,
+        contexts=contexts,
+        paths=paths,
     )
-    stale: list[httpx.AsyncClient] = []
-    for cafiles in {t.cafiles for t in wanted.values() if t.connect}:
-        key = _trust_key(cafiles)
-        held = trusted.get(cafiles)
-        if held is None or held[0] != key:
-            if held is not None:
-                stale.append(held[1])
-            trusted[cafiles] = (key, new_client(concurrency, verify=_trust(cafiles)))
-    cache = cert_cache if cert_cache is not None else {}
-    semaphore = asyncio.Semaphore(concurrency)
-
-    async def one(name: str, target: ProbeTarget) -> ProbeResult:
-        url = target.url
-        use = trusted[target.cafiles][1] if target.connect else client
-        async with semaphore:
-            cached = cache.get(url)
-            fresh = cached is not None and time.monotonic() - cached[0] < CERT_CACHE_SECONDS
-            result = await probe_hub(
-                use,
-                url,
-                timeout,
-                hub=name,
-                check_certificate=target.expiry and not fresh,
-                connect=target.connect,
-                via=target.via,
-            )
-        if result.cert_expires_at is not None:
-            cache[url] = (time.monotonic(), result.cert_expires_at)
-        elif fresh and cached is not None:
-            result = _with_cert(result, cached[1])
-        return result
-
-    try:
-        for old in stale:
-            await old.aclose()
-        results = list(await asyncio.gather(*(one(name, target) for name, target in wanted.items())))
-    finally:
-        if owns_client:
-            await client.aclose()
-        if owns_trusted:
-            for _, extra in trusted.values():
-                await extra.aclose()
     record_samples(store, results)
     if tracker is None:
         tracker = IncidentTracker(
@@ -384,7 +506,11 @@ def _with_cert(result: ProbeResult, expires: datetime | None) -> ProbeResult:
 
 
 class Prober:
-    """Probes the fleet every `interval` seconds (run_forever) or once (probe_once)."""
+    """Probes the fleet every `interval` seconds (run_forever) or once (probe_once).
+
+    `client`: probe non-front-door hubs through this httpx client (e.g. a test's mock transport) instead of
+    the prober's own HTTP path; `verify`: the context https hubs are verified against (default: certifi's
+    CAs); `paths`: what each probe requests (both PATHS by default)."""
 
     def __init__(
         self,
@@ -397,6 +523,8 @@ class Prober:
         client: httpx.AsyncClient | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         timeout: float | None = None,
+        verify: ssl.SSLContext | None = None,
+        paths: tuple[str, ...] = PATHS,
     ) -> None:
         self.fleet = fleet
         self.state_dir = state_dir
@@ -404,6 +532,7 @@ class Prober:
         self.targets = targets
         self.concurrency = concurrency
         self.timeout = timeout
+        self.paths = paths
         monitoring = fleet.settings.monitoring
         self.tracker = IncidentTracker(
             store,
@@ -412,17 +541,11 @@ class Prober:
             alerter=Alerter(fleet, store) if alerter == AUTO else alerter,
         )
         self._client = client
-        self._owns_client = client is None
+        self._verify = verify
         self._cert_cache: dict[str, tuple[float, datetime | None]] = {}
-        self._trusted: dict[tuple[str, ...], tuple[Any, httpx.AsyncClient]] = {}
+        self._contexts: Contexts = {}
         self._last_prune: datetime | None = None
         self.passes = 0
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = new_client(self.concurrency)
-        return self._client
 
     def current_targets(self) -> dict[str, Target]:
         if self.targets is None:
@@ -436,12 +559,14 @@ class Prober:
             self.state_dir,
             self.store,
             targets=self.current_targets(),
-            client=self.client,
+            client=self._client,
             tracker=self.tracker,
             concurrency=self.concurrency,
             timeout=self.timeout,
             cert_cache=self._cert_cache,
-            trusted_clients=self._trusted,
+            contexts=self._contexts,
+            verify=self._verify,
+            paths=self.paths,
         )
         self.passes += 1
         now = utcnow()
@@ -473,14 +598,9 @@ class Prober:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
 
     async def aclose(self, alert_timeout: float | None = 30) -> None:
-        """Wait (bounded) for pending alerts, then close the client if the prober made it."""
+        """Wait (bounded) for pending alerts (a client given to the prober stays the caller's to close)."""
         await self.tracker.drain(alert_timeout)
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
-        for _, client in self._trusted.values():
-            await client.aclose()
-        self._trusted.clear()
+        self._contexts.clear()
 
 
 def probe_interval(fleet: FleetConfig) -> float:
