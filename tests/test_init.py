@@ -60,6 +60,9 @@ def test_each_cluster_kind_scaffolds_a_valid_fleet(kind: str, tmp_path: Path) ->
     }
     assert expected <= files, expected - files
     assert len([f for f in files if f.startswith("clusters/")]) == 1
+    # a Kubernetes fleet's hub tokens are derived from a key init makes (tests/test_control_token_key.py)
+    assert ("secrets/fleet.yaml" in files) == (kind != "local")
+    assert ("service_token_key:" in (fleet / "fleet.yaml").read_text()) == (kind != "local")
     assert "name: my-fleet" in (fleet / "fleet.yaml").read_text()
     # the editor's schema comments are relative, so they keep working wherever the fleet is moved
     for path in fleet.rglob("*.yaml"):
@@ -97,18 +100,25 @@ def test_second_init_changes_nothing_and_add_missing_only_adds(tmp_path: Path) -
     assert "nothing to add" in again.stdout
     assert snapshot(fleet) == before and identity.read_bytes() == key  # byte-identical, no new identity
 
-    # an edited file is kept as it is; a deleted one comes back, and only it
+    # an edited file is kept as it is; a deleted repository file comes back, and only it; on an existing
+    # fleet (its fleet.yaml there) the fleet's own files never do: no example community, cluster or README
     (fleet / "fleet.yaml").write_text(before["fleet.yaml"].decode().replace("Your Name", "Ada"))
-    (fleet / "README.md").unlink()
+    (fleet / ".gitlab-ci.yml").unlink()
     (fleet / ".vscode" / "settings.json").unlink()
+    (fleet / "README.md").unlink()
+    shutil.rmtree(fleet / "communities")
+    shutil.rmtree(fleet / "clusters")
     third = init(fleet, "--add-missing", identity=identity)
     assert third.returncode == 0, third.stderr
-    assert "created README.md" in third.stdout and "created .vscode/settings.json" in third.stdout
+    assert "created .gitlab-ci.yml" in third.stdout and "created .vscode/settings.json" in third.stdout
+    assert "fleet.yaml exists" in third.stderr
     after = snapshot(fleet)
-    assert after["README.md"] == before["README.md"]
+    assert after[".gitlab-ci.yml"] == before[".gitlab-ci.yml"]
     assert "Ada" in after["fleet.yaml"].decode()
+    assert not (fleet / "communities").exists() and not (fleet / "clusters").exists()
+    gone = ("communities/", "clusters/", "README.md", "fleet.yaml")
     assert {k: v for k, v in after.items() if k != "fleet.yaml"} == {
-        k: v for k, v in before.items() if k != "fleet.yaml"
+        k: v for k, v in before.items() if not k.startswith(gone)
     }
 
 

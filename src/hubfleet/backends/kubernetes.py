@@ -36,6 +36,7 @@ from hubfleet.render.kubernetes import (
     values_yaml,
 )
 from hubfleet.render.local import config_hash
+from hubfleet.secrets.service_tokens import token_key
 from hubfleet.settings import UserError
 
 CHART_NAME = "jupyterhub"
@@ -205,14 +206,15 @@ class KubernetesBackend(Backend):
         hub = self.fleet.hubs.get(hub_name)
         if hub is None or hub.domain is None:
             raise UserError(f"hub {hub_name}: not a kubernetes hub of this fleet")
-        if not (hub_dir(self.state_dir, hub_name) / "tokens.json").exists():
+        key = token_key(self.fleet, self.resolver)
+        if key is None and not (hub_dir(self.state_dir, hub_name) / "tokens.json").exists():
             raise UserError(
                 f"hub {hub_name}: never deployed from {self.state_dir}; run `hubfleet deploy` first"
             )
         return HubEndpoint(
             name=hub_name,
             url=str(self.fleet.public_url(hub)),
-            token=tokens(self.state_dir, hub_name)["control"],
+            token=tokens(self.state_dir, hub_name, key)["control"],
         )
 
     # ----------------------------------------------------------------- deploy operations
@@ -242,7 +244,7 @@ class KubernetesBackend(Backend):
         what to install or run."""
         cluster = self.cluster(hub)
         require_binaries(["helm", "kubectl"])
-        hub_tokens = tokens(self.state_dir, hub.name)
+        hub_tokens = tokens(self.state_dir, hub.name, token_key(self.fleet, self.resolver))
         secret_doc = secret_values(self.fleet, hub, self.resolver, tokens=hub_tokens)
         secrets = list(flatten_secrets(secret_doc).values())
         public = self.render(hub)

@@ -36,6 +36,8 @@ from hubfleet.render.local import (
 from hubfleet.runtime.control_client import request as control_request
 from hubfleet.runtime.layout import Layout, layout, write_private
 from hubfleet.runtime.status_file import read_recorded_status, read_status
+from hubfleet.secrets.service_tokens import derive as derive_tokens
+from hubfleet.secrets.service_tokens import token_key
 from hubfleet.secrets.store import SecretResolver
 from hubfleet.settings import Settings, UserError
 
@@ -131,10 +133,17 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-def tokens(state_dir: Path, hub_name: str) -> dict[str, str]:
-    """The hub's control-plane and operator service tokens, created once and kept (mode 0600)."""
+def tokens(state_dir: Path, hub_name: str, key: str | None = None) -> dict[str, str]:
+    """The hub's control-plane and operator service tokens, kept in tokens.json (mode 0600): derived from
+    `key` (fleet.yaml service_token_key, the same on every machine; the file is then a cache, rewritten
+    when it differs), else created at random once."""
     path = hub_dir(state_dir, hub_name) / "tokens.json"
     data = _read_json(path)
+    if key is not None:
+        derived = derive_tokens(key, hub_name)
+        if data != derived:
+            _write_private(path, dict(derived))
+        return derived
     if not {"control", "operator"} <= data.keys():
         data = {"control": secrets.token_hex(32), "operator": secrets.token_hex(32)}
         _write_private(path, data)
@@ -284,7 +293,7 @@ class LocalBackend(Backend):
         directory = runtime.data_dir
         rendered = render_jupyterhub_config(self.fleet, hub, runtime)
         site = self.fleet.front_door_site(hub)
-        hub_tokens = tokens(self.state_dir, hub.name)
+        hub_tokens = tokens(self.state_dir, hub.name, token_key(self.fleet, self.secrets))
         env = {
             **secret_env(hub, self.secrets),
             CONTROL_TOKEN_ENV: hub_tokens["control"],

@@ -11,6 +11,7 @@ from hubfleet.cli.app import app
 from hubfleet.cli.common import FleetOption, StateDirOption, friendly_errors
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.rules_costs import cost_warnings
+from hubfleet.config.rules_secrets import token_key_warnings
 from hubfleet.config.rules_support import support_warnings
 from hubfleet.config.validate import validate_fleet
 from hubfleet.settings import Settings, UserError, resolve_fleet_dir, resolve_state_dir
@@ -74,6 +75,8 @@ def validate(
     for warning in cost_warnings(config):  # valid, but a currency has no exchange rate
         typer.echo(str(warning), err=True)
     for warning in support_warnings(config):  # valid, but the desk's mail cannot go out or be followed
+        typer.echo(str(warning), err=True)
+    for warning in token_key_warnings(config):  # valid, but CI runners would make new hub tokens
         typer.echo(str(warning), err=True)
     if chart:
         check_charts(config, charts_dir, resolve_state_dir(root.resolve(), state_dir), kube_version)

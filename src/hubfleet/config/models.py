@@ -20,7 +20,7 @@ from hubfleet.config.models_events import Event
 from hubfleet.config.models_front_door import FrontDoor
 from hubfleet.config.models_support import CommunitySupport, Support
 from hubfleet.config.quantities import CpuCores, MemorySize
-from hubfleet.config.secret_refs import SecretOnly, SecretOrPlain
+from hubfleet.config.secret_refs import FleetSecretOnly, SecretOnly, SecretOrPlain
 from hubfleet.config.values_secrets import refs_in_values
 
 # --------------------------------------------------------------------------- clusters
@@ -675,6 +675,13 @@ class FleetSettings(Strict):
     ci_recipients: list[AgeRecipient] = Field(
         default_factory=list,
         description="Extra age public keys every hub secret is encrypted to, such as a CI deploy key.",
+    )
+    service_token_key: FleetSecretOnly | None = Field(
+        default=None,
+        description="{secret: KEY}: a fleet-level secret (at least 32 random characters) from which each "
+        "hub's control-plane and operator service tokens are derived, so that every machine and CI runner "
+        "that can decrypt it uses the same tokens; unset: random tokens kept in the state directory that "
+        "made them. Rotate: set a new value, deploy every hub (docs/starting-a-fleet.md).",
     )
     costs: FleetCosts = Field(
         default_factory=FleetCosts,

@@ -62,10 +62,32 @@ def fleet_level_refs(settings: FleetSettings) -> list[tuple[str, SecretRef]]:
     """Every `{secret: KEY}` of fleet.yaml, each naming a key of secrets/fleet.yaml: in `monitoring` (alert
     channels), `console` (OIDC client), `front_door` (certificates and keys) and `backups` (the repository's
     password and storage credentials)."""
+    key = [("service_token_key", settings.service_token_key)] if settings.service_token_key else []
     return [
         *secret_refs(settings.monitoring, "monitoring"),
         *secret_refs(settings.console, "console"),
         *_optional_refs(settings),
+        *key,
+    ]
+
+
+def token_key_warnings(fleet: SourcedFleetConfig) -> list[ConfigError]:
+    """Valid, but worth knowing (`hubfleet validate` prints it): Kubernetes hubs without
+    `service_token_key` get random service tokens per state directory, so every CI runner (which starts
+    empty) makes new ones, restarting the hub and locking out the daemon that probes it."""
+    if fleet.settings is None or fleet.fleet_source is None or fleet.settings.service_token_key:
+        return []
+    kube = {name for name, cluster in fleet.clusters.items() if cluster.kind == "kubernetes"}
+    if not any(hub.cluster in kube for hub in fleet.hubs.values()):
+        return []
+    return [
+        fleet.fleet_error(
+            "name",
+            "warning: this fleet has Kubernetes hubs but no service_token_key, so each machine (and every CI "
+            "runner) that deploys a hub gives it new service tokens; add `service_token_key: "
+            "{secret: service_token_key}` and set it: python3 -c 'import secrets; "
+            "print(secrets.token_hex(32))' | hubfleet secrets set --fleet-level service_token_key",
+        )
     ]
 
 

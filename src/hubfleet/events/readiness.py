@@ -239,9 +239,11 @@ def _reach(config: FleetConfig, state_dir: Path, hub: Hub) -> _Reach:
     else:
         from hubfleet.backends import backends_for
         from hubfleet.backends.local import tokens
+        from hubfleet.secrets.service_tokens import token_key
 
-        endpoint = backends_for(config, state_dir)[kind].check_endpoint(hub.name)
-        operator = tokens(state_dir, hub.name)["operator"]
+        backend = backends_for(config, state_dir)[kind]
+        endpoint = backend.check_endpoint(hub.name)
+        operator = tokens(state_dir, hub.name, token_key(config, backend.resolver))["operator"]
     return _Reach(endpoint.url.rstrip("/"), endpoint.via, operator)
 
 

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from hubfleet.config.fields import NAME_PATTERN
 from hubfleet.config.schema import fleet_json_schemas, schema_filename
 from hubfleet.config.secrets_file import render_secrets_file
@@ -39,6 +37,15 @@ METRICS_PORT = 18000
 HUB_PORTS = {"staging": 18001, "prod": 18002}
 """Loopback ports of a local fleet's hubs; the demo fleet uses 18001-18004 too, so one runs at a time."""
 STAGING_SECRET = "staging_password"
+TOKEN_KEY = "service_token_key"
+TOKEN_KEY_LINES = f"""\
+# Every hub's service tokens are derived from this fleet-level secret (made by init), so operators and CI
+# runners all use the same ones. Rotate: set a new random value (docs/starting-a-fleet.md), deploy every hub.
+{TOKEN_KEY}: {{secret: {TOKEN_KEY}}}"""
+FLEET_FILES = ("fleet.yaml", "clusters/", "communities/", "secrets/", "README.md")
+"""What a new fleet gets and an existing one (its fleet.yaml there) never: `--add-missing` on an existing
+fleet adds repository files only (CI, pre-commit, schemas, .gitignore, editor settings), never an example
+community, a second cluster or a README that describes them."""
 
 
 @dataclass
@@ -120,20 +127,6 @@ def _home_hint(path: Path) -> str:
     return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
 
 
-def _recipients_of(fleet_yaml: Path) -> list[str]:
-    """The age recipients an existing fleet.yaml names (secrets are encrypted to these); [] if unreadable."""
-    try:
-        data = yaml.safe_load(fleet_yaml.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return []
-    if not isinstance(data, dict):
-        return []
-    operators = data.get("operators") or []
-    found = [op.get("age_recipient") for op in operators if isinstance(op, dict)]
-    found += list(data.get("ci_recipients") or [])
-    return [r for r in found if isinstance(r, str) and r.startswith("age1")]
-
-
 def _address(cluster: str, stage: str) -> str:
     if cluster == "local":
         return f"port: {HUB_PORTS[stage]}  # on 127.0.0.1"
@@ -186,6 +179,7 @@ def _values(cluster: str, fleet_name: str, ci_paths: list[str]) -> dict[str, str
         "address_staging": _address(cluster, "staging"),
         "address_prod": _address(cluster, "prod"),
         "ci_rows": ci_rows,
+        "token_key": TOKEN_KEY_LINES if kubernetes else "",
         "edit_cluster": f", and the cluster in `clusters/{cluster_name}.yaml`" if kubernetes else "",
         "validate_chart": (
             " (`hubfleet validate --chart --charts-dir DIR` also renders each hub with the real chart)"
@@ -234,22 +228,23 @@ def scaffold(
     schemas = {f"schema/{schema_filename(k)}": _schema_text(s) for k, s in fleet_json_schemas().items()}
     _in_the_way(target, [*_files(cluster, values), *ci_texts, *schemas, secrets_path])
 
-    fleet_yaml = target / "fleet.yaml"
-    if fleet_yaml.exists():
-        recipients = _recipients_of(fleet_yaml)
+    texts = ci_texts | schemas
+    if (target / "fleet.yaml").exists():  # repository files only: the fleet's own files are the operator's
+        texts |= {p: t for p, t in _files(cluster, values).items() if not p.startswith(FLEET_FILES)}
+        result.notes.append(
+            "fleet.yaml exists: added only missing repository files (CI, pre-commit, schemas, .gitignore, "
+            "editor settings), no example community, cluster or README"
+        )
     else:
         recipients = [_identity(identity, result)]
         values["age_recipient"] = recipients[0]
-    texts = _files(cluster, values) | ci_texts | schemas
-    if not (target / secrets_path).exists():
-        if recipients:
+        texts |= _files(cluster, values)
+        if not (target / secrets_path).exists():
             password = age.encrypt(secrets.token_urlsafe(18), recipients)
             texts[secrets_path] = render_secrets_file(f"{COMMUNITY}-staging", {STAGING_SECRET: password})
-        else:
-            result.notes.append(
-                f"{secrets_path} not written: fleet.yaml names no age recipient to encrypt the staging "
-                f"password to; add yours and run `hubfleet secrets set {COMMUNITY}-staging {STAGING_SECRET}`"
-            )
+        if cluster != "local":  # the key the hubs' service tokens are derived from (fleet.yaml names it)
+            key = age.encrypt(secrets.token_hex(32), recipients)
+            texts["secrets/fleet.yaml"] = render_secrets_file(None, {TOKEN_KEY: key})
     for relative in sorted(texts):
         _write_new(target, relative, texts[relative], result)
     return result
