@@ -58,6 +58,7 @@ from hubfleet.render.local import CHECK_USERNAME
 from hubfleet.settings import seconds_from_env
 from hubfleet.store.api import Store
 from hubfleet.store.models import HubSample, HubUserGroup, ServerSession, UserDay
+from hubfleet.store.usage_rollups import refresh as refresh_rollups
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +332,10 @@ def record_collection(
         row.stopped_at = hint if hint is not None and row.started_at <= hint <= now else now
         closed += 1
 
+    # --- the day roll-ups of what changed (new user days, relabelled identities): DAU/WAU/MAU read them
+    session.flush()
+    refresh_rollups(session, hub)
+
     running = sum(_running(s) for u in users for s in (u.get("servers") or {}).values())
     metrics = metrics or HubMetrics()
     session.add(
@@ -573,6 +578,8 @@ class UsageCollector:
                 await self.collect_once()
                 if time_.monotonic() - pruned > 3600:
                     prune_hub_samples(self.store)
+                    with self.store.session() as session, session.begin():
+                        refresh_rollups(session)  # user days written by anything but a collection
                     pruned = time_.monotonic()
             except asyncio.CancelledError:
                 raise

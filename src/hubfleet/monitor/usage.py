@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from hubfleet.clock import utcnow
 from hubfleet.config.models import Hub
@@ -29,6 +29,7 @@ from hubfleet.runtime.layout import layout
 from hubfleet.store.api import Store
 from hubfleet.store.identities import HubUserIdentity
 from hubfleet.store.models import HubSample, ServerSession, UserDay
+from hubfleet.store.usage_rollups import Members, accounts_by_hub_day, people_by_day, union
 
 WINDOWS = {"dau": 1, "wau": 7, "mau": 30}
 
@@ -49,16 +50,19 @@ def _days(window: int, day: date) -> tuple[date, date]:
 def active_users(store: Store, day: date, window: int = 1, hubs: Sequence[str] | None = None) -> int:
     """Distinct people active in the `window` days ending on `day`, on `hubs` (default: every hub)."""
     first, last = _days(window, day)
-    query = select(func.count(UserDay.identity.distinct())).where(UserDay.day >= first, UserDay.day <= last)
-    if hubs is not None:
-        query = query.where(UserDay.hub.in_(list(hubs)))
     with store.session() as session:
-        return int(session.scalar(query) or 0)
+        return union(people_by_day(session, first, last, hubs).values()).count()
 
 
 def active_counts(store: Store, day: date, hubs: Sequence[str] | None = None) -> dict[str, int]:
     """{"dau", "wau", "mau"} of `day` over `hubs` (distinct people: a person on two hubs counts once)."""
-    return {key: active_users(store, day, window, hubs) for key, window in WINDOWS.items()}
+    with store.session() as session:
+        found = people_by_day(session, *_days(max(WINDOWS.values()), day), hubs)
+    return {key: _count_window(found, day, window) for key, window in WINDOWS.items()}
+
+
+def _count_window(found: dict[date, Members], day: date, window: int) -> int:
+    return union(found[d] for d in (day - timedelta(days=i) for i in range(window)) if d in found).count()
 
 
 def active_by_hub(
@@ -66,54 +70,27 @@ def active_by_hub(
 ) -> dict[str, int]:
     """Distinct users of each hub active in the `window` days ending on `day` (hubs without any: absent)."""
     first, last = _days(window, day)
-    query = (
-        select(UserDay.hub, func.count(UserDay.username.distinct()))
-        .where(UserDay.day >= first, UserDay.day <= last)
-        .group_by(UserDay.hub)
-    )
-    if hubs is not None:
-        query = query.where(UserDay.hub.in_(list(hubs)))
     with store.session() as session:
-        return {hub: int(count) for hub, count in session.execute(query)}
+        found = accounts_by_hub_day(session, first, last, hubs)
+    return {hub: union(days.values()).count() for hub, days in found.items() if days}
 
 
 def active_series(
     store: Store, first: date, last: date, hubs: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
-    """DAU, WAU and MAU of every day from `first` to `last`, exact, from one query.
-
-    Each distinct (person, active day) covers the days up to its window's end or the person's next
-    active day, whichever comes first; so the covers of one person never overlap and the count of a day
-    is a running sum of +1/-1 marks."""
+    """DAU, WAU and MAU of every day from `first` to `last`, exact, from the day roll-ups
+    (hubfleet.store.usage_rollups): each window is the OR of ≤ 30 day bitmaps."""
     if last < first:
         return []
     longest = max(WINDOWS.values())
-    query = (
-        select(UserDay.identity, UserDay.day)
-        .distinct()
-        .where(UserDay.day >= first - timedelta(days=longest - 1), UserDay.day <= last)
-        .order_by(UserDay.identity, UserDay.day)
-    )
-    if hubs is not None:
-        query = query.where(UserDay.hub.in_(list(hubs)))
-    base = first.toordinal() - longest
-    size = last.toordinal() - base + longest + 2
-    marks = {key: [0] * size for key in WINDOWS}
     with store.session() as session:
-        rows = [(who, day.toordinal() - base) for who, day in session.execute(query)]
-    for i, (who, day) in enumerate(rows):
-        following = rows[i + 1][1] if i + 1 < len(rows) and rows[i + 1][0] == who else size
-        for key, window in WINDOWS.items():
-            marks[key][day] += 1
-            marks[key][min(following, day + window)] -= 1
-    running = dict.fromkeys(WINDOWS, 0)
+        found = people_by_day(session, first - timedelta(days=longest - 1), last, hubs)
     series: list[dict[str, Any]] = []
-    for index in range(size):
-        for key in WINDOWS:
-            running[key] += marks[key][index]
-        day = date.fromordinal(base + index)
-        if first <= day <= last:
-            series.append({"day": day.isoformat(), **running})
+    for offset in range((last - first).days + 1):
+        day = first + timedelta(days=offset)
+        series.append(
+            {"day": day.isoformat(), **{k: _count_window(found, day, w) for k, w in WINDOWS.items()}}
+        )
     return series
 
 
