@@ -5,29 +5,31 @@ One server process (plain asyncio, HTTP/1.1 with keep-alive) listens on `--hubs`
 path, concurrency bound, samples recorded in a SQLite store, incident logic) for `--passes` passes.
 `--endpoints-per-hub` is how many of a hub's HTTP endpoints each probe requests: 2 (the default, as the
 daemon does) asks `/hub/health` and `/hub/api/`, 1 asks `/hub/api/` only (whose answer says both whether
-the hub is up and its version). `--workers N` spreads the probing over N worker processes.
+the hub is up and its version). `--tls` serves https with a certificate the prober trusts.
 
-Reported per pass: wall time, CPU seconds of the prober (this process plus its probe workers) and of the
+Reported per pass: wall time, CPU seconds of the prober and of the
 stand-in server separately, CPU per request, the share of one core at the 30 s default interval, and the
 prober's resident memory; plus medians. The server stops by itself when this process closes its stdin (also
 when this process dies). `--profile FILE` writes a cProfile of the probing passes (this process only) and
 prints the top functions to stderr.
 
 Run: `.venv/bin/python benchmarks/probe.py [--hubs 1000] [--endpoints-per-hub 2] [--passes 5]
-[--concurrency N] [--workers N] [--profile FILE]`; the 5,000-hub fleet: `--hubs 5000`.
+[--concurrency N] [--tls] [--profile FILE]`; the 5,000-hub fleet: `--hubs 5000`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import datetime
+import inspect
+import ipaddress
 import json
 import os
 import pstats
 import resource
+import ssl
 import statistics
 import subprocess
 import sys
@@ -36,12 +38,16 @@ import time
 from pathlib import Path
 
 import psutil
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from hubfleet.config.fleet import FleetConfig  # noqa: E402
 from hubfleet.config.models import FleetSettings  # noqa: E402
 from hubfleet.monitor.incidents import list_incidents  # noqa: E402
-from hubfleet.monitor.prober import DEFAULT_CONCURRENCY, PATHS, Prober  # noqa: E402
+from hubfleet.monitor.prober import DEFAULT_CONCURRENCY, PATHS, Prober, new_client  # noqa: E402
 from hubfleet.store import open_store  # noqa: E402
 from machine_info import machine  # noqa: E402
 
@@ -72,8 +78,42 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         writer.close()
 
 
-async def serve(count: int) -> None:
-    servers = [await asyncio.start_server(handle, "127.0.0.1", 0, backlog=512) for _ in range(count)]
+def self_signed(directory: Path) -> Path:
+    """A certificate for 127.0.0.1 (ECDSA P-256, as Caddy makes) and its key in `directory`; the cert path."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=90))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return directory / "cert.pem"
+
+
+async def serve(count: int, cert_dir: str) -> None:
+    context = None
+    if cert_dir:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(Path(cert_dir) / "cert.pem", Path(cert_dir) / "key.pem")
+    servers = [
+        await asyncio.start_server(handle, "127.0.0.1", 0, backlog=512, ssl=context) for _ in range(count)
+    ]
     ports = [s.sockets[0].getsockname()[1] for s in servers]
     sys.stdout.write(json.dumps(ports) + "\n")
     sys.stdout.flush()
@@ -96,27 +136,6 @@ def cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-def prober_cpu(me: psutil.Process, server_pid: int) -> float:
-    """This process plus its live children other than the server (probe workers) plus reaped children."""
-    total = cpu_seconds(me)
-    times = me.cpu_times()
-    total += times.children_user + times.children_system
-    for child in me.children(recursive=True):
-        if child.pid != server_pid:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += cpu_seconds(child)
-    return total
-
-
-def prober_rss(me: psutil.Process, server_pid: int) -> int:
-    rss = me.memory_info().rss
-    for child in me.children(recursive=True):
-        if child.pid != server_pid:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                rss += child.memory_info().rss
-    return rss
-
-
 def median(rows: list[dict], key: str) -> float:
     return round(statistics.median(r[key] for r in rows), 4)
 
@@ -124,8 +143,10 @@ def median(rows: list[dict], key: str) -> float:
 async def run(args: argparse.Namespace) -> dict:
     hubs, passes = args.hubs, args.passes
     paths = PATHS if args.endpoints_per_hub == 2 else ("/hub/api/",)
+    tls_dir = tempfile.TemporaryDirectory()
+    cert = self_signed(Path(tls_dir.name)) if args.tls else None
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(hubs)],
+        [sys.executable, __file__, "--serve", str(hubs), "--cert-dir", tls_dir.name if cert else ""],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -134,13 +155,18 @@ async def run(args: argparse.Namespace) -> dict:
     profile = cProfile.Profile() if args.profile else None
     try:
         ports = json.loads(server.stdout.readline())  # type: ignore[union-attr]
-        targets = {f"hub-{i:05d}": f"http://127.0.0.1:{port}" for i, port in enumerate(ports)}
+        scheme = "https" if cert else "http"
+        targets = {f"hub-{i:05d}": f"{scheme}://127.0.0.1:{port}" for i, port in enumerate(ports)}
         server_process = psutil.Process(server.pid)
         options: dict = {}  # only when asked for, so that the script also measures the prober before them
         if len(paths) != len(PATHS):
             options["paths"] = paths
-        if args.workers:
-            options["workers"] = args.workers
+        if cert:
+            trust = ssl.create_default_context(cafile=str(cert))
+            if "verify" in inspect.signature(Prober).parameters:
+                options["verify"] = trust
+            else:  # the prober before issue 21: an httpx client
+                options["client"] = new_client(args.concurrency, verify=trust)
         with tempfile.TemporaryDirectory() as tmp, open_store(Path(tmp) / "state") as store:
             fleet = FleetConfig(root=Path(tmp), settings=FleetSettings(name="bench"))
             prober = Prober(
@@ -155,13 +181,13 @@ async def run(args: argparse.Namespace) -> dict:
             rows = []
             for number in range(1, passes + 1):
                 server_cpu = cpu_seconds(server_process)
-                cpu, wall = prober_cpu(me, server.pid), time.perf_counter()
+                cpu, wall = cpu_seconds(me), time.perf_counter()
                 if profile:
                     profile.enable()
                 results = await prober.probe_once()
                 if profile:
                     profile.disable()
-                wall, cpu = time.perf_counter() - wall, prober_cpu(me, server.pid) - cpu
+                wall, cpu = time.perf_counter() - wall, cpu_seconds(me) - cpu
                 server_cpu = cpu_seconds(server_process) - server_cpu
                 latencies = sorted(r.latency_ms or 0.0 for r in results)
                 requests = len(paths) * len(results)
@@ -173,7 +199,7 @@ async def run(args: argparse.Namespace) -> dict:
                         "server_cpu_seconds": round(server_cpu, 3),
                         "prober_cpu_ms_per_request": round(1000 * cpu / requests, 4),
                         "prober_share_of_one_core_at_interval": round(cpu / INTERVAL, 4),
-                        "prober_rss_mb": round(prober_rss(me, server.pid) / 2**20, 1),
+                        "prober_rss_mb": round(me.memory_info().rss / 2**20, 1),
                         "ok": sum(r.ok for r in results),
                         "failed": sum(not r.ok for r in results),
                         "latency_ms_p50": round(statistics.median(latencies), 1),
@@ -193,6 +219,7 @@ async def run(args: argparse.Namespace) -> dict:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        tls_dir.cleanup()
     if profile:
         profile.dump_stats(args.profile)
         stats = pstats.Stats(args.profile, stream=sys.stderr)
@@ -204,7 +231,7 @@ async def run(args: argparse.Namespace) -> dict:
         "endpoints_per_hub": len(paths),
         "requests_per_pass": len(paths) * hubs,
         "concurrency": args.concurrency,
-        "workers": args.workers,
+        "tls": args.tls,
         "interval_seconds": INTERVAL,
         "passes": rows,
         "wall_seconds_median": median(rows, "wall_seconds"),
@@ -231,13 +258,14 @@ def main() -> None:
     parser.add_argument("--endpoints-per-hub", type=int, choices=(1, 2), default=2)
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
-    parser.add_argument("--workers", type=int, default=0, help="probe worker processes (0: probe in-process)")
+    parser.add_argument("--tls", action="store_true", help="https hubs (a self-signed certificate, trusted)")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the passes to FILE")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cert-dir", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     raise_fd_limit(4 * (args.serve or args.hubs) + 256)
     if args.serve:
-        asyncio.run(serve(args.serve))
+        asyncio.run(serve(args.serve, args.cert_dir))
         return
     json.dump(asyncio.run(run(args)), sys.stdout, indent=2)
     sys.stdout.write("\n")
