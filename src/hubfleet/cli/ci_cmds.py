@@ -41,7 +41,8 @@ def plan(
         typer.Option(
             "--base",
             help="Git ref the change is compared with (the pull request's base, the commit before a push): "
-            "its fleet is recorded as deployed in a throw-away store. Unset: the state directory's store.",
+            "its fleet is recorded as deployed in a throw-away store. Unset, or the CI state loaded "
+            "(`ci state load`): the state directory's store.",
         ),
     ] = None,
     summary: Annotated[
@@ -52,18 +53,19 @@ def plan(
     """Plan, then append the staging/prod matrices to $GITHUB_OUTPUT and the Markdown plan (reasons and
     diffs, never a secret value) to $GITHUB_STEP_SUMMARY; outside a workflow both are printed."""
     from hubfleet.deploy.ci import record_baseline, summary_markdown
+    from hubfleet.deploy.ci_state import compared_with, loaded_commit
     from hubfleet.deploy.plan import make_plan
     from hubfleet.store import open_store
 
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
+    state_path = resolve_state_dir(fleet_dir, state_dir)
+    use_base = base is not None and loaded_commit(state_path) is None
     with tempfile.TemporaryDirectory(prefix="hubfleet-ci-") as scratch:
-        state = Path(scratch) if base is not None else resolve_state_dir(fleet_dir, state_dir)
+        state = Path(scratch) if use_base else state_path
         with open_store(state) as store:
             compared = (
-                record_baseline(fleet_dir, base, state, store)
-                if base is not None
-                else f"compared with the store in {state}"
+                record_baseline(fleet_dir, base, state, store) if use_base else compared_with(state_path)
             )
             result = make_plan(config, state, store)
     markdown = summary_markdown(result, config.settings.name, compared)
@@ -169,14 +171,19 @@ def deploy(
         typer.Option(
             "--base",
             help="Git ref of what runs now (the commit before the push), recorded in a throw-away store: "
-            "for a runner without the fleet's state. Unset: the state directory's store.",
+            "for a runner without the fleet's state. Unset, or the CI state loaded (`ci state load`): the "
+            "state directory's store.",
         ),
     ] = None,
 ) -> None:
     """One entry of a deploy matrix: `hubfleet deploy --hub HUB`, also for a hub removed from the fleet
     files (which `deploy --hub` refuses as unknown), and with --base on a runner that has no store."""
+    from hubfleet.deploy.ci_state import loaded_commit
+
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
+    if loaded_commit(resolve_state_dir(fleet_dir, state_dir)) is not None:
+        base = None  # the loaded CI state knows what runs: deploy against it, and record there
     if base is None and hub in config.hubs:
         from hubfleet.cli import deploy_cmds
 

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import typer
 
 from hubfleet.cli.ci_cmds import ci_app
-from hubfleet.cli.common import FleetOption, console, friendly_errors, load_or_explain
-from hubfleet.settings import UserError, resolve_fleet_dir
+from hubfleet.cli.common import FleetOption, StateDirOption, console, friendly_errors, load_or_explain
+from hubfleet.settings import UserError, resolve_fleet_dir, resolve_state_dir
 
 NO_IDENTITY = (
     "in GitLab: the plan hashes the fleet's secrets, so it needs the CI identity, the File variable "
@@ -55,11 +55,13 @@ def gitlab_child(
         ),
     ] = None,
     fleet: FleetOption = None,
+    state_dir: StateDirOption = None,
 ) -> None:
     """Plan against --base, print the plan, and write into --out-dir the plan as Markdown (the merge
     request's "hubfleet plan" report; never a secret value), the plan as JSON, and a GitLab child pipeline per
     wave with a deploy job per changed hub."""
     from hubfleet.deploy.ci import record_baseline, summary_markdown
+    from hubfleet.deploy.ci_state import compared_with, loaded_commit
     from hubfleet.deploy.plan import make_plan
     from hubfleet.scaffold.ci_gitlab import child_pipeline
     from hubfleet.store import open_store
@@ -68,13 +70,16 @@ def gitlab_child(
     config = load_or_explain(fleet_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out-dir {out_dir} is a file: give a directory for the plan and child pipelines")
+    state_path = resolve_state_dir(fleet_dir, state_dir)
+    loaded = loaded_commit(state_path) is not None
     try:
-        with (
-            tempfile.TemporaryDirectory(prefix="hubfleet-ci-") as scratch,
-            open_store(Path(scratch)) as store,
-        ):
-            compared = record_baseline(fleet_dir, base, Path(scratch), store)
-            result = make_plan(config, Path(scratch), store)
+        with tempfile.TemporaryDirectory(prefix="hubfleet-ci-") as scratch:
+            state = state_path if loaded else Path(scratch)
+            with open_store(state) as store:
+                compared = (
+                    compared_with(state_path) if loaded else record_baseline(fleet_dir, base, state, store)
+                )
+                result = make_plan(config, state, store)
     except UserError as exc:
         if "age identity" in str(exc) and not os.environ.get("HUBFLEET_AGE_IDENTITY"):
             raise UserError(f"{exc}\n{NO_IDENTITY}") from None

@@ -9,6 +9,7 @@ from hubfleet.cli import (  # noqa: F401
     check_cmds,
     ci_cmds,
     ci_gitlab_cmds,
+    ci_state_cmds,
     cluster_cmds,
     config_cmds,
     console_cmds,

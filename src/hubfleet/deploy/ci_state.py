@@ -1,0 +1,467 @@
+"""`hubfleet ci state load|save`: a CI runner's state kept between jobs on a branch of the fleet's repository.
+
+A runner starts empty and is thrown away, so without this a cloud fleet deployed from CI has no deploy
+history, `hubfleet events apply` on the schedule finds no deployed hub, and ready-mode windows are never
+recorded. The state (the store database and the hubs' small state files under <state>/hubs/<hub>/, but not
+tokens.json when fleet.yaml `service_token_key` derives the tokens) is one tar file, age-encrypted to every
+operator and `ci_recipients` key (`state.age`), committed to an orphan branch (default `hubfleet-state`), one
+commit per save.
+
+Saving is a compare-and-swap: the new commit's parent is the one `load` read, and the push is never forced,
+so it fails when another job saved first. Then the other job's state is fetched and merged three ways with
+what this job started from (kept in <state>/.ci-state/): the rows and files this job added or changed go on
+top of theirs (a new row whose id they took gets the next free one), and the push is tried again.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyrage
+
+from hubfleet.config.fleet import FleetConfig
+from hubfleet.deploy.ci_state_merge import merge
+from hubfleet.secrets import age
+from hubfleet.secrets.store import fleet_recipients
+from hubfleet.settings import UserError
+from hubfleet.store.db import DB_FILENAME
+
+BRANCH = "hubfleet-state"
+STATE_FILE = "state.age"
+MARKER_DIR = ".ci-state"
+"""Inside the state directory: loaded.json (the branch and commit `load` read) and base/ (that snapshot, the
+common ancestor of a merge). Never saved itself."""
+FORMAT = 1
+MAX_FILE = 1 << 20
+"""Hub state files are small JSON; anything larger is not state (and a hostile archive is refused)."""
+HUB_FILE = re.compile(r"hubs/[a-z0-9][a-z0-9-]{0,62}/[A-Za-z0-9_.-]{1,64}\.json")
+RETRIES = 4
+README = """\
+# hubfleet state
+
+This branch is written by `hubfleet ci state save`: `state.age` holds the CI runners' store (deploy
+history, ready-mode windows) and the hubs' small state files, age-encrypted to the fleet's operators and
+`ci_recipients`. Read it with `hubfleet ci state load --state-dir DIR` (an empty DIR). Do not merge this
+branch into another: it shares no history with the fleet's files.
+"""
+COMMITTER = {
+    "GIT_AUTHOR_NAME": "hubfleet",
+    "GIT_AUTHOR_EMAIL": "hubfleet@localhost",
+    "GIT_COMMITTER_NAME": "hubfleet",
+    "GIT_COMMITTER_EMAIL": "hubfleet@localhost",
+}
+CREDENTIAL_HELPER = (
+    '!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" "$HUBFLEET_GIT_USER" '
+    '"$HUBFLEET_GIT_TOKEN"; }; f'
+)
+"""Gives git the token from the environment: never on a command line, in .git/config or in a URL."""
+
+
+# --------------------------------------------------------------------------- git
+
+
+@dataclass
+class Remote:
+    """Where the state branch lives: a remote name or URL, and the environment git runs with."""
+
+    where: str
+    env: dict[str, str]
+
+
+def remote_for(remote: str | None, environ: dict[str, str] | None = None) -> Remote:
+    """--remote, else this repository on GitHub or GitLab when a job token is there, else `origin`.
+
+    GitHub: $HUBFLEET_GIT_TOKEN (the workflow passes `github.token`). GitLab: $HUBFLEET_GIT_TOKEN, else
+    $HUBFLEET_STATE_TOKEN (a project access token with write_repository), else $CI_JOB_TOKEN (reads; pushes
+    only where the project allows job-token pushes)."""
+    environ = dict(os.environ if environ is None else environ)
+    env = environ | COMMITTER | {"GIT_TERMINAL_PROMPT": "0"}
+    token, user = environ.get("HUBFLEET_GIT_TOKEN", ""), environ.get("HUBFLEET_GIT_USER", "")
+    where = remote
+    if environ.get("GITLAB_CI"):
+        if not token and environ.get("HUBFLEET_STATE_TOKEN"):
+            token, user = environ["HUBFLEET_STATE_TOKEN"], user or "oauth2"
+        elif not token:
+            token, user = environ.get("CI_JOB_TOKEN", ""), user or "gitlab-ci-token"
+        if where is None and environ.get("CI_SERVER_URL") and environ.get("CI_PROJECT_PATH"):
+            where = f"{environ['CI_SERVER_URL']}/{environ['CI_PROJECT_PATH']}.git"
+    elif environ.get("GITHUB_ACTIONS") and token and where is None:
+        server = environ.get("GITHUB_SERVER_URL", "https://github.com")
+        where = f"{server}/{environ.get('GITHUB_REPOSITORY', '')}.git"
+    if token:
+        env |= {
+            "HUBFLEET_GIT_TOKEN": token,
+            "HUBFLEET_GIT_USER": user or "x-access-token",
+            "GIT_CONFIG_COUNT": "2",
+            "GIT_CONFIG_KEY_0": "credential.helper",
+            "GIT_CONFIG_VALUE_0": "",
+            "GIT_CONFIG_KEY_1": "credential.helper",
+            "GIT_CONFIG_VALUE_1": CREDENTIAL_HELPER,
+        }
+    return Remote(where or "origin", env)
+
+
+def _git(
+    repo: Path, remote: Remote, *args: str, data: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=repo, input=data, capture_output=True, env=remote.env, timeout=300
+        )
+    except FileNotFoundError:
+        raise UserError("git is not installed; the CI state is kept on a git branch") from None
+
+
+def _out(done: subprocess.CompletedProcess[bytes]) -> str:
+    return done.stdout.decode().strip()
+
+
+def _err(done: subprocess.CompletedProcess[bytes]) -> str:
+    """git's last lines; the token never reaches git's arguments or URLs, so it cannot be in them."""
+    return " ".join(done.stderr.decode(errors="replace").strip().splitlines()[-3:])
+
+
+def repository(fleet_root: Path) -> Path:
+    done = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"], cwd=fleet_root, capture_output=True, text=True, timeout=60
+    )
+    if done.returncode != 0:
+        raise UserError(f"{fleet_root} is not in a git repository; the CI state is kept on a branch of it")
+    return Path(done.stdout.strip())
+
+
+def _local_ref(branch: str) -> str:
+    return f"refs/hubfleet/{branch}"
+
+
+def fetch(repo: Path, remote: Remote, branch: str) -> str | None:
+    """Fetch the state branch into a private ref (no branch of the clone changes); its commit, or None
+    when the remote has no such branch yet."""
+    if not re.fullmatch(r"[A-Za-z0-9._/-]{1,100}", branch) or ".." in branch:
+        raise UserError(f"--branch {branch!r}: not a branch name (letters, digits, '.', '_', '-', '/')")
+    listed = _git(repo, remote, "ls-remote", "--heads", remote.where, f"refs/heads/{branch}")
+    if listed.returncode != 0:
+        raise UserError(
+            f"cannot read the remote {remote.where}: {_err(listed)}; check the job's token (GitHub: "
+            "HUBFLEET_GIT_TOKEN; GitLab: CI_JOB_TOKEN or HUBFLEET_STATE_TOKEN) or pass --remote"
+        )
+    if not _out(listed):
+        return None
+    ref = _local_ref(branch)
+    done = _git(repo, remote, "fetch", "--quiet", "--no-tags", remote.where, f"+refs/heads/{branch}:{ref}")
+    if done.returncode != 0:
+        raise UserError(f"git fetch of the state branch {branch} from {remote.where} failed: {_err(done)}")
+    return _out(_git(repo, remote, "rev-parse", ref))
+
+
+def _blob(repo: Path, remote: Remote, commit: str, branch: str) -> bytes:
+    done = _git(repo, remote, "cat-file", "blob", f"{commit}:{STATE_FILE}")
+    if done.returncode != 0:
+        raise UserError(
+            f"branch {branch} at {commit[:12]} holds no {STATE_FILE}; it is not a hubfleet state branch "
+            "(pass --branch NAME for another)"
+        )
+    return done.stdout
+
+
+def _commit(repo: Path, remote: Remote, payload: bytes, parent: str | None, message: str) -> str:
+    """A commit whose tree is README.md and state.age, on top of `parent` (None: a root commit)."""
+    blobs = {}
+    for name, data in ((STATE_FILE, payload), ("README.md", README.encode())):
+        done = _git(repo, remote, "hash-object", "-w", "--stdin", data=data)
+        if done.returncode != 0:
+            raise UserError(f"git hash-object failed: {_err(done)}")
+        blobs[name] = _out(done)
+    tree_text = "".join(f"100644 blob {sha}\t{name}\n" for name, sha in sorted(blobs.items()))
+    tree = _git(repo, remote, "mktree", data=tree_text.encode())
+    if tree.returncode != 0:
+        raise UserError(f"git mktree failed: {_err(tree)}")
+    args = ["commit-tree", _out(tree), "-m", message] + (["-p", parent] if parent else [])
+    done = _git(repo, remote, *args)
+    if done.returncode != 0:
+        raise UserError(f"git commit-tree failed: {_err(done)}")
+    return _out(done)
+
+
+REJECTED = ("rejected", "non-fast-forward", "fetch first", "stale info", "failed to update ref")
+
+
+def _push(repo: Path, remote: Remote, commit: str, branch: str) -> bool:
+    """True when pushed; False when another save came first (not a fast-forward); UserError otherwise."""
+    done = _git(repo, remote, "push", "--quiet", "--porcelain", remote.where, f"{commit}:refs/heads/{branch}")
+    if done.returncode == 0:
+        return True
+    said = (done.stdout + done.stderr).decode(errors="replace").lower()
+    if any(word in said for word in REJECTED):
+        return False
+    raise UserError(
+        f"cannot push the state branch {branch} to {remote.where}: {_err(done)}; the job needs write access "
+        "(GitHub: `permissions: contents: write`; GitLab: HUBFLEET_STATE_TOKEN, a project access token with "
+        "write_repository, or job-token pushes allowed)"
+    )
+
+
+# --------------------------------------------------------------------------- snapshot
+
+
+def _state_files(state_dir: Path, skip_tokens: bool) -> dict[str, bytes]:
+    """Relative path -> bytes of what is saved: a consistent copy of the store and hubs/<hub>/*.json."""
+    found: dict[str, bytes] = {}
+    database = state_dir / DB_FILENAME
+    if database.is_file():
+        with tempfile.TemporaryDirectory(prefix="hubfleet-state-") as scratch:
+            copy = Path(scratch) / DB_FILENAME
+            _sqlite_copy(database, copy)
+            found[DB_FILENAME] = copy.read_bytes()
+    hubs = state_dir / "hubs"
+    for path in sorted(hubs.glob("*/*.json")) if hubs.is_dir() else []:
+        relative = path.relative_to(state_dir).as_posix()
+        if skip_tokens and path.name == "tokens.json":
+            continue
+        if HUB_FILE.fullmatch(relative) and path.is_file() and path.stat().st_size <= MAX_FILE:
+            found[relative] = path.read_bytes()
+    return found
+
+
+def _sqlite_copy(source: Path, target: Path) -> None:
+    """The database as one file (WAL folded in), through SQLite's backup API: consistent while in use."""
+    with (
+        contextlib.closing(sqlite3.connect(source)) as src,
+        contextlib.closing(sqlite3.connect(target)) as dst,
+    ):
+        src.backup(dst)
+
+
+def pack(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        manifest = json.dumps({"format": FORMAT, "files": sorted(files)}).encode()
+        for name, data in [("manifest.json", manifest), *sorted(files.items())]:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o600, 0
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def unpack(blob: bytes, where: str) -> dict[str, bytes]:
+    """The files of a snapshot, refusing anything but the store and hub state files (the archive comes from
+    a branch anyone with push access could write)."""
+    files: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+            for member in tar:
+                if member.name == "manifest.json":
+                    continue
+                allowed = member.name == DB_FILENAME or HUB_FILE.fullmatch(member.name)
+                limit = MAX_FILE if member.name != DB_FILENAME else 1 << 31
+                if not member.isfile() or not allowed or member.size > limit:
+                    raise UserError(f"{where}: unexpected entry {member.name!r} in the state; not loaded")
+                extracted = tar.extractfile(member)
+                files[member.name] = extracted.read() if extracted else b""
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise UserError(f"{where}: the state is not a hubfleet state archive ({exc})") from None
+    return files
+
+
+def encrypt(files: dict[str, bytes], fleet: FleetConfig) -> bytes:
+    """ASCII-armored age ciphertext of the packed files (base64 inside), to every operator and CI key."""
+    recipients = fleet_recipients(fleet.settings)
+    if not recipients:
+        raise UserError(
+            "fleet.yaml names no age recipient (operators' age_recipient, ci_recipients): the state is "
+            "encrypted to them; add yours (`hubfleet secrets keygen`)"
+        )
+    return age.encrypt(base64.b64encode(pack(files)).decode(), recipients).encode()
+
+
+def decrypt(payload: bytes, identity_flag: Path | None, where: str) -> dict[str, bytes]:
+    identity = age.load_identity(identity_flag)
+    try:
+        text = identity.decrypt(payload.decode("ascii", errors="replace"))
+    except pyrage.DecryptError as exc:
+        if "no matching keys" in str(exc).lower():
+            raise UserError(
+                f"cannot decrypt the CI state ({where}) with age identity {identity.path} (public key "
+                f"{', '.join(identity.recipients)}): it was not encrypted to this key; add the key to "
+                "fleet.yaml (an operator's age_recipient or ci_recipients), then someone whose key can read "
+                "it runs `hubfleet ci state load` and `hubfleet ci state save` once to re-encrypt it"
+            ) from None
+        raise UserError(f"the CI state ({where}) is not valid age ciphertext") from None
+    try:
+        blob = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise UserError(f"the CI state ({where}) is not a hubfleet state archive") from None
+    return unpack(blob, where)
+
+
+# --------------------------------------------------------------------------- the state directory
+
+
+def _marker(state_dir: Path) -> Path:
+    return state_dir / MARKER_DIR
+
+
+def loaded_commit(state_dir: Path) -> str | None:
+    """The state commit `load` read into this state directory; None when nothing was loaded (no state yet,
+    or `load` never ran): then CI plans and deploys against the fleet at a git base commit instead."""
+    try:
+        data = json.loads((_marker(state_dir) / "loaded.json").read_text())
+    except (OSError, ValueError):
+        return None
+    commit = data.get("commit") if isinstance(data, dict) else None
+    return commit if isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{40,64}", commit) else None
+
+
+def compared_with(state_dir: Path) -> str:
+    """The plan's line saying what it compares with, when it plans against the state directory's store."""
+    commit = loaded_commit(state_dir)
+    if commit is not None:
+        return f"compared with the CI state saved at {commit[:12]}"
+    return f"compared with the store in {state_dir}"
+
+
+def _write_files(root: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+
+
+def _remember(state_dir: Path, branch: str, commit: str | None, files: dict[str, bytes]) -> None:
+    """What this directory started from: the commit a save builds on and the snapshot a merge compares to."""
+    marker = _marker(state_dir)
+    shutil.rmtree(marker / "base", ignore_errors=True)
+    _write_files(marker / "base", files)
+    _write_files(marker, {"loaded.json": json.dumps({"branch": branch, "commit": commit}).encode()})
+
+
+def _base_files(state_dir: Path) -> dict[str, bytes]:
+    base = _marker(state_dir) / "base"
+    if not base.is_dir():
+        return {}
+    return {p.relative_to(base).as_posix(): p.read_bytes() for p in base.rglob("*") if p.is_file()}
+
+
+def job_message(environ: dict[str, str] | None = None) -> str:
+    """The commit message: which CI job saved (GitHub's workflow, job and run; GitLab's job and pipeline)."""
+    env = os.environ if environ is None else environ
+    if env.get("GITHUB_ACTIONS"):
+        return (
+            f"hubfleet state: {env.get('GITHUB_WORKFLOW', '')} / {env.get('GITHUB_JOB', '')} "
+            f"(run {env.get('GITHUB_RUN_ID', '')}, commit {env.get('GITHUB_SHA', '')[:12]})"
+        )
+    if env.get("GITLAB_CI"):
+        return (
+            f"hubfleet state: job {env.get('CI_JOB_NAME', '')} (pipeline {env.get('CI_PIPELINE_ID', '')}, "
+            f"commit {env.get('CI_COMMIT_SHORT_SHA', '')})"
+        )
+    return "hubfleet state: saved by hand"
+
+
+@dataclass
+class Loaded:
+    commit: str | None
+    files: int
+    message: str
+
+
+def load(
+    fleet_root: Path,
+    state_dir: Path,
+    *,
+    branch: str = BRANCH,
+    remote: Remote | None = None,
+    identity: Path | None = None,
+) -> Loaded:
+    """Fetch and decrypt the state branch into `state_dir` (a CI runner's, empty). No branch yet: nothing
+    is written but the marker, and the CI commands fall back to the git baseline."""
+    remote = remote or remote_for(None)
+    repo = repository(fleet_root)
+    database = state_dir / DB_FILENAME
+    if database.exists() and not (_marker(state_dir) / "loaded.json").exists():
+        raise UserError(
+            f"{state_dir} already holds a store that `ci state load` did not write; loading would replace "
+            "it: give an empty directory with --state-dir (on a CI runner the state directory starts empty)"
+        )
+    commit = fetch(repo, remote, branch)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if commit is None:
+        _remember(state_dir, branch, None, {})
+        return Loaded(None, 0, f"no state branch {branch} on {remote.where} yet: the first save creates it")
+    where = f"branch {branch} at {commit[:12]}"
+    files = decrypt(_blob(repo, remote, commit, branch), identity, where)
+    for stale in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        stale.unlink(missing_ok=True)
+    _write_files(state_dir, files)
+    _remember(state_dir, branch, commit, files)
+    return Loaded(commit, len(files), f"loaded {len(files)} file(s) of the CI state from {where}")
+
+
+def save(
+    fleet: FleetConfig,
+    state_dir: Path,
+    *,
+    branch: str = BRANCH,
+    remote: Remote | None = None,
+    identity: Path | None = None,
+    message: str = "hubfleet state",
+    retries: int = RETRIES,
+) -> str:
+    """Encrypt the state and push it as a new commit on top of the one `load` read; when another job saved
+    first, merge with theirs and try again (`retries` times). Returns the new commit."""
+    remote = remote or remote_for(None)
+    repo = repository(fleet.root)
+    if not (_marker(state_dir) / "loaded.json").exists():
+        raise UserError(
+            f"{state_dir}: no `hubfleet ci state load` ran here; load first (it records which state this "
+            "job starts from, so that a save never overwrites another job's)"
+        )
+    parent = loaded_commit(state_dir)
+    skip_tokens = fleet.settings.service_token_key is not None
+    ours = _state_files(state_dir, skip_tokens)
+    base = _base_files(state_dir)
+    for attempt in range(retries + 1):
+        commit = _commit(repo, remote, encrypt(ours, fleet), parent, message)
+        if _push(repo, remote, commit, branch):
+            _remember(state_dir, branch, commit, ours)
+            if attempt:  # what runs now includes the other jobs' work: keep this directory in step
+                _write_files(state_dir, {k: v for k, v in ours.items() if k != DB_FILENAME})
+                _replace_database(state_dir, ours.get(DB_FILENAME))
+            return commit
+        if attempt == retries:
+            break
+        time.sleep(0.5 * (attempt + 1))
+        theirs_commit = fetch(repo, remote, branch)
+        if theirs_commit is None:
+            raise UserError(f"the push to {branch} was refused but the branch is not there; try again")
+        where = f"branch {branch} at {theirs_commit[:12]}"
+        theirs = decrypt(_blob(repo, remote, theirs_commit, branch), identity, where)
+        ours, base, parent = merge(base, ours, theirs), theirs, theirs_commit
+    raise UserError(
+        f"another job saved the state on {branch} each of {retries + 1} times this one tried; run `hubfleet "
+        "ci state save` again (nothing was lost: this directory still holds this job's state)"
+    )
+
+
+def _replace_database(state_dir: Path, data: bytes | None) -> None:
+    if data is None:
+        return
+    database = state_dir / DB_FILENAME
+    for stale in (Path(f"{database}-wal"), Path(f"{database}-shm")):
+        stale.unlink(missing_ok=True)
+    _write_files(state_dir, {DB_FILENAME: data})
