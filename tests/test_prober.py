@@ -50,6 +50,7 @@ class FakeHub(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.mode = "healthy"
         self.requests: list[str] = []
+        self.connections = 0
         if tls is not None:
             self.socket = tls.wrap_socket(self.socket, server_side=True)
         scheme = "https" if tls else "http"
@@ -57,6 +58,10 @@ class FakeHub(ThreadingHTTPServer):
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05})
         self._thread.daemon = True
         self._thread.start()
+
+    def process_request(self, request, client_address) -> None:  # noqa: ANN001 - socketserver's signature
+        self.connections += 1  # once per accepted connection (after a TLS handshake)
+        super().process_request(request, client_address)
 
     def close(self) -> None:
         self.shutdown()
@@ -371,14 +376,12 @@ async def test_certificate_expiring_soon_opens_a_certificate_incident(tmp_path: 
         alerter = RecordingAlerter()
         fleet = make_fleet(tmp_path, certificate_warning_days=21)
         for server, trust in ((soon, trust_soon), (later, trust_later)):
-            client = new_client(verify=trust)
             name = "soon" if server is soon else "later"
-            prober = Prober(fleet, None, store, targets={name: server.url}, alerter=alerter, client=client)
+            prober = Prober(fleet, None, store, targets={name: server.url}, alerter=alerter, verify=trust)
             result = (await passes(prober, 2))[-1]
             assert result.ok, result.error  # the probe itself verified the (trusted) certificate
             assert result.cert_expires_at is not None
             await prober.aclose()
-            await client.aclose()
         [incident] = list_incidents(store)
         assert (incident.hub, incident.kind) == ("soon", "certificate")
         assert re.search(r"expires in (9|10)\.\d days", incident.cause), incident.cause

@@ -1,9 +1,10 @@
 """The uptime prober: GET /hub/health and /hub/api/ of every hub, concurrently, on one event loop.
 
-One pass probes every hub at once (bounded by `concurrency`) with one shared httpx.AsyncClient, records a
-ProbeSample per hub (hubfleet.monitor.uptime) and feeds the IncidentTracker. For https hubs the peer
-certificate's expiry is read on a separate TLS connection (cached for an hour per host) so that a certificate
-incident opens `certificate_warning_days` ahead.
+One pass probes every hub at once (bounded by `concurrency`) through the prober's own HTTP path
+(hubfleet.monitor.probe_http: one connection per hub, both GETs on it), records a ProbeSample per hub
+(hubfleet.monitor.uptime) in one transaction and feeds the IncidentTracker. For https hubs the peer
+certificate's expiry is read from the probe's own handshake (at most once an hour per hub) so that a
+certificate incident opens `certificate_warning_days` ahead.
 
 While the fleet's front door runs, a local hub is probed at its public URL: connected to the front door's
 own listen address with the hub's name as Host and SNI, verified against the system CAs plus the front door's
@@ -85,11 +86,55 @@ Targets = Mapping[str, Target] | Callable[[], Mapping[str, Target]]
 
 
 class ProbeSettings(BaseSettings):
-    """HUBFLEET_PROBE_INTERVAL overrides fleet.yaml `monitoring.probe_interval` (seconds), e.g. in tests."""
+    """HUBFLEET_PROBE_INTERVAL overrides fleet.yaml `monitoring.probe_interval` (seconds), e.g. in tests;
+    HUBFLEET_PROBE_CONCURRENCY the hubs probed at once (DEFAULT_CONCURRENCY)."""
 
     model_config = SettingsConfigDict(env_prefix="HUBFLEET_", env_ignore_empty=True, extra="ignore")
 
     probe_interval: float | None = None
+
+
+def probe_concurrency() -> int:
+    """HUBFLEET_PROBE_CONCURRENCY when set (a whole number ≥ 1), else DEFAULT_CONCURRENCY."""
+    text = os.environ.get("HUBFLEET_PROBE_CONCURRENCY", "").strip()
+    if not text:
+        return DEFAULT_CONCURRENCY
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(
+            f"HUBFLEET_PROBE_CONCURRENCY must be a whole number of hubs probed at once, at least 1, not "
+            f"{text[:20]!r}; unset it for the default ({DEFAULT_CONCURRENCY})"
+        )
+    return int(text)
+
+
+FD_HEADROOM = 256
+"""File descriptors kept for the rest of the process (store, logs, the daemon's own sockets)."""
+
+
+def fit_file_limit(concurrency: int) -> int:
+    """The concurrency the open-file limit allows: the soft limit is raised (up to the hard one) to hold one
+    connection per hub in flight plus FD_HEADROOM; where it cannot be, fewer hubs are probed at once (with a
+    warning) rather than probes failing with "Too many open files" and opening false incidents."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = concurrency + FD_HEADROOM
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        fitted = max(1, soft - FD_HEADROOM)
+        log.warning(
+            "probing %d hubs at once instead of %d: the open-file limit is %d (raise it, e.g. LimitNOFILE= "
+            "in a systemd unit)",
+            fitted,
+            concurrency,
+            soft,
+        )
+        return fitted
+    return concurrency
 
 
 def _describe(exc: BaseException) -> str:
@@ -510,7 +555,8 @@ class Prober:
 
     `client`: probe non-front-door hubs through this httpx client (e.g. a test's mock transport) instead of
     the prober's own HTTP path; `verify`: the context https hubs are verified against (default: certifi's
-    CAs); `paths`: what each probe requests (both PATHS by default)."""
+    CAs); `paths`: what each probe requests (both PATHS by default); `concurrency`: hubs probed at once
+    (default: HUBFLEET_PROBE_CONCURRENCY, else DEFAULT_CONCURRENCY; lowered to fit the open-file limit)."""
 
     def __init__(
         self,
@@ -521,7 +567,7 @@ class Prober:
         targets: Targets | None = None,
         alerter: IncidentAlerter | Literal["auto"] | None = AUTO,
         client: httpx.AsyncClient | None = None,
-        concurrency: int = DEFAULT_CONCURRENCY,
+        concurrency: int | None = None,
         timeout: float | None = None,
         verify: ssl.SSLContext | None = None,
         paths: tuple[str, ...] = PATHS,
@@ -530,7 +576,7 @@ class Prober:
         self.state_dir = state_dir
         self.store = store
         self.targets = targets
-        self.concurrency = concurrency
+        self.concurrency = fit_file_limit(concurrency or probe_concurrency())
         self.timeout = timeout
         self.paths = paths
         monitoring = fleet.settings.monitoring
