@@ -583,13 +583,12 @@ def test_running_servers_chart_buckets_take_the_max(demo: FleetConfig, store: St
     )
     found = chart(ConsoleSource(store, demo, None), "running-servers", ["uni-a", "uni-a-staging"], 1, NOW)
     assert found.columns == ["at", "uni-a", "uni-a-staging"]
-    assert len(found.rows) == 96  # 15-minute buckets over one day
-    assert found.rows[0] == ["2026-06-29T12:15:00+00:00", None, None]
-    assert found.rows[-4:] == [
-        ["2026-06-30T11:15:00+00:00", None, None],
-        ["2026-06-30T11:30:00+00:00", 9, None],
-        ["2026-06-30T11:45:00+00:00", 5, 2],
-        ["2026-06-30T12:00:00+00:00", None, None],
+    assert len(found.rows) == 24  # hourly buckets over one day (the roll-ups are hourly)
+    assert found.rows[0] == ["2026-06-29T13:00:00+00:00", None, None]
+    assert found.rows[-3:] == [
+        ["2026-06-30T10:00:00+00:00", None, None],
+        ["2026-06-30T11:00:00+00:00", 9, 2],
+        ["2026-06-30T12:00:00+00:00", None, None],  # the sample after `now` is not counted
     ]
     month = chart(ConsoleSource(store, demo, None), "running-servers", ["uni-a"], 30, NOW)
     assert len(month.rows) == 720 and month.rows[-1] == ["2026-06-30T12:00:00+00:00", None]  # hourly

@@ -49,7 +49,7 @@ def test_migrations_create_the_schema_in_the_state_dir(tmp_path: Path) -> None:
         assert {"deployments", "restarts", "checks", "alembic_version"} <= tables
         columns = {c["name"] for c in inspect(store.engine).get_columns("checks")}
         assert columns == {"id", "hub", "at", "ok", "failed_step", "total_seconds", "steps"}
-        assert store_db.current_revision(store.engine) == store_db.head_revision() == "0020"
+        assert store_db.current_revision(store.engine) == store_db.head_revision() == "0021"
         with store.engine.connect() as conn:
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert conn.execute(text("PRAGMA busy_timeout")).scalar() == store_db.BUSY_TIMEOUT_MS

@@ -1,7 +1,8 @@
 """The console's charts: the table behind each one (one row per x value, None for a gap) and its CSV.
 
-Day-based charts read the ProbeDay and UserDay roll-ups; the others group hub samples into buckets in SQL.
-Each chart is a constant number of statements, whatever the number of hubs it covers.
+Day-based charts read the ProbeDay and usage roll-ups; running servers and spawns read the hourly roll-ups
+of hub samples (hubfleet.store.metric_rollups) for the hours rolled up, and raw samples for the newest hour
+or two. Each chart is a constant number of statements, whatever the number of hubs it covers.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, case, cast, extract, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import ColumnElement
 
 from hubfleet.clock import require_aware
 from hubfleet.console.data.source import ConsoleSource
 from hubfleet.monitor.uptime import uptime_percent
 from hubfleet.monitor.usage import active_series
-from hubfleet.store.models import HubSample, ProbeDay
+from hubfleet.store import metric_rollups
+from hubfleet.store.metric_rollups import HOUR
+from hubfleet.store.models import ProbeDay
 
 CHARTS: dict[str, str] = {
     "active-users": "Active users",
@@ -39,12 +41,11 @@ Y_TITLES: dict[str, str] = {
 }
 MAX_DAYS = 400
 """Longest chart window: ProbeDay rows are kept ~400 days (raw samples 31, hub samples 35)."""
-RUNNING_BUCKETS = (900, 1800, 3600, 3 * 3600, 6 * 3600, 86400)
-"""Bucket sizes (s) of the running-servers chart: the smallest giving at most MAX_POINTS buckets."""
+RUNNING_BUCKETS = (3600, 3 * 3600, 6 * 3600, 86400)
+"""Bucket sizes (s) of the running-servers chart: the smallest giving at most MAX_POINTS buckets (hours at
+least: the roll-ups are hourly)."""
 MAX_POINTS = 1000
-SPAWN_BUCKET = 3600
-SPAWN_LOOKBACK = timedelta(hours=1)
-"""The sample before the window's first one, so that the first bucket gets its counter delta."""
+SPAWN_BUCKET = HOUR
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,6 @@ class Chart:
         writer.writerow(self.columns)
         writer.writerows(self.rows)
         return out.getvalue()
-
-
-def _bucket(value: Any, seconds: int, dialect: str) -> ColumnElement[int]:
-    """Which `seconds`-long bucket since the Unix epoch a datetime column falls in (an integer)."""
-    if dialect == "sqlite":
-        return cast(func.strftime("%s", value), Integer) // seconds
-    return cast(func.floor(extract("epoch", value) / seconds), Integer)
 
 
 def _at(bucket: int, seconds: int) -> str:
@@ -137,92 +131,57 @@ def _running_bucket(days: int) -> int:
 
 
 def _chart_running(
-    source: ConsoleSource, hubs: Sequence[str], days: int, now: datetime
+    source: ConsoleSource, hubs: Sequence[str], days: int, now: datetime, rollups: bool = True
 ) -> tuple[list[str], list[list[Any]]]:
     """Max running servers per hub and bucket, every bucket of the window (None where no sample)."""
     seconds = _running_bucket(days)
     last = int(now.timestamp()) // seconds
     first = last - days * 86400 // seconds + 1
-    dialect = source.store.engine.dialect.name
-    bucket = _bucket(HubSample.at, seconds, dialect).label("bucket")
-    query = (
-        select(HubSample.hub, bucket, func.max(HubSample.running_servers))
-        .where(
-            HubSample.hub.in_(list(hubs)),
-            HubSample.at >= datetime.fromtimestamp(first * seconds, UTC),
-            HubSample.at <= now,
-        )
-        .group_by(HubSample.hub, bucket)
-    )
-    with source.store.session() as session:
-        peaks = {(hub, int(b)): int(n) for hub, b, n in session.execute(query)}
+    hours = metric_rollups.figures(source.store, hubs, first * seconds // HOUR, now, rollups)
+    peaks: dict[tuple[str, int], int] = {}
+    for (hub, hour), found in hours.items():
+        if found.running_max is None:
+            continue
+        key = (hub, hour * HOUR // seconds)
+        peaks[key] = max(peaks.get(key, found.running_max), found.running_max)
     rows = [[_at(b, seconds), *(peaks.get((hub, b)) for hub in hubs)] for b in range(first, last + 1)]
     return ["at", *hubs], rows
 
 
-def _chart_spawns(source: ConsoleSource, hubs: Sequence[str], days: int, now: datetime) -> list[list[Any]]:
-    """Hourly spawns from the counters' deltas between consecutive samples of each hub, summed over the hubs.
-    A counter lower than before means the hub restarted (counters start again at 0): its new value is
-    the delta then. The mean is the successful spawns' seconds over their number."""
-    start = datetime.fromtimestamp(
-        int((now - timedelta(days=days)).timestamp()) // SPAWN_BUCKET * SPAWN_BUCKET, UTC
-    )
-    dialect = source.store.engine.dialect.name
-    counters = {
-        "s": HubSample.spawn_success_total,
-        "f": func.coalesce(HubSample.spawn_failure_total, 0.0),
-        "t": HubSample.spawn_seconds_total,
-    }
-    order = (HubSample.at, HubSample.id)
-    previous = {
-        f"p{k}": func.lag(v).over(partition_by=HubSample.hub, order_by=order) for k, v in counters.items()
-    }
-    inner = (
-        select(
-            HubSample.at.label("at"),
-            *(v.label(k) for k, v in counters.items()),
-            *(v.label(k) for k, v in previous.items()),
-        )
-        .where(
-            HubSample.hub.in_(list(hubs)),
-            HubSample.at >= start - SPAWN_LOOKBACK,
-            HubSample.at <= now,
-            HubSample.spawn_success_total.is_not(None),
-        )
-        .subquery()
-    )
-    c = inner.c
-    reset = (c.s < c.ps) | (c.f < c.pf) | (c.t < c.pt)
-
-    def delta(cur: Any, prev: Any) -> Any:
-        return case((c.ps.is_(None), None), (reset, cur), else_=cur - prev)
-
-    ds, df, dt = delta(c.s, c.ps), delta(c.f, c.pf), delta(c.t, c.pt)
-    timed = func.sum(case((dt.is_not(None), ds)))
-    bucket = _bucket(c.at, SPAWN_BUCKET, dialect).label("bucket")
-    changed = (c.s != c.ps) | (c.f != c.pf) | (c.t != c.pt)  # most samples change nothing: skip them early
-    query = (
-        select(bucket, func.sum(ds), func.sum(df), func.sum(dt), timed)
-        .where(c.at >= start, changed)
-        .group_by(bucket)
-        .having(func.coalesce(func.sum(ds), 0) + func.coalesce(func.sum(df), 0) > 0)
-        .order_by(bucket)
-    )
-    with source.store.session() as session:
-        found = session.execute(query).all()
+def _chart_spawns(
+    source: ConsoleSource, hubs: Sequence[str], days: int, now: datetime, rollups: bool = True
+) -> list[list[Any]]:
+    """Hourly spawns summed over the hubs (counter deltas: hubfleet.store.metric_rollups); the mean is the
+    successful spawns' seconds over their number. Hours without a spawn are left out."""
+    first = int((now - timedelta(days=days)).timestamp()) // HOUR
+    by_hour: dict[int, list[metric_rollups.HourFigures]] = {}
+    for (_, hour), found in metric_rollups.figures(source.store, hubs, first, now, rollups).items():
+        by_hour.setdefault(hour, []).append(found)
+    total = metric_rollups.fsum_or_none
     rows = []
-    for bucket, ok, failed, seconds, timed_ok in found:
+    for hour in sorted(by_hour):
+        found = by_hour[hour]
+        ok, failed = total(f.spawn_ok for f in found), total(f.spawn_failed for f in found)
+        if (ok or 0) + (failed or 0) <= 0:
+            continue
+        seconds, timed_ok = total(f.spawn_seconds for f in found), total(f.spawn_timed_ok for f in found)
         mean = round(seconds / timed_ok, 3) if seconds is not None and timed_ok else None
         ok, failed = round(ok or 0), round(failed or 0)
-        rows.append([_at(int(bucket), SPAWN_BUCKET), mean, ok + failed, failed])
+        rows.append([_at(hour, SPAWN_BUCKET), mean, ok + failed, failed])
     return rows
 
 
 def chart(
-    source: ConsoleSource, name: str, hubs: Sequence[str], days: int = 30, now: datetime | None = None
+    source: ConsoleSource,
+    name: str,
+    hubs: Sequence[str],
+    days: int = 30,
+    now: datetime | None = None,
+    rollups: bool = True,
 ) -> Chart:
     """The table of chart `name` (one of CHARTS; KeyError otherwise) over `hubs` and the last `days`
-    (clipped to 1..400) up to `now`. Day-based charts have one row per UTC day, today included."""
+    (clipped to 1..400) up to `now`. Day-based charts have one row per UTC day, today included.
+    `rollups=False` computes running servers and spawns from raw samples only (the same figures, slower)."""
     title = CHARTS[name]
     now = require_aware(now, "now")
     days = max(1, min(MAX_DAYS, int(days)))
@@ -239,10 +198,10 @@ def chart(
             row = found.get(day.isoformat(), {"dau": 0, "wau": 0, "mau": 0})
             rows.append([day.isoformat(), row["dau"], row["wau"], row["mau"]])
     elif name == "running-servers":
-        columns, rows = _chart_running(source, hubs, days, now)
+        columns, rows = _chart_running(source, hubs, days, now, rollups)
     elif name == "spawn-duration":
         columns = ["at", "mean_spawn_seconds", "spawns", "failures"]
-        rows = _chart_spawns(source, hubs, days, now) if hubs else []
+        rows = _chart_spawns(source, hubs, days, now, rollups) if hubs else []
     elif name == "probe-latency":
         columns = ["day", "mean_latency_ms", "max_latency_ms"]
         rows = _chart_probe_latency(source, hubs, first, last)

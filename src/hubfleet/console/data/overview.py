@@ -3,7 +3,10 @@ deploy) and the totals over the rows.
 
 The overview of 1,000 hubs must not cost 1,000 queries: the newest probe, hub sample and deployment of each
 hub are index seeks from one statement (correlated subqueries over a VALUES list of the hubs), and 30 days
-of uptime come from the ProbeDay roll-up instead of raw probe samples: five statements for any number of hubs.
+of uptime come from the ProbeDay roll-up instead of raw probe samples: eight statements for any number of
+hubs. When the rows asked for are the whole fleet (an operator's overview), the grouped statements read every
+hub instead of naming 1,000 of them in an IN list (expanding and binding it cost more than the rows).
+`attention_order` puts the hubs that need someone first: a page shows them before the healthy ones.
 """
 
 from __future__ import annotations
@@ -99,8 +102,11 @@ def _latest(session: Session, names: Sequence[str]) -> dict[str, dict[str, Any]]
     return latest
 
 
-def _active_by_hub(session: Session, names: Sequence[str], today: date) -> dict[str, tuple[int, int, int]]:
-    """Per hub, distinct users of today, the last 7 and the last 30 days, from one pass over user_days."""
+def _active_by_hub(
+    session: Session, names: Sequence[str] | None, today: date
+) -> dict[str, tuple[int, int, int]]:
+    """Per hub, distinct users of today, the last 7 and the last 30 days, from one pass over user_days
+    (`names` None: every hub)."""
 
     def since(first: date) -> Any:
         return func.count(case((UserDay.day >= first, UserDay.username)).distinct())
@@ -112,16 +118,21 @@ def _active_by_hub(session: Session, names: Sequence[str], today: date) -> dict[
             since(today - timedelta(days=6)),
             func.count(UserDay.username.distinct()),
         )
-        .where(UserDay.day >= today - timedelta(days=29), UserDay.day <= today, UserDay.hub.in_(list(names)))
+        .where(UserDay.day >= today - timedelta(days=29), UserDay.day <= today, *_among(UserDay.hub, names))
         .group_by(UserDay.hub)
     )
     return {hub: (int(d), int(w), int(m)) for hub, d, w, m in session.execute(query)}
 
 
-def _open_incidents(session: Session, names: Sequence[str]) -> dict[str, int]:
+def _among(column: Any, names: Sequence[str] | None) -> list[Any]:
+    """The WHERE term keeping `names` (none for None: every row, filtered by the caller's dict lookups)."""
+    return [] if names is None else [column.in_(list(names))]
+
+
+def _open_incidents(session: Session, names: Sequence[str] | None) -> dict[str, int]:
     query = (
         select(Incident.hub, func.count(Incident.id))
-        .where(Incident.resolved_at.is_(None), Incident.hub.in_(list(names)))
+        .where(Incident.resolved_at.is_(None), *_among(Incident.hub, names))
         .group_by(Incident.hub)
     )
     return {hub: int(n) for hub, n in session.execute(query)}
@@ -151,12 +162,13 @@ def overview_rows(
     today = now.date()
     fleet = source.fleet
     names = [hub.name for hub in hubs]
+    wanted = None if len(set(names)) == len(fleet.hubs) and set(names) == set(fleet.hubs) else names
     states = source.hub_states()
     with source.store.session() as session:
         latest = _latest(session, names)
-        active = _active_by_hub(session, names, today)
-        incidents_open = _open_incidents(session, names)
-        probes = probe_day_totals(session, today - timedelta(days=29), today, names)
+        active = _active_by_hub(session, wanted, today)
+        incidents_open = _open_incidents(session, wanted)
+        probes = probe_day_totals(session, today - timedelta(days=29), today, wanted)
     disk = latest_disk(source.store, names)
     local = [hub.name for hub in hubs if fleet.clusters[hub.cluster].kind == "local"]
     backups = backup_states(fleet, source.store, local, now=now) if local else {}
@@ -199,6 +211,33 @@ def _backup(state: HubBackupState | None) -> dict[str, Any]:
         "backup_state": state.state if state else None,
         "last_backup_at": _iso(as_utc(last.started_at)) if last else None,
     }
+
+
+ATTENTION = (
+    "down or failing its probes",
+    "open incidents",
+    "not running",
+    "backup failed or late",
+)
+"""Why a hub needs someone, most urgent first (attention_rank's values 0..3; 4: healthy)."""
+
+
+def attention_rank(row: dict[str, Any]) -> int:
+    """0..3: the index of the first reason in ATTENTION that applies to an overview row; 4: none."""
+    if row["state"] in ("down", "failed") or row["last_probe_ok"] is False:
+        return 0
+    if row["open_incidents"]:
+        return 1
+    if row["state"] not in UP_STATES:
+        return 2
+    if row["backup_state"] in ("failed", "late"):
+        return 3
+    return len(ATTENTION)
+
+
+def attention_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with the hubs that need someone first (most urgent first), in their order otherwise."""
+    return sorted(rows, key=attention_rank)  # stable: the fleet's order within each rank
 
 
 def fleet_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,47 @@
+"""hourly roll-ups of hub samples (peak running servers, spawn counter deltas per hub and closed hour) for the
+console's fleet charts, back-filled from every hub sample stored (hubfleet.store.metric_rollups)
+
+Revision ID: 0021
+Revises: 0020
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0021"
+down_revision = "0020"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "hub_sample_hours",
+        sa.Column("hub", sa.String(200), primary_key=True),
+        sa.Column("hour", sa.Integer(), primary_key=True),
+        sa.Column("samples", sa.Integer(), nullable=False),
+        sa.Column("running_max", sa.Integer(), nullable=True),
+        sa.Column("spawn_ok", sa.Float(), nullable=True),
+        sa.Column("spawn_failed", sa.Float(), nullable=True),
+        sa.Column("spawn_seconds", sa.Float(), nullable=True),
+        sa.Column("spawn_timed_ok", sa.Float(), nullable=True),
+    )
+    op.create_table(
+        "rollup_marks",
+        sa.Column("name", sa.String(100), primary_key=True),
+        sa.Column("through", sa.Integer(), nullable=True),
+        sa.Column("max_id", sa.Integer(), nullable=False),
+    )
+    # Back-fill every closed hour of the samples kept so far (35 days at most), in one pass.
+    from hubfleet.clock import utcnow
+    from hubfleet.store.metric_rollups import roll_up_connection
+
+    roll_up_connection(op.get_bind(), utcnow(), max_hours=None)
+
+
+def downgrade() -> None:
+    op.drop_table("rollup_marks")
+    op.drop_table("hub_sample_hours")

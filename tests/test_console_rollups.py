@@ -1,0 +1,330 @@
+"""The console at fleet scale: hourly roll-ups of hub samples (hubfleet.store.metric_rollups) give the same
+running-servers and spawn charts as raw samples; migration 0021 back-fills them; the overview of a few
+hundred generated hubs lists the hubs needing attention first, a page at a time, and shows a community
+leader nothing of other communities.
+
+Real SQLite stores, the real ASGI app through starlette's TestClient (httpx); no hub runs: pages and charts
+read the store, as they do in the daemon.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from hubfleet.config.fleet import FleetConfig
+from hubfleet.config.validate import load_fleet
+from hubfleet.console import accounts
+from hubfleet.console.app import create_app
+from hubfleet.console.data.charts import chart
+from hubfleet.console.data.source import ConsoleSource
+from hubfleet.console.pages import PAGE_SIZE
+from hubfleet.console.web import SESSION_COOKIE
+from hubfleet.store import db as store_db
+from hubfleet.store import metric_rollups
+from hubfleet.store.api import Store, open_store
+from hubfleet.store.metric_rollups import HOUR, HubSampleHour, RollupMark
+from hubfleet.store.models import HubSample, Incident, ProbeSample
+
+with warnings.catch_warnings():  # starlette 1.x prefers httpx2 for its TestClient; httpx works the same here
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+NOW = datetime(2026, 6, 30, 12, 20, tzinfo=UTC)
+HUBS = ["a", "b", "c", "d", "e", "f"]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with open_store(tmp_path / "state") as opened:
+        yield opened
+
+
+def generated_samples(hubs: list[str], start: datetime, end: datetime, seed: int) -> list[dict[str, Any]]:
+    """Samples every 5 minutes with what the collector meets: spawns, failures, restarts (counters from 0),
+    hubs without `_sum` (seconds None), samples without /hub/metrics (no counters), gaps of less and of
+    more than an hour. Seconds are multiples of 1/4, so that every sum is exact whatever its order."""
+    rnd = random.Random(seed)
+    rows = []
+    for index, hub in enumerate(hubs):
+        ok = failed = 0
+        seconds = 0.0
+        at = start + timedelta(seconds=rnd.randrange(300))
+        while at < end:
+            if rnd.random() < 0.01:  # collector or hub down for 20 minutes to 3 hours
+                at += timedelta(minutes=rnd.randrange(20, 180))
+            if rnd.random() < 0.005:  # the hub restarted: its counters start again
+                ok, failed, seconds = 0, 0, 0.0
+            if rnd.random() < 0.3:
+                spawns = rnd.randrange(1, 4)
+                ok += spawns
+                seconds += spawns * rnd.randrange(4, 40) / 4
+            if rnd.random() < 0.03:
+                failed += 1
+            counters = rnd.random() >= 0.02  # now and then no /hub/metrics
+            rows.append(
+                {
+                    "hub": hub,
+                    "at": at,
+                    "running_servers": rnd.randrange(0, 30),
+                    "spawn_success_total": float(ok) if counters else None,
+                    "spawn_failure_total": float(failed) if counters else None,
+                    "spawn_seconds_total": seconds if counters and index != 2 else None,  # hub c: no _sum
+                }
+            )
+            at += timedelta(minutes=5, seconds=rnd.randrange(-20, 20))
+    return rows
+
+
+def add_samples(store: Store, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        with store.session() as session, session.begin():
+            session.execute(insert(HubSample), rows)
+
+
+def assert_charts_equal_raw(source: ConsoleSource, hubs: list[str], now: datetime, days: list[int]) -> None:
+    for name in ("running-servers", "spawn-duration"):
+        for k in days:
+            rolled = chart(source, name, hubs, k, now)
+            raw = chart(source, name, hubs, k, now, rollups=False)
+            assert rolled.rows == raw.rows, f"{name} over {k} days at {now}"
+            assert rolled.columns == raw.columns
+
+
+def rollup_state(store: Store) -> tuple[int, int | None]:
+    with store.session() as session:
+        rows = session.scalar(select(func.count()).select_from(HubSampleHour))
+        through = session.scalar(select(RollupMark.through).where(RollupMark.name == metric_rollups.MARK))
+    return int(rows or 0), through
+
+
+def test_rolled_up_charts_equal_the_raw_computation(demo_like: FleetConfig, store: Store) -> None:
+    add_samples(store, generated_samples(HUBS, NOW - timedelta(days=4), NOW, seed=21))
+    source = ConsoleSource(store, demo_like, None)
+    assert rollup_state(store) == (0, None)  # nothing rolled up before a chart asks
+
+    assert_charts_equal_raw(source, HUBS, NOW, [1, 3, 7])
+    rows, through = rollup_state(store)
+    hour_now = int(NOW.timestamp()) // HOUR
+    # one call rolls up MAX_HOURS_PER_CALL hours at most: after three charts, 4 days are done
+    assert rows > 0 and through == hour_now  # every hour before 12:00 is rolled up; 12:00-12:20 is read raw
+    spawns = chart(source, "spawn-duration", HUBS, 3, NOW)
+    assert spawns.rows and all(r[2] >= r[3] >= 0 for r in spawns.rows)
+    assert any(r[1] is None for r in chart(source, "spawn-duration", ["c"], 3, NOW).rows)  # no _sum on c
+    # a subset of the hubs, and a leader's single hub, read the same roll-ups
+    assert_charts_equal_raw(source, ["b", "e"], NOW, [1, 2])
+    assert_charts_equal_raw(source, ["f"], NOW, [3])
+
+
+def test_roll_ups_follow_new_hours_and_samples_written_late(demo_like: FleetConfig, store: Store) -> None:
+    add_samples(store, generated_samples(HUBS, NOW - timedelta(days=2), NOW, seed=5))
+    source = ConsoleSource(store, demo_like, None)
+    assert_charts_equal_raw(source, HUBS, NOW, [2])
+    later = NOW + timedelta(hours=3)
+    add_samples(store, generated_samples(HUBS, NOW, later, seed=6))
+    assert_charts_equal_raw(source, HUBS, later, [1, 3])
+    assert rollup_state(store)[1] == int(later.timestamp()) // HOUR
+
+    # a sample written now but dated in an hour rolled up long ago (a clock set back, an import)
+    late = NOW - timedelta(hours=30)
+    add_samples(store, [{"hub": "d", "at": late, "running_servers": 99, "spawn_success_total": None}])
+    assert_charts_equal_raw(source, HUBS, later, [2])
+    running = chart(source, "running-servers", ["d"], 2, later)
+    assert 99 in [row[1] for row in running.rows]
+    # a chart as of a past moment counts nothing after it, rolled up or not
+    assert_charts_equal_raw(source, HUBS, NOW - timedelta(hours=5, minutes=17), [1])
+
+
+def test_a_chart_of_no_samples_and_of_no_hubs(demo_like: FleetConfig, store: Store) -> None:
+    source = ConsoleSource(store, demo_like, None)
+    assert chart(source, "spawn-duration", HUBS, 7, NOW).rows == []
+    assert chart(source, "running-servers", [], 1, NOW).columns == ["at"]
+    assert rollup_state(store) == (0, None)
+
+
+def test_migration_0021_back_fills_the_stored_samples(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    samples = generated_samples(HUBS[:3], now - timedelta(hours=30), now, seed=9)
+    store = open_store(tmp_path / "state", migrate=False)
+    try:
+        store_db.upgrade(store.engine, "0020")
+        add_samples(store, samples)
+        store_db.upgrade(store.engine, "head")
+        rows, through = rollup_state(store)
+        assert through == metric_rollups.sealed_hour(now) or through == metric_rollups.sealed_hour(
+            datetime.now(UTC)
+        )
+        assert rows >= 3 * 20
+        first = min(s["at"] for s in samples)
+        with store.engine.connect() as conn:
+            raw = metric_rollups.hour_figures(conn, first, datetime.fromtimestamp(through * HOUR, UTC))
+        with store.session() as session:
+            stored = {
+                (r.hub, r.hour): metric_rollups.HourFigures(
+                    r.samples, r.running_max, r.spawn_ok, r.spawn_failed, r.spawn_seconds, r.spawn_timed_ok
+                )
+                for r in session.scalars(select(HubSampleHour))
+            }
+        assert stored == raw
+    finally:
+        store.engine.dispose()
+
+
+# --------------------------------------------------------------------------- the overview at 300 hubs
+
+COMMUNITIES = 150
+BIG_FAILED: set[str] = set()
+"""The hubs the daemon reports failed in the `big` fleet."""
+
+
+def generated_fleet(root: Path, communities: int = COMMUNITIES) -> FleetConfig:
+    """Communities of a staging and a prod hub (local hubs), an operator and a leader of c001."""
+    (root / "clusters").mkdir(parents=True)
+    (root / "fleet.yaml").write_text(
+        "name: big\noperators:\n  - name: Ada\n    email: ada@example.org\n"
+        "console:\n  accounts:\n    - {username: ops, role: operator}\n"
+        "    - {username: lead, role: community-leader, communities: [c001]}\n"
+    )
+    (root / "clusters" / "local.yaml").write_text("name: local\nkind: local\n")
+    for i in range(communities):
+        name = f"c{i:03d}"
+        hubs = root / "communities" / name / "hubs"
+        hubs.mkdir(parents=True)
+        (root / "communities" / name / "community.yaml").write_text(
+            f"name: {name}\ncontacts:\n  - name: Lead {i}\n    email: lead{i}@example.org\n"
+            "    role: teacher\n"
+        )
+        for k, stage in enumerate(("staging", "prod")):
+            hub = name if stage == "prod" else f"{name}-staging"
+            (hubs / f"{stage}.yaml").write_text(
+                f"name: {hub}\ncommunity: {name}\ncluster: local\nstage: {stage}\nport: {20000 + 2 * i + k}\n"
+                f"auth:\n  type: {'native' if stage == 'prod' else 'dummy'}\n  admin_users: [lead{i}]\n"
+            )
+    return load_fleet(root)
+
+
+@pytest.fixture(scope="module")
+def big(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[FleetConfig, Store, Path, dict[str, int]]]:
+    """The fleet, its store and daemon.json: hubs failing their newest probe, hubs with open incidents,
+    hubs the daemon reports failed or starting; every other hub healthy."""
+    import json
+    import os
+
+    tmp = tmp_path_factory.mktemp("big")
+    fleet = generated_fleet(tmp / "fleet")
+    names = sorted(fleet.hubs)
+    state = tmp / "state"
+    store = open_store(state)
+    now = datetime.now(UTC)
+    rank, failed = {}, set()
+    probes, incidents, daemon = [], [], {}
+    for i, hub in enumerate(names):
+        down = i % 37 == 5
+        incident = i % 41 == 7
+        kind = "failed" if i % 53 == 11 else "starting" if i % 59 == 13 else "running"
+        if kind == "failed":
+            failed.add(hub)
+        rank[hub] = 0 if down or kind == "failed" else 1 if incident else 2 if kind != "running" else 4
+        daemon[hub] = {"state": kind, "url": f"http://127.0.0.1:{30000 + i}", "pid": 1, "restarts": 0}
+        for back, ok in ((60, True), (30, not down)):
+            probes.append(
+                {"hub": hub, "at": now - timedelta(seconds=back), "ok": ok, "latency_ms": 9.0, "error": ""}
+            )
+        if incident:
+            incidents.append(
+                {"hub": hub, "kind": "down", "started_at": now - timedelta(minutes=3), "cause": "x"}
+            )
+    with store.session() as session, session.begin():
+        session.execute(insert(ProbeSample), probes)
+        session.execute(insert(Incident), incidents)
+    (state / "daemon.json").write_text(json.dumps({"pid": os.getpid(), "hubs": daemon}))
+    BIG_FAILED.clear()
+    BIG_FAILED.update(failed)
+    yield fleet, store, state, rank
+    store.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def demo_like(tmp_path_factory: pytest.TempPathFactory) -> FleetConfig:
+    """A fleet for ConsoleSource (the running-servers and spawn charts read only the hub names given)."""
+    return generated_fleet(tmp_path_factory.mktemp("small"), 2)
+
+
+def client_for(big: tuple[FleetConfig, Store, Path, dict[str, int]], username: str) -> TestClient:
+    fleet, store, state, _ = big
+    session_id, _ = accounts.create_session(store, username, "password", hours=1)
+    client = TestClient(create_app(store, fleet, state_dir=state), base_url="http://127.0.0.1")
+    client.cookies.set(SESSION_COOKIE, session_id)
+    return client
+
+
+def hub_rows(html: str) -> list[str]:
+    return re.findall(r'<tr data-hub="([^"]+)"', html)
+
+
+def test_the_overview_lists_hubs_needing_attention_first_a_page_at_a_time(big: Any) -> None:
+    fleet, _, _, rank = big
+    names = sorted(fleet.hubs)
+    expected = sorted(names, key=lambda h: rank[h])  # stable: the fleet's order within a rank
+    unhealthy = [h for h in expected if rank[h] < 4]
+    assert 10 < len(unhealthy) < PAGE_SIZE
+    with client_for(big, "ops") as client:
+        first = client.get("/")
+        assert first.status_code == 200
+        assert hub_rows(first.text) == expected[:PAGE_SIZE]
+        assert hub_rows(first.text)[: len(unhealthy)] == unhealthy
+        assert (
+            f"Showing 1–{PAGE_SIZE} of 300 hubs; the {len(unhealthy)} needing attention first." in first.text
+        )
+        assert 'href="/?page=2" rel="next"' in first.text and "Page 1 of 3" in first.text
+        last = client.get("/?page=3")
+        assert hub_rows(last.text) == expected[2 * PAGE_SIZE :]
+        assert 'rel="prev"' in last.text and 'rel="next"' not in last.text
+        assert hub_rows(client.get("/?page=99").text) == expected[2 * PAGE_SIZE :]  # clamped
+        assert hub_rows(client.get("/?page=x").text) == expected[:PAGE_SIZE]
+        # filters apply before the pages, and the pager keeps them
+        failed = client.get("/?state=failed")
+        assert (
+            hub_rows(failed.text) == [h for h in expected if h in BIG_FAILED]
+            and "Page 1 of" not in failed.text
+        )
+        assert f"Showing 1–{len(BIG_FAILED)} of {len(BIG_FAILED)} (300 in all) hubs" in failed.text
+        staging = client.get("/?community=c001")
+        assert hub_rows(staging.text) == sorted(["c001", "c001-staging"], key=lambda h: rank[h])
+        totals = client.get("/api/hubs", headers={"accept": "application/json"})
+        assert totals.status_code == 200 and totals.json()["totals"]["hubs"] == 300
+
+
+def test_a_leaders_overview_and_fleet_charts_hold_only_their_hubs(big: Any) -> None:
+    fleet, store, _, rank = big
+    now = datetime.now(UTC)
+    add_samples(
+        store, generated_samples(["c001", "c002", "c001-staging"], now - timedelta(hours=3), now, seed=2)
+    )
+    with client_for(big, "lead") as client:
+        page = client.get("/")
+        assert page.status_code == 200
+        assert sorted(hub_rows(page.text)) == ["c001", "c001-staging"]
+        others = {h for h in fleet.hubs if h not in ("c001", "c001-staging")}
+        named = set(re.findall(r"c\d{3}(?:-staging)?", page.text))
+        assert not named & others, (
+            f"another community's hubs on a leader's overview: {sorted(named & others)[:5]}"
+        )
+        assert "Page 1 of" not in page.text
+        running = client.get("/api/fleet/charts/running-servers?days=1").json()
+        assert running["columns"] == ["at", "c001", "c001-staging"]
+        spawns = client.get("/api/fleet/charts/spawn-duration?days=1").json()
+        source = ConsoleSource(store, fleet, None)
+        own = chart(source, "spawn-duration", ["c001", "c001-staging"], 1, now, rollups=False)
+        assert spawns["rows"] == own.rows  # c002's spawns are not in it
+        assert spawns["rows"]
