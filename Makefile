@@ -45,7 +45,8 @@ benchmarks: setup
 	$(VENV)/bin/python benchmarks/deploy_parallel.py
 	$(VENV)/bin/python benchmarks/probe.py
 	$(VENV)/bin/python benchmarks/usage_year.py
-	$(VENV)/bin/python benchmarks/console_overview_200.py
+	$(VENV)/bin/python benchmarks/console_overview.py --hubs 200 --days 1
+	$(VENV)/bin/python benchmarks/console_overview.py --hubs 1000 --days 7
 	$(VENV)/bin/python benchmarks/console_load.py
 	$(VENV)/bin/python benchmarks/front_door.py
 	$(VENV)/bin/python benchmarks/backup_restore.py
