@@ -85,11 +85,19 @@ def test_least_privilege_and_no_expressions_in_shell(cluster: str) -> None:
         assert workflow["permissions"] == {}, path
         for name, job in workflow["jobs"].items():
             granted = {k: v for k, v in job["permissions"].items()}
-            assert granted.get("contents") == "read", (path, name)
+            runs = [step.get("run", "") for step in job["steps"]]
+            # only the jobs that save the CI state may push (contents: write), and they do save it
+            saves = "hubfleet ci state save" in runs
+            assert granted.get("contents") == ("write" if saves else "read"), (path, name)
+            cloud_job = cluster != "local" and name in ("staging", "prod", "scheduled")
+            assert saves == cloud_job, (path, name)
+            if cloud_job:  # loaded before anything plans or deploys, saved after, also after a failure
+                assert runs.index("hubfleet ci state load") < runs.index("hubfleet ci state save")
+                assert job["steps"][-1]["if"] == "${{ !cancelled() }}"
+            if name == "plan" and path.endswith("deploy.yml") and cluster != "local":
+                assert "hubfleet ci state load" in runs
             writes = {k for k, v in granted.items() if v == "write"}
-            allowed = (
-                {"id-token"} if cluster != "local" and name in ("staging", "prod", "scheduled") else set()
-            )
+            allowed = {"id-token", "contents"} if cloud_job else set()
             if name == "plan" and path.endswith("pull-request.yml"):
                 allowed = {"pull-requests"}
             assert writes == allowed, (path, name, writes)
@@ -111,6 +119,21 @@ def test_cloud_login_is_oidc_for_each_provider() -> None:
             [login] = [s for s in deploy["jobs"][name]["steps"] if s.get("uses", "").startswith(action)]
             assert set(login["with"]) == inputs  # no stored key, no client secret
         assert deploy["concurrency"] == {"group": "hubfleet-deploy", "cancel-in-progress": False}
+        assert {deploy["jobs"][stage]["environment"] for stage in ("staging", "prod")} == {"staging", "prod"}
+    for cluster in CLUSTERS:
+        # the hourly run has a group of its own: in the deploys' it would replace a pending deploy
+        scheduled = yaml.safe_load(files(cluster)[".github/workflows/hubfleet-scheduled.yml"])
+        assert scheduled["concurrency"]["group"] == "hubfleet-scheduled"
+    # AKS with Entra ID: kubelogin installed and told to use the azure/login session, in every job that
+    # reaches the cluster
+    azure = {path: yaml.safe_load(text) for path, text in files("azure").items() if path.endswith(".yml")}
+    for path, name in [("deploy", "staging"), ("deploy", "prod"), ("scheduled", "scheduled")]:
+        job = azure[f".github/workflows/hubfleet-{path}.yml"]["jobs"][name]
+        assert job["env"]["AAD_LOGIN_METHOD"] == "azurecli", (path, name)
+        uses = [step.get("uses", "") for step in job["steps"]]
+        assert any(u.startswith("azure/use-kubelogin@") for u in uses), (path, name)
+        login = next(i for i, u in enumerate(uses) if u.startswith("azure/login@"))
+        assert uses[login + 1].startswith("azure/use-kubelogin@")
     local = yaml.safe_load(files("local")[".github/workflows/hubfleet-deploy.yml"])
     assert local["jobs"]["staging"]["runs-on"] == ["self-hosted", "hubfleet"]
     pr = yaml.safe_load(files("local")[".github/workflows/hubfleet-pull-request.yml"])

@@ -140,7 +140,18 @@ def test_parent_pipeline_shape(kind: str) -> None:
         assert trigger["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "push"'}]
     # the schedule: ready mode (never during a deploy) and the cluster inventory
     events, clusters = job(config, "events"), job(config, "clusters")
-    assert events["script"] == ["hubfleet events apply"] and clusters["script"] == ["hubfleet clusters"]
+    assert clusters["script"] == ["hubfleet clusters"]
+    if kind == "local":  # the fleet's runner has the daemon's store
+        assert events["script"] == ["hubfleet events apply"] and "after_script" not in events
+    else:  # a container loads the CI state first, saves it after (after_script: also when it failed)
+        assert events["script"] == [
+            "hubfleet ci state load",
+            "hubfleet events apply",
+            "hubfleet ci state save",
+        ]
+        assert events["after_script"] == ["hubfleet ci state save --after-failure"]
+        assert plan["script"][0] == "hubfleet ci state load --unless-merge-request"
+        assert "HUBFLEET_STATE_TOKEN  masked, protected" in files(kind)[".gitlab-ci.yml"]
     assert events["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "schedule"'}]
     assert events["resource_group"] == RESOURCE_GROUP
     if kind == "local":  # on the fleet's own machine, never in a container
@@ -177,7 +188,9 @@ def test_child_pipeline_jobs() -> None:
     assert config["stages"] == ["prod"]
     assert sorted(real_jobs(config)) == ["deploy a-prod", "deploy b-prod", "remove c-prod"]
     a, b, c = job(config, "deploy a-prod"), job(config, "deploy b-prod"), job(config, "remove c-prod")
-    assert a["script"] == ["hubfleet ci deploy --hub a-prod"] and a["stage"] == "prod"
+    with_state = ["hubfleet ci state load", "hubfleet ci deploy --hub a-prod", "hubfleet ci state save"]
+    assert a["script"] == with_state and a["stage"] == "prod"
+    assert a["after_script"] == ["hubfleet ci state save --after-failure"]
     assert a["environment"] == {"name": "prod/a-prod", "deployment_tier": "production"}
     assert "GCP_ID_TOKEN" in a["id_tokens"] and a["image"] == "$HUBFLEET_IMAGE"
     assert any(line.startswith("gcloud auth login") for line in a["before_script"])
@@ -185,7 +198,8 @@ def test_child_pipeline_jobs() -> None:
     # a removed hub's file is gone: in a fresh container it waits for an operator (`ci deploy` says what
     # to do); on the fleet's own runner, whose store knows the hub, it removes it
     assert c["when"] == "manual" and c["allow_failure"] is True and c["environment"]["action"] == "stop"
-    assert c["script"] == ["hubfleet ci deploy --hub c-prod"]
+    assert c["script"][1] == "hubfleet ci deploy --hub c-prod"
+    assert b["script"] == ["hubfleet ci deploy --hub b-prod"] and "after_script" not in b
     local = yaml.safe_load(child_pipeline("prod", rows, {"gke": "local"}))
     assert "when" not in job(local, "remove c-prod") and job(local, "remove c-prod")["tags"] == ["hubfleet"]
     # the parent's trigger job holds fleet-deploy for the whole child: a child job asking for it deadlocks
@@ -198,7 +212,7 @@ def test_child_pipeline_jobs() -> None:
     # a container has no store: cloud deploys record the base commit as what runs, so a failure rolls back
     # to the previous release instead of uninstalling a hub it took for new; the fleet's own runner has one
     since = yaml.safe_load(child_pipeline("prod", rows, {"gke": "gcp", "home": "local"}, "0a1b2c3d"))
-    assert job(since, "deploy a-prod")["script"] == ["hubfleet ci deploy --hub a-prod --base 0a1b2c3d"]
+    assert job(since, "deploy a-prod")["script"][1] == "hubfleet ci deploy --hub a-prod --base 0a1b2c3d"
     assert job(since, "deploy b-prod")["script"] == ["hubfleet ci deploy --hub b-prod"]
     with pytest.raises(ValueError, match="is not a commit SHA"):
         child_pipeline("prod", rows, {}, "main; rm -rf /")
@@ -232,6 +246,17 @@ def test_plan_job_runs_and_writes_the_child_pipelines(fleet_repo: tuple[Path, st
     )
     assert merge_request.returncode == 0, merge_request.stderr
     assert real_jobs(yaml.safe_load((out / "staging.yml").read_text())) == ["deploy uni-a-staging"]
+    # a cloud fleet's plan job loads the CI state on the default branch only: a merge request's plan
+    # compares with its base (and its pipeline may hold no identity to read the state with)
+    cloud_lines = job(parent("gcp"), "plan")["script"]
+    merge_request = run_script(
+        cloud_lines,
+        repo,
+        ci_env(CI_MERGE_REQUEST_DIFF_BASE_SHA=base, CI_PIPELINE_SOURCE="merge_request_event"),
+    )
+    assert merge_request.returncode == 0, merge_request.stderr
+    assert "no CI state loaded" in merge_request.stdout + merge_request.stderr
+    assert "compared with the fleet at" in (out / "plan.md").read_text()
 
     first = run_script(lines, repo, ci_env(CI_COMMIT_BEFORE_SHA="0" * 40))
     assert first.returncode == 0, first.stderr

@@ -4,6 +4,7 @@ rollback revisions survive the runner."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -49,12 +50,22 @@ def load(
     branch: BranchOption = "hubfleet-state",
     remote: RemoteOption = None,
     identity: IdentityOption = None,
+    unless_merge_request: Annotated[
+        bool,
+        typer.Option(
+            "--unless-merge-request",
+            help="Do nothing in a GitLab merge-request pipeline: its plan compares with its base commit.",
+        ),
+    ] = False,
 ) -> None:
     """Fetch and decrypt the state branch into the (empty) state directory. No branch yet: nothing is
     loaded, and `ci plan`/`ci deploy` compare with the fleet at --base instead."""
     from hubfleet.deploy.ci_state import load as load_state
     from hubfleet.deploy.ci_state import remote_for
 
+    if unless_merge_request and os.environ.get("CI_PIPELINE_SOURCE") == "merge_request_event":
+        console.print("a merge request: the plan compares with its base, no CI state loaded", highlight=False)
+        return
     fleet_dir = resolve_fleet_dir(fleet)
     state = resolve_state_dir(fleet_dir, state_dir)
     done = load_state(fleet_dir, state, branch=branch, remote=remote_for(remote), identity=identity)
@@ -72,12 +83,22 @@ def save(
     message: Annotated[
         str | None, typer.Option("--message", help="Commit message (default: names the CI job).")
     ] = None,
+    after_failure: Annotated[
+        bool,
+        typer.Option(
+            "--after-failure",
+            help="In GitLab's after_script: save only when the job failed ($CI_JOB_STATUS), since the "
+            "script's own last line saved a job that passed.",
+        ),
+    ] = False,
 ) -> None:
     """Encrypt the state directory's store and hub state files to every operator and CI key and push them
     as one commit on the state branch; when another job saved first, merge and try again."""
     from hubfleet.deploy.ci_state import job_message, remote_for
     from hubfleet.deploy.ci_state import save as save_state
 
+    if after_failure and os.environ.get("CI_JOB_STATUS") != "failed":
+        return
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
     state = resolve_state_dir(fleet_dir, state_dir)

@@ -33,7 +33,9 @@ KUBE_VERSION = "1.33.0"
 #   azure/login a65d910… v2.2.0: one design document pinning all three side by side (id 34293552316), the
 #   first two also in workflows 53411638913, 66117191852 and 68833985420;
 # - google-github-actions/setup-gcloud 6189d56… v2.1.2: workflows 66591113649, 31788870541;
-# - azure/setup-helm fe7b79c… v4.2.0: workflows 53431761584, 51852320971, 52770495043.
+# - azure/setup-helm fe7b79c… v4.2.0: workflows 53431761584, 51852320971, 52770495043;
+# - azure/use-kubelogin 0ce7c36… v1.3 (kubelogin v0.1.6): workflows 53794840747, 54184977739 and a workflow
+#   test asserting the same pin, 55910877915.
 CHECKOUT = "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2"
 SETUP_PYTHON = "actions/setup-python@0b93645e9fea7318ecaed2b359559ac225c90a2b # v5.3.0"
 SETUP_HELM = "azure/setup-helm@fe7b79cd5ee1e45176fcad797de68ecaf3ca4814 # v4.2.0"
@@ -41,6 +43,8 @@ GCP_AUTH = "google-github-actions/auth@6fc4af4b145ae7821d527454aa9bd537d1f2dc5f 
 GCP_SETUP = "google-github-actions/setup-gcloud@6189d56e4096ee891640bb02ac264be376592d6a # v2.1.2"
 AWS_AUTH = "aws-actions/configure-aws-credentials@e3dd6a429d7300a6a4c196c26e071d42e0343502 # v4.0.2"
 AZURE_LOGIN = "azure/login@a65d910e8af852a8061c627c456678983e180302 # v2.2.0"
+AZURE_KUBELOGIN = "azure/use-kubelogin@0ce7c36141aa27d4934872cf00b0120804c98a29 # v1.3"
+KUBELOGIN_VERSION = "v0.1.6"
 
 HEADER = """\
 # Written by `hubfleet init --cluster {cluster}` (hubfleet {version}); edit freely, init never overwrites it.
@@ -145,6 +149,11 @@ def cloud_login(cluster: str) -> list[str]:
             "          client-id: ${{ vars.AZURE_CLIENT_ID }}",
             "          tenant-id: ${{ vars.AZURE_TENANT_ID }}",
             "          subscription-id: ${{ vars.AZURE_SUBSCRIPTION_ID }}",
+            # an AKS cluster with Microsoft Entra ID: the kubeconfig `az aks get-credentials` writes runs
+            # kubelogin, which signs in with the azure/login session (AAD_LOGIN_METHOD in the job's env)
+            f"      - uses: {AZURE_KUBELOGIN}",
+            "        with:",
+            f"          kubelogin-version: {KUBELOGIN_VERSION}",
         ],
     }[cluster]
     return login + helm()
@@ -163,6 +172,58 @@ def state_env(cluster: str) -> list[str]:
     if cluster != "local":
         return []
     return ["    env:", "      HUBFLEET_STATE_DIR: ${{ vars.HUBFLEET_STATE_DIR }}"]
+
+
+def job_env(cluster: str) -> list[str]:
+    """The `env:` of a job that reaches the hubs: a local fleet's state directory; on Azure, kubelogin's
+    login method (https://azure.github.io/kubelogin/, AAD_LOGIN_METHOD overrides the kubeconfig's --login),
+    so that an Entra ID cluster's kubeconfig uses the azure/login session instead of a device-code prompt."""
+    if cluster == "azure":
+        return ["    env:", "      AAD_LOGIN_METHOD: azurecli"]
+    return state_env(cluster)
+
+
+def _job_env_text(cluster: str) -> str:
+    lines = job_env(cluster)
+    return "".join(line + "\n" for line in lines)
+
+
+STATE_TOKEN = "          HUBFLEET_GIT_TOKEN: ${{ github.token }}"
+
+
+def state_load(cluster: str) -> list[str]:
+    """A cloud runner's store and hub state files from the hubfleet-state branch (`hubfleet ci state load`);
+    a local fleet's runner has the daemon's own."""
+    if cluster == "local":
+        return []
+    return [
+        "      - name: CI state (deploy history, from the hubfleet-state branch)",
+        "        env:",
+        STATE_TOKEN,
+        "        run: hubfleet ci state load",
+    ]
+
+
+def state_save(cluster: str) -> str:
+    """Save the state, also after a failed deploy (its record and rollback revision matter most)."""
+    if cluster == "local":
+        return ""
+    return _steps(
+        [
+            "      - name: Save the CI state (one commit on the hubfleet-state branch)",
+            "        if: ${{ !cancelled() }}",
+            "        env:",
+            STATE_TOKEN,
+            "        run: hubfleet ci state save",
+        ]
+    )
+
+
+def contents(cluster: str) -> str:
+    """`contents: write` only where the CI state is saved (a cloud fleet's deploy and scheduled jobs)."""
+    if cluster == "local":
+        return "      contents: read  # to check out the fleet\n"
+    return "      contents: write  # to check out the fleet and push the CI state (hubfleet-state branch)\n"
 
 
 def header(cluster: str) -> str:
@@ -229,17 +290,21 @@ def _deploy_job(cluster: str, stage: str, needs: str, condition: str) -> str:
         f"    needs: {needs}\n"
         f"    if: {condition}\n"
         f"    runs-on: {runs_on(cluster)}\n"
+        f"    environment: {stage}  # required reviewers, secrets and OIDC trust per stage (Settings)\n"
         "    permissions:\n"
-        "      contents: read  # to check out the fleet\n"
+        + contents(cluster)
         + ("" if cluster == "local" else "      id-token: write  # OIDC token for the cloud login\n")
-        + "\n".join(state_env(cluster))
-        + ("\n" if cluster == "local" else "")
+        + _job_env_text(cluster)
         + "    strategy:\n"
         "      fail-fast: false\n"
         f"      matrix: ${{{{ fromJSON(needs.plan.outputs.{stage}) }}}}\n"
         "    steps:\n"
         + _steps(
-            checkout(full_history=cluster != "local") + install(cluster) + identity() + cloud_login(cluster)
+            checkout(full_history=cluster != "local")
+            + install(cluster)
+            + identity()
+            + state_load(cluster)
+            + cloud_login(cluster)
         )
         + "      - name: Deploy\n"
         "        env:\n"
@@ -250,6 +315,7 @@ def _deploy_job(cluster: str, stage: str, needs: str, condition: str) -> str:
             else "          BEFORE_SHA: ${{ github.event.before }}\n"
             '        run: hubfleet ci deploy --hub "$HUB" --base "$BEFORE_SHA"\n'
         )
+        + state_save(cluster)
     )
 
 
@@ -282,8 +348,12 @@ def deploy(cluster: str) -> str:
         "    branches: [main]\n"
         "  workflow_dispatch: {}\n"
         "permissions: {}\n"
-        "# one deploy of the fleet at a time; a newer push waits rather than cancelling one under way\n"
-        "concurrency:\n"
+        "# one deploy of the fleet at a time; a newer push waits rather than cancelling one under way.\n"
+        "# GitHub keeps one pending run: a third push replaces the second while it waits, and loses\n"
+        "# nothing, since the plan compares with what was deployed (the "
+        + ("CI state" if cluster != "local" else "daemon's store")
+        + "), not only with the push\n"
+        + "concurrency:\n"
         "  group: hubfleet-deploy\n"
         "  cancel-in-progress: false\n"
         "jobs:\n"
@@ -300,7 +370,9 @@ def deploy(cluster: str) -> str:
         "      prod: ${{ steps.plan.outputs.prod }}\n"
         "      prod-count: ${{ steps.plan.outputs.prod-count }}\n"
         "    steps:\n"
-        + _steps(checkout(full_history=cluster != "local") + install(cluster) + identity())
+        + _steps(
+            checkout(full_history=cluster != "local") + install(cluster) + identity() + state_load(cluster)
+        )
         + "      - name: Plan (matrices to $GITHUB_OUTPUT, the plan to the job summary)\n"
         "        id: plan\n"
         + base
@@ -322,26 +394,29 @@ def scheduled(cluster: str) -> str:
         '    - cron: "17 * * * *"\n'
         "  workflow_dispatch: {}\n"
         "permissions: {}\n"
+        "# a group of its own: in the deploys' group this hourly run would replace a push's pending deploy\n"
+        "# (GitHub keeps one pending run per group). A deploy and `events apply` upgrading the same release\n"
+        "# at once: helm refuses the second (another operation is in progress), which fails and the next\n"
+        "# hour retries; the CI state saves of both are merged.\n"
         "concurrency:\n"
-        "  group: hubfleet-deploy\n"
+        "  group: hubfleet-scheduled\n"
         "  cancel-in-progress: false\n"
         "jobs:\n"
         "  scheduled:\n"
         "    name: Events and cluster inventory\n"
         f"    runs-on: {runs_on(cluster)}\n"
         "    permissions:\n"
-        "      contents: read  # to check out the fleet\n"
+        + contents(cluster)
         + ("" if cluster == "local" else "      id-token: write  # OIDC token for the cloud login\n")
-        + "\n".join(state_env(cluster))
-        + ("\n" if cluster == "local" else "")
+        + _job_env_text(cluster)
         + "    steps:\n"
-        + _steps(checkout() + install(cluster) + identity() + cloud_login(cluster))
+        + _steps(checkout() + install(cluster) + identity() + state_load(cluster) + cloud_login(cluster))
         + events
         + "      - name: Cluster inventory\n"
         '        run: hubfleet clusters --json > "$RUNNER_TEMP/clusters.json"\n'
         + "      - name: Cluster inventory to the job summary\n"
         "        if: ${{ !cancelled() }}\n"
-        '        run: hubfleet ci inventory "$RUNNER_TEMP/clusters.json"\n'
+        '        run: hubfleet ci inventory "$RUNNER_TEMP/clusters.json"\n' + state_save(cluster)
     )
 
 

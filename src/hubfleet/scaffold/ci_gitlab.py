@@ -113,6 +113,28 @@ SETUP = {
 }
 
 
+STATE_SETUP = (
+    "#   HUBFLEET_STATE_TOKEN  masked, protected: a project access token (role Developer, scope\n"
+    "#       write_repository) with which the deploy and events jobs push the CI state to the branch\n"
+    "#       hubfleet-state; without it they push with the job token, which needs Settings > CI/CD > Job\n"
+    '#       token permissions > "Allow Git push requests to the repository" (GitLab 17.2 and later)\n'
+)
+SCHEDULE_NOTE = "# and a pipeline schedule on the default branch (Build > Pipeline schedules), e.g. hourly."
+STATE_LOAD = "hubfleet ci state load"
+STATE_SAVE = "hubfleet ci state save"
+AFTER_FAILURE = "hubfleet ci state save --after-failure"
+"""A cloud fleet's jobs load the CI state before they plan, deploy or apply events and save it after; a job
+that fails stops its script, so after_script saves it then (its deploy record and rollback revision)."""
+
+
+def with_state(commands: list[str]) -> str:
+    """`script:` (load, the commands, save) and `after_script:` (save after a failure) of a cloud job."""
+    return (
+        f"  script:\n{_items([STATE_LOAD, *commands, STATE_SAVE], 4)}"
+        f"  after_script:\n{_items([AFTER_FAILURE], 4)}"
+    )
+
+
 RUNNER_NOTE = (
     "# Local hubs run under the `hubfleet up` daemon: their deploys and the scheduled jobs run on a runner\n"
     f"# on that machine (shell executor, tag `{RUNNER_TAG}`, hubfleet installed, and in its config.toml\n"
@@ -182,6 +204,9 @@ def files(cluster: str) -> dict[str, str]:
             'hubfleet ci charts --out "$CI_PROJECT_DIR/.charts"',
             f'hubfleet validate --chart --charts-dir "$CI_PROJECT_DIR/.charts" --kube-version {KUBE_VERSION}',
         ]
+    plan_commands = [f"{STATE_LOAD} --unless-merge-request", PLAN_COMMAND] if kube else [PLAN_COMMAND]
+    state_setup = STATE_SETUP if kube else ""
+    events = with_state(["hubfleet events apply"]) if kube else "  script:\n    - hubfleet events apply\n"
     text = f"""\
 # GitLab CI/CD of this fleet, written by `hubfleet init --cluster {cluster}` (hubfleet {__version__}); edit
 # freely, init never overwrites it. docs/starting-a-fleet.md walks through it.
@@ -194,7 +219,7 @@ def files(cluster: str) -> dict[str, str]:
 # pipelines, never a merge request's):
 #   HUBFLEET_AGE_IDENTITY  type File, masked, protected: the AGE-SECRET-KEY-1... line of the CI identity
 #       whose recipient is in fleet.yaml `ci_recipients` (that line only: a masked value is one line)
-{SETUP[cluster]}# and a pipeline schedule on the default branch (Build > Pipeline schedules), e.g. hourly.
+{SETUP[cluster]}{state_setup}{SCHEDULE_NOTE}
 {RUNNER_NOTE if cluster == "local" else ""}
 workflow:
   # a newer push never cancels a default-branch pipeline: each plans against the commit before its own push,
@@ -237,8 +262,9 @@ plan:
     GIT_DEPTH: "0"  # the plan compares with the fleet at the base commit
   before_script:
 {_items([INSTALL], 4)}  script:
-    # the merge request's base, or the commit before this push (a first push: every hub is new)
-{_items([PLAN_COMMAND], 4)}  artifacts:
+    # the merge request's base, or on the default branch the CI state (what was deployed), else the
+    # commit before this push (a first push: every hub is new)
+{_items(plan_commands, 4)}  artifacts:
     expose_as: hubfleet plan
     paths: [{PLAN_DIR}/]
     expire_in: 30 days
@@ -281,9 +307,7 @@ events:
   extends: .cluster
   stage: staging
   resource_group: {RESOURCE_GROUP}  # it changes hubs: never while a deploy runs
-  script:
-    - hubfleet events apply
-
+{events}
 clusters:
   extends: .cluster
   stage: staging
@@ -332,7 +356,9 @@ def child_pipeline(
         hub = str(row["hub"])
         provider = providers.get(str(row["cluster"]), "local")
         since = f" --base {base}" if base and provider != "local" else ""
-        lines = f"  script:\n    - hubfleet ci deploy --hub {hub}{since}\n"
+        command = f"hubfleet ci deploy --hub {hub}{since}"
+        # a container starts empty: the CI state says what runs (--base when there is none yet)
+        lines = with_state([command]) if provider != "local" else f"  script:\n    - {command}\n"
         if row["action"] == "remove":
             # its file is gone: `ci deploy` removes it where the store knows it (a local fleet's runner);
             # a fresh container's store does not, so there the job waits for an operator and says what to do
