@@ -5,7 +5,8 @@ One server process (plain asyncio, HTTP/1.1 with keep-alive) listens on `--hubs`
 path, concurrency bound, samples recorded in a SQLite store, incident logic) for `--passes` passes.
 `--endpoints-per-hub` is how many of a hub's HTTP endpoints each probe requests: 2 (the default, as the
 daemon does) asks `/hub/health` and `/hub/api/`, 1 asks `/hub/api/` only (whose answer says both whether
-the hub is up and its version). `--tls` serves https with a certificate the prober trusts.
+the hub is up and its version). `--tls` serves https with a certificate the prober trusts;
+`--down 0.2` makes a fifth of the hubs answer 503 (their incidents open in pass 2: the incident bookkeeping).
 
 Reported per pass: wall time, CPU seconds of the prober and of the
 stand-in server separately, CPU per request, the share of one core at the 30 s default interval, and the
@@ -14,7 +15,7 @@ when this process dies). `--profile FILE` writes a cProfile of the probing passe
 prints the top functions to stderr.
 
 Run: `.venv/bin/python benchmarks/probe.py [--hubs 1000] [--endpoints-per-hub 2] [--passes 5]
-[--concurrency N] [--tls] [--profile FILE]`; the 5,000-hub fleet: `--hubs 5000`.
+[--concurrency N] [--tls] [--down SHARE] [--profile FILE]`; the 5,000-hub fleet: `--hubs 5000`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import cProfile
 import datetime
+import functools
 import inspect
 import ipaddress
 import json
@@ -60,17 +62,19 @@ RESPONSE = (
     + BODY
 )
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
 
 
 # --------------------------------------------------------------------------- the stand-in server
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, down: bool = False) -> None:
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
             path = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
-            writer.write(RESPONSE if path in (b"/hub/health", b"/hub/api/") else NOT_FOUND)
+            ok = RESPONSE if path in (b"/hub/health", b"/hub/api/") else NOT_FOUND
+            writer.write(UNAVAILABLE if down else ok)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, asyncio.CancelledError):
         pass
@@ -106,13 +110,16 @@ def self_signed(directory: Path) -> Path:
     return directory / "cert.pem"
 
 
-async def serve(count: int, cert_dir: str) -> None:
+async def serve(count: int, cert_dir: str, down: int) -> None:
     context = None
     if cert_dir:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(Path(cert_dir) / "cert.pem", Path(cert_dir) / "key.pem")
     servers = [
-        await asyncio.start_server(handle, "127.0.0.1", 0, backlog=512, ssl=context) for _ in range(count)
+        await asyncio.start_server(
+            functools.partial(handle, down=index < down), "127.0.0.1", 0, backlog=512, ssl=context
+        )
+        for index in range(count)
     ]
     ports = [s.sockets[0].getsockname()[1] for s in servers]
     sys.stdout.write(json.dumps(ports) + "\n")
@@ -146,7 +153,8 @@ async def run(args: argparse.Namespace) -> dict:
     tls_dir = tempfile.TemporaryDirectory()
     cert = self_signed(Path(tls_dir.name)) if args.tls else None
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(hubs), "--cert-dir", tls_dir.name if cert else ""],
+        [sys.executable, __file__, "--serve", str(hubs), "--cert-dir", tls_dir.name if cert else ""]
+        + ["--down", str(round(args.down * hubs))],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -202,6 +210,7 @@ async def run(args: argparse.Namespace) -> dict:
                         "prober_rss_mb": round(me.memory_info().rss / 2**20, 1),
                         "ok": sum(r.ok for r in results),
                         "failed": sum(not r.ok for r in results),
+                        "incidents_opened": sum(e == "opened" for e, _ in prober.tracker.last_changes),
                         "latency_ms_p50": round(statistics.median(latencies), 1),
                         "latency_ms_max": round(latencies[-1], 1),
                         "fits_interval": wall < INTERVAL,
@@ -232,6 +241,7 @@ async def run(args: argparse.Namespace) -> dict:
         "requests_per_pass": len(paths) * hubs,
         "concurrency": args.concurrency,
         "tls": args.tls,
+        "down_share": args.down,
         "interval_seconds": INTERVAL,
         "passes": rows,
         "wall_seconds_median": median(rows, "wall_seconds"),
@@ -259,13 +269,16 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--tls", action="store_true", help="https hubs (a self-signed certificate, trusted)")
+    parser.add_argument(
+        "--down", type=float, default=0.0, help="share of hubs answering 503 (incidents open from pass 2)"
+    )
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the passes to FILE")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cert-dir", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     raise_fd_limit(4 * (args.serve or args.hubs) + 256)
     if args.serve:
-        asyncio.run(serve(args.serve, args.cert_dir))
+        asyncio.run(serve(args.serve, args.cert_dir, int(args.down)))
         return
     json.dump(asyncio.run(run(args)), sys.stdout, indent=2)
     sys.stdout.write("\n")
