@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select
+from sqlalchemy.exc import OperationalError
 
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.validate import load_fleet
@@ -31,7 +32,7 @@ from hubfleet.console.web import SESSION_COOKIE
 from hubfleet.store import db as store_db
 from hubfleet.store import metric_rollups
 from hubfleet.store.api import Store, open_store
-from hubfleet.store.metric_rollups import HOUR, HubSampleHour, RollupMark
+from hubfleet.store.metric_rollups import HubSampleHour, RollupMark
 from hubfleet.store.models import HubSample, Incident, ProbeSample
 
 with warnings.catch_warnings():  # starlette 1.x prefers httpx2 for its TestClient; httpx works the same here
@@ -100,10 +101,30 @@ def assert_charts_equal_raw(source: ConsoleSource, hubs: list[str], now: datetim
 
 
 def rollup_state(store: Store) -> tuple[int, int | None]:
+    """(roll-up rows, the mark: the highest sample id folded in)."""
     with store.session() as session:
         rows = session.scalar(select(func.count()).select_from(HubSampleHour))
-        through = session.scalar(select(RollupMark.through).where(RollupMark.name == metric_rollups.MARK))
-    return int(rows or 0), through
+        mark = session.scalar(select(RollupMark.max_id).where(RollupMark.name == metric_rollups.MARK))
+    return int(rows or 0), mark
+
+
+def newest_id(store: Store) -> int:
+    with store.session() as session:
+        return int(session.scalar(select(func.max(HubSample.id))) or 0)
+
+
+def stored_rollups(store: Store) -> dict[tuple[str, int], metric_rollups.HourFigures]:
+    with store.session() as session:
+        return {
+            (r.hub, r.hour): metric_rollups.HourFigures(*(getattr(r, name) for name in metric_rollups.FIELDS))
+            for r in session.scalars(select(HubSampleHour))
+        }
+
+
+def one_pass(store: Store) -> dict[tuple[str, int], metric_rollups.HourFigures]:
+    """What the SQL computes from every raw sample at once."""
+    with store.engine.connect() as conn:
+        return metric_rollups.hour_figures(conn, datetime(2000, 1, 1, tzinfo=UTC))
 
 
 def test_rolled_up_charts_equal_the_raw_computation(demo_like: FleetConfig, store: Store) -> None:
@@ -112,10 +133,8 @@ def test_rolled_up_charts_equal_the_raw_computation(demo_like: FleetConfig, stor
     assert rollup_state(store) == (0, None)  # nothing rolled up before a chart asks
 
     assert_charts_equal_raw(source, HUBS, NOW, [1, 3, 7])
-    rows, through = rollup_state(store)
-    hour_now = int(NOW.timestamp()) // HOUR
-    # one call rolls up MAX_HOURS_PER_CALL hours at most: after three charts, 4 days are done
-    assert rows > 0 and through == hour_now  # every hour before 12:00 is rolled up; 12:00-12:20 is read raw
+    rows, mark = rollup_state(store)
+    assert rows > 0 and mark == newest_id(store)  # the first chart folded every sample in, in one pass
     spawns = chart(source, "spawn-duration", HUBS, 3, NOW)
     assert spawns.rows and all(r[2] >= r[3] >= 0 for r in spawns.rows)
     assert any(r[1] is None for r in chart(source, "spawn-duration", ["c"], 3, NOW).rows)  # no _sum on c
@@ -131,12 +150,14 @@ def test_roll_ups_follow_new_hours_and_samples_written_late(demo_like: FleetConf
     later = NOW + timedelta(hours=3)
     add_samples(store, generated_samples(HUBS, NOW, later, seed=6))
     assert_charts_equal_raw(source, HUBS, later, [1, 3])
-    assert rollup_state(store)[1] == int(later.timestamp()) // HOUR
+    assert rollup_state(store)[1] == newest_id(store)
+    assert stored_rollups(store) == one_pass(store)
 
     # a sample written now but dated in an hour rolled up long ago (a clock set back, an import)
     late = NOW - timedelta(hours=30)
     add_samples(store, [{"hub": "d", "at": late, "running_servers": 99, "spawn_success_total": None}])
     assert_charts_equal_raw(source, HUBS, later, [2])
+    assert stored_rollups(store) == one_pass(store)
     running = chart(source, "running-servers", ["d"], 2, later)
     assert 99 in [row[1] for row in running.rows]
     # a chart as of a past moment counts nothing after it, rolled up or not
@@ -150,6 +171,50 @@ def test_a_chart_of_no_samples_and_of_no_hubs(demo_like: FleetConfig, store: Sto
     assert rollup_state(store) == (0, None)
 
 
+def test_folding_samples_in_as_they_come_equals_one_pass_of_sql(store: Store) -> None:
+    """The collector's rhythm: a quarter of an hour of samples, then a roll-up, over two days; now and then
+    a hub's samples arrive late (dated before what was folded in already)."""
+    samples = sorted(generated_samples(HUBS, NOW - timedelta(days=2), NOW, seed=13), key=lambda r: r["at"])
+    add_samples(store, samples[:50])
+    metric_rollups.roll_up(store)  # the first one: one pass of SQL
+    rest, late = samples[50:], []
+    rnd = random.Random(4)
+    while rest:
+        chunk, rest = rest[:18], rest[18:]
+        held = [r for r in chunk if rnd.random() < 0.02]  # written two chunks later
+        add_samples(store, [r for r in chunk if r not in held] + late)
+        late = held
+        metric_rollups.roll_up(store)
+    add_samples(store, late)
+    mark, newest = metric_rollups.roll_up(store)
+    assert mark == newest == newest_id(store)
+    assert stored_rollups(store) == one_pass(store)
+
+
+def test_a_roll_up_folds_at_most_max_rows_and_charts_read_the_rest_raw(
+    demo_like: FleetConfig, store: Store
+) -> None:
+    samples = generated_samples(HUBS, NOW - timedelta(days=2), NOW, seed=17)
+    add_samples(store, samples[:10])
+    metric_rollups.roll_up(store)
+    add_samples(store, samples[10:])
+    mark, newest = metric_rollups.roll_up(store, max_rows=100)
+    assert mark < newest
+    source = ConsoleSource(store, demo_like, None)
+    assert_charts_equal_raw(source, HUBS, NOW, [3])  # the next calls go on (200,000 samples a call)
+    assert rollup_state(store)[1] == newest
+
+    add_samples(store, generated_samples(HUBS, NOW, NOW + timedelta(hours=1), seed=18))
+
+    def busy(*_: Any, **__: Any) -> Any:
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    with pytest.MonkeyPatch.context() as patch:  # a store too busy to roll up: nothing more is folded in
+        patch.setattr(metric_rollups, "roll_up_connection", busy)
+        assert_charts_equal_raw(source, HUBS, NOW + timedelta(hours=1), [1, 3])
+    assert rollup_state(store)[1] == newest
+
+
 def test_migration_0021_back_fills_the_stored_samples(tmp_path: Path) -> None:
     now = datetime.now(UTC)
     samples = generated_samples(HUBS[:3], now - timedelta(hours=30), now, seed=9)
@@ -158,22 +223,9 @@ def test_migration_0021_back_fills_the_stored_samples(tmp_path: Path) -> None:
         store_db.upgrade(store.engine, "0020")
         add_samples(store, samples)
         store_db.upgrade(store.engine, "head")
-        rows, through = rollup_state(store)
-        assert through == metric_rollups.sealed_hour(now) or through == metric_rollups.sealed_hour(
-            datetime.now(UTC)
-        )
-        assert rows >= 3 * 20
-        first = min(s["at"] for s in samples)
-        with store.engine.connect() as conn:
-            raw = metric_rollups.hour_figures(conn, first, datetime.fromtimestamp(through * HOUR, UTC))
-        with store.session() as session:
-            stored = {
-                (r.hub, r.hour): metric_rollups.HourFigures(
-                    r.samples, r.running_max, r.spawn_ok, r.spawn_failed, r.spawn_seconds, r.spawn_timed_ok
-                )
-                for r in session.scalars(select(HubSampleHour))
-            }
-        assert stored == raw
+        rows, mark = rollup_state(store)
+        assert mark == newest_id(store) == len(samples) and rows >= 3 * 20
+        assert stored_rollups(store) == one_pass(store)
     finally:
         store.engine.dispose()
 

@@ -1,17 +1,19 @@
-"""Hourly roll-ups of hub samples: per hub and closed UTC hour, the peak of running servers and the spawns
-(from the deltas of the hubs' cumulative counters), so that a fleet chart over a month reads 720 rows per hub
-instead of 43,200 samples.
+"""Hourly roll-ups of hub samples: per hub and UTC hour, the peak of running servers and the spawns (from the
+deltas of the hubs' cumulative counters), so that a fleet chart over a month reads 720 rows per hub instead of
+43,200 samples, and the newest hour costs no more than the others.
 
-A closed hour never changes, so its roll-up is final: `roll_up` adds the hours that closed since it last ran
-(lazily, from the charts that read them, a bounded number of hours per call) and keeps a mark, the first hour
-not rolled up yet. Readers take the roll-ups for the hours before the mark and compute the later ones from
-raw samples with the very same SQL (`hour_figures`), so a chart equals its raw computation whether or not the
-roll-up is current. A sample written late into an hour already rolled up (a clock set back, an import, a
-test) is noticed by its id (the mark keeps the highest id seen) and its hours are rolled up again.
+`roll_up` folds the samples written since it last ran into their hours (the open hour too: its row is
+complete up to the newest sample). It follows the samples by id (the mark keeps the highest id folded in), so
+each call reads only the new rows (about one per hub and minute) and one index seek per hub for the
+sample before them; it runs from the charts that read the roll-ups, so no daemon loop is needed. A sample
+dated before its hub's newest one already folded in (a clock set back, an import, a test) makes that hub's
+hours from there on computed again from raw samples. The first call (migration 0021) reads every sample.
 
-Spawn deltas: a sample's counters minus its hub's previous sample's, when that one is at most SPAWN_GAP
-older; a counter lower than before means the hub restarted (counters start again at 0): the new value is
-the delta then. After a longer gap (collector or hub down) the first sample starts the count again.
+Spawn deltas: a sample's counters minus its hub's previous sample's (ordered by time, then id), when that
+one is at most SPAWN_GAP older; a counter lower than before means the hub restarted (counters start again at
+0): the new value is the delta then. After a longer gap (collector or hub down) the first sample starts the
+count again. `hour_figures` is the same computation in SQL over raw samples; the charts use it for hours
+the roll-ups cannot answer (a chart of a past moment) and with `rollups=False`, and a test checks both agree.
 Hours are integers (UTC seconds since the epoch // 3600): the same on SQLite and PostgreSQL.
 """
 
@@ -20,33 +22,47 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Float, Integer, String, case, cast, delete, extract, func, select
+from sqlalchemy import (
+    Connection,
+    Float,
+    Integer,
+    String,
+    TextClause,
+    case,
+    cast,
+    column,
+    delete,
+    extract,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql import ColumnElement
 
 from hubfleet.store.api import Store
-from hubfleet.store.models import Base, HubSample
+from hubfleet.store.models import Base, HubSample, UTCDateTime
 
 HOUR = 3600
 SPAWN_GAP = timedelta(hours=1)
 """A counter delta needs the hub's previous sample at most this much older."""
-SEAL_DELAY = timedelta(minutes=5)
-"""An hour is rolled up this long after it ended: a collection stamped just before the hour's end may be
-committed a little after it."""
-MAX_HOURS_PER_CALL = 24
-"""Hours one `roll_up` call adds at most (a chart request must not roll up a month); the rest stay raw."""
+MAX_ROWS_PER_CALL = 200_000
+"""Samples one `roll_up` call folds in at most (a request must not fold a month): the next call goes on."""
 MARK = "hub_sample_hours"
 
 
 class HubSampleHour(Base):
-    """One hub's closed UTC hour of hub samples, summed (migration 0021)."""
+    """One hub's UTC hour of hub samples, summed (migration 0021). WITHOUT ROWID on SQLite: a chart reads
+    ranges of (hub, hour) and finds the figures in the key's own B-tree."""
 
     __tablename__ = "hub_sample_hours"
+    __table_args__ = {"sqlite_with_rowid": False}
 
     hub: Mapped[str] = mapped_column(String(200), primary_key=True)
     hour: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -54,7 +70,7 @@ class HubSampleHour(Base):
     samples: Mapped[int] = mapped_column(Integer, default=0)
     running_max: Mapped[int | None] = mapped_column(Integer)
     spawn_ok: Mapped[float | None] = mapped_column(Float)
-    """Successful spawns (sum of counter deltas); None when no sample of the hour had counters."""
+    """Successful spawns (sum of counter deltas); None when no sample of the hour had a delta."""
     spawn_failed: Mapped[float | None] = mapped_column(Float)
     spawn_seconds: Mapped[float | None] = mapped_column(Float)
     """Seconds of the successful spawns whose duration the hub reported (`_sum` deltas)."""
@@ -63,19 +79,17 @@ class HubSampleHour(Base):
 
 
 class RollupMark(Base):
-    """How far a roll-up went: every hour before `through` is rolled up; `max_id` is the highest source
-    row id seen (a newer row dated before `through` came late: its hours are rolled up again)."""
+    """How far a roll-up went: every source row up to `max_id` is folded in."""
 
     __tablename__ = "rollup_marks"
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    through: Mapped[int | None] = mapped_column(Integer)
     max_id: Mapped[int] = mapped_column(Integer, default=0)
 
 
 @dataclass(frozen=True)
 class HourFigures:
-    """One hub's hour: samples, peak running servers, and the spawn sums (None: no counters)."""
+    """One hub's hour: samples, peak running servers, and the spawn sums (None: no delta)."""
 
     samples: int = 0
     running_max: int | None = None
@@ -83,6 +97,9 @@ class HourFigures:
     spawn_failed: float | None = None
     spawn_seconds: float | None = None
     spawn_timed_ok: float | None = None
+
+
+FIELDS = ("samples", "running_max", "spawn_ok", "spawn_failed", "spawn_seconds", "spawn_timed_ok")
 
 
 def hour_of(value: Any, dialect: str) -> ColumnElement[int]:
@@ -97,41 +114,50 @@ def bucket_of(value: Any, seconds: int, dialect: str) -> ColumnElement[int]:
     return cast(func.floor(extract("epoch", value) / seconds), Integer)
 
 
-def _moment(hour: int) -> datetime:
+def moment(hour: int) -> datetime:
+    """The start of an hour."""
     return datetime.fromtimestamp(hour * HOUR, UTC)
+
+
+def _hour(at: datetime) -> int:
+    return int(at.timestamp()) // HOUR
+
+
+# --------------------------------------------------------------------------- raw samples, in SQL
 
 
 def hour_figures(
     conn: Connection,
     start: datetime,
-    end: datetime,
+    end: datetime | None = None,
     hubs: Sequence[str] | None = None,
-    inclusive: bool = False,
+    max_id: int | None = None,
 ) -> dict[tuple[str, int], HourFigures]:
-    """Per (hub, hour): the figures of the raw samples in [start, end) (`inclusive`: [start, end]), of
-    `hubs` (None: every hub). Two grouped statements, whatever the number of hubs."""
+    """Per (hub, hour): the figures of the raw samples in [start, end] (end None: no end) of `hubs` (None:
+    every hub, a full scan) with ids up to `max_id`. Two grouped statements, whatever the number of hubs."""
     dialect = conn.dialect.name
-    hub_filter = [HubSample.hub.in_(list(hubs))] if hubs is not None else []
-    upper = HubSample.at <= end if inclusive else HubSample.at < end
+    where = [HubSample.hub.in_(list(hubs))] if hubs is not None else []
+    if end is not None:
+        where.append(HubSample.at <= end)
+    if max_id is not None:
+        where.append(HubSample.id <= max_id)
     bucket = hour_of(HubSample.at, dialect).label("hour")
     running = (
         select(HubSample.hub, bucket, func.count(), func.max(HubSample.running_servers))
-        .where(HubSample.at >= start, upper, *hub_filter)
+        .where(HubSample.at >= start, *where)
         .group_by(HubSample.hub, bucket)
     )
     found: dict[tuple[str, int], HourFigures] = {
         (hub, int(hour)): HourFigures(int(n), None if peak is None else int(peak))
         for hub, hour, n, peak in conn.execute(running)
     }
-    for hub, hour, ok, failed, seconds, timed in conn.execute(
-        _spawn_statement(start, upper, hub_filter, dialect)
-    ):
+    for hub, hour, ok, failed, seconds, timed in conn.execute(_spawn_statement(start, where, dialect)):
         base = found.get((hub, int(hour)), HourFigures())
         found[(hub, int(hour))] = HourFigures(base.samples, base.running_max, ok, failed, seconds, timed)
     return found
 
 
-def _spawn_statement(start: datetime, upper: Any, hub_filter: list[Any], dialect: str) -> Any:
+def _spawn_statement(start: datetime, where: list[Any], dialect: str) -> Any:
     """Per hub and hour, the sums of the counters' deltas (see the module's docstring)."""
     counters = {
         "s": HubSample.spawn_success_total,
@@ -151,12 +177,7 @@ def _spawn_statement(start: datetime, upper: Any, hub_filter: list[Any], dialect
             *(v.label(k) for k, v in counters.items()),
             *(lag(v).label(f"p{k}") for k, v in counters.items()),
         )
-        .where(
-            HubSample.at >= start - SPAWN_GAP,
-            upper,
-            HubSample.spawn_success_total.is_not(None),
-            *hub_filter,
-        )
+        .where(HubSample.at >= start - SPAWN_GAP, HubSample.spawn_success_total.is_not(None), *where)
         .subquery()
     )
     c = inner.c
@@ -178,11 +199,74 @@ def _spawn_statement(start: datetime, upper: Any, hub_filter: list[Any], dialect
 
 
 def _gap_floor(at: Any, dialect: str) -> Any:
-    """`at` - SPAWN_GAP, in the stored form (SQLite keeps text that sorts by time)."""
-    seconds = int(SPAWN_GAP.total_seconds())
+    """`at` - SPAWN_GAP in the stored form (SQLite keeps text that sorts by time; to the millisecond)."""
     if dialect == "sqlite":
-        return func.strftime("%Y-%m-%d %H:%M:%f000", at, f"-{seconds} seconds")
+        return func.strftime("%Y-%m-%d %H:%M:%f000", at, f"-{int(SPAWN_GAP.total_seconds())} seconds")
     return at - SPAWN_GAP
+
+
+# --------------------------------------------------------------------------- the same, one sample at a time
+
+
+@dataclass(frozen=True)
+class _Counters:
+    at: datetime
+    s: float
+    f: float
+    t: float | None
+
+
+def _recent(previous: _Counters, at: datetime) -> bool:
+    """`_gap_floor`'s rule: the previous sample at most SPAWN_GAP older, `at` - SPAWN_GAP to the ms."""
+    floor = at - SPAWN_GAP
+    return previous.at >= floor.replace(microsecond=floor.microsecond // 1000 * 1000)
+
+
+def _spawn_delta(previous: _Counters | None, current: _Counters) -> tuple[float, float, float | None] | None:
+    """(ok, failed, seconds) deltas of one sample, as `_spawn_statement` takes them; None: not counted."""
+    p = previous
+    if p is None or not _recent(p, current.at):
+        return None
+    both_t = current.t is not None and p.t is not None
+    if not (current.s != p.s or current.f != p.f or (both_t and current.t != p.t)):
+        return None  # nothing changed
+    if current.s < p.s or current.f < p.f or (both_t and current.t < p.t):  # type: ignore[operator]
+        return current.s, current.f, current.t  # the hub restarted
+    return current.s - p.s, current.f - p.f, (current.t - p.t) if both_t else None  # type: ignore[operator]
+
+
+def _add(total: float | None, value: float | None) -> float | None:
+    if value is None:
+        return total
+    return value if total is None else total + value
+
+
+def _fold(
+    figures: HourFigures, running: int | None, delta: tuple[float, float, float | None] | None
+) -> HourFigures:
+    peak = figures.running_max
+    if running is not None:
+        peak = running if peak is None else max(peak, running)
+    found = replace(figures, samples=figures.samples + 1, running_max=peak)
+    if delta is None:
+        return found
+    ok, failed, seconds = delta
+    return replace(
+        found,
+        spawn_ok=_add(found.spawn_ok, ok),
+        spawn_failed=_add(found.spawn_failed, failed),
+        spawn_seconds=_add(found.spawn_seconds, seconds),
+        spawn_timed_ok=_add(found.spawn_timed_ok, ok if seconds is not None else None),
+    )
+
+
+def _merge(a: HourFigures, b: HourFigures) -> HourFigures:
+    peaks = [p for p in (a.running_max, b.running_max) if p is not None]
+    return HourFigures(
+        a.samples + b.samples,
+        max(peaks) if peaks else None,
+        *(_add(getattr(a, name), getattr(b, name)) for name in FIELDS[2:]),
+    )
 
 
 # --------------------------------------------------------------------------- rolling up
@@ -190,100 +274,247 @@ def _gap_floor(at: Any, dialect: str) -> Any:
 _lock = threading.Lock()
 
 
-def sealed_hour(now: datetime) -> int:
-    """The first hour that is not closed (and sealed) at `now`: every earlier hour is final."""
-    return int((now - SEAL_DELAY).timestamp()) // HOUR
+@lru_cache(maxsize=8)
+def _heads_statement(count: int) -> TextClause:
+    """Per hub of a VALUES list, among the samples up to :max_id: the newest one's time, and the newest one
+    with counters (time, counters): index seeks on (hub, at), like the overview's newest rows."""
+    hubs = ", ".join(f"(:h{i})" for i in range(count))
+    table = HubSample.__tablename__
+
+    def newest(value: str, where: str = "") -> str:
+        return (
+            f"(SELECT t.{value} FROM {table} t WHERE t.hub = w.hub AND t.id <= :max_id{where} "
+            "ORDER BY t.at DESC, t.id DESC LIMIT 1)"
+        )
+
+    counted = " AND t.spawn_success_total IS NOT NULL"
+    sql = (
+        f"WITH wanted(hub) AS (VALUES {hubs}) SELECT w.hub AS hub, {newest('at')} AS newest, "
+        f"{newest('id', counted)} AS counted_id FROM wanted w"
+    )
+    return text(sql).columns(
+        column("hub", String), column("newest", UTCDateTime()), column("counted_id", Integer)
+    )
 
 
-def roll_up_connection(conn: Connection, now: datetime, max_hours: int | None = MAX_HOURS_PER_CALL) -> int:
-    """Roll up the closed hours not rolled up yet (at most `max_hours`; None: all); returns the mark
-    (every hour before it is rolled up) or -1 when nothing was ever rolled up. Run inside a transaction."""
-    mark = conn.execute(select(RollupMark.through, RollupMark.max_id).where(RollupMark.name == MARK)).first()
-    through, max_id = (mark[0], mark[1]) if mark else (None, 0)
-    first_new, newest_id = conn.execute(
-        select(func.min(HubSample.at), func.max(HubSample.id)).where(HubSample.id > max_id)
-    ).one()
-    if first_new is not None:
-        new_hour = int(_aware(first_new).timestamp()) // HOUR
-        if through is None or new_hour < through:  # rows dated before the mark: roll those hours again
-            through = new_hour
-            conn.execute(delete(HubSampleHour).where(HubSampleHour.hour >= through))
-    if through is None:
-        return -1
-    target = sealed_hour(now)
-    if max_hours is not None:
-        target = min(target, through + max_hours)
-    if target > through:
-        figures = hour_figures(conn, _moment(through), _moment(target))
-        _insert(conn, figures)
-        through = target
-    values = {"through": through, "max_id": max(max_id, newest_id or 0)}
-    if mark is None:
-        conn.execute(RollupMark.__table__.insert().values(name=MARK, **values))
-    elif (mark[0], mark[1]) != (values["through"], values["max_id"]):
-        conn.execute(RollupMark.__table__.update().where(RollupMark.name == MARK).values(**values))
-    return through
+def _fold_new(conn: Connection, max_id: int, upto: int) -> None:
+    """Fold the samples max_id < id <= upto into their hours (see the module's docstring)."""
+    query = (
+        select(
+            HubSample.id,
+            HubSample.hub,
+            HubSample.at,
+            HubSample.running_servers,
+            HubSample.spawn_success_total,
+            HubSample.spawn_failure_total,
+            HubSample.spawn_seconds_total,
+        )
+        .where(HubSample.id > max_id, HubSample.id <= upto)
+        .order_by(HubSample.id)
+    )
+    by_hub: dict[str, list[Any]] = {}
+    for row in conn.execute(query):
+        by_hub.setdefault(row.hub, []).append(row)
+    if not by_hub:
+        return
+    names = sorted(by_hub)
+    heads = {
+        hub: (newest, counted_id)
+        for hub, newest, counted_id in conn.execute(
+            _heads_statement(len(names)), {"max_id": max_id, **{f"h{i}": n for i, n in enumerate(names)}}
+        )
+    }
+    ids = [counted for _, counted in heads.values() if counted is not None]
+    previous: dict[str, _Counters] = {}
+    if ids:
+        counter_rows = select(
+            HubSample.hub,
+            HubSample.at,
+            HubSample.spawn_success_total,
+            HubSample.spawn_failure_total,
+            HubSample.spawn_seconds_total,
+        ).where(HubSample.id.in_(ids))
+        for hub, at, s, f, t in conn.execute(counter_rows):
+            previous[hub] = _Counters(at, s, f or 0.0, t)
+    again: dict[str, int] = {}
+    folded: dict[tuple[str, int], HourFigures] = {}
+    for hub, rows in by_hub.items():
+        rows.sort(key=lambda r: (r.at, r.id))
+        newest = heads.get(hub, (None, None))[0]
+        if newest is not None and rows[0].at < newest:  # written late: this hub's hours from there again
+            again[hub] = _hour(rows[0].at)
+            continue
+        last = previous.get(hub)
+        for row in rows:
+            key = (hub, _hour(row.at))
+            current = None
+            delta = None
+            if row.spawn_success_total is not None:
+                current = _Counters(
+                    row.at, row.spawn_success_total, row.spawn_failure_total or 0.0, row.spawn_seconds_total
+                )
+                delta = _spawn_delta(last, current)
+                last = current
+            folded[key] = _fold(folded.get(key, HourFigures()), row.running_servers, delta)
+    if folded:
+        _add_to_stored(conn, folded)
+    for hub, hour in again.items():
+        recomputed = hour_figures(conn, moment(hour), None, [hub], upto)
+        conn.execute(delete(HubSampleHour).where(HubSampleHour.hub == hub, HubSampleHour.hour >= hour))
+        _insert(conn, recomputed)
+
+
+def _add_to_stored(conn: Connection, folded: dict[tuple[str, int], HourFigures]) -> None:
+    """Add `folded` to the stored rows of the same (hub, hour), writing each row whole again."""
+    hubs = sorted({hub for hub, _ in folded})
+    hours = [hour for _, hour in folded]
+    stored = select(HubSampleHour).where(
+        HubSampleHour.hub.in_(hubs), HubSampleHour.hour >= min(hours), HubSampleHour.hour <= max(hours)
+    )
+    merged = dict(folded)
+    for row in conn.execute(stored).mappings():
+        key = (row["hub"], row["hour"])
+        if key in merged:
+            merged[key] = _merge(HourFigures(*(row[name] for name in FIELDS)), merged[key])
+    for hub in hubs:
+        keys = sorted(hour for h, hour in merged if h == hub)
+        conn.execute(delete(HubSampleHour).where(HubSampleHour.hub == hub, HubSampleHour.hour.in_(keys)))
+    _insert(conn, merged)
 
 
 def _insert(conn: Connection, figures: dict[tuple[str, int], HourFigures]) -> None:
-    if not figures:
-        return
-    rows = [{"hub": hub, "hour": hour, **vars(f)} for (hub, hour), f in sorted(figures.items())]
-    hours = {hour for _, hour in figures}
-    # another process may have rolled up the same hours meanwhile: its rows are the same, replace them
-    conn.execute(delete(HubSampleHour).where(HubSampleHour.hour.in_(sorted(hours))))
-    conn.execute(HubSampleHour.__table__.insert(), rows)
+    if figures:
+        rows = [{"hub": hub, "hour": hour, **vars(f)} for (hub, hour), f in sorted(figures.items())]
+        conn.execute(HubSampleHour.__table__.insert(), rows)
+
+
+def roll_up_connection(conn: Connection, max_rows: int | None = MAX_ROWS_PER_CALL) -> tuple[int, int]:
+    """Fold the samples written since the last call (at most `max_rows`; None: all) into their hours;
+    returns (the mark: the highest sample id folded in, the highest sample id). Run in a transaction."""
+    max_id = conn.execute(select(RollupMark.max_id).where(RollupMark.name == MARK)).scalar()
+    newest = conn.execute(select(func.max(HubSample.id))).scalar() or 0
+    if newest <= (max_id or 0):
+        return max_id or 0, newest
+    if max_id is None:  # the first roll-up of this store: every sample, in one pass of SQL
+        _insert(conn, hour_figures(conn, datetime(1970, 1, 2, tzinfo=UTC), None, None, newest))
+        conn.execute(RollupMark.__table__.insert().values(name=MARK, max_id=newest))
+        return newest, newest
+    upto = newest if max_rows is None else min(newest, max_id + max_rows)
+    _fold_new(conn, max_id, upto)
+    conn.execute(RollupMark.__table__.update().where(RollupMark.name == MARK).values(max_id=upto))
+    return upto, newest
+
+
+def roll_up(store: Store, max_rows: int | None = MAX_ROWS_PER_CALL) -> tuple[int, int]:
+    """`roll_up_connection` in its own transaction. A roll-up that cannot write (the store busy with
+    another writer) is skipped: the mark stays where it was, and readers read what follows it raw."""
+    with _lock:
+        try:
+            with store.engine.begin() as conn:
+                return roll_up_connection(conn, max_rows)
+        except OperationalError:
+            with store.engine.connect() as conn:
+                mark = conn.execute(select(RollupMark.max_id).where(RollupMark.name == MARK)).scalar()
+                newest = conn.execute(select(func.max(HubSample.id))).scalar() or 0
+            return mark or 0, newest
+
+
+# --------------------------------------------------------------------------- what the charts read
+
+
+def _split(store: Store, hubs: Sequence[str], first_hour: int, now: datetime, rollups: bool) -> int:
+    """The first hour the charts compute from raw samples: after `now`'s hour when the roll-ups hold every
+    sample (as of the roll-up that just ran); `now`'s hour when a sample of `hubs` is dated after `now` in
+    it (a chart of a past moment); the hour of the first sample not folded in yet (a backlog, or a store
+    too busy to roll up); `first_hour` without roll-ups."""
+    if not rollups:
+        return first_hour
+    mark, newest = roll_up(store)
+    split = _hour(now) + 1
+    with store.engine.connect() as conn:
+        later = conn.execute(
+            select(HubSample.id)
+            .where(HubSample.hub.in_(list(hubs)), HubSample.at > now, HubSample.at < moment(split))
+            .limit(1)
+        ).first()
+        if later:
+            split = _hour(now)
+        if mark < newest:
+            behind = conn.execute(select(func.min(HubSample.at)).where(HubSample.id > mark)).scalar()
+            if behind is not None:
+                split = min(split, _hour(_aware(behind)))
+    return max(first_hour, split)
 
 
 def _aware(value: datetime | str) -> datetime:
     """min() bypasses the column type: SQLite hands back text or a naive (UTC) datetime."""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    found = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return found if found.tzinfo else found.replace(tzinfo=UTC)
 
 
-def roll_up(store: Store, now: datetime, max_hours: int | None = MAX_HOURS_PER_CALL) -> int:
-    """`roll_up_connection` in its own transaction; returns the mark, or -1. A roll-up that cannot write
-    (the store busy with another writer) is skipped: readers compute the missing hours from raw samples."""
-    with _lock:
-        try:
-            with store.engine.begin() as conn:
-                return roll_up_connection(conn, now, max_hours)
-        except OperationalError:
-            with store.engine.connect() as conn:
-                mark = conn.execute(select(RollupMark.through).where(RollupMark.name == MARK)).scalar()
-            return -1 if mark is None else int(mark)
-
-
-def figures(
-    store: Store, hubs: Sequence[str], first_hour: int, now: datetime, rollups: bool = True
-) -> dict[tuple[str, int], HourFigures]:
-    """Per (hub, hour) of `hubs` from `first_hour` up to `now` (included): roll-ups for the hours that
-    have them, raw samples for the others (`rollups=False`: raw samples only, for checking)."""
+def running_peaks(
+    store: Store, hubs: Sequence[str], first_hour: int, now: datetime, seconds: int, rollups: bool = True
+) -> dict[tuple[str, int], int]:
+    """Per (hub, bucket of `seconds`, a multiple of an hour): the peak of running servers from `first_hour`
+    up to `now`. Roll-ups where they answer, grouped in SQL; raw samples for the rest."""
     if not hubs:
         return {}
-    split = first_hour
-    if rollups:
-        mark = roll_up(store, now)
-        split = max(first_hour, min(mark, int(now.timestamp()) // HOUR))  # a past `now` ends mid-hour
-    found: dict[tuple[str, int], HourFigures] = {}
+    split = _split(store, hubs, first_hour, now, rollups)
+    peaks: dict[tuple[str, int], int] = {}
     with store.engine.connect() as conn:
         if split > first_hour:
-            query = select(HubSampleHour).where(
-                HubSampleHour.hub.in_(list(hubs)),
-                HubSampleHour.hour >= first_hour,
-                HubSampleHour.hour < split,
-            )
-            for row in conn.execute(query).mappings():
-                found[(row["hub"], row["hour"])] = HourFigures(
-                    row["samples"],
-                    row["running_max"],
-                    row["spawn_ok"],
-                    row["spawn_failed"],
-                    row["spawn_seconds"],
-                    row["spawn_timed_ok"],
+            bucket = ((HubSampleHour.hour * HOUR) // seconds).label("bucket")
+            query = (
+                select(HubSampleHour.hub, bucket, func.max(HubSampleHour.running_max))
+                .where(
+                    HubSampleHour.hub.in_(list(hubs)),
+                    HubSampleHour.hour >= first_hour,
+                    HubSampleHour.hour < split,
                 )
-        found.update(hour_figures(conn, _moment(split), now, hubs, inclusive=True))
-    return found
+                .group_by(HubSampleHour.hub, bucket)
+            )
+            peaks = {(hub, int(b)): int(n) for hub, b, n in conn.execute(query) if n is not None}
+        if split <= _hour(now):
+            for (hub, hour), found in hour_figures(conn, moment(split), now, hubs).items():
+                if found.running_max is not None:
+                    key = (hub, hour * HOUR // seconds)
+                    peaks[key] = max(peaks.get(key, found.running_max), found.running_max)
+    return peaks
+
+
+def spawn_totals(
+    store: Store, hubs: Sequence[str], first_hour: int, now: datetime, rollups: bool = True
+) -> dict[int, tuple[float | None, float | None, float | None, float | None]]:
+    """Per hour from `first_hour` up to `now`: (ok, failed, seconds, timed ok) summed over `hubs`."""
+    if not hubs:
+        return {}
+    split = _split(store, hubs, first_hour, now, rollups)
+    totals: dict[int, tuple[float | None, float | None, float | None, float | None]] = {}
+    with store.engine.connect() as conn:
+        if split > first_hour:
+            h = HubSampleHour
+            query = (
+                select(
+                    h.hour,
+                    func.sum(h.spawn_ok),
+                    func.sum(h.spawn_failed),
+                    func.sum(h.spawn_seconds),
+                    func.sum(h.spawn_timed_ok),
+                )
+                .where(h.hub.in_(list(hubs)), h.hour >= first_hour, h.hour < split, h.spawn_ok.is_not(None))
+                .group_by(h.hour)
+            )
+            totals = {
+                int(hour): (ok, failed, seconds, timed)
+                for hour, ok, failed, seconds, timed in conn.execute(query)
+            }
+        if split <= _hour(now):
+            by_hour: dict[int, list[HourFigures]] = {}
+            for (_, hour), found in hour_figures(conn, moment(split), now, hubs).items():
+                by_hour.setdefault(hour, []).append(found)
+            for hour, found in by_hour.items():
+                totals[hour] = tuple(fsum_or_none(getattr(f, name) for f in found) for name in FIELDS[2:])  # type: ignore[assignment]
+    return totals
 
 
 def fsum_or_none(values: Iterable[float | None]) -> float | None:

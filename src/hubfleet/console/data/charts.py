@@ -45,6 +45,9 @@ RUNNING_BUCKETS = (3600, 3 * 3600, 6 * 3600, 86400)
 """Bucket sizes (s) of the running-servers chart: the smallest giving at most MAX_POINTS buckets (hours at
 least: the roll-ups are hourly)."""
 MAX_POINTS = 1000
+MAX_CELLS = 100_000
+"""At most this many values in a running-servers chart (a column per hub): 1,000 hubs over a week get
+3-hour buckets, over a month daily ones; the JSON stays under a megabyte."""
 SPAWN_BUCKET = HOUR
 
 
@@ -126,24 +129,26 @@ def _chart_uptime(source: ConsoleSource, hubs: Sequence[str], first: date, last:
     return rows
 
 
-def _running_bucket(days: int) -> int:
-    return next((b for b in RUNNING_BUCKETS if days * 86400 / b <= MAX_POINTS), RUNNING_BUCKETS[-1])
+def _running_bucket(days: int, hubs: int = 1) -> int:
+    """The smallest bucket giving at most MAX_POINTS rows and MAX_CELLS values (one column per hub)."""
+    return next(
+        (
+            b
+            for b in RUNNING_BUCKETS
+            if days * 86400 / b <= MAX_POINTS and days * 86400 / b * hubs <= MAX_CELLS
+        ),
+        RUNNING_BUCKETS[-1],
+    )
 
 
 def _chart_running(
     source: ConsoleSource, hubs: Sequence[str], days: int, now: datetime, rollups: bool = True
 ) -> tuple[list[str], list[list[Any]]]:
     """Max running servers per hub and bucket, every bucket of the window (None where no sample)."""
-    seconds = _running_bucket(days)
+    seconds = _running_bucket(days, len(hubs))
     last = int(now.timestamp()) // seconds
     first = last - days * 86400 // seconds + 1
-    hours = metric_rollups.figures(source.store, hubs, first * seconds // HOUR, now, rollups)
-    peaks: dict[tuple[str, int], int] = {}
-    for (hub, hour), found in hours.items():
-        if found.running_max is None:
-            continue
-        key = (hub, hour * HOUR // seconds)
-        peaks[key] = max(peaks.get(key, found.running_max), found.running_max)
+    peaks = metric_rollups.running_peaks(source.store, hubs, first * seconds // HOUR, now, seconds, rollups)
     rows = [[_at(b, seconds), *(peaks.get((hub, b)) for hub in hubs)] for b in range(first, last + 1)]
     return ["at", *hubs], rows
 
@@ -154,17 +159,12 @@ def _chart_spawns(
     """Hourly spawns summed over the hubs (counter deltas: hubfleet.store.metric_rollups); the mean is the
     successful spawns' seconds over their number. Hours without a spawn are left out."""
     first = int((now - timedelta(days=days)).timestamp()) // HOUR
-    by_hour: dict[int, list[metric_rollups.HourFigures]] = {}
-    for (_, hour), found in metric_rollups.figures(source.store, hubs, first, now, rollups).items():
-        by_hour.setdefault(hour, []).append(found)
-    total = metric_rollups.fsum_or_none
     rows = []
-    for hour in sorted(by_hour):
-        found = by_hour[hour]
-        ok, failed = total(f.spawn_ok for f in found), total(f.spawn_failed for f in found)
+    for hour, (ok, failed, seconds, timed_ok) in sorted(
+        metric_rollups.spawn_totals(source.store, hubs, first, now, rollups).items()
+    ):
         if (ok or 0) + (failed or 0) <= 0:
             continue
-        seconds, timed_ok = total(f.spawn_seconds for f in found), total(f.spawn_timed_ok for f in found)
         mean = round(seconds / timed_ok, 3) if seconds is not None and timed_ok else None
         ok, failed = round(ok or 0), round(failed or 0)
         rows.append([_at(hour, SPAWN_BUCKET), mean, ok + failed, failed])

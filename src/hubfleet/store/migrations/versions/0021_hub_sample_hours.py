@@ -1,4 +1,4 @@
-"""hourly roll-ups of hub samples (peak running servers, spawn counter deltas per hub and closed hour) for the
+"""hourly roll-ups of hub samples (peak running servers, spawn counter deltas per hub and hour) for the
 console's fleet charts, back-filled from every hub sample stored (hubfleet.store.metric_rollups)
 
 Revision ID: 0021
@@ -28,18 +28,17 @@ def upgrade() -> None:
         sa.Column("spawn_failed", sa.Float(), nullable=True),
         sa.Column("spawn_seconds", sa.Float(), nullable=True),
         sa.Column("spawn_timed_ok", sa.Float(), nullable=True),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "rollup_marks",
         sa.Column("name", sa.String(100), primary_key=True),
-        sa.Column("through", sa.Integer(), nullable=True),
         sa.Column("max_id", sa.Integer(), nullable=False),
     )
-    # Back-fill every closed hour of the samples kept so far (35 days at most), in one pass.
-    from hubfleet.clock import utcnow
+    # Back-fill every hour of the samples kept so far (35 days at most), in one pass of SQL.
     from hubfleet.store.metric_rollups import roll_up_connection
 
-    roll_up_connection(op.get_bind(), utcnow(), max_hours=None)
+    roll_up_connection(op.get_bind(), max_rows=None)
 
 
 def downgrade() -> None:
