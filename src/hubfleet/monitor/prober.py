@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import ssl
@@ -283,7 +284,7 @@ async def probe_url(
     der: bytes | None = None
     tls_failed = False
     try:
-        where: Origin | None = origin(base, connect)
+        where: Origin | None = _origin(base, connect)
     except ValueError as exc:
         where = None
         errors.append(f"GET {', '.join(paths)}: {exc}")
@@ -335,6 +336,12 @@ async def probe_url(
         cert_expires_at=expires,
         version=version,
     )
+
+
+@functools.lru_cache(maxsize=65536)
+def _origin(url: str, connect: str) -> Origin:
+    """origin(), parsed once per URL (urlsplit was 2 % of a pass)."""
+    return origin(url, connect)
 
 
 def _merge(errors: list[str], paths: tuple[str, ...] = PATHS) -> str:
@@ -458,7 +465,7 @@ async def probe_targets(
     contexts: Contexts | None = None,
     paths: tuple[str, ...] = PATHS,
 ) -> list[ProbeResult]:
-    """Probe every target once, `concurrency` at a time; no store, no incidents (probe workers run this).
+    """Probe every target once, `concurrency` at a time; no store, no incidents.
 
     Front-door targets (`connect`) are verified against the system CAs plus their `cafiles` (a context per
     set of files, kept in `contexts` across passes when given), the others against `verify` (default:
