@@ -151,6 +151,7 @@ def test_parent_pipeline_shape(kind: str) -> None:
         ]
         assert events["after_script"] == ["hubfleet ci state save --after-failure"]
         assert plan["script"][0] == "hubfleet ci state load --unless-merge-request"
+        assert plan["script"][-1] == "hubfleet ci state save --unless-merge-request"
         assert "HUBFLEET_STATE_TOKEN  masked, protected" in files(kind)[".gitlab-ci.yml"]
     assert events["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "schedule"'}]
     assert events["resource_group"] == RESOURCE_GROUP

@@ -165,21 +165,35 @@ def test_a_wrong_identity_and_an_unloaded_directory_are_clear_errors(
     assert history(own) == [("example", "mine")]
 
 
-def test_ci_plan_compares_with_the_loaded_state(repos: dict[str, Path], tmp_path: Path) -> None:
+def test_the_first_run_saves_its_baseline_and_later_plans_compare_with_the_state(
+    repos: dict[str, Path], tmp_path: Path
+) -> None:
+    """The deploy workflow's plan job as it runs it: load (no state yet), plan against the commit before
+    the push (recorded in the loaded directory's store), save; the next run plans against that state."""
     identity, remote = repos["identity"], plain_remote()
     state = tmp_path / "state"
     env = {"HUBFLEET_AGE_IDENTITY": str(identity)}
-    # the real commands, as the workflows run them: no state yet, then the first save creates the branch
-    loaded = hubfleet("ci", "state", "load", "--state-dir", str(state), fleet=repos["a"], env=env, check=True)
-    assert "no state branch" in loaded.stderr + loaded.stdout
-    saved = hubfleet("ci", "state", "save", "--state-dir", str(state), fleet=repos["a"], env=env, check=True)
-    assert "state saved on hubfleet-state" in saved.stderr + saved.stdout
+    head = git(repos["a"], "rev-parse", "HEAD")
+
+    def run(*args: str, runner: Path, where: Path) -> str:
+        done = hubfleet(*args, "--state-dir", str(where), fleet=runner, env=env, check=True)
+        return done.stdout + done.stderr
+
+    assert "no state branch" in run("ci", "state", "load", runner=repos["a"], where=state)
+    assert f"compared with the fleet at {head}" in run(
+        "ci", "plan", "--base", head, runner=repos["a"], where=state
+    )
+    assert "state on hubfleet-state: " in run("ci", "state", "save", runner=repos["a"], where=state)
+
     fresh = tmp_path / "fresh"
     ci_state.load(repos["b"], fresh, remote=remote, identity=identity)
-    planned = hubfleet(
-        "ci", "plan", "--base", "HEAD", "--state-dir", str(fresh), fleet=repos["b"], env=env, check=True
-    )
-    assert "compared with the CI state saved at" in planned.stdout + planned.stderr
+    assert history(fresh) == [("example", history(fresh)[0][1]), ("example-staging", history(fresh)[1][1])]
+    planned = run("ci", "plan", "--base", head, runner=repos["b"], where=fresh)
+    assert "compared with the CI state saved at" in planned and "0 hub(s) to change" in planned
+    # nothing changed: a save makes no empty commit
+    saved = ci_state.loaded_commit(fresh)
+    assert ci_state.save(load_fleet(repos["b"]), fresh, remote=remote, identity=identity) == saved
+    assert len(git(repos["remote"], "rev-list", f"refs/heads/{ci_state.BRANCH}").split()) == 1
 
 
 def test_a_hostile_archive_is_refused() -> None:

@@ -124,3 +124,20 @@ def test_a_short_key_is_refused_and_a_fleet_without_key_is_warned(tmp_path: Path
     assert "warning:" in str(warning) and "service_token_key" in str(warning)
     assert token_key(load_fleet(fleet_dir), SecretResolver(load_fleet(fleet_dir), identity)) is None
     assert "no service_token_key" in hubfleet("validate", fleet=fleet_dir, check=True).stderr
+
+
+def test_a_new_key_changes_every_hubs_hash_so_a_push_redeploys_them(tmp_path: Path) -> None:
+    """Rotation: `hubfleet secrets set --fleet-level service_token_key`, then a push deploys every hub."""
+    identity = tmp_path / "age-identity.txt"
+    fleet_dir = tmp_path / "fleet"
+    scaffold(fleet_dir, cluster="azure", identity=identity)
+    config = load_fleet(fleet_dir)
+    before = {name: KubernetesBackend(config, tmp_path, SecretResolver(config, identity)).config_hash(hub)
+              for name, hub in config.hubs.items()}  # fmt: skip
+    again = KubernetesBackend(config, tmp_path / "other", SecretResolver(config, identity))
+    assert {name: again.config_hash(hub) for name, hub in config.hubs.items()} == before  # any machine
+    set_fleet_secret(fleet_dir, "service_token_key", "r" * 64, age.load_identity(identity).recipients)
+    rotated = load_fleet(fleet_dir)
+    backend = KubernetesBackend(rotated, tmp_path, SecretResolver(rotated, identity))
+    after = {name: backend.config_hash(hub) for name, hub in rotated.hubs.items()}
+    assert set(after) == set(before) and all(after[name] != before[name] for name in before)

@@ -36,6 +36,7 @@ from hubfleet.render.kubernetes import (
     values_yaml,
 )
 from hubfleet.render.local import config_hash
+from hubfleet.secrets.service_tokens import derive as derive_tokens
 from hubfleet.secrets.service_tokens import token_key
 from hubfleet.settings import UserError
 
@@ -195,10 +196,14 @@ class KubernetesBackend(Backend):
         return values_yaml(self.fleet, hub)
 
     def config_hash(self, hub: Hub) -> str:
-        """Hash of the values, the chart (repo and pinned version) and the secrets' hashes."""
+        """Hash of the values, the chart (repo and pinned version) and the secrets' hashes; with a
+        service_token_key also the tokens derived from it, so that a new key redeploys every hub (random
+        tokens are left out: each state directory has its own)."""
         cluster = self.cluster(hub)
         head = f"chart={cluster.chart_repo} {CHART_NAME} {cluster.chart_version}\n"
-        secrets = flatten_secrets(secret_values(self.fleet, hub, self.resolver))
+        key = token_key(self.fleet, self.resolver)
+        derived = derive_tokens(key, hub.name) if key is not None else None
+        secrets = flatten_secrets(secret_values(self.fleet, hub, self.resolver, tokens=derived))
         return config_hash(head + self.render(hub), secrets)
 
     def endpoint(self, hub_name: str) -> HubEndpoint:

@@ -53,20 +53,21 @@ def plan(
     """Plan, then append the staging/prod matrices to $GITHUB_OUTPUT and the Markdown plan (reasons and
     diffs, never a secret value) to $GITHUB_STEP_SUMMARY; outside a workflow both are printed."""
     from hubfleet.deploy.ci import record_baseline, summary_markdown
-    from hubfleet.deploy.ci_state import compared_with, loaded_commit
+    from hubfleet.deploy.ci_state import compared_with, load_ran, loaded_commit
     from hubfleet.deploy.plan import make_plan
     from hubfleet.store import open_store
 
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
     state_path = resolve_state_dir(fleet_dir, state_dir)
-    use_base = base is not None and loaded_commit(state_path) is None
     with tempfile.TemporaryDirectory(prefix="hubfleet-ci-") as scratch:
-        state = Path(scratch) if use_base else state_path
+        # after `ci state load`: its store (the baseline goes there when it was empty, for the save)
+        state = Path(scratch) if base is not None and not load_ran(state_path) else state_path
         with open_store(state) as store:
-            compared = (
-                record_baseline(fleet_dir, base, state, store) if use_base else compared_with(state_path)
-            )
+            if base is not None and loaded_commit(state_path) is None:
+                compared = record_baseline(fleet_dir, base, state, store)
+            else:
+                compared = compared_with(state_path)
             result = make_plan(config, state, store)
     markdown = summary_markdown(result, config.settings.name, compared)
     matrices = result.github_matrix()
@@ -178,11 +179,12 @@ def deploy(
 ) -> None:
     """One entry of a deploy matrix: `hubfleet deploy --hub HUB`, also for a hub removed from the fleet
     files (which `deploy --hub` refuses as unknown), and with --base on a runner that has no store."""
-    from hubfleet.deploy.ci_state import loaded_commit
+    from hubfleet.deploy.ci_state import load_ran, loaded_commit
 
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
-    if loaded_commit(resolve_state_dir(fleet_dir, state_dir)) is not None:
+    state_path = resolve_state_dir(fleet_dir, state_dir)
+    if loaded_commit(state_path) is not None:
         base = None  # the loaded CI state knows what runs: deploy against it, and record there
     if base is None and hub in config.hubs:
         from hubfleet.cli import deploy_cmds
@@ -199,7 +201,8 @@ def deploy(
     from hubfleet.store import open_store
 
     with tempfile.TemporaryDirectory(prefix="hubfleet-ci-") as scratch:
-        state = Path(scratch) if base is not None else resolve_state_dir(fleet_dir, state_dir)
+        # a load that found no state: the baseline and this deploy go to its store, for the save
+        state = Path(scratch) if base is not None and not load_ran(state_path) else state_path
         with open_store(state) as store:
             if base is not None:
                 console.print(record_baseline(fleet_dir, base, state, store), highlight=False, markup=False)

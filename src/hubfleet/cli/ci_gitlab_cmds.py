@@ -61,7 +61,7 @@ def gitlab_child(
     request's "hubfleet plan" report; never a secret value), the plan as JSON, and a GitLab child pipeline per
     wave with a deploy job per changed hub."""
     from hubfleet.deploy.ci import record_baseline, summary_markdown
-    from hubfleet.deploy.ci_state import compared_with, loaded_commit
+    from hubfleet.deploy.ci_state import compared_with, load_ran, loaded_commit
     from hubfleet.deploy.plan import make_plan
     from hubfleet.scaffold.ci_gitlab import child_pipeline
     from hubfleet.store import open_store
@@ -71,14 +71,15 @@ def gitlab_child(
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out-dir {out_dir} is a file: give a directory for the plan and child pipelines")
     state_path = resolve_state_dir(fleet_dir, state_dir)
-    loaded = loaded_commit(state_path) is not None
     try:
         with tempfile.TemporaryDirectory(prefix="hubfleet-ci-") as scratch:
-            state = state_path if loaded else Path(scratch)
+            # after `ci state load`: its store (an empty one gets the baseline, which the save keeps)
+            state = state_path if load_ran(state_path) else Path(scratch)
             with open_store(state) as store:
-                compared = (
-                    compared_with(state_path) if loaded else record_baseline(fleet_dir, base, state, store)
-                )
+                if loaded_commit(state_path) is None:
+                    compared = record_baseline(fleet_dir, base, state, store)
+                else:
+                    compared = compared_with(state_path)
                 result = make_plan(config, state, store)
     except UserError as exc:
         if "age identity" in str(exc) and not os.environ.get("HUBFLEET_AGE_IDENTITY"):

@@ -83,6 +83,10 @@ def save(
     message: Annotated[
         str | None, typer.Option("--message", help="Commit message (default: names the CI job).")
     ] = None,
+    unless_merge_request: Annotated[
+        bool,
+        typer.Option("--unless-merge-request", help="Do nothing in a GitLab merge-request pipeline."),
+    ] = False,
     after_failure: Annotated[
         bool,
         typer.Option(
@@ -99,6 +103,8 @@ def save(
 
     if after_failure and os.environ.get("CI_JOB_STATUS") != "failed":
         return
+    if unless_merge_request and os.environ.get("CI_PIPELINE_SOURCE") == "merge_request_event":
+        return
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
     state = resolve_state_dir(fleet_dir, state_dir)
@@ -110,4 +116,4 @@ def save(
         identity=identity,
         message=message or job_message(),
     )
-    console.print(f"state saved on {branch} as {commit[:12]}", highlight=False, markup=False)
+    console.print(f"state on {branch}: {commit[:12]}", highlight=False, markup=False)

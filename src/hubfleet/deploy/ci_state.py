@@ -314,6 +314,13 @@ def _marker(state_dir: Path) -> Path:
     return state_dir / MARKER_DIR
 
 
+def load_ran(state_dir: Path) -> bool:
+    """`ci state load` ran for this directory (whether or not it found a state): the CI commands then plan
+    and deploy against its store, recording the --base baseline there when the state was empty, so that
+    the first save keeps it."""
+    return (_marker(state_dir) / "loaded.json").is_file()
+
+
 def loaded_commit(state_dir: Path) -> str | None:
     """The state commit `load` read into this state directory; None when nothing was loaded (no state yet,
     or `load` never ran): then CI plans and deploys against the fleet at a git base commit instead."""
@@ -393,7 +400,7 @@ def load(
     remote = remote or remote_for(None)
     repo = repository(fleet_root)
     database = state_dir / DB_FILENAME
-    if database.exists() and not (_marker(state_dir) / "loaded.json").exists():
+    if database.exists() and not load_ran(state_dir):
         raise UserError(
             f"{state_dir} already holds a store that `ci state load` did not write; loading would replace "
             "it: give an empty directory with --state-dir (on a CI runner the state directory starts empty)"
@@ -426,7 +433,7 @@ def save(
     first, merge with theirs and try again (`retries` times). Returns the new commit."""
     remote = remote or remote_for(None)
     repo = repository(fleet.root)
-    if not (_marker(state_dir) / "loaded.json").exists():
+    if not load_ran(state_dir):
         raise UserError(
             f"{state_dir}: no `hubfleet ci state load` ran here; load first (it records which state this "
             "job starts from, so that a save never overwrites another job's)"
@@ -435,6 +442,8 @@ def save(
     skip_tokens = fleet.settings.service_token_key is not None
     ours = _state_files(state_dir, skip_tokens)
     base = _base_files(state_dir)
+    if parent is not None and ours == base:
+        return parent  # nothing changed since load (a plan that found the state): no empty commit
     for attempt in range(retries + 1):
         commit = _commit(repo, remote, encrypt(ours, fleet), parent, message)
         if _push(repo, remote, commit, branch):

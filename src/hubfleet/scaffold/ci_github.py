@@ -361,7 +361,7 @@ def deploy(cluster: str) -> str:
         "    name: Plan\n"
         f"    runs-on: {runs_on(cluster)}\n"
         "    permissions:\n"
-        "      contents: read  # to check out the fleet\n"
+        + contents(cluster)
         + "\n".join(state_env(cluster))
         + ("\n" if cluster == "local" else "")
         + "    outputs:\n"
@@ -376,6 +376,7 @@ def deploy(cluster: str) -> str:
         + "      - name: Plan (matrices to $GITHUB_OUTPUT, the plan to the job summary)\n"
         "        id: plan\n"
         + base
+        + state_save(cluster)  # the first run's baseline, once, before the deploy jobs load it
         + _deploy_job(cluster, "staging", "plan", staging_if)
         + _deploy_job(cluster, "prod", "[plan, staging]", prod_if)
     )

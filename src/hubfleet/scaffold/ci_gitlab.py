@@ -122,6 +122,7 @@ STATE_SETUP = (
 SCHEDULE_NOTE = "# and a pipeline schedule on the default branch (Build > Pipeline schedules), e.g. hourly."
 STATE_LOAD = "hubfleet ci state load"
 STATE_SAVE = "hubfleet ci state save"
+ONLY_PUSH = "--unless-merge-request"
 AFTER_FAILURE = "hubfleet ci state save --after-failure"
 """A cloud fleet's jobs load the CI state before they plan, deploy or apply events and save it after; a job
 that fails stops its script, so after_script saves it then (its deploy record and rollback revision)."""
@@ -204,7 +205,9 @@ def files(cluster: str) -> dict[str, str]:
             'hubfleet ci charts --out "$CI_PROJECT_DIR/.charts"',
             f'hubfleet validate --chart --charts-dir "$CI_PROJECT_DIR/.charts" --kube-version {KUBE_VERSION}',
         ]
-    plan_commands = [f"{STATE_LOAD} --unless-merge-request", PLAN_COMMAND] if kube else [PLAN_COMMAND]
+    plan_commands = [PLAN_COMMAND]
+    if kube:  # on the default branch: plan against the CI state (the first run saves the baseline)
+        plan_commands = [f"{STATE_LOAD} {ONLY_PUSH}", PLAN_COMMAND, f"{STATE_SAVE} {ONLY_PUSH}"]
     state_setup = STATE_SETUP if kube else ""
     events = with_state(["hubfleet events apply"]) if kube else "  script:\n    - hubfleet events apply\n"
     text = f"""\
