@@ -29,7 +29,7 @@ from hubfleet.runtime.layout import layout
 from hubfleet.store.api import Store
 from hubfleet.store.identities import HubUserIdentity
 from hubfleet.store.models import HubSample, ServerSession, UserDay
-from hubfleet.store.usage_rollups import Members, accounts_by_hub_day, people_by_day, union
+from hubfleet.store.usage_rollups import Members, accounts_by_hub, people_by_day, union
 
 WINDOWS = {"dau": 1, "wau": 7, "mau": 30}
 
@@ -71,8 +71,7 @@ def active_by_hub(
     """Distinct users of each hub active in the `window` days ending on `day` (hubs without any: absent)."""
     first, last = _days(window, day)
     with store.session() as session:
-        found = accounts_by_hub_day(session, first, last, hubs)
-    return {hub: union(days.values()).count() for hub, days in found.items() if days}
+        return {hub: members.count() for hub, members in accounts_by_hub(session, first, last, hubs).items()}
 
 
 def active_series(

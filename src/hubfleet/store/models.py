@@ -185,9 +185,8 @@ class UserDay(Base):
     __tablename__ = "user_days"
     __table_args__ = (
         Index("ix_user_days_day_hub", "day", "hub"),
-        # distinct-people counts read only an index: fleet-wide, and for chosen hubs
-        Index("ix_user_days_day_identity", "day", "identity"),
-        Index("ix_user_days_hub_day_identity", "hub", "day", "identity"),
+        # distinct-people counts read the day roll-ups (hubfleet.store.usage_rollups, migration 0020), which
+        # replaced 0004's covering indexes (day, identity) and (hub, day, identity)
     )
 
     hub: Mapped[str] = mapped_column(String(200), primary_key=True)

@@ -26,7 +26,7 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import Date, Index, Integer, LargeBinary, String, delete, func, insert, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from hubfleet.store.models import Base, UserDay
 
@@ -54,7 +54,7 @@ class UsageHubDay(Base):
     """Who was active on a hub on a day (rebuilt from user_days whenever they change)."""
 
     __tablename__ = "usage_hub_days"
-    __table_args__ = (Index("ix_usage_hub_days_hub_day", "hub", "day"),)
+    __table_args__ = (Index("ix_usage_hub_days_hub_day", "hub", "day"), {"sqlite_with_rowid": False})
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     hub: Mapped[str] = mapped_column(String(200), primary_key=True)
@@ -70,6 +70,7 @@ class UsageFleetDay(Base):
     """Every person active on a day, on any hub: the union of that day's UsageHubDay.people."""
 
     __tablename__ = "usage_fleet_days"
+    __table_args__ = {"sqlite_with_rowid": False}
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     people_count: Mapped[int] = mapped_column(Integer)
@@ -158,10 +159,17 @@ def _chunks(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
 class _Numbers:
     """Person ids and account numbers, created on first use, cached for one refresh."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, whole: Iterable[str] = ()) -> None:
         self.conn = conn
+        self.whole = set(whole)
+        """Hubs to read whole on first use (many of their days are refreshed: a back-fill, a catch-up)."""
         self.people: dict[str, int] = {}
         self.accounts: dict[str, dict[str, int]] = {}
+        self.complete: set[str] = set()
+        """Hubs whose every account is in `accounts`."""
+        self.top: dict[str, int] = {}
+        """Each hub's highest account number (-1: none)."""
+        self.pending: list[dict[str, Any]] = []
 
     def person_ids(self, identities: Iterable[str]) -> dict[str, int]:
         wanted = sorted(set(identities) - self.people.keys())
@@ -179,30 +187,50 @@ class _Numbers:
             self.people.update((who, n) for who, n in self.conn.execute(query))
 
     def account_numbers(self, hub: str, usernames: Iterable[str]) -> dict[str, int]:
+        """Numbers of `usernames` on `hub`, new ones numbered after the hub's highest. A hub met for the
+        first time with many names is read whole (the back-fill), else only the names asked for."""
         known = self.accounts.setdefault(hub, {})
         wanted = sorted(set(usernames) - known.keys())
-        if wanted:
-            for chunk in _chunks(wanted):
-                query = select(UsageAccount.username, UsageAccount.number).where(
-                    UsageAccount.hub == hub, UsageAccount.username.in_(chunk)
-                )
+        if not wanted:
+            return known
+        if hub not in self.complete:
+            query = select(UsageAccount.username, UsageAccount.number).where(UsageAccount.hub == hub)
+            if len(wanted) <= 200 and hub not in self.whole:
+                for chunk in _chunks(wanted):
+                    found = self.conn.execute(query.where(UsageAccount.username.in_(chunk)))
+                    known.update((name, n) for name, n in found)
+            else:
                 known.update((name, n) for name, n in self.conn.execute(query))
-            missing = [name for name in wanted if name not in known]
-            if missing:
-                top = self.conn.execute(
-                    select(func.max(UsageAccount.number)).where(UsageAccount.hub == hub)
-                ).scalar()
-                start = -1 if top is None else int(top)
-                fresh = {name: start + 1 + i for i, name in enumerate(missing)}
-                self.conn.execute(
-                    insert(UsageAccount),
-                    [{"hub": hub, "username": name, "number": n} for name, n in fresh.items()],
-                )
-                known.update(fresh)
+                self.complete.add(hub)
+                self.top[hub] = max(known.values(), default=-1)
+        missing = [name for name in wanted if name not in known]
+        if missing:
+            if hub not in self.top:
+                top = self.conn.execute(select(func.max(UsageAccount.number)).where(UsageAccount.hub == hub))
+                self.top[hub] = -1 if (value := top.scalar()) is None else int(value)
+            fresh = {name: self.top[hub] + 1 + i for i, name in enumerate(missing)}
+            self.top[hub] += len(missing)
+            self.pending += [{"hub": hub, "username": name, "number": n} for name, n in fresh.items()]
+            known.update(fresh)
         return known
+
+    def write(self) -> None:
+        """Store the accounts numbered since the last write, in one statement."""
+        if self.pending:
+            self.conn.execute(insert(UsageAccount), self.pending)
+            self.pending = []
 
 
 # --------------------------------------------------------------------------- refresh (the writer)
+
+
+def _core(conn: Any) -> Any:
+    """The Connection under a Session (flushed): the ORM's per-statement and per-row cost was most of a
+    small refresh and of a query's time."""
+    if isinstance(conn, Session):
+        conn.flush()
+        return conn.connection()
+    return conn
 
 
 def refresh(conn: Any, hub: str | None = None) -> int:
@@ -212,13 +240,18 @@ def refresh(conn: Any, hub: str | None = None) -> int:
     A fleet day only gains people in the common case (new activity): its bitmap is OR-ed with the hub
     day's; when a hub day lost someone (an identity relabelled, a row deleted) it is rebuilt from all of
     that day's hub days."""
+    conn = _core(conn)
     query = select(UsageStaleDay.hub, UsageStaleDay.day)
     if hub is not None:
         query = query.where(UsageStaleDay.hub == hub)
     stale: dict[date, set[str]] = defaultdict(set)
     for name, day in conn.execute(query):
         stale[day].add(name)
-    numbers = _Numbers(conn)
+    days_of_hub: dict[str, int] = defaultdict(int)
+    for hubs in stale.values():
+        for name in hubs:
+            days_of_hub[name] += 1
+    numbers = _Numbers(conn, whole=(name for name, n in days_of_hub.items() if n > 2))
     for day in sorted(stale):
         _refresh_day(conn, numbers, day, stale[day])
     return sum(len(hubs) for hubs in stale.values())
@@ -261,6 +294,7 @@ def _refresh_day(conn: Any, numbers: _Numbers, day: date, hubs: set[str]) -> Non
                     "people": pack_ids(people),
                 }
             )
+    numbers.write()
     for chunk in _chunks(sorted(hubs)):
         conn.execute(delete(UsageHubDay).where(UsageHubDay.day == day, UsageHubDay.hub.in_(chunk)))
         conn.execute(delete(UsageStaleDay).where(UsageStaleDay.day == day, UsageStaleDay.hub.in_(chunk)))
@@ -310,6 +344,7 @@ def people_by_day(
 ) -> dict[date, Members]:
     """The people (UserDay.identity) active each day from `first` to `last` on `hubs` (default: all);
     days without anyone are absent."""
+    conn = _core(conn)
     if hubs is not None and _covers_every_hub(conn, hubs):
         hubs = None
     stale_days = {day for _, day in _stale(conn, first, last, hubs)}
@@ -350,20 +385,30 @@ def people_by_day(
     return found
 
 
-def accounts_by_hub_day(
+def accounts_by_hub(
     conn: Any, first: date, last: date, hubs: Sequence[str] | None = None
-) -> dict[str, dict[date, Members]]:
-    """Each hub's active usernames each day from `first` to `last` (hubs and days without anyone: absent)."""
+) -> dict[str, Members]:
+    """Each hub's usernames active at least once from `first` to `last` (hubs without any: absent).
+
+    The hot path of a fleet's per-hub WAU/MAU: one int OR per (hub, day) row, no per-row objects."""
+    conn = _core(conn)
     stale = _stale(conn, first, last, hubs)
-    found: dict[str, dict[date, Members]] = defaultdict(dict)
-    query = select(UsageHubDay.hub, UsageHubDay.day, UsageHubDay.accounts).where(
-        UsageHubDay.day >= first, UsageHubDay.day <= last
-    )
+    bits: dict[str, int] = defaultdict(int)
+    if stale:
+        query = select(UsageHubDay.hub, UsageHubDay.day, UsageHubDay.accounts)
+    else:
+        query = select(UsageHubDay.hub, UsageHubDay.accounts)  # no day: no date parsed per row
+    query = query.where(UsageHubDay.day >= first, UsageHubDay.day <= last)
     if hubs is not None:
         query = query.where(UsageHubDay.hub.in_(list(hubs)))
-    for hub, day, blob in conn.execute(query):
-        if (hub, day) not in stale:
-            found[hub][day] = Members(from_bytes(blob))
+    if stale:
+        for hub, day, blob in conn.execute(query):
+            if (hub, day) not in stale:
+                bits[hub] |= int.from_bytes(blob, "little")
+    else:
+        for hub, blob in conn.execute(query):
+            bits[hub] |= int.from_bytes(blob, "little")
+    found = {hub: Members(value) for hub, value in bits.items()}
     if stale:
         raw = (
             select(UserDay.hub, UserDay.day, UserDay.username, UsageAccount.number)
@@ -374,17 +419,15 @@ def accounts_by_hub_day(
         )
         if hubs is not None:
             raw = raw.where(UserDay.hub.in_(list(hubs)))
-        numbered: dict[tuple[str, date], set[int]] = defaultdict(set)
-        unnumbered: dict[tuple[str, date], set[str]] = defaultdict(set)
+        numbered: dict[str, set[int]] = defaultdict(set)
         for hub, day, username, number in conn.execute(raw):
             if (hub, day) not in stale:
                 continue
+            members = found.setdefault(hub, Members())
             if number is None:
-                unnumbered[(hub, day)].add(username)
+                members.extra.add(username)
             else:
-                numbered[(hub, day)].add(number)
-        for hub, day in numbered.keys() | unnumbered.keys():
-            found[hub][day] = Members(
-                to_bitmap(numbered.get((hub, day), ())), unnumbered.get((hub, day), set())
-            )
-    return dict(found)
+                numbered[hub].add(number)
+        for hub, numbers in numbered.items():
+            found[hub].bits |= to_bitmap(numbers)
+    return {hub: members for hub, members in found.items() if members.count()}
