@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -39,11 +40,25 @@ CHROMIUM_ARGS = [  # what Debian's Chromium needs on these machines (as root, no
 ]
 
 
+TRACE = os.environ.get("HF_TEST_TRACE")
+"""A file to which every CLI run and wait_for appends its wall time (finding where the suite waits)."""
+
+
+def _trace(what: str, started: float) -> None:
+    if TRACE:
+        caller = sys._getframe(2)
+        with open(TRACE, "a") as out:
+            where = f"{Path(caller.f_code.co_filename).name}:{caller.f_lineno}"
+            out.write(f"{time.monotonic() - started:8.2f} {where} {what}\n")
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 90, interval: float = 0.3) -> Any:
     """Poll until predicate() returns something true, and return it; fail the test after `timeout` s."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     while time.monotonic() < deadline:
         if value := predicate():
+            _trace("wait_for", started)
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
@@ -56,7 +71,9 @@ WORKER = int(re.sub(r"\D", "", os.environ.get("PYTEST_XDIST_WORKER", "")) or 0)
 WORKER_BASE = 20000 + (WORKER % 10) * 2 * WORKER_PORTS
 if "PYTEST_XDIST_WORKER" in os.environ:  # benchmarks and single runs keep the default (4,500 ports)
     os.environ[RANGE_ENV] = f"{WORKER_BASE + WORKER_PORTS}-{WORKER_BASE + 2 * WORKER_PORTS - 1}"
-_picked = itertools.count()
+_picked = itertools.count(random.randrange(WORKER_PORTS))
+"""From a random place in the slice: two sessions at once (without xdist, or both with a gw0) would otherwise
+both try the same ports first, and both find them free before either hub binds."""
 
 
 def hubfleet_env() -> dict[str, str]:
@@ -170,6 +187,7 @@ def hubfleet(
     """Run the real `hubfleet` command, without the caller's HUBFLEET_* variables but with `env` added
     (e.g. HUBFLEET_AGE_IDENTITY) and `input` on stdin."""
     env = hubfleet_env() | (env or {})
+    started = time.monotonic()
     result = subprocess.run(
         [str(HUBFLEET), *args, "--fleet", str(fleet)],
         capture_output=True,
@@ -178,6 +196,7 @@ def hubfleet(
         env=env,
         input=input,
     )
+    _trace(f"hubfleet {' '.join(args)[:80]}", started)
     if check and result.returncode != 0:
         raise AssertionError(
             f"hubfleet {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
