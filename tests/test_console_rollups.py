@@ -380,3 +380,17 @@ def test_a_leaders_overview_and_fleet_charts_hold_only_their_hubs(big: Any) -> N
         own = chart(source, "spawn-duration", ["c001", "c001-staging"], 1, now, rollups=False)
         assert spawns["rows"] == own.rows  # c002's spawns are not in it
         assert spawns["rows"]
+
+
+def test_roll_ups_older_than_400_days_go(store: Store) -> None:
+    old = [{"hub": "a", "at": NOW - timedelta(days=402), "running_servers": 3, "spawn_success_total": None}]
+    add_samples(store, old)
+    metric_rollups.roll_up(store)
+    assert rollup_state(store)[0] == 1
+    add_samples(store, generated_samples(["a"], NOW - timedelta(hours=1), NOW, seed=3))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(metric_rollups, "_pruned_day", [0])
+        metric_rollups.roll_up(store)
+    assert (
+        min(hour for _, hour in stored_rollups(store)) >= int((NOW - timedelta(days=1)).timestamp()) // 3600
+    )

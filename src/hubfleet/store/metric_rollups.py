@@ -55,6 +55,9 @@ SPAWN_GAP = timedelta(hours=1)
 MAX_ROWS_PER_CALL = 200_000
 """Samples one `roll_up` call folds in at most (a request must not fold a month): the next call goes on."""
 MARK = "hub_sample_hours"
+RETENTION_HOURS = 400 * 24
+"""Roll-ups older than this (the charts' longest window) are deleted, once a day per process."""
+_pruned_day: list[int] = [0]
 
 
 class HubSampleHour(Base):
@@ -358,6 +361,11 @@ def _fold_new(conn: Connection, max_id: int, upto: int) -> None:
             folded[key] = _fold(folded.get(key, HourFigures()), row.running_servers, delta)
     if folded:
         _add_to_stored(conn, folded)
+        newest_hour = max(hour for _, hour in folded)
+        if newest_hour // 24 != _pruned_day[0]:  # a key range per hub, once a day
+            old = (HubSampleHour.hub.in_(sorted(by_hub)), HubSampleHour.hour < newest_hour - RETENTION_HOURS)
+            conn.execute(delete(HubSampleHour).where(*old))
+            _pruned_day[0] = newest_hour // 24
     for hub, hour in again.items():
         recomputed = hour_figures(conn, moment(hour), None, [hub], upto)
         conn.execute(delete(HubSampleHour).where(HubSampleHour.hub == hub, HubSampleHour.hour >= hour))
