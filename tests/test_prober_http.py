@@ -286,6 +286,14 @@ HOSTILE: dict[str, tuple[Callable[[str], Reply], str]] = {
         lambda p: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         "malformed chunked body",
     ),
+    "negative chunk": (
+        lambda p: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nabc\r\n",
+        "malformed chunked body",
+    ),
+    "odd digits": (
+        lambda p: b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nab",  # a superscript 2 in latin-1
+        "malformed Content-Length",
+    ),
     "cut short": (
         lambda p: b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nConnection: close\r\n\r\nabc",
         "server disconnected in the middle of its answer",
@@ -326,6 +334,11 @@ async def test_an_oversized_body_is_not_read_and_a_bad_reason_is_cleaned() -> No
         result = await probe_url(hub.url, 2, plain(), hub="h")
     assert result.error == "GET /hub/health, /hub/api/: HTTP 503 [31mDown"
     assert "\x1b" not in result.error and "\x00" not in result.error
+
+    deep = answer(body=b"[" * 50_000)  # JSON nested deeper than Python recurses
+    async with scripted(lambda p: deep) as hub:
+        result = await probe_url(hub.url, 2, plain(), hub="h")
+    assert result.ok and result.version is None
 
     bad = await probe_url("ftp://hub.example", 2, plain(), hub="h")
     assert not bad.ok and "not an http(s) URL" in bad.error and bad.latency_ms is None

@@ -28,6 +28,8 @@ MAX_BODY = 64 * 1024
 """Bytes of body read; a longer body is not JupyterHub's answer (its /hub/api/ body is ≈ 20 bytes): the
 version is not read from it and the connection is not reused."""
 USER_AGENT = "hubfleet-prober"
+DIGITS = re.compile(r"[0-9]{1,18}")
+HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class ProbeHTTPError(Exception):
@@ -164,7 +166,7 @@ class Connection:
             return await self._chunked(want)
         length = headers.get("content-length")
         if length is not None:
-            if not length.isdigit():
+            if not DIGITS.fullmatch(length):
                 raise ProbeHTTPError("malformed Content-Length")
             size = int(length)
             if size > MAX_BODY:
@@ -186,10 +188,9 @@ class Connection:
         while True:
             line = await self._line()
             size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise ProbeHTTPError("malformed chunked body") from None
+            if not HEX.fullmatch(size_text):  # int() alone would take "-5", "1_0", " 5"
+                raise ProbeHTTPError("malformed chunked body")
+            size = int(size_text, 16)
             if size == 0:
                 break
             total += size
@@ -242,7 +243,7 @@ def version_from_body(body: bytes | None) -> str | None:
         return None
     try:
         found = json.loads(body)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+    except (ValueError, RecursionError):  # bad JSON or encoding; "[[[[…" nested deeper than Python recurses
         return None
     version = found.get("version") if isinstance(found, dict) else None
     return version[:40] if isinstance(version, str) and version else None

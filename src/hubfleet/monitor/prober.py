@@ -308,6 +308,10 @@ async def probe_url(
                 except (OSError, ssl.SSLError, ProbeHTTPError) as exc:
                     errors.append(f"GET {path}: {describe(exc)}")
                     continue
+                except Exception as exc:  # an answer nobody foresaw must fail this hub, not the pass
+                    log.debug("probe of %s: unexpected %r", hub, exc, exc_info=True)
+                    errors.append(f"GET {path}: unreadable answer ({type(exc).__name__})")
+                    continue
                 statuses[path] = answer.status
                 if answer.status != 200:
                     errors.append(f"GET {path}: HTTP {answer.status} {answer.reason}".rstrip())
