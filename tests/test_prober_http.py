@@ -342,6 +342,8 @@ async def test_an_oversized_body_is_not_read_and_a_bad_reason_is_cleaned() -> No
 
     bad = await probe_url("ftp://hub.example", 2, plain(), hub="h")
     assert not bad.ok and "not an http(s) URL" in bad.error and bad.latency_ms is None
+    label = await probe_url("http://" + "a" * 70 + ".example", 2, plain(), hub="h")  # no DNS: IDNA refuses
+    assert not label.ok and "label empty or too long" in label.error
 
 
 # --------------------------------------------------------------------------- a pass over many hubs

@@ -297,7 +297,7 @@ async def probe_url(
                 if connection is None or not connection.reusable:
                     try:
                         connection = await Connection.open(where, context)
-                    except (OSError, ssl.SSLError) as exc:  # the rest of the paths fail alike
+                    except Exception as exc:  # the rest of the paths fail alike (also a name IDNA rejects)
                         tls_failed = isinstance(exc, ssl.SSLError)
                         errors += [f"GET {rest}: {describe(exc)}" for rest in paths[index:]]
                         break
