@@ -335,6 +335,11 @@ async def test_an_oversized_body_is_not_read_and_a_bad_reason_is_cleaned() -> No
     assert result.error == "GET /hub/health, /hub/api/: HTTP 503 [31mDown"
     assert "\x1b" not in result.error and "\x00" not in result.error
 
+    escape = answer(body=b'{"version": "\\u001b[2J6.1.1\\u0007"}')  # a terminal escape in the version
+    async with scripted(lambda p: escape) as hub:
+        result = await probe_url(hub.url, 2, plain(), hub="h")
+    assert result.ok and result.version == "[2J6.1.1"
+
     deep = answer(body=b"[" * 50_000)  # JSON nested deeper than Python recurses
     async with scripted(lambda p: deep) as hub:
         result = await probe_url(hub.url, 2, plain(), hub="h")

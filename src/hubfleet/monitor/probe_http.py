@@ -246,7 +246,10 @@ def version_from_body(body: bytes | None) -> str | None:
     except (ValueError, RecursionError):  # bad JSON or encoding; "[[[[…" nested deeper than Python recurses
         return None
     version = found.get("version") if isinstance(found, dict) else None
-    return version[:40] if isinstance(version, str) and version else None
+    if not isinstance(version, str):
+        return None
+    shown = "".join(c for c in version[:40] if c.isprintable())  # no terminal escapes into tables and logs
+    return shown or None
 
 
 def not_after(der: bytes | None) -> datetime | None:
@@ -262,7 +265,9 @@ def not_after(der: bytes | None) -> datetime | None:
 
 
 def describe(exc: BaseException) -> str:
-    """A probe error in the words httpx used before (operators' alert rules and history match them)."""
+    """A probe error for its sample and incident: connection failures in the words the httpx-based prober
+    used ("cannot connect (connection refused)", "ConnectError: …"), so that incident history stays
+    comparable; a malformed answer in its own words."""
     if isinstance(exc, ProbeHTTPError):
         return str(exc)
     if _refused(exc):
