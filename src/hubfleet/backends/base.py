@@ -53,6 +53,11 @@ class Backend(ABC):
     def config_hash(self, hub: Hub) -> str:
         """Desired-state hash of everything that affects this hub."""
 
+    def render_and_hash(self, hub: Hub) -> tuple[str, str]:
+        """`render` and `config_hash` together; a backend whose hash is built from its rendering overrides
+        it to render once (a plan of 5,000 hubs renders each hub once, not twice)."""
+        return self.render(hub), self.config_hash(hub)
+
     @abstractmethod
     def endpoint(self, hub_name: str) -> HubEndpoint:
         """URL and control-plane token of a deployed hub."""
