@@ -115,7 +115,7 @@ def _compile_sources() -> None:
     and skips the files that are up to date."""
     import compileall
 
-    compileall.compile_dir(Path(__file__).resolve().parent.parent / "src", quiet=1)
+    compileall.compile_dir(Path(__file__).resolve().parent.parent / "src", quiet=2)  # errors show on import
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
