@@ -196,6 +196,32 @@ def test_the_first_run_saves_its_baseline_and_later_plans_compare_with_the_state
     assert len(git(repos["remote"], "rev-list", f"refs/heads/{ci_state.BRANCH}").split()) == 1
 
 
+def test_fresh_replaces_the_history_by_one_commit_only_if_nobody_saved(
+    repos: dict[str, Path], tmp_path: Path
+) -> None:
+    identity, remote = repos["identity"], plain_remote()
+    first = tmp_path / "first"
+    ci_state.load(repos["a"], first, remote=remote, identity=identity)
+    for digest in ("one", "two"):
+        deploy_record(repos["a"], first, "example", digest)
+        ci_state.save(load_fleet(repos["a"]), first, remote=remote, identity=identity)
+    operator, job = tmp_path / "operator", tmp_path / "job"
+    for state in (operator, job):
+        ci_state.load(repos["b"], state, remote=remote, identity=identity)
+    deploy_record(repos["b"], job, "example", "three")
+    ci_state.save(load_fleet(repos["b"]), job, remote=remote, identity=identity)  # a job saves meanwhile
+    with pytest.raises(UserError, match="moved since the load"):
+        ci_state.save(load_fleet(repos["b"]), operator, remote=remote, identity=identity, fresh=True)
+
+    again = tmp_path / "again"
+    ci_state.load(repos["b"], again, remote=remote, identity=identity)
+    fresh = ci_state.save(load_fleet(repos["b"]), again, remote=remote, identity=identity, fresh=True)
+    assert git(repos["remote"], "rev-list", f"refs/heads/{ci_state.BRANCH}").split() == [fresh]
+    check = tmp_path / "check"
+    ci_state.load(repos["c"], check, remote=remote, identity=identity)
+    assert history(check) == [("example", "one"), ("example", "three"), ("example", "two")]
+
+
 def test_a_hostile_archive_is_refused() -> None:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:

@@ -87,6 +87,14 @@ def save(
         bool,
         typer.Option("--unless-merge-request", help="Do nothing in a GitLab merge-request pipeline."),
     ] = False,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Replace the branch by one commit without history (its size grows with every save), only if "
+            "no job saved since the load.",
+        ),
+    ] = False,
     after_failure: Annotated[
         bool,
         typer.Option(
@@ -115,5 +123,6 @@ def save(
         remote=remote_for(remote),
         identity=identity,
         message=message or job_message(),
+        fresh=fresh,
     )
     console.print(f"state on {branch}: {commit[:12]}", highlight=False, markup=False)

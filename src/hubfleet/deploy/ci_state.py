@@ -199,9 +199,12 @@ def _commit(repo: Path, remote: Remote, payload: bytes, parent: str | None, mess
 REJECTED = ("rejected", "non-fast-forward", "fetch first", "stale info", "failed to update ref")
 
 
-def _push(repo: Path, remote: Remote, commit: str, branch: str) -> bool:
-    """True when pushed; False when another save came first (not a fast-forward); UserError otherwise."""
-    done = _git(repo, remote, "push", "--quiet", "--porcelain", remote.where, f"{commit}:refs/heads/{branch}")
+def _push(repo: Path, remote: Remote, commit: str, branch: str, lease: str | None = None) -> bool:
+    """True when pushed; False when another save came first (not a fast-forward, or with `lease` the branch
+    is no longer at that commit); UserError otherwise."""
+    force = [f"--force-with-lease=refs/heads/{branch}:{lease}"] if lease else []
+    ref = f"{commit}:refs/heads/{branch}"
+    done = _git(repo, remote, "push", "--quiet", "--porcelain", *force, remote.where, ref)
     if done.returncode == 0:
         return True
     said = (done.stdout + done.stderr).decode(errors="replace").lower()
@@ -428,9 +431,13 @@ def save(
     identity: Path | None = None,
     message: str = "hubfleet state",
     retries: int = RETRIES,
+    fresh: bool = False,
 ) -> str:
     """Encrypt the state and push it as a new commit on top of the one `load` read; when another job saved
-    first, merge with theirs and try again (`retries` times). Returns the new commit."""
+    first, merge with theirs and try again (`retries` times). Returns the new commit.
+
+    `fresh`: a commit with no history that replaces the branch, only while it is still at the commit loaded
+    (an operator starting the branch afresh; a job that saved meanwhile makes it fail, nothing lost)."""
     remote = remote or remote_for(None)
     repo = repository(fleet.root)
     if not load_ran(state_dir):
@@ -442,6 +449,14 @@ def save(
     skip_tokens = fleet.settings.service_token_key is not None
     ours = _state_files(state_dir, skip_tokens)
     base = _base_files(state_dir)
+    if fresh:
+        if parent is None:
+            raise UserError(f"--fresh: nothing was loaded from {branch}; a plain save starts the branch")
+        commit = _commit(repo, remote, encrypt(ours, fleet), None, message)
+        if not _push(repo, remote, commit, branch, lease=parent):
+            raise UserError(f"{branch} moved since the load (a job saved): load again, then save --fresh")
+        _remember(state_dir, branch, commit, ours)
+        return commit
     if parent is not None and ours == base:
         return parent  # nothing changed since load (a plan that found the state): no empty commit
     for attempt in range(retries + 1):

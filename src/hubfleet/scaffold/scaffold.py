@@ -180,6 +180,13 @@ def _values(cluster: str, fleet_name: str, ci_paths: list[str]) -> dict[str, str
         "address_prod": _address(cluster, "prod"),
         "ci_rows": ci_rows,
         "token_key": TOKEN_KEY_LINES if kubernetes else "",
+        "ci_state": (
+            "\n\nA CI runner starts empty, so the jobs keep the fleet's state (deploy history, ready-mode "
+            "windows)\non the branch `hubfleet-state`, age-encrypted to the same keys (`hubfleet ci state "
+            "load/save`):\nleave that branch alone, and never merge it."
+            if kubernetes
+            else ""
+        ),
         "edit_cluster": f", and the cluster in `clusters/{cluster_name}.yaml`" if kubernetes else "",
         "validate_chart": (
             " (`hubfleet validate --chart --charts-dir DIR` also renders each hub with the real chart)"
