@@ -684,3 +684,61 @@ def test_scheduled_inventory_steps_write_the_table_to_the_summary(tmp_path: Path
     summary = runner.summary.read_text()
     assert "| gke | gcp | europe-west1 | 1.31.4 | 4.4.0 | 4 | standard | 2026-12-20 | 19 |  |" in summary
     assert "- cluster gke: node pool default is 1.29.2, three minors behind the control plane" in summary
+
+
+def test_cloud_deploy_job_loads_the_ci_state_and_saves_a_failed_deploy(tmp_path: Path) -> None:
+    """The prod job's state steps around its deploy, as the runner runs them, with a bare repository as the
+    fleet's GitHub remote (the job token is not needed for a local path) and fake helm, kubectl and gcloud:
+    the plan job's save is stood in for by `ci state load` + `ci plan` + `ci state save`; the deploy fails
+    and rolls back, and the save after it keeps its record and the revision to roll back to."""
+    from hubfleet.deploy import ci_state
+    from hubfleet.store import open_store
+
+    fixture = Path(__file__).resolve().parent / "fixtures"
+    root = tmp_path / "fleet"
+    shutil.copytree(fixture / "k8s-fleet", root)
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    for name in ("helm", "kubectl", "gcloud"):
+        (bindir / name).write_text(FAKE_CLOUD.format(python=sys.executable, name=name))
+        (bindir / name).chmod(0o755)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "fleet")
+    sha = git(root, "rev-parse", "HEAD")
+    edit(root / "communities/physics/hubs/prod.yaml", "max_users:", "max_users: 999\n#")
+    git(root, "commit", "-q", "-am", "physics: 999 users")
+    git(tmp_path, "clone", "-q", "--bare", str(root), str(tmp_path / "remote.git"))
+    git(root, "remote", "add", "origin", str(tmp_path / "remote.git"))
+
+    identity = str(fixture / "k8s-fleet.age-identity.txt")
+    log = tmp_path / "calls.jsonl"
+    expressions = {"matrix.hub": "physics", "github.event.before": sha, "github.token": ""}
+    extra = {"HUBFLEET_AGE_IDENTITY": identity, "FAKE_LOG": str(log)}
+
+    def run_steps(job: str, names: list[str], workdir: Path) -> list[subprocess.CompletedProcess[str]]:
+        runner = Runner(workdir, root, expressions)
+        found = []
+        for name in names:
+            chosen = step("hubfleet-deploy.yml", job, name)
+            found.append(runner.run(chosen | {"env": chosen.get("env", {}) | extra}, path=bindir))
+        shutil.rmtree(root / ".hubfleet")  # the next job's runner starts empty
+        return found
+
+    load, plan, save = run_steps("plan", ["CI state", "Plan", "Save the CI state"], tmp_path / "plan-job")
+    assert load.returncode == plan.returncode == save.returncode == 0, plan.stdout + plan.stderr + save.stderr
+    load, deploy, save = run_steps("prod", ["CI state", "Deploy", "Save the CI state"], tmp_path / "prod-job")
+    assert load.returncode == 0 and "loaded" in load.stdout + load.stderr, load.stderr
+    assert deploy.returncode == 1 and "failed: physics" in deploy.stdout, deploy.stdout + deploy.stderr
+    assert "rollback failed too: helm rollback to revision 3" in deploy.stdout  # an update, never uninstalled
+    assert save.returncode == 0, save.stderr
+
+    check = tmp_path / "check"
+    remote = ci_state.remote_for(None, {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "")})
+    ci_state.load(root, check, remote=remote, identity=Path(identity))
+    with open_store(check) as store:
+        physics = store.deployments("physics", limit=10)
+    assert physics[0].result != "ok" and any(d.actor.startswith("baseline") for d in physics)
+    assert json.loads((check / "hubs/physics/kubernetes.json").read_text())["previous_revision"] == 3
+    helm = [call[1] for call in map(json.loads, log.read_text().splitlines()) if call[0] == "helm"]
+    assert helm == ["status", "upgrade", "rollback"]
