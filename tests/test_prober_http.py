@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import resource
 import ssl
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,9 @@ from hubfleet.monitor.probe_http import MAX_BODY, MAX_HEAD, origin
 from hubfleet.monitor.prober import (
     API_PATH,
     DEFAULT_CONCURRENCY,
+    FD_HEADROOM,
     Prober,
+    fit_file_limit,
     new_client,
     probe_concurrency,
     probe_hub,
@@ -389,7 +391,9 @@ async def test_a_pass_over_many_hubs_probes_each_once_and_opens_one_incident_eac
 # --------------------------------------------------------------------------- the concurrency knob
 
 
-def test_concurrency_from_the_environment_and_the_open_file_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_concurrency_from_the_environment_and_the_open_file_limit(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("HUBFLEET_PROBE_CONCURRENCY", "500")
     assert probe_concurrency() == 500
     for bad in ("0", "-3", "many", "2.5"):
@@ -399,16 +403,20 @@ def test_concurrency_from_the_environment_and_the_open_file_limit(monkeypatch: p
     monkeypatch.delenv("HUBFLEET_PROBE_CONCURRENCY")
     assert probe_concurrency() == DEFAULT_CONCURRENCY
 
-    # a hard limit too low for the concurrency asked: fewer hubs at once, said in a warning (own process,
-    # since a lowered hard limit cannot be raised again)
-    script = (
-        "import logging, resource\n"
-        "from hubfleet.monitor.prober import fit_file_limit\n"
-        "logging.basicConfig(level=logging.WARNING)\n"
-        "resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400))\n"
-        "print(fit_file_limit(1000), fit_file_limit(100))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["144", "100"]
-    assert "probing 144 hubs at once instead of 1000: the open-file limit is 400" in done.stderr
+    # more than even the hard limit allows: the soft limit goes up to it, fewer hubs are probed at once,
+    # and a warning says why
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        assert fit_file_limit(100) == 100
+        if hard == resource.RLIM_INFINITY:
+            return
+        with caplog.at_level(logging.WARNING, logger="hubfleet.prober"):
+            fitted = fit_file_limit(hard + 1000)
+        assert fitted == hard - FD_HEADROOM
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
+        assert (
+            f"probing {fitted} hubs at once instead of {hard + 1000}: the open-file limit is {hard}"
+            in caplog.text
+        )
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
