@@ -22,7 +22,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
@@ -225,6 +224,8 @@ def _revision(conn: sqlite3.Connection) -> str | None:
 
 
 def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory  # only here: importing Alembic costs every process ~0.25 s
+
     script = ScriptDirectory.from_config(db.alembic_config(create_engine("sqlite://")))
     return {rev.revision for rev in script.walk_revisions()}
 
