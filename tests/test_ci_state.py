@@ -21,7 +21,7 @@ from hubfleet.deploy.state import record
 from hubfleet.scaffold import scaffold
 from hubfleet.secrets import age
 from hubfleet.secrets.service_tokens import token_key
-from hubfleet.secrets.store import SecretResolver
+from hubfleet.secrets.store import SecretResolver, set_fleet_secret
 from hubfleet.settings import UserError
 from hubfleet.store import open_store
 
@@ -154,7 +154,7 @@ def test_a_wrong_identity_and_an_unloaded_directory_are_clear_errors(
 
     stranger = tmp_path / "stranger.txt"
     stranger.write_text(age.generate()[0])
-    with pytest.raises(UserError, match="not encrypted to this key.*ci_recipients"):
+    with pytest.raises(UserError, match="not encrypted to this key"):
         ci_state.load(repos["b"], tmp_path / "elsewhere", remote=remote, identity=stranger)
     with pytest.raises(UserError, match="no `hubfleet ci state load` ran here"):
         ci_state.save(load_fleet(repos["a"]), tmp_path / "never-loaded", remote=remote, identity=identity)
@@ -220,6 +220,60 @@ def test_fresh_replaces_the_history_by_one_commit_only_if_nobody_saved(
     check = tmp_path / "check"
     ci_state.load(repos["c"], check, remote=remote, identity=identity)
     assert history(check) == [("example", "one"), ("example", "three"), ("example", "two")]
+
+
+def test_a_state_forged_without_the_key_is_refused_and_a_new_key_is_taken_over(
+    repos: dict[str, Path], tmp_path: Path
+) -> None:
+    """The recipients are public (fleet.yaml), so anyone who can push could encrypt a state to them; only a
+    holder of service_token_key can authenticate one (state.mac)."""
+    identity, remote = repos["identity"], plain_remote()
+    state = tmp_path / "state"
+    ci_state.load(repos["a"], state, remote=remote, identity=identity)
+    deploy_record(repos["a"], state, "example", "real")
+    saved = ci_state.save(load_fleet(repos["a"]), state, remote=remote, identity=identity)
+    assert git(repos["remote"], "cat-file", "-t", f"{saved}:{ci_state.MAC_FILE}") == "blob"
+
+    # someone with push access but no key: a state of their own, encrypted to the public recipients
+    forged = ci_state.encrypt(
+        {"hubs/example/kubernetes.json": b'{"previous_revision": 1}'}, load_fleet(repos["b"])
+    )
+    git(repos["b"], "fetch", "-q", "origin", ci_state.BRANCH)
+    blob = (
+        subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"],
+            cwd=repos["b"],
+            input=forged,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .strip()
+    )
+    tree = subprocess.run(
+        ["git", "mktree"], cwd=repos["b"], input=f"100644 blob {blob}\tstate.age\n", capture_output=True,
+        text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    commit = git(
+        repos["b"], "-c", "user.name=m", "-c", "user.email=m@x", "commit-tree", tree, "-p", saved, "-m", "x"
+    )
+    git(repos["b"], "push", "-q", "origin", f"{commit}:refs/heads/{ci_state.BRANCH}")
+    with pytest.raises(UserError, match="not authenticated by the fleet's service_token_key"):
+        ci_state.load(repos["c"], tmp_path / "victim", remote=remote, identity=identity)
+
+    # rotation: the state loaded with the old key, saved with the new one (before the key change is pushed)
+    git(repos["b"], "push", "-q", "--force", "origin", f"{saved}:refs/heads/{ci_state.BRANCH}")
+    operator = tmp_path / "operator"
+    ci_state.load(repos["a"], operator, remote=remote, identity=identity)
+    recipients = age.load_identity(identity).recipients
+    set_fleet_secret(repos["a"], "service_token_key", "n" * 64, recipients)
+    with pytest.raises(UserError, match="not authenticated"):
+        ci_state.load(repos["a"], tmp_path / "too-early", remote=remote, identity=identity)
+    resaved = ci_state.save(load_fleet(repos["a"]), operator, remote=remote, identity=identity)
+    assert resaved != saved  # unchanged, yet saved again: under the new key
+    after = tmp_path / "after"
+    ci_state.load(repos["a"], after, remote=remote, identity=identity)
+    assert history(after) == [("example", "real")]
 
 
 def test_a_hostile_archive_is_refused() -> None:

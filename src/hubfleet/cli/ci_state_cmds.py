@@ -67,8 +67,9 @@ def load(
         console.print("a merge request: the plan compares with its base, no CI state loaded", highlight=False)
         return
     fleet_dir = resolve_fleet_dir(fleet)
+    config = load_or_explain(fleet_dir)
     state = resolve_state_dir(fleet_dir, state_dir)
-    done = load_state(fleet_dir, state, branch=branch, remote=remote_for(remote), identity=identity)
+    done = load_state(config, state, branch=branch, remote=remote_for(remote), identity=identity)
     console.print(done.message, highlight=False, markup=False)
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -33,14 +35,17 @@ from pathlib import Path
 import pyrage
 
 from hubfleet.config.fleet import FleetConfig
+from hubfleet.config.validate import load_fleet
 from hubfleet.deploy.ci_state_merge import merge
 from hubfleet.secrets import age
-from hubfleet.secrets.store import fleet_recipients
+from hubfleet.secrets.service_tokens import token_key
+from hubfleet.secrets.store import SecretResolver, fleet_recipients
 from hubfleet.settings import UserError
 from hubfleet.store.db import DB_FILENAME
 
 BRANCH = "hubfleet-state"
 STATE_FILE = "state.age"
+MAC_FILE = "state.mac"
 MARKER_DIR = ".ci-state"
 """Inside the state directory: loaded.json (the branch and commit `load` read) and base/ (that snapshot, the
 common ancestor of a merge). Never saved itself."""
@@ -167,20 +172,55 @@ def fetch(repo: Path, remote: Remote, branch: str) -> str | None:
     return _out(_git(repo, remote, "rev-parse", ref))
 
 
-def _blob(repo: Path, remote: Remote, commit: str, branch: str) -> bytes:
-    done = _git(repo, remote, "cat-file", "blob", f"{commit}:{STATE_FILE}")
-    if done.returncode != 0:
+def _blob(repo: Path, remote: Remote, commit: str, branch: str, name: str = STATE_FILE) -> bytes | None:
+    done = _git(repo, remote, "cat-file", "blob", f"{commit}:{name}")
+    return done.stdout if done.returncode == 0 else None
+
+
+def mac_key(fleet: FleetConfig, identity: Path | None) -> bytes | None:
+    """The key that authenticates the state (HMAC), from fleet.yaml service_token_key: the recipients are
+    public, so anyone who can push the branch could encrypt a state of their own to them; only holders of
+    a fleet key can MAC one. None without a key (then the branch's protection is all there is)."""
+    key = token_key(fleet, SecretResolver(fleet, identity))
+    if key is None:
+        return None
+    return hmac.new(key.encode(), b"hubfleet ci state", hashlib.sha256).digest()
+
+
+def _mac(key: bytes, payload: bytes) -> bytes:
+    return hmac.new(key, payload, hashlib.sha256).hexdigest().encode()
+
+
+def read_state(
+    repo: Path, remote: Remote, commit: str, branch: str, identity: Path | None, key: bytes | None
+) -> dict[str, bytes]:
+    """The files of the state at `commit`, its MAC checked first when the fleet has a key."""
+    where = f"branch {branch} at {commit[:12]}"
+    payload = _blob(repo, remote, commit, branch)
+    if payload is None:
         raise UserError(
-            f"branch {branch} at {commit[:12]} holds no {STATE_FILE}; it is not a hubfleet state branch "
-            "(pass --branch NAME for another)"
+            f"{where} holds no {STATE_FILE}; it is not a hubfleet state branch (--branch NAME for another)"
         )
-    return done.stdout
+    if key is not None:
+        mac = _blob(repo, remote, commit, branch, MAC_FILE)
+        if mac is None or not hmac.compare_digest(mac.strip(), _mac(key, payload)):
+            raise UserError(
+                f"the CI state on {where} is not authenticated by the fleet's service_token_key: someone "
+                "without the key wrote it, or the key was set or changed without re-saving the state "
+                "(docs/starting-a-fleet.md, Service tokens). Read the branch's history (`git log "
+                "hubfleet-state`) before trusting any of it"
+            )
+    return decrypt(payload, identity, where)
 
 
-def _commit(repo: Path, remote: Remote, payload: bytes, parent: str | None, message: str) -> str:
-    """A commit whose tree is README.md and state.age, on top of `parent` (None: a root commit)."""
+def _commit(
+    repo: Path, remote: Remote, payload: bytes, parent: str | None, message: str, key: bytes | None
+) -> str:
+    """A commit whose tree is README.md, state.age and (with a key) state.mac, on top of `parent` (None: a
+    root commit)."""
     blobs = {}
-    for name, data in ((STATE_FILE, payload), ("README.md", README.encode())):
+    entries = [(STATE_FILE, payload), ("README.md", README.encode())]
+    for name, data in entries + ([(MAC_FILE, _mac(key, payload) + b"\n")] if key is not None else []):
         done = _git(repo, remote, "hash-object", "-w", "--stdin", data=data)
         if done.returncode != 0:
             raise UserError(f"git hash-object failed: {_err(done)}")
@@ -352,12 +392,27 @@ def _write_files(root: Path, files: dict[str, bytes]) -> None:
             handle.write(data)
 
 
-def _remember(state_dir: Path, branch: str, commit: str | None, files: dict[str, bytes]) -> None:
-    """What this directory started from: the commit a save builds on and the snapshot a merge compares to."""
+def _fingerprint(key: bytes | None) -> str | None:
+    return hashlib.sha256(key).hexdigest()[:16] if key is not None else None
+
+
+def _remember(
+    state_dir: Path, branch: str, commit: str | None, files: dict[str, bytes], key: bytes | None
+) -> None:
+    """What this directory started from: the commit a save builds on, the snapshot a merge compares to, and
+    which key authenticated it (a save under another key re-saves even an unchanged state)."""
     marker = _marker(state_dir)
     shutil.rmtree(marker / "base", ignore_errors=True)
     _write_files(marker / "base", files)
-    _write_files(marker, {"loaded.json": json.dumps({"branch": branch, "commit": commit}).encode()})
+    data = {"branch": branch, "commit": commit, "mac": _fingerprint(key)}
+    _write_files(marker, {"loaded.json": json.dumps(data).encode()})
+
+
+def _loaded_mac(state_dir: Path) -> str | None:
+    try:
+        return json.loads((_marker(state_dir) / "loaded.json").read_text()).get("mac")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _base_files(state_dir: Path) -> dict[str, bytes]:
@@ -391,7 +446,7 @@ class Loaded:
 
 
 def load(
-    fleet_root: Path,
+    fleet: FleetConfig | Path,
     state_dir: Path,
     *,
     branch: str = BRANCH,
@@ -401,7 +456,8 @@ def load(
     """Fetch and decrypt the state branch into `state_dir` (a CI runner's, empty). No branch yet: nothing
     is written but the marker, and the CI commands fall back to the git baseline."""
     remote = remote or remote_for(None)
-    repo = repository(fleet_root)
+    fleet = load_fleet(fleet) if isinstance(fleet, Path) else fleet
+    repo = repository(fleet.root)
     database = state_dir / DB_FILENAME
     if database.exists() and not load_ran(state_dir):
         raise UserError(
@@ -411,14 +467,15 @@ def load(
     commit = fetch(repo, remote, branch)
     state_dir.mkdir(parents=True, exist_ok=True)
     if commit is None:
-        _remember(state_dir, branch, None, {})
+        _remember(state_dir, branch, None, {}, None)
         return Loaded(None, 0, f"no state branch {branch} on {remote.where} yet: the first save creates it")
     where = f"branch {branch} at {commit[:12]}"
-    files = decrypt(_blob(repo, remote, commit, branch), identity, where)
+    key = mac_key(fleet, identity)
+    files = read_state(repo, remote, commit, branch, identity, key)
     for stale in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
         stale.unlink(missing_ok=True)
     _write_files(state_dir, files)
-    _remember(state_dir, branch, commit, files)
+    _remember(state_dir, branch, commit, files, key)
     return Loaded(commit, len(files), f"loaded {len(files)} file(s) of the CI state from {where}")
 
 
@@ -449,20 +506,21 @@ def save(
     skip_tokens = fleet.settings.service_token_key is not None
     ours = _state_files(state_dir, skip_tokens)
     base = _base_files(state_dir)
+    key = mac_key(fleet, identity)
     if fresh:
         if parent is None:
             raise UserError(f"--fresh: nothing was loaded from {branch}; a plain save starts the branch")
-        commit = _commit(repo, remote, encrypt(ours, fleet), None, message)
+        commit = _commit(repo, remote, encrypt(ours, fleet), None, message, key)
         if not _push(repo, remote, commit, branch, lease=parent):
             raise UserError(f"{branch} moved since the load (a job saved): load again, then save --fresh")
-        _remember(state_dir, branch, commit, ours)
+        _remember(state_dir, branch, commit, ours, key)
         return commit
-    if parent is not None and ours == base:
+    if parent is not None and ours == base and _loaded_mac(state_dir) == _fingerprint(key):
         return parent  # nothing changed since load (a plan that found the state): no empty commit
     for attempt in range(retries + 1):
-        commit = _commit(repo, remote, encrypt(ours, fleet), parent, message)
+        commit = _commit(repo, remote, encrypt(ours, fleet), parent, message, key)
         if _push(repo, remote, commit, branch):
-            _remember(state_dir, branch, commit, ours)
+            _remember(state_dir, branch, commit, ours, key)
             if attempt:  # what runs now includes the other jobs' work: keep this directory in step
                 _write_files(state_dir, {k: v for k, v in ours.items() if k != DB_FILENAME})
                 _replace_database(state_dir, ours.get(DB_FILENAME))
@@ -473,8 +531,7 @@ def save(
         theirs_commit = fetch(repo, remote, branch)
         if theirs_commit is None:
             raise UserError(f"the push to {branch} was refused but the branch is not there; try again")
-        where = f"branch {branch} at {theirs_commit[:12]}"
-        theirs = decrypt(_blob(repo, remote, theirs_commit, branch), identity, where)
+        theirs = read_state(repo, remote, theirs_commit, branch, identity, key)
         ours, base, parent = merge(base, ours, theirs), theirs, theirs_commit
     raise UserError(
         f"another job saved the state on {branch} each of {retries + 1} times this one tried; run `hubfleet "
