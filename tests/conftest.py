@@ -73,33 +73,45 @@ def _remove_test_accounts(tmp_path_factory: TempPathFactory) -> Iterator[None]:
 
 
 SLOWEST_FIRST = (
+    "test_event_ready_mode.py",
     "test_faults.py",
+    "test_retire.py",
     "test_local_fleet.py",
+    "test_staging_per_cluster.py",
+    "test_plan_front_door.py",
+    "test_backup_schedule.py",
+    "test_monitor_integration.py",
+    "test_support_demo.py",
+    "test_event_report.py",
+    "test_tickets_cli.py",
+    "test_layout_migration.py",
     "test_deploy.py",
     "test_backup.py",
     "test_backup_faults.py",
     "test_front_door.py",
     "test_front_door_faults.py",
+    "test_prober_front_door.py",
+    "test_user_database.py",
     "test_login_forms.py",
     "test_auth_oidc.py",
     "test_isolation.py",
     "test_console_api.py",
-    "test_prober_front_door.py",
+    "test_single_account.py",
+    "test_costs_demo.py",
+    "test_console_daemon.py",
+    "test_disk_usage.py",
+    "test_metrics_export.py",
     "test_store_faults.py",
     "test_broker_hostile.py",
-    "test_backup_schedule.py",
-    "test_retire.py",
     "test_cost_watch.py",
     "test_usage_identity.py",
-    "test_costs_demo.py",
     "test_console_costs.py",
-    "test_support_demo.py",
     "test_support_context.py",
     "test_support_hub.py",
 )
-"""The test files that take longest (`pytest --durations=0`, 2026-11-30: 235 s down to 60 s each), started
-first so that `-n 4 --dist loadfile` does not end with one worker still on a long file; the rest keep their
-order."""
+"""The test files that take longest, started first so that `-n 4 --dist loadfile` does not end with one worker
+still on a long file; the rest keep their order. From `pytest --durations=0` (2026-11-30) and the slowest
+tests of the CI run of 2026-12-01 (a file with one test over a minute comes early)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
