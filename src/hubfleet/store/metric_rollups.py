@@ -42,6 +42,8 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql import ColumnElement
@@ -373,7 +375,7 @@ def _fold_new(conn: Connection, max_id: int, upto: int) -> None:
 
 
 def _add_to_stored(conn: Connection, folded: dict[tuple[str, int], HourFigures]) -> None:
-    """Add `folded` to the stored rows of the same (hub, hour), writing each row whole again."""
+    """Add `folded` to the stored rows of the same (hub, hour): one read, one upsert of whole rows."""
     hubs = sorted({hub for hub, _ in folded})
     hours = [hour for _, hour in folded]
     stored = select(HubSampleHour).where(
@@ -384,16 +386,24 @@ def _add_to_stored(conn: Connection, folded: dict[tuple[str, int], HourFigures])
         key = (row["hub"], row["hour"])
         if key in merged:
             merged[key] = _merge(HourFigures(*(row[name] for name in FIELDS)), merged[key])
-    for hub in hubs:
-        keys = sorted(hour for h, hour in merged if h == hub)
-        conn.execute(delete(HubSampleHour).where(HubSampleHour.hub == hub, HubSampleHour.hour.in_(keys)))
-    _insert(conn, merged)
+    _insert(conn, merged, upsert=True)
 
 
-def _insert(conn: Connection, figures: dict[tuple[str, int], HourFigures]) -> None:
-    if figures:
-        rows = [{"hub": hub, "hour": hour, **vars(f)} for (hub, hour), f in sorted(figures.items())]
-        conn.execute(HubSampleHour.__table__.insert(), rows)
+def _insert(conn: Connection, figures: dict[tuple[str, int], HourFigures], upsert: bool = False) -> None:
+    """Write `figures`; `upsert`: replacing the rows of the same (hub, hour) (SQLite and PostgreSQL)."""
+    if not figures:
+        return
+    rows = [{"hub": hub, "hour": hour, **vars(f)} for (hub, hour), f in sorted(figures.items())]
+    table = HubSampleHour.__table__
+    if not upsert:
+        conn.execute(table.insert(), rows)
+        return
+    dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = dialect_insert(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=["hub", "hour"], set_={name: statement.excluded[name] for name in FIELDS}
+    )
+    conn.execute(statement, rows)
 
 
 def roll_up_connection(conn: Connection, max_rows: int | None = MAX_ROWS_PER_CALL) -> tuple[int, int]:
