@@ -1,8 +1,9 @@
 """The console's charts: the table behind each one (one row per x value, None for a gap) and its CSV.
 
 Day-based charts read the ProbeDay and usage roll-ups; running servers and spawns read the hourly roll-ups
-of hub samples (hubfleet.store.metric_rollups) for the hours rolled up, and raw samples for the newest hour
-or two. Each chart is a constant number of statements, whatever the number of hubs it covers.
+of hub samples (hubfleet.store.metric_rollups), which each request first brings up to the newest sample, and
+raw samples only for what the roll-ups cannot answer (a chart of a past moment). Each chart is a constant
+number of statements, whatever the number of hubs it covers.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ Y_TITLES: dict[str, str] = {
 MAX_DAYS = 400
 """Longest chart window: ProbeDay rows are kept ~400 days (raw samples 31, hub samples 35)."""
 RUNNING_BUCKETS = (3600, 3 * 3600, 6 * 3600, 86400)
-"""Bucket sizes (s) of the running-servers chart: the smallest giving at most MAX_POINTS buckets (hours at
-least: the roll-ups are hourly)."""
+"""Bucket sizes (s) of the running-servers chart: the smallest giving at most MAX_POINTS buckets and
+MAX_CELLS values (hours at least: the roll-ups are hourly)."""
 MAX_POINTS = 1000
 MAX_CELLS = 100_000
 """At most this many values in a running-servers chart (a column per hub): 1,000 hubs over a week get
