@@ -10,6 +10,10 @@ Left out on purpose:
 - POST /api/hubs/{hub}/checks: it acts on the fleet (starts a server on a hub); test_console_api covers it.
 - DELETE /api/tokens/{token_id}: generated ids could revoke the very token the run authenticates with.
 POST /api/tokens is included: it only adds tokens to this throwaway console's store.
+
+The schema is lazy (schemathesis.pytest.from_fixture: read from the live console when the test runs, each
+operation a subtest): built at collection, its cases cost ~8 s of CPU in every xdist worker, all of which
+collect every file, though only one runs this one.
 """
 
 from __future__ import annotations
@@ -51,9 +55,7 @@ CONFIG = schemathesis.Config.from_dict(
 
 
 def _openapi_document() -> dict[str, Any]:
-    """The console's OpenAPI document, made in this process at collection time (schemathesis needs the
-    operations before the console runs); `test_the_live_console_serves_this_document` checks that the
-    live console serves exactly this document."""
+    """The console's OpenAPI document made in this process; the live console must serve the same."""
     with tempfile.TemporaryDirectory() as tmp:
         root = copy_demo_fleet(Path(tmp) / "fleet")
         write_accounts(root)
@@ -61,12 +63,7 @@ def _openapi_document() -> dict[str, Any]:
             return create_app(store, load_fleet(root)).openapi()
 
 
-DOCUMENT = _openapi_document()
-schema = (
-    schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
-    .exclude(method="POST", path="/api/hubs/{hub}/checks")
-    .exclude(method="DELETE")
-)
+schema = schemathesis.pytest.from_fixture("console_schema")
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +71,22 @@ def cf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleFleet]:
     with console_fleet(tmp_path_factory.mktemp("console-schemathesis")) as fleet:
         _seed_tickets(fleet)
         yield fleet
+
+
+@pytest.fixture(autouse=True)
+def _nodeid_for_schemathesis(request: pytest.FixtureRequest) -> None:
+    """schemathesis 4's lazy schema reads and renames `node._nodeid`, which pytest 9 no longer has: a plain
+    attribute for it (each operation's subtest names the operation)."""
+    request.node._nodeid = request.node.nodeid
+
+
+@pytest.fixture(scope="module")
+def console_schema(cf: ConsoleFleet) -> Any:
+    return (
+        schemathesis.openapi.from_dict(httpx.get(f"{cf.url}/api/openapi.json").json(), config=CONFIG)
+        .exclude(method="POST", path="/api/hubs/{hub}/checks")
+        .exclude(method="DELETE")
+    )
 
 
 def _seed_tickets(cf: ConsoleFleet) -> None:
@@ -110,7 +123,7 @@ def _seed_tickets(cf: ConsoleFleet) -> None:
 
 
 def test_the_live_console_serves_this_document(cf: ConsoleFleet) -> None:
-    assert httpx.get(f"{cf.url}/api/openapi.json").json() == DOCUMENT
+    assert httpx.get(f"{cf.url}/api/openapi.json").json() == _openapi_document()
 
 
 def _call(case: schemathesis.Case, cf: ConsoleFleet, username: str) -> None:
