@@ -29,8 +29,9 @@ from hubfleet.monitor.prober import (
     probe_concurrency,
     probe_hub,
     probe_url,
+    run_in_daemon,
 )
-from hubfleet.monitor.uptime import ProbeResult
+from hubfleet.monitor.uptime import ProbeResult, uptime
 from hubfleet.store import open_store
 from test_prober import FakeHub, tls_hub
 
@@ -420,3 +421,28 @@ def test_concurrency_from_the_environment_and_the_open_file_limit(
         )
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.anyio
+async def test_the_daemon_probes_with_the_default_when_the_knob_is_bad(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`hubfleet probe` refuses a bad HUBFLEET_PROBE_CONCURRENCY (one line, see above); the daemon says so in
+    its log and keeps probing, since a typo must not leave every hub unwatched."""
+    monkeypatch.setenv("HUBFLEET_PROBE_CONCURRENCY", "lots")
+    monkeypatch.setenv("HUBFLEET_PROBE_INTERVAL", "0.2")
+    fleet = FleetConfig(root=tmp_path, settings=FleetSettings(name="t"))
+    async with scripted(lambda path: answer()) as hub:
+        logged = caplog.at_level(logging.ERROR, logger="hubfleet.prober")
+        with open_store(tmp_path / "state") as store, logged:
+            task = asyncio.create_task(run_in_daemon(fleet, tmp_path, store, lambda: {"h": hub.url}, None))
+            for _ in range(100):
+                if uptime(store, "h")["24h"] is not None:
+                    break
+                await asyncio.sleep(0.05)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert uptime(store, "h")["24h"] == 100.0
+    assert "HUBFLEET_PROBE_CONCURRENCY must be a whole number" in caplog.text
+    assert "probing with the default meanwhile" in caplog.text

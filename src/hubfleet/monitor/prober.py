@@ -48,6 +48,7 @@ from hubfleet.monitor.probe_http import (
     version_from_body,
 )
 from hubfleet.monitor.uptime import ProbeResult, prune_samples, record_samples
+from hubfleet.settings import UserError
 from hubfleet.store.api import Store
 
 if TYPE_CHECKING:
@@ -95,13 +96,17 @@ class ProbeSettings(BaseSettings):
     probe_interval: float | None = None
 
 
+class ProbeSettingError(UserError, ValueError):
+    """A probe setting from the environment that cannot be used (the CLI prints it as one line)."""
+
+
 def probe_concurrency() -> int:
     """HUBFLEET_PROBE_CONCURRENCY when set (a whole number ≥ 1), else DEFAULT_CONCURRENCY."""
     text = os.environ.get("HUBFLEET_PROBE_CONCURRENCY", "").strip()
     if not text:
         return DEFAULT_CONCURRENCY
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ProbeSettingError(
             f"HUBFLEET_PROBE_CONCURRENCY must be a whole number of hubs probed at once, at least 1, not "
             f"{text[:20]!r}; unset it for the default ({DEFAULT_CONCURRENCY})"
         )
@@ -695,7 +700,13 @@ async def run_in_daemon(
             found.update(local_targets(door_fleet, local_urls(), status))
             return found
 
-        prober = Prober(fleet, state_dir, store, targets=targets, alerter=Alerter(fleet, store, resolver))
+        try:
+            concurrency = probe_concurrency()
+        except ProbeSettingError as exc:  # monitoring goes on: a bad knob must not leave hubs unwatched
+            log.error("%s; probing with the default meanwhile", exc)
+            concurrency = DEFAULT_CONCURRENCY
+        alerter = Alerter(fleet, store, resolver)
+        prober = Prober(fleet, state_dir, store, targets=targets, alerter=alerter, concurrency=concurrency)
         try:
             await prober.run_forever()
         finally:
