@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import sqlite3
-import subprocess
 import tarfile
 import tempfile
 import time
@@ -36,6 +35,17 @@ import pyrage
 
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.validate import load_fleet
+from hubfleet.deploy.ci_state_git import (
+    MAC_FILE,
+    STATE_FILE,
+    Remote,
+    blob,
+    fetch,
+    make_commit,
+    push,
+    remote_for,
+    repository,
+)
 from hubfleet.deploy.ci_state_merge import merge
 from hubfleet.secrets import age
 from hubfleet.secrets.service_tokens import token_key
@@ -44,8 +54,6 @@ from hubfleet.settings import UserError
 from hubfleet.store.db import DB_FILENAME
 
 BRANCH = "hubfleet-state"
-STATE_FILE = "state.age"
-MAC_FILE = "state.mac"
 MARKER_DIR = ".ci-state"
 """Inside the state directory: loaded.json (the branch and commit `load` read) and base/ (that snapshot, the
 common ancestor of a merge). Never saved itself."""
@@ -54,127 +62,9 @@ MAX_FILE = 1 << 20
 """Hub state files are small JSON; anything larger is not state (and a hostile archive is refused)."""
 HUB_FILE = re.compile(r"hubs/[a-z0-9][a-z0-9-]{0,62}/[A-Za-z0-9_.-]{1,64}\.json")
 RETRIES = 4
-README = """\
-# hubfleet state
-
-This branch is written by `hubfleet ci state save`: `state.age` holds the CI runners' store (deploy
-history, ready-mode windows) and the hubs' small state files, age-encrypted to the fleet's operators and
-`ci_recipients`. Read it with `hubfleet ci state load --state-dir DIR` (an empty DIR). Do not merge this
-branch into another: it shares no history with the fleet's files.
-"""
-COMMITTER = {
-    "GIT_AUTHOR_NAME": "hubfleet",
-    "GIT_AUTHOR_EMAIL": "hubfleet@localhost",
-    "GIT_COMMITTER_NAME": "hubfleet",
-    "GIT_COMMITTER_EMAIL": "hubfleet@localhost",
-}
-CREDENTIAL_HELPER = (
-    '!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" "$HUBFLEET_GIT_USER" '
-    '"$HUBFLEET_GIT_TOKEN"; }; f'
-)
-"""Gives git the token from the environment: never on a command line, in .git/config or in a URL."""
 
 
-# --------------------------------------------------------------------------- git
-
-
-@dataclass
-class Remote:
-    """Where the state branch lives: a remote name or URL, and the environment git runs with."""
-
-    where: str
-    env: dict[str, str]
-
-
-def remote_for(remote: str | None, environ: dict[str, str] | None = None) -> Remote:
-    """--remote, else this repository on GitHub or GitLab when a job token is there, else `origin`.
-
-    GitHub: $HUBFLEET_GIT_TOKEN (the workflow passes `github.token`). GitLab: $HUBFLEET_GIT_TOKEN, else
-    $HUBFLEET_STATE_TOKEN (a project access token with write_repository), else $CI_JOB_TOKEN (reads; pushes
-    only where the project allows job-token pushes)."""
-    environ = dict(os.environ if environ is None else environ)
-    env = environ | COMMITTER | {"GIT_TERMINAL_PROMPT": "0"}
-    token, user = environ.get("HUBFLEET_GIT_TOKEN", ""), environ.get("HUBFLEET_GIT_USER", "")
-    where = remote
-    if environ.get("GITLAB_CI"):
-        if not token and environ.get("HUBFLEET_STATE_TOKEN"):
-            token, user = environ["HUBFLEET_STATE_TOKEN"], user or "oauth2"
-        elif not token:
-            token, user = environ.get("CI_JOB_TOKEN", ""), user or "gitlab-ci-token"
-        if where is None and environ.get("CI_SERVER_URL") and environ.get("CI_PROJECT_PATH"):
-            where = f"{environ['CI_SERVER_URL']}/{environ['CI_PROJECT_PATH']}.git"
-    elif environ.get("GITHUB_ACTIONS") and token and where is None:
-        server = environ.get("GITHUB_SERVER_URL", "https://github.com")
-        where = f"{server}/{environ.get('GITHUB_REPOSITORY', '')}.git"
-    if token:
-        env |= {
-            "HUBFLEET_GIT_TOKEN": token,
-            "HUBFLEET_GIT_USER": user or "x-access-token",
-            "GIT_CONFIG_COUNT": "2",
-            "GIT_CONFIG_KEY_0": "credential.helper",
-            "GIT_CONFIG_VALUE_0": "",
-            "GIT_CONFIG_KEY_1": "credential.helper",
-            "GIT_CONFIG_VALUE_1": CREDENTIAL_HELPER,
-        }
-    return Remote(where or "origin", env)
-
-
-def _git(
-    repo: Path, remote: Remote, *args: str, data: bytes | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    try:
-        return subprocess.run(
-            ["git", *args], cwd=repo, input=data, capture_output=True, env=remote.env, timeout=300
-        )
-    except FileNotFoundError:
-        raise UserError("git is not installed; the CI state is kept on a git branch") from None
-
-
-def _out(done: subprocess.CompletedProcess[bytes]) -> str:
-    return done.stdout.decode().strip()
-
-
-def _err(done: subprocess.CompletedProcess[bytes]) -> str:
-    """git's last lines; the token never reaches git's arguments or URLs, so it cannot be in them."""
-    return " ".join(done.stderr.decode(errors="replace").strip().splitlines()[-3:])
-
-
-def repository(fleet_root: Path) -> Path:
-    done = subprocess.run(
-        ["git", "rev-parse", "--show-toplevel"], cwd=fleet_root, capture_output=True, text=True, timeout=60
-    )
-    if done.returncode != 0:
-        raise UserError(f"{fleet_root} is not in a git repository; the CI state is kept on a branch of it")
-    return Path(done.stdout.strip())
-
-
-def _local_ref(branch: str) -> str:
-    return f"refs/hubfleet/{branch}"
-
-
-def fetch(repo: Path, remote: Remote, branch: str) -> str | None:
-    """Fetch the state branch into a private ref (no branch of the clone changes); its commit, or None
-    when the remote has no such branch yet."""
-    if not re.fullmatch(r"[A-Za-z0-9._/-]{1,100}", branch) or ".." in branch:
-        raise UserError(f"--branch {branch!r}: not a branch name (letters, digits, '.', '_', '-', '/')")
-    listed = _git(repo, remote, "ls-remote", "--heads", remote.where, f"refs/heads/{branch}")
-    if listed.returncode != 0:
-        raise UserError(
-            f"cannot read the remote {remote.where}: {_err(listed)}; check the job's token (GitHub: "
-            "HUBFLEET_GIT_TOKEN; GitLab: CI_JOB_TOKEN or HUBFLEET_STATE_TOKEN) or pass --remote"
-        )
-    if not _out(listed):
-        return None
-    ref = _local_ref(branch)
-    done = _git(repo, remote, "fetch", "--quiet", "--no-tags", remote.where, f"+refs/heads/{branch}:{ref}")
-    if done.returncode != 0:
-        raise UserError(f"git fetch of the state branch {branch} from {remote.where} failed: {_err(done)}")
-    return _out(_git(repo, remote, "rev-parse", ref))
-
-
-def _blob(repo: Path, remote: Remote, commit: str, branch: str, name: str = STATE_FILE) -> bytes | None:
-    done = _git(repo, remote, "cat-file", "blob", f"{commit}:{name}")
-    return done.stdout if done.returncode == 0 else None
+# --------------------------------------------------------------------------- authentication
 
 
 def mac_key(fleet: FleetConfig, identity: Path | None) -> bytes | None:
@@ -191,18 +81,26 @@ def _mac(key: bytes, payload: bytes) -> bytes:
     return hmac.new(key, payload, hashlib.sha256).hexdigest().encode()
 
 
+def _committed(
+    repo: Path, remote: Remote, payload: bytes, parent: str | None, message: str, key: bytes | None
+) -> str:
+    return make_commit(
+        repo, remote, payload, parent, message, _mac(key, payload) if key is not None else None
+    )
+
+
 def read_state(
     repo: Path, remote: Remote, commit: str, branch: str, identity: Path | None, key: bytes | None
 ) -> dict[str, bytes]:
     """The files of the state at `commit`, its MAC checked first when the fleet has a key."""
     where = f"branch {branch} at {commit[:12]}"
-    payload = _blob(repo, remote, commit, branch)
+    payload = blob(repo, remote, commit, branch)
     if payload is None:
         raise UserError(
             f"{where} holds no {STATE_FILE}; it is not a hubfleet state branch (--branch NAME for another)"
         )
     if key is not None:
-        mac = _blob(repo, remote, commit, branch, MAC_FILE)
+        mac = blob(repo, remote, commit, branch, MAC_FILE)
         if mac is None or not hmac.compare_digest(mac.strip(), _mac(key, payload)):
             raise UserError(
                 f"the CI state on {where} is not authenticated by the fleet's service_token_key: someone "
@@ -211,50 +109,6 @@ def read_state(
                 "hubfleet-state`) before trusting any of it"
             )
     return decrypt(payload, identity, where)
-
-
-def _commit(
-    repo: Path, remote: Remote, payload: bytes, parent: str | None, message: str, key: bytes | None
-) -> str:
-    """A commit whose tree is README.md, state.age and (with a key) state.mac, on top of `parent` (None: a
-    root commit)."""
-    blobs = {}
-    entries = [(STATE_FILE, payload), ("README.md", README.encode())]
-    for name, data in entries + ([(MAC_FILE, _mac(key, payload) + b"\n")] if key is not None else []):
-        done = _git(repo, remote, "hash-object", "-w", "--stdin", data=data)
-        if done.returncode != 0:
-            raise UserError(f"git hash-object failed: {_err(done)}")
-        blobs[name] = _out(done)
-    tree_text = "".join(f"100644 blob {sha}\t{name}\n" for name, sha in sorted(blobs.items()))
-    tree = _git(repo, remote, "mktree", data=tree_text.encode())
-    if tree.returncode != 0:
-        raise UserError(f"git mktree failed: {_err(tree)}")
-    args = ["commit-tree", _out(tree), "-m", message] + (["-p", parent] if parent else [])
-    done = _git(repo, remote, *args)
-    if done.returncode != 0:
-        raise UserError(f"git commit-tree failed: {_err(done)}")
-    return _out(done)
-
-
-REJECTED = ("rejected", "non-fast-forward", "fetch first", "stale info", "failed to update ref")
-
-
-def _push(repo: Path, remote: Remote, commit: str, branch: str, lease: str | None = None) -> bool:
-    """True when pushed; False when another save came first (not a fast-forward, or with `lease` the branch
-    is no longer at that commit); UserError otherwise."""
-    force = [f"--force-with-lease=refs/heads/{branch}:{lease}"] if lease else []
-    ref = f"{commit}:refs/heads/{branch}"
-    done = _git(repo, remote, "push", "--quiet", "--porcelain", *force, remote.where, ref)
-    if done.returncode == 0:
-        return True
-    said = (done.stdout + done.stderr).decode(errors="replace").lower()
-    if any(word in said for word in REJECTED):
-        return False
-    raise UserError(
-        f"cannot push the state branch {branch} to {remote.where}: {_err(done)}; the job needs write access "
-        "(GitHub: `permissions: contents: write`; GitLab: HUBFLEET_STATE_TOKEN, a project access token with "
-        "write_repository, or job-token pushes allowed)"
-    )
 
 
 # --------------------------------------------------------------------------- snapshot
@@ -510,16 +364,16 @@ def save(
     if fresh:
         if parent is None:
             raise UserError(f"--fresh: nothing was loaded from {branch}; a plain save starts the branch")
-        commit = _commit(repo, remote, encrypt(ours, fleet), None, message, key)
-        if not _push(repo, remote, commit, branch, lease=parent):
+        commit = _committed(repo, remote, encrypt(ours, fleet), None, message, key)
+        if not push(repo, remote, commit, branch, lease=parent):
             raise UserError(f"{branch} moved since the load (a job saved): load again, then save --fresh")
         _remember(state_dir, branch, commit, ours, key)
         return commit
     if parent is not None and ours == base and _loaded_mac(state_dir) == _fingerprint(key):
         return parent  # nothing changed since load (a plan that found the state): no empty commit
     for attempt in range(retries + 1):
-        commit = _commit(repo, remote, encrypt(ours, fleet), parent, message, key)
-        if _push(repo, remote, commit, branch):
+        commit = _committed(repo, remote, encrypt(ours, fleet), parent, message, key)
+        if push(repo, remote, commit, branch):
             _remember(state_dir, branch, commit, ours, key)
             if attempt:  # what runs now includes the other jobs' work: keep this directory in step
                 _write_files(state_dir, {k: v for k, v in ours.items() if k != DB_FILENAME})
