@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from hubfleet.config.cache import FleetCache
 from hubfleet.config.fleet import FleetConfig, FleetInvalid
 from hubfleet.config.validate import load_fleet
 from hubfleet.settings import UserError
@@ -69,10 +70,11 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-def load_or_explain(fleet_dir: Path) -> FleetConfig:
-    """Load the fleet; on errors print every one of them and refuse to go on."""
+def load_or_explain(fleet_dir: Path, cache: FleetCache | None = None) -> FleetConfig:
+    """Load the fleet (with `cache`: files parsed before are not parsed again); on errors print every one
+    of them and refuse to go on."""
     try:
-        return load_fleet(fleet_dir)
+        return load_fleet(fleet_dir, cache=cache)
     except FleetInvalid as exc:
         for error in exc.errors:
             err_console.print(str(error), highlight=False, markup=False, soft_wrap=True)

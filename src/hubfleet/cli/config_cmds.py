@@ -9,6 +9,7 @@ import typer
 
 from hubfleet.cli.app import app
 from hubfleet.cli.common import FleetOption, StateDirOption, friendly_errors
+from hubfleet.config.cache import FleetCache
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.rules_costs import cost_warnings
 from hubfleet.config.rules_secrets import token_key_warnings
@@ -59,7 +60,7 @@ def validate(
 ) -> None:
     """Check every fleet file and cross-file rule; print each error as file:line:col: message."""
     root = _fleet_dir(fleet)
-    config, errors = validate_fleet(root)
+    config, errors = validate_fleet(root, FleetCache.in_state(resolve_state_dir(root.resolve(), state_dir)))
     if errors or config is None:
         for error in errors:
             typer.echo(str(error))

@@ -44,22 +44,26 @@ def _plan(
     since: str | None,
     hubs: list[str] | None,
 ):  # noqa: ANN202 - (config, state, plan)
+    from hubfleet.config.cache import FleetCache
     from hubfleet.deploy.plan import files_changed_since, make_plan, read_changed_files
     from hubfleet.store import open_store
 
     if changed_files and since:
         raise UserError("give either --changed-files or --since, not both")
-    config = load_or_explain(fleet_dir)
+    state = resolve_state_dir(fleet_dir, state_dir)
+    cache = FleetCache.in_state(state)  # the plan cache (docs/operator-guide.md)
+    config = load_or_explain(fleet_dir, cache)
     for name in hubs or []:
         config.require_hub(name)
-    state = resolve_state_dir(fleet_dir, state_dir)
     changed = None
     if changed_files:
         changed = read_changed_files(fleet_dir, changed_files)
     elif since:
         changed = files_changed_since(fleet_dir, since)
     with open_store(state) as store:
-        plan = make_plan(config, state, store, changed_files=changed, hubs=set(hubs) if hubs else None)
+        plan = make_plan(
+            config, state, store, changed_files=changed, hubs=set(hubs) if hubs else None, cache=cache
+        )
     return config, state, plan
 
 

@@ -8,7 +8,8 @@ settings use a key, both without decrypting anything; only `hubfleet.secrets` ev
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from enum import Enum
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, Discriminator, Field, SecretStr, Tag, ValidationInfo
 
@@ -107,7 +108,7 @@ def secret_refs(model: BaseModel, prefix: str = "") -> list[tuple[str, SecretRef
         if isinstance(value, SecretRef):
             found.append((path, value))
         elif isinstance(value, BaseModel):
-            for name in type(value).model_fields:
+            for name in _fields_with_refs(type(value)):
                 walk(getattr(value, name), f"{path}.{name}" if path else name)
         elif isinstance(value, list | tuple):
             for i, item in enumerate(value):
@@ -118,3 +119,52 @@ def secret_refs(model: BaseModel, prefix: str = "") -> list[tuple[str, SecretRef
 
     walk(model, prefix.rstrip("."))
     return found
+
+
+_WITH_REFS: dict[type, tuple[str, ...]] = {}
+
+
+def _fields_with_refs(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of `model` whose type can hold a SecretRef (the others need not be walked: a hub has
+    hundreds of settings and a handful of secrets). Worked out once per model class."""
+    found = _WITH_REFS.get(model)
+    if found is None:
+        _WITH_REFS[model] = tuple(model.model_fields)  # a model that contains itself: walk all, for now
+        found = tuple(
+            name for name, info in model.model_fields.items() if _may_hold_refs(info.annotation, set())
+        )
+        _WITH_REFS[model] = found
+    return found
+
+
+def _may_hold_refs(annotation: Any, seen: set[int]) -> bool:
+    """Whether a value of this type can be or contain a SecretRef; anything unclear (Any, an unknown
+    generic) counts as yes."""
+    if id(annotation) in seen:
+        return False
+    seen.add(id(annotation))
+    if annotation is None or annotation is type(None):
+        return False
+    if isinstance(annotation, type):
+        if issubclass(annotation, SecretRef):
+            return True
+        if issubclass(annotation, BaseModel):
+            return bool(_fields_with_refs(annotation))
+        if issubclass(annotation, str | int | float | bool | bytes | SecretStr):
+            return False
+        if annotation.__module__ in ("datetime", "pathlib", "ipaddress", "decimal", "uuid", "enum"):
+            return False
+        if issubclass(annotation, Enum):
+            return False
+    args = get_args(annotation)
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return False
+    if args:
+        return any(_may_hold_refs(arg, seen) for arg in args if not _is_metadata(arg))
+    return True
+
+
+def _is_metadata(arg: Any) -> bool:
+    """An Annotated extra (a Field, a validator, a Tag), not a type."""
+    return not (isinstance(arg, type) or get_origin(arg) is not None or arg is Any or arg is None)

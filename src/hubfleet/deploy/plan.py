@@ -19,7 +19,10 @@ from urllib.parse import urlsplit
 from hubfleet.backends import backends_for
 from hubfleet.backends.base import Backend
 from hubfleet.clock import utcnow
+from hubfleet.config.cache import FleetCache, gc_paused
 from hubfleet.config.fleet import FleetConfig
+from hubfleet.config.models import Hub
+from hubfleet.deploy.plan_cache import PlanCache
 from hubfleet.deploy.state import settings_snapshot, source_files
 from hubfleet.render.caddy import fleet_sites
 from hubfleet.render.ready_mode import READY_MARK, upcoming
@@ -284,11 +287,28 @@ def make_plan(
     changed_files: set[str] | None = None,
     hubs: set[str] | None = None,
     backends: dict[str, Backend] | None = None,
+    cache: FleetCache | None = None,
 ) -> Plan:
-    """Every hub's action. `changed_files` (relative to the fleet) and `hubs` narrow the plan."""
+    """Every hub's action. `changed_files` (relative to the fleet) and `hubs` narrow the plan. With a `cache`
+    (the one the fleet was loaded with), a hub whose inputs are those of a hash it deployed is not rendered
+    again (deploy/plan_cache.py)."""
+    with gc_paused():
+        return _make_plan(fleet, state_dir, store, changed_files, hubs, backends, cache)
+
+
+def _make_plan(
+    fleet: FleetConfig,
+    state_dir: Path,
+    store: Store,
+    changed_files: set[str] | None,
+    hubs: set[str] | None,
+    backends: dict[str, Backend] | None,
+    cache: FleetCache | None,
+) -> Plan:
     backends = backends or backends_for(fleet, state_dir)
     deployed = store.deployed()
     retired = retirements(store)
+    hashes = PlanCache(cache, fleet, state_dir) if cache is not None else None
     entries: list[HubPlan] = []
     for hub in fleet.hubs.values():
         if hubs is not None and hub.name not in hubs:
@@ -296,8 +316,7 @@ def make_plan(
         if changed_files is not None and not changed_files & set(source_files(fleet, hub)):
             continue
         kind = fleet.clusters[hub.cluster].kind
-        rendered = backends[kind].render(hub)
-        desired = backends[kind].config_hash(hub)
+        rendered, desired = _render(backends[kind], hub, kind, deployed.get(hub.name), hashes)
         entry = HubPlan(
             hub.name,
             hub.community,
@@ -353,7 +372,24 @@ def make_plan(
             if entry.action == "update" and entry.name in moved and entry.reasons[-1].startswith("rendered"):
                 old, new = moved[entry.name]
                 entry.reasons[-1] = f"front door address: {old} → {new}"
+    if cache is not None:
+        cache.save()
     return Plan(entries, front_door=door, ready=ready_windows(fleet, hubs))
+
+
+def _render(
+    backend: Backend, hub: Hub, kind: str, last: DeploymentRecord | None, hashes: PlanCache | None
+) -> tuple[str, str]:
+    """The hub's rendered text and config hash: from the deployed record when the cache says its inputs
+    give the deployed hash (nothing to render), else rendered (and the hash remembered)."""
+    if hashes is None:
+        return backend.render_and_hash(hub)
+    key, cached = hashes.lookup(hub, kind)
+    if cached is not None and last is not None and last.rendered is not None and last.config_hash == cached:
+        return last.rendered, cached
+    rendered, desired = backend.render_and_hash(hub)
+    hashes.remember(key, desired)
+    return rendered, desired
 
 
 def _add_cluster_gates(
@@ -381,11 +417,10 @@ def _add_cluster_gates(
             continue
         hub = fleet.hubs[gate]
         backend = backends[fleet.clusters[hub.cluster].kind]
-        desired = backend.config_hash(hub)
+        rendered, desired = backend.render_and_hash(hub)
         last = deployed.get(gate)
         if last is not None and last.config_hash == desired:
             continue  # unchanged: the rollout checks it before the prod hubs
-        rendered = backend.render(hub)
         action: Action = "create" if last is None else "update"
         why = "not deployed yet" if last is None else "its configuration changed"
         entries.append(
