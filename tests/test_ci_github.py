@@ -729,8 +729,10 @@ def test_cloud_deploy_job_loads_the_ci_state_and_saves_a_failed_deploy(tmp_path:
     assert load.returncode == plan.returncode == save.returncode == 0, plan.stdout + plan.stderr + save.stderr
     load, deploy, save = run_steps("prod", ["CI state", "Deploy", "Save the CI state"], tmp_path / "prod-job")
     assert load.returncode == 0 and "loaded" in load.stdout + load.stderr, load.stderr
-    assert deploy.returncode == 1 and "failed: physics" in deploy.stdout, deploy.stdout + deploy.stderr
-    assert "rollback failed too: helm rollback to revision 3" in deploy.stdout  # an update, never uninstalled
+    expected = (
+        "physics: failed: helm upgrade failed (exit 1); rollback failed too: helm rollback to revision 3"
+    )
+    assert deploy.returncode == 1 and expected in deploy.stdout, deploy.stdout + deploy.stderr
     assert save.returncode == 0, save.stderr
 
     check = tmp_path / "check"

@@ -184,8 +184,7 @@ def deploy(
     fleet_dir = resolve_fleet_dir(fleet)
     config = load_or_explain(fleet_dir)
     state_path = resolve_state_dir(fleet_dir, state_dir)
-    if loaded_commit(state_path) is not None:
-        base = None  # the loaded CI state knows what runs: deploy against it, and record there
+    loaded = loaded_commit(state_path) is not None  # the CI state knows what runs: no baseline to record
     if base is None and hub in config.hubs:
         from hubfleet.cli import deploy_cmds
 
@@ -204,11 +203,11 @@ def deploy(
         # a load that found no state: the baseline and this deploy go to its store, for the save
         state = Path(scratch) if base is not None and not load_ran(state_path) else state_path
         with open_store(state) as store:
-            if base is not None:
+            if base is not None and not loaded:
                 console.print(record_baseline(fleet_dir, base, state, store), highlight=False, markup=False)
             baseline = bool(store.deployed())
             if hub not in config.hubs and hub not in store.deployed():
-                where = f"the fleet at {base}" if base is not None else str(state)
+                where = f"the fleet at {base}" if base is not None and not loaded else str(state)
                 raise UserError(
                     f"hub {hub} is not in the fleet files and {where} has no record of deploying it; if it "
                     "was removed from the files, remove it where the fleet's state is (`hubfleet deploy` "
