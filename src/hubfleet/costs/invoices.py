@@ -28,7 +28,6 @@ from hubfleet.clock import utcnow
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Community
 from hubfleet.config.models_costs import PricePlan
-from hubfleet.costs.invoice_pdf import render_pdf
 from hubfleet.costs.money import MissingRate, cents, rate_for
 from hubfleet.costs.plans import price_month
 from hubfleet.settings import UserError
@@ -304,6 +303,8 @@ def json_text(doc: dict[str, Any]) -> str:
 
 
 def file_contents(doc: dict[str, Any], pdf: bytes | None = None) -> dict[str, bytes]:
+    from hubfleet.costs.invoice_pdf import render_pdf  # here: fpdf costs the daemon's start ~0.4 s of CPU
+
     return {
         "pdf": pdf if pdf is not None else render_pdf(doc),
         "csv": csv_text(doc).encode(),
