@@ -137,9 +137,11 @@ def hour_figures(
     end: datetime | None = None,
     hubs: Sequence[str] | None = None,
     max_id: int | None = None,
+    parts: tuple[str, ...] = ("running", "spawns"),
 ) -> dict[tuple[str, int], HourFigures]:
     """Per (hub, hour): the figures of the raw samples in [start, end] (end None: no end) of `hubs` (None:
-    every hub, a full scan) with ids up to `max_id`. Two grouped statements, whatever the number of hubs."""
+    every hub, a full scan) with ids up to `max_id`. Two grouped statements, whatever the number of hubs;
+    `parts` ("running", "spawns") says which (a chart needs one)."""
     dialect = conn.dialect.name
     where = [HubSample.hub.in_(list(hubs))] if hubs is not None else []
     if end is not None:
@@ -152,10 +154,12 @@ def hour_figures(
         .where(HubSample.at >= start, *where)
         .group_by(HubSample.hub, bucket)
     )
-    found: dict[tuple[str, int], HourFigures] = {
-        (hub, int(hour)): HourFigures(int(n), None if peak is None else int(peak))
-        for hub, hour, n, peak in conn.execute(running)
-    }
+    found: dict[tuple[str, int], HourFigures] = {}
+    if "running" in parts:
+        for hub, hour, n, peak in conn.execute(running):
+            found[(hub, int(hour))] = HourFigures(int(n), None if peak is None else int(peak))
+    if "spawns" not in parts:
+        return found
     for hub, hour, ok, failed, seconds, timed in conn.execute(_spawn_statement(start, where, dialect)):
         base = found.get((hub, int(hour)), HourFigures())
         found[(hub, int(hour))] = HourFigures(base.samples, base.running_max, ok, failed, seconds, timed)
@@ -493,7 +497,9 @@ def running_peaks(
             )
             peaks = {(hub, int(b)): int(n) for hub, b, n in conn.execute(query) if n is not None}
         if split <= _hour(now):
-            for (hub, hour), found in hour_figures(conn, moment(split), now, hubs).items():
+            for (hub, hour), found in hour_figures(
+                conn, moment(split), now, hubs, parts=("running",)
+            ).items():
                 if found.running_max is not None:
                     key = (hub, hour * HOUR // seconds)
                     peaks[key] = max(peaks.get(key, found.running_max), found.running_max)
@@ -528,7 +534,7 @@ def spawn_totals(
             }
         if split <= _hour(now):
             by_hour: dict[int, list[HourFigures]] = {}
-            for (_, hour), found in hour_figures(conn, moment(split), now, hubs).items():
+            for (_, hour), found in hour_figures(conn, moment(split), now, hubs, parts=("spawns",)).items():
                 by_hour.setdefault(hour, []).append(found)
             for hour, found in by_hour.items():
                 totals[hour] = tuple(fsum_or_none(getattr(f, name) for f in found) for name in FIELDS[2:])  # type: ignore[assignment]
