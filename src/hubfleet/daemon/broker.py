@@ -71,9 +71,20 @@ LISTEN_WAIT, LISTEN_POLL = 12.0, 0.02
 times out at 30 s, and a user's database or a fresh process on a busy machine may have taken much of it."""
 TEMPLATE_RETRY = 30.0
 """A template that failed or died is started again at most this often (its imports cost seconds of CPU)."""
-TEMPLATE_DELAY = 10.0
+TEMPLATE_DELAY_ENV = "HUBFLEET_SERVER_TEMPLATE_DELAY"
+
+
+def _template_delay() -> float:
+    try:
+        return max(0.0, float(os.environ.get(TEMPLATE_DELAY_ENV, "10")))
+    except ValueError:
+        return 10.0
+
+
+TEMPLATE_DELAY = _template_delay()
 """A hub's template starts this long after the hub (its seconds of imports would slow the hubs' own start on
-a small machine), or at once when a start or ready mode needs it."""
+a small machine), or at once when a start or ready mode needs it. HUBFLEET_SERVER_TEMPLATE_DELAY sets it
+(the tests: most of their fleets never start a server, and the template's ~5 s of CPU were wasted)."""
 TEMPLATE_WAIT = 20.0
 """How long a start waits for a template that is still importing before it starts a fresh process instead."""
 
