@@ -179,7 +179,7 @@ def test_last_seen_updates_mark_nothing(store: Store) -> None:
     assert stale(store) == 0
 
 
-def test_a_collection_leaves_its_days_rolled_up(store: Store) -> None:
+def test_a_collection_marks_its_days_and_a_refresh_rolls_them_up(store: Store) -> None:
     now = datetime(2026, 1, 1, 0, 10, tzinfo=UTC)
     stamp = now.isoformat().replace("+00:00", "Z")
     users = [{"name": name, "last_activity": stamp, "servers": {}} for name in ("alice", "bob")]
@@ -188,7 +188,10 @@ def test_a_collection_leaves_its_days_rolled_up(store: Store) -> None:
         record_collection(session, "h1", "dummy", users, now=now, since=now - timedelta(minutes=15))
     with store.session() as session:
         marked = {(h, d) for h, d in session.execute(select(UsageStaleDay.hub, UsageStaleDay.day))}
-    assert marked == {("h0", date(2025, 12, 31))}  # the collected hub is refreshed, the other one waits
+    assert marked == {("h0", date(2025, 12, 31)), ("h1", now.date())}
+    assert active_counts(store, now.date()) == {"dau": 2, "wau": 2, "mau": 2}  # read raw meanwhile
+    rebuild(store)  # what the collector does every REFRESH_EVERY hubs and after each pass
+    assert stale(store) == 0
     assert active_counts(store, now.date()) == {"dau": 2, "wau": 2, "mau": 2}  # alice on two hubs: once
     assert active_by_hub(store, now.date(), 7) == {"h0": 1, "h1": 2}
 

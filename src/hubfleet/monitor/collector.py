@@ -70,6 +70,11 @@ LOOKBACK = timedelta(minutes=15)
 last_activity from the proxy every 5 minutes, so a timestamp can arrive after a collection has passed it.
 Recording a day twice is harmless (UserDay is keyed by day)."""
 PAGINATED = {"Accept": "application/jupyterhub-pagination+json"}
+REFRESH_EVERY = 100
+"""Hubs collected between two refreshes of the day roll-ups."""
+COLLECT_CONCURRENCY = 20
+"""Hubs collected at once: enough to keep loopback and cluster round trips overlapped, few enough that a
+hub's requests never wait behind a thousand others (the store writes run on the event loop)."""
 
 
 def excluded_usernames(fleet: FleetConfig, hub: Hub) -> frozenset[str]:
@@ -332,10 +337,6 @@ def record_collection(
         row.stopped_at = hint if hint is not None and row.started_at <= hint <= now else now
         closed += 1
 
-    # --- the day roll-ups of what changed (new user days, relabelled identities): DAU/WAU/MAU read them
-    session.flush()
-    refresh_rollups(session, hub)
-
     running = sum(_running(s) for u in users for s in (u.get("servers") or {}).values())
     metrics = metrics or HubMetrics()
     session.add(
@@ -473,7 +474,9 @@ class UsageCollector:
         timeout: float = 30.0,
         on_users: Callable[[Hub, set[str]], object] | None = None,
         meter: ServerMeter | None = None,
+        concurrency: int = COLLECT_CONCURRENCY,
     ) -> None:
+        self.concurrency = max(1, concurrency)
         self.meter = meter
         """Reads local servers' control groups (root hubs); None: no measured use."""
         self.on_users = on_users
@@ -484,6 +487,8 @@ class UsageCollector:
         self.interval = interval if interval is not None else collect_interval(fleet)
         self.timeout = timeout
         self._previous: dict[str, datetime] = {}
+        self._collected = 0
+        """Hubs collected since the day roll-ups were last refreshed."""
 
     def _since(self, hub: str, now: datetime) -> datetime:
         previous = self._previous.get(hub) or _last_collection(self.store, hub)
@@ -553,13 +558,39 @@ class UsageCollector:
                 log.exception("usage: %s: the databases of users who left were not swept", target.name)
         return result
 
+    def refresh_rollups(self) -> None:
+        """Roll up the user days written since the last refresh (hubfleet.store.usage_rollups): once per
+        REFRESH_EVERY hubs, so a minute of 1,000 hubs costs ten refreshes of a hundred hubs' new days, not a
+        thousand of one. Until then the queries read those days' raw rows: counts are exact meanwhile."""
+        self._collected = 0
+        try:
+            with self.store.session() as session, session.begin():
+                refresh_rollups(session)
+        except Exception:  # noqa: BLE001 - the days stay marked; the next refresh takes them
+            log.exception("usage: the day roll-ups were not refreshed")
+
     async def collect_once(self) -> list[CollectionResult]:
-        """One pass over every target; a hub that fails is logged and skipped."""
+        """One pass over every target; a hub that fails is logged and skipped.
+
+        At most `concurrency` hubs are collected at once, and the client holds a connection for each of
+        their requests: with every hub at once, 1,000 hubs queued for httpx's 100 pooled connections while
+        the store writes of the first ones ran, and most timed out (PoolTimeout) before they were asked."""
         targets = [t for t in self.targets() if t.name in self.fleet.hubs]
-        async with httpx.AsyncClient(timeout=self.timeout) as client:
-            results = await asyncio.gather(
-                *(self.collect_hub(client, t) for t in targets), return_exceptions=True
-            )
+        gate = asyncio.Semaphore(self.concurrency)
+        room = 3 * self.concurrency  # users, metrics and sign-ins of each hub in flight
+
+        async def collect(client: httpx.AsyncClient, target: HubTarget) -> CollectionResult:
+            async with gate:
+                result = await self.collect_hub(client, target)
+            self._collected += 1
+            if self._collected >= REFRESH_EVERY:
+                self.refresh_rollups()
+            return result
+
+        limits = httpx.Limits(max_connections=room, max_keepalive_connections=room)
+        async with httpx.AsyncClient(timeout=self.timeout, limits=limits) as client:
+            results = await asyncio.gather(*(collect(client, t) for t in targets), return_exceptions=True)
+        self.refresh_rollups()
         done: list[CollectionResult] = []
         for target, result in zip(targets, results, strict=True):
             if isinstance(result, BaseException):
@@ -578,8 +609,6 @@ class UsageCollector:
                 await self.collect_once()
                 if time_.monotonic() - pruned > 3600:
                     prune_hub_samples(self.store)
-                    with self.store.session() as session, session.begin():
-                        refresh_rollups(session)  # user days written by anything but a collection
                     pruned = time_.monotonic()
             except asyncio.CancelledError:
                 raise

@@ -245,7 +245,7 @@ def refresh(conn: Any, hub: str | None = None) -> int:
     if hub is not None:
         query = query.where(UsageStaleDay.hub == hub)
     stale: dict[date, set[str]] = defaultdict(set)
-    for name, day in conn.execute(query):
+    for name, day in conn.execute(query).all():
         stale[day].add(name)
     days_of_hub: dict[str, int] = defaultdict(int)
     for hubs in stale.values():
@@ -262,13 +262,13 @@ def _refresh_day(conn: Any, numbers: _Numbers, day: date, hubs: set[str]) -> Non
     if len(hubs) <= 100:
         query = query.where(UserDay.hub.in_(sorted(hubs)))
     rows: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for name, username, who in conn.execute(query):
+    for name, username, who in conn.execute(query).all():
         if name in hubs:
             rows[name].append((username, who))
     old_query = select(UsageHubDay.hub, UsageHubDay.people).where(UsageHubDay.day == day)
     if len(hubs) <= 100:
         old_query = old_query.where(UsageHubDay.hub.in_(sorted(hubs)))
-    old = {name: blob for name, blob in conn.execute(old_query) if name in hubs}
+    old = {name: blob for name, blob in conn.execute(old_query).all() if name in hubs}
     ids = numbers.person_ids(who for found in rows.values() for _, who in found)
     fresh_rows = []
     gained: set[int] = set()
@@ -332,6 +332,11 @@ def _stale(conn: Any, first: date, last: date, hubs: Sequence[str] | None) -> se
     return found
 
 
+COVER_CHECK = 50
+"""Hub lists this long are checked against every hub with accounts (a read of every account's hub): one
+that names them all is answered from the fleet bitmaps. Shorter lists never pay for the check."""
+
+
 def _covers_every_hub(conn: Any, hubs: Sequence[str]) -> bool:
     """Whether `hubs` names every hub that ever had a user day (then the fleet bitmaps answer)."""
     wanted = set(hubs)
@@ -345,7 +350,7 @@ def people_by_day(
     """The people (UserDay.identity) active each day from `first` to `last` on `hubs` (default: all);
     days without anyone are absent."""
     conn = _core(conn)
-    if hubs is not None and _covers_every_hub(conn, hubs):
+    if hubs is not None and len(hubs) >= COVER_CHECK and _covers_every_hub(conn, hubs):
         hubs = None
     stale_days = {day for _, day in _stale(conn, first, last, hubs)}
     found: dict[date, Members] = {}
@@ -353,7 +358,7 @@ def people_by_day(
         query = select(UsageFleetDay.day, UsageFleetDay.people).where(
             UsageFleetDay.day >= first, UsageFleetDay.day <= last
         )
-        for day, blob in conn.execute(query):
+        for day, blob in conn.execute(query).all():
             if day not in stale_days:
                 found[day] = Members(from_bytes(blob))
     else:
@@ -361,7 +366,7 @@ def people_by_day(
             UsageHubDay.day >= first, UsageHubDay.day <= last, UsageHubDay.hub.in_(list(hubs))
         )
         ids: dict[date, set[int]] = defaultdict(set)
-        for day, blob in conn.execute(query):
+        for day, blob in conn.execute(query).all():
             if day not in stale_days:
                 ids[day].update(unpack_ids(blob))
         found = {day: Members(to_bitmap(people)) for day, people in ids.items()}
@@ -375,7 +380,7 @@ def people_by_day(
             raw = raw.where(UserDay.hub.in_(list(hubs)))
         numbered: dict[date, set[int]] = defaultdict(set)
         unnumbered: dict[date, set[str]] = defaultdict(set)
-        for day, who, number in conn.execute(raw):
+        for day, who, number in conn.execute(raw).all():
             if number is None:
                 unnumbered[day].add(who)
             else:
@@ -402,11 +407,11 @@ def accounts_by_hub(
     if hubs is not None:
         query = query.where(UsageHubDay.hub.in_(list(hubs)))
     if stale:
-        for hub, day, blob in conn.execute(query):
+        for hub, day, blob in conn.execute(query).all():
             if (hub, day) not in stale:
                 bits[hub] |= int.from_bytes(blob, "little")
     else:
-        for hub, blob in conn.execute(query):
+        for hub, blob in conn.execute(query).all():
             bits[hub] |= int.from_bytes(blob, "little")
     found = {hub: Members(value) for hub, value in bits.items()}
     if stale:
@@ -420,7 +425,7 @@ def accounts_by_hub(
         if hubs is not None:
             raw = raw.where(UserDay.hub.in_(list(hubs)))
         numbered: dict[str, set[int]] = defaultdict(set)
-        for hub, day, username, number in conn.execute(raw):
+        for hub, day, username, number in conn.execute(raw).all():
             if (hub, day) not in stale:
                 continue
             members = found.setdefault(hub, Members())
