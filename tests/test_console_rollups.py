@@ -114,11 +114,25 @@ def newest_id(store: Store) -> int:
 
 
 def stored_rollups(store: Store) -> dict[tuple[str, int], metric_rollups.HourFigures]:
+    """The roll-ups of the hubs; checks on the way that the FLEET rows sum them per hour."""
     with store.session() as session:
-        return {
+        found = {
             (r.hub, r.hour): metric_rollups.HourFigures(*(getattr(r, name) for name in metric_rollups.FIELDS))
             for r in session.scalars(select(HubSampleHour))
         }
+    hubs = {key: f for key, f in found.items() if key[0] != metric_rollups.FLEET}
+    fleet = {hour: f for (hub, hour), f in found.items() if hub == metric_rollups.FLEET}
+    sums: dict[int, list[float]] = {}
+    for (_, hour), f in hubs.items():
+        row = sums.setdefault(hour, [0.0] * 5)
+        for i, value in enumerate((f.samples, *(getattr(f, n) for n in metric_rollups.FIELDS[2:]))):
+            row[i] += value or 0.0
+    got = {
+        hour: [f.samples, *((getattr(f, n) or 0.0) for n in metric_rollups.FIELDS[2:])]
+        for hour, f in fleet.items()
+    }
+    assert {h: v for h, v in got.items() if any(v)} == {h: v for h, v in sums.items() if any(v)}
+    return hubs
 
 
 def one_pass(store: Store) -> dict[tuple[str, int], metric_rollups.HourFigures]:
@@ -141,6 +155,8 @@ def test_rolled_up_charts_equal_the_raw_computation(demo_like: FleetConfig, stor
     # a subset of the hubs, and a leader's single hub, read the same roll-ups
     assert_charts_equal_raw(source, ["b", "e"], NOW, [1, 2])
     assert_charts_equal_raw(source, ["f"], NOW, [3])
+    assert_charts_equal_raw(source, ["a", "b", "c", "e", "f"], NOW, [2])  # the fleet rows less hub d
+    assert_charts_equal_raw(source, [*HUBS, "gone"], NOW, [2])  # a hub without samples
 
 
 def test_roll_ups_follow_new_hours_and_samples_written_late(demo_like: FleetConfig, store: Store) -> None:
@@ -386,7 +402,7 @@ def test_roll_ups_older_than_400_days_go(store: Store) -> None:
     old = [{"hub": "a", "at": NOW - timedelta(days=402), "running_servers": 3, "spawn_success_total": None}]
     add_samples(store, old)
     metric_rollups.roll_up(store)
-    assert rollup_state(store)[0] == 1
+    assert rollup_state(store)[0] == 2  # the hub's hour and the fleet's
     add_samples(store, generated_samples(["a"], NOW - timedelta(hours=1), NOW, seed=3))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(metric_rollups, "_pruned_day", [0])

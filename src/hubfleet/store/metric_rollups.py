@@ -83,6 +83,21 @@ class HubSampleHour(Base):
     """Successful spawns counted in spawn_seconds (the mean is spawn_seconds / spawn_timed_ok)."""
 
 
+FLEET = "*"
+"""The hub of the rows summing every hub's hour (no hub has this name; its running_max stays None): a fleet
+spawn chart over a month reads 720 of them instead of 720,000 (minus the few hubs it must leave out)."""
+
+
+class HubSampleHub(Base):
+    """Each hub with roll-ups, and the span of its hours: which hubs the FLEET rows hold."""
+
+    __tablename__ = "hub_sample_hubs"
+
+    hub: Mapped[str] = mapped_column(String(200), primary_key=True)
+    first_hour: Mapped[int] = mapped_column(Integer)
+    last_hour: Mapped[int] = mapped_column(Integer)
+
+
 class RollupMark(Base):
     """How far a roll-up went: every source row up to `max_id` is folded in."""
 
@@ -366,16 +381,76 @@ def _fold_new(conn: Connection, max_id: int, upto: int) -> None:
                 last = current
             folded[key] = _fold(folded.get(key, HourFigures()), row.running_servers, delta)
     if folded:
-        _add_to_stored(conn, folded)
+        _note_hubs(conn, folded)
+        _add_to_stored(conn, folded | _with_fleet(folded))
         newest_hour = max(hour for _, hour in folded)
         if newest_hour // 24 != _pruned_day[0]:  # a key range per hub, once a day
-            old = (HubSampleHour.hub.in_(sorted(by_hub)), HubSampleHour.hour < newest_hour - RETENTION_HOURS)
+            old = (
+                HubSampleHour.hub.in_([FLEET, *sorted(by_hub)]),
+                HubSampleHour.hour < newest_hour - RETENTION_HOURS,
+            )
             conn.execute(delete(HubSampleHour).where(*old))
             _pruned_day[0] = newest_hour // 24
     for hub, hour in again.items():
         recomputed = hour_figures(conn, moment(hour), None, [hub], upto)
-        conn.execute(delete(HubSampleHour).where(HubSampleHour.hub == hub, HubSampleHour.hour >= hour))
+        mine = (HubSampleHour.hub == hub, HubSampleHour.hour >= hour)
+        before = {
+            (row["hub"], row["hour"]): HourFigures(*(row[name] for name in FIELDS))
+            for row in conn.execute(select(HubSampleHour).where(*mine)).mappings()
+        }
+        conn.execute(delete(HubSampleHour).where(*mine))
         _insert(conn, recomputed)
+        _note_hubs(conn, recomputed)
+        change = _with_fleet(before, -1)
+        for key, found in _with_fleet(recomputed).items():
+            change[key] = _merge(change.get(key, HourFigures()), found)
+        if change:
+            _add_to_stored(conn, change)
+
+
+def _with_fleet(
+    figures: dict[tuple[str, int], HourFigures], sign: int = 1
+) -> dict[tuple[str, int], HourFigures]:
+    """`figures` and, per hour, their sum under the FLEET hub (`sign` -1: to take them away)."""
+    fleet: dict[tuple[str, int], HourFigures] = {}
+    for (_, hour), found in figures.items():
+        if sign < 0:
+            found = HourFigures(-found.samples, None, *(None if v is None else -v for v in _sums(found)))
+        fleet[(FLEET, hour)] = _merge(
+            fleet.get((FLEET, hour), HourFigures()), replace(found, running_max=None)
+        )
+    return fleet
+
+
+def _sums(found: HourFigures) -> tuple[float | None, ...]:
+    return tuple(getattr(found, name) for name in FIELDS[2:])
+
+
+def _note_hubs(conn: Connection, figures: Iterable[tuple[str, int]]) -> None:
+    """Widen the span of hours recorded for each hub of `figures`."""
+    spans: dict[str, tuple[int, int]] = {}
+    for hub, hour in figures:
+        if hub != FLEET:
+            low, high = spans.get(hub, (hour, hour))
+            spans[hub] = (min(low, hour), max(high, hour))
+    if not spans:
+        return
+    table = HubSampleHub.__table__
+    dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = dialect_insert(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=["hub"],
+        set_={
+            "first_hour": func.min(table.c.first_hour, statement.excluded.first_hour)
+            if conn.dialect.name == "sqlite"
+            else func.least(table.c.first_hour, statement.excluded.first_hour),
+            "last_hour": func.max(table.c.last_hour, statement.excluded.last_hour)
+            if conn.dialect.name == "sqlite"
+            else func.greatest(table.c.last_hour, statement.excluded.last_hour),
+        },
+    )
+    rows = [{"hub": hub, "first_hour": low, "last_hour": high} for hub, (low, high) in sorted(spans.items())]
+    conn.execute(statement, rows)
 
 
 def _add_to_stored(conn: Connection, folded: dict[tuple[str, int], HourFigures]) -> None:
@@ -418,7 +493,9 @@ def roll_up_connection(conn: Connection, max_rows: int | None = MAX_ROWS_PER_CAL
     if newest <= (max_id or 0):
         return max_id or 0, newest
     if max_id is None:  # the first roll-up of this store: every sample, in one pass of SQL
-        _insert(conn, hour_figures(conn, datetime(1970, 1, 2, tzinfo=UTC), None, None, newest))
+        every = hour_figures(conn, datetime(1970, 1, 2, tzinfo=UTC), None, None, newest)
+        _insert(conn, every | _with_fleet(every))
+        _note_hubs(conn, every)
         conn.execute(RollupMark.__table__.insert().values(name=MARK, max_id=newest))
         return newest, newest
     upto = newest if max_rows is None else min(newest, max_id + max_rows)
@@ -516,22 +593,7 @@ def spawn_totals(
     totals: dict[int, tuple[float | None, float | None, float | None, float | None]] = {}
     with store.engine.connect() as conn:
         if split > first_hour:
-            h = HubSampleHour
-            query = (
-                select(
-                    h.hour,
-                    func.sum(h.spawn_ok),
-                    func.sum(h.spawn_failed),
-                    func.sum(h.spawn_seconds),
-                    func.sum(h.spawn_timed_ok),
-                )
-                .where(h.hub.in_(list(hubs)), h.hour >= first_hour, h.hour < split, h.spawn_ok.is_not(None))
-                .group_by(h.hour)
-            )
-            totals = {
-                int(hour): (ok, failed, seconds, timed)
-                for hour, ok, failed, seconds, timed in conn.execute(query)
-            }
+            totals = _rolled_spawns(conn, hubs, first_hour, split)
         if split <= _hour(now):
             by_hour: dict[int, list[HourFigures]] = {}
             for (_, hour), found in hour_figures(conn, moment(split), now, hubs, parts=("spawns",)).items():
@@ -539,6 +601,47 @@ def spawn_totals(
             for hour, found in by_hour.items():
                 totals[hour] = tuple(fsum_or_none(getattr(f, name) for f in found) for name in FIELDS[2:])  # type: ignore[assignment]
     return totals
+
+
+def _rolled_spawns(
+    conn: Connection, hubs: Sequence[str], first_hour: int, split: int
+) -> dict[int, tuple[float | None, float | None, float | None, float | None]]:
+    """Per hour in [first_hour, split): the spawn sums of `hubs` from the roll-ups: the FLEET rows less the
+    hubs not asked for when those are fewer than the hubs asked for (an operator's fleet chart), else the
+    hubs' own rows (a community's)."""
+    h = HubSampleHour
+    present = set(
+        conn.execute(
+            select(HubSampleHub.hub).where(
+                HubSampleHub.last_hour >= first_hour, HubSampleHub.first_hour < split
+            )
+        ).scalars()
+    )
+    asked = set(hubs)
+    left_out = sorted(present - asked)
+    sums = (
+        func.sum(h.spawn_ok),
+        func.sum(h.spawn_failed),
+        func.sum(h.spawn_seconds),
+        func.sum(h.spawn_timed_ok),
+    )
+    window = (h.hour >= first_hour, h.hour < split, h.spawn_ok.is_not(None))
+    if len(left_out) >= len(asked & present):
+        query = select(h.hour, *sums).where(h.hub.in_(sorted(asked)), *window).group_by(h.hour)
+        return {int(hour): tuple(rest) for hour, *rest in conn.execute(query)}  # type: ignore[misc]
+    totals = {
+        int(hour): list(rest)
+        for hour, *rest in conn.execute(select(h.hour, *sums).where(h.hub == FLEET, *window).group_by(h.hour))
+    }
+    if left_out:
+        for hour, *rest in conn.execute(
+            select(h.hour, *sums).where(h.hub.in_(left_out), *window).group_by(h.hour)
+        ):
+            found = totals.setdefault(int(hour), [None] * 4)
+            for i, value in enumerate(rest):
+                if value is not None:
+                    found[i] = (found[i] or 0.0) - value
+    return {hour: tuple(values) for hour, values in totals.items()}  # type: ignore[misc]
 
 
 def fsum_or_none(values: Iterable[float | None]) -> float | None:

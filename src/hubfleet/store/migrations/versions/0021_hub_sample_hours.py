@@ -31,6 +31,12 @@ def upgrade() -> None:
         sqlite_with_rowid=False,
     )
     op.create_table(
+        "hub_sample_hubs",
+        sa.Column("hub", sa.String(200), primary_key=True),
+        sa.Column("first_hour", sa.Integer(), nullable=False),
+        sa.Column("last_hour", sa.Integer(), nullable=False),
+    )
+    op.create_table(
         "rollup_marks",
         sa.Column("name", sa.String(100), primary_key=True),
         sa.Column("max_id", sa.Integer(), nullable=False),
@@ -43,4 +49,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("rollup_marks")
+    op.drop_table("hub_sample_hubs")
     op.drop_table("hub_sample_hours")
