@@ -53,6 +53,10 @@ def cache_of(root: Path) -> FleetCache:
     return FleetCache.in_state(root / ".hubfleet")
 
 
+def cache_files(root: Path) -> list[Path]:
+    return sorted((root / ".hubfleet/cache").glob("*.json"))
+
+
 def generate(root: Path, communities: int) -> Path:
     """A fleet with the kinds of values the fast YAML path meets: lists, floats, nested mappings, quoted
     and unquoted strings, booleans, comments, defaults at every layer."""
@@ -117,11 +121,15 @@ def test_cached_load_and_plan_equal_uncached(which: str, request: pytest.Fixture
 
 def test_one_changed_file_is_the_only_one_parsed_and_rendered(generated: Path) -> None:
     plan_with(generated, cache_of(generated))
+    before = max(p.stat().st_mtime_ns for p in cache_files(generated))
     edit(generated / "communities/c03/hubs/prod.yaml", "memory_limit: 1G", "memory_limit: 5G")
     cache = cache_of(generated)
     plan = plan_with(generated, cache)
     assert cache.stats.misses == ["communities/c03/hubs/prod.yaml"]
     assert cache.stats.hub_misses == ["c03"]
+    written = {p.name for p in cache_files(generated) if p.stat().st_mtime_ns > before}
+    # of each kind, at most the shard that gains the new entry and the one that drops the old one
+    assert len(written) <= 4, written
     assert [(h.name, h.action, h.reasons) for h in plan.changes] == [
         ("c03", "update", ["resources.memory_limit: 1G → 5G"])
     ]
@@ -171,9 +179,10 @@ def test_a_changed_runtime_file_misses(generated: Path) -> None:
 def test_a_corrupt_cache_is_ignored_and_rebuilt(generated: Path, content: bytes) -> None:
     plan_with(generated, cache_of(generated))
     expected = plan_data(plan_with(generated, None))
-    directory = generated / ".hubfleet/cache"
-    for name in ("files.json", "hubs.json"):
-        (directory / name).write_bytes(content)
+    shards = cache_files(generated)
+    assert shards
+    for path in shards:
+        path.write_bytes(content)
     cache = cache_of(generated)
     assert plan_data(plan_with(generated, cache)) == expected
     assert cache.stats.hits == [] and cache.stats.hub_hits == []
@@ -186,11 +195,10 @@ def test_wrong_entries_are_not_trusted(generated: Path) -> None:
     """Entries of the wrong shape (a hand-edited or foreign file) are parsed and rendered again."""
     plan_with(generated, cache_of(generated))
     expected = plan_data(plan_with(generated, None))
-    directory = generated / ".hubfleet/cache"
-    for name in ("files.json", "hubs.json"):
-        document = json.loads((directory / name).read_text())
+    for path in cache_files(generated):
+        document = json.loads(path.read_text())
         document["entries"] = {key: ["not", "a", "mapping"] for key in document["entries"]}
-        (directory / name).write_text(json.dumps(document))
+        path.write_text(json.dumps(document))
     cache = cache_of(generated)
     assert plan_data(plan_with(generated, cache)) == expected
     assert cache.stats.hits == [] and cache.stats.hub_hits == []
@@ -210,9 +218,12 @@ def test_cache_files_are_private(generated: Path) -> None:
     plan_with(generated, cache_of(generated))
     directory = generated / ".hubfleet/cache"
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
-    for name in ("files.json", "hubs.json"):
-        assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600
+    files = cache_files(generated)
+    assert {p.name.split("-")[0] for p in files} == {"files", "hubs"}
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not [p for p in directory.iterdir() if p.name.startswith(".")], "no temporary file left"
+    assert "secret" not in "".join(p.read_text() for p in files)
 
 
 def test_a_changed_secret_changes_the_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,8 +35,9 @@ from typing import Any
 
 FORMAT = 1
 """Bumped when the layout of the cache files changes: an older or newer file is ignored."""
-FILES = "files.json"
-HUBS = "hubs.json"
+FILES = "files"
+HUBS = "hubs"
+SHARDS = "0123456789abcdef"
 CACHE_DIR = "cache"
 
 
@@ -99,18 +100,22 @@ class CacheStats:
 class FleetCache:
     """The cache of one state directory (`directory` is <state>/cache). Load, validate and plan with the same
     instance; `save()` (done by `load_fleet` and `make_plan`) writes what changed and drops entries this run
-    did not use, so the cache holds one fleet's worth of files and hubs."""
+    did not use, so the cache holds one fleet's worth of files and hubs.
+
+    Each kind is kept in 16 shards by the key's first hex digit (`files-a.json`, `hubs-3.json`): a change to
+    one file rewrites one sixteenth of the cache, not all of it."""
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
         self.stats = CacheStats()
         self.digests: dict[str, str] = {}
         """Fleet-relative file name -> sha256 of its bytes, for every file read through the cache."""
-        self._files: dict[str, Any] | None = None
-        self._hubs: dict[str, str] | None = None
-        self._used_files: dict[str, Any] = {}
-        self._used_hubs: dict[str, str] = {}
-        self._dirty: set[str] = set()
+        self._loaded: dict[str, dict[str, Any]] = {}
+        """Kind (FILES, HUBS) -> every entry read from its shards (read on first use)."""
+        self._loaded_per_shard: dict[tuple[str, str], int] = {}
+        self._used: dict[str, dict[str, Any]] = {FILES: {}, HUBS: {}}
+        self._dirty: set[tuple[str, str]] = set()
+        """(kind, shard) holding an entry this run added."""
 
     @classmethod
     def in_state(cls, state_dir: Path) -> FleetCache:
@@ -122,11 +127,9 @@ class FleetCache:
         """(the file's content key, its cached data or None); notes the file's digest and the hit or miss."""
         key = content_key(raw)
         self.digests[rel] = key
-        if self._files is None:
-            self._files = self._read(FILES)
-        data = self._files.get(key)
+        data = self._entries(FILES).get(key)
         if isinstance(data, dict):
-            self._used_files[key] = data
+            self._used[FILES][key] = data
             self.stats.hits.append(rel)
             return key, data
         self.stats.misses.append(rel)
@@ -135,43 +138,53 @@ class FleetCache:
     def remember_parsed(self, key: str, data: dict[str, Any]) -> None:
         """Keep what a file parsed to: the libyaml fast path's result, plain JSON data by construction
         (dicts with str keys, lists, str, int, float, bool, None; yaml_source.fast_load)."""
-        self._used_files[key] = data
-        self._dirty.add(FILES)
+        self._remember(FILES, key, data)
 
     # ----------------------------------------------------------------- hubs' config hashes
 
     def hub_hash(self, name: str, key: str) -> str | None:
-        if self._hubs is None:
-            self._hubs = self._read(HUBS)
-        found = self._hubs.get(key)
+        found = self._entries(HUBS).get(key)
         if isinstance(found, str):
-            self._used_hubs[key] = found
+            self._used[HUBS][key] = found
             self.stats.hub_hits.append(name)
             return found
         self.stats.hub_misses.append(name)
         return None
 
     def remember_hub_hash(self, key: str, config_hash: str) -> None:
-        self._used_hubs[key] = config_hash
-        self._dirty.add(HUBS)
+        self._remember(HUBS, key, config_hash)
 
     # ----------------------------------------------------------------- storage
 
+    def _remember(self, kind: str, key: str, value: Any) -> None:
+        self._used[kind][key] = value
+        self._dirty.add((kind, key[:1]))
+
+    def _entries(self, kind: str) -> dict[str, Any]:
+        found = self._loaded.get(kind)
+        if found is None:
+            found = self._loaded[kind] = {}
+            for shard in SHARDS:
+                entries = self._read(_shard_file(kind, shard))
+                self._loaded_per_shard[(kind, shard)] = len(entries)
+                found.update(entries)
+        return found
+
     def save(self) -> None:
-        """Write the entries this run used, when any was new or some old one went unused; errors ignored
-        (a read-only or not yet made state directory only costs the next run its speed)."""
-        for name, used, loaded in (
-            (FILES, self._used_files, self._files),
-            (HUBS, self._used_hubs, self._hubs),
-        ):
-            if name not in self._dirty and (loaded is None or len(loaded) == len(used)):
-                continue  # nothing new, nothing to drop (or never consulted this run)
-            if self._write(name, used):
-                self._dirty.discard(name)
-                if name == FILES:
-                    self._files = dict(used)
-                else:
-                    self._hubs = dict(used)
+        """Write each shard that got a new entry or holds one this run did not use; errors ignored (a
+        read-only or not yet made state directory only costs the next run its speed)."""
+        for kind, used in self._used.items():
+            by_shard: dict[str, dict[str, Any]] = {shard: {} for shard in SHARDS}
+            for key, value in used.items():
+                if key[:1] in by_shard:
+                    by_shard[key[:1]][key] = value
+            for shard, entries in by_shard.items():
+                stale = kind in self._loaded and self._loaded_per_shard[(kind, shard)] != len(entries)
+                if ((kind, shard) in self._dirty or stale) and self._write(_shard_file(kind, shard), entries):
+                    self._dirty.discard((kind, shard))
+                    self._loaded_per_shard[(kind, shard)] = len(entries)
+            if kind in self._loaded:
+                self._loaded[kind] = dict(used)
 
     def _read(self, name: str) -> dict[str, Any]:
         try:
@@ -197,7 +210,7 @@ class FleetCache:
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.directory)  # mode 0600
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump(document, f, separators=(",", ":"))
+                    f.write(json.dumps(document, separators=(",", ":")))  # C encoder: json.dump is not
                 os.replace(tmp, self.directory / name)
             except BaseException:
                 os.unlink(tmp)
@@ -205,3 +218,7 @@ class FleetCache:
         except (OSError, TypeError, ValueError):
             return False
         return True
+
+
+def _shard_file(kind: str, shard: str) -> str:
+    return f"{kind}-{shard}.json"
