@@ -168,3 +168,20 @@ def test_plan_never_shows_a_secret(fleet: Path) -> None:
     assert "secret values changed" in out.stdout
     assert "n3w-s3cret-pw" not in out.stdout + out.stderr
     assert "n3w-s3cret-pw" not in hubfleet("plan", "--json", fleet=fleet, check=True).stdout
+
+
+def test_plan_command_uses_the_cache_in_the_state_dir(fleet: Path, tmp_path: Path) -> None:
+    """`hubfleet plan` keeps its cache in the state directory it was given, and plans the same with it."""
+    first = hubfleet("plan", "--json", fleet=fleet, check=True).stdout
+    cache = fleet / ".hubfleet/cache"
+    assert sorted({p.name.split("-")[0] for p in cache.glob("*.json")}) == ["files", "hubs"]
+    assert hubfleet("plan", "--json", fleet=fleet, check=True).stdout == first
+    edit(fleet / "communities/uni-a/hubs/prod.yaml", "max_users: 100", "max_users: 150")
+    changed = json.loads(hubfleet("plan", "--json", fleet=fleet, check=True).stdout)
+    assert [(h["name"], h["reasons"]) for h in changed["hubs"] if h["action"] == "update"] == [
+        ("uni-a", ["max_users: 100 → 150"])
+    ]
+    elsewhere = tmp_path / "state"
+    elsewhere.mkdir()
+    hubfleet("validate", "--state-dir", str(elsewhere), fleet=fleet, check=True)
+    assert list((elsewhere / "cache").glob("files-*.json"))
