@@ -88,12 +88,12 @@ class Source:
         return ConfigError(self.file, *value_pos, message)
 
 
-def relative(root: Path, path: Path) -> str:
+def relative(root: Path, path: Path | str) -> str:
     """A file's name as errors show it: relative to the fleet directory, with '/'."""
-    text, top = str(path), str(root)
+    text, top = os.fspath(path), os.fspath(root)
     if text.startswith(top + os.sep) and os.sep == "/":  # the common case, without pathlib's parsing
         return text[len(top) + 1 :]
-    return path.relative_to(root).as_posix()
+    return Path(path).relative_to(root).as_posix()
 
 
 def yaml_files(directory: Path) -> list[Path]:
@@ -111,7 +111,7 @@ def yaml_files(directory: Path) -> list[Path]:
 
 
 def read_yaml(
-    root: Path, path: Path, expected: str, errors: list[ConfigError], cache: FleetCache | None = None
+    root: Path, path: Path | str, expected: str, errors: list[ConfigError], cache: FleetCache | None = None
 ) -> tuple[Source, Any] | None:
     """Parse one YAML file into (its Source, plain data); on any problem append one ConfigError, return None.
 
@@ -122,7 +122,8 @@ def read_yaml(
     """
     rel = relative(root, path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as exc:
         errors.append(ConfigError(rel, 1, 1, f"cannot read file: {exc.strerror or exc}"))
         return None
