@@ -13,7 +13,7 @@ import random
 import re
 import warnings
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -410,3 +410,45 @@ def test_roll_ups_older_than_400_days_go(store: Store) -> None:
     assert (
         min(hour for _, hour in stored_rollups(store)) >= int((NOW - timedelta(days=1)).timestamp()) // 3600
     )
+
+
+def test_the_overviews_active_users_kept_in_memory_equal_the_sql_count(store: Store) -> None:
+    from hubfleet.console.data.active import active_by_hub
+    from hubfleet.console.data.overview import _active_by_hub
+    from hubfleet.store.models import UserDay
+
+    rnd = random.Random(8)
+    today = NOW.date()
+
+    def user_days(count: int, offset: int) -> list[dict[str, Any]]:
+        rows = {}
+        for _ in range(count):
+            hub, user, back = (
+                rnd.choice(HUBS),
+                f"u{rnd.randrange(offset, offset + 60)}",
+                rnd.randrange(-1, 40),
+            )
+            day = today - timedelta(days=back)  # a day after today, too (a clock ahead)
+            at = datetime.combine(day, datetime.min.time(), UTC)
+            rows[(hub, user, day)] = {"hub": hub, "username": user, "day": day, "identity": f"native:{user}"}
+            rows[(hub, user, day)] |= {"first_seen": at, "last_seen": at}
+        return list(rows.values())
+
+    def check(day: date) -> None:
+        with store.session() as session:
+            kept = active_by_hub(session, None, day, _active_by_hub)
+            assert kept == _active_by_hub(session, None, day) and kept
+            assert active_by_hub(session, ["b", "e", "zz"], day, _active_by_hub) == _active_by_hub(
+                session, ["b", "e", "zz"], day
+            )
+
+    with store.session() as session, session.begin():
+        session.execute(insert(UserDay), user_days(400, 0))
+    check(today)
+    for offset in (20, 40):  # new rows between two page loads: new people, and known ones on new days
+        with store.session() as session, session.begin():
+            known = {(r.hub, r.username, r.day) for r in session.scalars(select(UserDay))}
+            fresh = [r for r in user_days(150, offset) if (r["hub"], r["username"], r["day"]) not in known]
+            session.execute(insert(UserDay), fresh)
+        check(today)
+    check(today + timedelta(days=1))  # a new UTC day: the windows move

@@ -24,6 +24,7 @@ from hubfleet.backup.status import HubBackupState, backup_states
 from hubfleet.clock import as_utc, require_aware
 from hubfleet.config.fleet import FleetConfig
 from hubfleet.config.models import Hub
+from hubfleet.console.data.active import active_by_hub
 from hubfleet.console.data.source import ConsoleSource
 from hubfleet.monitor.disk_usage import latest_disk
 from hubfleet.monitor.uptime import probe_day_totals, uptime_percent
@@ -106,7 +107,7 @@ def _active_by_hub(
     session: Session, names: Sequence[str] | None, today: date
 ) -> dict[str, tuple[int, int, int]]:
     """Per hub, distinct users of today, the last 7 and the last 30 days, from one pass over user_days
-    (`names` None: every hub)."""
+    (`names` None: every hub). What data/active.py keeps in memory on SQLite, in SQL."""
 
     def since(first: date) -> Any:
         return func.count(case((UserDay.day >= first, UserDay.username)).distinct())
@@ -166,7 +167,7 @@ def overview_rows(
     states = source.hub_states()
     with source.store.session() as session:
         latest = _latest(session, names)
-        active = _active_by_hub(session, wanted, today)
+        active = active_by_hub(session, wanted, today, _active_by_hub)
         incidents_open = _open_incidents(session, wanted)
         probes = probe_day_totals(session, today - timedelta(days=29), today, wanted)
     disk = latest_disk(source.store, names)
