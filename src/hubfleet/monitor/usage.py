@@ -144,7 +144,12 @@ def daily_servers(
 ) -> dict[date, dict[str, float | int]]:
     """Per day from `first` to `last`: server-hours and the peak number of servers running at once."""
     start, end = _bounds(first, last)
-    sessions = _sessions(store, start, end, hubs, now or utcnow())
+    return _daily(_sessions(store, start, end, hubs, now or utcnow()), first, last)
+
+
+def _daily(
+    sessions: Sequence[tuple[str, str, datetime, datetime]], first: date, last: date
+) -> dict[date, dict[str, float | int]]:
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
     hours = dict.fromkeys(days, 0.0)
     events: list[tuple[datetime, int]] = []
@@ -212,8 +217,11 @@ def usage_report(
     by_hub = {key: active_by_hub(store, last, window, hubs) for key, window in WINDOWS.items()}
     reported = hub_reported(store, hubs, min(now, end))
     hub_rows: dict[str, dict[str, Any]] = {}
+    sessions_of: dict[str, list[tuple[str, str, datetime, datetime]]] = defaultdict(list)
+    for clipped in _sessions(store, start, end, hubs, now):  # one read for every hub, not one per hub
+        sessions_of[clipped[0]].append(clipped)
     for hub in hubs:
-        peaks = daily_servers(store, first, last, [hub], now)
+        peaks = _daily(sessions_of.get(hub, []), first, last)
         hub_rows[hub] = {
             **{key: by_hub[key].get(hub, 0) for key in WINDOWS},
             "server_hours": round(hours.get(hub, 0.0), 3),
