@@ -354,6 +354,7 @@ def people_by_day(
         hubs = None
     stale_days = {day for _, day in _stale(conn, first, last, hubs)}
     found: dict[date, Members] = {}
+    ids: dict[date, set[int]] = defaultdict(set)
     if hubs is None:
         query = select(UsageFleetDay.day, UsageFleetDay.people).where(
             UsageFleetDay.day >= first, UsageFleetDay.day <= last
@@ -365,11 +366,10 @@ def people_by_day(
         query = select(UsageHubDay.day, UsageHubDay.people).where(
             UsageHubDay.day >= first, UsageHubDay.day <= last, UsageHubDay.hub.in_(list(hubs))
         )
-        ids: dict[date, set[int]] = defaultdict(set)
         for day, blob in conn.execute(query).all():
             if day not in stale_days:
                 ids[day].update(unpack_ids(blob))
-        found = {day: Members(to_bitmap(people)) for day, people in ids.items()}
+    unnumbered: dict[date, set[str]] = defaultdict(set)
     if stale_days:
         raw = (
             select(UserDay.day, UserDay.identity, UsagePerson.id)
@@ -378,15 +378,18 @@ def people_by_day(
         )
         if hubs is not None:
             raw = raw.where(UserDay.hub.in_(list(hubs)))
-        numbered: dict[date, set[int]] = defaultdict(set)
-        unnumbered: dict[date, set[str]] = defaultdict(set)
         for day, who, number in conn.execute(raw).all():
             if number is None:
                 unnumbered[day].add(who)
             else:
-                numbered[day].add(number)
-        for day in numbered.keys() | unnumbered.keys():
-            found[day] = Members(to_bitmap(numbered.get(day, ())), unnumbered.get(day, set()))
+                ids[day].add(number)
+    # Fleet-wide, ids are bits of the fleet bitmaps. For some hubs they are renumbered 0..n over the people
+    # seen in the range: a hub's bitmaps are then as small as its people, not as the whole fleet's.
+    local = None if hubs is None else {n: i for i, n in enumerate(sorted(set().union(*ids.values())))}
+    for day in ids.keys() | unnumbered.keys():
+        people = ids.get(day, set())
+        bits = to_bitmap(people if local is None else (local[n] for n in people))
+        found[day] = Members(bits, unnumbered.get(day, set()))
     return found
 
 
