@@ -132,6 +132,13 @@ def stored_rollups(store: Store) -> dict[tuple[str, int], metric_rollups.HourFig
         for hour, f in fleet.items()
     }
     assert {h: v for h, v in got.items() if any(v)} == {h: v for h, v in sums.items() if any(v)}
+    with store.session() as session:
+        days = {(r.hub, r.day): r.running_max for r in session.scalars(select(metric_rollups.HubSampleDay))}
+    peaks: dict[tuple[str, int], int] = {}
+    for (hub, hour), f in hubs.items():
+        if f.running_max is not None:
+            peaks[(hub, hour // 24)] = max(peaks.get((hub, hour // 24), f.running_max), f.running_max)
+    assert days == peaks
     return hubs
 
 
@@ -157,6 +164,9 @@ def test_rolled_up_charts_equal_the_raw_computation(demo_like: FleetConfig, stor
     assert_charts_equal_raw(source, ["f"], NOW, [3])
     assert_charts_equal_raw(source, ["a", "b", "c", "e", "f"], NOW, [2])  # the fleet rows less hub d
     assert_charts_equal_raw(source, [*HUBS, "gone"], NOW, [2])  # a hub without samples
+    assert len(chart(source, "running-servers", HUBS, 300, NOW).rows) == 300  # daily peaks
+    assert_charts_equal_raw(source, HUBS, NOW, [300])
+    assert_charts_equal_raw(source, HUBS, NOW - timedelta(hours=30, minutes=7), [300])
 
 
 def test_roll_ups_follow_new_hours_and_samples_written_late(demo_like: FleetConfig, store: Store) -> None:
@@ -172,7 +182,7 @@ def test_roll_ups_follow_new_hours_and_samples_written_late(demo_like: FleetConf
     # a sample written now but dated in an hour rolled up long ago (a clock set back, an import)
     late = NOW - timedelta(hours=30)
     add_samples(store, [{"hub": "d", "at": late, "running_servers": 99, "spawn_success_total": None}])
-    assert_charts_equal_raw(source, HUBS, later, [2])
+    assert_charts_equal_raw(source, HUBS, later, [2, 300])
     assert stored_rollups(store) == one_pass(store)
     running = chart(source, "running-servers", ["d"], 2, later)
     assert 99 in [row[1] for row in running.rows]

@@ -31,6 +31,13 @@ def upgrade() -> None:
         sqlite_with_rowid=False,
     )
     op.create_table(
+        "hub_sample_days",
+        sa.Column("hub", sa.String(200), primary_key=True),
+        sa.Column("day", sa.Integer(), primary_key=True),
+        sa.Column("running_max", sa.Integer(), nullable=False),
+        sqlite_with_rowid=False,
+    )
+    op.create_table(
         "hub_sample_hubs",
         sa.Column("hub", sa.String(200), primary_key=True),
         sa.Column("first_hour", sa.Integer(), nullable=False),
@@ -50,4 +57,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("rollup_marks")
     op.drop_table("hub_sample_hubs")
+    op.drop_table("hub_sample_days")
     op.drop_table("hub_sample_hours")
