@@ -462,3 +462,25 @@ def test_the_overviews_active_users_kept_in_memory_equal_the_sql_count(store: St
             session.execute(insert(UserDay), fresh)
         check(today)
     check(today + timedelta(days=1))  # a new UTC day: the windows move
+
+
+def test_roll_ups_on_postgresql_equal_the_raw_computation(demo_like: FleetConfig) -> None:
+    """The same on a real PostgreSQL (the store takes any SQLAlchemy URL): its SQL (epoch hours, the gap
+    rule, upserts) and the folding in Python agree there too."""
+    from postgres_helpers import postgres_server
+
+    with postgres_server() as server:
+        if isinstance(server, str):
+            pytest.skip(f"PostgreSQL could not start: {server}")
+        with open_store(server.new_database()) as pg:
+            samples = sorted(
+                generated_samples(HUBS, NOW - timedelta(days=2), NOW, seed=23), key=lambda r: r["at"]
+            )
+            add_samples(pg, samples[:300])
+            metric_rollups.roll_up(pg)
+            for start in range(300, len(samples), 100):
+                add_samples(pg, samples[start : start + 100])
+                metric_rollups.roll_up(pg)
+            add_samples(pg, [{"hub": "b", "at": NOW - timedelta(hours=20), "running_servers": 77}])  # late
+            assert_charts_equal_raw(ConsoleSource(pg, demo_like, None), HUBS, NOW, [1, 2, 300])
+            assert stored_rollups(pg) == one_pass(pg)

@@ -31,6 +31,7 @@ from sqlalchemy import (
     Connection,
     Float,
     Integer,
+    Interval,
     String,
     TextClause,
     case,
@@ -39,6 +40,7 @@ from sqlalchemy import (
     delete,
     extract,
     func,
+    literal,
     select,
     text,
 )
@@ -239,7 +241,7 @@ def _gap_floor(at: Any, dialect: str) -> Any:
     """`at` - SPAWN_GAP in the stored form (SQLite keeps text that sorts by time; to the millisecond)."""
     if dialect == "sqlite":
         return func.strftime("%Y-%m-%d %H:%M:%f000", at, f"-{int(SPAWN_GAP.total_seconds())} seconds")
-    return at - SPAWN_GAP
+    return at - literal(SPAWN_GAP, Interval())
 
 
 # --------------------------------------------------------------------------- the same, one sample at a time
