@@ -252,30 +252,38 @@ def record_collection(
             first, last = seen.get(key, (stamp, stamp))
             seen[key] = (min(first, stamp), max(last, stamp))
     if seen:
+        # Plain rows and two bulk statements, not ORM objects: a hub of 5,000 active users moves 5,000
+        # last_seen values a minute, and loading and flushing each as an object was most of the cost.
         days = {day for _, day in seen}
         existing = {
-            (row.username, row.day): row
-            for row in session.scalars(select(UserDay).where(UserDay.hub == hub, UserDay.day.in_(days)))
-            if (row.username, row.day) in seen
+            (username, day): (first, last)
+            for username, day, first, last in session.execute(
+                select(UserDay.username, UserDay.day, UserDay.first_seen, UserDay.last_seen).where(
+                    UserDay.hub == hub, UserDay.day.in_(days)
+                )
+            ).all()
         }
         names = {username for username, _ in seen}
         people = known_identities(session, hub, names) if auth in OAUTH_TYPES else {}
+        fresh: list[dict[str, Any]] = []
+        moved: list[dict[str, Any]] = []
         for (username, day), (first, last) in seen.items():
-            row = existing.get((username, day))
-            if row is None:
-                session.add(
-                    UserDay(
-                        hub=hub,
-                        username=username,
-                        day=day,
-                        identity=people.get(username) or identity(auth, username),
-                        first_seen=first,
-                        last_seen=last,
-                    )
+            known = existing.get((username, day))
+            if known is None:
+                who = people.get(username) or identity(auth, username)
+                fresh.append(
+                    {"hub": hub, "username": username, "day": day, "identity": who}
+                    | {"first_seen": first, "last_seen": last}
                 )
-            else:
-                row.first_seen = min(row.first_seen, first)
-                row.last_seen = max(row.last_seen, last)
+            elif first < known[0] or last > known[1]:
+                moved.append(
+                    {"hub": hub, "username": username, "day": day}
+                    | {"first_seen": min(known[0], first), "last_seen": max(known[1], last)}
+                )
+        if fresh:
+            session.execute(insert(UserDay), fresh)
+        if moved:
+            session.execute(update(UserDay), moved)
 
     # --- server sessions
     open_rows = {
