@@ -117,6 +117,11 @@ tests of the CI run of 2026-12-01 (a file with one test over a minute comes earl
 def pytest_configure(config: pytest.Config) -> None:
     if "PYTEST_XDIST_WORKER" not in os.environ:  # once, in the process that starts the workers
         _compile_sources()
+    # pytest-xdist's --dist loadfile hands out the files with the most tests first unless told not to, which
+    # put the slow integration files (a few long tests each) last: SLOWEST_FIRST was ignored and the run ended
+    # with four fleets at once on two cores
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 def _compile_sources() -> None:
