@@ -204,6 +204,7 @@ class LocalBackend(Backend):
         super().__init__(fleet, state_dir)
         self._secrets = secrets
         self._isolation: str | None = None
+        self._promised: set[int] | None = None
 
     @property
     def secrets(self) -> SecretResolver:
@@ -222,17 +223,17 @@ class LocalBackend(Backend):
         stored = _read_json(path)
         data = dict(stored)
         if not (isinstance(data.get("hub_port"), int) and isinstance(data.get("proxy_api_port"), int)):
-            taken = {h.port for h in self.fleet.hubs.values() if h.port} | fixed_ports(self.fleet)
-            taken |= self._internal_ports_of_other_hubs(hub.name)
+            taken = self._promised_ports()
             hub_port = free_port(taken)
             data = {"hub_port": hub_port, "proxy_api_port": free_port(taken | {hub_port})}
         if not isinstance(data.get("support_port"), int):  # the support service (render/support_hook.py)
-            taken = {h.port for h in self.fleet.hubs.values() if h.port} | fixed_ports(self.fleet)
-            taken |= self._internal_ports_of_other_hubs(hub.name) | {data["hub_port"], data["proxy_api_port"]}
-            data["support_port"] = free_port(taken)
+            own = {data["hub_port"], data["proxy_api_port"]}
+            data["support_port"] = free_port(self._promised_ports() | own)
         data["url"] = self.fleet.internal_url(hub)
         if data != stored:
             _write_private(path, data)
+            if self._promised is not None:
+                self._promised |= {int(data[k]) for k in ("hub_port", "proxy_api_port", "support_port")}
         where = self.layout
         return LocalRuntime(
             data_dir=where.hub_data(hub.name),
@@ -253,18 +254,22 @@ class LocalBackend(Backend):
             self._isolation = isolation_mode()
         return self._isolation
 
-    def _internal_ports_of_other_hubs(self, name: str) -> set[int]:
-        """Ports written down for the other hubs: a stopped hub does not hold them now but will want them."""
-        ports: set[int] = set()
-        for path in (self.state_dir / "hubs").glob("*/runtime.json"):
-            if path.parent.name != name:
+    def _promised_ports(self) -> set[int]:
+        """Ports that new internal ports must avoid: the hubs' public ports, the fleet's fixed ones, and those
+        written down for every hub (a stopped hub does not hold them now but will want them). Read once per
+        backend and kept up to date as ports are chosen: reading every runtime.json for each new hub made a
+        first plan of thousands of hubs quadratic."""
+        if self._promised is None:
+            ports = {h.port for h in self.fleet.hubs.values() if h.port} | set(fixed_ports(self.fleet))
+            for path in (self.state_dir / "hubs").glob("*/runtime.json"):
                 data = _read_json(path)
                 ports |= {
                     data[k]
                     for k in ("hub_port", "proxy_api_port", "support_port")
                     if isinstance(data.get(k), int)
                 }
-        return ports
+            self._promised = ports
+        return set(self._promised)
 
     def render(self, hub: Hub) -> str:
         return render_jupyterhub_config(self.fleet, hub, self.runtime(hub))
