@@ -593,14 +593,10 @@ elif "{name}" == "gcloud":
 """
 
 
-@pytest.mark.parametrize("before", ["commit", ""])
-def test_cloud_deploy_step_rolls_a_failed_hub_back_and_never_uninstalls_it(
-    tmp_path: Path, before: str
-) -> None:
-    """The deploy job of a GKE fleet on a runner with no store: `ci deploy --base` records the fleet at the
-    commit before the push, so the changed hub is an update and a failed upgrade rolls back. Without a
-    commit before (a run started by hand) the hub is treated the same way, not as a new hub to uninstall.
-    helm, kubectl and gcloud are fakes (no cluster here) that log their calls."""
+def _gke_fleet_one_commit_on(tmp_path: Path) -> tuple[Path, Path, str]:
+    """The GKE test fleet in a git repository with one commit on top of its first (physics' prod hub gets 999
+    users), and fake helm, kubectl and gcloud (no cluster here) in a directory for PATH: (fleet, fake bin
+    directory, the first commit)."""
     fixture = Path(__file__).resolve().parent / "fixtures"
     root = tmp_path / "fleet"
     shutil.copytree(fixture / "k8s-fleet", root)
@@ -615,6 +611,19 @@ def test_cloud_deploy_step_rolls_a_failed_hub_back_and_never_uninstalls_it(
     sha = git(root, "rev-parse", "HEAD")
     edit(root / "communities/physics/hubs/prod.yaml", "max_users:", "max_users: 999\n#")
     git(root, "commit", "-q", "-am", "physics: 999 users")
+    return root, bindir, sha
+
+
+@pytest.mark.parametrize("before", ["commit", ""])
+def test_cloud_deploy_step_rolls_a_failed_hub_back_and_never_uninstalls_it(
+    tmp_path: Path, before: str
+) -> None:
+    """The deploy job of a GKE fleet on a runner with no store: `ci deploy --base` records the fleet at the
+    commit before the push, so the changed hub is an update and a failed upgrade rolls back. Without a
+    commit before (a run started by hand) the hub is treated the same way, not as a new hub to uninstall.
+    helm, kubectl and gcloud are fakes (no cluster here) that log their calls."""
+    fixture = Path(__file__).resolve().parent / "fixtures"
+    root, bindir, sha = _gke_fleet_one_commit_on(tmp_path)
 
     log = tmp_path / "calls.jsonl"
     runner = Runner(tmp_path, root, {"matrix.hub": "physics", "github.event.before": sha if before else ""})
@@ -695,19 +704,7 @@ def test_cloud_deploy_job_loads_the_ci_state_and_saves_a_failed_deploy(tmp_path:
     from hubfleet.store import open_store
 
     fixture = Path(__file__).resolve().parent / "fixtures"
-    root = tmp_path / "fleet"
-    shutil.copytree(fixture / "k8s-fleet", root)
-    bindir = tmp_path / "fakebin"
-    bindir.mkdir()
-    for name in ("helm", "kubectl", "gcloud"):
-        (bindir / name).write_text(FAKE_CLOUD.format(python=sys.executable, name=name))
-        (bindir / name).chmod(0o755)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "fleet")
-    sha = git(root, "rev-parse", "HEAD")
-    edit(root / "communities/physics/hubs/prod.yaml", "max_users:", "max_users: 999\n#")
-    git(root, "commit", "-q", "-am", "physics: 999 users")
+    root, bindir, sha = _gke_fleet_one_commit_on(tmp_path)
     git(tmp_path, "clone", "-q", "--bare", str(root), str(tmp_path / "remote.git"))
     git(root, "remote", "add", "origin", str(tmp_path / "remote.git"))
 
